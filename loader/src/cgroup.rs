@@ -1,0 +1,182 @@
+//! Memory and thread limits on the host side: a cgroup for the app when one can be used, else the
+//! loader falls back to rlimits. Which one was used is reported ([`LimitMechanism`]).
+//!
+//! Order of preference: cgroup v2 (root: under `/sys/fs/cgroup/elastos`; unprivileged: next to
+//! our own cgroup when systemd delegated its parent to us), cgroup v1 `memory` + `pids`
+//! controllers (root, hybrid hosts), rlimits (RLIMIT_AS for memory: address space, not resident
+//! memory, so it is the coarsest of the three; RLIMIT_NPROC counts the threads of the jail's own
+//! user namespace only).
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use elastos_policy::ResourceLimits;
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+/// How the app's memory and thread limits are enforced.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "mechanism", rename_all = "snake_case")]
+pub enum LimitMechanism {
+    /// A cgroup v2 leaf (memory.max, pids.max).
+    CgroupV2 { path: PathBuf },
+    /// cgroup v1 memory and pids controllers (memory.limit_in_bytes, pids.max).
+    CgroupV1 { memory: PathBuf, pids: PathBuf },
+    /// No usable cgroup: RLIMIT_AS and RLIMIT_NPROC inside the jail.
+    Rlimits,
+}
+
+/// A cgroup could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CgroupError {
+    /// Creating, writing or removing a cgroup file failed.
+    #[error("cgroup file {path}: {source} (hint: set ELASTOS_CGROUP=none to use rlimits)")]
+    Io {
+        /// The cgroup file or directory.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+    fs::write(path, value).map_err(|source| CgroupError::Io { path: path.into(), source })
+}
+
+fn make_dir(path: &Path) -> Result<(), CgroupError> {
+    match fs::create_dir(path) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+            Err(CgroupError::Io { path: path.into(), source: e })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The app's cgroup(s); removed on drop.
+#[derive(Debug)]
+pub struct AppCgroup {
+    mechanism: LimitMechanism,
+}
+
+impl AppCgroup {
+    /// Creates the app's cgroup with its limits set, or picks rlimits. `disabled` forces rlimits.
+    pub fn create(
+        name: &str,
+        limits: &ResourceLimits,
+        disabled: bool,
+    ) -> Result<AppCgroup, CgroupError> {
+        let root = Path::new(CGROUP_ROOT);
+        let is_root = nix::unistd::geteuid().is_root();
+        let mechanism = if disabled {
+            LimitMechanism::Rlimits
+        } else if is_cgroup2(root) {
+            match v2_parent(root, is_root) {
+                Some(parent) => {
+                    let path = parent.join(name);
+                    make_dir(&path)?;
+                    write(&path.join("memory.max"), &limits.memory_bytes.to_string())?;
+                    write(&path.join("pids.max"), &limits.threads.to_string())?;
+                    LimitMechanism::CgroupV2 { path }
+                }
+                None => LimitMechanism::Rlimits,
+            }
+        } else if is_root && root.join("memory").is_dir() && root.join("pids").is_dir() {
+            let memory = root.join("memory/elastos");
+            let pids = root.join("pids/elastos");
+            make_dir(&memory)?;
+            make_dir(&pids)?;
+            let (memory, pids) = (memory.join(name), pids.join(name));
+            make_dir(&memory)?;
+            make_dir(&pids)?;
+            let cgroup = AppCgroup {
+                mechanism: LimitMechanism::CgroupV1 { memory: memory.clone(), pids: pids.clone() },
+            };
+            write(&memory.join("memory.limit_in_bytes"), &limits.memory_bytes.to_string())?;
+            write(&pids.join("pids.max"), &limits.threads.to_string())?;
+            return Ok(cgroup);
+        } else {
+            LimitMechanism::Rlimits
+        };
+        Ok(AppCgroup { mechanism })
+    }
+
+    /// How the limits are enforced.
+    pub fn mechanism(&self) -> &LimitMechanism {
+        &self.mechanism
+    }
+
+    /// Moves `pid` into the cgroup(s).
+    pub fn attach(&self, pid: i32) -> Result<(), CgroupError> {
+        let pid = pid.to_string();
+        match &self.mechanism {
+            LimitMechanism::CgroupV2 { path } => write(&path.join("cgroup.procs"), &pid),
+            LimitMechanism::CgroupV1 { memory, pids } => {
+                write(&memory.join("cgroup.procs"), &pid)?;
+                write(&pids.join("cgroup.procs"), &pid)
+            }
+            LimitMechanism::Rlimits => Ok(()),
+        }
+    }
+
+    fn dirs(&self) -> Vec<&Path> {
+        match &self.mechanism {
+            LimitMechanism::CgroupV2 { path } => vec![path],
+            LimitMechanism::CgroupV1 { memory, pids } => vec![memory, pids],
+            LimitMechanism::Rlimits => vec![],
+        }
+    }
+}
+
+impl Drop for AppCgroup {
+    fn drop(&mut self) {
+        for dir in self.dirs() {
+            // The app has been reaped by now; a just-exited task can keep a cgroup busy for a
+            // moment, so retry briefly instead of leaking the directory.
+            for _ in 0..50 {
+                match fs::remove_dir(dir) {
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        std::thread::sleep(std::time::Duration::from_millis(2))
+                    }
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        tracing::warn!(cgroup = %dir.display(), error = %e, "could not remove cgroup");
+                        break;
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+}
+
+fn is_cgroup2(root: &Path) -> bool {
+    nix::sys::statfs::statfs(root)
+        .map(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+/// The v2 cgroup under which the app's leaf goes, if memory and pids can be controlled there.
+fn v2_parent(root: &Path, is_root: bool) -> Option<PathBuf> {
+    let parent = if is_root {
+        let parent = root.join("elastos");
+        make_dir(&parent).ok()?;
+        // Controllers must be enabled on every level down to the leaf's parent.
+        write(&root.join("cgroup.subtree_control"), "+memory +pids").ok()?;
+        write(&parent.join("cgroup.subtree_control"), "+memory +pids").ok()?;
+        parent
+    } else {
+        // Unprivileged: only if systemd delegated our cgroup's parent to us (writable, with memory
+        // and pids enabled for its children).
+        let own = fs::read_to_string("/proc/self/cgroup").ok()?;
+        let own = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+        let parent = root.join(own.trim_start_matches('/')).parent()?.to_path_buf();
+        nix::unistd::access(&parent, nix::unistd::AccessFlags::W_OK).ok()?;
+        parent
+    };
+    let enabled = fs::read_to_string(parent.join("cgroup.subtree_control")).ok()?;
+    let has = |c: &str| enabled.split_whitespace().any(|e| e == c);
+    (has("memory") && has("pids")).then_some(parent)
+}

@@ -1,0 +1,570 @@
+//! The launcher: creates the jail's namespaces, hands the plan to the loader, supervises the app.
+//!
+//! ```text
+//! launcher (host)                       child / loader (new user, mount, pid, net, ipc, uts ns)
+//! open host sources, cgroup, pipes
+//! clone(CLONE_NEW*) ------------------> wait on the sync pipe
+//! write uid_map/gid_map, attach cgroup
+//! sync --------------------------------> become uid 0 of the namespace, PDEATHSIG, fds 0-5+,
+//!                                        execveat(loader)
+//! write the LoaderInput ---------------> loader builds the jail (jail::Step::ORDER)
+//! read reports until EOF <-------------- Ready ... exec entry (report pipe closes on exec)
+//! wait, forwarding SIGINT/SIGTERM/SIGHUP
+//! ```
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use elastos_policy::{jail_paths, JailPlan, MountEntry};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use uuid::Uuid;
+
+use crate::cgroup::{AppCgroup, CgroupError, LimitMechanism};
+use crate::handoff::{fds, LoaderInput, Report, ResolvedMount};
+use crate::sys::{self, ChildSetup, ChildStep, CHILD_FAILURE_MAGIC};
+
+/// Fds handed to the child are first moved at or above this number, so that moving them into
+/// their fixed numbers (3, 4, 5, ...) never overwrites one of them.
+const HANDOFF_FD_FLOOR: RawFd = 256;
+
+/// Signals the launcher forwards to the app.
+const FORWARDED: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+
+/// Starting or supervising a jail failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LaunchError {
+    /// The loader binary could not be opened.
+    #[error("cannot open the loader {path}: {source} (hint: install elastos-loader next to \
+             elastos, or set ELASTOS_LOADER)")]
+    Loader {
+        /// Where we looked.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: io::Error,
+    },
+    /// A host path the jail mounts could not be opened.
+    #[error("cannot open {path} to mount it in the jail: {source}")]
+    MountSource {
+        /// The host path.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: io::Error,
+    },
+    /// Preparing the app's home (ownership) failed.
+    #[error("cannot prepare the app's home {path}: {source}")]
+    Home {
+        /// The host path of the home.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: io::Error,
+    },
+    /// Creating a pipe or moving an fd failed.
+    #[error("cannot set up the jail's file descriptors: {0}")]
+    Fds(#[source] io::Error),
+    /// clone() into new namespaces failed.
+    #[error("cannot create the jail's namespaces: {source} (hint: unprivileged user namespaces \
+             must be enabled: sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces \
+             > 0, and no AppArmor restrict_unprivileged_userns)")]
+    Namespaces {
+        /// Why it failed.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing the child's uid/gid map failed.
+    #[error("cannot write {file} of the jail: {source}")]
+    IdMap {
+        /// The /proc file.
+        file: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: io::Error,
+    },
+    /// The cgroup for the limits could not be set up.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    /// The child failed between clone and exec of the loader.
+    #[error("the jail's first process failed at {step:?}: {source}")]
+    Child {
+        /// The step.
+        step: ChildStep,
+        /// The kernel's answer.
+        #[source]
+        source: io::Error,
+    },
+    /// The loader failed at a jail step; the app never ran.
+    #[error("building the jail failed at step {step}: {message}{}", errno_text(*.errno))]
+    Jail {
+        /// The jail step (see `jail::Step`).
+        step: String,
+        /// What failed.
+        message: String,
+        /// The kernel's answer, if any.
+        errno: Option<i32>,
+    },
+    /// The entry does not exist (or its ELF interpreter does not, in the jail).
+    #[error("entry {entry} not found in the jail: {source} (if it exists in the bundle, it is \
+             dynamically linked against a loader or library the host does not have)")]
+    EntryNotFound {
+        /// The entry's jail path.
+        entry: PathBuf,
+        /// The kernel's answer.
+        #[source]
+        source: io::Error,
+    },
+    /// The entry exists but cannot be executed.
+    #[error("entry {entry} cannot be executed: {source} (is it an executable for this \
+             architecture, with its x bit set?)")]
+    EntryNotExecutable {
+        /// The entry's jail path.
+        entry: PathBuf,
+        /// The kernel's answer.
+        #[source]
+        source: io::Error,
+    },
+    /// The loader went away without saying why.
+    #[error("the loader exited before starting the app ({0})")]
+    LoaderVanished(String),
+    /// Waiting for the app failed.
+    #[error("waiting for the app failed: {0}")]
+    Wait(#[source] nix::Error),
+}
+
+fn errno_text(errno: Option<i32>) -> String {
+    errno.map(|e| format!(": {}", io::Error::from_raw_os_error(e))).unwrap_or_default()
+}
+
+impl LaunchError {
+    /// The podman-style exit code for this failure: 127 entry not found, 126 entry not
+    /// executable, 125 anything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            LaunchError::EntryNotFound { .. } => 127,
+            LaunchError::EntryNotExecutable { .. } => 126,
+            _ => 125,
+        }
+    }
+}
+
+/// Which host uid/gid the jail's processes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct HostIdentity {
+    /// Host uid of the jail (and of the app's home files).
+    pub uid: u32,
+    /// Host gid.
+    pub gid: u32,
+    /// Launched by root: the jail gets its own unprivileged uid rather than root's.
+    pub launched_by_root: bool,
+}
+
+/// First host uid of the range from which a root launcher gives each app its own uid.
+pub const ROOT_MODE_UID_BASE: u32 = 0x5000_0000;
+
+impl HostIdentity {
+    /// The identity for `app_id` when launched by the current user. As root, each app gets a
+    /// dedicated unprivileged host uid/gid derived from its id (FNV-1a, 24 bits), so apps never
+    /// run as host root and two apps rarely share a uid; otherwise the caller's uid/gid.
+    pub fn for_app(app_id: &Uuid) -> HostIdentity {
+        let uid = nix::unistd::getuid().as_raw();
+        if uid == 0 {
+            let hash = app_id
+                .as_bytes()
+                .iter()
+                .fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193));
+            let id = ROOT_MODE_UID_BASE + (hash & 0x00ff_ffff);
+            HostIdentity { uid: id, gid: id, launched_by_root: true }
+        } else {
+            HostIdentity { uid, gid: nix::unistd::getgid().as_raw(), launched_by_root: false }
+        }
+    }
+}
+
+/// How to launch.
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    /// The `elastos-loader` executable.
+    pub loader: PathBuf,
+    /// Run even without Landlock or seccomp in the kernel (loudly named at the CLI).
+    pub allow_without_kernel_sandbox: bool,
+    /// Never use a cgroup (rlimits only).
+    pub no_cgroup: bool,
+}
+
+/// What the loader reported once the jail was complete.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct JailFacts {
+    /// The host pid of the app (pid 1 of its namespace).
+    pub pid: i32,
+    /// The host identity the app runs as.
+    pub identity: HostIdentity,
+    /// The Landlock ABI enforced (0: none).
+    pub landlock_abi: u32,
+    /// Whether every Landlock restriction asked for is enforced.
+    pub landlock_fully_enforced: bool,
+    /// How memory and thread limits are enforced.
+    pub limits: LimitMechanism,
+}
+
+/// A running jail. Dropping it kills the app.
+#[derive(Debug)]
+pub struct RunningJail {
+    facts: JailFacts,
+    cgroup: AppCgroup,
+    reaped: bool,
+    // Declared last: dropped after the app is killed and reaped.
+    signals: BlockedSignals,
+}
+
+/// SIGINT, SIGTERM, SIGHUP and SIGCHLD blocked in this thread (so none is lost between clone and
+/// `wait`); unblocked on drop.
+#[derive(Debug)]
+struct BlockedSignals(SigSet);
+
+impl BlockedSignals {
+    fn block() -> Result<BlockedSignals, LaunchError> {
+        let mut set = SigSet::empty();
+        for signal in FORWARDED.iter().chain([&Signal::SIGCHLD]) {
+            set.add(*signal);
+        }
+        set.thread_block().map_err(|e| LaunchError::Fds(e.into()))?;
+        Ok(BlockedSignals(set))
+    }
+}
+
+impl Drop for BlockedSignals {
+    fn drop(&mut self) {
+        let _ = self.0.thread_unblock();
+    }
+}
+
+/// How the app ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppExit {
+    /// exit(code).
+    Exited(i32),
+    /// Killed by this signal.
+    Signaled(i32),
+}
+
+impl AppExit {
+    /// The shell convention: the code, or 128+N for signal N.
+    pub fn code(self) -> i32 {
+        match self {
+            AppExit::Exited(code) => code,
+            AppExit::Signaled(signal) => 128 + signal,
+        }
+    }
+}
+
+/// Turns the plan's mount list into the loader's, and lists the host paths to bind (the child
+/// opens them; see `ChildSetup::mount_sources`).
+fn resolve_mounts(plan: &JailPlan) -> Result<(Vec<ResolvedMount>, Vec<PathBuf>), LaunchError> {
+    let mut resolved = Vec::with_capacity(plan.mounts.len());
+    let mut sources: Vec<PathBuf> = Vec::new();
+    let mut bind = |host: &Path, jail: &Path, writable: bool, device: bool| {
+        let is_dir = fs::metadata(host)
+            .map_err(|source| LaunchError::MountSource { path: host.into(), source })?
+            .is_dir();
+        sources.push(host.into());
+        Ok::<_, LaunchError>(ResolvedMount::Bind {
+            source: (sources.len() - 1) as u32,
+            jail: jail.into(),
+            is_dir,
+            writable,
+            device,
+        })
+    };
+    for entry in &plan.mounts {
+        let step = match entry {
+            MountEntry::Host { host, jail, writable, optional } => match fs::symlink_metadata(host)
+            {
+                Err(e) if *optional && e.kind() == io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(LaunchError::MountSource { path: host.clone(), source }),
+                Ok(m) if m.file_type().is_symlink() => ResolvedMount::Symlink {
+                    target: fs::read_link(host).map_err(|source| LaunchError::MountSource {
+                        path: host.clone(),
+                        source,
+                    })?,
+                    jail: jail.clone(),
+                },
+                Ok(_) => bind(host, jail, *writable, false)?,
+            },
+            MountEntry::Bind { host, jail, writable } => bind(host, jail, *writable, false)?,
+            MountEntry::Device { host, jail } => bind(host, jail, true, true)?,
+            MountEntry::Tmpfs { jail, size_bytes, mode } => {
+                ResolvedMount::Tmpfs { jail: jail.clone(), size_bytes: *size_bytes, mode: *mode }
+            }
+            MountEntry::Dir { jail, mode } => ResolvedMount::Dir { jail: jail.clone(), mode: *mode },
+            MountEntry::Symlink { target, jail } => {
+                ResolvedMount::Symlink { target: target.clone(), jail: jail.clone() }
+            }
+            MountEntry::Proc { jail } => ResolvedMount::Proc { jail: jail.clone() },
+        };
+        resolved.push(step);
+    }
+    Ok((resolved, sources))
+}
+
+/// As root, the home belongs to the app's own uid (it was created by root).
+fn prepare_home(plan: &JailPlan, identity: &HostIdentity) -> Result<(), LaunchError> {
+    if !identity.launched_by_root {
+        return Ok(());
+    }
+    let home = plan.mounts.iter().find_map(|m| match m {
+        MountEntry::Bind { host, jail, .. } if jail == Path::new(jail_paths::HOME) => Some(host),
+        _ => None,
+    });
+    if let Some(home) = home {
+        std::os::unix::fs::chown(home, Some(identity.uid), Some(identity.gid))
+            .map_err(|source| LaunchError::Home { path: home.clone(), source })?;
+    }
+    Ok(())
+}
+
+/// Starts `plan` in a new jail, with `ipc` as the app's fd 3. Blocks SIGINT, SIGTERM, SIGHUP and
+/// SIGCHLD in the calling thread (they are handled by [`RunningJail::wait`]); call it from the
+/// thread that will wait, and keep that thread alive as long as the app: the app is killed when
+/// the thread that started it exits (PR_SET_PDEATHSIG).
+pub fn launch(
+    plan: &JailPlan,
+    ipc: OwnedFd,
+    options: &LaunchOptions,
+) -> Result<RunningJail, LaunchError> {
+    let identity = HostIdentity::for_app(&plan.app_id);
+    let loader = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&options.loader)
+        .map_err(|source| LaunchError::Loader { path: options.loader.clone(), source })?;
+    prepare_home(plan, &identity)?;
+    let (mounts, sources) = resolve_mounts(plan)?;
+    let cgroup = AppCgroup::create(
+        &format!("{}-{}", plan.app_id, std::process::id()),
+        &plan.limits,
+        options.no_cgroup,
+    )?;
+    let memory_rlimit = *cgroup.mechanism() == LimitMechanism::Rlimits;
+
+    let (input_read, input_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| LaunchError::Fds(e.into()))?;
+    let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| LaunchError::Fds(e.into()))?;
+    let (sync_read, sync_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| LaunchError::Fds(e.into()))?;
+
+    // Everything the child keeps, moved above the fixed numbers first.
+    let mut handed: Vec<(OwnedFd, RawFd)> = vec![
+        (sys::dup_above(ipc.as_raw_fd(), HANDOFF_FD_FLOOR).map_err(LaunchError::Fds)?, fds::IPC),
+        (sys::dup_above(input_read.as_raw_fd(), HANDOFF_FD_FLOOR).map_err(LaunchError::Fds)?, fds::INPUT),
+        (sys::dup_above(report_write.as_raw_fd(), HANDOFF_FD_FLOOR).map_err(LaunchError::Fds)?, fds::REPORT),
+    ];
+    let mount_sources = sources
+        .iter()
+        .enumerate()
+        .map(|(i, path)| {
+            let path = CString::new(path.as_os_str().as_bytes()).map_err(|e| {
+                LaunchError::MountSource { path: path.clone(), source: io::Error::other(e) }
+            })?;
+            Ok((path, fds::FIRST_SOURCE + i as RawFd))
+        })
+        .collect::<Result<Vec<_>, LaunchError>>()?;
+    drop((ipc, input_read));
+    let sync_read = sys::dup_above(sync_read.as_raw_fd(), HANDOFF_FD_FLOOR).map_err(LaunchError::Fds)?;
+    let loader = sys::dup_above(loader.as_raw_fd(), HANDOFF_FD_FLOOR).map_err(LaunchError::Fds)?;
+
+    let setup = ChildSetup::new(
+        sync_read.as_raw_fd(),
+        report_write.as_raw_fd(),
+        handed.iter().map(|(fd, to)| (fd.as_raw_fd(), *to)).collect(),
+        mount_sources,
+        identity.launched_by_root,
+        loader.as_raw_fd(),
+        vec![CString::from(c"elastos-loader")],
+        Vec::new(),
+    );
+
+    let signals = BlockedSignals::block()?;
+
+    let flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS;
+    let pid = sys::spawn_jailed_child(flags, &setup)
+        .map_err(|source| LaunchError::Namespaces { source })?;
+    // From here on the child exists: any failure must kill and reap it (RunningJail's Drop).
+    drop((handed, sync_read, loader, report_write, setup));
+    let mut jail = RunningJail {
+        facts: JailFacts {
+            pid,
+            identity,
+            landlock_abi: 0,
+            landlock_fully_enforced: false,
+            limits: cgroup.mechanism().clone(),
+        },
+        cgroup,
+        reaped: false,
+        signals,
+    };
+    write_id_maps(pid, &identity)?;
+    jail.cgroup.attach(pid)?;
+    File::from(sync_write).write_all(&[1]).map_err(LaunchError::Fds)?;
+
+    let input = LoaderInput {
+        plan: plan.clone(),
+        mounts,
+        memory_rlimit,
+        allow_without_kernel_sandbox: options.allow_without_kernel_sandbox,
+    };
+    let bytes = serde_json::to_vec(&input).expect("loader input serializes");
+    // The loader reads all of it before doing anything else; if it died, the report says why.
+    let _ = File::from(input_write).write_all(&bytes);
+
+    let mut reports = Vec::new();
+    File::from(report_read).read_to_end(&mut reports).map_err(LaunchError::Fds)?;
+    let (abi, fully) = interpret_reports(&reports, &sources)?;
+    jail.facts.landlock_abi = abi;
+    jail.facts.landlock_fully_enforced = fully;
+    Ok(jail)
+}
+
+fn write_id_maps(pid: i32, identity: &HostIdentity) -> Result<(), LaunchError> {
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let write = |name: &str, value: String| {
+        let file = proc.join(name);
+        fs::write(&file, value).map_err(|source| LaunchError::IdMap { file, source })
+    };
+    if !identity.launched_by_root {
+        // Required before an unprivileged gid_map; also keeps the jail from dropping groups to
+        // gain access to files denied to one of them.
+        write("setgroups", "deny".into())?;
+    }
+    write("uid_map", format!("0 {} 1\n", identity.uid))?;
+    write("gid_map", format!("0 {} 1\n", identity.gid))
+}
+
+/// Reads what the child and the loader said: Ok((landlock ABI, fully enforced)) when the entry
+/// was exec'd.
+fn interpret_reports(bytes: &[u8], sources: &[PathBuf]) -> Result<(u32, bool), LaunchError> {
+    if bytes.first() == Some(&CHILD_FAILURE_MAGIC) && bytes.len() >= 8 {
+        let index = u16::from_le_bytes(bytes[2..4].try_into().expect("2 bytes"));
+        let errno = i32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+        let step = ChildStep::from_byte(bytes[1]).unwrap_or(ChildStep::ExecLoader);
+        let source = io::Error::from_raw_os_error(errno);
+        return Err(match sources.get(usize::from(index)) {
+            Some(path) if step == ChildStep::OpenMountSource => {
+                LaunchError::MountSource { path: path.clone(), source }
+            }
+            _ => LaunchError::Child { step, source },
+        });
+    }
+    let mut ready = None;
+    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let report: Report = serde_json::from_slice(line).map_err(|e| {
+            LaunchError::LoaderVanished(format!(
+                "unreadable report {:?}: {e}",
+                String::from_utf8_lossy(line)
+            ))
+        })?;
+        match report {
+            Report::Ready { landlock_abi, landlock_fully_enforced } => {
+                ready = Some((landlock_abi, landlock_fully_enforced))
+            }
+            Report::Failed { step, message, errno } => {
+                return Err(LaunchError::Jail { step, message, errno })
+            }
+            Report::ExecFailed { entry, errno } => {
+                let source = io::Error::from_raw_os_error(errno);
+                return Err(if errno == libc::ENOENT {
+                    LaunchError::EntryNotFound { entry, source }
+                } else {
+                    LaunchError::EntryNotExecutable { entry, source }
+                });
+            }
+        }
+    }
+    ready.ok_or_else(|| LaunchError::LoaderVanished("no report".into()))
+}
+
+impl RunningJail {
+    /// Facts about the running jail.
+    pub fn facts(&self) -> &JailFacts {
+        &self.facts
+    }
+
+    /// Waits for the app to end, forwarding SIGINT, SIGTERM and SIGHUP to it.
+    ///
+    /// The app is pid 1 of its namespace, and the kernel drops signals to a namespace's init that
+    /// it has no handler for. So when the app neither catches nor ignores a forwarded signal, the
+    /// launcher carries out the default action itself (SIGKILL) and reports death by the
+    /// forwarded signal, as if it had been delivered.
+    pub fn wait(mut self) -> Result<AppExit, LaunchError> {
+        let pid = Pid::from_raw(self.facts.pid);
+        let waiting_for = self.signals.0;
+        let mut emulated: Option<Signal> = None;
+        let exit = loop {
+            match waitpid(pid, Some(WaitPidFlag::WNOHANG)).map_err(LaunchError::Wait)? {
+                WaitStatus::Exited(_, code) => break AppExit::Exited(code),
+                WaitStatus::Signaled(_, Signal::SIGKILL, _) if emulated.is_some() => {
+                    break AppExit::Signaled(emulated.expect("checked") as i32)
+                }
+                WaitStatus::Signaled(_, signal, _) => break AppExit::Signaled(signal as i32),
+                _ => {}
+            }
+            let signal = waiting_for.wait().map_err(LaunchError::Wait)?;
+            if signal == Signal::SIGCHLD {
+                continue;
+            }
+            let _ = kill(pid, signal);
+            if !handles_signal(self.facts.pid, signal) {
+                emulated = Some(signal);
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+        };
+        self.reaped = true;
+        Ok(exit)
+    }
+}
+
+/// Whether the process catches or ignores `signal` (SigCgt/SigIgn in /proc/PID/status).
+fn handles_signal(pid: i32, signal: Signal) -> bool {
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let bit = 1u64 << (signal as i32 - 1);
+    status
+        .lines()
+        .filter_map(|l| l.strip_prefix("SigCgt:").or_else(|| l.strip_prefix("SigIgn:")))
+        .filter_map(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .any(|mask| mask & bit != 0)
+}
+
+impl Drop for RunningJail {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let pid = Pid::from_raw(self.facts.pid);
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+    }
+}
+
+/// Where `elastos-loader` is: `ELASTOS_LOADER`, else next to the running executable.
+pub fn default_loader_path() -> io::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("ELASTOS_LOADER") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    Ok(exe.with_file_name("elastos-loader"))
+}

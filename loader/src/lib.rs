@@ -1,0 +1,28 @@
+//! The kernel side of elastos: the launcher that creates an app's namespaces and supervises it,
+//! and the loader that builds the jail around itself and execs the app.
+//!
+//! This is the only crate that talks to the kernel to build a jail, and all of its `unsafe` code
+//! and raw syscalls are in [`sys`]. The policy (what to mount, which syscalls, which Landlock
+//! rules) is decided by `elastos-policy`; this crate only carries it out, in the order of
+//! [`jail::Step::ORDER`]:
+//!
+//! 1. launcher ([`launch`]): opens host sources, sets up the cgroup, clone()s into new user,
+//!    mount, pid, net, ipc and uts namespaces, writes the id maps, execs the loader;
+//! 2. loader ([`jail`]): private mounts, cgroup namespace, hostname, filesystem on a tmpfs,
+//!    pivot_root, rlimits, a nested user namespace for the app's uid, capabilities dropped,
+//!    no_new_privs, Landlock, seccomp (last), execve of the entry.
+//!
+//! Non-features: no network inside the jail (an empty net namespace is the point), no setuid
+//! helper (unprivileged users rely on user namespaces), no seccomp user-notification.
+
+pub mod cgroup;
+pub mod handoff;
+pub mod jail;
+pub mod launch;
+pub mod sys;
+
+pub use cgroup::LimitMechanism;
+pub use launch::{
+    default_loader_path, launch, AppExit, HostIdentity, JailFacts, LaunchError, LaunchOptions,
+    RunningJail,
+};

@@ -1,0 +1,405 @@
+//! Every raw syscall and `unsafe` block of elastos lives here.
+//!
+//! Two kinds of code:
+//! - [`spawn_jailed_child`]: the only code that runs between `clone()` and `execve()` in the
+//!   launcher's child. The launcher may be multi-threaded, so that code may only make
+//!   async-signal-safe raw syscalls: everything it touches (argv, envp, fd lists) is prepared
+//!   before `clone()`, it never allocates, never takes a lock and reports failure as a fixed
+//!   8-byte record on the report pipe.
+//! - thin wrappers for the loader's jail steps (mount family, pivot_root, unshare, prctl,
+//!   Landlock ABI probe) that libc/nix don't wrap or wrap without the flags we need.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::RawFd;
+
+/// Size of the child's stack between clone() and execve(); it only runs a few raw syscalls.
+const CHILD_STACK_BYTES: usize = 64 * 1024;
+
+/// Marks a failure record written by the pre-exec child on the report pipe (loader reports are
+/// JSON lines, which never start with this byte).
+pub const CHILD_FAILURE_MAGIC: u8 = 0xFF;
+
+/// The pre-exec child's steps, as recorded in a failure record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ChildStep {
+    /// Waiting for the launcher to write the id maps (EOF: the launcher gave up).
+    AwaitIdMaps = 1,
+    /// Dropping the launcher's supplementary groups (root launcher only).
+    ClearGroups = 2,
+    /// Becoming uid/gid 0 of the new user namespace.
+    SetIds = 3,
+    /// PR_SET_PDEATHSIG, so the jail dies with the launcher.
+    ParentDeathSignal = 4,
+    /// Moving the jail's fds into their fixed numbers.
+    ArrangeFds = 5,
+    /// Opening a host path the jail mounts (the record names which one).
+    OpenMountSource = 6,
+    /// execveat() of the loader.
+    ExecLoader = 7,
+}
+
+impl ChildStep {
+    /// Decodes a step byte from a failure record.
+    pub fn from_byte(byte: u8) -> Option<Self> {
+        use ChildStep::*;
+        [AwaitIdMaps, ClearGroups, SetIds, ParentDeathSignal, ArrangeFds, OpenMountSource, ExecLoader]
+            .into_iter()
+            .find(|step| *step as u8 == byte)
+    }
+}
+
+/// Everything the pre-exec child needs, prepared (allocated) before clone().
+pub struct ChildSetup {
+    /// Read end of the pipe on which the launcher signals that the id maps are written.
+    pub sync_read: RawFd,
+    /// Where a failure record goes (the launcher's copy of the report pipe's write end).
+    pub report: RawFd,
+    /// (current fd, fixed number) pairs; the current fds are >= every fixed number.
+    pub fd_moves: Vec<(RawFd, RawFd)>,
+    /// Host paths to open (O_PATH) at fixed numbers. Opened here, in the child, because a bind
+    /// mount's source must be a mount of the caller's own mount namespace, and before the id
+    /// change, because the launcher's user may be able to reach paths the jail's uid cannot.
+    pub mount_sources: Vec<(CString, RawFd)>,
+    /// The highest fixed number; every fd above it is made close-on-exec.
+    pub highest_fd: RawFd,
+    /// Drop supplementary groups (only possible, and only needed, when the launcher is root).
+    pub clear_groups: bool,
+    /// The loader executable, opened by the launcher.
+    pub loader: RawFd,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+}
+
+impl ChildSetup {
+    /// Prepares the child's state; `argv`/`envp` are the loader's.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        sync_read: RawFd,
+        report: RawFd,
+        fd_moves: Vec<(RawFd, RawFd)>,
+        mount_sources: Vec<(CString, RawFd)>,
+        clear_groups: bool,
+        loader: RawFd,
+        argv: Vec<CString>,
+        envp: Vec<CString>,
+    ) -> Self {
+        let highest_fd = fd_moves
+            .iter()
+            .map(|(_, to)| *to)
+            .chain(mount_sources.iter().map(|(_, to)| *to))
+            .fold(2, RawFd::max);
+        ChildSetup {
+            sync_read,
+            report,
+            fd_moves,
+            mount_sources,
+            highest_fd,
+            clear_groups,
+            loader,
+            argv,
+            envp,
+        }
+    }
+}
+
+/// clone()s a child into new namespaces (`flags`: CLONE_NEW*) that runs [`ChildSetup`] and execs
+/// the loader. Returns the child's pid (in the launcher's pid namespace).
+pub fn spawn_jailed_child(flags: libc::c_int, setup: &ChildSetup) -> io::Result<libc::pid_t> {
+    let argv: Vec<*const libc::c_char> =
+        setup.argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let envp: Vec<*const libc::c_char> =
+        setup.envp.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let mut stack = vec![0u8; CHILD_STACK_BYTES];
+    let mut child = ChildContext { setup, argv: &argv, envp: &envp };
+    // SAFETY: the stack is a live, exclusively owned allocation; clone() without CLONE_VM gives
+    // the child a copy-on-write copy of this address space, so `child` and the pointers inside it
+    // stay valid in the child until it execs or exits, and the parent frees nothing the child
+    // still uses. The stack grows down on every architecture we build for, so we pass its top,
+    // aligned to 16 bytes as the ABIs require. `child_main` only performs async-signal-safe
+    // syscalls (see the module doc).
+    let pid = unsafe {
+        let top = stack.as_mut_ptr().add(stack.len());
+        let top = top.sub(top as usize % 16);
+        libc::clone(
+            child_main,
+            top.cast(),
+            flags | libc::SIGCHLD,
+            (&mut child as *mut ChildContext).cast(),
+        )
+    };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pid)
+}
+
+struct ChildContext<'a> {
+    setup: &'a ChildSetup,
+    argv: &'a [*const libc::c_char],
+    envp: &'a [*const libc::c_char],
+}
+
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ChildContext` passed to clone() by `spawn_jailed_child`, valid in
+    // this copy of the parent's address space.
+    let child = unsafe { &*(arg as *const ChildContext) };
+    let (step, index) = match run_child(child) {
+        Ok(never) => match never {},
+        Err(failure) => failure,
+    };
+    // SAFETY: errno is thread-local and readable from any context.
+    let errno = unsafe { *libc::__errno_location() };
+    let mut record = [CHILD_FAILURE_MAGIC, step as u8, 0, 0, 0, 0, 0, 0];
+    record[2..4].copy_from_slice(&index.to_le_bytes());
+    record[4..8].copy_from_slice(&errno.to_le_bytes());
+    // SAFETY: plain write(2)/_exit(2) of a stack buffer; both are async-signal-safe.
+    unsafe {
+        libc::write(child.setup.report, record.as_ptr().cast(), record.len());
+        libc::_exit(125)
+    }
+}
+
+enum Never {}
+
+/// A failed pre-exec step, and the index of the mount source involved (0 otherwise).
+type ChildFailure = (ChildStep, u16);
+
+fn check(ret: libc::c_long, step: ChildStep) -> Result<(), ChildFailure> {
+    if ret < 0 {
+        Err((step, 0))
+    } else {
+        Ok(())
+    }
+}
+
+fn run_child(child: &ChildContext) -> Result<Never, ChildFailure> {
+    let setup = child.setup;
+    // SAFETY: every call below is a raw, async-signal-safe syscall on plain values or on memory
+    // prepared before clone() (see the module doc); nothing allocates or locks.
+    unsafe {
+        // Signal state is inherited across execve: start the jail with an empty mask and default
+        // dispositions (Rust ignores SIGPIPE in the launcher; the app must not inherit that).
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        for signal in 1..32 {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+        }
+
+        let mut byte = 0u8;
+        let n = libc::read(setup.sync_read, (&mut byte as *mut u8).cast(), 1);
+        if n != 1 {
+            return Err((ChildStep::AwaitIdMaps, 0));
+        }
+        if setup.clear_groups {
+            check(libc::setgroups(0, std::ptr::null()) as _, ChildStep::ClearGroups)?;
+        }
+        for (index, (path, to)) in setup.mount_sources.iter().enumerate() {
+            let failed = (ChildStep::OpenMountSource, index as u16);
+            let fd = libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(failed);
+            }
+            // open() returns the lowest free number: never one already placed, maybe `to` itself.
+            let placed = if fd == *to {
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                let placed = libc::dup2(fd, *to);
+                libc::close(fd);
+                placed
+            };
+            if placed < 0 {
+                return Err(failed);
+            }
+        }
+        check(libc::setresgid(0, 0, 0) as _, ChildStep::SetIds)?;
+        check(libc::setresuid(0, 0, 0) as _, ChildStep::SetIds)?;
+        // After the id change (which would clear it) and before anything long-running.
+        check(
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) as _,
+            ChildStep::ParentDeathSignal,
+        )?;
+        for &(from, to) in &setup.fd_moves {
+            if from == to {
+                check(libc::fcntl(from, libc::F_SETFD, 0) as _, ChildStep::ArrangeFds)?;
+            } else {
+                check(libc::dup2(from, to) as _, ChildStep::ArrangeFds)?;
+            }
+        }
+        // Whatever else the launcher had open (inherited without CLOEXEC, or its own fds) must not
+        // reach the jail. CLOEXEC rather than close: the loader fd itself is among them.
+        check(
+            libc::syscall(
+                libc::SYS_close_range,
+                (setup.highest_fd + 1) as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ),
+            ChildStep::ArrangeFds,
+        )?;
+        libc::syscall(
+            libc::SYS_execveat,
+            setup.loader,
+            c"".as_ptr(),
+            child.argv.as_ptr(),
+            child.envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        );
+        Err((ChildStep::ExecLoader, 0))
+    }
+}
+
+fn cvt(ret: libc::c_int) -> io::Result<()> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn cvt_long(ret: libc::c_long) -> io::Result<()> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// mount(2) with optional source, fstype and data.
+pub fn mount(
+    source: Option<&CStr>,
+    target: &CStr,
+    fstype: Option<&CStr>,
+    flags: libc::c_ulong,
+    data: Option<&CStr>,
+) -> io::Result<()> {
+    let ptr = |s: Option<&CStr>| s.map_or(std::ptr::null(), |s| s.as_ptr());
+    // SAFETY: all pointers are NUL-terminated strings that outlive the call, or null where the
+    // kernel accepts null.
+    cvt(unsafe { libc::mount(ptr(source), target.as_ptr(), ptr(fstype), flags, ptr(data).cast()) })
+}
+
+/// Adds mount attributes (MOUNT_ATTR_*) to the mount at `target`, recursively if asked.
+/// Only ever adds restrictions, so flags the kernel locked on the original mount are kept.
+pub fn mount_setattr(target: &CStr, attr_set: u64, recursive: bool) -> io::Result<()> {
+    // struct mount_attr { u64 attr_set, attr_clr, propagation, userns_fd }
+    let attr: [u64; 4] = [attr_set, 0, 0, 0];
+    let flags = if recursive { libc::AT_RECURSIVE } else { 0 };
+    // SAFETY: `attr` is a correctly laid out struct mount_attr of the size we pass; `target` is a
+    // NUL-terminated path.
+    cvt_long(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            flags as libc::c_uint,
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    })
+}
+
+/// pivot_root(".", ".") then detach the old root: the bubblewrap/runc idiom that needs no
+/// directory for the old root inside the new one. The caller has chdir()ed into the new root.
+pub fn pivot_root_here() -> io::Result<()> {
+    // SAFETY: constant NUL-terminated paths.
+    cvt_long(unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) })?;
+    // SAFETY: constant NUL-terminated path.
+    cvt(unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) })
+}
+
+/// unshare(2).
+pub fn unshare(flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain flags.
+    cvt(unsafe { libc::unshare(flags) })
+}
+
+/// sethostname(2).
+pub fn sethostname(name: &str) -> io::Result<()> {
+    // SAFETY: pointer and length of a live byte slice.
+    cvt(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) })
+}
+
+/// PR_SET_NO_NEW_PRIVS: execve can never grant privileges again (setuid bits, file caps).
+pub fn set_no_new_privs() -> io::Result<()> {
+    // SAFETY: plain integer arguments.
+    cvt(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
+}
+
+/// PR_SET_PDEATHSIG(SIGKILL).
+pub fn set_parent_death_kill() -> io::Result<()> {
+    // SAFETY: plain integer arguments.
+    cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) })
+}
+
+/// setrlimit(2) with soft = hard = `value`.
+pub fn set_rlimit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> {
+    let limit = libc::rlimit { rlim_cur: value, rlim_max: value };
+    // SAFETY: pointer to a live rlimit.
+    cvt(unsafe { libc::setrlimit(resource, &limit) })
+}
+
+/// getrlimit(2).
+pub fn get_rlimit(resource: libc::__rlimit_resource_t) -> io::Result<libc::rlimit> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: pointer to a live rlimit.
+    cvt(unsafe { libc::getrlimit(resource, &mut limit) })?;
+    Ok(limit)
+}
+
+/// The kernel's Landlock ABI version (0: Landlock not built in or not enabled).
+pub fn landlock_abi() -> u32 {
+    // SAFETY: LANDLOCK_CREATE_RULESET_VERSION with a null attr and size 0 is the documented way
+    // to query the ABI; it creates nothing.
+    let ret = unsafe {
+        libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, 1u32)
+    };
+    u32::try_from(ret).unwrap_or(0)
+}
+
+/// close_range(first, MAX, 0): closes every fd from `first` up.
+pub fn close_fds_from(first: RawFd) -> io::Result<()> {
+    // SAFETY: plain integer arguments; the caller owns no Rust object wrapping these fds.
+    cvt_long(unsafe {
+        libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, 0u32)
+    })
+}
+
+/// execve(2); returns only on failure.
+pub fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> io::Error {
+    let argv: Vec<*const libc::c_char> =
+        argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let envp: Vec<*const libc::c_char> =
+        envp.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    // SAFETY: NULL-terminated arrays of pointers to NUL-terminated strings that outlive the call.
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+/// Takes ownership of an fd inherited at a fixed number (see `handoff::fds`).
+pub fn take_inherited_fd(fd: RawFd, close_on_exec: bool) -> std::fs::File {
+    use std::os::fd::FromRawFd;
+    if close_on_exec {
+        // SAFETY: fcntl on an integer fd; failure (fd not open) surfaces at first use of the file.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    // SAFETY: by the handoff convention the launcher opened `fd` for us and nothing else in this
+    // process owns it, so the File becomes its sole owner.
+    unsafe { std::fs::File::from_raw_fd(fd) }
+}
+
+/// fcntl(F_DUPFD_CLOEXEC): a close-on-exec duplicate of `fd` numbered at least `floor`.
+pub fn dup_above(fd: RawFd, floor: RawFd) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fcntl on integer arguments.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, floor) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` was just created by fcntl and is owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(new) })
+}

@@ -1,0 +1,276 @@
+#!/usr/bin/env bash
+# Launch latency and idle memory of `elastos run`, next to plain exec, bwrap and crun.
+#
+#   bash scripts/bench-launch.sh            # as root, after `bash scripts/dev.sh test` (or demo)
+#
+# 1. Builds a trivial static binary (`gcc -static -O2`): with no argument it exits 0 at once, with
+#    `pause` it sleeps until killed. Packs it as a bundle, an OCI bundle and a bwrap command line
+#    with the same mounts as the elastos jail.
+# 2. One hyperfine run as root, every row side by side: plain exec (the floor), `elastos run` (bundle
+#    cache warm), bwrap, and crun. crun refuses this machine's hybrid cgroups, so each crun launch
+#    runs inside `unshare -m` with the cgroup2 mount detached; the same wrapper around plain exec is
+#    measured too, and its cost is subtracted in a derived row.
+# 3. A second hyperfine run as the unprivileged user elastos-test: plain exec, elastos, bwrap.
+# 4. Idle memory: starts IDLE_APPS sleeping apps under elastos (and under bwrap, for comparison)
+#    and sums the proportional set size (Pss, /proc/PID/smaps_rollup) of each launcher and of its
+#    jailed processes.
+#
+# Prints a markdown report and keeps it, with hyperfine's JSON, in $BENCH_OUT.
+# Environment: RUNS (default 100), WARMUP (5), IDLE_APPS (10), CARGO_TARGET_DIR (repo's target/),
+# BENCH_OUT ($CARGO_TARGET_DIR/bench).
+set -euo pipefail
+
+RUNS=${RUNS:-100}
+WARMUP=${WARMUP:-5}
+IDLE_APPS=${IDLE_APPS:-10}
+TEST_USER="elastos-test"
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
+BENCH_OUT=${BENCH_OUT:-$CARGO_TARGET_DIR/bench}
+ELASTOS=$CARGO_TARGET_DIR/release/elastos
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() {
+  printf 'bench-launch.sh: %s\n' "$*" >&2
+  exit 1
+}
+
+[[ $EUID -eq 0 ]] || die "run as root: the crun rows use a rootful spec and detach a cgroup mount"
+for tool in cargo gcc hyperfine bwrap crun jq unshare setpriv; do
+  command -v "$tool" >/dev/null || die "$tool not found; run 'bash scripts/dev.sh test' first to install what the benchmark needs"
+done
+getent passwd "$TEST_USER" >/dev/null || die "user $TEST_USER missing; run 'bash scripts/dev.sh test' first"
+TEST_UID=$(id -u "$TEST_USER")
+TEST_GID=$(id -g "$TEST_USER")
+
+WORK=$(mktemp -d /tmp/elastos-bench.XXXXXX)
+chmod 0755 "$WORK"
+IDLE_PIDS=()
+
+# Every process this script started in the background, with its descendants, is killed on exit.
+descendants() {
+  local child
+  for child in $(pgrep -P "$1" || true); do
+    echo "$child"
+    descendants "$child"
+  done
+}
+stop_idle_apps() {
+  local pid tree
+  for pid in "${IDLE_PIDS[@]}"; do
+    mapfile -t tree < <(descendants "$pid")
+    kill -KILL "${tree[@]}" "$pid" 2>/dev/null || true
+  done
+  for pid in "${IDLE_PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  IDLE_PIDS=()
+}
+cleanup() {
+  stop_idle_apps 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Runs a command as the unprivileged test user, with a clean environment.
+as_test_user() {
+  setpriv --reuid="$TEST_UID" --regid="$TEST_GID" --clear-groups \
+    env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$WORK/user" ELASTOS_HOME="$WORK/user/elastos" "$@"
+}
+
+say "building elastos (release)"
+(cd "$REPO_ROOT" && cargo build --release --workspace --bins)
+[[ -x $ELASTOS ]] || die "$ELASTOS was not built"
+
+say "building the static test binary and its bundles in $WORK"
+mkdir -p "$WORK/app" "$WORK/bundle-src/bin" "$WORK/oci/rootfs" "$WORK/home-root" "$WORK/user/home"
+cat >"$WORK/true.c" <<'EOF'
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+/* No argument: exit 0 at once. "pause": sleep until killed (exit 3 if sleeping is refused). */
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "pause") == 0) {
+        struct timespec hour = {3600, 0};
+        for (;;)
+            if (nanosleep(&hour, NULL) != 0 && errno != EINTR)
+                return 3;
+    }
+    return 0;
+}
+EOF
+gcc -static -O2 -o "$WORK/app/true" "$WORK/true.c"
+cp "$WORK/app/true" "$WORK/bundle-src/bin/true"
+cp "$WORK/app/true" "$WORK/oci/rootfs/true"
+cat >"$WORK/bundle-src/manifest.toml" <<'EOF'
+[app]
+id = "5f0e7a8c-3b1d-4e2a-9c6f-0d8b7e1a2c34"
+name = "bench-true"
+version = "0.1.0"
+entry = "bin/true"
+
+[limits]
+memory = "64MiB"
+threads = 16
+EOF
+BUNDLE=$WORK/true.bundle
+ELASTOS_HOME=$WORK/root-elastos "$ELASTOS" bundle pack "$WORK/bundle-src" -o "$BUNDLE" 2>/dev/null
+chmod 0644 "$BUNDLE"
+chown -R "$TEST_UID:$TEST_GID" "$WORK/user"
+
+(cd "$WORK/oci" && crun spec)
+jq '.process.args = ["/true"] | .process.terminal = false | .root.readonly = true' \
+  "$WORK/oci/config.json" >"$WORK/oci/config.json.new"
+mv "$WORK/oci/config.json.new" "$WORK/oci/config.json"
+
+# The elastos jail's filesystem, in bwrap's words: ro /usr with the merged-/usr symlinks, the two
+# /etc files, the app read-only at /app, a writable home, private /tmp, /proc and a minimal /dev.
+bwrap_cmd() {
+  local home=$1
+  shift
+  echo "bwrap --unshare-all --die-with-parent --uid 1000 --gid 1000 --hostname elastos" \
+    "--ro-bind /usr /usr --symlink usr/lib /lib --symlink usr/lib64 /lib64" \
+    "--ro-bind /etc/ld.so.cache /etc/ld.so.cache --ro-bind /etc/localtime /etc/localtime" \
+    "--ro-bind $WORK/app /app --bind $home /home/app --tmpfs /tmp --proc /proc --dev /dev" \
+    "--chdir /home/app --setenv HOME /home/app /app/true $*"
+}
+# crun refuses hybrid cgroups: detach the cgroup2 mount in a private mount namespace first. The
+# container id uses the shell's pid ($$), unique among live processes; crun run deletes the
+# container when it exits, so ids never pile up.
+if mountpoint -q /sys/fs/cgroup/unified; then
+  CGROUP_FIX='umount -l /sys/fs/cgroup/unified; '
+else
+  CGROUP_FIX=''
+fi
+wrapped() { echo "unshare -m --propagation private sh -c '${CGROUP_FIX}exec $*'"; }
+
+PLAIN="$WORK/app/true"
+ELASTOS_RUN="$ELASTOS run $BUNDLE"
+BWRAP_ROOT=$(bwrap_cmd "$WORK/home-root")
+BWRAP_USER=$(bwrap_cmd "$WORK/user/home")
+CRUN=$(wrapped "crun run --bundle $WORK/oci bench-\$\$")
+PLAIN_WRAPPED=$(wrapped "$PLAIN")
+
+say "checking every command once (this also warms elastos's bundle cache)"
+export ELASTOS_HOME=$WORK/root-elastos
+for cmd in "$PLAIN" "$ELASTOS_RUN" "$BWRAP_ROOT" "$CRUN" "$PLAIN_WRAPPED"; do
+  sh -c "$cmd" || die "this command failed (exit $?): $cmd"
+done
+for cmd in "$PLAIN" "$ELASTOS_RUN" "$BWRAP_USER"; do
+  as_test_user sh -c "$cmd" || die "this command failed as $TEST_USER (exit $?): $cmd"
+done
+
+mkdir -p "$BENCH_OUT"
+say "launch latency as root: $RUNS runs each"
+hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$BENCH_OUT/launch-root.json" \
+  -n "plain exec" "$PLAIN" \
+  -n "elastos run" "$ELASTOS_RUN" \
+  -n "bwrap" "$BWRAP_ROOT" \
+  -n "crun run (in wrapper)" "$CRUN" \
+  -n "plain exec (in wrapper)" "$PLAIN_WRAPPED" >&2
+
+say "launch latency as $TEST_USER: $RUNS runs each"
+as_test_user hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$WORK/user/launch-user.json" \
+  -n "plain exec" "$PLAIN" \
+  -n "elastos run" "$ELASTOS_RUN" \
+  -n "bwrap" "$BWRAP_USER" >&2
+cp "$WORK/user/launch-user.json" "$BENCH_OUT/launch-user.json"
+
+# Prints "pss_kib_of_launchers pss_kib_of_jailed_processes processes" summed over IDLE_PIDS, once
+# every launcher has a descendant running the test binary (comm "true").
+pss_kib() { awk '/^Pss:/ { print $2 }' "/proc/$1/smaps_rollup"; }
+measure_idle() {
+  local pid kid kids deadline=$((SECONDS + 20)) launcher=0 jailed=0 processes=0
+  for pid in "${IDLE_PIDS[@]}"; do
+    until descendants "$pid" | xargs -r -I{} cat /proc/{}/comm 2>/dev/null | grep -qx true; do
+      kill -0 "$pid" 2>/dev/null || die "an idle app under pid $pid exited early"
+      ((SECONDS < deadline)) || die "an idle app under pid $pid did not start within 20 s"
+      sleep 0.05
+    done
+  done
+  sleep 1 # let start-up transients settle
+  for pid in "${IDLE_PIDS[@]}"; do
+    launcher=$((launcher + $(pss_kib "$pid")))
+    processes=$((processes + 1))
+    kids=$(descendants "$pid")
+    for kid in $kids; do
+      if grep -qx true "/proc/$kid/comm"; then
+        jailed=$((jailed + $(pss_kib "$kid")))
+      else
+        launcher=$((launcher + $(pss_kib "$kid")))
+      fi
+      processes=$((processes + 1))
+    done
+  done
+  echo "$launcher $jailed $processes"
+}
+
+say "idle memory: $IDLE_APPS sleeping apps under elastos"
+for _ in $(seq "$IDLE_APPS"); do
+  "$ELASTOS" run "$BUNDLE" -- pause &
+  IDLE_PIDS+=($!)
+done
+read -r ELASTOS_LAUNCHER_KIB ELASTOS_APP_KIB ELASTOS_PROCS < <(measure_idle)
+stop_idle_apps 2>/dev/null # bash reports each killed job
+
+say "idle memory: $IDLE_APPS sleeping apps under bwrap"
+for _ in $(seq "$IDLE_APPS"); do
+  # shellcheck disable=SC2086 # the command line is split into words on purpose
+  $BWRAP_ROOT pause &
+  IDLE_PIDS+=($!)
+done
+read -r BWRAP_LAUNCHER_KIB BWRAP_APP_KIB BWRAP_PROCS < <(measure_idle)
+stop_idle_apps 2>/dev/null
+
+# Markdown rows from a hyperfine JSON: name, median ms, mean ± sd ms, x plain exec, x bwrap.
+latency_table() {
+  jq -r '
+    (.results | map({(.command): .median}) | add) as $m
+    | .results[]
+    | [.command, (.median * 1000), (.mean * 1000), (.stddev * 1000),
+       (.median / $m["plain exec"]), (.median / $m["bwrap"])]
+    | @tsv' "$1" |
+    awk -F'\t' '{ printf "| %s | %.2f | %.2f ± %.2f | %.1f | %.2f |\n", $1, $2, $3, $4, $5, $6 }'
+}
+# The crun launch without the wrapper's own cost: crun(wrapped) - plain(wrapped) + plain.
+crun_net_row() {
+  jq -r '
+    (.results | map({(.command): .median}) | add) as $m
+    | ($m["crun run (in wrapper)"] - $m["plain exec (in wrapper)"] + $m["plain exec"]) as $net
+    | [($net * 1000), ($net / $m["plain exec"]), ($net / $m["bwrap"])] | @tsv' "$1" |
+    awk -F'\t' '{ printf "| crun run, wrapper cost subtracted | %.2f | (derived) | %.1f | %.2f |\n", $1, $2, $3 }'
+}
+mib_per_app() { awk -v kib="$1" -v n="$IDLE_APPS" 'BEGIN { printf "%.2f", kib / n / 1024 }'; }
+
+REPORT=$BENCH_OUT/results.md
+{
+  echo "Machine: $(sed -n 's/^PRETTY_NAME="\(.*\)"$/\1/p' /etc/os-release), kernel $(uname -r)," \
+    "$(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo))," \
+    "$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM."
+  echo "Peers: $(bwrap --version), $(crun --version | head -n1), $(hyperfine --version)."
+  echo
+  echo "Launch of a static binary that exits 0, as root (\`hyperfine -N --warmup $WARMUP --runs $RUNS\`):"
+  echo
+  echo "| command | median ms | mean ± sd ms | x plain exec | x bwrap |"
+  echo "|---|---|---|---|---|"
+  latency_table "$BENCH_OUT/launch-root.json"
+  crun_net_row "$BENCH_OUT/launch-root.json"
+  echo
+  echo "The same as the unprivileged user $TEST_USER:"
+  echo
+  echo "| command | median ms | mean ± sd ms | x plain exec | x bwrap |"
+  echo "|---|---|---|---|---|"
+  latency_table "$BENCH_OUT/launch-user.json"
+  echo
+  echo "Memory of $IDLE_APPS idle apps (a static binary sleeping), Pss per app, as root:"
+  echo
+  echo "| launcher | jailed app MiB | launcher MiB | total MiB | processes per app |"
+  echo "|---|---|---|---|---|"
+  echo "| elastos run | $(mib_per_app "$ELASTOS_APP_KIB") | $(mib_per_app "$ELASTOS_LAUNCHER_KIB") |" \
+    "$(mib_per_app $((ELASTOS_APP_KIB + ELASTOS_LAUNCHER_KIB))) | $((ELASTOS_PROCS / IDLE_APPS)) |"
+  echo "| bwrap | $(mib_per_app "$BWRAP_APP_KIB") | $(mib_per_app "$BWRAP_LAUNCHER_KIB") |" \
+    "$(mib_per_app $((BWRAP_APP_KIB + BWRAP_LAUNCHER_KIB))) | $((BWRAP_PROCS / IDLE_APPS)) |"
+} >"$REPORT"
+cat "$REPORT"
+say "report and hyperfine JSON kept in $BENCH_OUT"

@@ -1,0 +1,137 @@
+//! Command-line arguments (clap). No logic here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Run untrusted Linux apps in a seccomp-bpf + Landlock jail.
+#[derive(Debug, Parser)]
+#[command(name = "elastos", version, propagate_version = true, max_term_width = 100)]
+#[command(after_help = "Exit codes: the app's own code from `run` (128+N if it died of signal N); \
+125 elastos failed; 126 the entry cannot be executed; 127 the entry was not found; \
+`bundle verify`: 1 when the bundle is invalid.\n\nState lives under $ELASTOS_HOME, else the XDG \
+directories. Logs: --log-level or ELASTOS_LOG (e.g. debug).")]
+pub struct Cli {
+    /// Log level (error, warn, info, debug, trace) or a tracing filter; overrides ELASTOS_LOG.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Verify a bundle and run its app in a jail.
+    Run(RunArgs),
+    /// Pack, inspect and verify signed app bundles.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+    /// Manage the publisher key that signs bundles.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Show the jail a bundle would run in.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+/// Output format for machine-readable commands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// For people.
+    #[default]
+    Text,
+    /// One JSON document on stdout.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct FormatArg {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The bundle to run.
+    pub bundle: PathBuf,
+    /// Arguments passed to the app's entry (after `--`).
+    #[arg(last = true)]
+    pub args: Vec<String>,
+    /// Never put the app in a cgroup; enforce memory and threads with rlimits only.
+    #[arg(long)]
+    pub no_cgroup: bool,
+    /// DANGEROUS: run even if the kernel has no Landlock or no seccomp filter support, i.e.
+    /// without two of the jail's walls. Never needed on a supported kernel.
+    #[arg(long)]
+    pub dangerously_run_without_kernel_sandbox: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Pack DIR (manifest.toml + the app's files) into a signed bundle.
+    Pack {
+        /// Directory holding manifest.toml and the app's files.
+        dir: PathBuf,
+        /// The bundle file to write.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Publisher key to sign with (default: the state dir's; created on first use).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Show a bundle's manifest, publisher, digest and signature status.
+    Inspect {
+        /// The bundle.
+        bundle: PathBuf,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Check a bundle's digest and signature (exit 0 valid, 1 invalid).
+    Verify {
+        /// The bundle.
+        bundle: PathBuf,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Generate a new publisher key.
+    Generate {
+        /// Where to write it (default: the state dir's publisher key).
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Replace an existing key (bundles signed by it will show another publisher).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Show the publisher ID of a key.
+    Show {
+        /// The key file (default: the state dir's publisher key).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Print the effective jail policy of a bundle: syscalls with reasons, paths and rights,
+    /// limits, environment.
+    Show {
+        /// The bundle.
+        bundle: PathBuf,
+        /// Arguments the app would get.
+        #[arg(last = true)]
+        args: Vec<String>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+}

@@ -1,0 +1,314 @@
+//! One function per command. Each returns the process exit code or a [`Failure`].
+
+use std::io::IsTerminal;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use elastos_bundle::{BundleError, PublisherKey, UnpackLimits, VerifiedBundle};
+use elastos_loader::{LaunchError, LaunchOptions};
+use elastos_policy::{HostEnv, JailPlan};
+use serde::Serialize;
+
+use crate::cli::{BundleCommand, Cli, Command, Format, KeyCommand, PolicyCommand, RunArgs};
+use crate::exit;
+use crate::state::StateDirs;
+
+/// A failed command: the error to print and the exit code.
+pub struct Failure {
+    pub error: anyhow::Error,
+    pub code: u8,
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        // Entry problems surface from the bundle (at unpack) or from the loader (at exec).
+        let code = match error.downcast_ref::<LaunchError>() {
+            Some(launch) => launch.exit_code() as u8,
+            None => match error.downcast_ref::<BundleError>() {
+                Some(BundleError::EntryMissing { .. }) => 127,
+                Some(BundleError::EntryNotExecutable { .. }) => 126,
+                _ => exit::ELASTOS_FAILED,
+            },
+        };
+        Failure { error, code }
+    }
+}
+
+impl From<LaunchError> for Failure {
+    fn from(error: LaunchError) -> Self {
+        anyhow::Error::from(error).into()
+    }
+}
+
+pub fn try_main(cli: Cli) -> Result<u8, Failure> {
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Bundle(command) => bundle(command),
+        Command::Key(command) => key(command).map_err(Failure::from),
+        Command::Policy(PolicyCommand::Show { bundle, args, format }) => {
+            policy_show(&bundle, args, format.format).map_err(Failure::from)
+        }
+    }
+}
+
+fn print_json(value: &impl Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).context("encoding JSON output")?;
+    println!("{text}");
+    Ok(())
+}
+
+fn open_bundle(path: &Path) -> Result<VerifiedBundle> {
+    VerifiedBundle::open(path).with_context(|| format!("refusing bundle {}", path.display()))
+}
+
+/// The bundle verified and unpacked (once, into the content-addressed cache), and the plan of
+/// its jail.
+fn prepare(path: &Path, args: Vec<String>, state: &StateDirs) -> Result<JailPlan> {
+    let verified = open_bundle(path)?;
+    let manifest = verified.manifest().clone();
+    let spinner = (std::io::stderr().is_terminal() && verified.payload_size() > 4 << 20)
+        .then(|| {
+            let bar = indicatif::ProgressBar::new_spinner()
+                .with_message(format!("unpacking {}", path.display()));
+            bar.enable_steady_tick(std::time::Duration::from_millis(100));
+            bar
+        });
+    let unpacked = verified
+        .unpack_into_cache(&state.bundles, &UnpackLimits::default())
+        .with_context(|| format!("cannot unpack {}", path.display()))?;
+    if let Some(bar) = spinner {
+        bar.finish_and_clear();
+    }
+    if unpacked.freshly_unpacked() {
+        tracing::debug!(root = %unpacked.root().display(), "unpacked bundle");
+    } else {
+        tracing::debug!(root = %unpacked.root().display(), "bundle already unpacked");
+    }
+    let home = state.app_home(&manifest.id())?;
+    let host = HostEnv {
+        lang: std::env::var("LANG").ok(),
+        term: std::env::var("TERM").ok(),
+    };
+    JailPlan::build(&manifest, unpacked.root(), &home, &args, &host)
+        .context("cannot build the jail's policy")
+}
+
+fn run(args: RunArgs) -> Result<u8, Failure> {
+    let state = StateDirs::from_env()?;
+    let plan = prepare(&args.bundle, args.args, &state)?;
+    let options = LaunchOptions {
+        loader: elastos_loader::default_loader_path()
+            .context("cannot locate elastos-loader")?,
+        allow_without_kernel_sandbox: args.dangerously_run_without_kernel_sandbox,
+        no_cgroup: args.no_cgroup,
+    };
+    if options.allow_without_kernel_sandbox {
+        tracing::warn!("--dangerously-run-without-kernel-sandbox: the app may run without Landlock or seccomp");
+    }
+    // fd 3 of the app. Until the broker exists, the launcher holds the other end open: the app
+    // sees a connected socket that nobody answers yet.
+    let (launcher_end, app_end) = UnixStream::pair().context("cannot create the IPC socket")?;
+    let jail = elastos_loader::launch(&plan, app_end.into(), &options)?;
+    let facts = jail.facts();
+    tracing::info!(
+        pid = facts.pid,
+        host_uid = facts.identity.uid,
+        landlock_abi = facts.landlock_abi,
+        landlock_fully_enforced = facts.landlock_fully_enforced,
+        limits = ?facts.limits,
+        "app started"
+    );
+    let exit = jail.wait()?;
+    drop(launcher_end);
+    tracing::debug!(?exit, "app ended");
+    Ok(u8::try_from(exit.code()).unwrap_or(exit::ELASTOS_FAILED))
+}
+
+fn bundle(command: BundleCommand) -> Result<u8, Failure> {
+    match command {
+        BundleCommand::Pack { dir, output, key, format } => {
+            let state = StateDirs::from_env()?;
+            let key = load_or_create_key(key, &state)?;
+            let packed = elastos_bundle::pack_to(&dir, &output, &key, &UnpackLimits::default())
+                .with_context(|| format!("cannot pack {}", dir.display()))?;
+            #[derive(Serialize)]
+            struct Packed {
+                bundle: PathBuf,
+                digest: String,
+                publisher: String,
+                size: u64,
+            }
+            let report = Packed {
+                bundle: output,
+                digest: packed.digest.to_string(),
+                publisher: packed.publisher.to_string(),
+                size: packed.size,
+            };
+            match format.format {
+                Format::Json => print_json(&report)?,
+                Format::Text => println!(
+                    "packed {} ({} bytes)\ndigest:    {}\npublisher: {}",
+                    report.bundle.display(),
+                    report.size,
+                    report.digest,
+                    report.publisher
+                ),
+            }
+            Ok(0)
+        }
+        BundleCommand::Inspect { bundle, format } => {
+            let bytes = elastos_bundle::read_bundle_file(&bundle)
+                .with_context(|| format!("cannot read {}", bundle.display()))?;
+            let report = elastos_bundle::inspect(&bytes);
+            match format.format {
+                Format::Json => print_json(&report)?,
+                Format::Text => print_inspect_text(&report),
+            }
+            Ok(0)
+        }
+        BundleCommand::Verify { bundle, format } => {
+            let bytes = elastos_bundle::read_bundle_file(&bundle)
+                .with_context(|| format!("cannot read {}", bundle.display()))?;
+            let result = elastos_bundle::verify(bytes);
+            #[derive(Serialize)]
+            struct Verdict {
+                bundle: PathBuf,
+                valid: bool,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                digest: Option<String>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                publisher: Option<String>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                error: Option<String>,
+            }
+            let verdict = match &result {
+                Ok(v) => Verdict {
+                    bundle: bundle.clone(),
+                    valid: true,
+                    digest: Some(v.digest().to_string()),
+                    publisher: Some(v.publisher().to_string()),
+                    error: None,
+                },
+                Err(e) => Verdict {
+                    bundle: bundle.clone(),
+                    valid: false,
+                    digest: None,
+                    publisher: None,
+                    error: Some(e.to_string()),
+                },
+            };
+            match format.format {
+                Format::Json => print_json(&verdict)?,
+                Format::Text => match (&verdict.error, &verdict.publisher) {
+                    (None, Some(publisher)) => println!(
+                        "{}: valid (publisher {publisher}, digest {})",
+                        bundle.display(),
+                        verdict.digest.as_deref().unwrap_or_default()
+                    ),
+                    (error, _) => eprintln!(
+                        "{}: INVALID: {}",
+                        bundle.display(),
+                        error.as_deref().unwrap_or_default()
+                    ),
+                },
+            }
+            Ok(if verdict.valid { 0 } else { exit::INVALID })
+        }
+    }
+}
+
+fn print_inspect_text(report: &elastos_bundle::InspectReport) {
+    use elastos_bundle::SignatureStatus;
+    let or_unknown = |v: Option<String>| v.unwrap_or_else(|| "(unreadable)".into());
+    let signature = match &report.signature {
+        SignatureStatus::Valid => "valid".to_string(),
+        SignatureStatus::DigestMismatch => {
+            "INVALID: digest mismatch (corrupt or tampered with)".to_string()
+        }
+        SignatureStatus::BadSignature => "INVALID: signature is not the publisher's".to_string(),
+        SignatureStatus::Malformed(reason) => format!("INVALID: malformed bundle: {reason}"),
+    };
+    println!("signature: {signature}");
+    println!("publisher: {}", or_unknown(report.publisher.as_ref().map(|p| p.to_string())));
+    println!("digest:    {}", or_unknown(report.digest.as_ref().map(|d| d.to_string())));
+    println!("payload:   {} bytes", or_unknown(report.payload_size.map(|s| s.to_string())));
+    if let Some(manifest) = &report.manifest {
+        println!(
+            "app:       {} {} ({})\nentry:     {}",
+            manifest.name(),
+            manifest.version(),
+            manifest.id(),
+            manifest.entry().display()
+        );
+    }
+    if let Some(error) = &report.manifest_error {
+        println!("manifest:  INVALID: {error}");
+    }
+    if let Some(text) = &report.manifest_text {
+        println!("\n--- manifest.toml ---\n{}", text.trim_end());
+    }
+}
+
+fn load_or_create_key(path: Option<PathBuf>, state: &StateDirs) -> Result<PublisherKey> {
+    if let Some(path) = path {
+        return PublisherKey::load(&path)
+            .with_context(|| format!("cannot load publisher key {}", path.display()));
+    }
+    let path = state.publisher_key();
+    if path.exists() {
+        return PublisherKey::load(&path)
+            .with_context(|| format!("cannot load publisher key {}", path.display()));
+    }
+    let key = PublisherKey::generate()?;
+    key.save(&path, false)
+        .with_context(|| format!("cannot save the new publisher key to {}", path.display()))?;
+    eprintln!(
+        "elastos: created a publisher key at {} (publisher {}); keep it safe, it signs your bundles",
+        path.display(),
+        key.publisher_id()
+    );
+    Ok(key)
+}
+
+fn key(command: KeyCommand) -> Result<u8> {
+    #[derive(Serialize)]
+    struct KeyReport {
+        path: PathBuf,
+        publisher: String,
+    }
+    let state = StateDirs::from_env()?;
+    let (path, key, format) = match command {
+        KeyCommand::Generate { output, force, format } => {
+            let path = output.unwrap_or_else(|| state.publisher_key());
+            let key = PublisherKey::generate()?;
+            key.save(&path, force)
+                .with_context(|| format!("cannot write publisher key {}", path.display()))?;
+            (path, key, format.format)
+        }
+        KeyCommand::Show { key, format } => {
+            let path = key.unwrap_or_else(|| state.publisher_key());
+            let key = PublisherKey::load(&path)
+                .with_context(|| format!("cannot load publisher key {}", path.display()))?;
+            (path, key, format.format)
+        }
+    };
+    let report = KeyReport { path, publisher: key.publisher_id().to_string() };
+    match format {
+        Format::Json => print_json(&report)?,
+        Format::Text => {
+            println!("key:       {}\npublisher: {}", report.path.display(), report.publisher)
+        }
+    }
+    Ok(0)
+}
+
+fn policy_show(bundle: &Path, args: Vec<String>, format: Format) -> Result<u8> {
+    let state = StateDirs::from_env()?;
+    let plan = prepare(bundle, args, &state)?;
+    match format {
+        Format::Json => print_json(&plan)?,
+        Format::Text => print!("{}", plan.render_text()),
+    }
+    Ok(0)
+}

@@ -1,0 +1,58 @@
+//! `elastos`: the command-line interface. Argument parsing, output and exit codes; the work is
+//! done by the library crates (`elastos-bundle`, `elastos-policy`, `elastos-loader`).
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod commands;
+mod state;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::Cli;
+
+/// Exit codes decided in one place (podman's convention for our own failures).
+pub mod exit {
+    /// elastos itself failed (bad arguments, bad bundle, jail could not be built).
+    pub const ELASTOS_FAILED: u8 = 125;
+    /// `bundle verify`: the bundle is invalid.
+    pub const INVALID: u8 = 1;
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(exit::ELASTOS_FAILED),
+            };
+        }
+    };
+    init_logging(cli.log_level.as_deref());
+    match commands::try_main(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            eprintln!("elastos: {:#}", failure.error);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn init_logging(level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(level) => EnvFilter::new(level),
+        None => EnvFilter::try_from_env("ELASTOS_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,304 @@
+//! Benign modes: what an ordinary app does (threads, memory, files, time, randomness, stdio),
+//! for the positive tests, plus the two bombs that show the jail's limits hold.
+//!
+//! Each mode prints what it saw on stdout and exits 0, or says what failed on stderr and exits 1.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+/// What a mode returns: Ok(exit code) or a message for stderr (exit 1).
+pub type ModeResult = Result<i32, String>;
+
+fn number<T: std::str::FromStr>(args: &[String], index: usize, what: &str) -> Result<T, String> {
+    let word = args.get(index).ok_or_else(|| format!("missing argument: {what}"))?;
+    word.parse().map_err(|_| format!("{what} {word:?} is not a number"))
+}
+
+fn home() -> Result<String, String> {
+    std::env::var("HOME").map_err(|_| "HOME is not set".to_owned())
+}
+
+/// `exit N`: exit with code N.
+pub fn exit(args: &[String]) -> ModeResult {
+    number(args, 0, "exit code")
+}
+
+/// `raise SIG`: die by signal SIG with its default action.
+pub fn raise(args: &[String]) -> ModeResult {
+    let signal: i32 = number(args, 0, "signal number")?;
+    // SAFETY: resetting to the default action and raising take no pointers; Rust's runtime
+    // installs its own SIGSEGV handler, which the reset removes.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+        libc::raise(signal);
+    }
+    Err(format!("still alive after raise({signal})"))
+}
+
+/// `segv`: a real invalid memory access (a fault the kernel forces, unlike raise).
+pub fn segv() -> ModeResult {
+    // SAFETY: not safe at all, deliberately: the write to address 0 faults and the default
+    // SIGSEGV action ends the process. The handler reset makes sure nothing catches it.
+    unsafe {
+        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+        std::ptr::write_volatile(std::ptr::null_mut::<u8>(), 1);
+    }
+    Err("still alive after writing to address 0".to_owned())
+}
+
+/// `threads N`: start N threads that each sum a range, join them, check the sums.
+pub fn threads(args: &[String]) -> ModeResult {
+    let count: u64 = number(args, 0, "thread count")?;
+    let handles: Vec<_> = (0..count)
+        .map(|i| std::thread::Builder::new().spawn(move || (0..=i).sum::<u64>()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("spawning a thread failed: {e}"))?;
+    for (i, handle) in (0..count).zip(handles) {
+        let sum = handle.join().map_err(|_| "a thread panicked".to_owned())?;
+        if sum != i * (i + 1) / 2 {
+            return Err(format!("thread {i} computed {sum}"));
+        }
+    }
+    println!("threads {count} ok");
+    Ok(0)
+}
+
+/// `mmap`: map, fill, protect and unmap 16 MiB of anonymous memory.
+pub fn mmap() -> ModeResult {
+    const LEN: usize = 16 << 20;
+    // SAFETY: a fresh anonymous private mapping; we touch only its LEN bytes and unmap it.
+    unsafe {
+        let addr = libc::mmap(
+            std::ptr::null_mut(),
+            LEN,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if addr == libc::MAP_FAILED {
+            return Err(format!("mmap failed: {}", std::io::Error::last_os_error()));
+        }
+        let bytes = std::slice::from_raw_parts_mut(addr.cast::<u8>(), LEN);
+        bytes.fill(0xa5);
+        let ok = bytes.iter().all(|&b| b == 0xa5);
+        if libc::mprotect(addr, LEN, libc::PROT_READ) != 0 {
+            return Err(format!("mprotect failed: {}", std::io::Error::last_os_error()));
+        }
+        libc::munmap(addr, LEN);
+        if !ok {
+            return Err("mapped memory did not read back".to_owned());
+        }
+    }
+    println!("mmap ok");
+    Ok(0)
+}
+
+/// Writes, reads back and removes a file in `dir`.
+fn file_round_trip(dir: &str) -> ModeResult {
+    let path = format!("{dir}/elastos-probe-io-{}", std::process::id());
+    let data: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
+    std::fs::write(&path, &data).map_err(|e| format!("write {path}: {e}"))?;
+    let back = std::fs::read(&path).map_err(|e| format!("read {path}: {e}"))?;
+    std::fs::remove_file(&path).map_err(|e| format!("remove {path}: {e}"))?;
+    if back != data {
+        return Err(format!("{path} did not read back"));
+    }
+    println!("io ok in {dir}");
+    Ok(0)
+}
+
+/// `home-io`: a file round trip in $HOME.
+pub fn home_io() -> ModeResult {
+    file_round_trip(&home()?)
+}
+
+/// `tmp-io`: a file round trip in /tmp.
+pub fn tmp_io() -> ModeResult {
+    file_round_trip("/tmp")
+}
+
+fn home_file(args: &[String]) -> Result<String, String> {
+    let name = args.first().ok_or("missing argument: file name")?;
+    Ok(format!("{}/{name}", home()?))
+}
+
+/// `home-put NAME VALUE`: store VALUE in $HOME/NAME.
+pub fn home_put(args: &[String]) -> ModeResult {
+    let path = home_file(args)?;
+    let value = args.get(1).ok_or("missing argument: value")?;
+    std::fs::write(&path, value).map_err(|e| format!("write {path}: {e}"))?;
+    Ok(0)
+}
+
+/// `home-get NAME`: print $HOME/NAME; exit 1 when it does not exist.
+pub fn home_get(args: &[String]) -> ModeResult {
+    let path = home_file(args)?;
+    let value = std::fs::read_to_string(&path).map_err(|e| format!("read {path}: {e}"))?;
+    println!("{value}");
+    Ok(0)
+}
+
+/// `time`: print the realtime clock (seconds since the epoch) and the monotonic clock.
+pub fn time() -> ModeResult {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| format!("realtime clock before 1970: {e}"))?;
+    let start = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(10));
+    println!("realtime {}", now.as_secs());
+    println!("monotonic-elapsed-ms {}", start.elapsed().as_millis());
+    Ok(0)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `random`: 32 bytes from getrandom(2) and 32 from /dev/urandom, in hex.
+pub fn random() -> ModeResult {
+    let mut buf = [0u8; 32];
+    // SAFETY: writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != buf.len() as isize {
+        return Err(format!("getrandom returned {n}: {}", std::io::Error::last_os_error()));
+    }
+    println!("getrandom {}", hex(&buf));
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map_err(|e| format!("read /dev/urandom: {e}"))?;
+    println!("urandom {}", hex(&buf));
+    Ok(0)
+}
+
+/// `stdout BYTES`: write BYTES bytes ('x') to stdout.
+pub fn stdout(args: &[String]) -> ModeResult {
+    let mut left: u64 = number(args, 0, "byte count")?;
+    let chunk = [b'x'; 1 << 16];
+    let mut out = std::io::stdout().lock();
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        out.write_all(&chunk[..n]).map_err(|e| format!("write stdout: {e}"))?;
+        left -= n as u64;
+    }
+    out.flush().map_err(|e| format!("flush stdout: {e}"))?;
+    Ok(0)
+}
+
+/// `cat`: copy stdin to stdout.
+pub fn cat() -> ModeResult {
+    std::io::copy(&mut std::io::stdin().lock(), &mut std::io::stdout().lock())
+        .map_err(|e| format!("copy stdin to stdout: {e}"))?;
+    Ok(0)
+}
+
+/// `sleep SECS [WORDS...]`: sleep; the extra words only mark this process's argv for a harness.
+pub fn sleep(args: &[String]) -> ModeResult {
+    let secs: u64 = number(args, 0, "seconds")?;
+    std::thread::sleep(Duration::from_secs(secs));
+    Ok(0)
+}
+
+/// `env`: print the environment, one NAME=VALUE per line.
+pub fn env() -> ModeResult {
+    for (name, value) in std::env::vars_os() {
+        println!("{}={}", name.to_string_lossy(), value.to_string_lossy());
+    }
+    Ok(0)
+}
+
+/// `fds`: print the open fds, comma-separated.
+pub fn fds() -> ModeResult {
+    let fds: Vec<String> = crate::probes::open_fds().iter().map(i32::to_string).collect();
+    println!("{}", fds.join(","));
+    Ok(0)
+}
+
+/// `status`: the identity and confinement lines of /proc/self/status.
+pub fn status() -> ModeResult {
+    const FIELDS: [&str; 6] = ["Uid:", "CapEff:", "CapBnd:", "CapPrm:", "NoNewPrivs:", "Seccomp:"];
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| format!("read /proc/self/status: {e}"))?;
+    for line in status.lines().filter(|line| FIELDS.iter().any(|f| line.starts_with(f))) {
+        println!("{line}");
+    }
+    Ok(0)
+}
+
+/// `args [WORDS...]`: print each word on its own line.
+pub fn args(args: &[String]) -> ModeResult {
+    for word in args {
+        println!("{word}");
+    }
+    Ok(0)
+}
+
+/// `thread-bomb N`: start up to N threads that wait; print how many started. Exit 0 when the
+/// limit stopped it, 1 when all N started (no limit held).
+pub fn thread_bomb(args: &[String]) -> ModeResult {
+    let wanted: usize = number(args, 0, "thread count")?;
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let wait = std::sync::Arc::new(std::sync::Mutex::new(wait));
+    let mut started = Vec::new();
+    let mut stopped_by = None;
+    for _ in 0..wanted {
+        let wait = std::sync::Arc::clone(&wait);
+        let spawned = std::thread::Builder::new().stack_size(64 << 10).spawn(move || {
+            // Blocks until the sender is dropped.
+            let _ = wait.lock().map(|rx| rx.recv());
+        });
+        match spawned {
+            Ok(handle) => started.push(handle),
+            Err(e) => {
+                stopped_by = Some(e);
+                break;
+            }
+        }
+    }
+    drop(release);
+    let count = started.len();
+    for handle in started {
+        let _ = handle.join();
+    }
+    match stopped_by {
+        Some(e) => {
+            println!("thread-bomb: started {count} of {wanted}, then: {e}");
+            Ok(0)
+        }
+        None => {
+            println!("thread-bomb: started all {wanted}");
+            Ok(1)
+        }
+    }
+}
+
+/// `mem-bomb BYTES`: map and touch memory 1 MiB at a time up to BYTES; print how far it got.
+/// Exit 0 when an allocation failed (the limit held), 1 when all of it was touched; a memory
+/// cgroup may instead kill the process (SIGKILL).
+pub fn mem_bomb(args: &[String]) -> ModeResult {
+    const CHUNK: usize = 1 << 20;
+    let wanted: u64 = number(args, 0, "byte count")?;
+    let mut touched: u64 = 0;
+    while touched < wanted {
+        // SAFETY: a fresh anonymous mapping, written only within its CHUNK bytes and never freed
+        // (the point is to hold it).
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                CHUNK,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            println!("mem-bomb: touched {touched} of {wanted} bytes, then: {}", std::io::Error::last_os_error());
+            return Ok(0);
+        }
+        // SAFETY: addr..addr+CHUNK is the mapping just created.
+        unsafe { std::ptr::write_bytes(addr.cast::<u8>(), 0x5a, CHUNK) };
+        touched += CHUNK as u64;
+    }
+    println!("mem-bomb: touched all {wanted} bytes");
+    Ok(1)
+}

@@ -1,0 +1,561 @@
+//! The end-to-end harness: runs the real `elastos` binary (and `elastos-probe`, the test app, from
+//! the same target directory), as root or as the unprivileged user `elastos-test`.
+//!
+//! Everything a test creates lives in one [`Harness`] temp dir, removed on drop; processes the
+//! harness starts are ended by guards, also when a test fails. Build the binaries first:
+//! `cargo build --release --workspace --bins`.
+
+// Each test binary uses a different part of the harness.
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The dedicated unprivileged user the tests run `elastos` as.
+pub const TEST_USER: &str = "elastos-test";
+
+/// How long any one command may take before the harness kills it and fails the test.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The fd number of the inheritable fd [`Invocation::extra_fd`] opens.
+pub const EXTRA_FD: i32 = 9;
+
+/// The binaries under test.
+pub struct Binaries {
+    pub elastos: PathBuf,
+    pub probe: PathBuf,
+}
+
+/// `elastos` (from cargo) and `elastos-probe` beside it; panics with a hint when the probe or
+/// the loader was not built.
+pub fn binaries() -> &'static Binaries {
+    static BINARIES: OnceLock<Binaries> = OnceLock::new();
+    BINARIES.get_or_init(|| {
+        let elastos = PathBuf::from(env!("CARGO_BIN_EXE_elastos"));
+        let dir = elastos.parent().expect("the elastos binary has a directory");
+        for name in ["elastos-probe", "elastos-loader"] {
+            assert!(
+                dir.join(name).is_file(),
+                "{} is missing; build every binary first: cargo build --release --workspace --bins",
+                dir.join(name).display()
+            );
+        }
+        Binaries { probe: dir.join("elastos-probe"), elastos }
+    })
+}
+
+/// Who runs `elastos` (and the unjailed probes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum User {
+    Root,
+    /// [`TEST_USER`], created on first use.
+    Unprivileged,
+}
+
+/// uid and gid of a user.
+#[derive(Debug, Clone, Copy)]
+pub struct Ids {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl User {
+    /// The uid/gid this user runs as.
+    pub fn ids(self) -> Ids {
+        match self {
+            User::Root => Ids { uid: 0, gid: 0 },
+            User::Unprivileged => test_user(),
+        }
+    }
+}
+
+fn id_of(flag: &str) -> Option<u32> {
+    let out = Command::new("id").args([flag, TEST_USER]).output().ok()?;
+    String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+}
+
+/// The ids of [`TEST_USER`], creating it (a system user without home or shell) if missing.
+fn test_user() -> Ids {
+    static IDS: OnceLock<Ids> = OnceLock::new();
+    *IDS.get_or_init(|| {
+        if id_of("-u").is_none() {
+            // Another test binary may create it at the same moment: only the result counts.
+            let _ = Command::new("useradd")
+                .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", TEST_USER])
+                .status();
+        }
+        Ids {
+            uid: id_of("-u").unwrap_or_else(|| panic!("cannot create the test user {TEST_USER} with useradd")),
+            gid: id_of("-g").expect("the test user has a group"),
+        }
+    })
+}
+
+/// One test's private world: a temp dir (mode 0755, owned by the user) holding its
+/// `ELASTOS_HOME`, a host home, staging dirs and bundles.
+pub struct Harness {
+    pub user: User,
+    dir: tempfile::TempDir,
+}
+
+impl Harness {
+    pub fn new(user: User) -> Harness {
+        let dir = tempfile::Builder::new().prefix("elastos-e2e-").tempdir().expect("create a temp dir");
+        let harness = Harness { user, dir };
+        harness.own(harness.path());
+        for sub in ["elastos-home", "host-home"] {
+            harness.mkdir(sub);
+        }
+        harness
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `$ELASTOS_HOME` of this test's `elastos` runs.
+    pub fn elastos_home(&self) -> PathBuf {
+        self.path().join("elastos-home")
+    }
+
+    /// `$HOME` of this test's `elastos` runs: the host home the jail must not see.
+    pub fn host_home(&self) -> PathBuf {
+        self.path().join("host-home")
+    }
+
+    /// Gives `path` (not recursively) to the test's user, world-readable.
+    pub fn own(&self, path: &Path) {
+        let Ids { uid, gid } = self.user.ids();
+        chown(path, Some(uid), Some(gid)).unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+        let mode = if path.is_dir() { 0o755 } else { std::fs::metadata(path).unwrap().permissions().mode() | 0o444 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+    }
+
+    /// Creates `name` in the test dir, owned by the user.
+    pub fn mkdir(&self, name: &str) -> PathBuf {
+        let path = self.path().join(name);
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        self.own(&path);
+        path
+    }
+
+    /// Writes `name` in the test dir, owned by the user.
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>, mode: u32) -> PathBuf {
+        let path = self.path().join(name);
+        std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        self.own(&path);
+        path
+    }
+
+    /// A staging dir `name` holding `manifest.toml` and `files` (bundle name, host source).
+    pub fn stage(&self, name: &str, manifest: &str, files: &[(&str, &Path)]) -> PathBuf {
+        let dir = self.mkdir(name);
+        self.write(&format!("{name}/manifest.toml"), manifest, 0o644);
+        for (in_bundle, source) in files {
+            let target = dir.join(in_bundle);
+            std::fs::copy(source, &target)
+                .unwrap_or_else(|e| panic!("copy {} to {}: {e}", source.display(), target.display()));
+            self.own(&target);
+        }
+        dir
+    }
+
+    /// `elastos bundle pack DIR -o NAME.bundle` as the test's user; the bundle's path.
+    pub fn pack(&self, dir: &Path) -> PathBuf {
+        let bundle = dir.with_extension("bundle");
+        let out = self
+            .elastos()
+            .args(["bundle", "pack"])
+            .arg(dir)
+            .arg("-o")
+            .arg(&bundle)
+            .output();
+        assert_eq!(out.code, Some(0), "bundle pack {} failed:\n{}", dir.display(), out.stderr_text());
+        bundle
+    }
+
+    /// Stages and packs the probe app with `id` and optional `[limits]` lines.
+    pub fn probe_bundle(&self, name: &str, id: &str, limits: &str) -> PathBuf {
+        let manifest = probe_manifest(id, "elastos-probe", limits);
+        let dir = self.stage(name, &manifest, &[("elastos-probe", &binaries().probe)]);
+        self.pack(&dir)
+    }
+
+    /// An `elastos` invocation as the test's user.
+    pub fn elastos(&self) -> Invocation<'_> {
+        Invocation::new(self, binaries().elastos.clone())
+    }
+
+    /// `elastos run BUNDLE -- ARGS` as the test's user.
+    pub fn run<S: AsRef<str>>(&self, bundle: &Path, args: &[S]) -> Invocation<'_> {
+        let mut invocation = self.elastos();
+        invocation.arg("run").arg(bundle).arg("--");
+        invocation.args(args.iter().map(AsRef::as_ref));
+        invocation
+    }
+
+    /// The probe binary itself, unjailed, as the test's user, with `HOME` set to `home`.
+    pub fn unjailed_probe(&self, home: &Path) -> Invocation<'_> {
+        let mut invocation = Invocation::new(self, binaries().probe.clone());
+        invocation.env("HOME", home);
+        invocation
+    }
+}
+
+/// A manifest for the probe binary (or another entry) with app id `id`.
+pub fn probe_manifest(id: &str, entry: &str, limits: &str) -> String {
+    format!(
+        "[app]\nid = \"{id}\"\nname = \"probe\"\nversion = \"0.1.0\"\nentry = \"{entry}\"\n{}",
+        if limits.is_empty() { String::new() } else { format!("\n[limits]\n{limits}\n") }
+    )
+}
+
+/// A command run by the harness: clean environment, optional stdin, an optional inheritable
+/// extra fd, as the test's user, with a timeout.
+pub struct Invocation<'a> {
+    harness: &'a Harness,
+    program: PathBuf,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    stdin: Option<Vec<u8>>,
+    extra_fd: Option<PathBuf>,
+    timeout: Duration,
+}
+
+impl<'a> Invocation<'a> {
+    fn new(harness: &'a Harness, program: PathBuf) -> Self {
+        Invocation {
+            harness,
+            program,
+            args: Vec::new(),
+            env: vec![
+                ("PATH".into(), "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into()),
+                ("HOME".into(), harness.host_home().into()),
+                ("ELASTOS_HOME".into(), harness.elastos_home().into()),
+            ],
+            stdin: None,
+            extra_fd: None,
+            timeout: COMMAND_TIMEOUT,
+        }
+    }
+
+    pub fn arg(&mut self, arg: impl Into<OsString>) -> &mut Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(&mut self, args: I) -> &mut Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(&mut self, name: impl Into<OsString>, value: impl Into<OsString>) -> &mut Self {
+        let name = name.into();
+        self.env.retain(|(n, _)| *n != name);
+        self.env.push((name, value.into()));
+        self
+    }
+
+    pub fn stdin(&mut self, bytes: impl Into<Vec<u8>>) -> &mut Self {
+        self.stdin = Some(bytes.into());
+        self
+    }
+
+    /// Opens `file` (read-only, inheritable) as fd [`EXTRA_FD`] of the command.
+    pub fn extra_fd(&mut self, file: &Path) -> &mut Self {
+        self.extra_fd = Some(file.to_owned());
+        self
+    }
+
+    pub fn timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The full command: `sh` opening the extra fd (as root, so the fd is one the user could
+    /// not open itself), then `setpriv` to the user, then the program.
+    fn command(&self) -> Command {
+        let mut words: Vec<OsString> = Vec::new();
+        if let Some(file) = &self.extra_fd {
+            words.extend(["sh".into(), "-c".into(), format!("exec {EXTRA_FD}<\"$0\"; exec \"$@\"").into()]);
+            words.push(file.into());
+        }
+        if self.harness.user == User::Unprivileged {
+            let Ids { uid, gid } = test_user();
+            words.extend([
+                "setpriv".into(),
+                format!("--reuid={uid}").into(),
+                format!("--regid={gid}").into(),
+                "--clear-groups".into(),
+                "--".into(),
+            ]);
+        }
+        words.push(self.program.clone().into());
+        words.extend(self.args.iter().cloned());
+        let mut command = Command::new(&words[0]);
+        command.args(&words[1..]).env_clear().envs(self.env.iter().map(|(n, v)| (n, v)));
+        command.current_dir(self.harness.path());
+        command
+    }
+
+    /// Starts the command with piped stdio; stdout and stderr are collected by threads.
+    pub fn spawn(&self) -> Running {
+        let mut command = self.command();
+        command.stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", self.describe()));
+        let collect = |mut pipe: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                bytes
+            })
+        };
+        let stdout = collect(Box::new(child.stdout.take().expect("piped")));
+        let stderr = collect(Box::new(child.stderr.take().expect("piped")));
+        let stdin = child.stdin.take().zip(self.stdin.clone()).map(|(mut pipe, bytes)| {
+            std::thread::spawn(move || {
+                // The app may exit without reading it all; a broken pipe is its business.
+                let _ = pipe.write_all(&bytes);
+            })
+        });
+        Running {
+            child: Some(child),
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+            stdin,
+            timeout: self.timeout,
+            what: self.describe(),
+        }
+    }
+
+    /// Runs the command to its end (killing it after the timeout, which fails the test).
+    pub fn output(&self) -> Output {
+        self.spawn().wait()
+    }
+
+    fn describe(&self) -> String {
+        let args: Vec<String> = self.args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        format!("{} {} (as {:?})", self.program.display(), args.join(" "), self.harness.user)
+    }
+}
+
+/// A started command. Dropping it kills (SIGKILL) and reaps it if it is still running.
+pub struct Running {
+    child: Option<Child>,
+    stdout: Option<JoinHandle<Vec<u8>>>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+    stdin: Option<JoinHandle<()>>,
+    timeout: Duration,
+    what: String,
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("not yet waited for").id()
+    }
+
+    /// Sends `signal` (a name such as TERM or KILL) to the command's own process.
+    pub fn signal(&self, signal: &str) {
+        send_signal(self.pid(), signal);
+    }
+
+    /// Waits for the end (at most the timeout: then kills it and panics).
+    pub fn wait(mut self) -> Output {
+        let mut child = self.child.take().expect("waited for once");
+        let deadline = Instant::now() + self.timeout;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+                panic!(
+                    "{} did not finish within {:?}; killed it. stderr:\n{}",
+                    self.what,
+                    self.timeout,
+                    String::from_utf8_lossy(&stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        if let Some(stdin) = self.stdin.take() {
+            let _ = stdin.join();
+        }
+        Output {
+            status,
+            code: status.code(),
+            stdout: self.stdout.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default(),
+            stderr: self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default(),
+            what: std::mem::take(&mut self.what),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// How a command ended and what it printed.
+pub struct Output {
+    pub status: ExitStatus,
+    /// The exit code; None when the command itself died of a signal.
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    what: String,
+}
+
+impl Output {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+
+    /// Asserts exit code `code`, showing the command's output otherwise.
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "{} ended with {:?}, expected exit code {code}\nstdout:\n{}\nstderr:\n{}",
+            self.what,
+            self.status,
+            truncated(&self.stdout_text()),
+            self.stderr_text()
+        );
+        self
+    }
+}
+
+fn truncated(text: &str) -> &str {
+    let end = text.char_indices().nth(4000).map_or(text.len(), |(i, _)| i);
+    &text[..end]
+}
+
+/// `kill -s SIGNAL PID` (the shell's builtin: no unsafe code in the tests).
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("sh")
+        .args(["-c", "kill -s \"$0\" \"$1\"", signal, &pid.to_string()])
+        .status()
+        .expect("run sh");
+    assert!(status.success(), "kill -s {signal} {pid} failed");
+}
+
+/// A process started only to be a target (`sleep`); ended with SIGTERM on drop.
+pub struct Sacrificial(Child);
+
+impl Sacrificial {
+    pub fn start() -> Sacrificial {
+        Sacrificial(Command::new("sleep").arg("300").stdin(Stdio::null()).spawn().expect("start sleep"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Sacrificial {
+    fn drop(&mut self) {
+        send_signal(self.0.id(), "TERM");
+        let _ = self.0.wait();
+    }
+}
+
+/// Host processes whose command line contains `token`, except `except`.
+pub fn processes_with(token: &str, except: &[u32]) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| !except.contains(pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|cmdline| cmdline.split(|b| *b == 0).any(|word| word == token.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Polls `condition` every 20 ms until it holds or `limit` passes; whether it held.
+pub fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A token unique to this test run, for marking argv, env names and files.
+pub fn unique_token(what: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{what}{}x{nanos}", std::process::id())
+}
+
+/// One line of `elastos-probe` output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeResult {
+    pub probe: String,
+    pub ret: i64,
+    pub errno: i32,
+    pub detail: String,
+}
+
+impl ProbeResult {
+    /// errno reported when the probe could not even attempt its call.
+    pub const SETUP_FAILED: i32 = -1;
+}
+
+impl std::fmt::Display for ProbeResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.errno == 0 {
+            write!(f, "ok, returned {} ({})", self.ret, self.detail)
+        } else if self.errno == Self::SETUP_FAILED {
+            write!(f, "probe could not run: {}", self.detail)
+        } else {
+            let name = std::io::Error::from_raw_os_error(self.errno);
+            write!(f, "failed with errno {} [{name}] ({})", self.errno, self.detail)
+        }
+    }
+}
+
+/// Parses every probe line (JSON objects) of `stdout`; other lines are ignored.
+pub fn parse_probe_lines(stdout: &str) -> Vec<ProbeResult> {
+    stdout
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| {
+            let value: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("bad probe line {line:?}: {e}"));
+            let field = |name: &str| value.get(name).unwrap_or_else(|| panic!("probe line {line:?} lacks {name}"));
+            ProbeResult {
+                probe: field("probe").as_str().expect("probe is a string").to_owned(),
+                ret: field("ret").as_i64().expect("ret is an integer"),
+                errno: field("errno").as_i64().expect("errno is an integer") as i32,
+                detail: field("detail").as_str().expect("detail is a string").to_owned(),
+            }
+        })
+        .collect()
+}

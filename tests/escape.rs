@@ -1,0 +1,357 @@
+//! The escape suite: every probe of `elastos-probe` runs twice, unjailed on the host and jailed
+//! through `elastos run`, with the same arguments, as root and as an unprivileged user.
+//!
+//! Each probe's expected jailed answer is data ([`EXPECTATIONS`]). A probe passes when the jailed
+//! answer matches it. Run unjailed, the same probe must *not* match it: that shows the answer came
+//! from the jail, not from the kernel's own argument checks, and that the test would fail if the
+//! jail were off. Where the host itself already gives the expected answer (a kernel built
+//! without the call, a file the host lacks, a right an unprivileged user never had), the probe is
+//! inconclusive on this host; the suite names those and still demands at least
+//! [`MIN_CONCLUSIVE`] conclusive probes per run.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::os::unix::net::UnixListener;
+
+use common::{parse_probe_lines, Harness, ProbeResult, Sacrificial, User, EXTRA_FD};
+use libc::{EACCES, EBADF, EINVAL, ENOENT, ENOSYS, EPERM, EROFS, ESRCH, EXDEV};
+
+/// App id of the probe bundle.
+const PROBE_APP_ID: &str = "6f1c8a3e-2b4d-4e5f-9a7b-1c2d3e4f5a6b";
+
+/// The fewest probes that must discriminate (jail on vs off) in each run.
+const MIN_CONCLUSIVE: usize = 50;
+
+/// What a probe is about (for the report; the probe name says exactly what it tries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Category {
+    ProcessCreation,
+    Sockets,
+    KernelSurface,
+    Filesystem,
+    HostProcesses,
+    Privilege,
+    HostLeaks,
+}
+
+/// The jailed answer a probe must get.
+#[derive(Debug)]
+enum Expect {
+    /// The call failed with one of these errnos. ENOSYS alone means "our seccomp filter said no".
+    Errno(&'static [i32]),
+    /// The call succeeded and returned this value (a count, an id, a flag).
+    Ret(i64),
+    /// The call succeeded and its detail, a comma-separated list, holds exactly these items.
+    Exactly(&'static [&'static str]),
+    /// The call succeeded and its detail, a comma-separated list, holds only these items.
+    Subset(&'static [&'static str]),
+}
+
+impl Expect {
+    fn matches(&self, result: &ProbeResult) -> bool {
+        let items = || result.detail.split(',').filter(|item| !item.is_empty());
+        match self {
+            Expect::Errno(errnos) => result.ret < 0 && errnos.contains(&result.errno),
+            Expect::Ret(ret) => result.errno == 0 && result.ret == *ret,
+            Expect::Exactly(wanted) => {
+                let mut found: Vec<&str> = items().collect();
+                found.sort_unstable();
+                let mut wanted = wanted.to_vec();
+                wanted.sort_unstable();
+                result.errno == 0 && found == wanted
+            }
+            Expect::Subset(allowed) => result.errno == 0 && items().all(|item| allowed.contains(&item)),
+        }
+    }
+}
+
+struct Expectation {
+    probe: &'static str,
+    category: Category,
+    jailed: Expect,
+}
+
+const fn expect(probe: &'static str, category: Category, jailed: Expect) -> Expectation {
+    Expectation { probe, category, jailed }
+}
+
+use Category::*;
+use Expect::*;
+
+/// Seccomp's answer: the call is not in the allow-list.
+const FILTERED: Expect = Errno(&[ENOSYS]);
+/// A host path that must not exist in the jail, or that Landlock hides.
+const ABSENT: Expect = Errno(&[ENOENT, EACCES]);
+/// A write into a read-only place: Landlock (EACCES/EPERM) or a read-only mount (EROFS).
+const READ_ONLY: Expect = Errno(&[EACCES, EPERM, EROFS]);
+/// Exec of something outside /app: Landlock (EACCES), noexec (EACCES), or seccomp.
+const NOT_EXECUTABLE: Expect = Errno(&[EACCES, EPERM, ENOSYS]);
+/// A host process seen from the jail's pid namespace: not there, or not permitted.
+const NO_SUCH_PROCESS: Expect = Errno(&[ESRCH, EPERM, ENOSYS]);
+/// A privilege the app may not gain: no capability in its namespace (EPERM), uid 0 not mapped
+/// (EINVAL), or seccomp.
+const NOT_PERMITTED: Expect = Errno(&[EPERM, EINVAL, ENOSYS]);
+
+/// The environment the jail gives an app whose manifest has no `[env]`.
+const ALLOWED_ENV: &[&str] =
+    &["ELASTOS_APP_ID", "ELASTOS_APP_NAME", "ELASTOS_IPC_FD", "HOME", "LANG", "PATH", "TERM"];
+
+/// Every probe of `elastos-probe list`, with its expected jailed answer.
+const EXPECTATIONS: &[Expectation] = &[
+    expect("fds-open", HostLeaks, Exactly(&["0", "1", "2", "3"])),
+    expect("fd3-is-unix-socket", HostLeaks, Ret(1)),
+    expect("extra-fd", HostLeaks, Errno(&[EBADF])),
+    expect("env-canary", HostLeaks, Ret(0)),
+    expect("env-names", HostLeaks, Subset(ALLOWED_ENV)),
+    expect("hostname-is-elastos", HostLeaks, Ret(1)),
+    expect("network-interfaces", HostLeaks, Ret(0)),
+    expect("visible-processes", HostLeaks, Ret(0)),
+    expect("uid", Privilege, Ret(1000)),
+    expect("cap-eff", Privilege, Ret(0)),
+    expect("cap-prm", Privilege, Ret(0)),
+    expect("cap-bnd", Privilege, Ret(0)),
+    expect("no-new-privs", Privilege, Ret(1)),
+    expect("seccomp-mode", Privilege, Ret(2)),
+    expect("read-etc-passwd", Filesystem, ABSENT),
+    expect("read-etc-shadow", Filesystem, ABSENT),
+    expect("read-etc-hosts", Filesystem, ABSENT),
+    expect("read-host-canary", Filesystem, ABSENT),
+    expect("read-host-home-canary", Filesystem, ABSENT),
+    expect("read-host-proc-environ", Filesystem, ABSENT),
+    expect("open-dev-kmsg", Filesystem, ABSENT),
+    expect("list-root-home", Filesystem, ABSENT),
+    expect("list-run", Filesystem, ABSENT),
+    expect("list-sys", Filesystem, ABSENT),
+    expect("list-var", Filesystem, ABSENT),
+    expect("write-usr", Filesystem, READ_ONLY),
+    expect("write-etc", Filesystem, READ_ONLY),
+    expect("write-root-dir", Filesystem, READ_ONLY),
+    expect("write-app", Filesystem, READ_ONLY),
+    expect("open-sysrq-trigger", Filesystem, Errno(&[EACCES, EPERM, EROFS, ENOENT])),
+    expect("open-proc-hostname", Filesystem, READ_ONLY),
+    expect("home-symlink-to-canary", Filesystem, ABSENT),
+    expect("hardlink-app-into-home", Filesystem, Errno(&[EXDEV, EACCES, EPERM, EROFS])),
+    expect("rename-app-into-home", Filesystem, Errno(&[EXDEV, EACCES, EPERM, EROFS])),
+    expect("mknod-home-chardev", Filesystem, Errno(&[EPERM, EACCES, ENOSYS])),
+    expect("inet-tcp-connect", Sockets, FILTERED),
+    expect("inet-udp", Sockets, FILTERED),
+    expect("inet6-tcp", Sockets, FILTERED),
+    expect("unix-stream-connect", Sockets, FILTERED),
+    expect("unix-dgram", Sockets, FILTERED),
+    expect("netlink-route", Sockets, FILTERED),
+    expect("packet-raw", Sockets, FILTERED),
+    expect("socketpair-unix", Sockets, FILTERED),
+    expect("reboot", KernelSurface, FILTERED),
+    expect("kexec-load", KernelSurface, FILTERED),
+    expect("init-module", KernelSurface, FILTERED),
+    expect("finit-module", KernelSurface, FILTERED),
+    expect("delete-module", KernelSurface, FILTERED),
+    expect("swapon", KernelSurface, FILTERED),
+    expect("swapoff", KernelSurface, FILTERED),
+    expect("acct", KernelSurface, FILTERED),
+    expect("syslog", KernelSurface, FILTERED),
+    expect("settimeofday", KernelSurface, FILTERED),
+    expect("clock-settime", KernelSurface, FILTERED),
+    expect("adjtimex", KernelSurface, FILTERED),
+    expect("iopl", KernelSurface, FILTERED),
+    expect("ioperm", KernelSurface, FILTERED),
+    expect("mount", KernelSurface, FILTERED),
+    expect("umount2", KernelSurface, FILTERED),
+    expect("pivot-root", KernelSurface, FILTERED),
+    expect("chroot", KernelSurface, FILTERED),
+    expect("unshare", KernelSurface, FILTERED),
+    expect("setns", KernelSurface, FILTERED),
+    expect("open-by-handle-at", KernelSurface, FILTERED),
+    expect("name-to-handle-at", KernelSurface, FILTERED),
+    expect("bpf", KernelSurface, FILTERED),
+    expect("perf-event-open", KernelSurface, FILTERED),
+    expect("userfaultfd", KernelSurface, FILTERED),
+    expect("keyctl", KernelSurface, FILTERED),
+    expect("add-key", KernelSurface, FILTERED),
+    expect("request-key", KernelSurface, FILTERED),
+    expect("ptrace", KernelSurface, FILTERED),
+    expect("process-vm-readv", KernelSurface, FILTERED),
+    expect("io-uring-setup", KernelSurface, FILTERED),
+    expect("fsopen", KernelSurface, FILTERED),
+    expect("open-tree", KernelSurface, FILTERED),
+    expect("move-mount", KernelSurface, FILTERED),
+    expect("quotactl", KernelSurface, FILTERED),
+    expect("sethostname", KernelSurface, FILTERED),
+    expect("modify-ldt", KernelSurface, FILTERED),
+    expect("fanotify-init", KernelSurface, FILTERED),
+    expect("ioctl-tiocsti", KernelSurface, FILTERED),
+    expect("ioctl-tiocsti-high-bits", KernelSurface, FILTERED),
+    expect("ioctl-tioclinux", KernelSurface, FILTERED),
+    expect("kill-host-pid", HostProcesses, NO_SUCH_PROCESS),
+    expect("kill-everyone", HostProcesses, NO_SUCH_PROCESS),
+    expect("getpriority-host-pid", HostProcesses, NO_SUCH_PROCESS),
+    expect("prlimit-host-pid", HostProcesses, NO_SUCH_PROCESS),
+    expect("pidfd-open-host-pid", HostProcesses, NO_SUCH_PROCESS),
+    expect("setuid-root", Privilege, NOT_PERMITTED),
+    expect("setgid-root", Privilege, NOT_PERMITTED),
+    expect("setgroups-empty", Privilege, NOT_PERMITTED),
+    expect("capset-sys-admin", Privilege, NOT_PERMITTED),
+    expect("capbset-drop", Privilege, NOT_PERMITTED),
+    expect("fork", ProcessCreation, FILTERED),
+    expect("vfork", ProcessCreation, FILTERED),
+    expect("clone-process", ProcessCreation, FILTERED),
+    expect("clone-thread-newuser", ProcessCreation, FILTERED),
+    expect("clone3", ProcessCreation, FILTERED),
+    expect("posix-spawn", ProcessCreation, FILTERED),
+    expect("system", ProcessCreation, FILTERED),
+    expect("exec-usr-bin-true", ProcessCreation, NOT_EXECUTABLE),
+    expect("exec-home-file", ProcessCreation, NOT_EXECUTABLE),
+    expect("exec-tmp-file", ProcessCreation, NOT_EXECUTABLE),
+    expect("setuid-bit-home", ProcessCreation, NOT_EXECUTABLE),
+    expect("exec-memfd-proc", ProcessCreation, NOT_EXECUTABLE),
+    expect("execveat-memfd", ProcessCreation, NOT_EXECUTABLE),
+];
+
+/// The targets the probes aim at, all created by this test and removed with it.
+struct Targets {
+    harness: Harness,
+    tcp: TcpListener,
+    unix_path: std::path::PathBuf,
+    _unix: UnixListener,
+    sacrificial: Sacrificial,
+    canary: std::path::PathBuf,
+    home_canary: std::path::PathBuf,
+    env_canary: String,
+}
+
+impl Targets {
+    fn new(user: User) -> Targets {
+        let harness = Harness::new(user);
+        let canary = harness.write("host-canary.txt", "host canary\n", 0o644);
+        let home_canary = harness.host_home().join("canary.txt");
+        std::fs::write(&home_canary, "host home canary\n").unwrap();
+        harness.own(&home_canary);
+        let unix_path = harness.path().join("listener.sock");
+        let unix = UnixListener::bind(&unix_path).expect("bind a unix listener");
+        // Let the unprivileged user's unjailed probe connect too, so the comparison is fair.
+        harness.own(&unix_path);
+        std::fs::set_permissions(&unix_path, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        Targets {
+            tcp: TcpListener::bind("127.0.0.1:0").expect("bind a tcp listener"),
+            unix_path,
+            _unix: unix,
+            sacrificial: Sacrificial::start(),
+            canary,
+            home_canary,
+            env_canary: common::unique_token("ELASTOS_TEST_CANARY_"),
+            harness,
+        }
+    }
+
+    /// The `key=value` arguments both runs get (the unjailed one also gets `app=`).
+    fn probe_args(&self) -> Vec<String> {
+        vec![
+            format!("canary={}", self.canary.display()),
+            format!("home_canary={}", self.home_canary.display()),
+            format!("port={}", self.tcp.local_addr().unwrap().port()),
+            format!("unix={}", self.unix_path.display()),
+            format!("pid={}", self.sacrificial.pid()),
+            format!("env={}", self.env_canary),
+            format!("fd={EXTRA_FD}"),
+        ]
+    }
+}
+
+fn by_name(results: Vec<ProbeResult>) -> BTreeMap<String, ProbeResult> {
+    results.into_iter().map(|r| (r.probe.clone(), r)).collect()
+}
+
+/// Runs every probe unjailed and jailed as `user` and checks them against [`EXPECTATIONS`].
+fn escape_suite(user: User) {
+    let targets = Targets::new(user);
+    let harness = &targets.harness;
+    let bundle = harness.probe_bundle("probe", PROBE_APP_ID, "");
+    let args = targets.probe_args();
+
+    let jailed = harness
+        .run(&bundle, &[&["all".to_owned()], args.as_slice()].concat())
+        .env(&targets.env_canary, "leaked")
+        .extra_fd(&targets.canary)
+        .output();
+    jailed.assert_code(0);
+    let jailed = by_name(parse_probe_lines(&jailed.stdout_text()));
+
+    let unjailed_home = harness.mkdir("unjailed-home");
+    let staging = harness.path().join("probe");
+    let unjailed = harness
+        .unjailed_probe(&unjailed_home)
+        .arg("all")
+        .args(&args)
+        .arg(format!("app={}", staging.display()))
+        .env(&targets.env_canary, "leaked")
+        .extra_fd(&targets.canary)
+        .output();
+    unjailed.assert_code(0);
+    let unjailed = by_name(parse_probe_lines(&unjailed.stdout_text()));
+
+    let listed = harness.unjailed_probe(&unjailed_home).arg("list").output();
+    let listed: Vec<String> = listed.assert_code(0).stdout_text().lines().map(str::to_owned).collect();
+    let table: Vec<&str> = EXPECTATIONS.iter().map(|e| e.probe).collect();
+    assert_eq!(listed, table, "EXPECTATIONS must list exactly the probes of `elastos-probe list`, in order");
+
+    let mut failures = Vec::new();
+    let mut inconclusive = Vec::new();
+    for expectation in EXPECTATIONS {
+        let name = expectation.probe;
+        let host = unjailed.get(name).unwrap_or_else(|| panic!("unjailed run printed no result for {name}"));
+        assert_ne!(host.errno, ProbeResult::SETUP_FAILED, "unjailed probe {name} could not run: {}", host.detail);
+        let Some(jail) = jailed.get(name) else {
+            failures.push(format!(
+                "{name} ({:?}): no jailed result; the probe run ended early (did an exec succeed?)",
+                expectation.category
+            ));
+            continue;
+        };
+        if !expectation.jailed.matches(jail) {
+            failures.push(format!(
+                "{name} ({:?}): expected {:?}\n    jailed:   {jail}\n    unjailed: {host}",
+                expectation.category, expectation.jailed
+            ));
+        } else if expectation.jailed.matches(host) {
+            inconclusive.push(format!("{name}: unjailed too: {host}"));
+        }
+    }
+    let conclusive = EXPECTATIONS.len() - inconclusive.len();
+    eprintln!(
+        "escape suite as {user:?}: {} probes, {conclusive} conclusive, {} failed; inconclusive on this host:\n  {}",
+        EXPECTATIONS.len(),
+        failures.len(),
+        inconclusive.join("\n  ")
+    );
+    assert!(failures.is_empty(), "{} escape probes failed as {user:?}:\n  {}", failures.len(), failures.join("\n  "));
+    assert!(
+        conclusive >= MIN_CONCLUSIVE,
+        "only {conclusive} probes told jailed from unjailed apart as {user:?} (need {MIN_CONCLUSIVE})"
+    );
+}
+
+#[test]
+fn no_probe_escapes_when_launched_by_root() {
+    escape_suite(User::Root);
+}
+
+#[test]
+fn no_probe_escapes_when_launched_by_an_unprivileged_user() {
+    escape_suite(User::Unprivileged);
+}
+
+#[test]
+fn expectations_tell_denial_from_success() {
+    // The comparison itself must be able to fail: a successful call never matches an errno
+    // expectation, and a wrong count never matches a value.
+    let ok = ProbeResult { probe: "p".into(), ret: 3, errno: 0, detail: "0,1,2,3,9".into() };
+    assert!(!FILTERED.matches(&ok));
+    assert!(!Ret(0).matches(&ok));
+    assert!(!Exactly(&["0", "1", "2", "3"]).matches(&ok));
+    assert!(!Subset(ALLOWED_ENV).matches(&ok));
+    let denied = ProbeResult { probe: "p".into(), ret: -1, errno: ENOSYS, detail: String::new() };
+    assert!(FILTERED.matches(&denied));
+    assert!(!READ_ONLY.matches(&denied));
+}
