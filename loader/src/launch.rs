@@ -357,13 +357,25 @@ pub fn launch(
 
     let (input_read, input_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| LaunchError::Fds(e.into()))?;
+    let mut input_plan = plan.clone();
+    // The table's rows (names and reasons) are for people; the loader needs only the program.
+    input_plan.seccomp.rows.clear();
+    let input = LoaderInput {
+        plan: input_plan,
+        mounts,
+        memory_rlimit,
+        allow_without_kernel_sandbox: options.allow_without_kernel_sandbox,
+    };
+    let input = serde_json::to_vec(&input).expect("loader input serializes");
+    // Written before clone when the pipe can hold it, so the loader never waits for us.
+    let pending_input = write_if_it_fits(input_write, input).map_err(LaunchError::Fds)?;
     let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| LaunchError::Fds(e.into()))?;
     let (sync_read, sync_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| LaunchError::Fds(e.into()))?;
 
     // Everything the child keeps, moved above the fixed numbers first.
-    let mut handed: Vec<(OwnedFd, RawFd)> = vec![
+    let handed: Vec<(OwnedFd, RawFd)> = vec![
         (sys::dup_above(ipc.as_raw_fd(), HANDOFF_FD_FLOOR).map_err(LaunchError::Fds)?, fds::IPC),
         (sys::dup_above(input_read.as_raw_fd(), HANDOFF_FD_FLOOR).map_err(LaunchError::Fds)?, fds::INPUT),
         (sys::dup_above(report_write.as_raw_fd(), HANDOFF_FD_FLOOR).map_err(LaunchError::Fds)?, fds::REPORT),
@@ -421,22 +433,33 @@ pub fn launch(
     jail.cgroup.attach(pid)?;
     File::from(sync_write).write_all(&[1]).map_err(LaunchError::Fds)?;
 
-    let input = LoaderInput {
-        plan: plan.clone(),
-        mounts,
-        memory_rlimit,
-        allow_without_kernel_sandbox: options.allow_without_kernel_sandbox,
-    };
-    let bytes = serde_json::to_vec(&input).expect("loader input serializes");
-    // The loader reads all of it before doing anything else; if it died, the report says why.
-    let _ = File::from(input_write).write_all(&bytes);
-
+    if let Some((input_write, bytes)) = pending_input {
+        // The input did not fit in the pipe: the loader reads it all before doing anything else.
+        let _ = File::from(input_write).write_all(&bytes);
+    }
     let mut reports = Vec::new();
     File::from(report_read).read_to_end(&mut reports).map_err(LaunchError::Fds)?;
     let (abi, fully) = interpret_reports(&reports, &sources)?;
     jail.facts.landlock_abi = abi;
     jail.facts.landlock_fully_enforced = fully;
     Ok(jail)
+}
+
+/// Writes `bytes` to the pipe if the pipe can be made large enough to take them without blocking;
+/// otherwise hands them back.
+/// Writes `bytes` to the pipe and closes it, if the pipe can be made large enough to take them
+/// without blocking; otherwise hands both back.
+fn write_if_it_fits(pipe: OwnedFd, bytes: Vec<u8>) -> io::Result<Option<(OwnedFd, Vec<u8>)>> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let fits = match fcntl(pipe.as_raw_fd(), FcntlArg::F_GETPIPE_SZ) {
+        Ok(size) if size as usize >= bytes.len() => true,
+        _ => fcntl(pipe.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(bytes.len() as libc::c_int)).is_ok(),
+    };
+    if !fits {
+        return Ok(Some((pipe, bytes)));
+    }
+    File::from(pipe).write_all(&bytes)?;
+    Ok(None)
 }
 
 fn write_id_maps(pid: i32, identity: &HostIdentity) -> Result<(), LaunchError> {

@@ -38,7 +38,9 @@ pub fn binaries() -> &'static Binaries {
     static BINARIES: OnceLock<Binaries> = OnceLock::new();
     BINARIES.get_or_init(|| {
         let elastos = PathBuf::from(env!("CARGO_BIN_EXE_elastos"));
-        let dir = elastos.parent().expect("the elastos binary has a directory");
+        let dir = elastos
+            .parent()
+            .expect("the elastos binary has a directory");
         for name in ["elastos-probe", "elastos-loader"] {
             assert!(
                 dir.join(name).is_file(),
@@ -46,7 +48,10 @@ pub fn binaries() -> &'static Binaries {
                 dir.join(name).display()
             );
         }
-        Binaries { probe: dir.join("elastos-probe"), elastos }
+        Binaries {
+            probe: dir.join("elastos-probe"),
+            elastos,
+        }
     })
 }
 
@@ -87,11 +92,18 @@ fn test_user() -> Ids {
         if id_of("-u").is_none() {
             // Another test binary may create it at the same moment: only the result counts.
             let _ = Command::new("useradd")
-                .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", TEST_USER])
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    TEST_USER,
+                ])
                 .status();
         }
         Ids {
-            uid: id_of("-u").unwrap_or_else(|| panic!("cannot create the test user {TEST_USER} with useradd")),
+            uid: id_of("-u")
+                .unwrap_or_else(|| panic!("cannot create the test user {TEST_USER} with useradd")),
             gid: id_of("-g").expect("the test user has a group"),
         }
     })
@@ -106,7 +118,10 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(user: User) -> Harness {
-        let dir = tempfile::Builder::new().prefix("elastos-e2e-").tempdir().expect("create a temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("elastos-e2e-")
+            .tempdir()
+            .expect("create a temp dir");
         let harness = Harness { user, dir };
         harness.own(harness.path());
         for sub in ["elastos-home", "host-home"] {
@@ -132,8 +147,13 @@ impl Harness {
     /// Gives `path` (not recursively) to the test's user, world-readable.
     pub fn own(&self, path: &Path) {
         let Ids { uid, gid } = self.user.ids();
-        chown(path, Some(uid), Some(gid)).unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
-        let mode = if path.is_dir() { 0o755 } else { std::fs::metadata(path).unwrap().permissions().mode() | 0o444 };
+        chown(path, Some(uid), Some(gid))
+            .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+        let mode = if path.is_dir() {
+            0o755
+        } else {
+            std::fs::metadata(path).unwrap().permissions().mode() | 0o444
+        };
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
     }
@@ -161,8 +181,9 @@ impl Harness {
         self.write(&format!("{name}/manifest.toml"), manifest, 0o644);
         for (in_bundle, source) in files {
             let target = dir.join(in_bundle);
-            std::fs::copy(source, &target)
-                .unwrap_or_else(|e| panic!("copy {} to {}: {e}", source.display(), target.display()));
+            std::fs::copy(source, &target).unwrap_or_else(|e| {
+                panic!("copy {} to {}: {e}", source.display(), target.display())
+            });
             self.own(&target);
         }
         dir
@@ -178,7 +199,13 @@ impl Harness {
             .arg("-o")
             .arg(&bundle)
             .output();
-        assert_eq!(out.code, Some(0), "bundle pack {} failed:\n{}", dir.display(), out.stderr_text());
+        assert_eq!(
+            out.code,
+            Some(0),
+            "bundle pack {} failed:\n{}",
+            dir.display(),
+            out.stderr_text()
+        );
         bundle
     }
 
@@ -214,7 +241,11 @@ impl Harness {
 pub fn probe_manifest(id: &str, entry: &str, limits: &str) -> String {
     format!(
         "[app]\nid = \"{id}\"\nname = \"probe\"\nversion = \"0.1.0\"\nentry = \"{entry}\"\n{}",
-        if limits.is_empty() { String::new() } else { format!("\n[limits]\n{limits}\n") }
+        if limits.is_empty() {
+            String::new()
+        } else {
+            format!("\n[limits]\n{limits}\n")
+        }
     )
 }
 
@@ -237,7 +268,10 @@ impl<'a> Invocation<'a> {
             program,
             args: Vec::new(),
             env: vec![
-                ("PATH".into(), "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into()),
+                (
+                    "PATH".into(),
+                    "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into(),
+                ),
                 ("HOME".into(), harness.host_home().into()),
                 ("ELASTOS_HOME".into(), harness.elastos_home().into()),
             ],
@@ -285,7 +319,11 @@ impl<'a> Invocation<'a> {
     fn command(&self) -> Command {
         let mut words: Vec<OsString> = Vec::new();
         if let Some(file) = &self.extra_fd {
-            words.extend(["sh".into(), "-c".into(), format!("exec {EXTRA_FD}<\"$0\"; exec \"$@\"").into()]);
+            words.extend([
+                "sh".into(),
+                "-c".into(),
+                format!("exec {EXTRA_FD}<\"$0\"; exec \"$@\"").into(),
+            ]);
             words.push(file.into());
         }
         if self.harness.user == User::Unprivileged {
@@ -301,7 +339,10 @@ impl<'a> Invocation<'a> {
         words.push(self.program.clone().into());
         words.extend(self.args.iter().cloned());
         let mut command = Command::new(&words[0]);
-        command.args(&words[1..]).env_clear().envs(self.env.iter().map(|(n, v)| (n, v)));
+        command
+            .args(&words[1..])
+            .env_clear()
+            .envs(self.env.iter().map(|(n, v)| (n, v)));
         command.current_dir(self.harness.path());
         command
     }
@@ -309,9 +350,15 @@ impl<'a> Invocation<'a> {
     /// Starts the command with piped stdio; stdout and stderr are collected by threads.
     pub fn spawn(&self) -> Running {
         let mut command = self.command();
-        command.stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        command.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", self.describe()));
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.describe()));
         let collect = |mut pipe: Box<dyn Read + Send>| {
             std::thread::spawn(move || {
                 let mut bytes = Vec::new();
@@ -321,12 +368,16 @@ impl<'a> Invocation<'a> {
         };
         let stdout = collect(Box::new(child.stdout.take().expect("piped")));
         let stderr = collect(Box::new(child.stderr.take().expect("piped")));
-        let stdin = child.stdin.take().zip(self.stdin.clone()).map(|(mut pipe, bytes)| {
-            std::thread::spawn(move || {
-                // The app may exit without reading it all; a broken pipe is its business.
-                let _ = pipe.write_all(&bytes);
-            })
-        });
+        let stdin = child
+            .stdin
+            .take()
+            .zip(self.stdin.clone())
+            .map(|(mut pipe, bytes)| {
+                std::thread::spawn(move || {
+                    // The app may exit without reading it all; a broken pipe is its business.
+                    let _ = pipe.write_all(&bytes);
+                })
+            });
         Running {
             child: Some(child),
             stdout: Some(stdout),
@@ -343,8 +394,17 @@ impl<'a> Invocation<'a> {
     }
 
     fn describe(&self) -> String {
-        let args: Vec<String> = self.args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-        format!("{} {} (as {:?})", self.program.display(), args.join(" "), self.harness.user)
+        let args: Vec<String> = self
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        format!(
+            "{} {} (as {:?})",
+            self.program.display(),
+            args.join(" "),
+            self.harness.user
+        )
     }
 }
 
@@ -379,7 +439,11 @@ impl Running {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+                let stderr = self
+                    .stderr
+                    .take()
+                    .map(|h| h.join().unwrap_or_default())
+                    .unwrap_or_default();
                 panic!(
                     "{} did not finish within {:?}; killed it. stderr:\n{}",
                     self.what,
@@ -395,8 +459,16 @@ impl Running {
         Output {
             status,
             code: status.code(),
-            stdout: self.stdout.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default(),
-            stderr: self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default(),
+            stdout: self
+                .stdout
+                .take()
+                .map(|h| h.join().unwrap_or_default())
+                .unwrap_or_default(),
+            stderr: self
+                .stderr
+                .take()
+                .map(|h| h.join().unwrap_or_default())
+                .unwrap_or_default(),
             what: std::mem::take(&mut self.what),
         }
     }
@@ -465,7 +537,13 @@ pub struct Sacrificial(Child);
 
 impl Sacrificial {
     pub fn start() -> Sacrificial {
-        Sacrificial(Command::new("sleep").arg("300").stdin(Stdio::null()).spawn().expect("start sleep"))
+        Sacrificial(
+            Command::new("sleep")
+                .arg("300")
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("start sleep"),
+        )
     }
 
     pub fn pid(&self) -> u32 {
@@ -482,13 +560,19 @@ impl Drop for Sacrificial {
 
 /// Host processes whose command line contains `token`, except `except`.
 pub fn processes_with(token: &str, except: &[u32]) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| !except.contains(pid))
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|cmdline| cmdline.split(|b| *b == 0).any(|word| word == token.as_bytes()))
+                .map(|cmdline| {
+                    cmdline
+                        .split(|b| *b == 0)
+                        .any(|word| word == token.as_bytes())
+                })
                 .unwrap_or(false)
         })
         .collect()
@@ -510,7 +594,10 @@ pub fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool 
 
 /// A token unique to this test run, for marking argv, env names and files.
 pub fn unique_token(what: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     format!("{what}{}x{nanos}", std::process::id())
 }
 
@@ -536,7 +623,11 @@ impl std::fmt::Display for ProbeResult {
             write!(f, "probe could not run: {}", self.detail)
         } else {
             let name = std::io::Error::from_raw_os_error(self.errno);
-            write!(f, "failed with errno {} [{name}] ({})", self.errno, self.detail)
+            write!(
+                f,
+                "failed with errno {} [{name}] ({})",
+                self.errno, self.detail
+            )
         }
     }
 }
@@ -547,14 +638,24 @@ pub fn parse_probe_lines(stdout: &str) -> Vec<ProbeResult> {
         .lines()
         .filter(|line| line.starts_with('{'))
         .map(|line| {
-            let value: serde_json::Value =
-                serde_json::from_str(line).unwrap_or_else(|e| panic!("bad probe line {line:?}: {e}"));
-            let field = |name: &str| value.get(name).unwrap_or_else(|| panic!("probe line {line:?} lacks {name}"));
+            let value: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("bad probe line {line:?}: {e}"));
+            let field = |name: &str| {
+                value
+                    .get(name)
+                    .unwrap_or_else(|| panic!("probe line {line:?} lacks {name}"))
+            };
             ProbeResult {
-                probe: field("probe").as_str().expect("probe is a string").to_owned(),
+                probe: field("probe")
+                    .as_str()
+                    .expect("probe is a string")
+                    .to_owned(),
                 ret: field("ret").as_i64().expect("ret is an integer"),
                 errno: field("errno").as_i64().expect("errno is an integer") as i32,
-                detail: field("detail").as_str().expect("detail is a string").to_owned(),
+                detail: field("detail")
+                    .as_str()
+                    .expect("detail is a string")
+                    .to_owned(),
             }
         })
         .collect()

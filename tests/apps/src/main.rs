@@ -41,7 +41,9 @@ fn main() {
 
 fn dispatch(args: &[String]) -> modes::ModeResult {
     let Some((mode, rest)) = args.split_first() else {
-        return Err("missing mode; try `elastos-probe list`, `run NAME`, `all` or a benign mode".to_owned());
+        return Err(
+            "missing mode; try `elastos-probe list`, `run NAME`, `all` or a benign mode".to_owned(),
+        );
     };
     match mode.as_str() {
         "list" => {
@@ -52,7 +54,8 @@ fn dispatch(args: &[String]) -> modes::ModeResult {
         }
         "run" => {
             let (name, words) = rest.split_first().ok_or("missing probe name after `run`")?;
-            let probe = probes::find(name).ok_or_else(|| format!("no probe named {name:?}; see `elastos-probe list`"))?;
+            let probe = probes::find(name)
+                .ok_or_else(|| format!("no probe named {name:?}; see `elastos-probe list`"))?;
             let probe_args = ProbeArgs::parse(words)?;
             println!("{}", (probe.run)(&probe_args).to_json(probe.name));
             Ok(0)
@@ -65,6 +68,7 @@ fn dispatch(args: &[String]) -> modes::ModeResult {
             Ok(0)
         }
         "exit" => modes::exit(rest),
+        "exec-marker" => modes::exec_marker(),
         "raise" => modes::raise(rest),
         "segv" => modes::segv(),
         "threads" => modes::threads(rest),

@@ -10,8 +10,11 @@ use std::time::Duration;
 pub type ModeResult = Result<i32, String>;
 
 fn number<T: std::str::FromStr>(args: &[String], index: usize, what: &str) -> Result<T, String> {
-    let word = args.get(index).ok_or_else(|| format!("missing argument: {what}"))?;
-    word.parse().map_err(|_| format!("{what} {word:?} is not a number"))
+    let word = args
+        .get(index)
+        .ok_or_else(|| format!("missing argument: {what}"))?;
+    word.parse()
+        .map_err(|_| format!("{what} {word:?} is not a number"))
 }
 
 fn home() -> Result<String, String> {
@@ -21,6 +24,15 @@ fn home() -> Result<String, String> {
 /// `exit N`: exit with code N.
 pub fn exit(args: &[String]) -> ModeResult {
     number(args, 0, "exit code")
+}
+
+/// The line `exec-marker` prints; harnesses look for it when a probe run ends early.
+pub const EXEC_MARKER: &str = "EXEC-MARKER: a copy of elastos-probe that the app wrote was executed";
+
+/// `exec-marker`: what exec probes run when they manage to execute a file the app wrote.
+pub fn exec_marker() -> ModeResult {
+    println!("{EXEC_MARKER}");
+    Ok(0)
 }
 
 /// `raise SIG`: die by signal SIG with its default action.
@@ -83,7 +95,10 @@ pub fn mmap() -> ModeResult {
         bytes.fill(0xa5);
         let ok = bytes.iter().all(|&b| b == 0xa5);
         if libc::mprotect(addr, LEN, libc::PROT_READ) != 0 {
-            return Err(format!("mprotect failed: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "mprotect failed: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         libc::munmap(addr, LEN);
         if !ok {
@@ -161,7 +176,10 @@ pub fn random() -> ModeResult {
     // SAFETY: writes at most buf.len() bytes into buf.
     let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
     if n != buf.len() as isize {
-        return Err(format!("getrandom returned {n}: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "getrandom returned {n}: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     println!("getrandom {}", hex(&buf));
     std::fs::File::open("/dev/urandom")
@@ -178,7 +196,8 @@ pub fn stdout(args: &[String]) -> ModeResult {
     let mut out = std::io::stdout().lock();
     while left > 0 {
         let n = left.min(chunk.len() as u64) as usize;
-        out.write_all(&chunk[..n]).map_err(|e| format!("write stdout: {e}"))?;
+        out.write_all(&chunk[..n])
+            .map_err(|e| format!("write stdout: {e}"))?;
         left -= n as u64;
     }
     out.flush().map_err(|e| format!("flush stdout: {e}"))?;
@@ -209,16 +228,30 @@ pub fn env() -> ModeResult {
 
 /// `fds`: print the open fds, comma-separated.
 pub fn fds() -> ModeResult {
-    let fds: Vec<String> = crate::probes::open_fds().iter().map(i32::to_string).collect();
+    let fds: Vec<String> = crate::probes::open_fds()
+        .iter()
+        .map(i32::to_string)
+        .collect();
     println!("{}", fds.join(","));
     Ok(0)
 }
 
 /// `status`: the identity and confinement lines of /proc/self/status.
 pub fn status() -> ModeResult {
-    const FIELDS: [&str; 6] = ["Uid:", "CapEff:", "CapBnd:", "CapPrm:", "NoNewPrivs:", "Seccomp:"];
-    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| format!("read /proc/self/status: {e}"))?;
-    for line in status.lines().filter(|line| FIELDS.iter().any(|f| line.starts_with(f))) {
+    const FIELDS: [&str; 6] = [
+        "Uid:",
+        "CapEff:",
+        "CapBnd:",
+        "CapPrm:",
+        "NoNewPrivs:",
+        "Seccomp:",
+    ];
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| format!("read /proc/self/status: {e}"))?;
+    for line in status
+        .lines()
+        .filter(|line| FIELDS.iter().any(|f| line.starts_with(f)))
+    {
         println!("{line}");
     }
     Ok(0)
@@ -242,10 +275,12 @@ pub fn thread_bomb(args: &[String]) -> ModeResult {
     let mut stopped_by = None;
     for _ in 0..wanted {
         let wait = std::sync::Arc::clone(&wait);
-        let spawned = std::thread::Builder::new().stack_size(64 << 10).spawn(move || {
-            // Blocks until the sender is dropped.
-            let _ = wait.lock().map(|rx| rx.recv());
-        });
+        let spawned = std::thread::Builder::new()
+            .stack_size(64 << 10)
+            .spawn(move || {
+                // Blocks until the sender is dropped.
+                let _ = wait.lock().map(|rx| rx.recv());
+            });
         match spawned {
             Ok(handle) => started.push(handle),
             Err(e) => {
@@ -292,7 +327,10 @@ pub fn mem_bomb(args: &[String]) -> ModeResult {
             )
         };
         if addr == libc::MAP_FAILED {
-            println!("mem-bomb: touched {touched} of {wanted} bytes, then: {}", std::io::Error::last_os_error());
+            println!(
+                "mem-bomb: touched {touched} of {wanted} bytes, then: {}",
+                std::io::Error::last_os_error()
+            );
             return Ok(0);
         }
         // SAFETY: addr..addr+CHUNK is the mapping just created.

@@ -24,27 +24,46 @@ impl Outcome {
     /// Call this immediately after the call, before anything else can overwrite errno.
     pub fn of(ret: i64, detail: impl Into<String>) -> Self {
         let errno = if ret < 0 { last_errno() } else { 0 };
-        Self { ret, errno, detail: detail.into() }
+        Self {
+            ret,
+            errno,
+            detail: detail.into(),
+        }
     }
 
     /// A successful call that returned `ret`.
     pub fn ok(ret: i64, detail: impl Into<String>) -> Self {
-        Self { ret, errno: 0, detail: detail.into() }
+        Self {
+            ret,
+            errno: 0,
+            detail: detail.into(),
+        }
     }
 
     /// A call that failed with `errno`.
     pub fn failed(errno: i32, detail: impl Into<String>) -> Self {
-        Self { ret: -1, errno, detail: detail.into() }
+        Self {
+            ret: -1,
+            errno,
+            detail: detail.into(),
+        }
     }
 
     /// A failure carried by an `io::Error` (std wrappers report errno this way).
     pub fn io_failed(err: &std::io::Error, detail: impl fmt::Display) -> Self {
-        Self::failed(err.raw_os_error().unwrap_or(Self::SETUP_FAILED), format!("{detail}: {err}"))
+        Self::failed(
+            err.raw_os_error().unwrap_or(Self::SETUP_FAILED),
+            format!("{detail}: {err}"),
+        )
     }
 
     /// The probe could not attempt its call.
     pub fn setup_failed(detail: impl Into<String>) -> Self {
-        Self { ret: -1, errno: Self::SETUP_FAILED, detail: detail.into() }
+        Self {
+            ret: -1,
+            errno: Self::SETUP_FAILED,
+            detail: detail.into(),
+        }
     }
 
     /// Formats the outcome as the one-line JSON object harnesses parse.

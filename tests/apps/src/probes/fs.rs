@@ -83,10 +83,20 @@ pub fn list_var(_: &ProbeArgs) -> Outcome {
 
 /// Creates a new, uniquely named file in `dir` and removes it again if that worked.
 fn create_in(dir: &str) -> Outcome {
-    let path = format!("{}/.elastos-probe-write-{}", dir.trim_end_matches('/'), std::process::id());
+    let path = format!(
+        "{}/.elastos-probe-write-{}",
+        dir.trim_end_matches('/'),
+        std::process::id()
+    );
     let c_path = c_string(&path);
     // SAFETY: `c_path` is a valid C string.
-    let fd = unsafe { libc::open(c_path.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC, 0o600) };
+    let fd = unsafe {
+        libc::open(
+            c_path.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+            0o600,
+        )
+    };
     let outcome = Outcome::of(i64::from(fd), format!("create {path}"));
     if fd >= 0 {
         close_fd(fd);

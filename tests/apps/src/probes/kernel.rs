@@ -17,21 +17,33 @@ fn raw(ret: libc::c_long, how: &str) -> Outcome {
 
 pub fn reboot(_: &ProbeArgs) -> Outcome {
     // Wrong magic: the kernel answers EINVAL before reading the command.
-    raw(unsafe { libc::syscall(libc::SYS_reboot, 0xdead_beef_u32, 0, 0, 0) }, "reboot(bad magic)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_reboot, 0xdead_beef_u32, 0, 0, 0) },
+        "reboot(bad magic)",
+    )
 }
 
 pub fn kexec_load(_: &ProbeArgs) -> Outcome {
     // Too many segments and an unknown architecture in flags: EINVAL.
-    raw(unsafe { libc::syscall(libc::SYS_kexec_load, 0, 1000, 0, 0xdead_0000_u32) }, "kexec_load(bad flags)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_kexec_load, 0, 1000, 0, 0xdead_0000_u32) },
+        "kexec_load(bad flags)",
+    )
 }
 
 pub fn init_module(_: &ProbeArgs) -> Outcome {
-    raw(unsafe { libc::syscall(libc::SYS_init_module, 0, 0, 0) }, "init_module(NULL, 0)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_init_module, 0, 0, 0) },
+        "init_module(NULL, 0)",
+    )
 }
 
 pub fn finit_module(_: &ProbeArgs) -> Outcome {
     let empty = c_string("");
-    raw(unsafe { libc::syscall(libc::SYS_finit_module, -1, empty.as_ptr(), 0) }, "finit_module(-1)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_finit_module, -1, empty.as_ptr(), 0) },
+        "finit_module(-1)",
+    )
 }
 
 pub fn delete_module(_: &ProbeArgs) -> Outcome {
@@ -43,24 +55,39 @@ pub fn delete_module(_: &ProbeArgs) -> Outcome {
 }
 
 pub fn swapon(_: &ProbeArgs) -> Outcome {
-    raw(unsafe { libc::syscall(libc::SYS_swapon, 0, 0) }, "swapon(NULL)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_swapon, 0, 0) },
+        "swapon(NULL)",
+    )
 }
 
 pub fn swapoff(_: &ProbeArgs) -> Outcome {
-    raw(unsafe { libc::syscall(libc::SYS_swapoff, 0) }, "swapoff(NULL)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_swapoff, 0) },
+        "swapoff(NULL)",
+    )
 }
 
 pub fn acct(_: &ProbeArgs) -> Outcome {
     // Never acct(NULL): that would switch accounting off. An unmapped name fails with EFAULT.
-    raw(unsafe { libc::syscall(libc::SYS_acct, BAD_POINTER) }, "acct(bad pointer)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_acct, BAD_POINTER) },
+        "acct(bad pointer)",
+    )
 }
 
 pub fn syslog(_: &ProbeArgs) -> Outcome {
-    raw(unsafe { libc::syscall(libc::SYS_syslog, 9999, 0, 0) }, "syslog(invalid type)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_syslog, 9999, 0, 0) },
+        "syslog(invalid type)",
+    )
 }
 
 pub fn settimeofday(_: &ProbeArgs) -> Outcome {
-    raw(unsafe { libc::syscall(libc::SYS_settimeofday, BAD_POINTER, 0) }, "settimeofday(bad pointer)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_settimeofday, BAD_POINTER, 0) },
+        "settimeofday(bad pointer)",
+    )
 }
 
 pub fn clock_settime(_: &ProbeArgs) -> Outcome {
@@ -71,7 +98,10 @@ pub fn clock_settime(_: &ProbeArgs) -> Outcome {
 }
 
 pub fn adjtimex(_: &ProbeArgs) -> Outcome {
-    raw(unsafe { libc::syscall(libc::SYS_adjtimex, BAD_POINTER) }, "adjtimex(bad pointer)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_adjtimex, BAD_POINTER) },
+        "adjtimex(bad pointer)",
+    )
 }
 
 pub fn iopl(_: &ProbeArgs) -> Outcome {
@@ -80,24 +110,39 @@ pub fn iopl(_: &ProbeArgs) -> Outcome {
 
 pub fn ioperm(_: &ProbeArgs) -> Outcome {
     // from + num beyond the 65536-port bitmap: EINVAL.
-    raw(unsafe { libc::syscall(libc::SYS_ioperm, 65536, 1, 1) }, "ioperm(65536, 1, on)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_ioperm, 65536, 1, 1) },
+        "ioperm(65536, 1, on)",
+    )
 }
 
 pub fn mount(_: &ProbeArgs) -> Outcome {
-    raw(unsafe { libc::syscall(libc::SYS_mount, 0, 0, 0, 0, 0) }, "mount(NULL, NULL, NULL)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_mount, 0, 0, 0, 0, 0) },
+        "mount(NULL, NULL, NULL)",
+    )
 }
 
 pub fn umount2(_: &ProbeArgs) -> Outcome {
     let target = c_string("/nonexistent-elastos-probe-mountpoint");
-    raw(unsafe { libc::syscall(libc::SYS_umount2, target.as_ptr(), 0) }, "umount2(nonexistent)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_umount2, target.as_ptr(), 0) },
+        "umount2(nonexistent)",
+    )
 }
 
 pub fn pivot_root(_: &ProbeArgs) -> Outcome {
-    raw(unsafe { libc::syscall(libc::SYS_pivot_root, 0, 0) }, "pivot_root(NULL, NULL)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_pivot_root, 0, 0) },
+        "pivot_root(NULL, NULL)",
+    )
 }
 
 pub fn chroot(_: &ProbeArgs) -> Outcome {
-    raw(unsafe { libc::syscall(libc::SYS_chroot, 0) }, "chroot(NULL)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_chroot, 0) },
+        "chroot(NULL)",
+    )
 }
 
 pub fn unshare(_: &ProbeArgs) -> Outcome {
@@ -106,43 +151,73 @@ pub fn unshare(_: &ProbeArgs) -> Outcome {
 }
 
 pub fn setns(_: &ProbeArgs) -> Outcome {
-    raw(unsafe { libc::syscall(libc::SYS_setns, -1, 0) }, "setns(-1, 0)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_setns, -1, 0) },
+        "setns(-1, 0)",
+    )
 }
 
 pub fn open_by_handle_at(_: &ProbeArgs) -> Outcome {
-    raw(unsafe { libc::syscall(libc::SYS_open_by_handle_at, -1, 0, 0) }, "open_by_handle_at(-1, NULL, 0)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_open_by_handle_at, -1, 0, 0) },
+        "open_by_handle_at(-1, NULL, 0)",
+    )
 }
 
 pub fn name_to_handle_at(_: &ProbeArgs) -> Outcome {
-    raw(unsafe { libc::syscall(libc::SYS_name_to_handle_at, -1, 0, 0, 0, 0) }, "name_to_handle_at(-1, NULL)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_name_to_handle_at, -1, 0, 0, 0, 0) },
+        "name_to_handle_at(-1, NULL)",
+    )
 }
 
 pub fn bpf(_: &ProbeArgs) -> Outcome {
-    raw(unsafe { libc::syscall(libc::SYS_bpf, 9999, 0, 0) }, "bpf(invalid command)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_bpf, 9999, 0, 0) },
+        "bpf(invalid command)",
+    )
 }
 
 pub fn perf_event_open(_: &ProbeArgs) -> Outcome {
-    raw(unsafe { libc::syscall(libc::SYS_perf_event_open, 0, 0, -1, -1, 0) }, "perf_event_open(NULL)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_perf_event_open, 0, 0, -1, -1, 0) },
+        "perf_event_open(NULL)",
+    )
 }
 
 pub fn userfaultfd(_: &ProbeArgs) -> Outcome {
-    raw(unsafe { libc::syscall(libc::SYS_userfaultfd, 0xffff) }, "userfaultfd(bad flags)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_userfaultfd, 0xffff) },
+        "userfaultfd(bad flags)",
+    )
 }
 
 pub fn keyctl(_: &ProbeArgs) -> Outcome {
-    raw(unsafe { libc::syscall(libc::SYS_keyctl, 9999, 0, 0, 0, 0) }, "keyctl(invalid command)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_keyctl, 9999, 0, 0, 0, 0) },
+        "keyctl(invalid command)",
+    )
 }
 
 pub fn add_key(_: &ProbeArgs) -> Outcome {
-    raw(unsafe { libc::syscall(libc::SYS_add_key, 0, 0, 0, 0, 0) }, "add_key(NULL, ...)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_add_key, 0, 0, 0, 0, 0) },
+        "add_key(NULL, ...)",
+    )
 }
 
 pub fn request_key(_: &ProbeArgs) -> Outcome {
-    raw(unsafe { libc::syscall(libc::SYS_request_key, 0, 0, 0, 0) }, "request_key(NULL, ...)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_request_key, 0, 0, 0, 0) },
+        "request_key(NULL, ...)",
+    )
 }
 
 pub fn ptrace(_: &ProbeArgs) -> Outcome {
-    raw(unsafe { libc::syscall(libc::SYS_ptrace, 9999, 0, 0, 0) }, "ptrace(invalid request, pid 0)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_ptrace, 9999, 0, 0, 0) },
+        "ptrace(invalid request, pid 0)",
+    )
 }
 
 pub fn process_vm_readv(_: &ProbeArgs) -> Outcome {
@@ -154,62 +229,93 @@ pub fn process_vm_readv(_: &ProbeArgs) -> Outcome {
 }
 
 pub fn io_uring_setup(_: &ProbeArgs) -> Outcome {
-    raw(unsafe { libc::syscall(libc::SYS_io_uring_setup, 0, 0) }, "io_uring_setup(0, NULL)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_io_uring_setup, 0, 0) },
+        "io_uring_setup(0, NULL)",
+    )
 }
 
 pub fn fsopen(_: &ProbeArgs) -> Outcome {
-    raw(unsafe { libc::syscall(libc::SYS_fsopen, 0, 0) }, "fsopen(NULL, 0)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_fsopen, 0, 0) },
+        "fsopen(NULL, 0)",
+    )
 }
 
 pub fn open_tree(_: &ProbeArgs) -> Outcome {
-    raw(unsafe { libc::syscall(libc::SYS_open_tree, -1, 0, 0) }, "open_tree(-1, NULL, 0)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_open_tree, -1, 0, 0) },
+        "open_tree(-1, NULL, 0)",
+    )
 }
 
 pub fn move_mount(_: &ProbeArgs) -> Outcome {
-    raw(unsafe { libc::syscall(libc::SYS_move_mount, -1, 0, -1, 0, 0) }, "move_mount(-1, NULL, -1, NULL)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_move_mount, -1, 0, -1, 0, 0) },
+        "move_mount(-1, NULL, -1, NULL)",
+    )
 }
 
 pub fn quotactl(_: &ProbeArgs) -> Outcome {
     // An unknown sub-command on no device: ENODEV/EINVAL, never Q_SYNC.
-    raw(unsafe { libc::syscall(libc::SYS_quotactl, 0x7777_u32 << 8, 0, 0, 0) }, "quotactl(unknown command, NULL)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_quotactl, 0x7777_u32 << 8, 0, 0, 0) },
+        "quotactl(unknown command, NULL)",
+    )
 }
 
 pub fn sethostname(_: &ProbeArgs) -> Outcome {
     // A length beyond the 64-byte limit: EINVAL before anything is copied.
     let name = [b'x'; 128];
-    raw(unsafe { libc::syscall(libc::SYS_sethostname, name.as_ptr(), name.len()) }, "sethostname(too long)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_sethostname, name.as_ptr(), name.len()) },
+        "sethostname(too long)",
+    )
 }
 
 pub fn modify_ldt(_: &ProbeArgs) -> Outcome {
     // Writing an LDT entry of the wrong size: EINVAL.
+    let how = "modify_ldt(write, NULL, 0)";
     let ret = unsafe { libc::syscall(libc::SYS_modify_ldt, 1, 0, 0) };
-    // The kernel declares modify_ldt as returning int, so an error comes back zero-extended
-    // (4294967274, not -22) and libc does not set errno: decode it from the low 32 bits.
-    let ret = i64::from(ret as i32);
-    if ret < 0 {
-        return Outcome::failed(-ret as i32, "modify_ldt(write, NULL, 0)");
+    // The kernel declares modify_ldt as returning int, so its own errors come back
+    // zero-extended (4294967274, not -22) and libc sets no errno for them; a seccomp denial
+    // is a proper -1 with errno.
+    match ret as i32 {
+        kernel_error if ret > 0 && kernel_error < 0 => Outcome::failed(-kernel_error, how),
+        _ => raw(ret, how),
     }
-    raw(ret, "modify_ldt(write, NULL, 0)")
 }
 
 pub fn fanotify_init(_: &ProbeArgs) -> Outcome {
-    raw(unsafe { libc::syscall(libc::SYS_fanotify_init, 0xffff_ffff_u32, 0) }, "fanotify_init(bad flags)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_fanotify_init, 0xffff_ffff_u32, 0) },
+        "fanotify_init(bad flags)",
+    )
 }
 
 pub fn ioctl_tiocsti(_: &ProbeArgs) -> Outcome {
     // Typing into the caller's terminal; the null character pointer makes even an allowed call
     // fail with EFAULT (or ENOTTY when fd 0 is no terminal).
-    raw(unsafe { libc::syscall(libc::SYS_ioctl, 0, libc::TIOCSTI, 0) }, "ioctl(0, TIOCSTI, NULL)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_ioctl, 0, libc::TIOCSTI, 0) },
+        "ioctl(0, TIOCSTI, NULL)",
+    )
 }
 
 pub fn ioctl_tiocsti_high_bits(_: &ProbeArgs) -> Outcome {
     // The kernel truncates the command to 32 bits, so this is TIOCSTI to it; a filter comparing
     // only the low half of the register, or the whole register against an allow-list, must not
     // let it through.
-    let cmd = (libc::TIOCSTI as u64) | (1 << 32);
-    raw(unsafe { libc::syscall(libc::SYS_ioctl, 0, cmd, 0) }, "ioctl(0, TIOCSTI | 1<<32, NULL)")
+    let cmd: libc::c_ulong = libc::TIOCSTI | (1 << 32);
+    raw(
+        unsafe { libc::syscall(libc::SYS_ioctl, 0, cmd, 0) },
+        "ioctl(0, TIOCSTI | 1<<32, NULL)",
+    )
 }
 
 pub fn ioctl_tioclinux(_: &ProbeArgs) -> Outcome {
-    raw(unsafe { libc::syscall(libc::SYS_ioctl, 0, libc::TIOCLINUX, 0) }, "ioctl(0, TIOCLINUX, NULL)")
+    raw(
+        unsafe { libc::syscall(libc::SYS_ioctl, 0, libc::TIOCLINUX, 0) },
+        "ioctl(0, TIOCLINUX, NULL)",
+    )
 }

@@ -5,16 +5,25 @@ use crate::report::{Outcome, ProbeArgs};
 
 /// The fds open in this process, lowest first (probed with fcntl, so no fd is opened to look).
 pub fn open_fds() -> Vec<i32> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: `limit` is a valid out-pointer.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
     let highest = limit.rlim_cur.min(65_536) as i32;
     // SAFETY: F_GETFD takes no pointer; it fails with EBADF on a closed fd.
-    (0..highest).filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0).collect()
+    (0..highest)
+        .filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0)
+        .collect()
 }
 
 fn joined<T: ToString>(items: &[T]) -> String {
-    items.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 pub fn env_canary(args: &ProbeArgs) -> Outcome {
@@ -28,7 +37,9 @@ pub fn env_canary(args: &ProbeArgs) -> Outcome {
 }
 
 pub fn env_names(_: &ProbeArgs) -> Outcome {
-    let mut names: Vec<String> = std::env::vars_os().map(|(name, _)| name.to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::env::vars_os()
+        .map(|(name, _)| name.to_string_lossy().into_owned())
+        .collect();
     names.sort();
     Outcome::ok(names.len() as i64, joined(&names))
 }
@@ -52,12 +63,23 @@ pub fn fd3_is_unix_socket(_: &ProbeArgs) -> Outcome {
     let mut domain: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `domain` and `len` are valid out-pointers of the stated size.
-    let ret = unsafe { libc::getsockopt(3, libc::SOL_SOCKET, libc::SO_DOMAIN, (&mut domain as *mut i32).cast(), &mut len) };
+    let ret = unsafe {
+        libc::getsockopt(
+            3,
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            (&mut domain as *mut i32).cast(),
+            &mut len,
+        )
+    };
     if ret != 0 {
         return Outcome::of(i64::from(ret), "fd 3 is a socket; getsockopt(SO_DOMAIN)");
     }
     let is_unix = domain == libc::AF_UNIX;
-    Outcome::ok(i64::from(is_unix), format!("fd 3 is a socket of domain {domain}"))
+    Outcome::ok(
+        i64::from(is_unix),
+        format!("fd 3 is a socket of domain {domain}"),
+    )
 }
 
 pub fn extra_fd(args: &ProbeArgs) -> Outcome {
@@ -67,7 +89,10 @@ pub fn extra_fd(args: &ProbeArgs) -> Outcome {
         Err(outcome) => return outcome,
     };
     // SAFETY: F_GETFD takes no pointer.
-    Outcome::of(i64::from(unsafe { libc::fcntl(fd, libc::F_GETFD) }), format!("fcntl({fd}, F_GETFD)"))
+    Outcome::of(
+        i64::from(unsafe { libc::fcntl(fd, libc::F_GETFD) }),
+        format!("fcntl({fd}, F_GETFD)"),
+    )
 }
 
 pub fn hostname_is_elastos(_: &ProbeArgs) -> Outcome {
@@ -90,7 +115,10 @@ pub fn network_interfaces(_: &ProbeArgs) -> Outcome {
                 .filter_map(|line| line.split(':').next().map(str::trim))
                 .filter(|name| *name != "lo")
                 .collect();
-            Outcome::ok(others.len() as i64, format!("interfaces besides lo: [{}]", others.join(",")))
+            Outcome::ok(
+                others.len() as i64,
+                format!("interfaces besides lo: [{}]", others.join(",")),
+            )
         }
         Err(e) => Outcome::io_failed(&e, "read /proc/net/dev"),
     }
@@ -102,8 +130,9 @@ pub fn visible_processes(_: &ProbeArgs) -> Outcome {
         Err(e) => return Outcome::io_failed(&e, "list /proc"),
     };
     let me = std::process::id();
-    let mut pids: Vec<u32> =
-        entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+    let mut pids: Vec<u32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
     pids.sort_unstable();
     // pid 1 is allowed besides ourselves: the jail's init, if it is not the app itself.
     let others = pids.iter().filter(|&&pid| pid != me && pid != 1).count();

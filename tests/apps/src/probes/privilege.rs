@@ -19,7 +19,10 @@ pub fn setgid_root(_: &ProbeArgs) -> Outcome {
 
 pub fn setgroups_empty(_: &ProbeArgs) -> Outcome {
     // SAFETY: a null list of length 0 is valid.
-    Outcome::of(i64::from(unsafe { libc::setgroups(0, std::ptr::null()) }), "setgroups(0, NULL)")
+    Outcome::of(
+        i64::from(unsafe { libc::setgroups(0, std::ptr::null()) }),
+        "setgroups(0, NULL)",
+    )
 }
 
 /// `struct __user_cap_header_struct`.
@@ -44,10 +47,19 @@ const CAP_SYS_ADMIN: u32 = 21;
 const CAP_WAKE_ALARM: u64 = 35;
 
 pub fn capset_sys_admin(_: &ProbeArgs) -> Outcome {
-    let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
     let mut data = [CapData::default(); 2];
     // SAFETY: header and a 2-element data array, as version 3 requires.
-    let ret = unsafe { libc::syscall(libc::SYS_capget, &mut header as *mut CapHeader, data.as_mut_ptr()) };
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut CapHeader,
+            data.as_mut_ptr(),
+        )
+    };
     if ret != 0 {
         return Outcome::of(ret, "capget");
     }
@@ -55,7 +67,13 @@ pub fn capset_sys_admin(_: &ProbeArgs) -> Outcome {
     data[0].effective = data[0].permitted | (1 << CAP_SYS_ADMIN);
     data[1].effective = data[1].permitted;
     // SAFETY: as above.
-    let ret = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) };
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            data.as_ptr(),
+        )
+    };
     Outcome::of(ret, "capset(effective += CAP_SYS_ADMIN)")
 }
 

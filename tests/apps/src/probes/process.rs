@@ -106,11 +106,18 @@ struct CloneArgs {
 }
 
 pub fn clone3(_: &ProbeArgs) -> Outcome {
-    let args = CloneArgs { exit_signal: libc::SIGCHLD as u64, ..CloneArgs::default() };
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
     // SAFETY: `args` is a valid clone_args of the size passed; with no flags this is fork and
     // the child only calls _exit.
     let ret = unsafe {
-        libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>())
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
     };
     fork_like(ret, "clone3")
 }
@@ -122,7 +129,14 @@ pub fn posix_spawn(_: &ProbeArgs) -> Outcome {
     let mut pid = 0;
     // SAFETY: all pointers are valid NUL-terminated strings/arrays that outlive the call.
     let err = unsafe {
-        libc::posix_spawn(&mut pid, path.as_ptr(), ptr::null(), ptr::null(), argv.as_ptr(), envp.as_ptr())
+        libc::posix_spawn(
+            &mut pid,
+            path.as_ptr(),
+            ptr::null(),
+            ptr::null(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+        )
     };
     if err != 0 {
         return Outcome::failed(err, "posix_spawn(/usr/bin/true)");
@@ -140,23 +154,36 @@ pub fn system(_: &ProbeArgs) -> Outcome {
     if status == 0 {
         return Outcome::ok(0, "system(\"exit 0\") ran a shell");
     }
-    Outcome::failed(errno, format!("system(\"exit 0\") returned status {status}"))
+    Outcome::failed(
+        errno,
+        format!("system(\"exit 0\") returned status {status}"),
+    )
 }
 
 /// Runs `exec` so that its success is observable without ending the probe run when fork works.
 ///
-/// In a forked child, a CLOEXEC pipe tells the parent whether the exec happened (EOF) or failed
-/// (the child writes errno). When fork is denied, `exec` runs here.
+/// In a forked child (stdout silenced, so an exec'd copy's marker stays out of the results), a
+/// CLOEXEC pipe tells the parent whether the exec happened (EOF) or failed (the child writes
+/// errno). When fork is denied, `exec` runs here.
 fn exec_observed(how: &str, exec: &dyn Fn() -> libc::c_int) -> Outcome {
+    let dev_null = c_string("/dev/null");
+    // SAFETY: `dev_null` is a valid C string.
+    let silent = unsafe { libc::open(dev_null.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if silent < 0 {
+        return Outcome::setup_failed(format!("open /dev/null failed: errno {}", last_errno()));
+    }
     let mut pipe = [0; 2];
     // SAFETY: `pipe` is a valid 2-element array.
     if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        close_fd(silent);
         return Outcome::setup_failed(format!("pipe2 failed: errno {}", last_errno()));
     }
     let [read_end, write_end] = pipe;
     // SAFETY: the child only execs or reports errno and _exits.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
+        // SAFETY: both fds are open; dup2 gives the child a stdout without CLOEXEC.
+        unsafe { libc::dup2(silent, libc::STDOUT_FILENO) };
         exec();
         let errno = last_errno();
         // SAFETY: writes 4 bytes from a live local to our own pipe, then ends the child.
@@ -166,10 +193,14 @@ fn exec_observed(how: &str, exec: &dyn Fn() -> libc::c_int) -> Outcome {
         }
     }
     close_fd(write_end);
+    close_fd(silent);
     if pid < 0 {
         close_fd(read_end);
         let ret = exec();
-        return Outcome::of(i64::from(ret), format!("{how} (fork denied, exec tried in-process)"));
+        return Outcome::of(
+            i64::from(ret),
+            format!("{how} (fork denied, exec tried in-process)"),
+        );
     }
     let mut errno = 0i32;
     // SAFETY: reads at most 4 bytes into a live local.
@@ -185,15 +216,19 @@ fn exec_observed(how: &str, exec: &dyn Fn() -> libc::c_int) -> Outcome {
     }
 }
 
-/// argv for running a copy of this binary: its benign `exit 0` mode.
-fn self_copy_argv() -> [CString; 3] {
-    [c_string("elastos-probe"), c_string("exit"), c_string("0")]
+/// argv for running a copy of this binary: its `exec-marker` mode, which says on stdout that it
+/// ran (the only way a successful in-process exec in the jail can report itself).
+fn self_copy_argv() -> [CString; 2] {
+    [c_string("elastos-probe"), c_string("exec-marker")]
 }
 
 /// execve(path, argv, {}) as a closure for [`exec_observed`].
 fn execve_path<'a>(path: &'a CString, argv: &[CString]) -> impl Fn() -> libc::c_int + 'a {
-    let argv_ptrs: Vec<*const libc::c_char> =
-        argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(ptr::null())).collect();
+    let argv_ptrs: Vec<*const libc::c_char> = argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(ptr::null()))
+        .collect();
     move || {
         let envp: [*const libc::c_char; 1] = [ptr::null()];
         // SAFETY: path, argv and envp are NUL-terminated and outlive the call.
@@ -210,11 +245,13 @@ pub fn exec_usr_bin_true(_: &ProbeArgs) -> Outcome {
 
 /// Writes a copy of this binary to `path` with `mode`, returning the mode the file then has.
 fn write_self_copy(path: &str, mode: u32) -> Result<u32, Outcome> {
-    let image = std::fs::read("/proc/self/exe").map_err(|e| Outcome::io_failed(&e, "read /proc/self/exe"))?;
+    let image = std::fs::read("/proc/self/exe")
+        .map_err(|e| Outcome::io_failed(&e, "read /proc/self/exe"))?;
     std::fs::write(path, image).map_err(|e| Outcome::io_failed(&e, format!("write {path}")))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| Outcome::io_failed(&e, format!("chmod {mode:o} {path}")))?;
-    let meta = std::fs::metadata(path).map_err(|e| Outcome::io_failed(&e, format!("stat {path}")))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| Outcome::io_failed(&e, format!("stat {path}")))?;
     Ok(meta.permissions().mode())
 }
 
@@ -225,7 +262,8 @@ fn exec_written_file(dir: &str, mode: u32) -> Outcome {
         Ok(actual_mode) => {
             let c_path = c_string(&path);
             let argv = self_copy_argv();
-            let mut outcome = exec_observed(&format!("execve({path})"), &execve_path(&c_path, &argv));
+            let mut outcome =
+                exec_observed(&format!("execve({path})"), &execve_path(&c_path, &argv));
             outcome.detail = format!("{}; file mode {actual_mode:o}", outcome.detail);
             outcome
         }
@@ -302,8 +340,11 @@ pub fn execveat_memfd(_: &ProbeArgs) -> Outcome {
     };
     let empty = c_string("");
     let argv = self_copy_argv();
-    let argv_ptrs: Vec<*const libc::c_char> =
-        argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(ptr::null())).collect();
+    let argv_ptrs: Vec<*const libc::c_char> = argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(ptr::null()))
+        .collect();
     let exec = || {
         let envp: [*const libc::c_char; 1] = [ptr::null()];
         // SAFETY: all pointers are NUL-terminated and live; fd is our memfd.

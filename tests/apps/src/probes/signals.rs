@@ -7,7 +7,8 @@ use crate::report::{Outcome, ProbeArgs};
 
 fn host_pid(args: &ProbeArgs) -> Result<libc::pid_t, Outcome> {
     let pid = args.get("pid")?;
-    pid.parse().map_err(|_| Outcome::setup_failed(format!("pid={pid} is not a pid")))
+    pid.parse()
+        .map_err(|_| Outcome::setup_failed(format!("pid={pid} is not a pid")))
 }
 
 /// Runs `call` on the sacrificial host process named by `pid=`.
@@ -21,7 +22,10 @@ fn on_host_pid(args: &ProbeArgs, call: impl FnOnce(libc::pid_t) -> Outcome) -> O
 pub fn kill_host_pid(args: &ProbeArgs) -> Outcome {
     on_host_pid(args, |pid| {
         // SAFETY: signal 0 delivers nothing.
-        Outcome::of(i64::from(unsafe { libc::kill(pid, 0) }), format!("kill({pid}, 0)"))
+        Outcome::of(
+            i64::from(unsafe { libc::kill(pid, 0) }),
+            format!("kill({pid}, 0)"),
+        )
     })
 }
 
@@ -42,11 +46,17 @@ pub fn getpriority_host_pid(args: &ProbeArgs) -> Outcome {
 
 pub fn prlimit_host_pid(args: &ProbeArgs) -> Outcome {
     on_host_pid(args, |pid| {
-        let mut old = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+        let mut old = libc::rlimit64 {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         // Read-only: no new limit is passed.
         // SAFETY: `old` is a valid out-pointer.
         let ret = unsafe { libc::prlimit64(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
-        Outcome::of(i64::from(ret), format!("prlimit64({pid}, RLIMIT_NOFILE, NULL, &old)"))
+        Outcome::of(
+            i64::from(ret),
+            format!("prlimit64({pid}, RLIMIT_NOFILE, NULL, &old)"),
+        )
     })
 }
 

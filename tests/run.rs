@@ -1,0 +1,435 @@
+//! Positive end-to-end tests of `elastos run`: what an ordinary app needs works in the jail,
+//! exit codes and signals carry through, the launcher and the app live and die together, and
+//! the limits hold.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{
+    binaries, eventually, probe_manifest, processes_with, unique_token, Harness, Output, User,
+};
+
+const APP_ID: &str = "0c5d2f7e-8a41-4b6e-9f3a-2d1c0b9a8e7f";
+const OTHER_APP_ID: &str = "9e8d7c6b-5a49-4382-b716-a5f4e3d2c1b0";
+
+/// Limits small enough that the bombs hit them quickly.
+const SMALL_LIMITS: &str = "memory = \"64MiB\"\nthreads = 16";
+
+/// A harness for `user` with the probe app (default limits) packed.
+fn probe_app(user: User) -> (Harness, PathBuf) {
+    let harness = Harness::new(user);
+    let bundle = harness.probe_bundle("probe", APP_ID, "");
+    (harness, bundle)
+}
+
+/// Runs the probe app once with `args`.
+fn run_probe(harness: &Harness, bundle: &Path, args: &[&str]) -> Output {
+    harness.run(bundle, args).output()
+}
+
+#[test]
+fn threads_run() {
+    let (harness, bundle) = probe_app(User::Root);
+    let out = run_probe(&harness, &bundle, &["threads", "8"]);
+    assert_eq!(out.assert_code(0).stdout_text(), "threads 8 ok\n");
+}
+
+#[test]
+fn anonymous_memory_can_be_mapped_and_protected() {
+    let (harness, bundle) = probe_app(User::Root);
+    let out = run_probe(&harness, &bundle, &["mmap"]);
+    assert_eq!(out.assert_code(0).stdout_text(), "mmap ok\n");
+}
+
+#[test]
+fn home_and_tmp_are_writable() {
+    let (harness, bundle) = probe_app(User::Root);
+    let home = run_probe(&harness, &bundle, &["home-io"]);
+    assert_eq!(home.assert_code(0).stdout_text(), "io ok in /home/app\n");
+    let tmp = run_probe(&harness, &bundle, &["tmp-io"]);
+    assert_eq!(tmp.assert_code(0).stdout_text(), "io ok in /tmp\n");
+}
+
+#[test]
+fn an_ordinary_app_works_when_launched_by_an_unprivileged_user() {
+    let (harness, bundle) = probe_app(User::Unprivileged);
+    for (args, expected) in [
+        (&["threads", "8"][..], "threads 8 ok\n"),
+        (&["mmap"][..], "mmap ok\n"),
+        (&["home-io"][..], "io ok in /home/app\n"),
+        (&["tmp-io"][..], "io ok in /tmp\n"),
+    ] {
+        let out = run_probe(&harness, &bundle, args);
+        assert_eq!(out.assert_code(0).stdout_text(), expected, "{args:?}");
+    }
+}
+
+#[test]
+fn home_persists_across_runs_and_is_private_to_the_app() {
+    let (harness, bundle) = probe_app(User::Root);
+    let value = unique_token("value");
+    run_probe(&harness, &bundle, &["home-put", "kept.txt", &value]).assert_code(0);
+    let again = run_probe(&harness, &bundle, &["home-get", "kept.txt"]);
+    assert_eq!(again.assert_code(0).stdout_text(), format!("{value}\n"));
+
+    let other = harness.probe_bundle("other", OTHER_APP_ID, "");
+    let out = run_probe(&harness, &other, &["home-get", "kept.txt"]);
+    out.assert_code(1);
+    assert!(
+        out.stderr_text().contains("No such file"),
+        "another app saw the home: {}",
+        out.stderr_text()
+    );
+}
+
+#[test]
+fn clocks_tell_the_time() {
+    let (harness, bundle) = probe_app(User::Root);
+    let out = run_probe(&harness, &bundle, &["time"]);
+    let text = out.assert_code(0).stdout_text();
+    let value = |name: &str| -> u64 {
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {text:?}"));
+        line.trim().parse().unwrap()
+    };
+    let host = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        host.abs_diff(value("realtime")) < 120,
+        "jail clock {} vs host {host}",
+        value("realtime")
+    );
+    assert!(
+        value("monotonic-elapsed-ms") >= 10,
+        "a 10 ms sleep took {} ms",
+        value("monotonic-elapsed-ms")
+    );
+}
+
+#[test]
+fn randomness_is_available_and_differs_between_runs() {
+    let (harness, bundle) = probe_app(User::Root);
+    let draw = || {
+        let out = run_probe(&harness, &bundle, &["random"]);
+        let text = out.assert_code(0).stdout_text();
+        let mut words: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(words.len(), 2, "{text:?}");
+        for word in &words {
+            assert_eq!(word.len(), 64);
+            assert_ne!(word.as_str(), "0".repeat(64));
+        }
+        assert_ne!(
+            words[0], words[1],
+            "getrandom and /dev/urandom gave the same bytes"
+        );
+        words.remove(0)
+    };
+    assert_ne!(draw(), draw(), "two runs drew the same random bytes");
+}
+
+#[test]
+fn a_dynamically_linked_app_runs() {
+    let image = std::fs::read(&binaries().probe).unwrap();
+    let interpreter = b"/lib64/ld-linux-x86-64.so.2";
+    assert!(
+        image.windows(interpreter.len()).any(|w| w == interpreter),
+        "elastos-probe should be dynamically linked (it names no ELF interpreter)"
+    );
+    let (harness, bundle) = probe_app(User::Root);
+    let out = run_probe(&harness, &bundle, &["args", "dynamic"]);
+    assert_eq!(out.assert_code(0).stdout_text(), "dynamic\n");
+}
+
+#[test]
+fn a_statically_linked_app_runs() {
+    let harness = Harness::new(User::Root);
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/hello_static.c");
+    let binary = harness.path().join("hello_static");
+    let gcc = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .output()
+        .expect("gcc is required for this test (apt-get install gcc libc6-dev)");
+    assert!(
+        gcc.status.success(),
+        "gcc -static failed: {}",
+        String::from_utf8_lossy(&gcc.stderr)
+    );
+    let manifest = probe_manifest(APP_ID, "hello_static", "");
+    let dir = harness.stage("static", &manifest, &[("hello_static", &binary)]);
+    let bundle = harness.pack(&dir);
+    let out = harness.run::<&str>(&bundle, &[]).output();
+    assert_eq!(out.assert_code(0).stdout_text(), "hello static\n");
+}
+
+#[test]
+fn large_stdout_arrives_byte_exact() {
+    const BYTES: usize = 20 << 20;
+    let (harness, bundle) = probe_app(User::Root);
+    let out = run_probe(&harness, &bundle, &["stdout", &BYTES.to_string()]);
+    out.assert_code(0);
+    assert_eq!(out.stdout.len(), BYTES);
+    assert!(out.stdout.iter().all(|&b| b == b'x'), "stdout was altered");
+}
+
+#[test]
+fn stdin_passes_through() {
+    let input: Vec<u8> = (0..(1u32 << 20))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let (harness, bundle) = probe_app(User::Root);
+    let out = harness.run(&bundle, &["cat"]).stdin(input.clone()).output();
+    out.assert_code(0);
+    assert!(
+        out.stdout == input,
+        "stdin came out altered ({} bytes in, {} out)",
+        input.len(),
+        out.stdout.len()
+    );
+}
+
+#[test]
+fn arguments_after_double_dash_reach_the_app_unchanged() {
+    let (harness, bundle) = probe_app(User::Root);
+    let out = run_probe(
+        &harness,
+        &bundle,
+        &["args", "a b", "--flag", "", "ünï", "-- x"],
+    );
+    assert_eq!(
+        out.assert_code(0).stdout_text(),
+        "a b\n--flag\n\nünï\n-- x\n"
+    );
+}
+
+#[test]
+fn the_exit_code_is_the_apps() {
+    let (harness, bundle) = probe_app(User::Root);
+    run_probe(&harness, &bundle, &["exit", "42"]).assert_code(42);
+    run_probe(&harness, &bundle, &["exit", "0"]).assert_code(0);
+}
+
+#[test]
+fn death_by_signal_exits_128_plus_the_signal() {
+    let (harness, bundle) = probe_app(User::Root);
+    run_probe(&harness, &bundle, &["raise", &libc::SIGABRT.to_string()])
+        .assert_code(128 + libc::SIGABRT);
+    run_probe(&harness, &bundle, &["raise", &libc::SIGSEGV.to_string()])
+        .assert_code(128 + libc::SIGSEGV);
+    run_probe(&harness, &bundle, &["segv"]).assert_code(128 + libc::SIGSEGV);
+}
+
+/// Starts `sleep 30 TOKEN` in the jail and waits until the app (not just the launcher) runs.
+fn start_sleeper(harness: &Harness, bundle: &Path, token: &str) -> common::Running {
+    let running = harness.run(bundle, &["sleep", "30", token]).spawn();
+    let launcher = running.pid();
+    assert!(
+        eventually(Duration::from_secs(10), || !processes_with(
+            token,
+            &[launcher]
+        )
+        .is_empty()),
+        "the app never showed up in /proc"
+    );
+    running
+}
+
+#[test]
+fn sigterm_to_elastos_run_ends_the_app_with_143() {
+    let (harness, bundle) = probe_app(User::Root);
+    let token = unique_token("sigterm");
+    let running = start_sleeper(&harness, &bundle, &token);
+    let launcher = running.pid();
+    running.signal("TERM");
+    running.wait().assert_code(128 + libc::SIGTERM);
+    assert!(
+        eventually(Duration::from_secs(5), || processes_with(
+            &token,
+            &[launcher]
+        )
+        .is_empty()),
+        "the app outlived `elastos run`: {:?}",
+        processes_with(&token, &[launcher])
+    );
+}
+
+#[test]
+fn killing_the_launcher_kills_the_app() {
+    let (harness, bundle) = probe_app(User::Root);
+    let token = unique_token("sigkill");
+    let running = start_sleeper(&harness, &bundle, &token);
+    let launcher = running.pid();
+    running.signal("KILL");
+    let out = running.wait();
+    assert_eq!(out.code, None, "the launcher should have died of SIGKILL");
+    assert!(
+        eventually(Duration::from_secs(5), || processes_with(
+            &token,
+            &[launcher]
+        )
+        .is_empty()),
+        "the app survived SIGKILL of its launcher: pids {:?}",
+        processes_with(&token, &[launcher])
+    );
+}
+
+#[test]
+fn a_second_run_reuses_the_unpacked_bundle() {
+    let (harness, bundle) = probe_app(User::Root);
+    let first = harness
+        .run(&bundle, &["exit", "0"])
+        .env("ELASTOS_LOG", "debug")
+        .output();
+    assert!(
+        first
+            .assert_code(0)
+            .stderr_text()
+            .contains("unpacked bundle"),
+        "first run: {}",
+        first.stderr_text()
+    );
+    let second = harness
+        .run(&bundle, &["exit", "0"])
+        .env("ELASTOS_LOG", "debug")
+        .output();
+    let log = second.assert_code(0).stderr_text();
+    assert!(
+        !log.contains("unpacked bundle"),
+        "the second run unpacked again:\n{log}"
+    );
+    assert!(
+        log.contains("bundle already unpacked"),
+        "the second run did not say it reused the cache:\n{log}"
+    );
+}
+
+/// The memory bomb must stop short (allocation failure or SIGKILL), and the host stays usable.
+fn memory_limit_holds(user: User) {
+    let harness = Harness::new(user);
+    let bundle = harness.probe_bundle("small", APP_ID, SMALL_LIMITS);
+    let out = harness
+        .run(&bundle, &["mem-bomb", &(1u64 << 30).to_string()])
+        .output();
+    let text = out.stdout_text();
+    let stopped = match out.code {
+        Some(0) => text.contains("then:"),
+        Some(code) => code == 128 + libc::SIGKILL,
+        None => false,
+    };
+    assert!(
+        stopped,
+        "a 1 GiB bomb under a 64 MiB limit was not stopped: {:?}\n{text}\n{}",
+        out.status,
+        out.stderr_text()
+    );
+    // The machine is unharmed: the next app runs normally.
+    run_probe(&harness, &bundle, &["exit", "0"]).assert_code(0);
+}
+
+#[test]
+fn the_memory_limit_holds_when_launched_by_root() {
+    memory_limit_holds(User::Root);
+}
+
+#[test]
+fn the_memory_limit_holds_when_launched_by_an_unprivileged_user() {
+    memory_limit_holds(User::Unprivileged);
+}
+
+/// The thread bomb must stop below the limit of 16 threads.
+fn thread_limit_holds(user: User) {
+    let harness = Harness::new(user);
+    let bundle = harness.probe_bundle("small", APP_ID, SMALL_LIMITS);
+    let out = harness.run(&bundle, &["thread-bomb", "64"]).output();
+    let text = out.assert_code(0).stdout_text();
+    let started: u32 = text
+        .strip_prefix("thread-bomb: started ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected thread-bomb output {text:?}"));
+    assert!(
+        started < 16,
+        "{started} threads started besides the main one under a limit of 16"
+    );
+}
+
+#[test]
+fn the_thread_limit_holds_when_launched_by_root() {
+    thread_limit_holds(User::Root);
+}
+
+#[test]
+fn the_thread_limit_holds_when_launched_by_an_unprivileged_user() {
+    thread_limit_holds(User::Unprivileged);
+}
+
+/// Offset of the manifest length in a version-1 bundle (see elastos_bundle's format table).
+const MANIFEST_LEN_OFFSET: usize = 138;
+
+/// A validly signed bundle with `manifest` around the payload of `bundle`: how a bundle that
+/// `bundle pack` would refuse (e.g. an entry that is missing) can still be made.
+fn reseal(bundle: &Path, manifest: &str, output: &Path) {
+    let bytes = std::fs::read(bundle).unwrap();
+    let manifest_len =
+        u32::from_le_bytes(bytes[MANIFEST_LEN_OFFSET..][..4].try_into().unwrap()) as usize;
+    let payload_start = MANIFEST_LEN_OFFSET + 4 + manifest_len + 8;
+    let key = elastos_bundle::PublisherKey::generate().unwrap();
+    let sealed = elastos_bundle::seal(manifest.as_bytes(), &bytes[payload_start..], &key).unwrap();
+    std::fs::write(output, sealed).unwrap();
+}
+
+/// Packs the probe app plus a non-executable `data.txt`, then reseals it naming `entry`.
+fn bundle_with_entry(harness: &Harness, entry: &str) -> PathBuf {
+    let data = harness.write("data.txt", "not a program\n", 0o644);
+    let manifest = probe_manifest(APP_ID, "elastos-probe", "");
+    let dir = harness.stage(
+        "entries",
+        &manifest,
+        &[("elastos-probe", &binaries().probe), ("data.txt", &data)],
+    );
+    let packed = harness.pack(&dir);
+    let resealed = harness.path().join(format!("entry-{entry}.bundle"));
+    reseal(&packed, &probe_manifest(APP_ID, entry, ""), &resealed);
+    harness.own(&resealed);
+    resealed
+}
+
+#[test]
+fn a_missing_entry_exits_127() {
+    let harness = Harness::new(User::Root);
+    let bundle = bundle_with_entry(&harness, "no-such-program");
+    harness
+        .elastos()
+        .arg("bundle")
+        .arg("verify")
+        .arg(&bundle)
+        .output()
+        .assert_code(0);
+    harness.run::<&str>(&bundle, &[]).output().assert_code(127);
+}
+
+#[test]
+fn a_non_executable_entry_exits_126() {
+    let harness = Harness::new(User::Root);
+    let bundle = bundle_with_entry(&harness, "data.txt");
+    harness
+        .elastos()
+        .arg("bundle")
+        .arg("verify")
+        .arg(&bundle)
+        .output()
+        .assert_code(0);
+    harness.run::<&str>(&bundle, &[]).output().assert_code(126);
+}
