@@ -6,11 +6,18 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Run untrusted Linux apps in a seccomp-bpf + Landlock jail.
 #[derive(Debug, Parser)]
-#[command(name = "elastos", version, propagate_version = true, max_term_width = 100)]
-#[command(after_help = "Exit codes: the app's own code from `run` (128+N if it died of signal N); \
+#[command(
+    name = "elastos",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+#[command(
+    after_help = "Exit codes: the app's own code from `run` (128+N if it died of signal N); \
 125 elastos failed; 126 the entry cannot be executed; 127 the entry was not found; \
 `bundle verify`: 1 when the bundle is invalid.\n\nState lives under $ELASTOS_HOME, else the XDG \
-directories. Logs: --log-level or ELASTOS_LOG (e.g. debug).")]
+directories. Logs: --log-level or ELASTOS_LOG (e.g. debug)."
+)]
 pub struct Cli {
     /// Log level (error, warn, info, debug, trace) or a tracing filter; overrides ELASTOS_LOG.
     #[arg(long, global = true, value_name = "LEVEL")]

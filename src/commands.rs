@@ -46,9 +46,11 @@ pub fn try_main(cli: Cli) -> Result<u8, Failure> {
         Command::Run(args) => run(args),
         Command::Bundle(command) => bundle(command),
         Command::Key(command) => key(command).map_err(Failure::from),
-        Command::Policy(PolicyCommand::Show { bundle, args, format }) => {
-            policy_show(&bundle, args, format.format).map_err(Failure::from)
-        }
+        Command::Policy(PolicyCommand::Show {
+            bundle,
+            args,
+            format,
+        }) => policy_show(&bundle, args, format.format).map_err(Failure::from),
     }
 }
 
@@ -67,8 +69,8 @@ fn open_bundle(path: &Path) -> Result<VerifiedBundle> {
 fn prepare(path: &Path, args: Vec<String>, state: &StateDirs) -> Result<JailPlan> {
     let verified = open_bundle(path)?;
     let manifest = verified.manifest().clone();
-    let spinner = (std::io::stderr().is_terminal() && verified.payload_size() > 4 << 20)
-        .then(|| {
+    let spinner =
+        (std::io::stderr().is_terminal() && verified.payload_size() > 4 << 20).then(|| {
             let bar = indicatif::ProgressBar::new_spinner()
                 .with_message(format!("unpacking {}", path.display()));
             bar.enable_steady_tick(std::time::Duration::from_millis(100));
@@ -98,13 +100,14 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
     let state = StateDirs::from_env()?;
     let plan = prepare(&args.bundle, args.args, &state)?;
     let options = LaunchOptions {
-        loader: elastos_loader::default_loader_path()
-            .context("cannot locate elastos-loader")?,
+        loader: elastos_loader::default_loader_path().context("cannot locate elastos-loader")?,
         allow_without_kernel_sandbox: args.dangerously_run_without_kernel_sandbox,
         no_cgroup: args.no_cgroup,
     };
     if options.allow_without_kernel_sandbox {
-        tracing::warn!("--dangerously-run-without-kernel-sandbox: the app may run without Landlock or seccomp");
+        tracing::warn!(
+            "--dangerously-run-without-kernel-sandbox: the app may run without Landlock or seccomp"
+        );
     }
     // fd 3 of the app. Until the broker exists, the launcher holds the other end open: the app
     // sees a connected socket that nobody answers yet.
@@ -127,7 +130,12 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
 
 fn bundle(command: BundleCommand) -> Result<u8, Failure> {
     match command {
-        BundleCommand::Pack { dir, output, key, format } => {
+        BundleCommand::Pack {
+            dir,
+            output,
+            key,
+            format,
+        } => {
             let state = StateDirs::from_env()?;
             let key = load_or_create_key(key, &state)?;
             let packed = elastos_bundle::pack_to(&dir, &output, &key, &UnpackLimits::default())
@@ -230,9 +238,18 @@ fn print_inspect_text(report: &elastos_bundle::InspectReport) {
         SignatureStatus::Malformed(reason) => format!("INVALID: malformed bundle: {reason}"),
     };
     println!("signature: {signature}");
-    println!("publisher: {}", or_unknown(report.publisher.as_ref().map(|p| p.to_string())));
-    println!("digest:    {}", or_unknown(report.digest.as_ref().map(|d| d.to_string())));
-    println!("payload:   {} bytes", or_unknown(report.payload_size.map(|s| s.to_string())));
+    println!(
+        "publisher: {}",
+        or_unknown(report.publisher.as_ref().map(|p| p.to_string()))
+    );
+    println!(
+        "digest:    {}",
+        or_unknown(report.digest.as_ref().map(|d| d.to_string()))
+    );
+    println!(
+        "payload:   {} bytes",
+        or_unknown(report.payload_size.map(|s| s.to_string()))
+    );
     if let Some(manifest) = &report.manifest {
         println!(
             "app:       {} {} ({})\nentry:     {}",
@@ -279,7 +296,11 @@ fn key(command: KeyCommand) -> Result<u8> {
     }
     let state = StateDirs::from_env()?;
     let (path, key, format) = match command {
-        KeyCommand::Generate { output, force, format } => {
+        KeyCommand::Generate {
+            output,
+            force,
+            format,
+        } => {
             let path = output.unwrap_or_else(|| state.publisher_key());
             let key = PublisherKey::generate()?;
             key.save(&path, force)
@@ -293,11 +314,18 @@ fn key(command: KeyCommand) -> Result<u8> {
             (path, key, format.format)
         }
     };
-    let report = KeyReport { path, publisher: key.publisher_id().to_string() };
+    let report = KeyReport {
+        path,
+        publisher: key.publisher_id().to_string(),
+    };
     match format {
         Format::Json => print_json(&report)?,
         Format::Text => {
-            println!("key:       {}\npublisher: {}", report.path.display(), report.publisher)
+            println!(
+                "key:       {}\npublisher: {}",
+                report.path.display(),
+                report.publisher
+            )
         }
     }
     Ok(0)

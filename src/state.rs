@@ -34,7 +34,10 @@ impl StateDirs {
             });
         }
         let xdg = |var: &str, fallback: &str| -> Result<PathBuf> {
-            match std::env::var_os(var).map(PathBuf::from).filter(|p| p.is_absolute()) {
+            match std::env::var_os(var)
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+            {
                 Some(dir) => Ok(dir),
                 None => {
                     let home = std::env::var_os("HOME").context(

@@ -307,7 +307,11 @@ fn escape_suite(user: User) {
     let args = targets.probe_args();
 
     let run_jailed = |words: &[&str]| {
-        let words: Vec<&str> = words.iter().copied().chain(args.iter().map(String::as_str)).collect();
+        let words: Vec<&str> = words
+            .iter()
+            .copied()
+            .chain(args.iter().map(String::as_str))
+            .collect();
         harness
             .run(&bundle, &words)
             .env(&targets.env_canary, "leaked")
@@ -320,10 +324,15 @@ fn escape_suite(user: User) {
     // A probe whose exec succeeded in-process ended the run; run each missing probe on its own
     // so that every probe gets its own verdict.
     let mut escaped_exec = Vec::new();
-    for expectation in EXPECTATIONS.iter().filter(|e| !jailed.contains_key(e.probe)) {
-        let alone = run_jailed(&["run", expectation.probe]);
+    let missing: Vec<&str> = EXPECTATIONS
+        .iter()
+        .map(|e| e.probe)
+        .filter(|probe| !jailed.contains_key(*probe))
+        .collect();
+    for probe in missing {
+        let alone = run_jailed(&["run", probe]);
         if alone.stdout_text().contains(EXEC_MARKER) {
-            escaped_exec.push(expectation.probe);
+            escaped_exec.push(probe);
         }
         jailed.extend(by_name(parse_probe_lines(&alone.stdout_text())));
     }
@@ -375,7 +384,10 @@ fn escape_suite(user: User) {
             continue;
         }
         let Some(jail) = jailed.get(name) else {
-            failures.push(format!("{name} ({:?}): the jailed probe printed no result", expectation.category));
+            failures.push(format!(
+                "{name} ({:?}): the jailed probe printed no result",
+                expectation.category
+            ));
             continue;
         };
         if !expectation.jailed.matches(jail) {

@@ -222,12 +222,22 @@ fn the_exit_code_is_the_apps() {
 }
 
 #[test]
-fn death_by_signal_exits_128_plus_the_signal() {
+fn raising_sigabrt_exits_134() {
     let (harness, bundle) = probe_app(User::Root);
-    run_probe(&harness, &bundle, &["raise", &libc::SIGABRT.to_string()])
-        .assert_code(128 + libc::SIGABRT);
-    run_probe(&harness, &bundle, &["raise", &libc::SIGSEGV.to_string()])
-        .assert_code(128 + libc::SIGSEGV);
+    let out = run_probe(&harness, &bundle, &["raise", &libc::SIGABRT.to_string()]);
+    out.assert_code(128 + libc::SIGABRT);
+}
+
+#[test]
+fn raising_sigsegv_exits_139() {
+    let (harness, bundle) = probe_app(User::Root);
+    let out = run_probe(&harness, &bundle, &["raise", &libc::SIGSEGV.to_string()]);
+    out.assert_code(128 + libc::SIGSEGV);
+}
+
+#[test]
+fn a_segmentation_fault_exits_139() {
+    let (harness, bundle) = probe_app(User::Root);
     run_probe(&harness, &bundle, &["segv"]).assert_code(128 + libc::SIGSEGV);
 }
 
@@ -235,15 +245,14 @@ fn death_by_signal_exits_128_plus_the_signal() {
 fn start_sleeper(harness: &Harness, bundle: &Path, token: &str) -> common::Running {
     let running = harness.run(bundle, &["sleep", "30", token]).spawn();
     let launcher = running.pid();
-    assert!(
-        eventually(Duration::from_secs(10), || !processes_with(
-            token,
-            &[launcher]
-        )
-        .is_empty()),
-        "the app never showed up in /proc"
-    );
+    let started = eventually(Duration::from_secs(10), || app_alive(token, launcher));
+    assert!(started, "the app never showed up in /proc");
     running
+}
+
+/// Whether a process other than the launcher has `token` in its argv.
+fn app_alive(token: &str, launcher: u32) -> bool {
+    !processes_with(token, &[launcher]).is_empty()
 }
 
 #[test]
@@ -254,15 +263,8 @@ fn sigterm_to_elastos_run_ends_the_app_with_143() {
     let launcher = running.pid();
     running.signal("TERM");
     running.wait().assert_code(128 + libc::SIGTERM);
-    assert!(
-        eventually(Duration::from_secs(5), || processes_with(
-            &token,
-            &[launcher]
-        )
-        .is_empty()),
-        "the app outlived `elastos run`: {:?}",
-        processes_with(&token, &[launcher])
-    );
+    let gone = eventually(Duration::from_secs(5), || !app_alive(&token, launcher));
+    assert!(gone, "the app outlived `elastos run`");
 }
 
 #[test]
@@ -274,15 +276,28 @@ fn killing_the_launcher_kills_the_app() {
     running.signal("KILL");
     let out = running.wait();
     assert_eq!(out.code, None, "the launcher should have died of SIGKILL");
-    assert!(
-        eventually(Duration::from_secs(5), || processes_with(
-            &token,
-            &[launcher]
-        )
-        .is_empty()),
-        "the app survived SIGKILL of its launcher: pids {:?}",
-        processes_with(&token, &[launcher])
-    );
+    let gone = eventually(Duration::from_secs(5), || !app_alive(&token, launcher));
+    remove_app_cgroups(&format!("{APP_ID}-{launcher}"));
+    assert!(gone, "the app survived SIGKILL of its launcher");
+}
+
+/// Removes the cgroups `/sys/fs/cgroup/*/elastos/NAME` that a SIGKILLed launcher could not
+/// remove itself (NAME is its `<app id>-<launcher pid>`), waiting for the killed app to be reaped.
+fn remove_app_cgroups(name: &str) {
+    let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let cgroups: Vec<PathBuf> = controllers
+        .flatten()
+        .map(|controller| controller.path().join("elastos").join(name))
+        .filter(|cgroup| cgroup.is_dir())
+        .collect();
+    // rmdir succeeds only once a cgroup has no process left: nothing else can be removed here.
+    eventually(Duration::from_secs(5), || {
+        cgroups
+            .iter()
+            .all(|cgroup| std::fs::remove_dir(cgroup).is_ok() || !cgroup.exists())
+    });
 }
 
 #[test]

@@ -44,14 +44,18 @@ pub enum CgroupError {
 }
 
 fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
-    fs::write(path, value).map_err(|source| CgroupError::Io { path: path.into(), source })
+    fs::write(path, value).map_err(|source| CgroupError::Io {
+        path: path.into(),
+        source,
+    })
 }
 
 fn make_dir(path: &Path) -> Result<(), CgroupError> {
     match fs::create_dir(path) {
-        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
-            Err(CgroupError::Io { path: path.into(), source: e })
-        }
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(CgroupError::Io {
+            path: path.into(),
+            source: e,
+        }),
         _ => Ok(()),
     }
 }
@@ -93,9 +97,15 @@ impl AppCgroup {
             make_dir(&memory)?;
             make_dir(&pids)?;
             let cgroup = AppCgroup {
-                mechanism: LimitMechanism::CgroupV1 { memory: memory.clone(), pids: pids.clone() },
+                mechanism: LimitMechanism::CgroupV1 {
+                    memory: memory.clone(),
+                    pids: pids.clone(),
+                },
             };
-            write(&memory.join("memory.limit_in_bytes"), &limits.memory_bytes.to_string())?;
+            write(
+                &memory.join("memory.limit_in_bytes"),
+                &limits.memory_bytes.to_string(),
+            )?;
             write(&pids.join("pids.max"), &limits.threads.to_string())?;
             return Ok(cgroup);
         } else {
@@ -172,7 +182,10 @@ fn v2_parent(root: &Path, is_root: bool) -> Option<PathBuf> {
         // and pids enabled for its children).
         let own = fs::read_to_string("/proc/self/cgroup").ok()?;
         let own = own.lines().find_map(|l| l.strip_prefix("0::"))?;
-        let parent = root.join(own.trim_start_matches('/')).parent()?.to_path_buf();
+        let parent = root
+            .join(own.trim_start_matches('/'))
+            .parent()?
+            .to_path_buf();
         nix::unistd::access(&parent, nix::unistd::AccessFlags::W_OK).ok()?;
         parent
     };

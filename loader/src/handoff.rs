@@ -41,11 +41,21 @@ pub struct LoaderInput {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ResolvedMount {
     /// Bind the source fd (`fds::FIRST_SOURCE + source`) onto `jail`.
-    Bind { source: u32, jail: PathBuf, is_dir: bool, writable: bool, device: bool },
+    Bind {
+        source: u32,
+        jail: PathBuf,
+        is_dir: bool,
+        writable: bool,
+        device: bool,
+    },
     /// Create a symlink.
     Symlink { target: PathBuf, jail: PathBuf },
     /// A fresh tmpfs.
-    Tmpfs { jail: PathBuf, size_bytes: u64, mode: u32 },
+    Tmpfs {
+        jail: PathBuf,
+        size_bytes: u64,
+        mode: u32,
+    },
     /// An empty directory.
     Dir { jail: PathBuf, mode: u32 },
     /// procfs of the jail's pid namespace.

@@ -113,7 +113,11 @@ pub struct JailError {
 }
 
 fn fail(step: Step, what: impl Into<String>) -> impl FnOnce(io::Error) -> JailError {
-    move |source| JailError { step, what: what.into(), source }
+    move |source| JailError {
+        step,
+        what: what.into(),
+        source,
+    }
 }
 
 fn cpath(path: &Path) -> CString {
@@ -140,8 +144,7 @@ pub fn build_jail(input: &LoaderInput) -> Result<(), JailError> {
         .map_err(fail(Step::PrivateMounts, "making / recursively private"))?;
     sys::unshare(libc::CLONE_NEWCGROUP)
         .map_err(fail(Step::CgroupNamespace, "unshare(CLONE_NEWCGROUP)"))?;
-    sys::sethostname(elastos_policy::JAIL_HOSTNAME)
-        .map_err(fail(Step::Hostname, "sethostname"))?;
+    sys::sethostname(elastos_policy::JAIL_HOSTNAME).map_err(fail(Step::Hostname, "sethostname"))?;
     build_filesystem(&input.mounts)?;
     enter_root()?;
     apply_rlimits(input)?;
@@ -171,7 +174,10 @@ fn in_staging(staging: &Path, jail: &Path) -> PathBuf {
 }
 
 fn make_dir_all(path: &Path, mode: u32) -> io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(mode).create(path)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
 }
 
 fn mount_entry(staging: &Path, entry: &ResolvedMount) -> Result<(), JailError> {
@@ -190,7 +196,11 @@ fn mount_entry(staging: &Path, entry: &ResolvedMount) -> Result<(), JailError> {
             }
             symlink(target, &link).map_err(fail(step, format!("symlink {}", jail.display())))
         }
-        ResolvedMount::Tmpfs { jail, size_bytes, mode } => {
+        ResolvedMount::Tmpfs {
+            jail,
+            size_bytes,
+            mode,
+        } => {
             let target = in_staging(staging, jail);
             make_dir_all(&target, 0o755)
                 .map_err(fail(step, format!("creating {}", jail.display())))?;
@@ -208,10 +218,22 @@ fn mount_entry(staging: &Path, entry: &ResolvedMount) -> Result<(), JailError> {
             let target = in_staging(staging, jail);
             make_dir_all(&target, 0o555)
                 .map_err(fail(step, format!("creating {}", jail.display())))?;
-            sys::mount(Some(c"proc"), &cpath(&target), Some(c"proc"), NOSUID_NODEV_NOEXEC, None)
-                .map_err(fail(step, format!("procfs on {}", jail.display())))
+            sys::mount(
+                Some(c"proc"),
+                &cpath(&target),
+                Some(c"proc"),
+                NOSUID_NODEV_NOEXEC,
+                None,
+            )
+            .map_err(fail(step, format!("procfs on {}", jail.display())))
         }
-        ResolvedMount::Bind { source, jail, is_dir, writable, device } => {
+        ResolvedMount::Bind {
+            source,
+            jail,
+            is_dir,
+            writable,
+            device,
+        } => {
             let target = in_staging(staging, jail);
             let what = format!("bind mount on {}", jail.display());
             if *is_dir {
@@ -225,8 +247,14 @@ fn mount_entry(staging: &Path, entry: &ResolvedMount) -> Result<(), JailError> {
             let fd = fds::FIRST_SOURCE + *source as i32;
             let source = CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL");
             let target = cpath(&target);
-            sys::mount(Some(&source), &target, None, libc::MS_BIND | libc::MS_REC, None)
-                .map_err(fail(step, what.clone()))?;
+            sys::mount(
+                Some(&source),
+                &target,
+                None,
+                libc::MS_BIND | libc::MS_REC,
+                None,
+            )
+            .map_err(fail(step, what.clone()))?;
             let mut attrs = libc::MOUNT_ATTR_NOSUID as u64;
             if *device {
                 attrs |= libc::MOUNT_ATTR_NOEXEC as u64;
@@ -284,7 +312,8 @@ fn enter_app_user_namespace() -> Result<(), JailError> {
     // We are uid/gid 0 of the parent namespace; map exactly that id to the app's.
     fs::write("/proc/self/uid_map", format!("{JAIL_UID} 0 1\n"))
         .map_err(fail(step, "writing /proc/self/uid_map"))?;
-    fs::write("/proc/self/setgroups", "deny").map_err(fail(step, "writing /proc/self/setgroups"))?;
+    fs::write("/proc/self/setgroups", "deny")
+        .map_err(fail(step, "writing /proc/self/setgroups"))?;
     fs::write("/proc/self/gid_map", format!("{JAIL_GID} 0 1\n"))
         .map_err(fail(step, "writing /proc/self/gid_map"))
 }
@@ -316,7 +345,8 @@ fn fs_access(access: PathAccess, abi: ABI, is_dir: bool) -> landlock::BitFlags<A
         PathAccess::ReadExecute => read | AccessFs::Execute,
         // Device nodes cannot be made here anyway (no CAP_MKNOD, nodev), but say so twice.
         PathAccess::ReadWrite => {
-            AccessFs::from_all(abi) & !(AccessFs::Execute | AccessFs::MakeChar | AccessFs::MakeBlock)
+            AccessFs::from_all(abi)
+                & !(AccessFs::Execute | AccessFs::MakeChar | AccessFs::MakeBlock)
         }
         PathAccess::ReadWriteFiles => {
             read | AccessFs::WriteFile | AccessFs::Truncate | AccessFs::IoctlDev
@@ -339,7 +369,10 @@ pub fn enforce_landlock(
     let kernel_abi = sys::landlock_abi();
     if kernel_abi == 0 {
         return if allow_without {
-            Ok(LandlockEnforced { abi: 0, fully: false })
+            Ok(LandlockEnforced {
+                abi: 0,
+                fully: false,
+            })
         } else {
             Err(JailError {
                 step,
@@ -374,7 +407,13 @@ pub fn enforce_landlock(
             .map_err(ll("scoping signals and abstract sockets"))?;
     }
     let mut created = ruleset.create().map_err(ll("creating the ruleset"))?;
-    for LandlockRule { path, access, optional, .. } in &plan.landlock {
+    for LandlockRule {
+        path,
+        access,
+        optional,
+        ..
+    } in &plan.landlock
+    {
         let metadata = match fs::metadata(path) {
             Ok(m) => m,
             Err(e) if *optional && e.kind() == io::ErrorKind::NotFound => continue,
@@ -386,7 +425,10 @@ pub fn enforce_landlock(
             source: io::Error::other(e.to_string()),
         })?;
         created = created
-            .add_rule(PathBeneath::new(fd, fs_access(*access, abi, metadata.is_dir())))
+            .add_rule(PathBeneath::new(
+                fd,
+                fs_access(*access, abi, metadata.is_dir()),
+            ))
             .map_err(ll(&format!("rule for {}", path.display())))?;
     }
     let status = created.restrict_self().map_err(ll("restrict_self"))?;
@@ -417,16 +459,19 @@ pub fn install_seccomp(
         .seccomp
         .bpf
         .iter()
-        .map(|i| seccompiler::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k })
+        .map(|i| seccompiler::sock_filter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
         .collect();
     match seccompiler::apply_filter(&program) {
         Ok(()) => Ok(SeccompInstalled(())),
         Err(_) if allow_without => Ok(SeccompInstalled(())),
         Err(e) => Err(JailError {
             step: Step::Seccomp,
-            what: format!(
-                "installing the seccomp filter (is CONFIG_SECCOMP_FILTER enabled?): {e}"
-            ),
+            what: format!("installing the seccomp filter (is CONFIG_SECCOMP_FILTER enabled?): {e}"),
             source: io::Error::last_os_error(),
         }),
     }

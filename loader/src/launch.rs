@@ -42,8 +42,10 @@ const FORWARDED: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP]
 #[non_exhaustive]
 pub enum LaunchError {
     /// The loader binary could not be opened.
-    #[error("cannot open the loader {path}: {source} (hint: install elastos-loader next to \
-             elastos, or set ELASTOS_LOADER)")]
+    #[error(
+        "cannot open the loader {path}: {source} (hint: install elastos-loader next to \
+             elastos, or set ELASTOS_LOADER)"
+    )]
     Loader {
         /// Where we looked.
         path: PathBuf,
@@ -73,9 +75,11 @@ pub enum LaunchError {
     #[error("cannot set up the jail's file descriptors: {0}")]
     Fds(#[source] io::Error),
     /// clone() into new namespaces failed.
-    #[error("cannot create the jail's namespaces: {source} (hint: unprivileged user namespaces \
+    #[error(
+        "cannot create the jail's namespaces: {source} (hint: unprivileged user namespaces \
              must be enabled: sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces \
-             > 0, and no AppArmor restrict_unprivileged_userns)")]
+             > 0, and no AppArmor restrict_unprivileged_userns)"
+    )]
     Namespaces {
         /// Why it failed.
         #[source]
@@ -113,8 +117,10 @@ pub enum LaunchError {
         errno: Option<i32>,
     },
     /// The entry does not exist (or its ELF interpreter does not, in the jail).
-    #[error("entry {entry} not found in the jail: {source} (if it exists in the bundle, it is \
-             dynamically linked against a loader or library the host does not have)")]
+    #[error(
+        "entry {entry} not found in the jail: {source} (if it exists in the bundle, it is \
+             dynamically linked against a loader or library the host does not have)"
+    )]
     EntryNotFound {
         /// The entry's jail path.
         entry: PathBuf,
@@ -123,8 +129,10 @@ pub enum LaunchError {
         source: io::Error,
     },
     /// The entry exists but cannot be executed.
-    #[error("entry {entry} cannot be executed: {source} (is it an executable for this \
-             architecture, with its x bit set?)")]
+    #[error(
+        "entry {entry} cannot be executed: {source} (is it an executable for this \
+             architecture, with its x bit set?)"
+    )]
     EntryNotExecutable {
         /// The entry's jail path.
         entry: PathBuf,
@@ -141,7 +149,9 @@ pub enum LaunchError {
 }
 
 fn errno_text(errno: Option<i32>) -> String {
-    errno.map(|e| format!(": {}", io::Error::from_raw_os_error(e))).unwrap_or_default()
+    errno
+        .map(|e| format!(": {}", io::Error::from_raw_os_error(e)))
+        .unwrap_or_default()
 }
 
 impl LaunchError {
@@ -177,14 +187,21 @@ impl HostIdentity {
     pub fn for_app(app_id: &Uuid) -> HostIdentity {
         let uid = nix::unistd::getuid().as_raw();
         if uid == 0 {
-            let hash = app_id
-                .as_bytes()
-                .iter()
-                .fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193));
+            let hash = app_id.as_bytes().iter().fold(0x811c_9dc5u32, |h, b| {
+                (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+            });
             let id = ROOT_MODE_UID_BASE + (hash & 0x00ff_ffff);
-            HostIdentity { uid: id, gid: id, launched_by_root: true }
+            HostIdentity {
+                uid: id,
+                gid: id,
+                launched_by_root: true,
+            }
         } else {
-            HostIdentity { uid, gid: nix::unistd::getgid().as_raw(), launched_by_root: false }
+            HostIdentity {
+                uid,
+                gid: nix::unistd::getgid().as_raw(),
+                launched_by_root: false,
+            }
         }
     }
 }
@@ -273,7 +290,10 @@ fn resolve_mounts(plan: &JailPlan) -> Result<(Vec<ResolvedMount>, Vec<PathBuf>),
     let mut sources: Vec<PathBuf> = Vec::new();
     let mut bind = |host: &Path, jail: &Path, writable: bool, device: bool| {
         let is_dir = fs::metadata(host)
-            .map_err(|source| LaunchError::MountSource { path: host.into(), source })?
+            .map_err(|source| LaunchError::MountSource {
+                path: host.into(),
+                source,
+            })?
             .is_dir();
         sources.push(host.into());
         Ok::<_, LaunchError>(ResolvedMount::Bind {
@@ -286,10 +306,19 @@ fn resolve_mounts(plan: &JailPlan) -> Result<(Vec<ResolvedMount>, Vec<PathBuf>),
     };
     for entry in &plan.mounts {
         let step = match entry {
-            MountEntry::Host { host, jail, writable, optional } => match fs::symlink_metadata(host)
-            {
+            MountEntry::Host {
+                host,
+                jail,
+                writable,
+                optional,
+            } => match fs::symlink_metadata(host) {
                 Err(e) if *optional && e.kind() == io::ErrorKind::NotFound => continue,
-                Err(source) => return Err(LaunchError::MountSource { path: host.clone(), source }),
+                Err(source) => {
+                    return Err(LaunchError::MountSource {
+                        path: host.clone(),
+                        source,
+                    })
+                }
                 Ok(m) if m.file_type().is_symlink() => ResolvedMount::Symlink {
                     target: fs::read_link(host).map_err(|source| LaunchError::MountSource {
                         path: host.clone(),
@@ -299,15 +328,29 @@ fn resolve_mounts(plan: &JailPlan) -> Result<(Vec<ResolvedMount>, Vec<PathBuf>),
                 },
                 Ok(_) => bind(host, jail, *writable, false)?,
             },
-            MountEntry::Bind { host, jail, writable } => bind(host, jail, *writable, false)?,
+            MountEntry::Bind {
+                host,
+                jail,
+                writable,
+            } => bind(host, jail, *writable, false)?,
             MountEntry::Device { host, jail } => bind(host, jail, true, true)?,
-            MountEntry::Tmpfs { jail, size_bytes, mode } => {
-                ResolvedMount::Tmpfs { jail: jail.clone(), size_bytes: *size_bytes, mode: *mode }
-            }
-            MountEntry::Dir { jail, mode } => ResolvedMount::Dir { jail: jail.clone(), mode: *mode },
-            MountEntry::Symlink { target, jail } => {
-                ResolvedMount::Symlink { target: target.clone(), jail: jail.clone() }
-            }
+            MountEntry::Tmpfs {
+                jail,
+                size_bytes,
+                mode,
+            } => ResolvedMount::Tmpfs {
+                jail: jail.clone(),
+                size_bytes: *size_bytes,
+                mode: *mode,
+            },
+            MountEntry::Dir { jail, mode } => ResolvedMount::Dir {
+                jail: jail.clone(),
+                mode: *mode,
+            },
+            MountEntry::Symlink { target, jail } => ResolvedMount::Symlink {
+                target: target.clone(),
+                jail: jail.clone(),
+            },
             MountEntry::Proc { jail } => ResolvedMount::Proc { jail: jail.clone() },
         };
         resolved.push(step);
@@ -325,8 +368,12 @@ fn prepare_home(plan: &JailPlan, identity: &HostIdentity) -> Result<(), LaunchEr
         _ => None,
     });
     if let Some(home) = home {
-        std::os::unix::fs::chown(home, Some(identity.uid), Some(identity.gid))
-            .map_err(|source| LaunchError::Home { path: home.clone(), source })?;
+        std::os::unix::fs::chown(home, Some(identity.uid), Some(identity.gid)).map_err(
+            |source| LaunchError::Home {
+                path: home.clone(),
+                source,
+            },
+        )?;
     }
     Ok(())
 }
@@ -345,7 +392,10 @@ pub fn launch(
         .read(true)
         .custom_flags(libc::O_CLOEXEC)
         .open(&options.loader)
-        .map_err(|source| LaunchError::Loader { path: options.loader.clone(), source })?;
+        .map_err(|source| LaunchError::Loader {
+            path: options.loader.clone(),
+            source,
+        })?;
     prepare_home(plan, &identity)?;
     let (mounts, sources) = resolve_mounts(plan)?;
     let cgroup = AppCgroup::create(
@@ -355,8 +405,8 @@ pub fn launch(
     )?;
     let memory_rlimit = *cgroup.mechanism() == LimitMechanism::Rlimits;
 
-    let (input_read, input_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| LaunchError::Fds(e.into()))?;
+    let (input_read, input_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LaunchError::Fds(e.into()))?;
     let mut input_plan = plan.clone();
     // The table's rows (names and reasons) are for people; the loader needs only the program.
     input_plan.seccomp.rows.clear();
@@ -369,35 +419,51 @@ pub fn launch(
     let input = serde_json::to_vec(&input).expect("loader input serializes");
     // Written before clone when the pipe can hold it, so the loader never waits for us.
     let pending_input = write_if_it_fits(input_write, input).map_err(LaunchError::Fds)?;
-    let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| LaunchError::Fds(e.into()))?;
-    let (sync_read, sync_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| LaunchError::Fds(e.into()))?;
+    let (report_read, report_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LaunchError::Fds(e.into()))?;
+    let (sync_read, sync_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LaunchError::Fds(e.into()))?;
 
     // Everything the child keeps, moved above the fixed numbers first.
     let handed: Vec<(OwnedFd, RawFd)> = vec![
-        (sys::dup_above(ipc.as_raw_fd(), HANDOFF_FD_FLOOR).map_err(LaunchError::Fds)?, fds::IPC),
-        (sys::dup_above(input_read.as_raw_fd(), HANDOFF_FD_FLOOR).map_err(LaunchError::Fds)?, fds::INPUT),
-        (sys::dup_above(report_write.as_raw_fd(), HANDOFF_FD_FLOOR).map_err(LaunchError::Fds)?, fds::REPORT),
+        (
+            sys::dup_above(ipc.as_raw_fd(), HANDOFF_FD_FLOOR).map_err(LaunchError::Fds)?,
+            fds::IPC,
+        ),
+        (
+            sys::dup_above(input_read.as_raw_fd(), HANDOFF_FD_FLOOR).map_err(LaunchError::Fds)?,
+            fds::INPUT,
+        ),
+        (
+            sys::dup_above(report_write.as_raw_fd(), HANDOFF_FD_FLOOR).map_err(LaunchError::Fds)?,
+            fds::REPORT,
+        ),
     ];
     let mount_sources = sources
         .iter()
         .enumerate()
         .map(|(i, path)| {
             let path = CString::new(path.as_os_str().as_bytes()).map_err(|e| {
-                LaunchError::MountSource { path: path.clone(), source: io::Error::other(e) }
+                LaunchError::MountSource {
+                    path: path.clone(),
+                    source: io::Error::other(e),
+                }
             })?;
             Ok((path, fds::FIRST_SOURCE + i as RawFd))
         })
         .collect::<Result<Vec<_>, LaunchError>>()?;
     drop((ipc, input_read));
-    let sync_read = sys::dup_above(sync_read.as_raw_fd(), HANDOFF_FD_FLOOR).map_err(LaunchError::Fds)?;
+    let sync_read =
+        sys::dup_above(sync_read.as_raw_fd(), HANDOFF_FD_FLOOR).map_err(LaunchError::Fds)?;
     let loader = sys::dup_above(loader.as_raw_fd(), HANDOFF_FD_FLOOR).map_err(LaunchError::Fds)?;
 
     let setup = ChildSetup::new(
         sync_read.as_raw_fd(),
         report_write.as_raw_fd(),
-        handed.iter().map(|(fd, to)| (fd.as_raw_fd(), *to)).collect(),
+        handed
+            .iter()
+            .map(|(fd, to)| (fd.as_raw_fd(), *to))
+            .collect(),
         mount_sources,
         identity.launched_by_root,
         loader.as_raw_fd(),
@@ -431,14 +497,18 @@ pub fn launch(
     };
     write_id_maps(pid, &identity)?;
     jail.cgroup.attach(pid)?;
-    File::from(sync_write).write_all(&[1]).map_err(LaunchError::Fds)?;
+    File::from(sync_write)
+        .write_all(&[1])
+        .map_err(LaunchError::Fds)?;
 
     if let Some((input_write, bytes)) = pending_input {
         // The input did not fit in the pipe: the loader reads it all before doing anything else.
         let _ = File::from(input_write).write_all(&bytes);
     }
     let mut reports = Vec::new();
-    File::from(report_read).read_to_end(&mut reports).map_err(LaunchError::Fds)?;
+    File::from(report_read)
+        .read_to_end(&mut reports)
+        .map_err(LaunchError::Fds)?;
     let (abi, fully) = interpret_reports(&reports, &sources)?;
     jail.facts.landlock_abi = abi;
     jail.facts.landlock_fully_enforced = fully;
@@ -453,7 +523,11 @@ fn write_if_it_fits(pipe: OwnedFd, bytes: Vec<u8>) -> io::Result<Option<(OwnedFd
     use nix::fcntl::{fcntl, FcntlArg};
     let fits = match fcntl(pipe.as_raw_fd(), FcntlArg::F_GETPIPE_SZ) {
         Ok(size) if size as usize >= bytes.len() => true,
-        _ => fcntl(pipe.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(bytes.len() as libc::c_int)).is_ok(),
+        _ => fcntl(
+            pipe.as_raw_fd(),
+            FcntlArg::F_SETPIPE_SZ(bytes.len() as libc::c_int),
+        )
+        .is_ok(),
     };
     if !fits {
         return Ok(Some((pipe, bytes)));
@@ -486,9 +560,10 @@ fn interpret_reports(bytes: &[u8], sources: &[PathBuf]) -> Result<(u32, bool), L
         let step = ChildStep::from_byte(bytes[1]).unwrap_or(ChildStep::ExecLoader);
         let source = io::Error::from_raw_os_error(errno);
         return Err(match sources.get(usize::from(index)) {
-            Some(path) if step == ChildStep::OpenMountSource => {
-                LaunchError::MountSource { path: path.clone(), source }
-            }
+            Some(path) if step == ChildStep::OpenMountSource => LaunchError::MountSource {
+                path: path.clone(),
+                source,
+            },
             _ => LaunchError::Child { step, source },
         });
     }
@@ -501,11 +576,20 @@ fn interpret_reports(bytes: &[u8], sources: &[PathBuf]) -> Result<(u32, bool), L
             ))
         })?;
         match report {
-            Report::Ready { landlock_abi, landlock_fully_enforced } => {
-                ready = Some((landlock_abi, landlock_fully_enforced))
-            }
-            Report::Failed { step, message, errno } => {
-                return Err(LaunchError::Jail { step, message, errno })
+            Report::Ready {
+                landlock_abi,
+                landlock_fully_enforced,
+            } => ready = Some((landlock_abi, landlock_fully_enforced)),
+            Report::Failed {
+                step,
+                message,
+                errno,
+            } => {
+                return Err(LaunchError::Jail {
+                    step,
+                    message,
+                    errno,
+                })
             }
             Report::ExecFailed { entry, errno } => {
                 let source = io::Error::from_raw_os_error(errno);
@@ -568,7 +652,10 @@ fn handles_signal(pid: i32, signal: Signal) -> bool {
     let bit = 1u64 << (signal as i32 - 1);
     status
         .lines()
-        .filter_map(|l| l.strip_prefix("SigCgt:").or_else(|| l.strip_prefix("SigIgn:")))
+        .filter_map(|l| {
+            l.strip_prefix("SigCgt:")
+                .or_else(|| l.strip_prefix("SigIgn:"))
+        })
         .filter_map(|mask| u64::from_str_radix(mask.trim(), 16).ok())
         .any(|mask| mask & bit != 0)
 }

@@ -20,9 +20,10 @@ fn main() {
             message: e.what.clone(),
             errno: e.source.raw_os_error(),
         },
-        Ok((entry, exec_error)) => {
-            Report::ExecFailed { entry, errno: exec_error.raw_os_error().unwrap_or(libc::EIO) }
-        }
+        Ok((entry, exec_error)) => Report::ExecFailed {
+            entry,
+            errno: exec_error.raw_os_error().unwrap_or(libc::EIO),
+        },
     };
     send(&mut report, &report_line);
     std::process::exit(125);
@@ -45,7 +46,10 @@ fn run(report: &mut File) -> Result<(std::path::PathBuf, std::io::Error), JailEr
     jail::enter_home()?;
     send(
         report,
-        &Report::Ready { landlock_abi: landlock.abi, landlock_fully_enforced: landlock.fully },
+        &Report::Ready {
+            landlock_abi: landlock.abi,
+            landlock_fully_enforced: landlock.fully,
+        },
     );
     let seccomp = jail::install_seccomp(&input.plan, &landlock, waive)?;
     let error = jail::exec_entry(&input.plan, seccomp);

@@ -44,9 +44,17 @@ impl ChildStep {
     /// Decodes a step byte from a failure record.
     pub fn from_byte(byte: u8) -> Option<Self> {
         use ChildStep::*;
-        [AwaitIdMaps, ClearGroups, SetIds, ParentDeathSignal, ArrangeFds, OpenMountSource, ExecLoader]
-            .into_iter()
-            .find(|step| *step as u8 == byte)
+        [
+            AwaitIdMaps,
+            ClearGroups,
+            SetIds,
+            ParentDeathSignal,
+            ArrangeFds,
+            OpenMountSource,
+            ExecLoader,
+        ]
+        .into_iter()
+        .find(|step| *step as u8 == byte)
     }
 }
 
@@ -107,12 +115,24 @@ impl ChildSetup {
 /// clone()s a child into new namespaces (`flags`: CLONE_NEW*) that runs [`ChildSetup`] and execs
 /// the loader. Returns the child's pid (in the launcher's pid namespace).
 pub fn spawn_jailed_child(flags: libc::c_int, setup: &ChildSetup) -> io::Result<libc::pid_t> {
-    let argv: Vec<*const libc::c_char> =
-        setup.argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
-    let envp: Vec<*const libc::c_char> =
-        setup.envp.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let argv: Vec<*const libc::c_char> = setup
+        .argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const libc::c_char> = setup
+        .envp
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
     let mut stack = vec![0u8; CHILD_STACK_BYTES];
-    let mut child = ChildContext { setup, argv: &argv, envp: &envp };
+    let mut child = ChildContext {
+        setup,
+        argv: &argv,
+        envp: &envp,
+    };
     // SAFETY: the stack is a live, exclusively owned allocation; clone() without CLONE_VM gives
     // the child a copy-on-write copy of this address space, so `child` and the pointers inside it
     // stay valid in the child until it execs or exits, and the parent frees nothing the child
@@ -196,7 +216,10 @@ fn run_child(child: &ChildContext) -> Result<Never, ChildFailure> {
             return Err((ChildStep::AwaitIdMaps, 0));
         }
         if setup.clear_groups {
-            check(libc::setgroups(0, std::ptr::null()) as _, ChildStep::ClearGroups)?;
+            check(
+                libc::setgroups(0, std::ptr::null()) as _,
+                ChildStep::ClearGroups,
+            )?;
         }
         for (index, (path, to)) in setup.mount_sources.iter().enumerate() {
             let failed = (ChildStep::OpenMountSource, index as u16);
@@ -220,12 +243,21 @@ fn run_child(child: &ChildContext) -> Result<Never, ChildFailure> {
         check(libc::setresuid(0, 0, 0) as _, ChildStep::SetIds)?;
         // After the id change (which would clear it) and before anything long-running.
         check(
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) as _,
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) as _,
             ChildStep::ParentDeathSignal,
         )?;
         for &(from, to) in &setup.fd_moves {
             if from == to {
-                check(libc::fcntl(from, libc::F_SETFD, 0) as _, ChildStep::ArrangeFds)?;
+                check(
+                    libc::fcntl(from, libc::F_SETFD, 0) as _,
+                    ChildStep::ArrangeFds,
+                )?;
             } else {
                 check(libc::dup2(from, to) as _, ChildStep::ArrangeFds)?;
             }
@@ -280,7 +312,15 @@ pub fn mount(
     let ptr = |s: Option<&CStr>| s.map_or(std::ptr::null(), |s| s.as_ptr());
     // SAFETY: all pointers are NUL-terminated strings that outlive the call, or null where the
     // kernel accepts null.
-    cvt(unsafe { libc::mount(ptr(source), target.as_ptr(), ptr(fstype), flags, ptr(data).cast()) })
+    cvt(unsafe {
+        libc::mount(
+            ptr(source),
+            target.as_ptr(),
+            ptr(fstype),
+            flags,
+            ptr(data).cast(),
+        )
+    })
 }
 
 /// Adds mount attributes (MOUNT_ATTR_*) to the mount at `target`, recursively if asked.
@@ -333,19 +373,33 @@ pub fn set_no_new_privs() -> io::Result<()> {
 /// PR_SET_PDEATHSIG(SIGKILL).
 pub fn set_parent_death_kill() -> io::Result<()> {
     // SAFETY: plain integer arguments.
-    cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) })
+    cvt(unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    })
 }
 
 /// setrlimit(2) with soft = hard = `value`.
 pub fn set_rlimit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> {
-    let limit = libc::rlimit { rlim_cur: value, rlim_max: value };
+    let limit = libc::rlimit {
+        rlim_cur: value,
+        rlim_max: value,
+    };
     // SAFETY: pointer to a live rlimit.
     cvt(unsafe { libc::setrlimit(resource, &limit) })
 }
 
 /// getrlimit(2).
 pub fn get_rlimit(resource: libc::__rlimit_resource_t) -> io::Result<libc::rlimit> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: pointer to a live rlimit.
     cvt(unsafe { libc::getrlimit(resource, &mut limit) })?;
     Ok(limit)
@@ -356,7 +410,12 @@ pub fn landlock_abi() -> u32 {
     // SAFETY: LANDLOCK_CREATE_RULESET_VERSION with a null attr and size 0 is the documented way
     // to query the ABI; it creates nothing.
     let ret = unsafe {
-        libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, 1u32)
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            1u32,
+        )
     };
     u32::try_from(ret).unwrap_or(0)
 }
@@ -365,16 +424,27 @@ pub fn landlock_abi() -> u32 {
 pub fn close_fds_from(first: RawFd) -> io::Result<()> {
     // SAFETY: plain integer arguments; the caller owns no Rust object wrapping these fds.
     cvt_long(unsafe {
-        libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, 0u32)
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            0u32,
+        )
     })
 }
 
 /// execve(2); returns only on failure.
 pub fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> io::Error {
-    let argv: Vec<*const libc::c_char> =
-        argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
-    let envp: Vec<*const libc::c_char> =
-        envp.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let argv: Vec<*const libc::c_char> = argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const libc::c_char> = envp
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
     // SAFETY: NULL-terminated arrays of pointers to NUL-terminated strings that outlive the call.
     unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
     io::Error::last_os_error()

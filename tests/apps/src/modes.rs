@@ -27,7 +27,8 @@ pub fn exit(args: &[String]) -> ModeResult {
 }
 
 /// The line `exec-marker` prints; harnesses look for it when a probe run ends early.
-pub const EXEC_MARKER: &str = "EXEC-MARKER: a copy of elastos-probe that the app wrote was executed";
+pub const EXEC_MARKER: &str =
+    "EXEC-MARKER: a copy of elastos-probe that the app wrote was executed";
 
 /// `exec-marker`: what exec probes run when they manage to execute a file the app wrote.
 pub fn exec_marker() -> ModeResult {

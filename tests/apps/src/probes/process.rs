@@ -2,8 +2,9 @@
 //!
 //! A child that does get created calls `_exit(0)` at once, so a broken jail costs one short-lived
 //! process. Exec probes run the exec in a forked child when fork works (unjailed, so the probe run
-//! goes on) and in this process when it does not (jailed): a successful exec there replaces the
-//! probe run, which the harness sees as missing results.
+//! goes on) and in this process when it does not (jailed). The exec'd program is then a copy of
+//! this binary in its `exec-marker` mode, so a successful exec in the jail replaces the probe run
+//! with a line that says so.
 
 use std::ffi::CString;
 use std::os::unix::fs::PermissionsExt;
@@ -26,11 +27,10 @@ fn fork_like(ret: i64, how: &str) -> Outcome {
         // SAFETY: we are the new child; _exit ends it without running any parent state.
         unsafe { libc::_exit(0) };
     }
-    let outcome = Outcome::of(ret, how);
     if ret > 0 {
         return reap(ret as libc::pid_t, how);
     }
-    outcome
+    Outcome::of(ret, how)
 }
 
 pub fn fork(_: &ProbeArgs) -> Outcome {
