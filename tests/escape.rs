@@ -14,9 +14,13 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
+use std::path::Path;
 
 use common::{parse_probe_lines, Harness, ProbeResult, Sacrificial, User, EXTRA_FD};
 use libc::{EACCES, EBADF, EINVAL, ENOENT, ENOSYS, EPERM, EROFS, ESRCH, EXDEV};
+
+/// Staging dir (and bundle name) of the probe app; also its `/app` when probing unjailed.
+const PROBE_STAGING: &str = "probe";
 
 /// App id of the probe bundle.
 const PROBE_APP_ID: &str = "6f1c8a3e-2b4d-4e5f-9a7b-1c2d3e4f5a6b";
@@ -299,68 +303,112 @@ fn by_name(results: Vec<ProbeResult>) -> BTreeMap<String, ProbeResult> {
     results.into_iter().map(|r| (r.probe.clone(), r)).collect()
 }
 
-/// Runs every probe unjailed and jailed as `user` and checks them against [`EXPECTATIONS`].
-fn escape_suite(user: User) {
-    let targets = Targets::new(user);
-    let harness = &targets.harness;
-    let bundle = harness.probe_bundle("probe", PROBE_APP_ID, "");
-    let args = targets.probe_args();
+/// What the jailed probes reported.
+struct JailedResults {
+    results: BTreeMap<String, ProbeResult>,
+    /// Probes whose exec of a program the app wrote itself succeeded (it printed the marker).
+    escaped_exec: Vec<&'static str>,
+}
 
-    let run_jailed = |words: &[&str]| {
+/// Runs every probe through `elastos run`: all at once, then each probe missing from that run
+/// alone (a probe whose exec succeeds in-process ends the run it is in).
+fn run_jailed(targets: &Targets, bundle: &Path) -> JailedResults {
+    let args = targets.probe_args();
+    let run = |words: &[&str]| {
         let words: Vec<&str> = words
             .iter()
             .copied()
             .chain(args.iter().map(String::as_str))
             .collect();
-        harness
-            .run(&bundle, &words)
+        let out = targets
+            .harness
+            .run(bundle, &words)
             .env(&targets.env_canary, "leaked")
             .extra_fd(&targets.canary)
-            .output()
+            .output();
+        out.assert_code(0);
+        out.stdout_text()
     };
-    let all = run_jailed(&["all"]);
-    all.assert_code(0);
-    let mut jailed = by_name(parse_probe_lines(&all.stdout_text()));
-    // A probe whose exec succeeded in-process ended the run; run each missing probe on its own
-    // so that every probe gets its own verdict.
-    let mut escaped_exec = Vec::new();
-    let missing: Vec<&str> = EXPECTATIONS
+    let mut results = by_name(parse_probe_lines(&run(&["all"])));
+    let missing: Vec<&'static str> = EXPECTATIONS
         .iter()
         .map(|e| e.probe)
-        .filter(|probe| !jailed.contains_key(*probe))
+        .filter(|probe| !results.contains_key(*probe))
         .collect();
+    let mut escaped_exec = Vec::new();
     for probe in missing {
-        let alone = run_jailed(&["run", probe]);
-        if alone.stdout_text().contains(EXEC_MARKER) {
+        let stdout = run(&["run", probe]);
+        if stdout.contains(EXEC_MARKER) {
             escaped_exec.push(probe);
         }
-        jailed.extend(by_name(parse_probe_lines(&alone.stdout_text())));
+        results.extend(by_name(parse_probe_lines(&stdout)));
     }
-    let unjailed_home = harness.mkdir("unjailed-home");
-    let staging = harness.path().join("probe");
-    let unjailed = harness
-        .unjailed_probe(&unjailed_home)
+    JailedResults {
+        results,
+        escaped_exec,
+    }
+}
+
+/// Runs every probe directly on the host, with the same arguments, environment and fds.
+fn run_unjailed(targets: &Targets) -> BTreeMap<String, ProbeResult> {
+    let harness = &targets.harness;
+    let out = harness
+        .unjailed_probe(&harness.mkdir("unjailed-home"))
         .arg("all")
-        .args(&args)
-        .arg(format!("app={}", staging.display()))
+        .args(targets.probe_args())
+        .arg(format!(
+            "app={}",
+            harness.path().join(PROBE_STAGING).display()
+        ))
         .env(&targets.env_canary, "leaked")
         .extra_fd(&targets.canary)
         .output();
-    unjailed.assert_code(0);
-    let unjailed = by_name(parse_probe_lines(&unjailed.stdout_text()));
+    out.assert_code(0);
+    by_name(parse_probe_lines(&out.stdout_text()))
+}
 
-    let listed = harness.unjailed_probe(&unjailed_home).arg("list").output();
-    let listed: Vec<String> = listed
-        .assert_code(0)
-        .stdout_text()
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    let table: Vec<&str> = EXPECTATIONS.iter().map(|e| e.probe).collect();
-    assert_eq!(
-        listed, table,
-        "EXPECTATIONS must list exactly the probes of `elastos-probe list`, in order"
-    );
+/// How one probe fared.
+enum Verdict {
+    Pass,
+    /// Passed, but the host gives the same answer unjailed, so it proves nothing here.
+    Inconclusive(String),
+    Fail(String),
+}
+
+fn judge(expectation: &Expectation, jailed: &JailedResults, host: &ProbeResult) -> Verdict {
+    let name = expectation.probe;
+    let category = expectation.category;
+    if jailed.escaped_exec.contains(&name) {
+        return Verdict::Fail(format!(
+            "{name} ({category:?}): the exec SUCCEEDED in the jail: a program the app wrote itself \
+             ran (it printed {EXEC_MARKER:?})\n    unjailed: {host}"
+        ));
+    }
+    let Some(jail) = jailed.results.get(name) else {
+        return Verdict::Fail(format!(
+            "{name} ({category:?}): the jailed probe printed no result"
+        ));
+    };
+    if !expectation.jailed.matches(jail) {
+        Verdict::Fail(format!(
+            "{name} ({category:?}): expected {:?}\n    jailed:   {jail}\n    unjailed: {host}",
+            expectation.jailed
+        ))
+    } else if expectation.jailed.matches(host) {
+        Verdict::Inconclusive(format!("{name}: unjailed too: {host}"))
+    } else {
+        Verdict::Pass
+    }
+}
+
+/// Runs every probe unjailed and jailed as `user` and checks them against [`EXPECTATIONS`].
+fn escape_suite(user: User) {
+    let targets = Targets::new(user);
+    let bundle = targets
+        .harness
+        .probe_bundle(PROBE_STAGING, PROBE_APP_ID, "");
+    let jailed = run_jailed(&targets, &bundle);
+    let unjailed = run_unjailed(&targets);
 
     let mut failures = Vec::new();
     let mut inconclusive = Vec::new();
@@ -372,36 +420,19 @@ fn escape_suite(user: User) {
         assert_ne!(
             host.errno,
             ProbeResult::SETUP_FAILED,
-            "unjailed probe {name} could not run: {}",
+            "unjailed {name} could not run: {}",
             host.detail
         );
-        if escaped_exec.contains(&name) {
-            failures.push(format!(
-                "{name} ({:?}): the exec SUCCEEDED in the jail: a program the app wrote itself ran \
-                 (it printed {EXEC_MARKER:?})\n    unjailed: {host}",
-                expectation.category
-            ));
-            continue;
-        }
-        let Some(jail) = jailed.get(name) else {
-            failures.push(format!(
-                "{name} ({:?}): the jailed probe printed no result",
-                expectation.category
-            ));
-            continue;
-        };
-        if !expectation.jailed.matches(jail) {
-            failures.push(format!(
-                "{name} ({:?}): expected {:?}\n    jailed:   {jail}\n    unjailed: {host}",
-                expectation.category, expectation.jailed
-            ));
-        } else if expectation.jailed.matches(host) {
-            inconclusive.push(format!("{name}: unjailed too: {host}"));
+        match judge(expectation, &jailed, host) {
+            Verdict::Pass => {}
+            Verdict::Inconclusive(note) => inconclusive.push(note),
+            Verdict::Fail(message) => failures.push(message),
         }
     }
     let conclusive = EXPECTATIONS.len() - inconclusive.len();
     eprintln!(
-        "escape suite as {user:?}: {} probes, {conclusive} conclusive, {} failed; inconclusive on this host:\n  {}",
+        "escape suite as {user:?}: {} probes, {conclusive} conclusive, {} failed; \
+         inconclusive on this host:\n  {}",
         EXPECTATIONS.len(),
         failures.len(),
         inconclusive.join("\n  ")
@@ -426,6 +457,22 @@ fn no_probe_escapes_when_launched_by_root() {
 #[test]
 fn no_probe_escapes_when_launched_by_an_unprivileged_user() {
     escape_suite(User::Unprivileged);
+}
+
+#[test]
+fn expectations_cover_every_probe_in_order() {
+    let harness = Harness::new(User::Root);
+    let listed = harness
+        .unjailed_probe(&harness.host_home())
+        .arg("list")
+        .output();
+    let listed = listed.assert_code(0).stdout_text();
+    let table: Vec<&str> = EXPECTATIONS.iter().map(|e| e.probe).collect();
+    assert_eq!(
+        listed.lines().collect::<Vec<_>>(),
+        table,
+        "EXPECTATIONS vs `elastos-probe list`"
+    );
 }
 
 #[test]
