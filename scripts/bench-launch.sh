@@ -7,7 +7,7 @@
 #    `pause` it sleeps until killed. Packs it as a bundle, an OCI bundle and a bwrap command line
 #    with the same mounts as the elastos jail.
 # 2. One hyperfine run as root, every row side by side: plain exec (the floor), `elastos run` (bundle
-#    cache warm), bwrap, and crun. crun refuses this machine's hybrid cgroups, so each crun launch
+#    cache warm; with its cgroup, and with --no-cgroup, rlimits only), bwrap, and crun. crun refuses this machine's hybrid cgroups, so each crun launch
 #    runs inside `unshare -m` with the cgroup2 mount detached; the same wrapper around plain exec is
 #    measured too, and its cost is subtracted in a derived row.
 # 3. A second hyperfine run as the unprivileged user elastos-test: plain exec, elastos, bwrap.
@@ -115,7 +115,7 @@ memory = "64MiB"
 threads = 16
 EOF
 BUNDLE=$WORK/true.bundle
-ELASTOS_HOME=$WORK/root-elastos "$ELASTOS" bundle pack "$WORK/bundle-src" -o "$BUNDLE" 2>/dev/null
+ELASTOS_HOME=$WORK/root-elastos "$ELASTOS" bundle pack "$WORK/bundle-src" -o "$BUNDLE" >&2
 chmod 0644 "$BUNDLE"
 chown -R "$TEST_UID:$TEST_GID" "$WORK/user"
 
@@ -124,13 +124,14 @@ jq '.process.args = ["/true"] | .process.terminal = false | .root.readonly = tru
   "$WORK/oci/config.json" >"$WORK/oci/config.json.new"
 mv "$WORK/oci/config.json.new" "$WORK/oci/config.json"
 
-# The elastos jail's filesystem, in bwrap's words: ro /usr with the merged-/usr symlinks, the two
+# The elastos jail's filesystem, in bwrap's words: ro /usr with Debian's merged-/usr symlinks, the two
 # /etc files, the app read-only at /app, a writable home, private /tmp, /proc and a minimal /dev.
 bwrap_cmd() {
   local home=$1
   shift
   echo "bwrap --unshare-all --die-with-parent --uid 1000 --gid 1000 --hostname elastos" \
     "--ro-bind /usr /usr --symlink usr/lib /lib --symlink usr/lib64 /lib64" \
+    "--symlink usr/bin /bin --symlink usr/sbin /sbin" \
     "--ro-bind /etc/ld.so.cache /etc/ld.so.cache --ro-bind /etc/localtime /etc/localtime" \
     "--ro-bind $WORK/app /app --bind $home /home/app --tmpfs /tmp --proc /proc --dev /dev" \
     "--chdir /home/app --setenv HOME /home/app /app/true $*"
@@ -147,6 +148,7 @@ wrapped() { echo "unshare -m --propagation private sh -c '${CGROUP_FIX}exec $*'"
 
 PLAIN="$WORK/app/true"
 ELASTOS_RUN="$ELASTOS run $BUNDLE"
+ELASTOS_RUN_NO_CGROUP="$ELASTOS run --no-cgroup $BUNDLE"
 BWRAP_ROOT=$(bwrap_cmd "$WORK/home-root")
 BWRAP_USER=$(bwrap_cmd "$WORK/user/home")
 CRUN=$(wrapped "crun run --bundle $WORK/oci bench-\$\$")
@@ -154,7 +156,7 @@ PLAIN_WRAPPED=$(wrapped "$PLAIN")
 
 say "checking every command once (this also warms elastos's bundle cache)"
 export ELASTOS_HOME=$WORK/root-elastos
-for cmd in "$PLAIN" "$ELASTOS_RUN" "$BWRAP_ROOT" "$CRUN" "$PLAIN_WRAPPED"; do
+for cmd in "$PLAIN" "$ELASTOS_RUN" "$ELASTOS_RUN_NO_CGROUP" "$BWRAP_ROOT" "$CRUN" "$PLAIN_WRAPPED"; do
   sh -c "$cmd" || die "this command failed (exit $?): $cmd"
 done
 for cmd in "$PLAIN" "$ELASTOS_RUN" "$BWRAP_USER"; do
@@ -166,6 +168,7 @@ say "launch latency as root: $RUNS runs each"
 hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$BENCH_OUT/launch-root.json" \
   -n "plain exec" "$PLAIN" \
   -n "elastos run" "$ELASTOS_RUN" \
+  -n "elastos run --no-cgroup" "$ELASTOS_RUN_NO_CGROUP" \
   -n "bwrap" "$BWRAP_ROOT" \
   -n "crun run (in wrapper)" "$CRUN" \
   -n "plain exec (in wrapper)" "$PLAIN_WRAPPED" >&2

@@ -83,7 +83,7 @@ impl AppCgroup {
                     let path = parent.join(name);
                     make_dir(&path)?;
                     write(&path.join("memory.max"), &limits.memory_bytes.to_string())?;
-                    write(&path.join("pids.max"), &limits.threads.to_string())?;
+                    write(&path.join("pids.max"), &tasks_max(limits))?;
                     LimitMechanism::CgroupV2 { path }
                 }
                 None => LimitMechanism::Rlimits,
@@ -106,7 +106,7 @@ impl AppCgroup {
                 &memory.join("memory.limit_in_bytes"),
                 &limits.memory_bytes.to_string(),
             )?;
-            write(&pids.join("pids.max"), &limits.threads.to_string())?;
+            write(&pids.join("pids.max"), &tasks_max(limits))?;
             return Ok(cgroup);
         } else {
             LimitMechanism::Rlimits
@@ -160,6 +160,11 @@ impl Drop for AppCgroup {
             }
         }
     }
+}
+
+/// pids.max: the app's threads plus the jail's init.
+fn tasks_max(limits: &ResourceLimits) -> String {
+    (limits.threads + 1).to_string()
 }
 
 fn is_cgroup2(root: &Path) -> bool {

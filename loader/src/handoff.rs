@@ -1,8 +1,8 @@
 //! What the launcher hands the loader across `execve`, and what the loader reports back.
 //!
 //! The loader starts with a fixed fd layout (see [`fds`]); it reads one JSON [`LoaderInput`] from
-//! [`fds::INPUT`] until EOF and writes JSON lines of [`Report`] to [`fds::REPORT`], which is
-//! close-on-exec: when the launcher reads EOF without an error report, the entry is running.
+//! [`fds::INPUT`] until EOF and writes JSON lines of [`Report`] to [`fds::REPORT`]: `Ready` once
+//! the entry runs (or `Failed`/`ExecFailed` instead), later `Exited`/`Killed` when it ends.
 
 use std::path::PathBuf;
 
@@ -66,7 +66,8 @@ pub enum ResolvedMount {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "report", rename_all = "snake_case")]
 pub enum Report {
-    /// The jail is complete and the loader is about to exec the entry.
+    /// The jail is complete and the entry is running (the app side sends it to init just before
+    /// execve; init passes it on only once the exec succeeded).
     Ready {
         /// The Landlock ABI that was enforced (0: none).
         landlock_abi: u32,
@@ -84,4 +85,8 @@ pub enum Report {
     },
     /// execve of the entry failed (everything else had succeeded).
     ExecFailed { entry: PathBuf, errno: i32 },
+    /// The app exited with this code (sent by the jail's init when the app is gone).
+    Exited { code: i32 },
+    /// The app was killed by this signal.
+    Killed { signal: i32 },
 }

@@ -44,7 +44,12 @@ pub enum Step {
     Filesystem,
     /// pivot_root into it and detach the host's tree.
     PivotRoot,
-    /// rlimits (threads, open files, no core dumps, memory when no cgroup could be used).
+    /// fork: the loader stays pid 1 of the jail as its init (the kernel shields a pid namespace's
+    /// init from signals it has no handler for, which would break `raise()` and `abort()` in the
+    /// app); the app continues as pid 2.
+    Fork,
+    /// rlimits of the app (threads, open files, no core dumps, memory when no cgroup could be
+    /// used).
     Limits,
     /// A second, nested user namespace in which the app is uid 1000: capabilities held there
     /// own nothing (the mount, pid and net namespaces belong to the first one).
@@ -63,13 +68,14 @@ pub enum Step {
 
 impl Step {
     /// The documented order.
-    pub const ORDER: [Step; 13] = [
+    pub const ORDER: [Step; 14] = [
         Step::ReadInput,
         Step::PrivateMounts,
         Step::CgroupNamespace,
         Step::Hostname,
         Step::Filesystem,
         Step::PivotRoot,
+        Step::Fork,
         Step::Limits,
         Step::UserNamespace,
         Step::Capabilities,
@@ -89,6 +95,7 @@ impl Step {
             Step::Filesystem => "filesystem",
             Step::PivotRoot => "pivot-root",
             Step::Limits => "limits",
+            Step::Fork => "fork",
             Step::UserNamespace => "user-namespace",
             Step::Capabilities => "capabilities",
             Step::NoNewPrivs => "no-new-privs",
@@ -137,7 +144,7 @@ pub struct LandlockEnforced {
 /// Proof that the seccomp filter is installed (or explicitly, loudly waived).
 pub struct SeccompInstalled(());
 
-/// Steps up to and including pivot_root and limits, then the nested user namespace.
+/// The steps shared by init and the app: up to and including pivot_root.
 pub fn build_jail(input: &LoaderInput) -> Result<(), JailError> {
     let root = c"/";
     sys::mount(None, root, None, libc::MS_REC | libc::MS_PRIVATE, None)
@@ -146,9 +153,7 @@ pub fn build_jail(input: &LoaderInput) -> Result<(), JailError> {
         .map_err(fail(Step::CgroupNamespace, "unshare(CLONE_NEWCGROUP)"))?;
     sys::sethostname(elastos_policy::JAIL_HOSTNAME).map_err(fail(Step::Hostname, "sethostname"))?;
     build_filesystem(&input.mounts)?;
-    enter_root()?;
-    apply_rlimits(input)?;
-    enter_app_user_namespace()
+    enter_root()
 }
 
 fn build_filesystem(mounts: &[ResolvedMount]) -> Result<(), JailError> {
@@ -287,7 +292,8 @@ fn enter_root() -> Result<(), JailError> {
     .map_err(fail(step, "making the root read-only"))
 }
 
-fn apply_rlimits(input: &LoaderInput) -> Result<(), JailError> {
+/// The app's rlimits (see [`Step::Limits`]).
+pub fn apply_rlimits(input: &LoaderInput) -> Result<(), JailError> {
     let step = Step::Limits;
     let limits = &input.plan.limits;
     let mut wanted = vec![
@@ -306,7 +312,8 @@ fn apply_rlimits(input: &LoaderInput) -> Result<(), JailError> {
     Ok(())
 }
 
-fn enter_app_user_namespace() -> Result<(), JailError> {
+/// The app's own user namespace (see [`Step::UserNamespace`]).
+pub fn enter_app_user_namespace() -> Result<(), JailError> {
     let step = Step::UserNamespace;
     sys::unshare(libc::CLONE_NEWUSER).map_err(fail(step, "unshare(CLONE_NEWUSER)"))?;
     // We are uid/gid 0 of the parent namespace; map exactly that id to the app's.

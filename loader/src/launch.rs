@@ -14,7 +14,7 @@
 
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
@@ -238,6 +238,8 @@ pub struct RunningJail {
     facts: JailFacts,
     cgroup: AppCgroup,
     reaped: bool,
+    /// The loader's report pipe; after `Ready`, init reports how the app ended.
+    reports: Option<BufReader<File>>,
     // Declared last: dropped after the app is killed and reaped.
     signals: BlockedSignals,
 }
@@ -493,6 +495,7 @@ pub fn launch(
         },
         cgroup,
         reaped: false,
+        reports: None,
         signals,
     };
     write_id_maps(pid, &identity)?;
@@ -505,13 +508,11 @@ pub fn launch(
         // The input did not fit in the pipe: the loader reads it all before doing anything else.
         let _ = File::from(input_write).write_all(&bytes);
     }
-    let mut reports = Vec::new();
-    File::from(report_read)
-        .read_to_end(&mut reports)
-        .map_err(LaunchError::Fds)?;
-    let (abi, fully) = interpret_reports(&reports, &sources)?;
+    let mut reports = BufReader::new(File::from(report_read));
+    let (abi, fully) = read_until_started(&mut reports, &sources)?;
     jail.facts.landlock_abi = abi;
     jail.facts.landlock_fully_enforced = fully;
+    jail.reports = Some(reports);
     Ok(jail)
 }
 
@@ -551,35 +552,29 @@ fn write_id_maps(pid: i32, identity: &HostIdentity) -> Result<(), LaunchError> {
     write("gid_map", format!("0 {} 1\n", identity.gid))
 }
 
-/// Reads what the child and the loader said: Ok((landlock ABI, fully enforced)) when the entry
-/// was exec'd.
-fn interpret_reports(bytes: &[u8], sources: &[PathBuf]) -> Result<(u32, bool), LaunchError> {
-    if bytes.first() == Some(&CHILD_FAILURE_MAGIC) && bytes.len() >= 8 {
-        let index = u16::from_le_bytes(bytes[2..4].try_into().expect("2 bytes"));
-        let errno = i32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
-        let step = ChildStep::from_byte(bytes[1]).unwrap_or(ChildStep::ExecLoader);
-        let source = io::Error::from_raw_os_error(errno);
-        return Err(match sources.get(usize::from(index)) {
-            Some(path) if step == ChildStep::OpenMountSource => LaunchError::MountSource {
-                path: path.clone(),
-                source,
-            },
-            _ => LaunchError::Child { step, source },
-        });
+/// Reads what the child and the loader say until the app runs: Ok((landlock ABI, fully
+/// enforced)) once the entry was exec'd.
+fn read_until_started(
+    reports: &mut BufReader<File>,
+    sources: &[PathBuf],
+) -> Result<(u32, bool), LaunchError> {
+    let buffered = reports.fill_buf().map_err(LaunchError::Fds)?;
+    if buffered.first() == Some(&CHILD_FAILURE_MAGIC) {
+        let mut bytes = Vec::new();
+        reports.read_to_end(&mut bytes).map_err(LaunchError::Fds)?;
+        return Err(child_failure(&bytes, sources));
     }
-    let mut ready = None;
-    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let report: Report = serde_json::from_slice(line).map_err(|e| {
-            LaunchError::LoaderVanished(format!(
-                "unreadable report {:?}: {e}",
-                String::from_utf8_lossy(line)
-            ))
-        })?;
-        match report {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reports.read_line(&mut line).map_err(LaunchError::Fds)? == 0 {
+            return Err(LaunchError::LoaderVanished("no report".into()));
+        }
+        match parse_report(&line)? {
             Report::Ready {
                 landlock_abi,
                 landlock_fully_enforced,
-            } => ready = Some((landlock_abi, landlock_fully_enforced)),
+            } => return Ok((landlock_abi, landlock_fully_enforced)),
             Report::Failed {
                 step,
                 message,
@@ -599,9 +594,39 @@ fn interpret_reports(bytes: &[u8], sources: &[PathBuf]) -> Result<(u32, bool), L
                     LaunchError::EntryNotExecutable { entry, source }
                 });
             }
+            Report::Exited { .. } | Report::Killed { .. } => {
+                return Err(LaunchError::LoaderVanished(format!(
+                    "unexpected report {line:?}"
+                )))
+            }
         }
     }
-    ready.ok_or_else(|| LaunchError::LoaderVanished("no report".into()))
+}
+
+fn parse_report(line: &str) -> Result<Report, LaunchError> {
+    serde_json::from_str(line.trim_end()).map_err(|e| {
+        LaunchError::LoaderVanished(format!("unreadable report {:?}: {e}", line.trim_end()))
+    })
+}
+
+/// Decodes the pre-exec child's 8-byte failure record.
+fn child_failure(bytes: &[u8], sources: &[PathBuf]) -> LaunchError {
+    {
+        if bytes.len() < 8 {
+            return LaunchError::LoaderVanished("truncated failure record".into());
+        }
+        let index = u16::from_le_bytes(bytes[2..4].try_into().expect("2 bytes"));
+        let errno = i32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+        let step = ChildStep::from_byte(bytes[1]).unwrap_or(ChildStep::ExecLoader);
+        let source = io::Error::from_raw_os_error(errno);
+        match sources.get(usize::from(index)) {
+            Some(path) if step == ChildStep::OpenMountSource => LaunchError::MountSource {
+                path: path.clone(),
+                source,
+            },
+            _ => LaunchError::Child { step, source },
+        }
+    }
 }
 
 impl RunningJail {
@@ -610,54 +635,38 @@ impl RunningJail {
         &self.facts
     }
 
-    /// Waits for the app to end, forwarding SIGINT, SIGTERM and SIGHUP to it.
-    ///
-    /// The app is pid 1 of its namespace, and the kernel drops signals to a namespace's init that
-    /// it has no handler for. So when the app neither catches nor ignores a forwarded signal, the
-    /// launcher carries out the default action itself (SIGKILL) and reports death by the
-    /// forwarded signal, as if it had been delivered.
+    /// Waits for the app to end, forwarding SIGINT, SIGTERM and SIGHUP to the jail's init, which
+    /// relays them to the app (see `init`).
     pub fn wait(mut self) -> Result<AppExit, LaunchError> {
-        let pid = Pid::from_raw(self.facts.pid);
+        let init = Pid::from_raw(self.facts.pid);
         let waiting_for = self.signals.0;
-        let mut emulated: Option<Signal> = None;
-        let exit = loop {
-            match waitpid(pid, Some(WaitPidFlag::WNOHANG)).map_err(LaunchError::Wait)? {
+        let init_exit = loop {
+            match waitpid(init, Some(WaitPidFlag::WNOHANG)).map_err(LaunchError::Wait)? {
                 WaitStatus::Exited(_, code) => break AppExit::Exited(code),
-                WaitStatus::Signaled(_, Signal::SIGKILL, _) if emulated.is_some() => {
-                    break AppExit::Signaled(emulated.expect("checked") as i32)
-                }
                 WaitStatus::Signaled(_, signal, _) => break AppExit::Signaled(signal as i32),
                 _ => {}
             }
             let signal = waiting_for.wait().map_err(LaunchError::Wait)?;
-            if signal == Signal::SIGCHLD {
-                continue;
-            }
-            let _ = kill(pid, signal);
-            if !handles_signal(self.facts.pid, signal) {
-                emulated = Some(signal);
-                let _ = kill(pid, Signal::SIGKILL);
+            if signal != Signal::SIGCHLD {
+                let _ = kill(init, signal);
             }
         };
         self.reaped = true;
-        Ok(exit)
+        // Init's last line says how the app ended; without it (init killed), init's own status.
+        let mut rest = String::new();
+        if let Some(mut reports) = self.reports.take() {
+            let _ = reports.read_to_string(&mut rest);
+        }
+        let app_exit = rest
+            .lines()
+            .rev()
+            .find_map(|line| match parse_report(line) {
+                Ok(Report::Exited { code }) => Some(AppExit::Exited(code)),
+                Ok(Report::Killed { signal }) => Some(AppExit::Signaled(signal)),
+                _ => None,
+            });
+        Ok(app_exit.unwrap_or(init_exit))
     }
-}
-
-/// Whether the process catches or ignores `signal` (SigCgt/SigIgn in /proc/PID/status).
-fn handles_signal(pid: i32, signal: Signal) -> bool {
-    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
-    let bit = 1u64 << (signal as i32 - 1);
-    status
-        .lines()
-        .filter_map(|l| {
-            l.strip_prefix("SigCgt:")
-                .or_else(|| l.strip_prefix("SigIgn:"))
-        })
-        .filter_map(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-        .any(|mask| mask & bit != 0)
 }
 
 impl Drop for RunningJail {

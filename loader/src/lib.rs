@@ -17,6 +17,7 @@
 
 pub mod cgroup;
 pub mod handoff;
+pub mod init;
 pub mod jail;
 pub mod launch;
 pub mod sys;

@@ -473,3 +473,20 @@ pub fn dup_above(fd: RawFd, floor: RawFd) -> io::Result<std::os::fd::OwnedFd> {
     // SAFETY: `new` was just created by fcntl and is owned by nobody else.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(new) })
 }
+
+/// fork(2). Returns `None` in the child.
+pub fn fork() -> io::Result<Option<libc::pid_t>> {
+    // SAFETY: only called by the loader, which is single-threaded, so the child is a complete copy
+    // of a consistent process and may allocate freely.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        pid => Ok(Some(pid)),
+    }
+}
+
+/// PR_SET_DUMPABLE(0): no core dumps and no ptrace/proc access by same-uid processes.
+pub fn set_not_dumpable() -> io::Result<()> {
+    // SAFETY: plain integer arguments.
+    cvt(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) })
+}

@@ -26,6 +26,7 @@ compile_error!("elastos-policy supports x86_64 and aarch64 only: the syscall tab
 
 use std::path::PathBuf;
 
+mod bpf;
 pub mod manifest;
 pub mod plan;
 mod render;

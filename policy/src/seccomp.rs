@@ -1,19 +1,24 @@
 //! Compiles the allow-list ([`crate::syscalls::ALLOW_LIST`]) into a seccomp-bpf program.
 //!
-//! seccompiler builds the BPF: first the architecture check (any other audit arch kills the
-//! process), then one comparison chain per allowed syscall number (matched: allow; arguments
-//! not acceptable: `ENOSYS`), then `ENOSYS` for every other number. The result is kept next to
-//! the human-readable rows it came from, so `elastos policy show` prints what the loader
-//! installs.
+//! The program, built from blocks of the private `bpf` module:
+//! 1. the audit arch: any other than the build's kills the process (e.g. i386 `int 0x80` on
+//!    x86_64);
+//! 2. the syscall number: a binary search over ranges of numbers that share an outcome (a run
+//!    of unconditionally allowed numbers, a gap between runs, one argument-checked call), about
+//!    eight tests whatever the number. A gap answers `ENOSYS`; x32 numbers (bit 30 set) and
+//!    negative ones fall in the last gap;
+//! 3. for a call with an [`ArgCheck`], a block that loads the low 32 bits of the checked
+//!    argument and searches its values the same way, answering allow or `ENOSYS`.
+//!
+//! The decision for a call without an argument check reads no argument, so the kernel caches
+//! it per syscall number when the filter is installed and does not run the filter for it again.
+//! The result is kept next to the human-readable rows it came from, so `elastos policy show`
+//! prints what the loader installs.
 
-use std::collections::BTreeMap;
-
-use seccompiler::{
-    BackendError, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
-    SeccompFilter, SeccompRule, TargetArch,
-};
 use serde::{Deserialize, Serialize};
 
+pub use crate::bpf::BpfInstruction;
+use crate::bpf::{self, Block, Field, Step};
 use crate::syscalls::{allowed_syscalls, ArgCheck, CLONE_CHECKED_FLAGS, DENIED_ERRNO};
 use crate::PolicyError;
 
@@ -25,6 +30,9 @@ pub struct SeccompProgram {
     /// The errno of every call the rows do not allow (`ENOSYS`).
     pub default_errno: i32,
     /// The program for `seccomp(SECCOMP_SET_MODE_FILTER)`, for the build architecture.
+    /// Serialized as one hex string, 16 digits per instruction (see `bpf::hex_program`): the
+    /// loader reads the plan as JSON, and a list of objects would be more than twice as long.
+    #[serde(with = "bpf::hex_program")]
     pub bpf: Vec<BpfInstruction>,
 }
 
@@ -41,27 +49,22 @@ pub struct SyscallRow {
     pub reason: String,
 }
 
-/// One classic BPF instruction (`struct sock_filter`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BpfInstruction {
-    pub code: u16,
-    pub jt: u8,
-    pub jf: u8,
-    pub k: u32,
-}
-
+/// `AUDIT_ARCH_X86_64`: `EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE`.
 #[cfg(target_arch = "x86_64")]
-const TARGET_ARCH: TargetArch = TargetArch::x86_64;
+const AUDIT_ARCH: u32 = 0xc000_003e;
+/// `AUDIT_ARCH_AARCH64`: `EM_AARCH64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE`.
 #[cfg(target_arch = "aarch64")]
-const TARGET_ARCH: TargetArch = TargetArch::aarch64;
+const AUDIT_ARCH: u32 = 0xc000_00b7;
 
 impl SeccompProgram {
     /// Compiles the allow-list for the build architecture.
     pub fn compile() -> Result<SeccompProgram, PolicyError> {
-        let mut rules = BTreeMap::new();
         let mut rows = Vec::new();
+        let mut by_number = Vec::new();
         for (group, syscall) in allowed_syscalls() {
-            rules.insert(syscall.nr, seccomp_rules(syscall.check)?);
+            let nr = u32::try_from(syscall.nr)
+                .expect("syscall numbers are small and non-negative (a syscalls test pins it)");
+            by_number.push((nr, arguments_block(syscall.check)));
             rows.push(SyscallRow {
                 name: syscall.name().to_owned(),
                 group: group.to_owned(),
@@ -69,67 +72,58 @@ impl SeccompProgram {
                 reason: syscall.reason.to_owned(),
             });
         }
-        let filter = SeccompFilter::new(
-            rules,
-            SeccompAction::Errno(DENIED_ERRNO as u32),
-            SeccompAction::Allow,
-            TARGET_ARCH,
-        )?;
-        let program: BpfProgram = filter.try_into()?;
-        let bpf = program
-            .into_iter()
-            .map(|i| BpfInstruction {
-                code: i.code,
-                jt: i.jt,
-                jf: i.jf,
-                k: i.k,
-            })
-            .collect();
+        let by_number = Block::after(&[Step::Load(Field::Nr)], Block::switch(by_number, deny()));
+        let program = Block::after(
+            &[Step::Load(Field::Arch)],
+            Block::switch(
+                [(AUDIT_ARCH, by_number)],
+                Block::ret(libc::SECCOMP_RET_KILL_PROCESS),
+            ),
+        );
         Ok(SeccompProgram {
             rows,
             default_errno: DENIED_ERRNO,
-            bpf,
+            bpf: program.into_instructions(),
         })
     }
 }
 
-/// The seccompiler rules for one check: the call is allowed when any rule matches, and a rule
-/// matches when all its conditions do; no rules means "allow always".
-fn seccomp_rules(check: ArgCheck) -> Result<Vec<SeccompRule>, BackendError> {
-    let rule = |conditions| SeccompRule::new(conditions);
+/// The block that decides a call by its arguments (see [`ArgCheck`] for why only the low 32
+/// bits of an argument are read).
+fn arguments_block(check: ArgCheck) -> Block {
+    let allow = || Block::ret(libc::SECCOMP_RET_ALLOW);
+    let low32 = |arg| Step::Load(Field::ArgLow(arg));
     match check {
-        ArgCheck::Any => Ok(vec![]),
-        ArgCheck::CloneThreadOnly => {
-            let flags = SeccompCmpOp::MaskedEq(u64::from(CLONE_CHECKED_FLAGS));
-            Ok(vec![rule(vec![low32(
-                0,
-                flags,
-                libc::CLONE_THREAD as u32,
-            )?])?])
+        ArgCheck::Any => allow(),
+        ArgCheck::CloneThreadOnly => Block::after(
+            &[low32(0), Step::And(CLONE_CHECKED_FLAGS)],
+            Block::switch([(libc::CLONE_THREAD as u32, allow())], deny()),
+        ),
+        ArgCheck::IoctlNot(requests) => Block::after(
+            &[low32(1)],
+            Block::switch(requests.iter().map(|r| (r.value, deny())), allow()),
+        ),
+        ArgCheck::PrctlIn(options) => Block::after(
+            &[low32(0)],
+            Block::switch(options.iter().map(|o| (o.value, allow())), deny()),
+        ),
+        ArgCheck::OwnProcessOnly => {
+            Block::after(&[low32(0)], Block::switch([(0, allow())], deny()))
         }
-        ArgCheck::IoctlNot(requests) => {
-            let conditions = requests.iter().map(|r| low32(1, SeccompCmpOp::Ne, r.value));
-            Ok(vec![rule(conditions.collect::<Result<_, _>>()?)?])
-        }
-        ArgCheck::PrctlIn(options) => options
-            .iter()
-            .map(|option| rule(vec![low32(0, SeccompCmpOp::Eq, option.value)?]))
-            .collect(),
-        ArgCheck::OwnProcessOnly => Ok(vec![rule(vec![low32(0, SeccompCmpOp::Eq, 0)?])?]),
     }
 }
 
-/// A condition on the low 32 bits of argument `arg` (see [`ArgCheck`] for why only those).
-fn low32(arg: u8, op: SeccompCmpOp, value: u32) -> Result<SeccompCondition, BackendError> {
-    SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, u64::from(value))
+/// Fail the call with [`DENIED_ERRNO`].
+fn deny() -> Block {
+    Block::ret(libc::SECCOMP_RET_ERRNO | DENIED_ERRNO as u32)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bpf::interpreter::{check_like_the_kernel, run, Run, SeccompData};
+    use std::collections::BTreeSet;
     use std::sync::OnceLock;
-
-    const SECCOMP_RET_ACTION_FULL: u32 = 0xffff_0000;
 
     /// What the kernel would do with a syscall.
     #[derive(Debug, PartialEq, Eq)]
@@ -139,76 +133,38 @@ mod tests {
         KillProcess,
     }
 
-    /// `struct seccomp_data` as the kernel hands it to the filter.
-    struct SeccompData {
-        nr: i32,
-        arch: u32,
-        args: [u64; 6],
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    const AUDIT_ARCH: u32 = 62 | 0x8000_0000 | 0x4000_0000;
-    #[cfg(target_arch = "aarch64")]
-    const AUDIT_ARCH: u32 = 183 | 0x8000_0000 | 0x4000_0000;
-
-    /// A classic-BPF interpreter for the instructions seccompiler emits, reading `seccomp_data`
-    /// with the little-endian layout of both supported architectures.
-    fn run(bpf: &[BpfInstruction], data: &SeccompData) -> Verdict {
-        let load = |offset: u32| -> u32 {
-            match offset {
-                0 => data.nr as u32,
-                4 => data.arch,
-                16..=63 => {
-                    let arg = data.args[(offset as usize - 16) / 8];
-                    if offset % 8 == 0 {
-                        arg as u32
-                    } else {
-                        (arg >> 32) as u32
-                    }
-                }
-                _ => panic!("load from offset {offset}"),
-            }
-        };
-        let (mut pc, mut acc) = (0usize, 0u32);
-        loop {
-            let insn = bpf[pc];
-            pc += 1;
-            let jump = |taken: bool| usize::from(if taken { insn.jt } else { insn.jf });
-            match insn.code {
-                0x20 => acc = load(insn.k),        // BPF_LD | BPF_W | BPF_ABS
-                0x54 => acc &= insn.k,             // BPF_ALU | BPF_AND | BPF_K
-                0x05 => pc += insn.k as usize,     // BPF_JMP | BPF_JA
-                0x15 => pc += jump(acc == insn.k), // BPF_JMP | BPF_JEQ | BPF_K
-                0x25 => pc += jump(acc > insn.k),  // BPF_JMP | BPF_JGT | BPF_K
-                0x35 => pc += jump(acc >= insn.k), // BPF_JMP | BPF_JGE | BPF_K
-                0x06 => {
-                    // BPF_RET | BPF_K
-                    return match insn.k & SECCOMP_RET_ACTION_FULL {
-                        libc::SECCOMP_RET_ALLOW => Verdict::Allow,
-                        libc::SECCOMP_RET_ERRNO => Verdict::Errno(insn.k & 0xffff),
-                        libc::SECCOMP_RET_KILL_PROCESS => Verdict::KillProcess,
-                        other => panic!("unexpected action {other:#x}"),
-                    };
-                }
-                code => panic!("unexpected instruction {code:#x}"),
+    impl Verdict {
+        fn of(action: u32) -> Verdict {
+            match action & libc::SECCOMP_RET_ACTION_FULL {
+                libc::SECCOMP_RET_ALLOW => Verdict::Allow,
+                libc::SECCOMP_RET_ERRNO => Verdict::Errno(action & libc::SECCOMP_RET_DATA),
+                libc::SECCOMP_RET_KILL_PROCESS => Verdict::KillProcess,
+                other => panic!("unexpected action {other:#x}"),
             }
         }
     }
+
+    #[cfg(target_arch = "x86_64")]
+    const TEST_AUDIT_ARCH: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+    #[cfg(target_arch = "aarch64")]
+    const TEST_AUDIT_ARCH: u32 = 183 | 0x8000_0000 | 0x4000_0000;
 
     fn program() -> &'static SeccompProgram {
         static PROGRAM: OnceLock<SeccompProgram> = OnceLock::new();
         PROGRAM.get_or_init(|| SeccompProgram::compile().expect("the table compiles"))
     }
 
+    fn execute(nr: i64, args: [u64; 6]) -> Run {
+        let data = SeccompData {
+            nr: nr as i32,
+            arch: TEST_AUDIT_ARCH,
+            args,
+        };
+        run(&program().bpf, &data)
+    }
+
     fn verdict(nr: i64, args: [u64; 6]) -> Verdict {
-        run(
-            &program().bpf,
-            &SeccompData {
-                nr: nr as i32,
-                arch: AUDIT_ARCH,
-                args,
-            },
-        )
+        Verdict::of(execute(nr, args).action)
     }
 
     fn with_arg(index: usize, value: u64) -> [u64; 6] {
@@ -218,6 +174,7 @@ mod tests {
     }
 
     const ENOSYS: Verdict = Verdict::Errno(libc::ENOSYS as u32);
+    const HIGH_BITS: u64 = 0xffff_ffff << 32;
     const THREAD_FLAGS: u64 = (libc::CLONE_VM
         | libc::CLONE_FS
         | libc::CLONE_FILES
@@ -227,6 +184,102 @@ mod tests {
         | libc::CLONE_SETTLS
         | libc::CLONE_PARENT_SETTID
         | libc::CLONE_CHILD_CLEARTID) as u64;
+
+    /// Arguments a check must accept. The kernel reads each checked argument as a 32-bit
+    /// value, so high bits change nothing and must not change the verdict either.
+    fn accepted(check: ArgCheck) -> Vec<[u64; 6]> {
+        match check {
+            ArgCheck::Any => vec![[0; 6], [u64::MAX; 6]],
+            ArgCheck::CloneThreadOnly => {
+                // glibc sign-extends the int flags: CLONE_IO (bit 31) sets the high word.
+                let sign_extended = (THREAD_FLAGS as u32 | libc::CLONE_IO as u32) as i32 as u64;
+                assert_eq!(sign_extended >> 32, 0xffff_ffff);
+                let minimal = (libc::CLONE_VM | libc::CLONE_SIGHAND | libc::CLONE_THREAD) as u64;
+                [THREAD_FLAGS, THREAD_FLAGS | 1 << 32, sign_extended, minimal]
+                    .map(|flags| with_arg(0, flags))
+                    .to_vec()
+            }
+            ArgCheck::IoctlNot(requests) => {
+                let neighbours = requests.iter().flat_map(|r| [r.value - 1, r.value + 1]);
+                [0, u32::MAX, libc::TCGETS as u32, libc::FIONREAD as u32]
+                    .into_iter()
+                    .chain(neighbours)
+                    .filter(|v| requests.iter().all(|r| r.value != *v))
+                    .flat_map(|v| [u64::from(v), u64::from(v) | HIGH_BITS])
+                    .map(|request| with_arg(1, request))
+                    .collect()
+            }
+            ArgCheck::PrctlIn(options) => options
+                .iter()
+                .flat_map(|o| [u64::from(o.value), u64::from(o.value) | HIGH_BITS])
+                .map(|option| with_arg(0, option))
+                .collect(),
+            ArgCheck::OwnProcessOnly => vec![with_arg(0, 0), with_arg(0, 1 << 32)],
+        }
+    }
+
+    /// Arguments a check must refuse, whatever their high bits.
+    fn refused(check: ArgCheck) -> Vec<[u64; 6]> {
+        let with_high_bits = |index: usize, values: Vec<u64>| -> Vec<[u64; 6]> {
+            values
+                .into_iter()
+                .flat_map(|v| [v, v | 1 << 32, v | HIGH_BITS])
+                .map(|v| with_arg(index, v))
+                .collect()
+        };
+        match check {
+            ArgCheck::Any => vec![],
+            ArgCheck::CloneThreadOnly => {
+                let namespaces = (0..32)
+                    .map(|bit| 1u32 << bit)
+                    .filter(|&flag| flag & CLONE_CHECKED_FLAGS != 0)
+                    .filter(|&flag| flag != libc::CLONE_THREAD as u32)
+                    .map(|flag| THREAD_FLAGS | u64::from(flag));
+                let processes = [
+                    0,
+                    libc::SIGCHLD as u64,
+                    (libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD) as u64,
+                    THREAD_FLAGS & !(libc::CLONE_THREAD as u64),
+                ];
+                with_high_bits(0, processes.into_iter().chain(namespaces).collect())
+            }
+            ArgCheck::IoctlNot(requests) => {
+                with_high_bits(1, requests.iter().map(|r| u64::from(r.value)).collect())
+            }
+            ArgCheck::PrctlIn(options) => {
+                let listed: BTreeSet<u32> = options.iter().map(|o| o.value).collect();
+                let unlisted = (0..=100)
+                    .chain([u32::MAX])
+                    .chain(listed.iter().flat_map(|v| [v - 1, v + 1]))
+                    .filter(|v| !listed.contains(v))
+                    .map(u64::from);
+                with_high_bits(0, unlisted.collect())
+            }
+            ArgCheck::OwnProcessOnly => with_high_bits(0, vec![1, 2, 0xffff_ffff]),
+        }
+    }
+
+    /// Numbers of no allowed syscall, including x32 ones (bit 30) and negative ones.
+    fn unlisted_numbers() -> Vec<i64> {
+        let listed: BTreeSet<i64> = allowed_syscalls().map(|(_, s)| s.nr).collect();
+        let x32 = listed.iter().map(|nr| nr | 0x4000_0000);
+        (0..=460)
+            .filter(|nr| !listed.contains(nr))
+            .chain(x32)
+            .chain([-1, i64::from(i32::MIN), 0x3fff_ffff, 0x7fff_ffff])
+            .collect()
+    }
+
+    /// Every syscall data the tests run: each row with the arguments it accepts and refuses,
+    /// and each unlisted number.
+    fn every_case() -> Vec<(i64, [u64; 6])> {
+        let rows = allowed_syscalls().flat_map(|(_, s)| {
+            let args = accepted(s.check).into_iter().chain(refused(s.check));
+            args.map(move |args| (s.nr, args))
+        });
+        let unlisted = unlisted_numbers().into_iter().map(|nr| (nr, [0; 6]));
+        rows.chain(unlisted).collect()
+    }
 
     #[test]
     fn plain_calls_are_allowed_and_sockets_are_not() {
@@ -296,12 +349,17 @@ mod tests {
 
     #[test]
     fn another_architecture_is_killed() {
-        let i386 = SeccompData {
-            nr: 0,
-            arch: 3 | 0x4000_0000,
-            args: [0; 6],
-        };
-        assert_eq!(run(&program().bpf, &i386), Verdict::KillProcess);
+        for arch in [3 | 0x4000_0000, TEST_AUDIT_ARCH - 1, TEST_AUDIT_ARCH + 1, 0] {
+            for nr in [0, libc::SYS_read as i32, libc::SYS_exit_group as i32] {
+                let data = SeccompData {
+                    nr,
+                    arch,
+                    args: [0; 6],
+                };
+                let verdict = Verdict::of(run(&program().bpf, &data).action);
+                assert_eq!(verdict, Verdict::KillProcess, "arch {arch:#x}, nr {nr}");
+            }
+        }
     }
 
     #[test]
@@ -312,17 +370,34 @@ mod tests {
     }
 
     #[test]
-    fn every_row_is_allowed_and_forbidden_calls_are_not() {
-        assert_eq!(program().default_errno, libc::ENOSYS);
+    fn every_row_allows_the_arguments_it_should_and_refuses_the_others() {
         assert_eq!(program().rows.len(), allowed_syscalls().count());
-        for (_, syscall) in allowed_syscalls().filter(|(_, s)| s.check == ArgCheck::Any) {
-            assert_eq!(
-                verdict(syscall.nr, [0; 6]),
-                Verdict::Allow,
-                "{}",
-                syscall.name()
-            );
+        for (_, syscall) in allowed_syscalls() {
+            let (accepted, refused) = (accepted(syscall.check), refused(syscall.check));
+            assert!(!accepted.is_empty());
+            assert_eq!(refused.is_empty(), syscall.check == ArgCheck::Any);
+            for args in accepted {
+                let verdict = verdict(syscall.nr, args);
+                assert_eq!(verdict, Verdict::Allow, "{} {args:x?}", syscall.name());
+            }
+            for args in refused {
+                let verdict = verdict(syscall.nr, args);
+                assert_eq!(verdict, ENOSYS, "{} {args:x?}", syscall.name());
+            }
         }
+    }
+
+    #[test]
+    fn every_unlisted_number_is_denied() {
+        assert_eq!(program().default_errno, libc::ENOSYS);
+        for nr in unlisted_numbers() {
+            assert_eq!(verdict(nr, [0; 6]), ENOSYS, "syscall {nr}");
+            assert_eq!(verdict(nr, [u64::MAX; 6]), ENOSYS, "syscall {nr}");
+        }
+    }
+
+    #[test]
+    fn forbidden_calls_are_denied() {
         #[cfg(target_arch = "x86_64")]
         let legacy = [
             libc::SYS_fork,
@@ -349,5 +424,47 @@ mod tests {
         ]) {
             assert_eq!(verdict(nr, [0; 6]), ENOSYS, "syscall {nr}");
         }
+    }
+
+    /// Regression test for the seccompiler program: 1048 instructions tested one allowed
+    /// call after another, which made installing the filter a tenth of `elastos run`.
+    #[test]
+    fn the_program_is_short_and_every_path_through_it_is_too() {
+        let length = program().bpf.len();
+        let longest = every_case()
+            .into_iter()
+            .map(|(nr, args)| execute(nr, args).steps)
+            .max()
+            .unwrap();
+        eprintln!("{length} instructions, at most {longest} run");
+        assert!(length < 600, "{length} instructions");
+        assert!(longest < 40, "{longest} instructions run");
+    }
+
+    #[test]
+    fn calls_without_an_argument_check_read_no_argument() {
+        let checked: BTreeSet<i64> = allowed_syscalls()
+            .filter(|(_, s)| s.check != ArgCheck::Any)
+            .map(|(_, s)| s.nr)
+            .collect();
+        for (nr, args) in every_case() {
+            let read_args = execute(nr, args).read_args;
+            assert_eq!(read_args, checked.contains(&nr), "syscall {nr}");
+        }
+    }
+
+    #[test]
+    fn the_kernel_would_load_it() {
+        check_like_the_kernel(&program().bpf);
+    }
+
+    #[test]
+    fn the_program_round_trips_through_json_as_hex() {
+        let json = serde_json::to_value(program()).unwrap();
+        let hex = json["bpf"].as_str().expect("bpf is one string");
+        assert_eq!(hex.len(), 16 * program().bpf.len());
+        assert!(hex.starts_with("0020000000000004"), "ld [4] (arch) first");
+        let back: SeccompProgram = serde_json::from_value(json).unwrap();
+        assert_eq!(&back, program());
     }
 }

@@ -186,12 +186,6 @@ pub static ALLOW_LIST: &[SyscallGroup] = &[
             allow!(SYS_mlock2, "pins its own pages, bounded by RLIMIT_MEMLOCK"),
             allow!(SYS_munlock, "unpins its own pages"),
             allow!(SYS_membarrier, "memory barrier across its own threads"),
-            allow!(
-                SYS_memfd_create,
-                "anonymous memory file; running code from it gains nothing: \
-                the app can already map memory executable, and seccomp, Landlock and no_new_privs \
-                survive execve"
-            ),
         ],
     },
     SyscallGroup {
@@ -587,6 +581,8 @@ mod tests {
         "accept4",
         "setsockopt",
         "execveat",
+        "memfd_create",
+        "memfd_secret",
         "io_uring_setup",
         "io_uring_enter",
         "io_uring_register",

@@ -258,7 +258,6 @@ pub struct Invocation<'a> {
     env: Vec<(OsString, OsString)>,
     stdin: Option<Vec<u8>>,
     extra_fd: Option<PathBuf>,
-    timeout: Duration,
 }
 
 impl<'a> Invocation<'a> {
@@ -277,7 +276,6 @@ impl<'a> Invocation<'a> {
             ],
             stdin: None,
             extra_fd: None,
-            timeout: COMMAND_TIMEOUT,
         }
     }
 
@@ -306,11 +304,6 @@ impl<'a> Invocation<'a> {
     /// Opens `file` (read-only, inheritable) as fd [`EXTRA_FD`] of the command.
     pub fn extra_fd(&mut self, file: &Path) -> &mut Self {
         self.extra_fd = Some(file.to_owned());
-        self
-    }
-
-    pub fn timeout(&mut self, timeout: Duration) -> &mut Self {
-        self.timeout = timeout;
         self
     }
 
@@ -383,7 +376,6 @@ impl<'a> Invocation<'a> {
             stdout: Some(stdout),
             stderr: Some(stderr),
             stdin,
-            timeout: self.timeout,
             what: self.describe(),
         }
     }
@@ -414,7 +406,6 @@ pub struct Running {
     stdout: Option<JoinHandle<Vec<u8>>>,
     stderr: Option<JoinHandle<Vec<u8>>>,
     stdin: Option<JoinHandle<()>>,
-    timeout: Duration,
     what: String,
 }
 
@@ -431,7 +422,7 @@ impl Running {
     /// Waits for the end (at most the timeout: then kills it and panics).
     pub fn wait(mut self) -> Output {
         let mut child = self.child.take().expect("waited for once");
-        let deadline = Instant::now() + self.timeout;
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
         let status = loop {
             if let Some(status) = child.try_wait().expect("try_wait") {
                 break status;
@@ -447,7 +438,7 @@ impl Running {
                 panic!(
                     "{} did not finish within {:?}; killed it. stderr:\n{}",
                     self.what,
-                    self.timeout,
+                    COMMAND_TIMEOUT,
                     String::from_utf8_lossy(&stderr)
                 );
             }

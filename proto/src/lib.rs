@@ -1,0 +1,4 @@
+//! placeholder
+pub mod v1 {
+    include!(concat!(env!("OUT_DIR"), "/elastos.v1.rs"));
+}
