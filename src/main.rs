@@ -38,10 +38,26 @@ fn main() -> ExitCode {
     match commands::try_main(cli) {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
-            eprintln!("elastos: {:#}", failure.error);
+            eprintln!("elastos: {}", describe(&failure.error));
             ExitCode::from(failure.code)
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: our error types often quote their
+/// source in their own message already.
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn init_logging(level: Option<&str>) {

@@ -448,3 +448,41 @@ fn a_non_executable_entry_exits_126() {
         .assert_code(0);
     harness.run::<&str>(&bundle, &[]).output().assert_code(126);
 }
+
+/// A bundle whose entry is an executable file with `contents`: it passes every bundle check, so
+/// only the kernel's execve in the jail can refuse it.
+fn bundle_with_executable(harness: &Harness, contents: &str) -> PathBuf {
+    let program = harness.write("program", contents, 0o755);
+    let dir = harness.stage(
+        "exec-check",
+        &probe_manifest(APP_ID, "program", ""),
+        &[("program", &program)],
+    );
+    harness.pack(&dir)
+}
+
+#[test]
+fn an_entry_the_kernel_cannot_execute_exits_126() {
+    let harness = Harness::new(User::Root);
+    let bundle = bundle_with_executable(&harness, "not an ELF file, not a script\n");
+    let out = harness.run::<&str>(&bundle, &[]).output();
+    out.assert_code(126);
+    assert!(
+        out.stderr_text().contains("cannot be executed"),
+        "{}",
+        out.stderr_text()
+    );
+}
+
+#[test]
+fn an_entry_whose_interpreter_is_missing_exits_127() {
+    let harness = Harness::new(User::Root);
+    let bundle = bundle_with_executable(&harness, "#!/no/such/interpreter\n");
+    let out = harness.run::<&str>(&bundle, &[]).output();
+    out.assert_code(127);
+    assert!(
+        out.stderr_text().contains("not found"),
+        "{}",
+        out.stderr_text()
+    );
+}

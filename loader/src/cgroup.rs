@@ -169,7 +169,7 @@ fn tasks_max(limits: &ResourceLimits) -> String {
 
 fn is_cgroup2(root: &Path) -> bool {
     nix::sys::statfs::statfs(root)
-        .map(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC)
+        .map(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
         .unwrap_or(false)
 }
 

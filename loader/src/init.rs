@@ -91,10 +91,13 @@ pub fn run(input: LoaderInput, mut report: File) -> i32 {
     let _ = jail::drop_privileges();
     let _ = sys::set_not_dumpable();
 
-    // EOF: the app exec'd its entry (close-on-exec) or exited; its lines say which.
-    let mut lines = Vec::new();
-    let _ = File::from(status_read).read_to_end(&mut lines);
-    let _ = report.write_all(&lines);
+    // EOF: the app exec'd its entry (close-on-exec) or exited. Its last line says which: `Ready`
+    // only if nothing failed after it (an exec failure comes after `Ready`).
+    let mut lines = String::new();
+    let _ = File::from(status_read).read_to_string(&mut lines);
+    if let Some(last) = lines.lines().last() {
+        let _ = writeln!(report, "{last}");
+    }
     let app = Pid::from_raw(app);
     loop {
         match waitpid(app, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {

@@ -260,16 +260,16 @@ fn mount_entry(staging: &Path, entry: &ResolvedMount) -> Result<(), JailError> {
                 None,
             )
             .map_err(fail(step, what.clone()))?;
-            let mut attrs = libc::MOUNT_ATTR_NOSUID as u64;
+            let mut attrs = libc::MOUNT_ATTR_NOSUID;
             if *device {
-                attrs |= libc::MOUNT_ATTR_NOEXEC as u64;
+                attrs |= libc::MOUNT_ATTR_NOEXEC;
             } else {
-                attrs |= libc::MOUNT_ATTR_NODEV as u64;
+                attrs |= libc::MOUNT_ATTR_NODEV;
                 if *writable {
                     // Written files never run: the home is noexec at the mount and in Landlock.
-                    attrs |= libc::MOUNT_ATTR_NOEXEC as u64;
+                    attrs |= libc::MOUNT_ATTR_NOEXEC;
                 } else {
-                    attrs |= libc::MOUNT_ATTR_RDONLY as u64;
+                    attrs |= libc::MOUNT_ATTR_RDONLY;
                 }
             }
             sys::mount_setattr(&target, attrs, true).map_err(fail(step, what))
@@ -286,7 +286,7 @@ fn enter_root() -> Result<(), JailError> {
     // keep their own flags.
     sys::mount_setattr(
         c"/",
-        (libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV) as u64,
+        libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
         false,
     )
     .map_err(fail(step, "making the root read-only"))

@@ -565,41 +565,34 @@ fn read_until_started(
         return Err(child_failure(&bytes, sources));
     }
     let mut line = String::new();
-    loop {
-        line.clear();
-        if reports.read_line(&mut line).map_err(LaunchError::Fds)? == 0 {
-            return Err(LaunchError::LoaderVanished("no report".into()));
+    if reports.read_line(&mut line).map_err(LaunchError::Fds)? == 0 {
+        return Err(LaunchError::LoaderVanished("no report".into()));
+    }
+    match parse_report(&line)? {
+        Report::Ready {
+            landlock_abi,
+            landlock_fully_enforced,
+        } => Ok((landlock_abi, landlock_fully_enforced)),
+        Report::Failed {
+            step,
+            message,
+            errno,
+        } => Err(LaunchError::Jail {
+            step,
+            message,
+            errno,
+        }),
+        Report::ExecFailed { entry, errno } => {
+            let source = io::Error::from_raw_os_error(errno);
+            Err(if errno == libc::ENOENT {
+                LaunchError::EntryNotFound { entry, source }
+            } else {
+                LaunchError::EntryNotExecutable { entry, source }
+            })
         }
-        match parse_report(&line)? {
-            Report::Ready {
-                landlock_abi,
-                landlock_fully_enforced,
-            } => return Ok((landlock_abi, landlock_fully_enforced)),
-            Report::Failed {
-                step,
-                message,
-                errno,
-            } => {
-                return Err(LaunchError::Jail {
-                    step,
-                    message,
-                    errno,
-                })
-            }
-            Report::ExecFailed { entry, errno } => {
-                let source = io::Error::from_raw_os_error(errno);
-                return Err(if errno == libc::ENOENT {
-                    LaunchError::EntryNotFound { entry, source }
-                } else {
-                    LaunchError::EntryNotExecutable { entry, source }
-                });
-            }
-            Report::Exited { .. } | Report::Killed { .. } => {
-                return Err(LaunchError::LoaderVanished(format!(
-                    "unexpected report {line:?}"
-                )))
-            }
-        }
+        Report::Exited { .. } | Report::Killed { .. } => Err(LaunchError::LoaderVanished(format!(
+            "unexpected report {line:?}"
+        ))),
     }
 }
 

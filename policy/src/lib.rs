@@ -47,13 +47,6 @@ pub enum PolicyError {
     /// The manifest was rejected.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
-    /// seccompiler refused the allow-list: a bug in [`syscalls::ALLOW_LIST`], not in the app.
-    #[error("compiling the seccomp allow-list failed: {source}; hint: this is a bug in elastos")]
-    Seccomp {
-        /// seccompiler's error.
-        #[from]
-        source: seccompiler::BackendError,
-    },
     /// A host path given to [`JailPlan::build`] is relative.
     #[error("the {what} path {} is not absolute; hint: pass absolute host paths", path.display())]
     NotAbsolute {
@@ -72,10 +65,6 @@ mod tests {
     fn every_error_variant_formats() {
         let manifest = PolicyError::from(ManifestError::MissingKey { key: "app.id" });
         assert!(manifest.to_string().starts_with("`app.id` is missing"));
-        let seccomp = PolicyError::from(seccompiler::BackendError::EmptyRule);
-        assert!(seccomp
-            .to_string()
-            .starts_with("compiling the seccomp allow-list failed: "));
         let relative = PolicyError::NotAbsolute {
             what: "home",
             path: "h".into(),

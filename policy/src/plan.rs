@@ -215,7 +215,7 @@ impl JailPlan {
             landlock: landlock_rules(),
             landlock_net_deny_tcp: true,
             landlock_scoped: true,
-            seccomp: SeccompProgram::compile()?,
+            seccomp: SeccompProgram::compile(),
             limits,
             env: environment(manifest, host),
             entry,

@@ -120,9 +120,7 @@ pub fn encode_frame<F: Frame>(frame: &F, out: &mut Vec<u8>) -> Result<(), FrameE
     let prefix = u32::try_from(len).expect("MAX_FRAME_LEN fits in u32");
     out.reserve(LENGTH_PREFIX_LEN + len);
     out.extend_from_slice(&prefix.to_le_bytes());
-    frame
-        .encode(out)
-        .expect("a Vec grows to fit any message");
+    frame.encode(out).expect("a Vec grows to fit any message");
     Ok(())
 }
 

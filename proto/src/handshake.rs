@@ -21,12 +21,17 @@ impl ClientHello {
     /// not overlap or the offer is malformed (`min_version` 0 or above `max_version`); the broker
     /// then says goodbye with INVALID_ARGUMENT.
     pub fn negotiate(&self) -> Option<u32> {
-        if self.min_version == 0 || self.min_version > self.max_version {
+        if !self.is_well_formed() {
             return None;
         }
         let highest = self.max_version.min(*SUPPORTED_VERSIONS.end());
         let lowest = self.min_version.max(*SUPPORTED_VERSIONS.start());
         (lowest <= highest).then_some(highest)
+    }
+
+    /// Whether the offer is a range of real versions: `1 <= min_version <= max_version`.
+    pub(crate) fn is_well_formed(&self) -> bool {
+        self.min_version != 0 && self.min_version <= self.max_version
     }
 }
 

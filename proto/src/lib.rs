@@ -1,4 +1,46 @@
-//! placeholder
+//! The wire protocol between a jailed elastos app and the broker: the protobuf schema
+//! (`elastos.proto`, package `elastos.v1`), its framing on the socket, version negotiation, and the
+//! per-frame shape rules.
+//!
+//! This crate owns one concern: what the bytes on fd 3 mean. The broker and the app SDK both build
+//! on it, so they cannot disagree about the format. docs/protocol.md walks through the exchanges
+//! with examples; the `.proto` file documents every field (units, defaults, limits, security
+//! meaning), and that text is the rustdoc of the generated types in [`v1`].
+//!
+//! - [`v1`]: the messages, generated at build time by prost from `elastos.proto` (compiled by the
+//!   pure-Rust `protox`, so no `protoc` is needed). [`v1::ClientFrame`] is everything an app
+//!   sends, [`v1::BrokerFrame`] everything the broker sends.
+//! - [`codec`]: length-delimited frames (u32 little-endian length, at most [`MAX_FRAME_LEN`]
+//!   bytes) with a sans-IO [`FrameDecoder`] that never panics on input and never allocates for
+//!   bytes it has not received, and [`encode_frame`].
+//! - [`handshake`]: [`SUPPORTED_VERSIONS`] and [`v1::ClientHello::negotiate`].
+//! - [`validate`]: [`check_client_frame`], the rules one frame can be checked against on its own.
+//!
+//! Not here, on purpose:
+//! - No I/O and no async runtime: the caller owns the socket, so the broker (tokio) and a blocking
+//!   SDK use the same code.
+//! - No identity, permissions or routing: who a connection is comes from the launcher, what it may
+//!   do from its manifest, and the broker enforces both. Nothing in the protocol lets an app claim
+//!   an identity.
+//! - No encryption or message authentication: the socket is a private socketpair made by the
+//!   launcher; identity belongs to the connection, not to messages.
+//! - No file descriptors: frames carry bytes only, and the broker refuses `SCM_RIGHTS`.
+//! - No resynchronisation after a framing error: a peer that sends a bad frame is disconnected.
+//! - No typed service stubs: generating clients and server traits from an app's own `.proto` is
+//!   the SDK's job; here payloads are opaque bytes.
+
+#![forbid(unsafe_code)]
+
+pub mod codec;
+pub mod handshake;
+pub mod validate;
+
+/// The protocol's messages, generated from `elastos.proto`. Field and message docs come from the
+/// schema's comments.
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/elastos.v1.rs"));
 }
+
+pub use codec::{encode_frame, Frame, FrameDecoder, FrameError, LENGTH_PREFIX_LEN, MAX_FRAME_LEN};
+pub use handshake::SUPPORTED_VERSIONS;
+pub use validate::{check_client_frame, InvalidFrame};
