@@ -5,9 +5,10 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use elastos_bundle::{BundleError, PublisherKey, UnpackLimits, VerifiedBundle};
+use elastos_broker::apps::{self, AppError, PreparedApp};
+use elastos_bundle::{PublisherKey, UnpackLimits};
 use elastos_loader::{LaunchError, LaunchOptions};
-use elastos_policy::{HostEnv, JailPlan};
+use elastos_policy::HostEnv;
 use serde::Serialize;
 
 use crate::cli::{BundleCommand, Cli, Command, Format, KeyCommand, PolicyCommand, RunArgs};
@@ -23,13 +24,10 @@ pub struct Failure {
 impl From<anyhow::Error> for Failure {
     fn from(error: anyhow::Error) -> Self {
         // Entry problems surface from the bundle (at unpack) or from the loader (at exec).
-        let code = match error.downcast_ref::<LaunchError>() {
-            Some(launch) => launch.exit_code() as u8,
-            None => match error.downcast_ref::<BundleError>() {
-                Some(BundleError::EntryMissing { .. }) => 127,
-                Some(BundleError::EntryNotExecutable { .. }) => 126,
-                _ => exit::ELASTOS_FAILED,
-            },
+        let code = match (error.downcast_ref::<AppError>(), error.downcast_ref::<LaunchError>()) {
+            (Some(app), _) => app.exit_code() as u8,
+            (None, Some(launch)) => launch.exit_code() as u8,
+            (None, None) => exit::ELASTOS_FAILED,
         };
         Failure { error, code }
     }
@@ -37,6 +35,12 @@ impl From<anyhow::Error> for Failure {
 
 impl From<LaunchError> for Failure {
     fn from(error: LaunchError) -> Self {
+        anyhow::Error::from(error).into()
+    }
+}
+
+impl From<AppError> for Failure {
+    fn from(error: AppError) -> Self {
         anyhow::Error::from(error).into()
     }
 }
@@ -60,45 +64,28 @@ fn print_json(value: &impl Serialize) -> Result<()> {
     Ok(())
 }
 
-fn open_bundle(path: &Path) -> Result<VerifiedBundle> {
-    VerifiedBundle::open(path).with_context(|| format!("refusing bundle {}", path.display()))
-}
 
-/// The bundle verified and unpacked (once, into the content-addressed cache), and the plan of
-/// its jail.
-fn prepare(path: &Path, args: Vec<String>, state: &StateDirs) -> Result<JailPlan> {
-    let verified = open_bundle(path)?;
-    let manifest = verified.manifest().clone();
-    let spinner =
-        (std::io::stderr().is_terminal() && verified.payload_size() > 4 << 20).then(|| {
-            let bar = indicatif::ProgressBar::new_spinner()
-                .with_message(format!("unpacking {}", path.display()));
-            bar.enable_steady_tick(std::time::Duration::from_millis(100));
-            bar
-        });
-    let unpacked = verified
-        .unpack_into_cache(&state.bundles, &UnpackLimits::default())
-        .with_context(|| format!("cannot unpack {}", path.display()))?;
+/// The bundle verified, unpacked and planned (see `elastos_broker::apps::prepare`).
+/// Shows a spinner on a terminal while a large bundle is verified and unpacked.
+fn prepare(path: &Path, args: &[String], state: &StateDirs) -> Result<PreparedApp, AppError> {
+    let host = HostEnv { lang: std::env::var("LANG").ok(), term: std::env::var("TERM").ok() };
+    let large = std::fs::metadata(path).is_ok_and(|m| m.len() > 4 << 20);
+    let spinner = (large && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner()
+            .with_message(format!("verifying and unpacking {}", path.display()));
+        bar.enable_steady_tick(std::time::Duration::from_millis(100));
+        bar
+    });
+    let prepared = apps::prepare(path, args, &state.apps, &host);
     if let Some(bar) = spinner {
         bar.finish_and_clear();
     }
-    if unpacked.freshly_unpacked() {
-        tracing::debug!(root = %unpacked.root().display(), "unpacked bundle");
-    } else {
-        tracing::debug!(root = %unpacked.root().display(), "bundle already unpacked");
-    }
-    let home = state.app_home(&manifest.id())?;
-    let host = HostEnv {
-        lang: std::env::var("LANG").ok(),
-        term: std::env::var("TERM").ok(),
-    };
-    JailPlan::build(&manifest, unpacked.root(), &home, &args, &host)
-        .context("cannot build the jail's policy")
+    prepared
 }
 
 fn run(args: RunArgs) -> Result<u8, Failure> {
     let state = StateDirs::from_env()?;
-    let plan = prepare(&args.bundle, args.args, &state)?;
+    let plan = prepare(&args.bundle, &args.args, &state)?.plan;
     let options = LaunchOptions {
         loader: elastos_loader::default_loader_path().context("cannot locate elastos-loader")?,
         allow_without_kernel_sandbox: args.dangerously_run_without_kernel_sandbox,
@@ -333,7 +320,7 @@ fn key(command: KeyCommand) -> Result<u8> {
 
 fn policy_show(bundle: &Path, args: Vec<String>, format: Format) -> Result<u8> {
     let state = StateDirs::from_env()?;
-    let plan = prepare(bundle, args, &state)?;
+    let plan = prepare(bundle, &args, &state)?.plan;
     match format {
         Format::Json => print_json(&plan)?,
         Format::Text => print!("{}", plan.render_text()),

@@ -3,16 +3,19 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use elastos_broker::apps::AppDirs;
 
 /// The state directories of the current user.
 #[derive(Debug, Clone)]
 pub struct StateDirs {
     /// Publisher keys.
     pub keys: PathBuf,
-    /// Unpacked bundles, by digest.
-    pub bundles: PathBuf,
-    /// Per-app homes, by app id.
-    pub homes: PathBuf,
+    /// Where apps' files live (unpacked bundles, homes, installed bundles).
+    pub apps: AppDirs,
+    /// The broker's RocksDB database.
+    pub broker_db: PathBuf,
+    /// The broker daemon's control socket.
+    pub control_socket: PathBuf,
 }
 
 impl StateDirs {
@@ -29,8 +32,13 @@ impl StateDirs {
             }
             return Ok(StateDirs {
                 keys: root.join("keys"),
-                bundles: root.join("bundles"),
-                homes: root.join("homes"),
+                apps: AppDirs {
+                    bundles: root.join("bundles"),
+                    homes: root.join("homes"),
+                    installed: root.join("installed"),
+                },
+                broker_db: root.join("broker.db"),
+                control_socket: root.join("run/broker.sock"),
             });
         }
         let xdg = |var: &str, fallback: &str| -> Result<PathBuf> {
@@ -51,8 +59,13 @@ impl StateDirs {
         let cache = xdg("XDG_CACHE_HOME", ".cache")?.join("elastos");
         Ok(StateDirs {
             keys: data.join("keys"),
-            bundles: cache.join("bundles"),
-            homes: data.join("homes"),
+            apps: AppDirs {
+                bundles: cache.join("bundles"),
+                homes: data.join("homes"),
+                installed: data.join("installed"),
+            },
+            broker_db: data.join("broker.db"),
+            control_socket: runtime_dir()?.join("broker.sock"),
         })
     }
 
@@ -60,22 +73,18 @@ impl StateDirs {
     pub fn publisher_key(&self) -> PathBuf {
         self.keys.join("publisher.key")
     }
-
-    /// The persistent home of one app (created 0700 if missing).
-    pub fn app_home(&self, app_id: &uuid::Uuid) -> Result<PathBuf> {
-        let home = self.homes.join(app_id.to_string());
-        create_private_dir(&self.homes)?;
-        create_private_dir(&home)?;
-        Ok(home)
-    }
 }
 
-/// Creates `dir` (and parents) with mode 0700 for the last component.
-pub fn create_private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create directory {}", dir.display()))
+/// `/run/elastos` for root, else `$XDG_RUNTIME_DIR/elastos`.
+fn runtime_dir() -> Result<PathBuf> {
+    if nix::unistd::geteuid().is_root() {
+        return Ok(PathBuf::from("/run/elastos"));
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|p| p.is_absolute()) {
+        Some(dir) => Ok(dir.join("elastos")),
+        None => bail!(
+            "XDG_RUNTIME_DIR is not set: cannot tell where the broker's control socket is \
+             (hint: set ELASTOS_HOME, or log in through a session that sets XDG_RUNTIME_DIR)"
+        ),
+    }
 }

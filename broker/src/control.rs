@@ -1,1 +1,223 @@
-//! (being written by the lead)
+//! The broker daemon's control socket: how `elastos run` hands a jailed app's connection to a
+//! running broker, and how the `install`, `uninstall`, `list`, `ps`, `stop` and `services`
+//! commands talk to it.
+//!
+//! One JSON [`ControlRequest`] per connection, one line; the answer is one JSON line,
+//! `{"ok": ...}` or `{"error": "..."}`. An `attach` request carries the app's end of its fd-3
+//! socket as `SCM_RIGHTS` in the same `sendmsg`. Only the daemon's own uid (or root) may connect
+//! (`SO_PEERCRED`): whoever can attach connections can claim any app identity, which is exactly
+//! the launcher's trusted role. The socket's directory is 0700 as well.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::{Path, PathBuf};
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Longest request line accepted, in bytes.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// The identity of an app as the launcher verified it (wire form of `AppIdentity`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityWire {
+    /// The app's UUID.
+    pub app_id: Uuid,
+    /// The app's name.
+    pub name: String,
+    /// Publisher key, hex.
+    pub publisher: String,
+    /// Services it may register.
+    pub provides: Vec<Uuid>,
+    /// Services it may look up, call and subscribe to.
+    pub uses: Vec<Uuid>,
+}
+
+/// A request on the control socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ControlRequest {
+    /// Serve the app connection passed along (SCM_RIGHTS) as `identity`; `pid` is its jail's.
+    Attach { identity: IdentityWire, pid: Option<u32> },
+    /// Install the bundle at this path (the daemon reads it).
+    Install { bundle: PathBuf },
+    /// Uninstall an app.
+    Uninstall { app_id: Uuid },
+    /// Installed apps.
+    List,
+    /// Running apps.
+    Ps,
+    /// Stop a running app (by connection id or app id).
+    Stop { id: String },
+    /// Services and their providers.
+    Services,
+}
+
+/// The answer: exactly one of the two.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlResponse {
+    /// The result, on success.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ok: Option<serde_json::Value>,
+    /// What went wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Talking to the daemon failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// No daemon listens at the socket.
+    #[error("no broker daemon at {}", path.display())]
+    NotRunning {
+        /// The control socket.
+        path: PathBuf,
+    },
+    /// The socket failed mid-request.
+    #[error("broker control socket {}: {source}", path.display())]
+    Io {
+        /// The control socket.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The daemon's answer was not understood.
+    #[error("broker daemon answered nonsense: {0}")]
+    Protocol(String),
+    /// The daemon refused the request.
+    #[error("broker daemon: {0}")]
+    Refused(String),
+}
+
+/// A client of the daemon (blocking; used by the CLI).
+#[derive(Debug)]
+pub struct ControlClient {
+    path: PathBuf,
+}
+
+impl ControlClient {
+    /// A client for the daemon at `path`, if one is listening there.
+    pub fn connect(path: &Path) -> Option<ControlClient> {
+        StdUnixStream::connect(path).ok().map(|_| ControlClient { path: path.into() })
+    }
+
+    /// Sends `request` (with `fd` as SCM_RIGHTS, if any) and returns the daemon's result.
+    pub fn request(
+        &self,
+        request: &ControlRequest,
+        fd: Option<RawFd>,
+    ) -> Result<serde_json::Value, ControlError> {
+        let io_error = |source| ControlError::Io { path: self.path.clone(), source };
+        let stream = StdUnixStream::connect(&self.path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                ControlError::NotRunning { path: self.path.clone() }
+            }
+            _ => io_error(e),
+        })?;
+        let mut line = serde_json::to_vec(request).expect("requests serialize");
+        line.push(b'\n');
+        let fds: Vec<RawFd> = fd.into_iter().collect();
+        let control: Vec<ControlMessage> =
+            if fds.is_empty() { vec![] } else { vec![ControlMessage::ScmRights(&fds)] };
+        let sent = sendmsg::<()>(
+            stream.as_raw_fd(),
+            &[io::IoSlice::new(&line)],
+            &control,
+            MsgFlags::empty(),
+            None,
+        )
+        .map_err(|e| io_error(e.into()))?;
+        if sent < line.len() {
+            (&stream).write_all(&line[sent..]).map_err(io_error)?;
+        }
+        let mut answer = String::new();
+        BufReader::new(&stream).read_line(&mut answer).map_err(io_error)?;
+        let response: ControlResponse = serde_json::from_str(&answer)
+            .map_err(|e| ControlError::Protocol(format!("{e}: {answer:?}")))?;
+        match (response.ok, response.error) {
+            (_, Some(error)) => Err(ControlError::Refused(error)),
+            (Some(ok), None) => Ok(ok),
+            (None, None) => Err(ControlError::Protocol("empty answer".into())),
+        }
+    }
+}
+
+/// Reads one request line and the fd passed with it, if any (blocking on a std stream; the
+/// daemon calls it from a blocking task).
+pub fn read_request(
+    stream: &StdUnixStream,
+) -> Result<(ControlRequest, Option<OwnedFd>), ControlError> {
+    let io_error = |source| ControlError::Io { path: PathBuf::from("(peer)"), source };
+    let mut line = Vec::new();
+    let mut received: Option<OwnedFd> = None;
+    let mut buffer = [0u8; 4096];
+    while !line.ends_with(b"\n") {
+        if line.len() > MAX_REQUEST_BYTES {
+            return Err(ControlError::Protocol(format!(
+                "request longer than {MAX_REQUEST_BYTES} bytes"
+            )));
+        }
+        let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+        let mut iov = [io::IoSliceMut::new(&mut buffer)];
+        let message = recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(|e| io_error(e.into()))?;
+        let n = message.bytes;
+        for control in message.cmsgs().map_err(|e| io_error(e.into()))? {
+            if let ControlMessageOwned::ScmRights(fds) = control {
+                for fd in fds {
+                    let owned = owned_fd(fd);
+                    if received.is_none() {
+                        received = Some(owned);
+                    }
+                }
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        line.extend_from_slice(&buffer[..n]);
+    }
+    let request = serde_json::from_slice(&line)
+        .map_err(|e| ControlError::Protocol(format!("bad request: {e}")))?;
+    Ok((request, received))
+}
+
+/// Writes the answer line.
+pub fn write_response(
+    mut stream: &StdUnixStream,
+    result: Result<serde_json::Value, String>,
+) -> io::Result<()> {
+    let response = match result {
+        Ok(ok) => ControlResponse { ok: Some(ok), error: None },
+        Err(error) => ControlResponse { ok: None, error: Some(error) },
+    };
+    let mut line = serde_json::to_vec(&response).expect("responses serialize");
+    line.push(b'\n');
+    stream.write_all(&line)
+}
+
+fn owned_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: `fd` was just installed in this process by the kernel as part of an SCM_RIGHTS
+    // message we received; nothing else refers to it, so the OwnedFd is its only owner.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Whether the peer of `stream` may use the control socket: our own uid, or root.
+pub fn peer_allowed(stream: &StdUnixStream) -> bool {
+    let Ok(credentials) =
+        nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+    else {
+        return false;
+    };
+    let peer = credentials.uid();
+    peer == 0 || peer == nix::unistd::geteuid().as_raw()
+}

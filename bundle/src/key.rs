@@ -21,6 +21,13 @@ const MAX_KEY_FILE_LEN: u64 = 256;
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PublisherId(pub(crate) [u8; 32]);
 
+impl PublisherId {
+    /// The raw Ed25519 public key.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
 impl fmt::Display for PublisherId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&hex::encode(self.0))

@@ -245,12 +245,15 @@ pub struct RunningJail {
 }
 
 /// SIGINT, SIGTERM, SIGHUP and SIGCHLD blocked in this thread (so none is lost between clone and
-/// `wait`); unblocked on drop.
+/// `wait`); unblocked on drop. A multi-threaded supervisor (the embedded broker) takes this
+/// before starting its other threads, which inherit the mask, so that these signals reach only
+/// [`RunningJail::wait`].
 #[derive(Debug)]
-struct BlockedSignals(SigSet);
+pub struct BlockedSignals(SigSet);
 
 impl BlockedSignals {
-    fn block() -> Result<BlockedSignals, LaunchError> {
+    /// Blocks the supervisor's signals in the calling thread.
+    pub fn block() -> Result<BlockedSignals, LaunchError> {
         let mut set = SigSet::empty();
         for signal in FORWARDED.iter().chain([&Signal::SIGCHLD]) {
             set.add(*signal);
@@ -629,37 +632,69 @@ impl RunningJail {
     }
 
     /// Waits for the app to end, forwarding SIGINT, SIGTERM and SIGHUP to the jail's init, which
-    /// relays them to the app (see `init`).
+    /// relays them to the app (see `init`). For the thread that owns the process's signals (see
+    /// [`BlockedSignals`]).
     pub fn wait(mut self) -> Result<AppExit, LaunchError> {
         let init = Pid::from_raw(self.facts.pid);
         let waiting_for = self.signals.0;
         let init_exit = loop {
-            match waitpid(init, Some(WaitPidFlag::WNOHANG)).map_err(LaunchError::Wait)? {
-                WaitStatus::Exited(_, code) => break AppExit::Exited(code),
-                WaitStatus::Signaled(_, signal, _) => break AppExit::Signaled(signal as i32),
-                _ => {}
+            if let Some(exit) = exit_of(waitpid(init, Some(WaitPidFlag::WNOHANG)))? {
+                break exit;
             }
             let signal = waiting_for.wait().map_err(LaunchError::Wait)?;
             if signal != Signal::SIGCHLD {
                 let _ = kill(init, signal);
             }
         };
+        Ok(self.ended(init_exit))
+    }
+
+    /// Waits for the app to end without handling signals: for supervisor threads of a
+    /// multi-threaded process (the broker's activated providers). Stop the app with
+    /// [`stop_jail`].
+    pub fn wait_blocking(mut self) -> Result<AppExit, LaunchError> {
+        let init = Pid::from_raw(self.facts.pid);
+        let init_exit = loop {
+            match exit_of(waitpid(init, None)) {
+                Ok(Some(exit)) => break exit,
+                Ok(None) | Err(LaunchError::Wait(nix::Error::EINTR)) => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        Ok(self.ended(init_exit))
+    }
+
+    /// After init was reaped: init's last report says how the app ended; without it (init was
+    /// killed), init's own status.
+    fn ended(&mut self, init_exit: AppExit) -> AppExit {
         self.reaped = true;
-        // Init's last line says how the app ended; without it (init killed), init's own status.
         let mut rest = String::new();
         if let Some(mut reports) = self.reports.take() {
             let _ = reports.read_to_string(&mut rest);
         }
-        let app_exit = rest
-            .lines()
+        rest.lines()
             .rev()
             .find_map(|line| match parse_report(line) {
                 Ok(Report::Exited { code }) => Some(AppExit::Exited(code)),
                 Ok(Report::Killed { signal }) => Some(AppExit::Signaled(signal)),
                 _ => None,
-            });
-        Ok(app_exit.unwrap_or(init_exit))
+            })
+            .unwrap_or(init_exit)
     }
+}
+
+fn exit_of(status: nix::Result<WaitStatus>) -> Result<Option<AppExit>, LaunchError> {
+    match status.map_err(LaunchError::Wait)? {
+        WaitStatus::Exited(_, code) => Ok(Some(AppExit::Exited(code))),
+        WaitStatus::Signaled(_, signal, _) => Ok(Some(AppExit::Signaled(signal as i32))),
+        _ => Ok(None),
+    }
+}
+
+/// Asks a jail to stop: SIGTERM to its init, which relays it to the app. `pid` is
+/// [`JailFacts::pid`].
+pub fn stop_jail(pid: i32) {
+    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
 }
 
 impl Drop for RunningJail {
