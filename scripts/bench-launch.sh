@@ -78,8 +78,8 @@ as_test_user() {
     env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$WORK/user" ELASTOS_HOME="$WORK/user/elastos" "$@"
 }
 
-say "building elastos (release)"
-(cd "$REPO_ROOT" && cargo build --release --workspace --bins)
+say "building elastos and elastos-loader (release)"
+(cd "$REPO_ROOT" && cargo build --release -p elastos -p elastos-loader --bins)
 [[ -x $ELASTOS ]] || die "$ELASTOS was not built"
 
 say "building the static test binary and its bundles in $WORK"

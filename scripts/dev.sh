@@ -102,11 +102,11 @@ prepare_target_dir() {
 }
 
 setup() {
+  cd "$REPO_ROOT" # a relative CARGO_TARGET_DIR means the same to us as to cargo
   install_missing_packages
   create_test_user
   find_cargo
   prepare_target_dir
-  cd "$REPO_ROOT"
 }
 
 # Packs examples/hello, runs it twice (its run counter lives in its persistent home), and shows

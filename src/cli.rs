@@ -39,6 +39,51 @@ pub enum Command {
     /// Show the jail a bundle would run in.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Run the broker daemon (control socket under $XDG_RUNTIME_DIR/elastos, /run/elastos as
+    /// root, $ELASTOS_HOME/run when set). Without it, `elastos run` embeds a broker.
+    Broker(BrokerArgs),
+    /// Install a bundle so the broker starts it when one of its services is looked up.
+    Install {
+        /// The bundle.
+        bundle: PathBuf,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Uninstall an app (by app id).
+    Uninstall {
+        /// The app's UUID.
+        app_id: uuid::Uuid,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// List installed apps.
+    List {
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// List running apps connected to the broker daemon.
+    Ps {
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Stop a running app (connection id or app id, see `elastos ps`).
+    Stop {
+        /// Connection id or app UUID.
+        id: String,
+    },
+    /// List services: registered providers and installed ones that can be activated.
+    Services {
+        #[command(flatten)]
+        format: FormatArg,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    /// Stop providers started on demand after this many seconds without calls or subscribers
+    /// (0: never).
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub idle_stop: u64,
 }
 
 /// Output format for machine-readable commands.

@@ -5,7 +5,12 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use elastos_broker::apps::{self, AppError, PreparedApp};
+use elastos_broker::apps::{self, AppError, AppLauncher, PreparedApp, StoreAccess};
+use elastos_broker::control::ControlRequest;
+use elastos_loader::BlockedSignals;
+use std::sync::Arc;
+
+use crate::broker_cmd::{self, BrokerLink};
 use elastos_bundle::{PublisherKey, UnpackLimits};
 use elastos_loader::{LaunchError, LaunchOptions};
 use elastos_policy::HostEnv;
@@ -46,7 +51,35 @@ impl From<AppError> for Failure {
 }
 
 pub fn try_main(cli: Cli) -> Result<u8, Failure> {
+    let state = || StateDirs::from_env().map_err(Failure::from);
     match cli.command {
+        Command::Broker(args) => broker_cmd::daemon(args, &state()?).map_err(Failure::from),
+        Command::Install { bundle, format } => {
+            broker_cmd::store_command(ControlRequest::Install { bundle }, &state()?, format.format)
+                .map_err(Failure::from)
+        }
+        Command::Uninstall { app_id, format } => broker_cmd::store_command(
+            ControlRequest::Uninstall { app_id },
+            &state()?,
+            format.format,
+        )
+        .map_err(Failure::from),
+        Command::List { format } => {
+            broker_cmd::store_command(ControlRequest::List, &state()?, format.format)
+                .map_err(Failure::from)
+        }
+        Command::Ps { format } => {
+            broker_cmd::daemon_command(ControlRequest::Ps, &state()?, format.format)
+                .map_err(Failure::from)
+        }
+        Command::Services { format } => {
+            broker_cmd::daemon_command(ControlRequest::Services, &state()?, format.format)
+                .map_err(Failure::from)
+        }
+        Command::Stop { id } => {
+            broker_cmd::daemon_command(ControlRequest::Stop { id }, &state()?, Format::Text)
+                .map_err(Failure::from)
+        }
         Command::Run(args) => run(args),
         Command::Bundle(command) => bundle(command),
         Command::Key(command) => key(command).map_err(Failure::from),
@@ -58,7 +91,7 @@ pub fn try_main(cli: Cli) -> Result<u8, Failure> {
     }
 }
 
-fn print_json(value: &impl Serialize) -> Result<()> {
+pub fn print_json(value: &impl Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value).context("encoding JSON output")?;
     println!("{text}");
     Ok(())
@@ -83,23 +116,43 @@ fn prepare(path: &Path, args: &[String], state: &StateDirs) -> Result<PreparedAp
     prepared
 }
 
-fn run(args: RunArgs) -> Result<u8, Failure> {
-    let state = StateDirs::from_env()?;
-    let plan = prepare(&args.bundle, &args.args, &state)?.plan;
-    let options = LaunchOptions {
+/// The launch options of this `elastos-loader` installation.
+pub fn launch_options(allow_without_kernel_sandbox: bool, no_cgroup: bool) -> Result<LaunchOptions> {
+    Ok(LaunchOptions {
         loader: elastos_loader::default_loader_path().context("cannot locate elastos-loader")?,
-        allow_without_kernel_sandbox: args.dangerously_run_without_kernel_sandbox,
-        no_cgroup: args.no_cgroup,
-    };
+        allow_without_kernel_sandbox,
+        no_cgroup,
+    })
+}
+
+/// What the jail takes from the host's environment.
+pub fn host_env() -> HostEnv {
+    HostEnv { lang: std::env::var("LANG").ok(), term: std::env::var("TERM").ok() }
+}
+
+fn run(args: RunArgs) -> Result<u8, Failure> {
+    // Before any other thread exists (the embedded broker's), so that only `wait` below ever
+    // receives these signals.
+    let _signals = BlockedSignals::block()?;
+    let state = StateDirs::from_env()?;
+    let prepared = prepare(&args.bundle, &args.args, &state)?;
+    let options = launch_options(args.dangerously_run_without_kernel_sandbox, args.no_cgroup)?;
     if options.allow_without_kernel_sandbox {
         tracing::warn!(
             "--dangerously-run-without-kernel-sandbox: the app may run without Landlock or seccomp"
         );
     }
-    // fd 3 of the app. Until the broker exists, the launcher holds the other end open: the app
-    // sees a connected socket that nobody answers yet.
-    let (launcher_end, app_end) = UnixStream::pair().context("cannot create the IPC socket")?;
-    let jail = elastos_loader::launch(&plan, app_end.into(), &options)?;
+    let launcher = Arc::new(AppLauncher::new(
+        state.apps.clone(),
+        StoreAccess::ReadOnly(state.broker_db.clone()),
+        options.clone(),
+        host_env(),
+    ));
+    let broker = BrokerLink::connect(&state, launcher)?;
+    // The app's fd 3; the broker gets the other end once the jail runs (what the app sends
+    // first waits in the socket until then).
+    let (broker_end, app_end) = UnixStream::pair().context("cannot create the IPC socket")?;
+    let jail = elastos_loader::launch(&prepared.plan, app_end.into(), &options)?;
     let facts = jail.facts();
     tracing::info!(
         pid = facts.pid,
@@ -109,8 +162,8 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         limits = ?facts.limits,
         "app started"
     );
+    broker.attach(broker_end, prepared.identity(), facts.pid as u32)?;
     let exit = jail.wait()?;
-    drop(launcher_end);
     tracing::debug!(?exit, "app ended");
     Ok(u8::try_from(exit.code()).unwrap_or(exit::ELASTOS_FAILED))
 }

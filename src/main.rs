@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod broker_cmd;
 mod cli;
 mod commands;
 mod state;

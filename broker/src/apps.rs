@@ -2,14 +2,20 @@
 //! on-demand activation. `elastos run` and the broker's activation of installed providers share
 //! this one path, so an activated provider is jailed exactly like an app started by hand.
 
+use std::collections::HashMap;
 use std::fs;
+use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use elastos_bundle::{BundleError, UnpackLimits, VerifiedBundle};
-use elastos_loader::LaunchError;
+use elastos_loader::{stop_jail, LaunchError, LaunchOptions};
 use elastos_policy::{HostEnv, JailPlan, Manifest, PolicyError};
+use uuid::Uuid;
 
 use crate::store::{now_secs, InstalledApp, Store, StoreError};
+use crate::{ActivationError, Activator, AppIdentity, BoxFuture, Broker, InstanceId, Origin};
 
 /// Where apps' files live on the host.
 #[derive(Debug, Clone)]
@@ -59,8 +65,14 @@ impl AppError {
     /// The podman-style exit code: 127 entry not found, 126 entry not executable, 125 else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            AppError::Bundle { source: BundleError::EntryMissing { .. }, .. } => 127,
-            AppError::Bundle { source: BundleError::EntryNotExecutable { .. }, .. } => 126,
+            AppError::Bundle {
+                source: BundleError::EntryMissing { .. },
+                ..
+            } => 127,
+            AppError::Bundle {
+                source: BundleError::EntryNotExecutable { .. },
+                ..
+            } => 126,
             AppError::Launch(launch) => launch.exit_code(),
             _ => 125,
         }
@@ -81,17 +93,27 @@ pub struct PreparedApp {
 }
 
 fn bundle_error(path: &Path) -> impl FnOnce(BundleError) -> AppError + '_ {
-    move |source| AppError::Bundle { path: path.into(), source }
+    move |source| AppError::Bundle {
+        path: path.into(),
+        source,
+    }
 }
 
 fn dir_error(path: &Path) -> impl FnOnce(std::io::Error) -> AppError + '_ {
-    move |source| AppError::Dir { path: path.into(), source }
+    move |source| AppError::Dir {
+        path: path.into(),
+        source,
+    }
 }
 
 /// Creates `dir` (and parents), the last component with mode 0700.
 pub fn create_private_dir(dir: &Path) -> Result<(), AppError> {
     use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(dir_error(dir))
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(dir_error(dir))
 }
 
 /// Verifies `bundle` (digest and signature, before anything of it is used), unpacks it once into
@@ -155,10 +177,184 @@ pub fn install(bundle: &Path, dirs: &AppDirs, store: &Store) -> Result<Installed
 }
 
 /// Removes an installed app from `store` and deletes the broker's copy of its bundle.
-pub fn uninstall(app_id: uuid::Uuid, store: &Store) -> Result<InstalledApp, AppError> {
+pub fn uninstall(app_id: Uuid, store: &Store) -> Result<InstalledApp, AppError> {
     let app = store.uninstall(app_id)?;
     if let Err(e) = fs::remove_file(&app.bundle) {
         tracing::warn!(bundle = %app.bundle.display(), error = %e, "could not delete installed bundle copy");
     }
     Ok(app)
+}
+
+impl PreparedApp {
+    /// The identity the broker gives the app's connection: all of it from the verified bundle.
+    pub fn identity(&self) -> AppIdentity {
+        AppIdentity {
+            app_id: self.manifest.id(),
+            name: self.manifest.name().to_string(),
+            publisher: self.publisher,
+            provides: self.manifest.provides().to_vec(),
+            uses: self.manifest.uses().to_vec(),
+        }
+    }
+}
+
+/// How an [`AppLauncher`] reaches the installed apps.
+#[derive(Debug, Clone)]
+pub enum StoreAccess {
+    /// The daemon's own database (it holds the only writer).
+    Shared(Arc<Store>),
+    /// Open read-only at each activation (a broker embedded in `elastos run`, next to a writer).
+    ReadOnly(PathBuf),
+}
+
+/// Starts installed apps in jails when the broker needs one of their services, and stops them.
+///
+/// Each activated app is launched and supervised by a thread of its own: the kernel kills a
+/// jail when the thread that started it ends (PR_SET_PDEATHSIG), so that thread lives exactly
+/// as long as the app.
+pub struct AppLauncher {
+    dirs: AppDirs,
+    store: StoreAccess,
+    options: LaunchOptions,
+    host: HostEnv,
+    next_instance: AtomicU64,
+    running: Mutex<HashMap<InstanceId, i32>>,
+}
+
+impl AppLauncher {
+    /// A launcher for the apps of `store`, with the launch `options` of `elastos run`.
+    pub fn new(
+        dirs: AppDirs,
+        store: StoreAccess,
+        options: LaunchOptions,
+        host: HostEnv,
+    ) -> AppLauncher {
+        AppLauncher {
+            dirs,
+            store,
+            options,
+            host,
+            next_instance: AtomicU64::new(1),
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn provider_of(&self, service: Uuid) -> Result<Option<InstalledApp>, StoreError> {
+        match &self.store {
+            StoreAccess::Shared(store) => store.provider_of(service),
+            StoreAccess::ReadOnly(path) => match Store::open_read_only(path)? {
+                Some(store) => store.provider_of(service),
+                None => Ok(None),
+            },
+        }
+    }
+
+    fn record_activation(&self, app_id: Uuid) {
+        if let StoreAccess::Shared(store) = &self.store {
+            if let Err(e) = store.record_activation(app_id) {
+                tracing::warn!(app = %app_id, error = %e, "could not record the activation");
+            }
+        }
+    }
+}
+
+/// What the supervisor thread hands back once the jail runs.
+type Started = Result<(StdUnixStream, AppIdentity, u32), String>;
+
+impl Activator for Arc<AppLauncher> {
+    fn activate(
+        &self,
+        broker: Broker,
+        service: Uuid,
+    ) -> BoxFuture<'static, Result<(), ActivationError>> {
+        let launcher = Arc::clone(self);
+        Box::pin(async move {
+            let failed = |reason: String| ActivationError::Failed { service, reason };
+            let app = launcher
+                .provider_of(service)
+                .map_err(|e| failed(e.to_string()))?
+                .ok_or(ActivationError::NotInstalled { service })?;
+            let instance = InstanceId(launcher.next_instance.fetch_add(1, Ordering::Relaxed));
+            let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Started>();
+            let supervisor = Arc::clone(&launcher);
+            let name = format!("elastos-app-{}", app.name);
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || supervisor.supervise(app, instance, started_tx))
+                .map_err(|e| failed(format!("cannot start a supervisor thread: {e}")))?;
+            let (stream, identity, pid) = started_rx
+                .await
+                .map_err(|_| failed("the supervisor thread ended".into()))?
+                .map_err(failed)?;
+            let stream = stream
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::UnixStream::from_std(stream))
+                .map_err(|e| failed(format!("cannot use the app's socket: {e}")))?;
+            broker.attach(
+                stream,
+                identity,
+                Origin::Activated {
+                    instance,
+                    pid: Some(pid),
+                },
+            );
+            Ok(())
+        })
+    }
+
+    fn stop(&self, instance: InstanceId) {
+        if let Some(pid) = self.running.lock().expect("not poisoned").get(&instance) {
+            stop_jail(*pid);
+        }
+    }
+}
+
+impl AppLauncher {
+    /// The supervisor thread of one activated app: prepare, launch, report, wait.
+    fn supervise(
+        &self,
+        app: InstalledApp,
+        instance: InstanceId,
+        started: tokio::sync::oneshot::Sender<Started>,
+    ) {
+        let launched = (|| {
+            let prepared = prepare(&app.bundle, &[], &self.dirs, &self.host)?;
+            let (broker_end, app_end) = StdUnixStream::pair().map_err(|source| AppError::Dir {
+                path: app.bundle.clone(),
+                source,
+            })?;
+            let jail = elastos_loader::launch(&prepared.plan, app_end.into(), &self.options)?;
+            Ok::<_, AppError>((broker_end, prepared.identity(), jail))
+        })();
+        let jail = match launched {
+            Err(e) => {
+                tracing::warn!(app = %app.app_id, error = %e, "activation failed");
+                let _ = started.send(Err(e.to_string()));
+                return;
+            }
+            Ok((stream, identity, jail)) => {
+                let pid = jail.facts().pid;
+                self.running
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(instance, pid);
+                self.record_activation(app.app_id);
+                tracing::info!(app = %app.app_id, name = %app.name, pid, %instance, "activated");
+                if started.send(Ok((stream, identity, pid as u32))).is_err() {
+                    // Nobody waits any more (the activation timed out): do not leave it running.
+                    stop_jail(pid);
+                }
+                jail
+            }
+        };
+        match jail.wait_blocking() {
+            Ok(exit) => {
+                tracing::info!(app = %app.app_id, %instance, code = exit.code(), "activated app ended")
+            }
+            Err(e) => {
+                tracing::warn!(app = %app.app_id, %instance, error = %e, "waiting for activated app")
+            }
+        }
+        self.running.lock().expect("not poisoned").remove(&instance);
+    }
 }

@@ -17,6 +17,9 @@ use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, Ms
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::store::InstalledApp;
+use crate::{AppIdentity, AppSnapshot, Broker, Origin, ServiceState};
+
 /// Longest request line accepted, in bytes.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
@@ -40,7 +43,10 @@ pub struct IdentityWire {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ControlRequest {
     /// Serve the app connection passed along (SCM_RIGHTS) as `identity`; `pid` is its jail's.
-    Attach { identity: IdentityWire, pid: Option<u32> },
+    Attach {
+        identity: IdentityWire,
+        pid: Option<u32>,
+    },
     /// Install the bundle at this path (the daemon reads it).
     Install { bundle: PathBuf },
     /// Uninstall an app.
@@ -102,7 +108,9 @@ pub struct ControlClient {
 impl ControlClient {
     /// A client for the daemon at `path`, if one is listening there.
     pub fn connect(path: &Path) -> Option<ControlClient> {
-        StdUnixStream::connect(path).ok().map(|_| ControlClient { path: path.into() })
+        StdUnixStream::connect(path)
+            .ok()
+            .map(|_| ControlClient { path: path.into() })
     }
 
     /// Sends `request` (with `fd` as SCM_RIGHTS, if any) and returns the daemon's result.
@@ -111,18 +119,26 @@ impl ControlClient {
         request: &ControlRequest,
         fd: Option<RawFd>,
     ) -> Result<serde_json::Value, ControlError> {
-        let io_error = |source| ControlError::Io { path: self.path.clone(), source };
+        let io_error = |source| ControlError::Io {
+            path: self.path.clone(),
+            source,
+        };
         let stream = StdUnixStream::connect(&self.path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
-                ControlError::NotRunning { path: self.path.clone() }
+                ControlError::NotRunning {
+                    path: self.path.clone(),
+                }
             }
             _ => io_error(e),
         })?;
         let mut line = serde_json::to_vec(request).expect("requests serialize");
         line.push(b'\n');
         let fds: Vec<RawFd> = fd.into_iter().collect();
-        let control: Vec<ControlMessage> =
-            if fds.is_empty() { vec![] } else { vec![ControlMessage::ScmRights(&fds)] };
+        let control: Vec<ControlMessage> = if fds.is_empty() {
+            vec![]
+        } else {
+            vec![ControlMessage::ScmRights(&fds)]
+        };
         let sent = sendmsg::<()>(
             stream.as_raw_fd(),
             &[io::IoSlice::new(&line)],
@@ -135,7 +151,9 @@ impl ControlClient {
             (&stream).write_all(&line[sent..]).map_err(io_error)?;
         }
         let mut answer = String::new();
-        BufReader::new(&stream).read_line(&mut answer).map_err(io_error)?;
+        BufReader::new(&stream)
+            .read_line(&mut answer)
+            .map_err(io_error)?;
         let response: ControlResponse = serde_json::from_str(&answer)
             .map_err(|e| ControlError::Protocol(format!("{e}: {answer:?}")))?;
         match (response.ok, response.error) {
@@ -151,7 +169,10 @@ impl ControlClient {
 pub fn read_request(
     stream: &StdUnixStream,
 ) -> Result<(ControlRequest, Option<OwnedFd>), ControlError> {
-    let io_error = |source| ControlError::Io { path: PathBuf::from("(peer)"), source };
+    let io_error = |source| ControlError::Io {
+        path: PathBuf::from("(peer)"),
+        source,
+    };
     let mut line = Vec::new();
     let mut received: Option<OwnedFd> = None;
     let mut buffer = [0u8; 4096];
@@ -197,8 +218,14 @@ pub fn write_response(
     result: Result<serde_json::Value, String>,
 ) -> io::Result<()> {
     let response = match result {
-        Ok(ok) => ControlResponse { ok: Some(ok), error: None },
-        Err(error) => ControlResponse { ok: None, error: Some(error) },
+        Ok(ok) => ControlResponse {
+            ok: Some(ok),
+            error: None,
+        },
+        Err(error) => ControlResponse {
+            ok: None,
+            error: Some(error),
+        },
     };
     let mut line = serde_json::to_vec(&response).expect("responses serialize");
     line.push(b'\n');
@@ -220,4 +247,160 @@ pub fn peer_allowed(stream: &StdUnixStream) -> bool {
     };
     let peer = credentials.uid();
     peer == 0 || peer == nix::unistd::geteuid().as_raw()
+}
+
+impl From<AppIdentity> for IdentityWire {
+    fn from(identity: AppIdentity) -> Self {
+        IdentityWire {
+            app_id: identity.app_id,
+            name: identity.name,
+            publisher: hex(&identity.publisher),
+            provides: identity.provides,
+            uses: identity.uses,
+        }
+    }
+}
+
+impl TryFrom<IdentityWire> for AppIdentity {
+    type Error = ControlError;
+
+    fn try_from(wire: IdentityWire) -> Result<Self, Self::Error> {
+        let bad = || {
+            ControlError::Protocol(format!(
+                "publisher must be 64 hex digits, found {:?}",
+                wire.publisher
+            ))
+        };
+        if wire.publisher.len() != 64 {
+            return Err(bad());
+        }
+        let mut publisher = [0u8; 32];
+        for (i, byte) in publisher.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(wire.publisher.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+                .map_err(|_| bad())?;
+        }
+        Ok(AppIdentity {
+            app_id: wire.app_id,
+            name: wire.name,
+            publisher,
+            provides: wire.provides,
+            uses: wire.uses,
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A running app as `elastos ps` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppView {
+    /// Connection id (what `elastos stop` takes, as does the app id).
+    pub id: u64,
+    /// The app's UUID.
+    pub app_id: Uuid,
+    /// The app's name.
+    pub name: String,
+    /// Host pid of the jail's init, when known.
+    pub pid: Option<u32>,
+    /// `launched` (elastos run) or `activated` (on demand).
+    pub origin: String,
+    /// Seconds since it connected.
+    pub uptime_secs: u64,
+    /// Services it has registered.
+    pub services: Vec<Uuid>,
+}
+
+impl From<&AppSnapshot> for AppView {
+    fn from(app: &AppSnapshot) -> Self {
+        AppView {
+            id: app.id.0,
+            app_id: app.app_id,
+            name: app.name.clone(),
+            pid: app.origin.pid(),
+            origin: match app.origin {
+                Origin::Launched { .. } => "launched".into(),
+                Origin::Activated { .. } => "activated".into(),
+            },
+            uptime_secs: app.since.elapsed().map(|d| d.as_secs()).unwrap_or(0),
+            services: app.services.clone(),
+        }
+    }
+}
+
+/// A service as `elastos services` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceView {
+    /// The service UUID.
+    pub service: Uuid,
+    /// `registered`, `activating` or `installed` (not running; started on first use).
+    pub state: String,
+    /// The providing app's UUID.
+    pub provider_app: Option<Uuid>,
+    /// The providing app's name.
+    pub provider_name: Option<String>,
+    /// The provider's connection id, when registered.
+    pub connection: Option<u64>,
+    /// Methods registered.
+    pub methods: Vec<String>,
+    /// Topics registered.
+    pub topics: Vec<String>,
+    /// Subscriptions to its topics.
+    pub subscribers: usize,
+}
+
+/// The services a broker knows, plus the installed ones it would activate.
+pub fn service_views(broker: &Broker, installed: &[InstalledApp]) -> Vec<ServiceView> {
+    let mut views: Vec<ServiceView> = broker
+        .services()
+        .into_iter()
+        .map(|s| match s.state {
+            ServiceState::Registered {
+                provider,
+                app_id,
+                name,
+                methods,
+                topics,
+                subscribers,
+            } => ServiceView {
+                service: s.service,
+                state: "registered".into(),
+                provider_app: Some(app_id),
+                provider_name: Some(name),
+                connection: Some(provider.0),
+                methods,
+                topics,
+                subscribers,
+            },
+            _ => ServiceView {
+                service: s.service,
+                state: "activating".into(),
+                provider_app: None,
+                provider_name: None,
+                connection: None,
+                methods: vec![],
+                topics: vec![],
+                subscribers: 0,
+            },
+        })
+        .collect();
+    for app in installed {
+        for service in &app.provides {
+            if !views.iter().any(|v| v.service == *service) {
+                views.push(ServiceView {
+                    service: *service,
+                    state: "installed".into(),
+                    provider_app: Some(app.app_id),
+                    provider_name: Some(app.name.clone()),
+                    connection: None,
+                    methods: vec![],
+                    topics: vec![],
+                    subscribers: 0,
+                });
+            }
+        }
+    }
+    views.sort_by_key(|v| v.service);
+    views
 }

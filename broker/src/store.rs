@@ -116,7 +116,10 @@ pub enum StoreError {
 }
 
 fn io(what: &'static str) -> impl Fn(rocksdb::Error) -> StoreError {
-    move |e| StoreError::Io { what, message: e.into_string() }
+    move |e| StoreError::Io {
+        what,
+        message: e.into_string(),
+    }
 }
 
 /// The broker's database.
@@ -126,13 +129,18 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.db.path()).finish()
+        f.debug_struct("Store")
+            .field("path", &self.db.path())
+            .finish()
     }
 }
 
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Store {
@@ -147,10 +155,14 @@ impl Store {
         options.set_keep_log_file_num(2);
         let families = [APPS, SERVICES, RECORDS]
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-        let db = DB::open_cf_descriptors(&options, path, families)
-            .map_err(|e| open_error(path, e))?;
+        let db =
+            DB::open_cf_descriptors(&options, path, families).map_err(|e| open_error(path, e))?;
         let store = Store { db };
-        match store.db.get(SCHEMA_KEY).map_err(io("reading the schema version"))? {
+        match store
+            .db
+            .get(SCHEMA_KEY)
+            .map_err(io("reading the schema version"))?
+        {
             None => store
                 .db
                 .put(SCHEMA_KEY, SCHEMA_VERSION.to_string())
@@ -186,8 +198,16 @@ impl Store {
         })
     }
 
-    fn get<T: DeserializeOwned>(&self, table: &'static str, key: &[u8]) -> Result<Option<T>, StoreError> {
-        let Some(bytes) = self.db.get_cf(self.family(table)?, key).map_err(io("reading"))? else {
+    fn get<T: DeserializeOwned>(
+        &self,
+        table: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        let Some(bytes) = self
+            .db
+            .get_cf(self.family(table)?, key)
+            .map_err(io("reading"))?
+        else {
             return Ok(None);
         };
         decode(table, key, &bytes).map(Some)
@@ -204,14 +224,21 @@ impl Store {
             }
         }
         for service in &app.provides {
-            if let Some(provider) = self.db.get_cf(services, service.as_bytes()).map_err(io("reading"))? {
+            if let Some(provider) = self
+                .db
+                .get_cf(services, service.as_bytes())
+                .map_err(io("reading"))?
+            {
                 let provider = Uuid::from_slice(&provider).map_err(|e| StoreError::Corrupt {
                     table: SERVICES,
                     key: hex(service.as_bytes()),
                     message: e.to_string(),
                 })?;
                 if provider != app.app_id {
-                    return Err(StoreError::ServiceTaken { service: *service, provider });
+                    return Err(StoreError::ServiceTaken {
+                        service: *service,
+                        provider,
+                    });
                 }
             }
             batch.put_cf(services, service.as_bytes(), app.app_id.as_bytes());
@@ -254,7 +281,11 @@ impl Store {
     /// The installed app that provides `service`, if any.
     pub fn provider_of(&self, service: Uuid) -> Result<Option<InstalledApp>, StoreError> {
         let services = self.family(SERVICES)?;
-        let Some(app_id) = self.db.get_cf(services, service.as_bytes()).map_err(io("reading"))? else {
+        let Some(app_id) = self
+            .db
+            .get_cf(services, service.as_bytes())
+            .map_err(io("reading"))?
+        else {
             return Ok(None);
         };
         let app_id = Uuid::from_slice(&app_id).map_err(|e| StoreError::Corrupt {
@@ -293,10 +324,18 @@ fn open_error(path: &Path, error: rocksdb::Error) -> StoreError {
     } else {
         "check that the directory exists and is writable by this user"
     };
-    StoreError::Open { path: path.into(), message, hint }
+    StoreError::Open {
+        path: path.into(),
+        message,
+        hint,
+    }
 }
 
-fn decode<T: DeserializeOwned>(table: &'static str, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+fn decode<T: DeserializeOwned>(
+    table: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         table,
         key: hex(key),
@@ -338,13 +377,23 @@ mod tests {
         }
         let store = Store::open(&path).unwrap();
         assert_eq!(store.installed().unwrap().len(), 2);
-        assert_eq!(store.provider_of(Uuid::from_u128(11)).unwrap().unwrap().app_id, Uuid::from_u128(1));
+        assert_eq!(
+            store
+                .provider_of(Uuid::from_u128(11))
+                .unwrap()
+                .unwrap()
+                .app_id,
+            Uuid::from_u128(1)
+        );
         assert_eq!(store.provider_of(Uuid::from_u128(99)).unwrap(), None);
         assert_eq!(store.record(Uuid::from_u128(1)).unwrap().activations, 1);
         let removed = store.uninstall(Uuid::from_u128(1)).unwrap();
         assert_eq!(removed.provides.len(), 2);
         assert_eq!(store.provider_of(Uuid::from_u128(10)).unwrap(), None);
-        assert!(matches!(store.uninstall(Uuid::from_u128(1)), Err(StoreError::NotInstalled(_))));
+        assert!(matches!(
+            store.uninstall(Uuid::from_u128(1)),
+            Err(StoreError::NotInstalled(_))
+        ));
     }
 
     #[test]
@@ -353,7 +402,9 @@ mod tests {
         let store = Store::open(&dir.path().join("db")).unwrap();
         store.install(&app(1, &[10])).unwrap();
         let err = store.install(&app(2, &[10])).unwrap_err();
-        assert!(matches!(err, StoreError::ServiceTaken { provider, .. } if provider == Uuid::from_u128(1)));
+        assert!(
+            matches!(err, StoreError::ServiceTaken { provider, .. } if provider == Uuid::from_u128(1))
+        );
         // Reinstalling the same app (new version) is fine and may change its services.
         store.install(&app(1, &[11])).unwrap();
         assert_eq!(store.provider_of(Uuid::from_u128(10)).unwrap(), None);
@@ -370,7 +421,9 @@ mod tests {
         assert!(err.to_string().contains("elastos broker"), "{err}");
         let reader = Store::open_read_only(&path).unwrap().unwrap();
         assert_eq!(reader.installed().unwrap().len(), 1);
-        assert!(Store::open_read_only(&dir.path().join("absent")).unwrap().is_none());
+        assert!(Store::open_read_only(&dir.path().join("absent"))
+            .unwrap()
+            .is_none());
     }
 
     #[test]
@@ -389,8 +442,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
         let apps = store.family(APPS).unwrap();
-        store.db.put_cf(apps, Uuid::from_u128(5).as_bytes(), b"{not json").unwrap();
+        store
+            .db
+            .put_cf(apps, Uuid::from_u128(5).as_bytes(), b"{not json")
+            .unwrap();
         let err = store.installed().unwrap_err();
-        assert!(matches!(err, StoreError::Corrupt { table: APPS, .. }), "{err}");
+        assert!(
+            matches!(err, StoreError::Corrupt { table: APPS, .. }),
+            "{err}"
+        );
     }
 }

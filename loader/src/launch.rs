@@ -263,6 +263,14 @@ impl BlockedSignals {
     }
 }
 
+impl BlockedSignals {
+    /// Waits for the next of the blocked signals (for a supervisor that has no jail to wait for,
+    /// such as the broker daemon waiting for SIGTERM).
+    pub fn next(&self) -> Result<Signal, LaunchError> {
+        self.0.wait().map_err(LaunchError::Wait)
+    }
+}
+
 impl Drop for BlockedSignals {
     fn drop(&mut self) {
         let _ = self.0.thread_unblock();
