@@ -244,6 +244,7 @@ pub fn store_command(request: ControlRequest, state: &StateDirs, format: Format)
     let value = match ControlClient::connect(&state.control_socket) {
         Some(client) => client.request(&request, None)?,
         None => {
+            let request = request.clone();
             let store = Store::open(&state.broker_db)?;
             let dirs = &state.apps;
             match request {
@@ -260,7 +261,7 @@ pub fn store_command(request: ControlRequest, state: &StateDirs, format: Format)
     };
     match format {
         Format::Json => print_json(&value)?,
-        Format::Text => print_text(&value),
+        Format::Text => print_text(&request, &value),
     }
     Ok(0)
 }
@@ -278,34 +279,70 @@ pub fn daemon_command(request: ControlRequest, state: &StateDirs, format: Format
     let value = client.request(&request, None)?;
     match format {
         Format::Json => print_json(&value)?,
-        Format::Text => print_text(&value),
+        Format::Text => print_text(&request, &value),
     }
     Ok(0)
 }
 
-/// A table for people: one line per object, `key=value` pairs.
-fn print_text(value: &serde_json::Value) {
+/// Columns (header, JSON field) of each listing, for people.
+fn columns(request: &ControlRequest) -> &'static [(&'static str, &'static str)] {
+    match request {
+        ControlRequest::Ps | ControlRequest::Stop { .. } => &[
+            ("ID", "id"),
+            ("APP ID", "app_id"),
+            ("NAME", "name"),
+            ("PID", "pid"),
+            ("ORIGIN", "origin"),
+            ("UPTIME", "uptime_secs"),
+            ("SERVICES", "services"),
+        ],
+        ControlRequest::Services => &[
+            ("SERVICE", "service"),
+            ("STATE", "state"),
+            ("PROVIDER", "provider_name"),
+            ("CONNECTION", "connection"),
+            ("METHODS", "methods"),
+            ("TOPICS", "topics"),
+            ("SUBSCRIBERS", "subscribers"),
+        ],
+        _ => &[
+            ("APP ID", "app_id"),
+            ("NAME", "name"),
+            ("VERSION", "version"),
+            ("PROVIDES", "provides"),
+            ("USES", "uses"),
+        ],
+    }
+}
+
+/// A table for people, podman style: a header and aligned columns.
+fn print_text(request: &ControlRequest, value: &serde_json::Value) {
     let rows: Vec<&serde_json::Value> = match value {
         serde_json::Value::Array(rows) => rows.iter().collect(),
         other => vec![other],
     };
-    if rows.is_empty() {
-        println!("(none)");
-    }
-    for row in rows {
-        match row {
-            serde_json::Value::Object(fields) => {
-                let line: Vec<String> = fields
-                    .iter()
-                    .map(|(k, v)| match v {
-                        serde_json::Value::String(s) => format!("{k}={s}"),
-                        other => format!("{k}={other}"),
-                    })
-                    .collect();
-                println!("{}", line.join("  "));
-            }
-            other => println!("{other}"),
-        }
+    let columns = columns(request);
+    let cell = |row: &serde_json::Value, field: &str| match &row[field] {
+        serde_json::Value::Null => "-".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(items) if items.is_empty() => "-".to_string(),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
+    };
+    let header = columns.iter().map(|(h, _)| h.to_string()).collect();
+    let table: Vec<Vec<String>> = std::iter::once(header)
+        .chain(rows.iter().map(|row| columns.iter().map(|(_, f)| cell(row, f)).collect()))
+        .collect();
+    let widths: Vec<usize> = (0..columns.len())
+        .map(|c| table.iter().map(|row| row[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in &table {
+        let line: Vec<String> =
+            row.iter().zip(&widths).map(|(text, width)| format!("{text:<width$}")).collect();
+        println!("{}", line.join("  ").trim_end());
     }
 }
-
