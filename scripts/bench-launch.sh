@@ -7,9 +7,10 @@
 #    `pause` it sleeps until killed. Packs it as a bundle, an OCI bundle and a bwrap command line
 #    with the same mounts as the elastos jail.
 # 2. One hyperfine run as root, every row side by side: plain exec (the floor), `elastos run` (bundle
-#    cache warm; with its cgroup, and with --no-cgroup, rlimits only), bwrap, and crun. crun refuses this machine's hybrid cgroups, so each crun launch
-#    runs inside `unshare -m` with the cgroup2 mount detached; the same wrapper around plain exec is
-#    measured too, and its cost is subtracted in a derived row.
+#    cache warm; with its cgroup, and with --no-cgroup, rlimits only), bwrap, and crun. crun refuses
+#    this machine's hybrid cgroups, so each crun launch runs inside `unshare -m` with the cgroup2
+#    mount detached; the same wrapper around plain exec is measured too, and its cost is subtracted
+#    in a derived row.
 # 3. A second hyperfine run as the unprivileged user elastos-test: plain exec, elastos, bwrap.
 # 4. Idle memory: starts IDLE_APPS sleeping apps under elastos (and under bwrap, for comparison)
 #    and sums the proportional set size (Pss, /proc/PID/smaps_rollup) of each launcher and of its
@@ -68,6 +69,12 @@ stop_idle_apps() {
 }
 cleanup() {
   stop_idle_apps 2>/dev/null
+  # Anything left that runs from $WORK (e.g. the child of a launcher killed for hanging) is ours.
+  local leftovers
+  mapfile -t leftovers < <(pgrep -f -- "$WORK" || true)
+  if ((${#leftovers[@]})); then
+    kill -KILL "${leftovers[@]}" 2>/dev/null || true
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -128,13 +135,12 @@ mv "$WORK/oci/config.json.new" "$WORK/oci/config.json"
 # /etc files, the app read-only at /app, a writable home, private /tmp, /proc and a minimal /dev.
 bwrap_cmd() {
   local home=$1
-  shift
   echo "bwrap --unshare-all --die-with-parent --uid 1000 --gid 1000 --hostname elastos" \
     "--ro-bind /usr /usr --symlink usr/lib /lib --symlink usr/lib64 /lib64" \
     "--symlink usr/bin /bin --symlink usr/sbin /sbin" \
     "--ro-bind /etc/ld.so.cache /etc/ld.so.cache --ro-bind /etc/localtime /etc/localtime" \
     "--ro-bind $WORK/app /app --bind $home /home/app --tmpfs /tmp --proc /proc --dev /dev" \
-    "--chdir /home/app --setenv HOME /home/app /app/true $*"
+    "--chdir /home/app --setenv HOME /home/app /app/true"
 }
 # crun refuses hybrid cgroups: detach the cgroup2 mount in a private mount namespace first. The
 # container id uses the shell's pid ($$), unique among live processes; crun run deletes the
@@ -154,13 +160,16 @@ BWRAP_USER=$(bwrap_cmd "$WORK/user/home")
 CRUN=$(wrapped "crun run --bundle $WORK/oci bench-\$\$")
 PLAIN_WRAPPED=$(wrapped "$PLAIN")
 
+# hyperfine waits forever for a command that hangs, so each one is tried first, with a deadline.
 say "checking every command once (this also warms elastos's bundle cache)"
 export ELASTOS_HOME=$WORK/root-elastos
 for cmd in "$PLAIN" "$ELASTOS_RUN" "$ELASTOS_RUN_NO_CGROUP" "$BWRAP_ROOT" "$CRUN" "$PLAIN_WRAPPED"; do
-  sh -c "$cmd" || die "this command failed (exit $?): $cmd"
+  timeout --kill-after=2 20 sh -c "exec $cmd" ||
+    die "this command failed (exit $?; 124 or 137: still running after 20 s): $cmd"
 done
 for cmd in "$PLAIN" "$ELASTOS_RUN" "$BWRAP_USER"; do
-  as_test_user sh -c "$cmd" || die "this command failed as $TEST_USER (exit $?): $cmd"
+  as_test_user timeout --kill-after=2 20 sh -c "exec $cmd" ||
+    die "this command failed as $TEST_USER (exit $?; 124 or 137: still running after 20 s): $cmd"
 done
 
 mkdir -p "$BENCH_OUT"

@@ -12,17 +12,22 @@ set -euo pipefail
 
 # Every Debian package the build, the tests and the benchmarks need. Add new ones here.
 DEBIAN_PACKAGES=(
-  gcc        # cc for build scripts; gcc -static for test and benchmark binaries
-  libc6-dev  # libc.a for gcc -static
+  gcc            # cc for build scripts; gcc -static for test and benchmark binaries
+  libc6-dev      # libc.a for gcc -static
+  g++            # libstdc++, which librocksdb.a needs at link time
   pkg-config
-  bubblewrap # peer for tests and benchmarks
-  crun       # peer for benchmarks
-  hyperfine  # benchmarks
-  jq         # benchmarks: edits the OCI spec, reads hyperfine's JSON
-  iproute2   # ip(8), to inspect network namespaces
-  util-linux # setpriv, unshare, nsenter
-  passwd     # useradd
-  procps     # ps, pgrep
+  librocksdb-dev # the broker's store, linked statically (see .cargo/config.toml); brings the
+                 # static archives of the compression libraries it was built with
+  libclang-dev   # bindgen, for librocksdb-sys's bindings
+  bubblewrap     # peer for tests and benchmarks
+  crun           # peer for benchmarks
+  hyperfine      # benchmarks
+  jq             # benchmarks: edits the OCI spec, reads hyperfine's JSON
+  dbus           # benchmarks: dbus-daemon, the broker's peer in scripts/bench-broker.sh
+  iproute2       # ip(8), to inspect network namespaces
+  util-linux     # setpriv, unshare, nsenter
+  passwd         # useradd
+  procps         # ps, pgrep
 )
 
 # The unprivileged user the tests run jailed apps as.

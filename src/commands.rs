@@ -5,20 +5,19 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use elastos_broker::apps::{self, AppError, AppLauncher, PreparedApp, StoreAccess};
+use elastos_broker::apps::{self, AppError, AppLauncher, PreparedApp};
 use elastos_broker::control::ControlRequest;
+use elastos_broker::paths::{PathsError, StateDirs};
 use elastos_loader::BlockedSignals;
 use std::sync::Arc;
 
 use crate::broker_cmd::{self, BrokerLink};
 use elastos_bundle::{PublisherKey, UnpackLimits};
-use elastos_loader::{LaunchError, LaunchOptions};
-use elastos_policy::HostEnv;
+use elastos_loader::LaunchError;
 use serde::Serialize;
 
 use crate::cli::{BundleCommand, Cli, Command, Format, KeyCommand, PolicyCommand, RunArgs};
 use crate::exit;
-use crate::state::StateDirs;
 
 /// A failed command: the error to print and the exit code.
 pub struct Failure {
@@ -29,7 +28,10 @@ pub struct Failure {
 impl From<anyhow::Error> for Failure {
     fn from(error: anyhow::Error) -> Self {
         // Entry problems surface from the bundle (at unpack) or from the loader (at exec).
-        let code = match (error.downcast_ref::<AppError>(), error.downcast_ref::<LaunchError>()) {
+        let code = match (
+            error.downcast_ref::<AppError>(),
+            error.downcast_ref::<LaunchError>(),
+        ) {
             (Some(app), _) => app.exit_code() as u8,
             (None, Some(launch)) => launch.exit_code() as u8,
             (None, None) => exit::ELASTOS_FAILED,
@@ -44,6 +46,12 @@ impl From<LaunchError> for Failure {
     }
 }
 
+impl From<PathsError> for Failure {
+    fn from(error: PathsError) -> Self {
+        anyhow::Error::from(error).into()
+    }
+}
+
 impl From<AppError> for Failure {
     fn from(error: AppError) -> Self {
         anyhow::Error::from(error).into()
@@ -53,7 +61,7 @@ impl From<AppError> for Failure {
 pub fn try_main(cli: Cli) -> Result<u8, Failure> {
     let state = || StateDirs::from_env().map_err(Failure::from);
     match cli.command {
-        Command::Broker(args) => broker_cmd::daemon(args, &state()?).map_err(Failure::from),
+        Command::Broker(args) => broker_cmd::daemon(args).map_err(Failure::from),
         Command::Install { bundle, format } => {
             broker_cmd::store_command(ControlRequest::Install { bundle }, &state()?, format.format)
                 .map_err(Failure::from)
@@ -97,11 +105,10 @@ pub fn print_json(value: &impl Serialize) -> Result<()> {
     Ok(())
 }
 
-
 /// The bundle verified, unpacked and planned (see `elastos_broker::apps::prepare`).
 /// Shows a spinner on a terminal while a large bundle is verified and unpacked.
 fn prepare(path: &Path, args: &[String], state: &StateDirs) -> Result<PreparedApp, AppError> {
-    let host = HostEnv { lang: std::env::var("LANG").ok(), term: std::env::var("TERM").ok() };
+    let host = apps::host_env();
     let large = std::fs::metadata(path).is_ok_and(|m| m.len() > 4 << 20);
     let spinner = (large && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new_spinner()
@@ -116,27 +123,14 @@ fn prepare(path: &Path, args: &[String], state: &StateDirs) -> Result<PreparedAp
     prepared
 }
 
-/// The launch options of this `elastos-loader` installation.
-pub fn launch_options(allow_without_kernel_sandbox: bool, no_cgroup: bool) -> Result<LaunchOptions> {
-    Ok(LaunchOptions {
-        loader: elastos_loader::default_loader_path().context("cannot locate elastos-loader")?,
-        allow_without_kernel_sandbox,
-        no_cgroup,
-    })
-}
-
-/// What the jail takes from the host's environment.
-pub fn host_env() -> HostEnv {
-    HostEnv { lang: std::env::var("LANG").ok(), term: std::env::var("TERM").ok() }
-}
-
 fn run(args: RunArgs) -> Result<u8, Failure> {
     // Before any other thread exists (the embedded broker's), so that only `wait` below ever
     // receives these signals.
     let _signals = BlockedSignals::block()?;
     let state = StateDirs::from_env()?;
     let prepared = prepare(&args.bundle, &args.args, &state)?;
-    let options = launch_options(args.dangerously_run_without_kernel_sandbox, args.no_cgroup)?;
+    let options =
+        apps::launch_options(args.dangerously_run_without_kernel_sandbox, args.no_cgroup)?;
     if options.allow_without_kernel_sandbox {
         tracing::warn!(
             "--dangerously-run-without-kernel-sandbox: the app may run without Landlock or seccomp"
@@ -144,9 +138,9 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
     }
     let launcher = Arc::new(AppLauncher::new(
         state.apps.clone(),
-        StoreAccess::ReadOnly(state.broker_db.clone()),
+        Arc::new(broker_cmd::broker_binary()?),
         options.clone(),
-        host_env(),
+        apps::host_env(),
     ));
     let broker = BrokerLink::connect(&state, launcher)?;
     // The app's fd 3; the broker gets the other end once the jail runs (what the app sends

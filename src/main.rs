@@ -6,7 +6,6 @@
 mod broker_cmd;
 mod cli;
 mod commands;
-mod state;
 
 use std::process::ExitCode;
 

@@ -12,10 +12,35 @@ use std::sync::{Arc, Mutex};
 use elastos_bundle::{BundleError, UnpackLimits, VerifiedBundle};
 use elastos_loader::{stop_jail, LaunchError, LaunchOptions};
 use elastos_policy::{HostEnv, JailPlan, Manifest, PolicyError};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::store::{now_secs, InstalledApp, Store, StoreError};
+use crate::control::ControlRequest;
+use crate::paths::companion_binary;
 use crate::{ActivationError, Activator, AppIdentity, BoxFuture, Broker, InstanceId, Origin};
+
+/// An app installed with `elastos install`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledApp {
+    /// The app's UUID (from its verified manifest).
+    pub app_id: Uuid,
+    /// The app's name.
+    pub name: String,
+    /// The app's version.
+    pub version: String,
+    /// Publisher ID (hex of the Ed25519 key that signed the bundle).
+    pub publisher: String,
+    /// Digest of the bundle (hex).
+    pub digest: String,
+    /// The broker's own copy of the bundle, verified again before every launch.
+    pub bundle: PathBuf,
+    /// Services it provides: the broker starts it when one of them is looked up.
+    pub provides: Vec<Uuid>,
+    /// Services it may use.
+    pub uses: Vec<Uuid>,
+    /// When it was installed, in seconds since the Unix epoch.
+    pub installed_at: u64,
+}
 
 /// Where apps' files live on the host.
 #[derive(Debug, Clone)]
@@ -56,9 +81,17 @@ pub enum AppError {
     /// The jail could not be started.
     #[error(transparent)]
     Launch(#[from] LaunchError),
-    /// The broker's database failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
+    /// The installed apps could not be read.
+    #[error("cannot read the installed apps: {0}")]
+    InstalledApps(String),
+    /// The `elastos-broker` helper could not answer.
+    #[error("{}: {message}", executable.display())]
+    Helper {
+        /// The helper executable.
+        executable: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 impl AppError {
@@ -147,44 +180,6 @@ pub fn prepare(
     })
 }
 
-/// Verifies `bundle`, keeps a copy of it in `dirs.installed` and records it in `store`, so the
-/// broker can start it when one of its services is looked up.
-pub fn install(bundle: &Path, dirs: &AppDirs, store: &Store) -> Result<InstalledApp, AppError> {
-    let verified = VerifiedBundle::open(bundle).map_err(bundle_error(bundle))?;
-    let manifest = verified.manifest();
-    let digest = verified.digest().to_string();
-    create_private_dir(&dirs.installed)?;
-    let copy = dirs.installed.join(format!("{digest}.bundle"));
-    if !copy.exists() {
-        // Copy then rename: a crash never leaves a partial bundle under the final name.
-        let partial = dirs.installed.join(format!(".{digest}.partial"));
-        fs::copy(bundle, &partial).map_err(dir_error(&partial))?;
-        fs::rename(&partial, &copy).map_err(dir_error(&copy))?;
-    }
-    let app = InstalledApp {
-        app_id: manifest.id(),
-        name: manifest.name().to_string(),
-        version: manifest.version().to_string(),
-        publisher: verified.publisher().to_string(),
-        digest,
-        bundle: copy,
-        provides: manifest.provides().to_vec(),
-        uses: manifest.uses().to_vec(),
-        installed_at: now_secs(),
-    };
-    store.install(&app)?;
-    Ok(app)
-}
-
-/// Removes an installed app from `store` and deletes the broker's copy of its bundle.
-pub fn uninstall(app_id: Uuid, store: &Store) -> Result<InstalledApp, AppError> {
-    let app = store.uninstall(app_id)?;
-    if let Err(e) = fs::remove_file(&app.bundle) {
-        tracing::warn!(bundle = %app.bundle.display(), error = %e, "could not delete installed bundle copy");
-    }
-    Ok(app)
-}
-
 impl PreparedApp {
     /// The identity the broker gives the app's connection: all of it from the verified bundle.
     pub fn identity(&self) -> AppIdentity {
@@ -198,13 +193,93 @@ impl PreparedApp {
     }
 }
 
-/// How an [`AppLauncher`] reaches the installed apps.
+/// Where an [`AppLauncher`] finds the installed apps.
+///
+/// A trait so that `elastos run` never links RocksDB (its static initializers alone add ~1-2 ms
+/// to every start of a program that links it): the daemon (`elastos-broker`, crate
+/// `elastos-broker-daemon`) passes its database; `elastos run` passes a [`StoreHelper`], which
+/// asks that binary.
+pub trait InstalledApps: Send + Sync + 'static {
+    /// The installed app that provides `service`, if any.
+    fn provider_of(&self, service: Uuid) -> Result<Option<InstalledApp>, AppError>;
+    /// Counts an activation (best effort).
+    fn record_activation(&self, app_id: Uuid);
+}
+
+/// Reads the installed apps through the `elastos-broker` binary (`elastos-broker request`), which
+/// opens the database read-only next to any writer.
 #[derive(Debug, Clone)]
-pub enum StoreAccess {
-    /// The daemon's own database (it holds the only writer).
-    Shared(Arc<Store>),
-    /// Open read-only at each activation (a broker embedded in `elastos run`, next to a writer).
-    ReadOnly(PathBuf),
+pub struct StoreHelper {
+    /// The `elastos-broker` executable.
+    pub executable: PathBuf,
+}
+
+impl StoreHelper {
+    /// Runs one [`ControlRequest`] on the database; its JSON result.
+    pub fn request(&self, request: &ControlRequest) -> Result<serde_json::Value, AppError> {
+        let failed = |message: String| AppError::Helper {
+            executable: self.executable.clone(),
+            message,
+        };
+        let output = std::process::Command::new(&self.executable)
+            .arg("request")
+            .arg(serde_json::to_string(request).expect("requests serialize"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| failed(e.to_string()))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(failed(
+                stderr
+                    .trim()
+                    .trim_start_matches("elastos-broker: ")
+                    .to_string(),
+            ));
+        }
+        serde_json::from_slice(&output.stdout)
+            .map_err(|e| failed(format!("unreadable answer: {e}")))
+    }
+}
+
+impl InstalledApps for StoreHelper {
+    fn provider_of(&self, service: Uuid) -> Result<Option<InstalledApp>, AppError> {
+        let value = self.request(&ControlRequest::ProviderOf { service })?;
+        serde_json::from_value(value).map_err(|e| AppError::Helper {
+            executable: self.executable.clone(),
+            message: format!("unreadable answer: {e}"),
+        })
+    }
+
+    fn record_activation(&self, _app_id: Uuid) {
+        // Only the daemon keeps activation records: several `elastos run` processes cannot
+        // share the database's single writer.
+    }
+}
+
+/// The launch options of this installation (`elastos-loader` next to the running executable,
+/// or `ELASTOS_LOADER`).
+pub fn launch_options(
+    allow_without_kernel_sandbox: bool,
+    no_cgroup: bool,
+) -> Result<LaunchOptions, AppError> {
+    let loader =
+        companion_binary("ELASTOS_LOADER", "elastos-loader").map_err(|source| AppError::Dir {
+            path: PathBuf::from("elastos-loader"),
+            source,
+        })?;
+    Ok(LaunchOptions {
+        loader,
+        allow_without_kernel_sandbox,
+        no_cgroup,
+    })
+}
+
+/// What a jail takes from the host's environment (LANG, TERM).
+pub fn host_env() -> HostEnv {
+    HostEnv {
+        lang: std::env::var("LANG").ok(),
+        term: std::env::var("TERM").ok(),
+    }
 }
 
 /// Starts installed apps in jails when the broker needs one of their services, and stops them.
@@ -214,7 +289,7 @@ pub enum StoreAccess {
 /// as long as the app.
 pub struct AppLauncher {
     dirs: AppDirs,
-    store: StoreAccess,
+    installed: Arc<dyn InstalledApps>,
     options: LaunchOptions,
     host: HostEnv,
     next_instance: AtomicU64,
@@ -222,38 +297,20 @@ pub struct AppLauncher {
 }
 
 impl AppLauncher {
-    /// A launcher for the apps of `store`, with the launch `options` of `elastos run`.
+    /// A launcher for the `installed` apps, with the launch `options` of `elastos run`.
     pub fn new(
         dirs: AppDirs,
-        store: StoreAccess,
+        installed: Arc<dyn InstalledApps>,
         options: LaunchOptions,
         host: HostEnv,
     ) -> AppLauncher {
         AppLauncher {
             dirs,
-            store,
+            installed,
             options,
             host,
             next_instance: AtomicU64::new(1),
             running: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn provider_of(&self, service: Uuid) -> Result<Option<InstalledApp>, StoreError> {
-        match &self.store {
-            StoreAccess::Shared(store) => store.provider_of(service),
-            StoreAccess::ReadOnly(path) => match Store::open_read_only(path)? {
-                Some(store) => store.provider_of(service),
-                None => Ok(None),
-            },
-        }
-    }
-
-    fn record_activation(&self, app_id: Uuid) {
-        if let StoreAccess::Shared(store) = &self.store {
-            if let Err(e) = store.record_activation(app_id) {
-                tracing::warn!(app = %app_id, error = %e, "could not record the activation");
-            }
         }
     }
 }
@@ -271,6 +328,7 @@ impl Activator for Arc<AppLauncher> {
         Box::pin(async move {
             let failed = |reason: String| ActivationError::Failed { service, reason };
             let app = launcher
+                .installed
                 .provider_of(service)
                 .map_err(|e| failed(e.to_string()))?
                 .ok_or(ActivationError::NotInstalled { service })?;
@@ -338,7 +396,7 @@ impl AppLauncher {
                     .lock()
                     .expect("not poisoned")
                     .insert(instance, pid);
-                self.record_activation(app.app_id);
+                self.installed.record_activation(app.app_id);
                 tracing::info!(app = %app.app_id, name = %app.name, pid, %instance, "activated");
                 if started.send(Ok((stream, identity, pid as u32))).is_err() {
                     // Nobody waits any more (the activation timed out): do not leave it running.

@@ -17,7 +17,7 @@ use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, Ms
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::store::InstalledApp;
+use crate::apps::InstalledApp;
 use crate::{AppIdentity, AppSnapshot, Broker, Origin, ServiceState};
 
 /// Longest request line accepted, in bytes.
@@ -59,6 +59,8 @@ pub enum ControlRequest {
     Stop { id: String },
     /// Services and their providers.
     Services,
+    /// The installed app providing a service (`null` if none); answered from the database.
+    ProviderOf { service: Uuid },
 }
 
 /// The answer: exactly one of the two.
@@ -403,4 +405,10 @@ pub fn service_views(broker: &Broker, installed: &[InstalledApp]) -> Vec<Service
     }
     views.sort_by_key(|v| v.service);
     views
+}
+
+/// A tokio stream from a blocking one (inside a runtime).
+pub fn into_tokio(stream: StdUnixStream) -> io::Result<tokio::net::UnixStream> {
+    stream.set_nonblocking(true)?;
+    tokio::net::UnixStream::from_std(stream)
 }

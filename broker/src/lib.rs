@@ -4,8 +4,10 @@
 //! request against the identity and the manifest of the verified bundle the app was started from.
 //!
 //! This crate's core (this module and its private submodules) serves app connections; the wire
-//! format is `elastos-proto` (docs/protocol.md). [`store`], [`control`] and [`apps`] are the
-//! daemon's persistent state, control socket and app launching.
+//! format is `elastos-proto` (docs/protocol.md). [`control`] is the daemon's control socket,
+//! [`apps`] launching bundles in jails (for `elastos run` and on-demand activation), [`paths`]
+//! where state lives. The daemon itself, with the RocksDB state, is the crate
+//! `elastos-broker-daemon` (binary `elastos-broker`): the only program that links RocksDB.
 //!
 //! What the core does:
 //! - **Identity from the caller of [`Broker::attach`]**, never from the app: the launcher passes
@@ -50,7 +52,7 @@ pub mod apps;
 // which takes `OwnedFd::from_raw_fd`. See the SAFETY comments there.
 #[allow(unsafe_code)]
 pub mod control;
-pub mod store;
+pub mod paths;
 
 mod activation;
 mod conn;

@@ -30,10 +30,6 @@ use crate::cgroup::{AppCgroup, CgroupError, LimitMechanism};
 use crate::handoff::{fds, LoaderInput, Report, ResolvedMount};
 use crate::sys::{self, ChildSetup, ChildStep, CHILD_FAILURE_MAGIC};
 
-/// Fds handed to the child are first moved at or above this number, so that moving them into
-/// their fixed numbers (3, 4, 5, ...) never overwrites one of them.
-const HANDOFF_FD_FLOOR: RawFd = 256;
-
 /// Signals the launcher forwards to the app.
 const FORWARDED: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 
@@ -437,18 +433,22 @@ pub fn launch(
     let (sync_read, sync_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LaunchError::Fds(e.into()))?;
 
-    // Everything the child keeps, moved above the fixed numbers first.
+    // Everything the child keeps is first moved above the fixed numbers (3, 4, 5, then one per
+    // mount source), so that moving it into place never overwrites one of them. Just above, not
+    // at some round number: growing the fd table past its initial 64 slots makes the kernel wait
+    // for an RCU grace period when the process has threads (the embedded broker), ~8 ms here.
+    let handoff_floor = fds::FIRST_SOURCE + sources.len() as RawFd;
     let handed: Vec<(OwnedFd, RawFd)> = vec![
         (
-            sys::dup_above(ipc.as_raw_fd(), HANDOFF_FD_FLOOR).map_err(LaunchError::Fds)?,
+            sys::dup_above(ipc.as_raw_fd(), handoff_floor).map_err(LaunchError::Fds)?,
             fds::IPC,
         ),
         (
-            sys::dup_above(input_read.as_raw_fd(), HANDOFF_FD_FLOOR).map_err(LaunchError::Fds)?,
+            sys::dup_above(input_read.as_raw_fd(), handoff_floor).map_err(LaunchError::Fds)?,
             fds::INPUT,
         ),
         (
-            sys::dup_above(report_write.as_raw_fd(), HANDOFF_FD_FLOOR).map_err(LaunchError::Fds)?,
+            sys::dup_above(report_write.as_raw_fd(), handoff_floor).map_err(LaunchError::Fds)?,
             fds::REPORT,
         ),
     ];
@@ -467,8 +467,8 @@ pub fn launch(
         .collect::<Result<Vec<_>, LaunchError>>()?;
     drop((ipc, input_read));
     let sync_read =
-        sys::dup_above(sync_read.as_raw_fd(), HANDOFF_FD_FLOOR).map_err(LaunchError::Fds)?;
-    let loader = sys::dup_above(loader.as_raw_fd(), HANDOFF_FD_FLOOR).map_err(LaunchError::Fds)?;
+        sys::dup_above(sync_read.as_raw_fd(), handoff_floor).map_err(LaunchError::Fds)?;
+    let loader = sys::dup_above(loader.as_raw_fd(), handoff_floor).map_err(LaunchError::Fds)?;
 
     let setup = ChildSetup::new(
         sync_read.as_raw_fd(),

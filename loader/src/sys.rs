@@ -4,8 +4,9 @@
 //! - [`spawn_jailed_child`]: the only code that runs between `clone()` and `execve()` in the
 //!   launcher's child. The launcher may be multi-threaded, so that code may only make
 //!   async-signal-safe raw syscalls: everything it touches (argv, envp, fd lists) is prepared
-//!   before `clone()`, it never allocates, never takes a lock and reports failure as a fixed
-//!   8-byte record on the report pipe.
+//!   before `clone()`, it never allocates, never takes a lock, never uses a glibc wrapper that
+//!   talks to other threads (the set*id family), and reports failure as a fixed 8-byte record on
+//!   the report pipe.
 //! - thin wrappers for the loader's jail steps (mount family, pivot_root, unshare, prctl,
 //!   Landlock ABI probe) that libc/nix don't wrap or wrap without the flags we need.
 
@@ -215,9 +216,12 @@ fn run_child(child: &ChildContext) -> Result<Never, ChildFailure> {
         if n != 1 {
             return Err((ChildStep::AwaitIdMaps, 0));
         }
+        // Raw syscalls, not glibc's setgroups/setres[ug]id: those broadcast the change to every
+        // thread glibc knows of (__nptl_setxid) and wait for each; in this child of a
+        // multi-threaded launcher the other threads do not exist, and the wait never ends.
         if setup.clear_groups {
             check(
-                libc::setgroups(0, std::ptr::null()) as _,
+                libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()),
                 ChildStep::ClearGroups,
             )?;
         }
@@ -239,8 +243,14 @@ fn run_child(child: &ChildContext) -> Result<Never, ChildFailure> {
                 return Err(failed);
             }
         }
-        check(libc::setresgid(0, 0, 0) as _, ChildStep::SetIds)?;
-        check(libc::setresuid(0, 0, 0) as _, ChildStep::SetIds)?;
+        check(
+            libc::syscall(libc::SYS_setresgid, 0, 0, 0),
+            ChildStep::SetIds,
+        )?;
+        check(
+            libc::syscall(libc::SYS_setresuid, 0, 0, 0),
+            ChildStep::SetIds,
+        )?;
         // After the id change (which would clear it) and before anything long-running.
         check(
             libc::prctl(

@@ -419,6 +419,28 @@ impl Running {
         send_signal(self.pid(), signal);
     }
 
+    /// Whether the command is still running (it has not been waited for).
+    pub fn is_running(&mut self) -> bool {
+        let child = self.child.as_mut().expect("not yet waited for");
+        matches!(child.try_wait(), Ok(None))
+    }
+
+    /// Ends the command: SIGTERM, up to `grace` to exit, then SIGKILL; how it ended. For
+    /// daemons, which should shut down cleanly on SIGTERM.
+    pub fn terminate(mut self, grace: Duration) -> Output {
+        let child = self.child.as_mut().expect("not yet waited for");
+        if matches!(child.try_wait(), Ok(None)) {
+            send_signal(child.id(), "TERM");
+            let deadline = Instant::now() + grace;
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // Still running after the grace period: no more asking.
+            let _ = child.kill();
+        }
+        self.wait()
+    }
+
     /// Waits for the end (at most the timeout: then kills it and panics).
     pub fn wait(mut self) -> Output {
         let mut child = self.child.take().expect("waited for once");

@@ -1,9 +1,9 @@
-//! Where elastos keeps its state: `$ELASTOS_HOME` when set, else the XDG base directories.
+//! Where elastos keeps its state: `$ELASTOS_HOME` when set, else the XDG base directories; and
+//! where its companion binaries are.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-use elastos_broker::apps::AppDirs;
+use crate::apps::AppDirs;
 
 /// The state directories of the current user.
 #[derive(Debug, Clone)]
@@ -21,14 +21,11 @@ pub struct StateDirs {
 impl StateDirs {
     /// `$ELASTOS_HOME/{keys,bundles,homes}`, else `$XDG_DATA_HOME/elastos/{keys,homes}` and
     /// `$XDG_CACHE_HOME/elastos/bundles` (with the XDG defaults under `$HOME`).
-    pub fn from_env() -> Result<StateDirs> {
+    pub fn from_env() -> Result<StateDirs, PathsError> {
         if let Some(home) = std::env::var_os("ELASTOS_HOME").filter(|v| !v.is_empty()) {
             let root = PathBuf::from(home);
             if !root.is_absolute() {
-                bail!(
-                    "ELASTOS_HOME must be an absolute path, found {:?}",
-                    root.display().to_string()
-                );
+                return Err(PathsError::Relative { root });
             }
             return Ok(StateDirs {
                 keys: root.join("keys"),
@@ -41,16 +38,14 @@ impl StateDirs {
                 control_socket: root.join("run/broker.sock"),
             });
         }
-        let xdg = |var: &str, fallback: &str| -> Result<PathBuf> {
+        let xdg = |var: &str, fallback: &str| -> Result<PathBuf, PathsError> {
             match std::env::var_os(var)
                 .map(PathBuf::from)
                 .filter(|p| p.is_absolute())
             {
                 Some(dir) => Ok(dir),
                 None => {
-                    let home = std::env::var_os("HOME").context(
-                        "neither ELASTOS_HOME nor HOME is set: cannot tell where to keep state",
-                    )?;
+                    let home = std::env::var_os("HOME").ok_or(PathsError::NoHome)?;
                     Ok(Path::new(&home).join(fallback))
                 }
             }
@@ -76,15 +71,45 @@ impl StateDirs {
 }
 
 /// `/run/elastos` for root, else `$XDG_RUNTIME_DIR/elastos`.
-fn runtime_dir() -> Result<PathBuf> {
+fn runtime_dir() -> Result<PathBuf, PathsError> {
     if nix::unistd::geteuid().is_root() {
         return Ok(PathBuf::from("/run/elastos"));
     }
-    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|p| p.is_absolute()) {
+    match std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+    {
         Some(dir) => Ok(dir.join("elastos")),
-        None => bail!(
-            "XDG_RUNTIME_DIR is not set: cannot tell where the broker's control socket is \
-             (hint: set ELASTOS_HOME, or log in through a session that sets XDG_RUNTIME_DIR)"
-        ),
+        None => Err(PathsError::NoRuntimeDir),
     }
+}
+
+/// The state directories cannot be determined.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PathsError {
+    /// `ELASTOS_HOME` is relative.
+    #[error("ELASTOS_HOME must be an absolute path, found {}", root.display())]
+    Relative {
+        /// The value found.
+        root: PathBuf,
+    },
+    /// Neither `ELASTOS_HOME` nor `HOME` is set.
+    #[error("neither ELASTOS_HOME nor HOME is set: cannot tell where to keep state")]
+    NoHome,
+    /// No runtime directory for the control socket.
+    #[error(
+        "XDG_RUNTIME_DIR is not set: cannot tell where the broker's control socket is (hint: set \
+         ELASTOS_HOME, or log in through a session that sets XDG_RUNTIME_DIR)"
+    )]
+    NoRuntimeDir,
+}
+
+/// A companion executable of elastos (`elastos-loader`, `elastos-broker`): the path in the
+/// environment variable `env` when set, else next to the running executable.
+pub fn companion_binary(env: &str, name: &str) -> std::io::Result<PathBuf> {
+    if let Some(path) = std::env::var_os(env) {
+        return Ok(PathBuf::from(path));
+    }
+    Ok(std::env::current_exe()?.with_file_name(name))
 }

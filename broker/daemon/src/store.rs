@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use elastos_broker::apps::InstalledApp;
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, DB};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
@@ -19,29 +20,6 @@ const SCHEMA_KEY: &[u8] = b"schema";
 const APPS: &str = "apps";
 const SERVICES: &str = "services";
 const RECORDS: &str = "records";
-
-/// An app installed with `elastos install`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstalledApp {
-    /// The app's UUID (from its verified manifest).
-    pub app_id: Uuid,
-    /// The app's name.
-    pub name: String,
-    /// The app's version.
-    pub version: String,
-    /// Publisher ID (hex of the Ed25519 key that signed the bundle).
-    pub publisher: String,
-    /// Digest of the bundle (hex).
-    pub digest: String,
-    /// The broker's own copy of the bundle, verified again before every launch.
-    pub bundle: PathBuf,
-    /// Services it provides: the broker starts it when one of them is looked up.
-    pub provides: Vec<Uuid>,
-    /// Services it may use.
-    pub uses: Vec<Uuid>,
-    /// When it was installed, in seconds since the Unix epoch.
-    pub installed_at: u64,
-}
 
 /// What the broker remembers about an app across restarts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,238 @@
+//! The broker daemon: serves apps attached through its control socket, activates installed
+//! providers on demand, answers the control requests, and stops on SIGINT/SIGTERM.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream as StdUnixStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use elastos_loader::{stop_jail, BlockedSignals, LaunchError};
+use nix::sys::signal::Signal;
+use serde::Serialize;
+
+use elastos_broker::apps::{self, AppDirs, AppError, AppLauncher};
+use elastos_broker::control::{self, into_tokio, ControlClient, ControlRequest};
+use elastos_broker::paths::StateDirs;
+use elastos_broker::{AppIdentity, Broker, BrokerConfig, Origin};
+
+use crate::install::{install, uninstall, InstallError};
+use crate::store::{Store, StoreError};
+
+/// The daemon could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// The database could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Preparing directories or launch options failed.
+    #[error(transparent)]
+    App(#[from] AppError),
+    /// Another daemon already serves this state directory.
+    #[error("a broker daemon already listens on {}", .0.display())]
+    AlreadyRunning(std::path::PathBuf),
+    /// The control socket or the runtime could not be set up.
+    #[error("cannot {what}: {source}")]
+    Io {
+        /// What failed.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Signal handling failed.
+    #[error(transparent)]
+    Signals(#[from] LaunchError),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
+    let what = what.into();
+    move |source| DaemonError::Io { what, source }
+}
+
+/// Serves until SIGINT or SIGTERM. `idle_stop` stops activated providers idle that long.
+pub fn run(state: &StateDirs, idle_stop: Option<Duration>) -> Result<(), DaemonError> {
+    let store = Arc::new(Store::open(&state.broker_db)?);
+    let socket = &state.control_socket;
+    if let Some(dir) = socket.parent() {
+        apps::create_private_dir(dir)?;
+    }
+    if ControlClient::connect(socket).is_some() {
+        return Err(DaemonError::AlreadyRunning(socket.clone()));
+    }
+    let _ = std::fs::remove_file(socket);
+    // Blocked before the runtime's threads exist, so they inherit it: SIGINT and SIGTERM reach
+    // only the wait at the end. (No tokio signal driver: it needs a socketpair, and apps linking
+    // the same tokio build run where socketpair is refused.)
+    let signals = BlockedSignals::block()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("elastos-broker")
+        .enable_all()
+        .build()
+        .map_err(io("start the broker's runtime"))?;
+    let launcher = AppLauncher::new(
+        state.apps.clone(),
+        store.clone(),
+        apps::launch_options(false, false)?,
+        apps::host_env(),
+    );
+    let config = BrokerConfig {
+        idle_stop_after: idle_stop,
+        ..BrokerConfig::default()
+    };
+    let broker = Broker::new(config, Some(Arc::new(Arc::new(launcher))));
+    let listener =
+        StdUnixListener::bind(socket).map_err(io(format!("listen on {}", socket.display())))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io("configure the control socket"))?;
+    eprintln!("elastos broker: listening on {}", socket.display());
+    let dirs = state.apps.clone();
+    runtime.spawn(async move {
+        let listener = match tokio::net::UnixListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serve the control socket");
+                return;
+            }
+        };
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (broker, store, dirs) = (broker.clone(), store.clone(), dirs.clone());
+            let handle = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || {
+                serve_control(stream, &broker, &store, &dirs, &handle)
+            });
+        }
+    });
+    loop {
+        let signal = signals.next()?;
+        if signal != Signal::SIGCHLD {
+            eprintln!("elastos broker: {signal}, stopping");
+            break;
+        }
+    }
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    let _ = std::fs::remove_file(socket);
+    Ok(())
+}
+
+/// One control connection (blocking; the requests are rare and short).
+fn serve_control(
+    stream: tokio::net::UnixStream,
+    broker: &Broker,
+    store: &Store,
+    dirs: &AppDirs,
+    handle: &tokio::runtime::Handle,
+) {
+    let Ok(stream) = stream.into_std() else {
+        return;
+    };
+    if stream.set_nonblocking(false).is_err() {
+        return;
+    }
+    if !control::peer_allowed(&stream) {
+        tracing::warn!("control connection from another user refused");
+        let _ = control::write_response(&stream, Err("permission denied".into()));
+        return;
+    }
+    let result = match control::read_request(&stream) {
+        Err(e) => Err(e.to_string()),
+        Ok((request, fd)) => handle_request(request, fd, broker, store, dirs, handle),
+    };
+    let _ = control::write_response(&stream, result);
+}
+
+fn to_json(value: impl Serialize) -> Result<serde_json::Value, String> {
+    serde_json::to_value(value).map_err(|e| e.to_string())
+}
+
+fn handle_request(
+    request: ControlRequest,
+    fd: Option<OwnedFd>,
+    broker: &Broker,
+    store: &Store,
+    dirs: &AppDirs,
+    handle: &tokio::runtime::Handle,
+) -> Result<serde_json::Value, String> {
+    match request {
+        ControlRequest::Attach { identity, pid } => {
+            let fd = fd.ok_or("attach needs the app's socket passed along (SCM_RIGHTS)")?;
+            let identity = AppIdentity::try_from(identity).map_err(|e| e.to_string())?;
+            let _guard = handle.enter();
+            let stream = into_tokio(StdUnixStream::from(fd)).map_err(|e| e.to_string())?;
+            let id = broker.attach(stream, identity, Origin::Launched { pid });
+            to_json(id.0)
+        }
+        ControlRequest::Ps => to_json(
+            broker
+                .apps()
+                .iter()
+                .map(control::AppView::from)
+                .collect::<Vec<_>>(),
+        ),
+        ControlRequest::Services => {
+            let installed = store.installed().map_err(|e| e.to_string())?;
+            to_json(control::service_views(broker, &installed))
+        }
+        ControlRequest::Stop { id } => {
+            let matching: Vec<_> = broker
+                .apps()
+                .into_iter()
+                .filter(|app| app.id.to_string() == id || app.app_id.to_string() == id)
+                .collect();
+            if matching.is_empty() {
+                return Err(format!(
+                    "no running app with connection id or app id {id}; `elastos ps` lists them"
+                ));
+            }
+            for app in &matching {
+                // Its jail ends the app; the broker closes the connection (and an activated app's
+                // supervisor hears of it through the activator).
+                if let Some(pid) = app.origin.pid() {
+                    stop_jail(pid as i32);
+                }
+                broker.disconnect(app.id);
+            }
+            to_json(
+                matching
+                    .iter()
+                    .map(control::AppView::from)
+                    .collect::<Vec<_>>(),
+            )
+        }
+        other => store_request(other, store, dirs).map_err(|e| e.to_string()),
+    }
+}
+
+/// The requests answered from the database alone: by the daemon, or by `elastos-broker request`
+/// when no daemon runs.
+pub fn store_request(
+    request: ControlRequest,
+    store: &Store,
+    dirs: &AppDirs,
+) -> Result<serde_json::Value, InstallError> {
+    let json =
+        |value: serde_json::Result<serde_json::Value>| Ok(value.expect("installed apps serialize"));
+    match request {
+        ControlRequest::Install { bundle } => {
+            json(serde_json::to_value(install(&bundle, dirs, store)?))
+        }
+        ControlRequest::Uninstall { app_id } => {
+            json(serde_json::to_value(uninstall(app_id, store)?))
+        }
+        ControlRequest::List => json(serde_json::to_value(store.installed()?)),
+        ControlRequest::ProviderOf { service } => {
+            json(serde_json::to_value(store.provider_of(service)?))
+        }
+        ControlRequest::Attach { .. }
+        | ControlRequest::Ps
+        | ControlRequest::Stop { .. }
+        | ControlRequest::Services => Err(InstallError::App(AppError::InstalledApps(
+            "running apps are only known to a broker daemon (`elastos broker`)".into(),
+        ))),
+    }
+}
