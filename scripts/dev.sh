@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a Debian 12 machine for elastos, then run the demo or the test suite.
 #
-#   bash scripts/dev.sh demo   # build, pack examples/hello, run it twice, inspect it
+#   bash scripts/dev.sh demo   # build, pack examples/hello, run it twice, inspect it; then the
+#                              # broker examples: echo and pub/sub, providers started on demand
 #   bash scripts/dev.sh test   # build and run every test of the workspace
 #
 # Runs as root, or as a user with sudo (used only for apt-get, useradd and creating the target dir).
@@ -147,7 +148,37 @@ demo() {
   policy=$("$elastos" policy show "$bundle")
   head -n 25 <<<"$policy"
 
+  broker_demo "$elastos" "$demo_dir"
+
   say "demo done; try it yourself: $elastos run $bundle -- your args"
+}
+
+# Packs one example app (its binary at bin/NAME, its manifest.toml) into DIR/NAME.bundle.
+pack_example() {
+  local elastos=$1 demo_dir=$2 name=$3
+  rm -rf "${demo_dir:?}/$name"
+  mkdir -p "$demo_dir/$name/bin"
+  cp "examples/$name/manifest.toml" "$demo_dir/$name/"
+  cp "$CARGO_TARGET_DIR/release/$name" "$demo_dir/$name/bin/$name"
+  "$elastos" bundle pack "$demo_dir/$name" -o "$demo_dir/$name.bundle" >/dev/null
+}
+
+# The broker: installs the echo service and the ticker, then runs their clients jailed. No
+# daemon runs, so each `elastos run` embeds a broker, which starts the installed provider on
+# demand when the client looks its UUID up.
+broker_demo() {
+  local elastos=$1 demo_dir=$2 name
+  for name in echo-service echo-client pubsub-publisher pubsub-subscriber; do
+    pack_example "$elastos" "$demo_dir" "$name"
+  done
+  say "elastos install echo-service.bundle pubsub-publisher.bundle   (providers, started on demand)"
+  "$elastos" install "$demo_dir/echo-service.bundle" >/dev/null
+  "$elastos" install "$demo_dir/pubsub-publisher.bundle" >/dev/null
+  "$elastos" list
+  say "elastos run echo-client.bundle   (looks ECHO up by UUID: activated, calls, a denied lookup)"
+  "$elastos" run "$demo_dir/echo-client.bundle"
+  say "elastos run pubsub-subscriber.bundle   (subscribes to the ticker: events arrive)"
+  "$elastos" run "$demo_dir/pubsub-subscriber.bundle"
 }
 
 [[ $# -eq 1 ]] || usage
