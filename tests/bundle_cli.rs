@@ -112,14 +112,20 @@ fn a_tampered_bundle_is_refused_before_use() {
         inspect.stdout_text()
     );
 
-    let run = harness.run::<&str>(&tampered, &[]).output();
+    assert_run_refused(&harness, &tampered, "tampered");
+}
+
+/// `elastos run` refuses `bundle` with exit 125 and an error containing `error`, and unpacks
+/// nothing.
+fn assert_run_refused(harness: &Harness, bundle: &Path, error: &str) {
+    let run = harness.run::<&str>(bundle, &[]).output();
     run.assert_code(125);
     assert!(
-        run.stderr_text().contains("tampered"),
-        "{}",
+        run.stderr_text().contains(error),
+        "expected {error:?}: {}",
         run.stderr_text()
     );
-    assert_cache_empty(&harness);
+    assert_cache_empty(harness);
 }
 
 #[test]
@@ -133,14 +139,7 @@ fn a_signature_by_another_key_over_a_changed_digest_is_refused() {
     // Signature field: bytes 42..106 (see elastos_bundle's format table).
     bytes[50] ^= 0xff;
     let forged = harness.write("forged.bundle", &bytes, 0o644);
-    let run = harness.run::<&str>(&forged, &[]).output();
-    run.assert_code(125);
-    assert!(
-        run.stderr_text().contains("signature"),
-        "{}",
-        run.stderr_text()
-    );
-    assert_cache_empty(&harness);
+    assert_run_refused(&harness, &forged, "signature");
 }
 
 #[test]
@@ -266,14 +265,7 @@ fn hostile_archives_are_refused_each_with_its_own_error() {
             .arg(&bundle)
             .output()
             .assert_code(0);
-        let run = harness.run::<&str>(&bundle, &[]).output();
-        run.assert_code(125);
-        assert!(
-            run.stderr_text().contains(error),
-            "expected {error:?}: {}",
-            run.stderr_text()
-        );
-        assert_cache_empty(&harness);
+        assert_run_refused(&harness, &bundle, error);
     }
 }
 
@@ -298,12 +290,5 @@ fn a_decompression_bomb_is_refused() {
     let manifest = probe_manifest(APP_ID, "elastos-probe", "");
     let sealed = elastos_bundle::seal(manifest.as_bytes(), &payload, &key).unwrap();
     let bomb = harness.write("bomb.bundle", sealed, 0o644);
-    let run = harness.run::<&str>(&bomb, &[]).output();
-    run.assert_code(125);
-    assert!(
-        run.stderr_text().contains("decompressed"),
-        "{}",
-        run.stderr_text()
-    );
-    assert_cache_empty(&harness);
+    assert_run_refused(&harness, &bomb, "decompressed");
 }
