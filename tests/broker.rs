@@ -255,12 +255,18 @@ struct Daemon {
 }
 
 impl Daemon {
-    /// Starts the daemon (never stopping idle providers) and waits until its control socket
+    /// Starts the daemon, never stopping idle providers, and waits until its control socket
     /// answers.
     fn start(harness: &Harness) -> Daemon {
+        Daemon::stopping_idle_after(harness, 0)
+    }
+
+    /// Starts the daemon, stopping providers idle for `seconds` (0: never), and waits until its
+    /// control socket answers.
+    fn stopping_idle_after(harness: &Harness, seconds: u64) -> Daemon {
         let running = harness
             .elastos()
-            .args(["broker", "--idle-stop", "0"])
+            .args(["broker", "--idle-stop", &seconds.to_string()])
             .env("ELASTOS_LOG", "info")
             .spawn();
         let mut daemon = Daemon {
@@ -354,7 +360,7 @@ fn an_installed_provider_is_activated_on_demand_and_payloads_round_trip() {
         "the provider's attested name"
     );
     assert_eq!(
-        step(&steps, "call:5e4f3a2b-1c0d-4e9f-8a7b-6c5d4e3f2a10:echo").detail,
+        step(&steps, &format!("call:{SERVICE}:echo")).detail,
         "hello"
     );
     // The broker, not the client, says who calls: the provider sees the client's manifest id.
@@ -855,6 +861,30 @@ fn cli_manages_installed_and_running_apps() {
             out.stderr_text()
         );
     }
+}
+
+#[test]
+fn an_idle_activated_provider_is_stopped_and_its_clients_are_told() {
+    let (harness, provider, client) = setup();
+    let _daemon = Daemon::stopping_idle_after(&harness, 1);
+    install(&harness, &provider);
+    let steps = run_steps(
+        &harness,
+        &client,
+        "client",
+        &[
+            format!("lookup:{SERVICE}=OK"),
+            format!("call:{SERVICE}:echo:busy=OK"),
+            format!("gone:{SERVICE}:10000=STOPPED"),
+        ],
+    );
+    let idle = step(&steps, "gone").ms;
+    assert!(
+        (900..5000).contains(&idle),
+        "stopped after {idle} ms without calls; expected about 1 s"
+    );
+    let ps = elastos_json(&harness, &["ps"]);
+    assert!(rows_with(&ps, "name", PROVIDER.name).is_empty(), "{ps:#}");
 }
 
 #[test]
