@@ -55,7 +55,7 @@ pub(crate) fn join(
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (done, waiting) = watch::channel(ActivationState::Pending);
     entry.activation = Some(Activation { id, done });
-    tracing::info!(%service, "activating a provider");
+    tracing::debug!(%service, "activating a provider");
     tokio::spawn(activate(
         Arc::clone(inner),
         Arc::clone(activator),
@@ -113,7 +113,9 @@ async fn activate(
             format!("the provider of service {service} did not start within {timeout:?}"),
         ),
     };
-    tracing::warn!(%service, reason = %failure.message, "activation failed");
+    // Debug, not warn: an app may ask for an uninstalled service in a loop, and the answer
+    // (NOT_FOUND or UNAVAILABLE, with this reason) goes to it anyway.
+    tracing::debug!(%service, reason = %failure.message, "activation failed");
     let mut registry = inner.registry.write();
     let ours = registry
         .services

@@ -294,7 +294,13 @@ pub struct AppLauncher {
     host: HostEnv,
     next_instance: AtomicU64,
     running: Mutex<HashMap<InstanceId, i32>>,
+    /// Services recently found not installed, and when: an app asking again and again for such
+    /// a service must not cost a database lookup (a process, for a [`StoreHelper`]) each time.
+    not_installed: Mutex<HashMap<Uuid, std::time::Instant>>,
 }
+
+/// How long "no installed app provides it" is remembered.
+const NOT_INSTALLED_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl AppLauncher {
     /// A launcher for the `installed` apps, with the launch `options` of `elastos run`.
@@ -311,7 +317,35 @@ impl AppLauncher {
             host,
             next_instance: AtomicU64::new(1),
             running: Mutex::new(HashMap::new()),
+            not_installed: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The installed provider of `service`, looked up off the async threads (it may read a
+    /// database or run a helper process), with negative answers remembered for a moment.
+    async fn find_provider(
+        self: &Arc<Self>,
+        service: Uuid,
+    ) -> Result<Option<InstalledApp>, AppError> {
+        {
+            let mut recent = self.not_installed.lock().expect("not poisoned");
+            recent.retain(|_, at| at.elapsed() < NOT_INSTALLED_TTL);
+            if recent.contains_key(&service) {
+                return Ok(None);
+            }
+        }
+        let launcher = Arc::clone(self);
+        let found = tokio::task::spawn_blocking(move || launcher.installed.provider_of(service))
+            .await
+            .map_err(|e| AppError::InstalledApps(e.to_string()))??;
+        if found.is_none() {
+            let now = std::time::Instant::now();
+            self.not_installed
+                .lock()
+                .expect("not poisoned")
+                .insert(service, now);
+        }
+        Ok(found)
     }
 }
 
@@ -328,8 +362,8 @@ impl Activator for Arc<AppLauncher> {
         Box::pin(async move {
             let failed = |reason: String| ActivationError::Failed { service, reason };
             let app = launcher
-                .installed
-                .provider_of(service)
+                .find_provider(service)
+                .await
                 .map_err(|e| failed(e.to_string()))?
                 .ok_or(ActivationError::NotInstalled { service })?;
             let instance = InstanceId(launcher.next_instance.fetch_add(1, Ordering::Relaxed));

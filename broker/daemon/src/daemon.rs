@@ -190,12 +190,12 @@ fn handle_request(
                 ));
             }
             for app in &matching {
-                // Its jail ends the app; the broker closes the connection (and an activated app's
-                // supervisor hears of it through the activator).
+                // The broker closes the connection first, so its peers hear STOPPED rather than
+                // see the app's socket close; then its jail ends the app.
+                broker.disconnect(app.id);
                 if let Some(pid) = app.origin.pid() {
                     stop_jail(pid as i32);
                 }
-                broker.disconnect(app.id);
             }
             to_json(
                 matching
