@@ -714,12 +714,3 @@ impl Drop for RunningJail {
         }
     }
 }
-
-/// Where `elastos-loader` is: `ELASTOS_LOADER`, else next to the running executable.
-pub fn default_loader_path() -> io::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("ELASTOS_LOADER") {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe()?;
-    Ok(exe.with_file_name("elastos-loader"))
-}

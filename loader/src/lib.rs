@@ -24,6 +24,6 @@ pub mod sys;
 
 pub use cgroup::LimitMechanism;
 pub use launch::{
-    default_loader_path, launch, stop_jail, AppExit, BlockedSignals, HostIdentity, JailFacts,
-    LaunchError, LaunchOptions, RunningJail,
+    launch, stop_jail, AppExit, BlockedSignals, HostIdentity, JailFacts, LaunchError,
+    LaunchOptions, RunningJail,
 };
