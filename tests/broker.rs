@@ -348,6 +348,7 @@ fn an_installed_provider_is_activated_on_demand_and_payloads_round_trip() {
             format!("big:{SERVICE}:1000000=OK"),
             format!("call:{SERVICE}:caller=OK"),
             format!("call:{SERVICE}:fail:INVALID_ARGUMENT=INVALID_ARGUMENT"),
+            format!("call:{SERVICE}:fail:INTERNAL=INTERNAL"),
             format!("call:{SERVICE}:nosuch=NOT_FOUND"),
             format!("subscribe:{SERVICE}=OK"),
             format!("call:{SERVICE}:publish:tock=OK"),
