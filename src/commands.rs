@@ -142,11 +142,12 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         options.clone(),
         apps::host_env(),
     ));
-    let broker = BrokerLink::connect(&state, launcher)?;
     // The app's fd 3; the broker gets the other end once the jail runs (what the app sends
-    // first waits in the socket until then).
+    // first waits in the socket until then). The broker is found or started only then, so the
+    // jail is cloned from a process that has no other thread yet.
     let (broker_end, app_end) = UnixStream::pair().context("cannot create the IPC socket")?;
     let jail = elastos_loader::launch(&prepared.plan, app_end.into(), &options)?;
+    let broker = BrokerLink::connect(&state, launcher)?;
     let facts = jail.facts();
     tracing::info!(
         pid = facts.pid,
