@@ -66,6 +66,9 @@ pub(crate) enum CloseReason {
         /// The body that came instead.
         got: &'static str,
     },
+    /// No `hello` within the handshake timeout.
+    #[error("no hello within {0:?}; expected it as the first frame")]
+    NoHelloInTime(Duration),
     /// `hello` came again after the handshake.
     #[error("a second hello; expected it only as the first frame")]
     RepeatedHello,
@@ -124,6 +127,7 @@ impl CloseReason {
             CloseReason::Frame(_)
             | CloseReason::AncillaryData { .. }
             | CloseReason::NoHello { .. }
+            | CloseReason::NoHelloInTime(_)
             | CloseReason::RepeatedHello
             | CloseReason::NoCommonVersion { .. }
             | CloseReason::InvalidPublish(_) => Some(v1::Status::InvalidArgument),
@@ -387,6 +391,8 @@ async fn serve(
     let mut taken_in = 0;
     let mut deadline = pin!(tokio::time::sleep_until(Instant::now()));
     let mut armed = None;
+    let handshake = session.handshake_timeout();
+    let mut handshake_over = pin!(tokio::time::sleep(handshake));
     loop {
         let next = session.next_deadline();
         if next != armed {
@@ -407,6 +413,9 @@ async fn serve(
             () = &mut deadline, if armed.is_some() => {
                 session.expire(Instant::now());
                 armed = None;
+            }
+            () = &mut handshake_over, if !session.welcomed() => {
+                return CloseReason::NoHelloInTime(handshake);
             }
             ready = stream.readable() => {
                 if let Err(error) = ready {
@@ -546,6 +555,7 @@ mod tests {
             FrameError::Empty.into(),
             CloseReason::AncillaryData { fds: 2 },
             CloseReason::NoHello { got: "lookup" },
+            CloseReason::NoHelloInTime(Duration::from_secs(10)),
             CloseReason::RepeatedHello,
             CloseReason::NoCommonVersion { min: 2, max: 9 },
             CloseReason::ForbiddenPublish {
@@ -569,6 +579,7 @@ mod tests {
             ("zero-length", Some(v1::Status::InvalidArgument)),
             ("2 file descriptors", Some(v1::Status::InvalidArgument)),
             ("first frame is lookup", Some(v1::Status::InvalidArgument)),
+            ("no hello within 10s", Some(v1::Status::InvalidArgument)),
             ("second hello", Some(v1::Status::InvalidArgument)),
             ("versions 2..=9", Some(v1::Status::InvalidArgument)),
             ("did not declare", Some(v1::Status::PermissionDenied)),

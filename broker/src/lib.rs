@@ -172,6 +172,8 @@ pub struct BrokerConfig {
     /// How long a closing connection's queue (its `goodbye` last) may take to flush before the
     /// socket is closed anyway. Default 1 s.
     pub close_flush_timeout: Duration,
+    /// How long a new connection may take to send `hello` before it is closed. Default 10 s.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -184,6 +186,7 @@ impl Default for BrokerConfig {
             max_incoming_calls: 4096,
             max_deadline: Duration::from_secs(30),
             close_flush_timeout: Duration::from_secs(1),
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -156,6 +156,16 @@ impl Session {
         &self.conn
     }
 
+    /// Whether the handshake is done.
+    pub(crate) fn welcomed(&self) -> bool {
+        self.welcomed
+    }
+
+    /// How long the app has to say `hello`.
+    pub(crate) fn handshake_timeout(&self) -> Duration {
+        self.inner.config.handshake_timeout
+    }
+
     /// Handles one frame from the app; an error closes the connection.
     pub(crate) fn handle(&mut self, frame: ClientFrame) -> Result<(), CloseReason> {
         use client_frame::Body;

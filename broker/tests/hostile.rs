@@ -87,6 +87,19 @@ async fn garbage_closes_the_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_says_hello_is_closed() {
+    let config = BrokerConfig {
+        handshake_timeout: Duration::from_millis(200),
+        ..BrokerConfig::default()
+    };
+    while_steady(config, |broker| async move {
+        let mut client = hostile_client(&broker);
+        expect_goodbye(&mut client, v1::Status::InvalidArgument, "no hello within").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversize_length_prefix_closes_the_connection_before_any_body() {
     while_steady(BrokerConfig::default(), |broker| async move {
         let mut client = hostile_client(&broker);
