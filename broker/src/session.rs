@@ -62,24 +62,6 @@ fn service_id(bytes: &[u8]) -> Uuid {
     Uuid::from_slice(bytes).unwrap_or_default()
 }
 
-fn body_name(body: &client_frame::Body) -> &'static str {
-    use client_frame::Body;
-    match body {
-        Body::Hello(_) => "hello",
-        Body::Register(_) => "register",
-        Body::Unregister(_) => "unregister",
-        Body::Lookup(_) => "lookup",
-        Body::Call(_) => "call",
-        Body::Cancel(_) => "cancel",
-        Body::Reply(_) => "reply",
-        Body::Subscribe(_) => "subscribe",
-        Body::Unsubscribe(_) => "unsubscribe",
-        Body::Publish(_) => "publish",
-        Body::Watch(_) => "watch",
-        Body::Unwatch(_) => "unwatch",
-    }
-}
-
 /// The `request_id` of a request body, `None` for the bodies that have none.
 fn request_id(body: &client_frame::Body) -> Option<u64> {
     use client_frame::Body;
@@ -180,9 +162,7 @@ impl Session {
         if !self.welcomed {
             return match body {
                 Body::Hello(hello) => self.hello(&hello),
-                other => Err(CloseReason::NoHello {
-                    got: body_name(&other),
-                }),
+                other => Err(CloseReason::NoHello { got: other.name() }),
             };
         }
         if let Err(invalid) = checked {

@@ -41,6 +41,45 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/elastos.v1.rs"));
 }
 
+impl v1::client_frame::Body {
+    /// The body's field name in the schema (`hello`, `call`, ...), for logs and errors.
+    pub fn name(&self) -> &'static str {
+        use v1::client_frame::Body;
+        match self {
+            Body::Hello(_) => "hello",
+            Body::Register(_) => "register",
+            Body::Unregister(_) => "unregister",
+            Body::Lookup(_) => "lookup",
+            Body::Call(_) => "call",
+            Body::Cancel(_) => "cancel",
+            Body::Reply(_) => "reply",
+            Body::Subscribe(_) => "subscribe",
+            Body::Unsubscribe(_) => "unsubscribe",
+            Body::Publish(_) => "publish",
+            Body::Watch(_) => "watch",
+            Body::Unwatch(_) => "unwatch",
+        }
+    }
+}
+
+impl v1::broker_frame::Body {
+    /// The body's field name in the schema (`welcome`, `reply`, ...), for logs and errors.
+    pub fn name(&self) -> &'static str {
+        use v1::broker_frame::Body;
+        match self {
+            Body::Welcome(_) => "welcome",
+            Body::Response(_) => "response",
+            Body::Reply(_) => "reply",
+            Body::IncomingCall(_) => "incoming_call",
+            Body::Cancel(_) => "cancel",
+            Body::Event(_) => "event",
+            Body::ProviderGone(_) => "provider_gone",
+            Body::ServiceAvailable(_) => "service_available",
+            Body::Goodbye(_) => "goodbye",
+        }
+    }
+}
+
 pub use codec::{encode_frame, Frame, FrameDecoder, FrameError, LENGTH_PREFIX_LEN, MAX_FRAME_LEN};
 pub use handshake::SUPPORTED_VERSIONS;
 pub use validate::{check_client_frame, InvalidFrame};

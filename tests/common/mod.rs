@@ -233,6 +233,8 @@ impl Harness {
     pub fn unjailed_probe(&self, home: &Path) -> Invocation<'_> {
         let mut invocation = Invocation::new(self, binaries().probe.clone());
         invocation.env("HOME", home);
+        // Probes that write to "/tmp" write to the test's own temp dir when unjailed.
+        invocation.env("TMPDIR", self.mkdir("unjailed-tmp"));
         invocation
     }
 }

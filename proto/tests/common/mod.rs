@@ -42,7 +42,7 @@ fn error(id: u64, name: &str) -> v1::Error {
     }
 }
 
-/// The client frame of kind `kind` (see [`client_kind`]), its fields taken from `id`, `payload`
+/// The client frame of kind `kind` (see `client_frame::Body::name`), its fields taken from `id`, `payload`
 /// and `name`.
 pub fn client_frame(kind: usize, id: u64, payload: &[u8], name: &str) -> ClientFrame {
     use client_frame::Body;
@@ -110,7 +110,7 @@ pub fn client_frame(kind: usize, id: u64, payload: &[u8], name: &str) -> ClientF
     ClientFrame { body: Some(body) }
 }
 
-/// The broker frame of kind `kind` (see [`broker_kind`]).
+/// The broker frame of kind `kind` (see `broker_frame::Body::name`).
 pub fn broker_frame(kind: usize, id: u64, payload: &[u8], name: &str) -> BrokerFrame {
     use broker_frame::Body;
     let body = match kind {
@@ -169,40 +169,4 @@ pub fn broker_frame(kind: usize, id: u64, payload: &[u8], name: &str) -> BrokerF
         _ => panic!("broker frame kind {kind} out of 0..{BROKER_KINDS}"),
     };
     BrokerFrame { body: Some(body) }
-}
-
-/// Which body kind a client frame has; exhaustive, so a new body kind fails to compile here until
-/// the samples cover it.
-pub fn client_kind(body: &client_frame::Body) -> &'static str {
-    use client_frame::Body;
-    match body {
-        Body::Hello(_) => "hello",
-        Body::Register(_) => "register",
-        Body::Unregister(_) => "unregister",
-        Body::Lookup(_) => "lookup",
-        Body::Call(_) => "call",
-        Body::Cancel(_) => "cancel",
-        Body::Reply(_) => "reply",
-        Body::Subscribe(_) => "subscribe",
-        Body::Unsubscribe(_) => "unsubscribe",
-        Body::Publish(_) => "publish",
-        Body::Watch(_) => "watch",
-        Body::Unwatch(_) => "unwatch",
-    }
-}
-
-/// Which body kind a broker frame has; exhaustive like [`client_kind`].
-pub fn broker_kind(body: &broker_frame::Body) -> &'static str {
-    use broker_frame::Body;
-    match body {
-        Body::Welcome(_) => "welcome",
-        Body::Response(_) => "response",
-        Body::Reply(_) => "reply",
-        Body::IncomingCall(_) => "incoming_call",
-        Body::Cancel(_) => "cancel",
-        Body::Event(_) => "event",
-        Body::ProviderGone(_) => "provider_gone",
-        Body::ServiceAvailable(_) => "service_available",
-        Body::Goodbye(_) => "goodbye",
-    }
 }

@@ -81,45 +81,37 @@ pub fn list_var(_: &ProbeArgs) -> Outcome {
     list("/var")
 }
 
-/// Creates a new, uniquely named file in `dir` and removes it again if that worked.
-fn create_in(dir: &str) -> Outcome {
-    let path = format!(
-        "{}/.elastos-probe-write-{}",
-        dir.trim_end_matches('/'),
-        std::process::id()
-    );
-    let c_path = c_string(&path);
-    // SAFETY: `c_path` is a valid C string.
-    let fd = unsafe {
-        libc::open(
+/// Asks the kernel whether `dir` is writable (faccessat with AT_EACCESS), without writing:
+/// a read-only mount answers EROFS. Nothing is created, so the probe changes nothing on the host
+/// even unjailed as root, or with a broken jail.
+fn write_access(dir: &str) -> Outcome {
+    let c_path = c_string(dir);
+    // SAFETY: `c_path` is a valid C string; faccessat only reads it.
+    let ret = unsafe {
+        libc::faccessat(
+            libc::AT_FDCWD,
             c_path.as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
-            0o600,
+            libc::W_OK,
+            libc::AT_EACCESS,
         )
     };
-    let outcome = Outcome::of(i64::from(fd), format!("create {path}"));
-    if fd >= 0 {
-        close_fd(fd);
-        // O_EXCL made this file ours alone: removing it deletes nothing of anyone else's.
-        let _ = std::fs::remove_file(&path);
-    }
-    outcome
+    Outcome::of(i64::from(ret), format!("write access to {dir}"))
 }
 
 pub fn write_usr(_: &ProbeArgs) -> Outcome {
-    create_in("/usr")
+    write_access("/usr")
 }
 
 pub fn write_etc(_: &ProbeArgs) -> Outcome {
-    create_in("/etc")
+    write_access("/etc")
 }
 
 pub fn write_root_dir(_: &ProbeArgs) -> Outcome {
-    create_in("/")
+    write_access("/")
 }
 
 pub fn write_app(args: &ProbeArgs) -> Outcome {
-    create_in(args.app_dir())
+    write_access(args.app_dir())
 }
 
 pub fn open_sysrq_trigger(_: &ProbeArgs) -> Outcome {

@@ -281,7 +281,10 @@ pub fn exec_home_file(_: &ProbeArgs) -> Outcome {
 }
 
 pub fn exec_tmp_file(_: &ProbeArgs) -> Outcome {
-    exec_written_file("/tmp", 0o755)
+    // In the jail TMPDIR is unset and /tmp is the jail's own; unjailed, the harness points
+    // TMPDIR at the test's temp dir, so the host's /tmp is never written.
+    let tmp = std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into());
+    exec_written_file(&tmp, 0o755)
 }
 
 /// A set-user-ID copy of this binary in the home: the bit must not take, or the exec must fail.
