@@ -25,12 +25,14 @@ pub enum BrokerLink {
 }
 
 impl BrokerLink {
-    /// The daemon if one listens, else a new embedded broker that can activate installed apps.
-    /// The embedded broker's runtime starts on its own thread, in parallel with the jail.
-    pub fn connect(state: &StateDirs, launcher: Arc<AppLauncher>) -> Result<BrokerLink> {
-        if let Some(client) = ControlClient::connect(&state.control_socket) {
-            return Ok(BrokerLink::Daemon(client));
-        }
+    /// The daemon, if one listens.
+    pub fn daemon(state: &StateDirs) -> Option<BrokerLink> {
+        ControlClient::connect(&state.control_socket).map(BrokerLink::Daemon)
+    }
+
+    /// A new broker embedded in this process, which can activate installed apps. Its runtime
+    /// runs on a thread of its own.
+    pub fn embedded(launcher: Arc<AppLauncher>) -> Result<BrokerLink> {
         tracing::debug!("no broker daemon: using an embedded broker");
         let (attach_tx, mut attach_rx) =
             tokio::sync::mpsc::unbounded_channel::<(StdUnixStream, AppIdentity, u32)>();

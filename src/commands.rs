@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 use elastos_broker::apps::{self, AppError, AppLauncher, PreparedApp};
 use elastos_broker::control::ControlRequest;
 use elastos_broker::paths::{PathsError, StateDirs};
-use elastos_loader::BlockedSignals;
+use elastos_loader::{BlockedSignals, FirstEvent};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use crate::broker_cmd::{self, BrokerLink};
@@ -136,18 +137,12 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
             "--dangerously-run-without-kernel-sandbox: the app may run without Landlock or seccomp"
         );
     }
-    let launcher = Arc::new(AppLauncher::new(
-        state.apps.clone(),
-        Arc::new(broker_cmd::broker_binary()?),
-        options.clone(),
-        apps::host_env(),
-    ));
+    let store = Arc::new(broker_cmd::broker_binary()?);
     // The app's fd 3; the broker gets the other end once the jail runs (what the app sends
-    // first waits in the socket until then). The broker is found or started only then, so the
-    // jail is cloned from a process that has no other thread yet.
+    // first waits in the socket until then), so the jail is cloned from a process that has no
+    // other thread yet.
     let (broker_end, app_end) = UnixStream::pair().context("cannot create the IPC socket")?;
     let jail = elastos_loader::launch(&prepared.plan, app_end.into(), &options)?;
-    let broker = BrokerLink::connect(&state, launcher)?;
     let facts = jail.facts();
     tracing::info!(
         pid = facts.pid,
@@ -157,8 +152,29 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         limits = ?facts.limits,
         "app started"
     );
-    broker.attach(broker_end, prepared.identity(), facts.pid as u32)?;
-    let exit = jail.wait()?;
+    let pid = facts.pid as u32;
+    let exit = match BrokerLink::daemon(&state) {
+        // The daemon lists the app from its start (`elastos ps`).
+        Some(daemon) => {
+            daemon.attach(broker_end, prepared.identity(), pid)?;
+            jail.wait()?
+        }
+        // No daemon: a broker embedded in this process, started only once the app speaks. An app
+        // that never uses its fd 3 never pays for the broker's thread and runtime.
+        None => match jail.wait_until_readable(broker_end.as_fd())? {
+            FirstEvent::Ended(exit) => exit,
+            FirstEvent::Readable(jail) => {
+                let launcher = Arc::new(AppLauncher::new(
+                    state.apps.clone(),
+                    store,
+                    options.clone(),
+                    apps::host_env(),
+                ));
+                BrokerLink::embedded(launcher)?.attach(broker_end, prepared.identity(), pid)?;
+                jail.wait()?
+            }
+        },
+    };
     tracing::debug!(?exit, "app ended");
     Ok(u8::try_from(exit.code()).unwrap_or(exit::ELASTOS_FAILED))
 }

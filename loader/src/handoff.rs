@@ -1,13 +1,17 @@
 //! What the launcher hands the loader across `execve`, and what the loader reports back.
 //!
-//! The loader starts with a fixed fd layout (see [`fds`]); it reads one JSON [`LoaderInput`] from
-//! [`fds::INPUT`] until EOF and writes JSON lines of [`Report`] to [`fds::REPORT`]: `Ready` once
-//! the entry runs (or `Failed`/`ExecFailed` instead), later `Exited`/`Killed` when it ends.
+//! The loader starts with a fixed fd layout (see [`fds`]); it reads one [`LoaderInput`] from
+//! [`fds::INPUT`] until EOF and writes [`Report`] lines to [`fds::REPORT`]: `ready` once the entry
+//! runs (or `failed`/`exec-failed` instead), later `exited`/`killed` when it ends.
+//!
+//! Both sides compile this one file: the launcher (this library) and the loader binary, which
+//! links neither libc nor std (see `loader/exe`). So it uses only `core` and `alloc` and encodes
+//! by hand, without serde: the input is a small binary record ([`LoaderInput::encode`]), a report
+//! is one line of text ([`Report::to_line`]) that reads well in an strace.
 
-use std::path::PathBuf;
-
-use elastos_policy::JailPlan;
-use serde::{Deserialize, Serialize};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
 
 /// The loader's file descriptors at start.
 pub mod fds {
@@ -22,49 +26,416 @@ pub mod fds {
     pub const FIRST_SOURCE: i32 = 6;
 }
 
-/// The loader's whole input.
-#[derive(Debug, Serialize, Deserialize)]
+/// Version of the input record; the loader refuses any other (launcher and loader come from the
+/// same build, so a mismatch means a stale `elastos-loader` next to `elastos`).
+const INPUT_VERSION: u32 = 1;
+
+/// The loader's whole input: the jail to build, flattened from `elastos_policy::JailPlan` by the
+/// launcher. Strings are bytes without NUL (paths need not be UTF-8).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoaderInput {
-    /// The jail to build.
-    pub plan: JailPlan,
-    /// `plan.mounts`, with every host source resolved by the launcher.
+    /// The jail's filesystem, built in this order on an empty tmpfs root; every host source is
+    /// already open at `fds::FIRST_SOURCE + index`.
     pub mounts: Vec<ResolvedMount>,
-    /// Set the rlimit-based memory cap (no cgroup could be used).
+    /// Hostname of the jail's UTS namespace.
+    pub hostname: Vec<u8>,
+    /// The app's home (jail path): the entry starts there.
+    pub home: Vec<u8>,
+    /// The app's uid inside its own user namespace.
+    pub jail_uid: u32,
+    /// The app's gid inside its own user namespace.
+    pub jail_gid: u32,
+    /// Landlock path rules, in jail paths.
+    pub landlock: Vec<LandlockRule>,
+    /// Deny TCP bind and connect with Landlock (ABI >= 4).
+    pub landlock_net_deny_tcp: bool,
+    /// Scope abstract unix sockets and signals with Landlock (ABI >= 6).
+    pub landlock_scoped: bool,
+    /// The compiled seccomp program.
+    pub seccomp: Vec<SockFilter>,
+    /// The entry's environment, `NAME=value`.
+    pub env: Vec<Vec<u8>>,
+    /// Jail path of the entry.
+    pub entry: Vec<u8>,
+    /// argv of the entry.
+    pub argv: Vec<Vec<u8>>,
+    /// RLIMIT_NPROC: threads of the app.
+    pub threads: u64,
+    /// RLIMIT_NOFILE.
+    pub open_files: u64,
+    /// Memory for the app, in bytes.
+    pub memory_bytes: u64,
+    /// Set RLIMIT_AS to `memory_bytes` (no cgroup could be used).
     pub memory_rlimit: bool,
     /// Run even where the kernel has no Landlock or seccomp (the CLI's loudly named override).
     pub allow_without_kernel_sandbox: bool,
 }
 
-/// A mount step whose host source the launcher has already opened (as the launcher's user, which
-/// may be able to reach paths the jail's uid cannot).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+/// A mount step whose host source, if any, the launcher's child has already opened (as the
+/// launcher's user, which may be able to reach paths the jail's uid cannot).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResolvedMount {
     /// Bind the source fd (`fds::FIRST_SOURCE + source`) onto `jail`.
     Bind {
+        /// Index of the source fd.
         source: u32,
-        jail: PathBuf,
+        /// Jail path.
+        jail: Vec<u8>,
+        /// The source is a directory.
         is_dir: bool,
+        /// Writable (and then noexec); read-only otherwise.
         writable: bool,
+        /// A device node: writable, noexec, keeps nodev off.
         device: bool,
     },
     /// Create a symlink.
-    Symlink { target: PathBuf, jail: PathBuf },
-    /// A fresh tmpfs.
+    Symlink {
+        /// What it points to.
+        target: Vec<u8>,
+        /// Jail path of the link.
+        jail: Vec<u8>,
+    },
+    /// A fresh tmpfs (nosuid, nodev, noexec).
     Tmpfs {
-        jail: PathBuf,
+        /// Jail path.
+        jail: Vec<u8>,
+        /// Size limit.
         size_bytes: u64,
+        /// Mode of its root.
         mode: u32,
     },
     /// An empty directory.
-    Dir { jail: PathBuf, mode: u32 },
+    Dir {
+        /// Jail path.
+        jail: Vec<u8>,
+        /// Its mode.
+        mode: u32,
+    },
     /// procfs of the jail's pid namespace.
-    Proc { jail: PathBuf },
+    Proc {
+        /// Jail path.
+        jail: Vec<u8>,
+    },
+}
+
+/// One Landlock rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LandlockRule {
+    /// Jail path.
+    pub path: Vec<u8>,
+    /// The rights beneath it.
+    pub access: RuleAccess,
+    /// Skip silently when the path does not exist in the jail.
+    pub optional: bool,
+}
+
+/// Landlock rights of a rule (the loader maps them to the kernel's bits for its ABI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // the names of elastos_policy::PathAccess, one to one
+pub enum RuleAccess {
+    /// Read files and list directories.
+    ReadOnly = 0,
+    /// Read, list, and execute files.
+    ReadExecute = 1,
+    /// Every filesystem right except execute and making device nodes.
+    ReadWrite = 2,
+    /// Read and write existing files only.
+    ReadWriteFiles = 3,
+}
+
+/// One classic-BPF instruction (`struct sock_filter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SockFilter {
+    /// Opcode.
+    pub code: u16,
+    /// Jump offset if true.
+    pub jt: u8,
+    /// Jump offset if false.
+    pub jf: u8,
+    /// Operand.
+    pub k: u32,
+}
+
+/// An input record or report line that does not decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeError {
+    /// What was wrong.
+    pub what: &'static str,
+}
+
+impl core::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.what)
+    }
+}
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn bool(&mut self, v: bool) {
+        self.u8(u8::from(v));
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn bytes(&mut self, v: &[u8]) {
+        self.u32(v.len() as u32);
+        self.0.extend_from_slice(v);
+    }
+    fn list<T>(&mut self, items: &[T], mut each: impl FnMut(&mut Self, &T)) {
+        self.u32(items.len() as u32);
+        for item in items {
+            each(self, item);
+        }
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+const TRUNCATED: DecodeError = DecodeError {
+    what: "the input record ends early",
+};
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.0.len() < n {
+            return Err(TRUNCATED);
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn bool(&mut self) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError {
+                what: "a flag is neither 0 nor 1",
+            }),
+        }
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let mut b = [0; 4];
+        b.copy_from_slice(self.take(4)?);
+        Ok(u32::from_le_bytes(b))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        let mut b = [0; 8];
+        b.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(b))
+    }
+    /// A string for a C API: no NUL inside.
+    fn bytes(&mut self) -> Result<Vec<u8>, DecodeError> {
+        let len = self.u32()? as usize;
+        let bytes = self.take(len)?;
+        if bytes.contains(&0) {
+            return Err(DecodeError {
+                what: "a string holds a NUL byte",
+            });
+        }
+        Ok(bytes.to_vec())
+    }
+    fn list<T>(
+        &mut self,
+        mut each: impl FnMut(&mut Self) -> Result<T, DecodeError>,
+    ) -> Result<Vec<T>, DecodeError> {
+        let len = self.u32()? as usize;
+        // Every element takes at least one byte: a lying length cannot make us allocate more
+        // than the record's size.
+        if len > self.0.len() {
+            return Err(TRUNCATED);
+        }
+        let mut items = Vec::with_capacity(len);
+        for _ in 0..len {
+            items.push(each(self)?);
+        }
+        Ok(items)
+    }
+}
+
+impl LoaderInput {
+    /// The record the loader reads.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer(Vec::with_capacity(4096));
+        w.u32(INPUT_VERSION);
+        w.list(&self.mounts, |w, m| match m {
+            ResolvedMount::Bind {
+                source,
+                jail,
+                is_dir,
+                writable,
+                device,
+            } => {
+                w.u8(1);
+                w.u32(*source);
+                w.bytes(jail);
+                w.bool(*is_dir);
+                w.bool(*writable);
+                w.bool(*device);
+            }
+            ResolvedMount::Symlink { target, jail } => {
+                w.u8(2);
+                w.bytes(target);
+                w.bytes(jail);
+            }
+            ResolvedMount::Tmpfs {
+                jail,
+                size_bytes,
+                mode,
+            } => {
+                w.u8(3);
+                w.bytes(jail);
+                w.u64(*size_bytes);
+                w.u32(*mode);
+            }
+            ResolvedMount::Dir { jail, mode } => {
+                w.u8(4);
+                w.bytes(jail);
+                w.u32(*mode);
+            }
+            ResolvedMount::Proc { jail } => {
+                w.u8(5);
+                w.bytes(jail);
+            }
+        });
+        w.bytes(&self.hostname);
+        w.bytes(&self.home);
+        w.u32(self.jail_uid);
+        w.u32(self.jail_gid);
+        w.list(&self.landlock, |w, rule| {
+            w.bytes(&rule.path);
+            w.u8(rule.access as u8);
+            w.bool(rule.optional);
+        });
+        w.bool(self.landlock_net_deny_tcp);
+        w.bool(self.landlock_scoped);
+        w.list(&self.seccomp, |w, insn| {
+            w.0.extend_from_slice(&insn.code.to_le_bytes());
+            w.u8(insn.jt);
+            w.u8(insn.jf);
+            w.u32(insn.k);
+        });
+        w.list(&self.env, |w, v| w.bytes(v));
+        w.bytes(&self.entry);
+        w.list(&self.argv, |w, v| w.bytes(v));
+        w.u64(self.threads);
+        w.u64(self.open_files);
+        w.u64(self.memory_bytes);
+        w.bool(self.memory_rlimit);
+        w.bool(self.allow_without_kernel_sandbox);
+        w.0
+    }
+
+    /// Decodes what [`LoaderInput::encode`] wrote; refuses anything else.
+    pub fn decode(record: &[u8]) -> Result<LoaderInput, DecodeError> {
+        let mut r = Reader(record);
+        if r.u32()? != INPUT_VERSION {
+            return Err(DecodeError {
+                what: "the input record has another version (is elastos-loader from the same \
+                       build as elastos?)",
+            });
+        }
+        let mounts = r.list(|r| {
+            Ok(match r.u8()? {
+                1 => ResolvedMount::Bind {
+                    source: r.u32()?,
+                    jail: r.bytes()?,
+                    is_dir: r.bool()?,
+                    writable: r.bool()?,
+                    device: r.bool()?,
+                },
+                2 => ResolvedMount::Symlink {
+                    target: r.bytes()?,
+                    jail: r.bytes()?,
+                },
+                3 => ResolvedMount::Tmpfs {
+                    jail: r.bytes()?,
+                    size_bytes: r.u64()?,
+                    mode: r.u32()?,
+                },
+                4 => ResolvedMount::Dir {
+                    jail: r.bytes()?,
+                    mode: r.u32()?,
+                },
+                5 => ResolvedMount::Proc { jail: r.bytes()? },
+                _ => {
+                    return Err(DecodeError {
+                        what: "unknown mount kind",
+                    })
+                }
+            })
+        })?;
+        let hostname = r.bytes()?;
+        let home = r.bytes()?;
+        let jail_uid = r.u32()?;
+        let jail_gid = r.u32()?;
+        let landlock = r.list(|r| {
+            Ok(LandlockRule {
+                path: r.bytes()?,
+                access: match r.u8()? {
+                    0 => RuleAccess::ReadOnly,
+                    1 => RuleAccess::ReadExecute,
+                    2 => RuleAccess::ReadWrite,
+                    3 => RuleAccess::ReadWriteFiles,
+                    _ => {
+                        return Err(DecodeError {
+                            what: "unknown Landlock access",
+                        })
+                    }
+                },
+                optional: r.bool()?,
+            })
+        })?;
+        let landlock_net_deny_tcp = r.bool()?;
+        let landlock_scoped = r.bool()?;
+        let seccomp = r.list(|r| {
+            let code = r.take(2)?;
+            Ok(SockFilter {
+                code: u16::from_le_bytes([code[0], code[1]]),
+                jt: r.u8()?,
+                jf: r.u8()?,
+                k: r.u32()?,
+            })
+        })?;
+        let input = LoaderInput {
+            mounts,
+            hostname,
+            home,
+            jail_uid,
+            jail_gid,
+            landlock,
+            landlock_net_deny_tcp,
+            landlock_scoped,
+            seccomp,
+            env: r.list(Reader::bytes)?,
+            entry: r.bytes()?,
+            argv: r.list(Reader::bytes)?,
+            threads: r.u64()?,
+            open_files: r.u64()?,
+            memory_bytes: r.u64()?,
+            memory_rlimit: r.bool()?,
+            allow_without_kernel_sandbox: r.bool()?,
+        };
+        if !r.0.is_empty() {
+            return Err(DecodeError {
+                what: "the input record has trailing bytes",
+            });
+        }
+        Ok(input)
+    }
 }
 
 /// One line on the report pipe.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "report", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Report {
     /// The jail is complete and the entry is running (the app side sends it to init just before
     /// execve; init passes it on only once the exec succeeded).
@@ -76,7 +447,7 @@ pub enum Report {
     },
     /// A jail step failed; the app never ran.
     Failed {
-        /// The step (see `jail::STEPS`).
+        /// The step (see the loader's `Step::name`).
         step: String,
         /// What went wrong.
         message: String,
@@ -84,9 +455,238 @@ pub enum Report {
         errno: Option<i32>,
     },
     /// execve of the entry failed (everything else had succeeded).
-    ExecFailed { entry: PathBuf, errno: i32 },
+    ExecFailed {
+        /// Jail path of the entry.
+        entry: String,
+        /// The kernel's answer.
+        errno: i32,
+    },
     /// The app exited with this code (sent by the jail's init when the app is gone).
-    Exited { code: i32 },
+    Exited {
+        /// The exit code.
+        code: i32,
+    },
     /// The app was killed by this signal.
-    Killed { signal: i32 },
+    Killed {
+        /// The signal.
+        signal: i32,
+    },
+}
+
+impl Report {
+    /// The report as one line, newline included: `ready ABI 0|1`, `failed STEP ERRNO MESSAGE`
+    /// (errno 0: none), `exec-failed ERRNO ENTRY`, `exited CODE`, `killed SIGNAL`.
+    pub fn to_line(&self) -> String {
+        let one_line = |text: &str| text.replace('\n', " ");
+        let mut line = match self {
+            Report::Ready {
+                landlock_abi,
+                landlock_fully_enforced,
+            } => format!(
+                "ready {landlock_abi} {}",
+                u8::from(*landlock_fully_enforced)
+            ),
+            Report::Failed {
+                step,
+                message,
+                errno,
+            } => format!(
+                "failed {} {} {}",
+                one_line(step).replace(' ', "-"),
+                errno.unwrap_or(0),
+                one_line(message)
+            ),
+            Report::ExecFailed { entry, errno } => {
+                format!("exec-failed {errno} {}", one_line(entry))
+            }
+            Report::Exited { code } => format!("exited {code}"),
+            Report::Killed { signal } => format!("killed {signal}"),
+        };
+        line.push('\n');
+        line
+    }
+
+    /// Parses one line written by [`Report::to_line`] (with or without its newline).
+    pub fn from_line(line: &str) -> Result<Report, DecodeError> {
+        let bad = DecodeError {
+            what: "not a loader report",
+        };
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        let (kind, rest) = line.split_once(' ').ok_or(bad)?;
+        let int = |text: &str| text.parse::<i32>().map_err(|_| bad);
+        let (first, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+        Ok(match kind {
+            "ready" => Report::Ready {
+                landlock_abi: first.parse().map_err(|_| bad)?,
+                landlock_fully_enforced: match tail {
+                    "0" => false,
+                    "1" => true,
+                    _ => return Err(bad),
+                },
+            },
+            "failed" => {
+                let (errno, message) = tail.split_once(' ').unwrap_or((tail, ""));
+                let errno = int(errno)?;
+                Report::Failed {
+                    step: first.into(),
+                    message: message.into(),
+                    errno: (errno != 0).then_some(errno),
+                }
+            }
+            "exec-failed" => Report::ExecFailed {
+                errno: int(first)?,
+                entry: tail.into(),
+            },
+            "exited" if tail.is_empty() => Report::Exited { code: int(first)? },
+            "killed" if tail.is_empty() => Report::Killed {
+                signal: int(first)?,
+            },
+            _ => return Err(bad),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    fn sample() -> LoaderInput {
+        LoaderInput {
+            mounts: vec![
+                ResolvedMount::Bind {
+                    source: 2,
+                    jail: b"/usr".to_vec(),
+                    is_dir: true,
+                    writable: false,
+                    device: false,
+                },
+                ResolvedMount::Symlink {
+                    target: b"usr/lib".to_vec(),
+                    jail: b"/lib".to_vec(),
+                },
+                ResolvedMount::Tmpfs {
+                    jail: b"/tmp".to_vec(),
+                    size_bytes: 1 << 20,
+                    mode: 0o1777,
+                },
+                ResolvedMount::Dir {
+                    jail: b"/home".to_vec(),
+                    mode: 0o755,
+                },
+                ResolvedMount::Proc {
+                    jail: b"/proc".to_vec(),
+                },
+            ],
+            hostname: b"elastos".to_vec(),
+            home: b"/home/app".to_vec(),
+            jail_uid: 1000,
+            jail_gid: 1001,
+            landlock: vec![LandlockRule {
+                path: b"/app".to_vec(),
+                access: RuleAccess::ReadExecute,
+                optional: true,
+            }],
+            landlock_net_deny_tcp: true,
+            landlock_scoped: false,
+            seccomp: vec![SockFilter {
+                code: 0x15,
+                jt: 1,
+                jf: 2,
+                k: 0xdead_beef,
+            }],
+            env: vec![b"HOME=/home/app".to_vec()],
+            entry: b"/app/bin/x".to_vec(),
+            argv: vec![b"x".to_vec(), b"\xff arg".to_vec()],
+            threads: 16,
+            open_files: 1024,
+            memory_bytes: 64 << 20,
+            memory_rlimit: true,
+            allow_without_kernel_sandbox: false,
+        }
+    }
+
+    #[test]
+    fn input_round_trips() {
+        let input = sample();
+        assert_eq!(LoaderInput::decode(&input.encode()), Ok(input));
+    }
+
+    #[test]
+    fn every_truncation_and_trailing_byte_is_refused() {
+        let record = sample().encode();
+        for len in 0..record.len() {
+            assert!(LoaderInput::decode(&record[..len]).is_err(), "length {len}");
+        }
+        let mut longer = record.clone();
+        longer.push(0);
+        assert_eq!(
+            LoaderInput::decode(&longer).unwrap_err().what,
+            "the input record has trailing bytes"
+        );
+    }
+
+    #[test]
+    fn nul_in_a_string_and_other_versions_are_refused() {
+        let mut input = sample();
+        input.entry = b"/app/a\0b".to_vec();
+        assert_eq!(
+            LoaderInput::decode(&input.encode()).unwrap_err().what,
+            "a string holds a NUL byte"
+        );
+        let mut record = sample().encode();
+        record[0] = 9;
+        assert!(LoaderInput::decode(&record)
+            .unwrap_err()
+            .what
+            .contains("another version"));
+    }
+
+    #[test]
+    fn reports_round_trip_as_single_lines() {
+        let reports = [
+            Report::Ready {
+                landlock_abi: 6,
+                landlock_fully_enforced: true,
+            },
+            Report::Failed {
+                step: "filesystem".into(),
+                message: "bind mount on /home/app: x y".into(),
+                errno: Some(2),
+            },
+            Report::Failed {
+                step: "landlock".into(),
+                message: "no Landlock".into(),
+                errno: None,
+            },
+            Report::ExecFailed {
+                entry: "/app/bin/with space".into(),
+                errno: 13,
+            },
+            Report::Exited { code: -1 },
+            Report::Killed { signal: 9 },
+        ];
+        for report in reports {
+            let line = report.to_line();
+            assert_eq!(line.matches('\n').count(), 1, "{line:?}");
+            assert_eq!(Report::from_line(&line), Ok(report));
+        }
+        let multi = Report::Failed {
+            step: "filesystem".into(),
+            message: "two\nlines".into(),
+            errno: None,
+        };
+        assert_eq!(multi.to_line(), "failed filesystem 0 two lines\n");
+        for garbage in [
+            "",
+            "ready",
+            "ready x 1",
+            "ready 6 2",
+            "exited 1 2",
+            "what 1",
+            "{\"report\":1}",
+        ] {
+            assert!(Report::from_line(garbage).is_err(), "{garbage:?}");
+        }
+    }
 }

@@ -15,19 +15,23 @@
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use elastos_policy::{jail_paths, JailPlan, MountEntry};
+use elastos_policy::{
+    jail_paths, JailPlan, MountEntry, PathAccess, JAIL_GID, JAIL_HOSTNAME, JAIL_UID,
+};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use uuid::Uuid;
 
 use crate::cgroup::{AppCgroup, CgroupError, LimitMechanism};
-use crate::handoff::{fds, LoaderInput, Report, ResolvedMount};
+use crate::handoff::{
+    fds, LandlockRule, LoaderInput, Report, ResolvedMount, RuleAccess, SockFilter,
+};
 use crate::sys::{self, ChildSetup, ChildStep, CHILD_FAILURE_MAGIC};
 
 /// Signals the launcher forwards to the app.
@@ -273,6 +277,15 @@ impl Drop for BlockedSignals {
     }
 }
 
+/// What [`RunningJail::wait_until_readable`] saw first.
+#[derive(Debug)]
+pub enum FirstEvent {
+    /// The app ended.
+    Ended(AppExit),
+    /// The fd has data; the app runs on.
+    Readable(Box<RunningJail>),
+}
+
 /// How the app ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppExit {
@@ -307,7 +320,7 @@ fn resolve_mounts(plan: &JailPlan) -> Result<(Vec<ResolvedMount>, Vec<PathBuf>),
         sources.push(host.into());
         Ok::<_, LaunchError>(ResolvedMount::Bind {
             source: (sources.len() - 1) as u32,
-            jail: jail.into(),
+            jail: bytes(jail),
             is_dir,
             writable,
             device,
@@ -329,11 +342,13 @@ fn resolve_mounts(plan: &JailPlan) -> Result<(Vec<ResolvedMount>, Vec<PathBuf>),
                     })
                 }
                 Ok(m) if m.file_type().is_symlink() => ResolvedMount::Symlink {
-                    target: fs::read_link(host).map_err(|source| LaunchError::MountSource {
-                        path: host.clone(),
-                        source,
-                    })?,
-                    jail: jail.clone(),
+                    target: bytes(&fs::read_link(host).map_err(|source| {
+                        LaunchError::MountSource {
+                            path: host.clone(),
+                            source,
+                        }
+                    })?),
+                    jail: bytes(jail),
                 },
                 Ok(_) => bind(host, jail, *writable, false)?,
             },
@@ -348,23 +363,82 @@ fn resolve_mounts(plan: &JailPlan) -> Result<(Vec<ResolvedMount>, Vec<PathBuf>),
                 size_bytes,
                 mode,
             } => ResolvedMount::Tmpfs {
-                jail: jail.clone(),
+                jail: bytes(jail),
                 size_bytes: *size_bytes,
                 mode: *mode,
             },
             MountEntry::Dir { jail, mode } => ResolvedMount::Dir {
-                jail: jail.clone(),
+                jail: bytes(jail),
                 mode: *mode,
             },
             MountEntry::Symlink { target, jail } => ResolvedMount::Symlink {
-                target: target.clone(),
-                jail: jail.clone(),
+                target: bytes(target),
+                jail: bytes(jail),
             },
-            MountEntry::Proc { jail } => ResolvedMount::Proc { jail: jail.clone() },
+            MountEntry::Proc { jail } => ResolvedMount::Proc { jail: bytes(jail) },
         };
         resolved.push(step);
     }
     Ok((resolved, sources))
+}
+
+fn bytes(path: &Path) -> Vec<u8> {
+    path.as_os_str().as_bytes().to_vec()
+}
+
+/// The loader's input: `plan` flattened to what the loader carries out.
+fn loader_input(
+    plan: &JailPlan,
+    mounts: Vec<ResolvedMount>,
+    memory_rlimit: bool,
+    allow_without_kernel_sandbox: bool,
+) -> LoaderInput {
+    LoaderInput {
+        mounts,
+        hostname: JAIL_HOSTNAME.into(),
+        home: jail_paths::HOME.into(),
+        jail_uid: JAIL_UID,
+        jail_gid: JAIL_GID,
+        landlock: plan
+            .landlock
+            .iter()
+            .map(|rule| LandlockRule {
+                path: bytes(&rule.path),
+                access: match rule.access {
+                    PathAccess::ReadOnly => RuleAccess::ReadOnly,
+                    PathAccess::ReadExecute => RuleAccess::ReadExecute,
+                    PathAccess::ReadWrite => RuleAccess::ReadWrite,
+                    PathAccess::ReadWriteFiles => RuleAccess::ReadWriteFiles,
+                },
+                optional: rule.optional,
+            })
+            .collect(),
+        landlock_net_deny_tcp: plan.landlock_net_deny_tcp,
+        landlock_scoped: plan.landlock_scoped,
+        seccomp: plan
+            .seccomp
+            .bpf
+            .iter()
+            .map(|insn| SockFilter {
+                code: insn.code,
+                jt: insn.jt,
+                jf: insn.jf,
+                k: insn.k,
+            })
+            .collect(),
+        env: plan
+            .env
+            .iter()
+            .map(|(name, value)| format!("{name}={value}").into_bytes())
+            .collect(),
+        entry: bytes(&plan.entry),
+        argv: plan.argv.iter().map(|a| a.clone().into_bytes()).collect(),
+        threads: plan.limits.threads,
+        open_files: plan.limits.open_files,
+        memory_bytes: plan.limits.memory_bytes,
+        memory_rlimit,
+        allow_without_kernel_sandbox,
+    }
 }
 
 /// As root, the home belongs to the app's own uid (it was created by root).
@@ -416,16 +490,13 @@ pub fn launch(
 
     let (input_read, input_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LaunchError::Fds(e.into()))?;
-    let mut input_plan = plan.clone();
-    // The table's rows (names and reasons) are for people; the loader needs only the program.
-    input_plan.seccomp.rows.clear();
-    let input = LoaderInput {
-        plan: input_plan,
+    let input = loader_input(
+        plan,
         mounts,
         memory_rlimit,
-        allow_without_kernel_sandbox: options.allow_without_kernel_sandbox,
-    };
-    let input = serde_json::to_vec(&input).expect("loader input serializes");
+        options.allow_without_kernel_sandbox,
+    )
+    .encode();
     // Written before clone when the pipe can hold it, so the loader never waits for us.
     let pending_input = write_if_it_fits(input_write, input).map_err(LaunchError::Fds)?;
     let (report_read, report_write) =
@@ -594,6 +665,7 @@ fn read_until_started(
             errno,
         }),
         Report::ExecFailed { entry, errno } => {
+            let entry = PathBuf::from(entry);
             let source = io::Error::from_raw_os_error(errno);
             Err(if errno == libc::ENOENT {
                 LaunchError::EntryNotFound { entry, source }
@@ -608,7 +680,7 @@ fn read_until_started(
 }
 
 fn parse_report(line: &str) -> Result<Report, LaunchError> {
-    serde_json::from_str(line.trim_end()).map_err(|e| {
+    Report::from_line(line).map_err(|e| {
         LaunchError::LoaderVanished(format!("unreadable report {:?}: {e}", line.trim_end()))
     })
 }
@@ -655,6 +727,63 @@ impl RunningJail {
             }
         };
         Ok(self.ended(init_exit))
+    }
+
+    /// Like [`RunningJail::wait`], but returns the still running jail as soon as `fd` has data to
+    /// read: for a supervisor that acts only once the app speaks on its IPC socket (`elastos
+    /// run` starts its embedded broker then). EOF on `fd` (the app closed it) is not data; the
+    /// wait then goes on for the app's end.
+    pub fn wait_until_readable(self, fd: BorrowedFd<'_>) -> Result<FirstEvent, LaunchError> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use nix::sys::signalfd::{SfdFlags, SignalFd};
+        use nix::sys::socket::{recv, MsgFlags};
+        let init = Pid::from_raw(self.facts.pid);
+        let signals = SignalFd::with_flags(&self.signals.0, SfdFlags::SFD_CLOEXEC)
+            .map_err(LaunchError::Wait)?;
+        loop {
+            if let Some(exit) = exit_of(waitpid(init, Some(WaitPidFlag::WNOHANG)))? {
+                let mut jail = self;
+                return Ok(FirstEvent::Ended(jail.ended(exit)));
+            }
+            let mut ready = [
+                PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+                PollFd::new(fd, PollFlags::POLLIN),
+            ];
+            match poll(&mut ready, PollTimeout::NONE) {
+                Ok(_) | Err(nix::Error::EINTR) => {}
+                Err(e) => return Err(LaunchError::Wait(e)),
+            }
+            let has = |i: usize, flags: PollFlags| {
+                ready[i].revents().is_some_and(|r| r.intersects(flags))
+            };
+            let fd_ready = has(
+                1,
+                PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR,
+            );
+            let signal_ready = has(0, PollFlags::POLLIN);
+            if fd_ready {
+                let mut byte = [0u8; 1];
+                let peeked = recv(
+                    fd.as_raw_fd(),
+                    &mut byte,
+                    MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+                );
+                if matches!(peeked, Ok(n) if n > 0) {
+                    return Ok(FirstEvent::Readable(Box::new(self)));
+                }
+                // EOF or an error: nothing will ever be read; wait for the end alone.
+                drop(signals);
+                return self.wait().map(FirstEvent::Ended);
+            }
+            if signal_ready {
+                if let Some(info) = signals.read_signal().map_err(LaunchError::Wait)? {
+                    let signal = info.ssi_signo as i32;
+                    if signal != Signal::SIGCHLD as i32 {
+                        let _ = nix::sys::signal::kill(init, Signal::try_from(signal).ok());
+                    }
+                }
+            }
+        }
     }
 
     /// Waits for the app to end without handling signals: for supervisor threads of a

@@ -1,16 +1,13 @@
-//! Every raw syscall and `unsafe` block of elastos lives here.
+//! Every raw syscall and `unsafe` block of the launcher lives here.
 //!
-//! Two kinds of code:
-//! - [`spawn_jailed_child`]: the only code that runs between `clone()` and `execve()` in the
-//!   launcher's child. The launcher may be multi-threaded, so that code may only make
-//!   async-signal-safe raw syscalls: everything it touches (argv, envp, fd lists) is prepared
-//!   before `clone()`, it never allocates, never takes a lock, never uses a glibc wrapper that
-//!   talks to other threads (the set*id family), and reports failure as a fixed 8-byte record on
-//!   the report pipe.
-//! - thin wrappers for the loader's jail steps (mount family, pivot_root, unshare, prctl,
-//!   Landlock ABI probe) that libc/nix don't wrap or wrap without the flags we need.
+//! [`spawn_jailed_child`] is the only code that runs between `clone()` and `execve()` in the
+//! launcher's child. The launcher may be multi-threaded, so that code may only make
+//! async-signal-safe raw syscalls: everything it touches (argv, envp, fd lists) is prepared
+//! before `clone()`, it never allocates, never takes a lock, never uses a glibc wrapper that
+//! talks to other threads (the set*id family), and reports failure as a fixed 8-byte record on
+//! the report pipe. The loader's own syscalls live in its crate (`loader/exe`, module `sys`).
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::io;
 use std::os::fd::RawFd;
 
@@ -18,7 +15,7 @@ use std::os::fd::RawFd;
 const CHILD_STACK_BYTES: usize = 64 * 1024;
 
 /// Marks a failure record written by the pre-exec child on the report pipe (loader reports are
-/// JSON lines, which never start with this byte).
+/// text lines, which never start with this byte).
 pub const CHILD_FAILURE_MAGIC: u8 = 0xFF;
 
 /// The pre-exec child's steps, as recorded in a failure record.
@@ -295,183 +292,6 @@ fn run_child(child: &ChildContext) -> Result<Never, ChildFailure> {
     }
 }
 
-fn cvt(ret: libc::c_int) -> io::Result<()> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn cvt_long(ret: libc::c_long) -> io::Result<()> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-/// mount(2) with optional source, fstype and data.
-pub fn mount(
-    source: Option<&CStr>,
-    target: &CStr,
-    fstype: Option<&CStr>,
-    flags: libc::c_ulong,
-    data: Option<&CStr>,
-) -> io::Result<()> {
-    let ptr = |s: Option<&CStr>| s.map_or(std::ptr::null(), |s| s.as_ptr());
-    // SAFETY: all pointers are NUL-terminated strings that outlive the call, or null where the
-    // kernel accepts null.
-    cvt(unsafe {
-        libc::mount(
-            ptr(source),
-            target.as_ptr(),
-            ptr(fstype),
-            flags,
-            ptr(data).cast(),
-        )
-    })
-}
-
-/// Adds mount attributes (MOUNT_ATTR_*) to the mount at `target`, recursively if asked.
-/// Only ever adds restrictions, so flags the kernel locked on the original mount are kept.
-pub fn mount_setattr(target: &CStr, attr_set: u64, recursive: bool) -> io::Result<()> {
-    // struct mount_attr { u64 attr_set, attr_clr, propagation, userns_fd }
-    let attr: [u64; 4] = [attr_set, 0, 0, 0];
-    let flags = if recursive { libc::AT_RECURSIVE } else { 0 };
-    // SAFETY: `attr` is a correctly laid out struct mount_attr of the size we pass; `target` is a
-    // NUL-terminated path.
-    cvt_long(unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            target.as_ptr(),
-            flags as libc::c_uint,
-            attr.as_ptr(),
-            std::mem::size_of_val(&attr),
-        )
-    })
-}
-
-/// pivot_root(".", ".") then detach the old root: the bubblewrap/runc idiom that needs no
-/// directory for the old root inside the new one. The caller has chdir()ed into the new root.
-pub fn pivot_root_here() -> io::Result<()> {
-    // SAFETY: constant NUL-terminated paths.
-    cvt_long(unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) })?;
-    // SAFETY: constant NUL-terminated path.
-    cvt(unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) })
-}
-
-/// unshare(2).
-pub fn unshare(flags: libc::c_int) -> io::Result<()> {
-    // SAFETY: plain flags.
-    cvt(unsafe { libc::unshare(flags) })
-}
-
-/// sethostname(2).
-pub fn sethostname(name: &str) -> io::Result<()> {
-    // SAFETY: pointer and length of a live byte slice.
-    cvt(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) })
-}
-
-/// PR_SET_NO_NEW_PRIVS: execve can never grant privileges again (setuid bits, file caps).
-pub fn set_no_new_privs() -> io::Result<()> {
-    // SAFETY: plain integer arguments.
-    cvt(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
-}
-
-/// PR_SET_PDEATHSIG(SIGKILL).
-pub fn set_parent_death_kill() -> io::Result<()> {
-    // SAFETY: plain integer arguments.
-    cvt(unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    })
-}
-
-/// setrlimit(2) with soft = hard = `value`.
-pub fn set_rlimit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> {
-    let limit = libc::rlimit {
-        rlim_cur: value,
-        rlim_max: value,
-    };
-    // SAFETY: pointer to a live rlimit.
-    cvt(unsafe { libc::setrlimit(resource, &limit) })
-}
-
-/// getrlimit(2).
-pub fn get_rlimit(resource: libc::__rlimit_resource_t) -> io::Result<libc::rlimit> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: pointer to a live rlimit.
-    cvt(unsafe { libc::getrlimit(resource, &mut limit) })?;
-    Ok(limit)
-}
-
-/// The kernel's Landlock ABI version (0: Landlock not built in or not enabled).
-pub fn landlock_abi() -> u32 {
-    // SAFETY: LANDLOCK_CREATE_RULESET_VERSION with a null attr and size 0 is the documented way
-    // to query the ABI; it creates nothing.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<u8>(),
-            0usize,
-            1u32,
-        )
-    };
-    u32::try_from(ret).unwrap_or(0)
-}
-
-/// close_range(first, MAX, 0): closes every fd from `first` up.
-pub fn close_fds_from(first: RawFd) -> io::Result<()> {
-    // SAFETY: plain integer arguments; the caller owns no Rust object wrapping these fds.
-    cvt_long(unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first as libc::c_uint,
-            libc::c_uint::MAX,
-            0u32,
-        )
-    })
-}
-
-/// execve(2); returns only on failure.
-pub fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> io::Error {
-    let argv: Vec<*const libc::c_char> = argv
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let envp: Vec<*const libc::c_char> = envp
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    // SAFETY: NULL-terminated arrays of pointers to NUL-terminated strings that outlive the call.
-    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-    io::Error::last_os_error()
-}
-
-/// Takes ownership of an fd inherited at a fixed number (see `handoff::fds`).
-pub fn take_inherited_fd(fd: RawFd, close_on_exec: bool) -> std::fs::File {
-    use std::os::fd::FromRawFd;
-    if close_on_exec {
-        // SAFETY: fcntl on an integer fd; failure (fd not open) surfaces at first use of the file.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    }
-    // SAFETY: by the handoff convention the launcher opened `fd` for us and nothing else in this
-    // process owns it, so the File becomes its sole owner.
-    unsafe { std::fs::File::from_raw_fd(fd) }
-}
-
 /// fcntl(F_DUPFD_CLOEXEC): a close-on-exec duplicate of `fd` numbered at least `floor`.
 pub fn dup_above(fd: RawFd, floor: RawFd) -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
@@ -482,21 +302,4 @@ pub fn dup_above(fd: RawFd, floor: RawFd) -> io::Result<std::os::fd::OwnedFd> {
     }
     // SAFETY: `new` was just created by fcntl and is owned by nobody else.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(new) })
-}
-
-/// fork(2). Returns `None` in the child.
-pub fn fork() -> io::Result<Option<libc::pid_t>> {
-    // SAFETY: only called by the loader, which is single-threaded, so the child is a complete copy
-    // of a consistent process and may allocate freely.
-    match unsafe { libc::fork() } {
-        -1 => Err(io::Error::last_os_error()),
-        0 => Ok(None),
-        pid => Ok(Some(pid)),
-    }
-}
-
-/// PR_SET_DUMPABLE(0): no core dumps and no ptrace/proc access by same-uid processes.
-pub fn set_not_dumpable() -> io::Result<()> {
-    // SAFETY: plain integer arguments.
-    cvt(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) })
 }

@@ -1,0 +1,141 @@
+//! The jail's init: after the shared jail steps the loader forks; the child becomes the app and
+//! the loader stays behind as pid 1 of the jail's pid namespace.
+//!
+//! Why not exec the app as pid 1: the kernel drops every signal sent to a pid namespace's init
+//! that it has no handler for, from inside the namespace too, so `raise(SIGABRT)` and `abort()`
+//! would not end the app, and SIGTERM from the launcher would be ignored. As pid 2 the app gets
+//! the ordinary signal semantics, and init relays SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and
+//! SIGUSR2 from the launcher to it and reports how it ended.
+
+use alloc::string::String;
+
+use linux_raw_sys::general as k;
+
+use crate::handoff::{fds, LoaderInput, Report};
+use crate::jail::{self, JailError, Step};
+use crate::sys::{self, ChildEnd, SignalSet};
+
+/// Signals init relays to the app.
+const RELAYED: [u32; 6] = [
+    k::SIGINT,
+    k::SIGTERM,
+    k::SIGHUP,
+    k::SIGQUIT,
+    k::SIGUSR1,
+    k::SIGUSR2,
+];
+
+/// Writes one report line; if the reader is gone there is nobody left to tell.
+pub fn send(to: i32, report: &Report) {
+    let _ = sys::write_all(to, report.to_line().as_bytes());
+}
+
+/// The report for a failed jail step.
+pub fn failed(error: &JailError) -> Report {
+    Report::Failed {
+        step: error.step.name().into(),
+        message: error.what.clone(),
+        errno: error.errno.map(|e| e.0),
+    }
+}
+
+/// Forks the app and supervises it; returns init's exit code. `report` goes to the launcher.
+pub fn run(input: &LoaderInput, report: i32) -> i32 {
+    let mut signals = [0u32; RELAYED.len() + 1];
+    signals[..RELAYED.len()].copy_from_slice(&RELAYED);
+    signals[RELAYED.len()] = k::SIGCHLD;
+    let signals = SignalSet::of(&signals);
+    // Blocked before fork so none is lost; blocked signals reach init even without handlers.
+    let forked = sys::mask_signals(signals, true)
+        .and_then(|()| sys::pipe())
+        .and_then(|pipe| Ok((pipe, sys::fork()?)));
+    let ((status_read, status_write), app) = match forked {
+        Err(errno) => {
+            send(
+                report,
+                &failed(&JailError {
+                    step: Step::Fork,
+                    what: "forking the app".into(),
+                    errno: Some(errno),
+                }),
+            );
+            return 125;
+        }
+        Ok(forked) => forked,
+    };
+    let Some(app) = app else {
+        sys::close(report);
+        sys::close(status_read);
+        let _ = sys::mask_signals(signals, false);
+        let line = match start_app(input, status_write) {
+            Err(e) => failed(&e),
+            Ok(exec_error) => Report::ExecFailed {
+                entry: String::from_utf8_lossy(&input.entry).into_owned(),
+                errno: exec_error.0,
+            },
+        };
+        send(status_write, &line);
+        return 125;
+    };
+    sys::close(status_write);
+    // Init needs none of the app's fds (stdio, IPC): holding them would keep pipes open.
+    for fd in 0..=fds::IPC {
+        sys::close(fd);
+    }
+    let _ = jail::drop_privileges();
+    let _ = sys::prctl(linux_raw_sys::prctl::PR_SET_DUMPABLE, 0);
+
+    // EOF: the app exec'd its entry (close-on-exec) or exited. Its last line says which: `ready`
+    // only if nothing failed after it (an exec failure comes after `ready`).
+    let lines = sys::read_to_end(status_read).unwrap_or_default();
+    sys::close(status_read);
+    let lines = String::from_utf8_lossy(&lines);
+    if let Some(last) = lines.lines().last() {
+        let _ = sys::write_all(report, last.as_bytes());
+        let _ = sys::write_all(report, b"\n");
+    }
+    loop {
+        match sys::try_wait(app) {
+            Ok(Some(ChildEnd::Exited(code))) => {
+                send(report, &Report::Exited { code });
+                return code;
+            }
+            Ok(Some(ChildEnd::Killed(signal))) => {
+                send(report, &Report::Killed { signal });
+                return 128 + signal;
+            }
+            Ok(None) => {}
+            Err(_) => return 125,
+        }
+        match sys::wait_signal(signals) {
+            Ok(k::SIGCHLD) | Err(_) => {}
+            Ok(signal) => sys::kill(app, signal),
+        }
+    }
+}
+
+/// The app's side: its own steps, then exec. Returns only on failure, with exec's errno.
+fn start_app(input: &LoaderInput, status: i32) -> Result<sys::Errno, JailError> {
+    jail::apply_rlimits(input)?;
+    jail::enter_app_user_namespace(input)?;
+    let dropped = jail::drop_privileges()?;
+    let landlock = jail::enforce_landlock(input, &dropped)?;
+    jail::enter_home(input)?;
+    // If init dies, so does the app (the pid namespace would go anyway; this is immediate).
+    sys::prctl(linux_raw_sys::prctl::PR_SET_PDEATHSIG, k::SIGKILL as usize).map_err(|errno| {
+        JailError {
+            step: Step::Exec,
+            what: "PR_SET_PDEATHSIG".into(),
+            errno: Some(errno),
+        }
+    })?;
+    send(
+        status,
+        &Report::Ready {
+            landlock_abi: landlock.abi,
+            landlock_fully_enforced: landlock.fully,
+        },
+    );
+    let seccomp = jail::install_seccomp(input, &landlock)?;
+    Ok(jail::exec_entry(input, seccomp))
+}
