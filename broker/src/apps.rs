@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use elastos_bundle::{BundleError, UnpackLimits, VerifiedBundle};
+use elastos_bundle::{open_verified_cached, BundleError, UnpackLimits};
 use elastos_loader::{stop_jail, LaunchError, LaunchOptions};
 use elastos_policy::{HostEnv, JailPlan, Manifest, PolicyError};
 use serde::{Deserialize, Serialize};
@@ -149,21 +149,22 @@ pub fn create_private_dir(dir: &Path) -> Result<(), AppError> {
         .map_err(dir_error(dir))
 }
 
-/// Verifies `bundle` (digest and signature, before anything of it is used), unpacks it once into
-/// the cache, creates the app's home and builds the plan of its jail.
+/// Verifies `bundle` (digest and signature, before anything of it is used; or, for a file
+/// unchanged since it was verified, its verification record), unpacks it once into the cache,
+/// creates the app's home and builds the plan of its jail.
 pub fn prepare(
     bundle: &Path,
     args: &[String],
     dirs: &AppDirs,
     host: &HostEnv,
 ) -> Result<PreparedApp, AppError> {
-    let verified = VerifiedBundle::open(bundle).map_err(bundle_error(bundle))?;
-    let unpacked = verified
-        .unpack_into_cache(&dirs.bundles, &UnpackLimits::default())
-        .map_err(bundle_error(bundle))?;
+    let (verified, unpacked) =
+        open_verified_cached(bundle, &dirs.bundles, &UnpackLimits::default())
+            .map_err(bundle_error(bundle))?;
     tracing::debug!(
         root = %unpacked.root().display(),
         fresh = unpacked.freshly_unpacked(),
+        verified_by = ?verified.verified_by(),
         "{}",
         if unpacked.freshly_unpacked() { "unpacked bundle" } else { "bundle already unpacked" }
     );

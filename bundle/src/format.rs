@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::Read;
+use std::io::{self, Read};
 use std::ops::Range;
 use std::path::Path;
 
@@ -29,8 +29,9 @@ const VERSION_RANGE: Range<usize> = 8..10;
 const PUBLISHER_RANGE: Range<usize> = 10..42;
 const SIGNATURE_RANGE: Range<usize> = 42..106;
 const DIGEST_RANGE: Range<usize> = 106..138;
-/// Everything from here to the end of the file is covered by the digest.
-const HEADER_LEN: usize = 138;
+/// Length of the fixed header; everything from here to the end of the file is covered by the
+/// digest.
+pub(crate) const HEADER_LEN: usize = 138;
 
 /// SHA-256 digest of a bundle's manifest and payload; its hex form names the cache directory.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -103,12 +104,45 @@ pub fn seal(manifest: &[u8], payload: &[u8], key: &PublisherKey) -> Result<Vec<u
     Ok(out)
 }
 
-/// Where the fields of a structurally sound bundle are; nothing about it is verified yet.
-pub(crate) struct Layout {
+/// The fixed-size start of a bundle (magic through digest); nothing about it is verified yet.
+pub(crate) struct Header {
     pub(crate) version: u16,
     pub(crate) publisher: PublisherId,
     signature: [u8; 64],
     pub(crate) digest: BundleDigest,
+}
+
+impl Header {
+    /// Checks magic, length and version, in that order. `bytes` is the whole file or at least
+    /// its first [`HEADER_LEN`] bytes.
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Self, BundleError> {
+        let magic_len = bytes.len().min(MAGIC.len());
+        if bytes[..magic_len] != MAGIC[..magic_len] {
+            return Err(BundleError::BadMagic);
+        }
+        if bytes.len() < HEADER_LEN {
+            return Err(BundleError::Truncated {
+                what: "header",
+                needed: HEADER_LEN as u64,
+                available: bytes.len() as u64,
+            });
+        }
+        let version = u16::from_le_bytes(bytes[VERSION_RANGE].try_into().expect("2 bytes"));
+        if version != FORMAT_VERSION {
+            return Err(BundleError::UnsupportedVersion { found: version });
+        }
+        Ok(Self {
+            version,
+            publisher: PublisherId(bytes[PUBLISHER_RANGE].try_into().expect("32 bytes")),
+            signature: bytes[SIGNATURE_RANGE].try_into().expect("64 bytes"),
+            digest: BundleDigest(bytes[DIGEST_RANGE].try_into().expect("32 bytes")),
+        })
+    }
+}
+
+/// Where the fields of a structurally sound bundle are; nothing about it is verified yet.
+pub(crate) struct Layout {
+    pub(crate) header: Header,
     pub(crate) manifest: Range<usize>,
     pub(crate) payload: Range<usize>,
 }
@@ -142,23 +176,9 @@ impl FieldReader<'_> {
 }
 
 impl Layout {
-    /// Checks magic, version and lengths, in that order.
+    /// Checks the [`Header`], then that the lengths add up to exactly the file size.
     pub(crate) fn parse(bytes: &[u8]) -> Result<Self, BundleError> {
-        let magic_len = bytes.len().min(MAGIC.len());
-        if bytes[..magic_len] != MAGIC[..magic_len] {
-            return Err(BundleError::BadMagic);
-        }
-        if bytes.len() < HEADER_LEN {
-            return Err(BundleError::Truncated {
-                what: "header",
-                needed: HEADER_LEN as u64,
-                available: bytes.len() as u64,
-            });
-        }
-        let version = u16::from_le_bytes(bytes[VERSION_RANGE].try_into().expect("2 bytes"));
-        if version != FORMAT_VERSION {
-            return Err(BundleError::UnsupportedVersion { found: version });
-        }
+        let header = Header::parse(bytes)?;
         let mut reader = FieldReader {
             bytes,
             pos: HEADER_LEN,
@@ -179,10 +199,7 @@ impl Layout {
             });
         }
         Ok(Self {
-            version,
-            publisher: PublisherId(bytes[PUBLISHER_RANGE].try_into().expect("32 bytes")),
-            signature: bytes[SIGNATURE_RANGE].try_into().expect("64 bytes"),
-            digest: BundleDigest(bytes[DIGEST_RANGE].try_into().expect("32 bytes")),
+            header,
             manifest,
             payload,
         })
@@ -190,14 +207,15 @@ impl Layout {
 
     /// Checks the digest, then the signature.
     pub(crate) fn integrity(&self, bytes: &[u8]) -> Integrity {
+        let header = &self.header;
         let computed = BundleDigest::of(&bytes[HEADER_LEN..]);
-        if computed != self.digest {
+        if computed != header.digest {
             return Integrity::DigestMismatch { computed };
         }
-        let signature = Signature::from_bytes(&self.signature);
-        let valid = VerifyingKey::from_bytes(&self.publisher.0).is_ok_and(|publisher| {
+        let signature = Signature::from_bytes(&header.signature);
+        let valid = VerifyingKey::from_bytes(&header.publisher.0).is_ok_and(|publisher| {
             publisher
-                .verify_strict(&signed_message(&self.digest), &signature)
+                .verify_strict(&signed_message(&header.digest), &signature)
                 .is_ok()
         });
         if valid {
@@ -240,13 +258,13 @@ pub fn verify(bytes: Vec<u8>) -> Result<VerifiedBundle, BundleError> {
         Integrity::Valid => {}
         Integrity::DigestMismatch { computed } => {
             return Err(BundleError::DigestMismatch {
-                stored: layout.digest,
+                stored: layout.header.digest,
                 computed,
             })
         }
         Integrity::BadSignature => {
             return Err(BundleError::BadSignature {
-                publisher: layout.publisher,
+                publisher: layout.header.publisher,
             })
         }
     }
@@ -258,14 +276,28 @@ pub fn verify(bytes: Vec<u8>) -> Result<VerifiedBundle, BundleError> {
     })
 }
 
-/// Reads a bundle file into memory, refusing files larger than [`MAX_BUNDLE_SIZE`].
-pub fn read_bundle_file(path: &Path) -> Result<Vec<u8>, BundleError> {
-    let read_error = |source| BundleError::ReadBundle {
+/// Maps an I/O error on the bundle file at `path` to [`BundleError::ReadBundle`].
+pub(crate) fn read_error(path: &Path) -> impl Fn(io::Error) -> BundleError + Copy + '_ {
+    move |source| BundleError::ReadBundle {
         path: path.to_owned(),
         source,
-    };
-    let file = File::open(path).map_err(read_error)?;
-    let size = file.metadata().map_err(read_error)?.len();
+    }
+}
+
+/// Reads a bundle file into memory, refusing files larger than [`MAX_BUNDLE_SIZE`].
+pub fn read_bundle_file(path: &Path) -> Result<Vec<u8>, BundleError> {
+    let file = File::open(path).map_err(read_error(path))?;
+    let size = file.metadata().map_err(read_error(path))?.len();
+    read_opened_bundle(&file, size, path)
+}
+
+/// Reads the open bundle `file`, `size` bytes long when it was opened, from its current
+/// position to its end; `path` is for error messages.
+pub(crate) fn read_opened_bundle(
+    file: &File,
+    size: u64,
+    path: &Path,
+) -> Result<Vec<u8>, BundleError> {
     if size > MAX_BUNDLE_SIZE {
         return Err(BundleError::BundleTooLarge {
             size,
@@ -276,7 +308,7 @@ pub fn read_bundle_file(path: &Path) -> Result<Vec<u8>, BundleError> {
     let mut bytes = Vec::with_capacity(size as usize);
     file.take(MAX_BUNDLE_SIZE + 1)
         .read_to_end(&mut bytes)
-        .map_err(read_error)?;
+        .map_err(read_error(path))?;
     if bytes.len() as u64 > MAX_BUNDLE_SIZE {
         return Err(BundleError::BundleTooLarge {
             size: bytes.len() as u64,
@@ -305,12 +337,12 @@ impl VerifiedBundle {
 
     /// Who signed the bundle.
     pub fn publisher(&self) -> PublisherId {
-        self.layout.publisher
+        self.layout.header.publisher
     }
 
     /// The digest of manifest and payload; names the bundle's cache directory.
     pub fn digest(&self) -> BundleDigest {
-        self.layout.digest
+        self.layout.header.digest
     }
 
     /// Size of the compressed payload, in bytes.
@@ -321,13 +353,20 @@ impl VerifiedBundle {
     pub(crate) fn payload(&self) -> &[u8] {
         &self.bytes[self.layout.payload.clone()]
     }
+
+    /// The verified header bytes, magic through digest.
+    pub(crate) fn header_bytes(&self) -> &[u8; HEADER_LEN] {
+        self.bytes[..HEADER_LEN]
+            .try_into()
+            .expect("verify checked the header length")
+    }
 }
 
 impl fmt::Debug for VerifiedBundle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerifiedBundle")
-            .field("publisher", &self.layout.publisher)
-            .field("digest", &self.layout.digest)
+            .field("publisher", &self.publisher())
+            .field("digest", &self.digest())
             .field("payload_size", &self.payload_size())
             .finish_non_exhaustive()
     }

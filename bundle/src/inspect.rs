@@ -75,9 +75,9 @@ pub fn inspect(bytes: &[u8]) -> InspectReport {
     };
     InspectReport {
         signature,
-        format_version: Some(layout.version),
-        publisher: Some(layout.publisher),
-        digest: Some(layout.digest),
+        format_version: Some(layout.header.version),
+        publisher: Some(layout.header.publisher),
+        digest: Some(layout.header.digest),
         payload_size: Some(layout.payload.len() as u64),
         manifest_text,
         manifest,

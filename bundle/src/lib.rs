@@ -46,6 +46,12 @@
 //! manifest is UTF-8 and parses. Only then does it return a [`VerifiedBundle`], the one type that
 //! can be unpacked. [`inspect`] runs the same checks but reports instead of failing.
 //!
+//! [`open_verified_cached`], the path `elastos run` takes, verifies and unpacks the same way,
+//! then writes a verification record into the cache entry. When the same file is opened again
+//! unchanged (same device, inode, size, mtime and ctime, and the same header), it reads only the
+//! header and returns [`VerifiedFacts`] rebuilt from the record, without hashing the file again;
+//! its documentation says why that is sound.
+//!
 //! # Unpacking
 //!
 //! [`VerifiedBundle::unpack_into_cache`] extracts into `CACHE/<digest>/app/` with its own writer
@@ -62,6 +68,7 @@
 //!   running under another uid can read it.
 //! - No streaming verification: a bundle is read into memory once (bounded by
 //!   [`MAX_BUNDLE_SIZE`]) so the bytes that were verified are the bytes that get unpacked.
+//!   (An unchanged file is not re-read at all by [`open_verified_cached`].)
 //! - No trust store: which publishers to trust is the caller's decision.
 //! - The cache is trusted once written: a later run reuses `CACHE/<digest>/` without re-hashing
 //!   it. Anyone who can write the cache can already write the user's files.
@@ -74,6 +81,7 @@ mod fsutil;
 mod inspect;
 mod key;
 mod pack;
+mod record;
 mod tree;
 mod unpack;
 
@@ -85,4 +93,5 @@ pub use format::{
 pub use inspect::{inspect, InspectReport, SignatureStatus};
 pub use key::{PublisherId, PublisherKey};
 pub use pack::{pack, pack_to, PackedBundle};
+pub use record::{open_verified_cached, VerifiedBy, VerifiedFacts, RECORD_MIN_AGE};
 pub use unpack::{UnpackLimits, UnpackedBundle};

@@ -63,8 +63,8 @@ pub fn pack_to(
     // Re-parsing the header we just wrote is cheaper than threading the digest out of `seal`.
     let layout = Layout::parse(&bytes)?;
     Ok(PackedBundle {
-        digest: layout.digest,
-        publisher: layout.publisher,
+        digest: layout.header.digest,
+        publisher: layout.header.publisher,
         size: bytes.len() as u64,
     })
 }

@@ -5,6 +5,7 @@
 //! ```text
 //! CACHE/<digest>/app/        the app's files; the loader mounts this read-only at /app
 //! CACHE/<digest>/complete    marker: written before the directory gets its final name
+//! CACHE/<digest>/verified    the verification record, see crate::record (written later)
 //! CACHE/.tmp-<digest>-<random>/   a staging directory while an unpack is in progress
 //! ```
 //!
@@ -30,7 +31,7 @@ use std::path::{Component, Path, PathBuf};
 use flate2::read::GzDecoder;
 
 use crate::error::{BundleError, DeviceKind};
-use crate::format::VerifiedBundle;
+use crate::format::{BundleDigest, VerifiedBundle};
 use crate::fsutil::random_suffix;
 use crate::tree::{Node, TreeIndex};
 
@@ -38,6 +39,11 @@ use crate::tree::{Node, TreeIndex};
 const TREE_DIR: &str = "app";
 /// Name of the completion marker inside a cache entry.
 const COMPLETE_MARKER: &str = "complete";
+
+/// The cache entry of the bundle with `digest`: `cache_dir/<digest>`.
+pub(crate) fn cache_entry(cache_dir: &Path, digest: BundleDigest) -> PathBuf {
+    cache_dir.join(digest.to_string())
+}
 
 /// Bounds on what an archive may expand to. [`crate::pack`] enforces the same bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +76,14 @@ pub struct UnpackedBundle {
 }
 
 impl UnpackedBundle {
+    /// The tree of the cache entry `entry` (`CACHE/<digest>`).
+    pub(crate) fn in_cache(entry: &Path, freshly_unpacked: bool) -> Self {
+        Self {
+            root: entry.join(TREE_DIR),
+            freshly_unpacked,
+        }
+    }
+
     /// The directory holding the app's files (`CACHE/<digest>/app`).
     pub fn root(&self) -> &Path {
         &self.root
@@ -93,12 +107,9 @@ impl VerifiedBundle {
         cache_dir: &Path,
         limits: &UnpackLimits,
     ) -> Result<UnpackedBundle, BundleError> {
-        let digest = self.digest().to_string();
-        let target = cache_dir.join(&digest);
-        let found = |freshly_unpacked| UnpackedBundle {
-            root: target.join(TREE_DIR),
-            freshly_unpacked,
-        };
+        let digest = self.digest();
+        let target = cache_entry(cache_dir, digest);
+        let found = |freshly_unpacked| UnpackedBundle::in_cache(&target, freshly_unpacked);
         if is_complete(&target)? {
             return Ok(found(false));
         }
@@ -140,7 +151,7 @@ impl VerifiedBundle {
 
 /// Whether `target` is a finished cache entry; an unfinished one is an error, not a miss,
 /// because elastos never leaves one behind and silently deleting it could hide a problem.
-fn is_complete(target: &Path) -> Result<bool, BundleError> {
+pub(crate) fn is_complete(target: &Path) -> Result<bool, BundleError> {
     let cache_error = |path: &Path, source| BundleError::Cache {
         path: path.to_owned(),
         source,
