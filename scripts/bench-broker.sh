@@ -18,7 +18,7 @@
 # Prints a markdown report and keeps it, with every round's numbers as JSON, in $BENCH_OUT.
 # Environment: ROUNDS (default 5), CALLS (20000), FLIGHT (32), FLIGHT_CALLS (200000),
 # CLIENTS (4), IDLE_APPS (1000), CARGO_TARGET_DIR (repo's target/, for the elastos binary),
-# ELASTOS (an elastos binary to use instead of building $CARGO_TARGET_DIR/release/elastos),
+# ELASTOS (an elastos binary to use instead of building $CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/elastos),
 # BENCH_TARGET_DIR ($CARGO_TARGET_DIR/bench-build), BENCH_OUT ($CARGO_TARGET_DIR/bench).
 set -euo pipefail
 
@@ -33,8 +33,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
 BENCH_TARGET_DIR=${BENCH_TARGET_DIR:-$CARGO_TARGET_DIR/bench-build}
 BENCH_OUT=${BENCH_OUT:-$CARGO_TARGET_DIR/bench}
 BUILD_ELASTOS=${ELASTOS:+no}
-ELASTOS=${ELASTOS:-$CARGO_TARGET_DIR/release/elastos}
-BENCH=$BENCH_TARGET_DIR/release/elastos-broker-bench
+ELASTOS=${ELASTOS:-$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/elastos}
+BENCH=$BENCH_TARGET_DIR/x86_64-unknown-linux-gnu/release/elastos-broker-bench
 REPRODUCE="ROUNDS=$ROUNDS CALLS=$CALLS FLIGHT=$FLIGHT FLIGHT_CALLS=$FLIGHT_CALLS CLIENTS=$CLIENTS IDLE_APPS=$IDLE_APPS bash scripts/bench-broker.sh"
 
 say() { printf '==> %s\n' "$*" >&2; }

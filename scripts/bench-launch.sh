@@ -28,7 +28,7 @@ TEST_USER="elastos-test"
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
 BENCH_OUT=${BENCH_OUT:-$CARGO_TARGET_DIR/bench}
-ELASTOS=$CARGO_TARGET_DIR/release/elastos
+ELASTOS=$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/elastos
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() {
@@ -56,9 +56,17 @@ descendants() {
     descendants "$child"
   done
 }
+# SIGTERM first: `elastos run` forwards it to the app and, once the app is gone, removes the app's
+# cgroups (a SIGKILLed launcher could not). Whatever still runs after 5 s is killed.
 stop_idle_apps() {
-  local pid tree
+  local pid tree deadline=$((SECONDS + 5))
   for pid in "${IDLE_PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${IDLE_PIDS[@]}"; do
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
+      sleep 0.05
+    done
     mapfile -t tree < <(descendants "$pid")
     kill -KILL "${tree[@]}" "$pid" 2>/dev/null || true
   done

@@ -88,21 +88,23 @@ find_cargo() {
     die "cargo not found in PATH or in $HOME/.cargo/bin; install the Rust toolchain (https://rustup.rs) as this user and rerun"
 }
 
-# The test user must reach and execute the built binaries, so the target dir and its release dir are
-# world-traversable, and so is every directory above them (checked, not changed: those are not ours).
+# The test user must reach and execute the built binaries, so the target dir and the directories of
+# the binaries are world-traversable, and so is every directory above them (checked, not changed:
+# those are not ours). Binaries land in $BIN_DIR (the target is named in .cargo/config.toml).
 prepare_target_dir() {
   export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
+  BIN_DIR=$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release
   if ! mkdir -p "$CARGO_TARGET_DIR" 2>/dev/null; then
     as_root install -d -m 0755 -o "$(id -u)" -g "$(id -g)" "$CARGO_TARGET_DIR"
   fi
-  mkdir -p "$CARGO_TARGET_DIR/release"
-  chmod a+rx "$CARGO_TARGET_DIR" "$CARGO_TARGET_DIR/release"
+  mkdir -p "$BIN_DIR"
+  chmod a+rx "$CARGO_TARGET_DIR" "$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu" "$BIN_DIR"
   local test_uid test_gid
   test_uid=$(id -u "$TEST_USER")
   test_gid=$(id -g "$TEST_USER")
   as_root setpriv --reuid="$test_uid" --regid="$test_gid" --clear-groups \
-    test -x "$CARGO_TARGET_DIR/release" ||
-    die "$TEST_USER cannot reach $CARGO_TARGET_DIR/release: a directory above it is not world-traversable; set CARGO_TARGET_DIR to a path under a traversable directory (e.g. /var/cache/elastos/target)"
+    test -x "$BIN_DIR" ||
+    die "$TEST_USER cannot reach $BIN_DIR: a directory above it is not world-traversable; set CARGO_TARGET_DIR to a path under a traversable directory (e.g. /var/cache/elastos/target)"
   # Files cargo creates from now on are readable and executable by the test user.
   umask 022
 }
@@ -120,7 +122,7 @@ setup() {
 demo() {
   say "building"
   cargo build --release --workspace --bins
-  local elastos=$CARGO_TARGET_DIR/release/elastos
+  local elastos=$BIN_DIR/elastos
   local demo_dir=$CARGO_TARGET_DIR/demo
   local staging=$demo_dir/hello
   local bundle=$demo_dir/hello.bundle
@@ -129,7 +131,7 @@ demo() {
   rm -rf "$staging"
   mkdir -p "$staging/bin"
   cp examples/hello/manifest.toml "$staging/"
-  cp "$CARGO_TARGET_DIR/release/hello" "$staging/bin/hello"
+  cp "$BIN_DIR/hello" "$staging/bin/hello"
   "$elastos" bundle pack "$staging" -o "$bundle"
 
   say "elastos run $bundle -- first run"
@@ -159,7 +161,7 @@ pack_example() {
   rm -rf "${demo_dir:?}/$name"
   mkdir -p "$demo_dir/$name/bin"
   cp "examples/$name/manifest.toml" "$demo_dir/$name/"
-  cp "$CARGO_TARGET_DIR/release/$name" "$demo_dir/$name/bin/$name"
+  cp "$BIN_DIR/$name" "$demo_dir/$name/bin/$name"
   "$elastos" bundle pack "$demo_dir/$name" -o "$demo_dir/$name.bundle" >/dev/null
 }
 

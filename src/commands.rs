@@ -153,10 +153,15 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         "app started"
     );
     let pid = facts.pid as u32;
+    // The plan, the manifest and the command line are done with: the launcher waits with as
+    // little memory as it can.
+    let identity = prepared.identity();
+    drop((prepared, args));
+    elastos_loader::release_free_heap();
     let exit = match BrokerLink::daemon(&state) {
         // The daemon lists the app from its start (`elastos ps`).
         Some(daemon) => {
-            daemon.attach(broker_end, prepared.identity(), pid)?;
+            daemon.attach(broker_end, identity, pid)?;
             jail.wait()?
         }
         // No daemon: a broker embedded in this process, started only once the app speaks. An app
@@ -170,7 +175,7 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
                     options.clone(),
                     apps::host_env(),
                 ));
-                BrokerLink::embedded(launcher)?.attach(broker_end, prepared.identity(), pid)?;
+                BrokerLink::embedded(launcher)?.attach(broker_end, identity, pid)?;
                 jail.wait()?
             }
         },

@@ -138,40 +138,49 @@ fn randomness_is_available_and_differs_between_runs() {
     assert_ne!(draw(), draw(), "two runs drew the same random bytes");
 }
 
-#[test]
-fn a_dynamically_linked_app_runs() {
-    let image = std::fs::read(&binaries().probe).unwrap();
-    let interpreter = b"/lib64/ld-linux-x86-64.so.2";
-    assert!(
-        image.windows(interpreter.len()).any(|w| w == interpreter),
-        "elastos-probe should be dynamically linked (it names no ELF interpreter)"
-    );
-    let (harness, bundle) = probe_app(User::Root);
-    let out = run_probe(&harness, &bundle, &["args", "dynamic"]);
-    assert_eq!(out.assert_code(0).stdout_text(), "dynamic\n");
-}
-
-#[test]
-fn a_statically_linked_app_runs() {
+/// Builds tests/apps/hello.c with gcc (`-static` or not), runs it jailed and returns its stdout;
+/// also says whether the binary names the dynamic loader as its ELF interpreter.
+fn run_c_hello(linkage: &[&str]) -> (String, bool) {
     let harness = Harness::new(User::Root);
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/hello_static.c");
-    let binary = harness.path().join("hello_static");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/hello.c");
+    let binary = harness.path().join("hello-from-gcc");
     let gcc = Command::new("gcc")
-        .args(["-static", "-O2", "-o"])
+        .args(linkage)
+        .args(["-O2", "-o"])
         .arg(&binary)
         .arg(&source)
         .output()
         .expect("gcc is required for this test (apt-get install gcc libc6-dev)");
     assert!(
         gcc.status.success(),
-        "gcc -static failed: {}",
+        "gcc {linkage:?} failed: {}",
         String::from_utf8_lossy(&gcc.stderr)
     );
-    let manifest = probe_manifest(APP_ID, "hello_static", "");
-    let dir = harness.stage("static", &manifest, &[("hello_static", &binary)]);
+    let interpreter = b"/lib64/ld-linux-x86-64.so.2";
+    let image = std::fs::read(&binary).unwrap();
+    let dynamic = image.windows(interpreter.len()).any(|w| w == interpreter);
+    let manifest = probe_manifest(APP_ID, "hello", "");
+    let dir = harness.stage("hello", &manifest, &[("hello", &binary)]);
     let bundle = harness.pack(&dir);
     let out = harness.run::<&str>(&bundle, &[]).output();
-    assert_eq!(out.assert_code(0).stdout_text(), "hello static\n");
+    (out.assert_code(0).stdout_text(), dynamic)
+}
+
+#[test]
+fn a_dynamically_linked_app_runs() {
+    let (stdout, dynamic) = run_c_hello(&[]);
+    assert!(
+        dynamic,
+        "gcc without -static should name an ELF interpreter"
+    );
+    assert_eq!(stdout, "hello from C\n");
+}
+
+#[test]
+fn a_statically_linked_app_runs() {
+    let (stdout, dynamic) = run_c_hello(&["-static"]);
+    assert!(!dynamic, "gcc -static should name no ELF interpreter");
+    assert_eq!(stdout, "hello from C\n");
 }
 
 #[test]

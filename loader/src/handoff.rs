@@ -37,6 +37,9 @@ pub struct LoaderInput {
     /// The jail's filesystem, built in this order on an empty tmpfs root; every host source is
     /// already open at `fds::FIRST_SOURCE + index`.
     pub mounts: Vec<ResolvedMount>,
+    /// Host paths of cgroup v1 `tasks` files the loader writes "0" to, to join the app's
+    /// cgroups once the launcher has made them (EOF on the input pipe); empty otherwise.
+    pub cgroup_tasks: Vec<Vec<u8>>,
     /// Hostname of the jail's UTS namespace.
     pub hostname: Vec<u8>,
     /// The app's home (jail path): the entry starts there.
@@ -307,6 +310,7 @@ impl LoaderInput {
                 w.bytes(jail);
             }
         });
+        w.list(&self.cgroup_tasks, |w, v| w.bytes(v));
         w.bytes(&self.hostname);
         w.bytes(&self.home);
         w.u32(self.jail_uid);
@@ -374,6 +378,7 @@ impl LoaderInput {
                 }
             })
         })?;
+        let cgroup_tasks = r.list(Reader::bytes)?;
         let hostname = r.bytes()?;
         let home = r.bytes()?;
         let jail_uid = r.u32()?;
@@ -408,6 +413,7 @@ impl LoaderInput {
         })?;
         let input = LoaderInput {
             mounts,
+            cgroup_tasks,
             hostname,
             home,
             jail_uid,
@@ -578,6 +584,7 @@ mod tests {
                     jail: b"/proc".to_vec(),
                 },
             ],
+            cgroup_tasks: vec![b"/sys/fs/cgroup/pids/elastos/x/tasks".to_vec()],
             hostname: b"elastos".to_vec(),
             home: b"/home/app".to_vec(),
             jail_uid: 1000,

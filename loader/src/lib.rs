@@ -29,3 +29,4 @@ pub use launch::{
     launch, stop_jail, AppExit, BlockedSignals, FirstEvent, HostIdentity, JailFacts, LaunchError,
     LaunchOptions, RunningJail,
 };
+pub use sys::release_free_heap;

@@ -60,6 +60,10 @@ impl ChildStep {
 pub struct ChildSetup {
     /// Read end of the pipe on which the launcher signals that the id maps are written.
     pub sync_read: RawFd,
+    /// The launcher's write end of that pipe. The child closes its copy first, so that the read
+    /// sees EOF if the launcher dies before writing (PR_SET_PDEATHSIG cannot be set before the
+    /// id change, which clears it).
+    pub sync_write: RawFd,
     /// Where a failure record goes (the launcher's copy of the report pipe's write end).
     pub report: RawFd,
     /// (current fd, fixed number) pairs; the current fds are >= every fixed number.
@@ -82,7 +86,7 @@ impl ChildSetup {
     /// Prepares the child's state; `argv`/`envp` are the loader's.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        sync_read: RawFd,
+        (sync_read, sync_write): (RawFd, RawFd),
         report: RawFd,
         fd_moves: Vec<(RawFd, RawFd)>,
         mount_sources: Vec<(CString, RawFd)>,
@@ -98,6 +102,7 @@ impl ChildSetup {
             .fold(2, RawFd::max);
         ChildSetup {
             sync_read,
+            sync_write,
             report,
             fd_moves,
             mount_sources,
@@ -208,6 +213,7 @@ fn run_child(child: &ChildContext) -> Result<Never, ChildFailure> {
             }
         }
 
+        libc::close(setup.sync_write);
         let mut byte = 0u8;
         let n = libc::read(setup.sync_read, (&mut byte as *mut u8).cast(), 1);
         if n != 1 {
@@ -302,4 +308,11 @@ pub fn dup_above(fd: RawFd, floor: RawFd) -> io::Result<std::os::fd::OwnedFd> {
     }
     // SAFETY: `new` was just created by fcntl and is owned by nobody else.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(new) })
+}
+
+/// Gives the heap's free pages back to the kernel (malloc_trim(0)): a supervisor that waits for
+/// hours should not keep the memory its start-up used.
+pub fn release_free_heap() {
+    // SAFETY: malloc_trim only walks glibc's own heap structures, under its own lock.
+    unsafe { libc::malloc_trim(0) };
 }

@@ -34,14 +34,17 @@ pub enum Step {
     /// Make every mount recursively private, so nothing we mount propagates to the host. The
     /// loader aborts if this fails.
     PrivateMounts,
-    /// New cgroup namespace, rooted at the app's cgroup (the launcher placed us there first).
-    CgroupNamespace,
     /// Hostname of the UTS namespace.
     Hostname,
     /// Build the jail's filesystem on a tmpfs.
     Filesystem,
+    /// Wait until the launcher has made the app's cgroup (EOF on the input pipe; it does so
+    /// while we build the filesystem), then join it (cgroup v1: "0" to its `tasks` files).
+    JoinCgroup,
     /// pivot_root into it and detach the host's tree.
     PivotRoot,
+    /// A new cgroup namespace, rooted at the app's cgroup.
+    CgroupNamespace,
     /// fork: the loader stays pid 1 of the jail as its init (the kernel shields a pid namespace's
     /// init from signals it has no handler for, which would break `raise()` and `abort()` in the
     /// app); the app continues as pid 2.
@@ -70,6 +73,7 @@ impl Step {
         match self {
             Step::ReadInput => "read-input",
             Step::PrivateMounts => "private-mounts",
+            Step::JoinCgroup => "join-cgroup",
             Step::CgroupNamespace => "cgroup-namespace",
             Step::Hostname => "hostname",
             Step::Filesystem => "filesystem",
@@ -121,11 +125,25 @@ pub struct LandlockEnforced {
 /// Proof that the seccomp filter is installed (or explicitly, loudly waived).
 pub struct SeccompInstalled(());
 
-/// Reads and decodes the input on [`fds::INPUT`], then closes it.
+/// The largest input record the loader accepts (a plan is a few KiB).
+const MAX_INPUT_BYTES: usize = 16 << 20;
+
+/// Reads and decodes the input record on [`fds::INPUT`] (its length, then the record); the pipe
+/// stays open until the launcher has made the cgroup (see [`Step::JoinCgroup`]).
 pub fn read_input() -> Result<LoaderInput, JailError> {
     let step = Step::ReadInput;
-    let bytes = sys::read_to_end(fds::INPUT).map_err(fail(step, "reading the plan"))?;
-    sys::close(fds::INPUT);
+    let mut len = [0u8; 4];
+    sys::read_exact(fds::INPUT, &mut len).map_err(fail(step, "reading the plan's length"))?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_INPUT_BYTES {
+        return Err(JailError {
+            step,
+            what: format!("the plan is {len} bytes, more than the {MAX_INPUT_BYTES} accepted"),
+            errno: None,
+        });
+    }
+    let mut bytes = alloc::vec![0u8; len];
+    sys::read_exact(fds::INPUT, &mut bytes).map_err(fail(step, "reading the plan"))?;
     LoaderInput::decode(&bytes).map_err(|e| JailError {
         step,
         what: format!("decoding the plan: {e}"),
@@ -133,7 +151,7 @@ pub fn read_input() -> Result<LoaderInput, JailError> {
     })
 }
 
-/// The steps shared by init and the app: up to and including pivot_root.
+/// The steps shared by init and the app: up to and including the cgroup namespace.
 pub fn build_jail(input: &LoaderInput) -> Result<(), JailError> {
     sys::mount(
         None,
@@ -143,11 +161,37 @@ pub fn build_jail(input: &LoaderInput) -> Result<(), JailError> {
         None,
     )
     .map_err(fail(Step::PrivateMounts, "making / recursively private"))?;
-    sys::unshare(k::CLONE_NEWCGROUP)
-        .map_err(fail(Step::CgroupNamespace, "unshare(CLONE_NEWCGROUP)"))?;
     sys::sethostname(&input.hostname).map_err(fail(Step::Hostname, "sethostname"))?;
     build_filesystem(&input.mounts)?;
-    enter_root()
+    join_cgroup(&input.cgroup_tasks)?;
+    enter_root()?;
+    sys::unshare(k::CLONE_NEWCGROUP)
+        .map_err(fail(Step::CgroupNamespace, "unshare(CLONE_NEWCGROUP)"))
+}
+
+/// Waits for EOF on the input pipe (the launcher has made the app's cgroup), then joins it.
+fn join_cgroup(tasks_files: &[Vec<u8>]) -> Result<(), JailError> {
+    let step = Step::JoinCgroup;
+    let mut more = [0u8; 1];
+    match sys::read(fds::INPUT, &mut more) {
+        Ok(0) => {}
+        Ok(_) => {
+            return Err(JailError {
+                step,
+                what: "the launcher sent more than the plan".into(),
+                errno: None,
+            })
+        }
+        Err(e) => return Err(fail(step, "waiting for the launcher's cgroup")(e)),
+    }
+    sys::close(fds::INPUT);
+    for tasks in tasks_files {
+        sys::write_file(&CPath::new(tasks), b"0").map_err(fail(
+            step,
+            format!("joining the cgroup through {}", show(tasks)),
+        ))?;
+    }
+    Ok(())
 }
 
 fn build_filesystem(mounts: &[ResolvedMount]) -> Result<(), JailError> {

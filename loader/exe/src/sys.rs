@@ -74,6 +74,17 @@ pub fn read(fd: i32, buf: &mut [u8]) -> Result<usize> {
     }
 }
 
+/// Fills `buf` from `fd`; EOF before that is EPIPE.
+pub fn read_exact(fd: i32, mut buf: &mut [u8]) -> Result<()> {
+    while !buf.is_empty() {
+        match read(fd, buf)? {
+            0 => return Err(Errno(errno::EPIPE as i32)),
+            n => buf = &mut buf[n..],
+        }
+    }
+    Ok(())
+}
+
 /// Reads `fd` to its end.
 pub fn read_to_end(fd: i32) -> Result<Vec<u8>> {
     let mut bytes: Vec<u8> = Vec::with_capacity(16 * 1024);
