@@ -124,6 +124,10 @@ fn prepare(path: &Path, args: &[String], state: &StateDirs) -> Result<PreparedAp
     prepared
 }
 
+/// How long the providers an embedded broker started get to end after SIGTERM, when their
+/// `elastos run` ends, before SIGKILL.
+const PROVIDER_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn run(args: RunArgs) -> Result<u8, Failure> {
     // Before any other thread exists (the embedded broker's), so that only `wait` below ever
     // receives these signals.
@@ -175,8 +179,12 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
                     options.clone(),
                     apps::host_env(),
                 ));
-                BrokerLink::embedded(launcher)?.attach(broker_end, identity, pid)?;
-                jail.wait()?
+                BrokerLink::embedded(Arc::clone(&launcher))?.attach(broker_end, identity, pid)?;
+                let exit = jail.wait();
+                // Providers this process started end with it: stop them while their
+                // supervisors can still clean up after them.
+                launcher.stop_all(PROVIDER_STOP_GRACE);
+                exit?
             }
         },
     };

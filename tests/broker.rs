@@ -379,6 +379,48 @@ fn an_installed_provider_is_activated_on_demand_and_payloads_round_trip() {
     assert_eq!(step(&steps, "event").detail, "tock");
 }
 
+/// cgroups `/sys/fs/cgroup/*/elastos/<app_id>-<launcher pid>` whose launcher is gone: leaked.
+fn stale_cgroups_of(app_id: &str) -> Vec<PathBuf> {
+    let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return Vec::new();
+    };
+    controllers
+        .flatten()
+        .filter_map(|controller| std::fs::read_dir(controller.path().join("elastos")).ok())
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            name.strip_prefix(&format!("{app_id}-"))
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        })
+        .collect()
+}
+
+#[test]
+fn providers_of_an_embedded_broker_end_with_their_run_and_leave_no_cgroup() {
+    // As root, so that the provider gets cgroups (v1 here) that someone must remove.
+    let harness = Harness::new(User::Root);
+    let provider = PROVIDER.pack(&harness);
+    let client = CLIENT.pack(&harness);
+    install(&harness, &provider);
+    let steps = run_steps(
+        &harness,
+        &client,
+        "client",
+        &[format!("call:{SERVICE}:echo:hi=OK")],
+    );
+    assert_eq!(step(&steps, &format!("call:{SERVICE}:echo")).detail, "hi");
+    // `elastos run` has exited: its provider was stopped and reaped, its cgroups removed.
+    let stale = stale_cgroups_of(PROVIDER_ID);
+    for cgroup in &stale {
+        let _ = std::fs::remove_dir(cgroup);
+    }
+    assert!(stale.is_empty(), "cgroups left behind: {stale:?}");
+}
+
 #[test]
 fn unknown_services_are_not_found_and_permissions_hold_both_ways() {
     let (harness, _, client) = setup();

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use elastos_bundle::{open_verified_cached, BundleError, UnpackLimits};
-use elastos_loader::{stop_jail, LaunchError, LaunchOptions};
+use elastos_loader::{kill_jail, stop_jail, LaunchError, LaunchOptions};
 use elastos_policy::{HostEnv, JailPlan, Manifest, PolicyError};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -403,6 +403,33 @@ impl Activator for Arc<AppLauncher> {
 }
 
 impl AppLauncher {
+    /// Stops every app this launcher activated (SIGTERM, SIGKILL after `grace`) and returns once
+    /// their supervisors have reaped them and removed their cgroups: for `elastos run`, whose
+    /// embedded broker's providers would otherwise die with it (PR_SET_PDEATHSIG) with nobody
+    /// left to remove their cgroups.
+    pub fn stop_all(&self, grace: std::time::Duration) {
+        let signal_all = |signal: fn(i32)| {
+            for pid in self.running.lock().expect("not poisoned").values() {
+                signal(*pid);
+            }
+        };
+        let all_gone = |within: std::time::Duration| {
+            let deadline = std::time::Instant::now() + within;
+            while !self.running.lock().expect("not poisoned").is_empty() {
+                if std::time::Instant::now() >= deadline {
+                    return false;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            true
+        };
+        signal_all(stop_jail);
+        if !all_gone(grace) {
+            signal_all(kill_jail);
+            all_gone(grace);
+        }
+    }
+
     /// The supervisor thread of one activated app: prepare, launch, report, wait.
     fn supervise(
         &self,

@@ -847,6 +847,11 @@ pub fn stop_jail(pid: i32) {
     let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
 }
 
+/// Kills a jail at once: SIGKILL to its init (the app dies with its pid namespace).
+pub fn kill_jail(pid: i32) {
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+}
+
 impl Drop for RunningJail {
     fn drop(&mut self) {
         if !self.reaped {

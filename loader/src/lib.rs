@@ -26,7 +26,7 @@ pub mod sys;
 
 pub use cgroup::LimitMechanism;
 pub use launch::{
-    launch, stop_jail, AppExit, BlockedSignals, FirstEvent, HostIdentity, JailFacts, LaunchError,
-    LaunchOptions, RunningJail,
+    kill_jail, launch, stop_jail, AppExit, BlockedSignals, FirstEvent, HostIdentity, JailFacts,
+    LaunchError, LaunchOptions, RunningJail,
 };
 pub use sys::release_free_heap;
