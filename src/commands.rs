@@ -133,7 +133,6 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
     // receives these signals.
     let _signals = BlockedSignals::block()?;
     let state = StateDirs::from_env()?;
-    let prepared = prepare(&args.bundle, &args.args, &state)?;
     let options =
         apps::launch_options(args.dangerously_run_without_kernel_sandbox, args.no_cgroup)?;
     if options.allow_without_kernel_sandbox {
@@ -146,7 +145,12 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
     // first waits in the socket until then), so the jail is cloned from a process that has no
     // other thread yet.
     let (broker_end, app_end) = UnixStream::pair().context("cannot create the IPC socket")?;
-    let jail = elastos_loader::launch(&prepared.plan, app_end.into(), &options)?;
+    // The jail's first process is created before the bundle is read: the kernel builds its
+    // namespaces while this process verifies and plans the bundle. It gets nothing of the bundle
+    // before `start`, and is killed if the bundle is refused.
+    let pending = elastos_loader::spawn(app_end.into(), &options)?;
+    let prepared = prepare(&args.bundle, &args.args, &state)?;
+    let jail = pending.start(&prepared.plan)?;
     let facts = jail.facts();
     tracing::info!(
         pid = facts.pid,

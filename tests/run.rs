@@ -30,6 +30,28 @@ fn run_probe(harness: &Harness, bundle: &Path, args: &[&str]) -> Output {
     harness.run(bundle, args).output()
 }
 
+/// `Cpus_allowed_list` from a /proc/PID/status text.
+fn cpus_allowed(status: &str) -> String {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+        .map(|list| list.trim().to_string())
+        .unwrap_or_else(|| panic!("no Cpus_allowed_list in {status:?}"))
+}
+
+#[test]
+fn the_app_may_run_on_every_cpu_its_launcher_may() {
+    // The jail's first process starts on another CPU than the launcher's (to build its
+    // namespaces in parallel); the app must not inherit that.
+    let (harness, bundle) = probe_app(User::Root);
+    let out = run_probe(&harness, &bundle, &["status"]);
+    let ours = std::fs::read_to_string("/proc/self/status").unwrap();
+    assert_eq!(
+        cpus_allowed(&out.assert_code(0).stdout_text()),
+        cpus_allowed(&ours)
+    );
+}
+
 #[test]
 fn threads_run() {
     let (harness, bundle) = probe_app(User::Root);

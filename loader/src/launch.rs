@@ -146,6 +146,14 @@ pub enum LaunchError {
         #[source]
         source: io::Error,
     },
+    /// The plan binds more host paths than a jail can take.
+    #[error("the jail would bind {count} host paths; at most {max} are supported")]
+    TooManyMountSources {
+        /// How many the plan has.
+        count: usize,
+        /// The limit ([`MAX_MOUNT_SOURCES`]).
+        max: usize,
+    },
     /// The loader went away without saying why.
     #[error("the loader exited before starting the app ({0})")]
     LoaderVanished(String),
@@ -469,16 +477,46 @@ fn prepare_home(plan: &JailPlan, identity: &HostIdentity) -> Result<(), LaunchEr
     Ok(())
 }
 
-/// Starts `plan` in a new jail, with `ipc` as the app's fd 3. Blocks SIGINT, SIGTERM, SIGHUP and
-/// SIGCHLD in the calling thread (they are handled by [`RunningJail::wait`]); call it from the
-/// thread that will wait, and keep that thread alive as long as the app: the app is killed when
-/// the thread that started it exits (PR_SET_PDEATHSIG).
+/// The most host paths a jail may bind (a plan has ~15): their fds sit between
+/// `fds::FIRST_SOURCE` and the launcher's hand-off fds, all under 64 (see [`spawn`]).
+pub const MAX_MOUNT_SOURCES: usize = 40;
+
+/// Starts `plan` in a new jail, with `ipc` as the app's fd 3: [`spawn`], then
+/// [`PendingJail::start`].
 pub fn launch(
     plan: &JailPlan,
     ipc: OwnedFd,
     options: &LaunchOptions,
 ) -> Result<RunningJail, LaunchError> {
-    let identity = HostIdentity::for_app(&plan.app_id);
+    spawn(ipc, options)?.start(plan)
+}
+
+/// A jail's first process, in its new namespaces, waiting for its plan. Dropping it kills it.
+#[derive(Debug)]
+pub struct PendingJail(Option<Pending>);
+
+/// What a [`PendingJail`] holds until [`PendingJail::start`] takes it.
+#[derive(Debug)]
+struct Pending {
+    pid: i32,
+    options: LaunchOptions,
+    sync_write: OwnedFd,
+    sources_write: OwnedFd,
+    input_write: OwnedFd,
+    report_read: OwnedFd,
+    signals: BlockedSignals,
+}
+
+/// Creates a jail's first process in new user, mount, pid, net, ipc and uts namespaces, with
+/// `ipc` as the app's fd 3, before the plan is known: `elastos run` verifies and plans the bundle
+/// while the kernel builds the namespaces (the network namespace alone costs ~0.25 ms here, made
+/// by the child itself). Nothing of any bundle reaches the process before
+/// [`PendingJail::start`].
+///
+/// Blocks SIGINT, SIGTERM, SIGHUP and SIGCHLD in the calling thread (they are handled by
+/// [`RunningJail::wait`]); call it from the thread that will wait, and keep that thread alive as
+/// long as the app: the app is killed when the thread that started it exits (PR_SET_PDEATHSIG).
+pub fn spawn(ipc: OwnedFd, options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
     let loader = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_CLOEXEC)
@@ -487,129 +525,182 @@ pub fn launch(
             path: options.loader.clone(),
             source,
         })?;
-    prepare_home(plan, &identity)?;
-    let (mounts, sources) = resolve_mounts(plan)?;
-    let cgroup = AppCgroup::choose(
-        &format!("{}-{}", plan.app_id, std::process::id()),
-        options.no_cgroup,
-    );
-    let memory_rlimit = *cgroup.mechanism() == LimitMechanism::Rlimits;
-
-    let (input_read, input_write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LaunchError::Fds(e.into()))?;
-    let input = loader_input(
-        plan,
-        mounts,
-        cgroup.self_join_files(),
-        memory_rlimit,
-        options.allow_without_kernel_sandbox,
-    )
-    .encode();
-    let mut framed = Vec::with_capacity(4 + input.len());
-    framed.extend_from_slice(&(input.len() as u32).to_le_bytes());
-    framed.extend_from_slice(&input);
-    // Written before clone when the pipe can hold it, so the loader never waits for us.
-    let (input_write, pending_input) =
-        write_if_it_fits(input_write, framed).map_err(LaunchError::Fds)?;
-    let (report_read, report_write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LaunchError::Fds(e.into()))?;
-    let (sync_read, sync_write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LaunchError::Fds(e.into()))?;
+    let pipe =
+        || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LaunchError::Fds(e.into()));
+    let (input_read, input_write) = pipe()?;
+    let (report_read, report_write) = pipe()?;
+    let (sync_read, sync_write) = pipe()?;
+    let (sources_read, sources_write) = pipe()?;
 
     // Everything the child keeps is first moved above the fixed numbers (3, 4, 5, then one per
     // mount source), so that moving it into place never overwrites one of them. Just above, not
     // at some round number: growing the fd table past its initial 64 slots makes the kernel wait
     // for an RCU grace period when the process has threads (the embedded broker), ~8 ms here.
-    let handoff_floor = fds::FIRST_SOURCE + sources.len() as RawFd;
+    let floor = fds::FIRST_SOURCE + MAX_MOUNT_SOURCES as RawFd;
+    let above = |fd: &OwnedFd| sys::dup_above(fd.as_raw_fd(), floor).map_err(LaunchError::Fds);
     let handed: Vec<(OwnedFd, RawFd)> = vec![
-        (
-            sys::dup_above(ipc.as_raw_fd(), handoff_floor).map_err(LaunchError::Fds)?,
-            fds::IPC,
-        ),
-        (
-            sys::dup_above(input_read.as_raw_fd(), handoff_floor).map_err(LaunchError::Fds)?,
-            fds::INPUT,
-        ),
-        (
-            sys::dup_above(report_write.as_raw_fd(), handoff_floor).map_err(LaunchError::Fds)?,
-            fds::REPORT,
-        ),
+        (above(&ipc)?, fds::IPC),
+        (above(&input_read)?, fds::INPUT),
+        (above(&report_write)?, fds::REPORT),
     ];
-    let mount_sources = sources
-        .iter()
-        .enumerate()
-        .map(|(i, path)| {
-            let path = CString::new(path.as_os_str().as_bytes()).map_err(|e| {
-                LaunchError::MountSource {
-                    path: path.clone(),
-                    source: io::Error::other(e),
-                }
-            })?;
-            Ok((path, fds::FIRST_SOURCE + i as RawFd))
-        })
-        .collect::<Result<Vec<_>, LaunchError>>()?;
+    let (sync_read, sources_read, loader) = (
+        above(&sync_read)?,
+        above(&sources_read)?,
+        above(&loader.into())?,
+    );
     drop((ipc, input_read));
-    let sync_read =
-        sys::dup_above(sync_read.as_raw_fd(), handoff_floor).map_err(LaunchError::Fds)?;
-    let loader = sys::dup_above(loader.as_raw_fd(), handoff_floor).map_err(LaunchError::Fds)?;
 
-    let setup = ChildSetup::new(
+    let mut setup = ChildSetup::new(
         (sync_read.as_raw_fd(), sync_write.as_raw_fd()),
+        (sources_read.as_raw_fd(), sources_write.as_raw_fd()),
         report_write.as_raw_fd(),
         handed
             .iter()
             .map(|(fd, to)| (fd.as_raw_fd(), *to))
             .collect(),
-        mount_sources,
-        identity.launched_by_root,
+        nix::unistd::getuid().is_root(),
         loader.as_raw_fd(),
         vec![CString::from(c"elastos-loader")],
         Vec::new(),
     );
-
     let signals = BlockedSignals::block()?;
-
+    // CLONE_NEWNET is left to the child (see ChildStep::NetNamespace).
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
-        | libc::CLONE_NEWNET
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS;
-    let pid = sys::spawn_jailed_child(flags, &setup)
+    let pid = sys::spawn_jailed_child(flags, &mut setup)
         .map_err(|source| LaunchError::Namespaces { source })?;
-    // From here on the child exists: any failure must kill and reap it (RunningJail's Drop).
-    drop((handed, sync_read, loader, report_write, setup));
-    let mut jail = RunningJail {
-        facts: JailFacts {
-            pid,
-            identity,
-            landlock_abi: 0,
-            landlock_fully_enforced: false,
-            limits: cgroup.mechanism().clone(),
-        },
-        cgroup,
-        reaped: false,
-        reports: None,
+    drop((handed, sync_read, sources_read, loader, report_write, setup));
+    Ok(PendingJail(Some(Pending {
+        pid,
+        options: options.clone(),
+        sync_write,
+        sources_write,
+        input_write,
+        report_read,
         signals,
-    };
-    write_id_maps(pid, &identity)?;
-    File::from(sync_write)
-        .write_all(&[1])
-        .map_err(LaunchError::Fds)?;
-    let mut input_write = File::from(input_write);
-    if let Some(bytes) = pending_input {
-        // The input did not fit in the pipe: the loader reads it all before doing anything else.
-        let _ = input_write.write_all(&bytes);
+    })))
+}
+
+impl PendingJail {
+    /// Builds `plan` around the waiting process: id maps, mount sources, the loader's input, the
+    /// cgroup; returns once the app's entry runs.
+    pub fn start(mut self, plan: &JailPlan) -> Result<RunningJail, LaunchError> {
+        let Pending {
+            pid,
+            options,
+            sync_write,
+            sources_write,
+            input_write,
+            report_read,
+            signals,
+        } = self.0.take().expect("a PendingJail is started once");
+        // From here on the process belongs to `jail`, whose Drop kills and reaps it.
+        let identity = HostIdentity::for_app(&plan.app_id);
+        let mut jail = RunningJail {
+            facts: JailFacts {
+                pid,
+                identity,
+                landlock_abi: 0,
+                landlock_fully_enforced: false,
+                limits: LimitMechanism::Rlimits,
+            },
+            cgroup: AppCgroup::choose(
+                &format!("{}-{}", plan.app_id, std::process::id()),
+                options.no_cgroup,
+            ),
+            reaped: false,
+            reports: None,
+            signals,
+        };
+        jail.facts.limits = jail.cgroup.mechanism().clone();
+        prepare_home(plan, &identity)?;
+        let (mounts, sources) = resolve_mounts(plan)?;
+        if sources.len() > MAX_MOUNT_SOURCES {
+            return Err(LaunchError::TooManyMountSources {
+                count: sources.len(),
+                max: MAX_MOUNT_SOURCES,
+            });
+        }
+        let input = loader_input(
+            plan,
+            mounts,
+            jail.cgroup.self_join_files(),
+            jail.facts.limits == LimitMechanism::Rlimits,
+            options.allow_without_kernel_sandbox,
+        )
+        .encode();
+        let mut framed = Vec::with_capacity(4 + input.len());
+        framed.extend_from_slice(&(input.len() as u32).to_le_bytes());
+        framed.extend_from_slice(&input);
+        let mut source_list = Vec::new();
+        for path in &sources {
+            source_list.extend_from_slice(path.as_os_str().as_bytes());
+            source_list.push(0);
+        }
+
+        let mut reports = BufReader::new(File::from(report_read));
+        let handed_over = (|| {
+            // Written before the loader runs when the pipe can hold it, so it never waits for us.
+            let (input_write, pending_input) =
+                write_if_it_fits(input_write, framed).map_err(LaunchError::Fds)?;
+            write_id_maps(pid, &identity)?;
+            File::from(sync_write)
+                .write_all(&[1])
+                .map_err(LaunchError::Fds)?;
+            // Closed after writing: EOF ends the list.
+            File::from(sources_write)
+                .write_all(&source_list)
+                .map_err(LaunchError::Fds)?;
+            Ok::<_, LaunchError>((input_write, pending_input))
+        })();
+        let (input_write, pending_input) = match handed_over {
+            Ok(handed) => handed,
+            // The child's own failure record, if it wrote one, says more than our error.
+            Err(e) => return Err(child_failure_record(&mut reports, &sources).unwrap_or(e)),
+        };
+        let mut input_write = File::from(input_write);
+        if let Some(bytes) = pending_input {
+            // The input did not fit in the pipe: the loader reads it all before doing anything else.
+            let _ = input_write.write_all(&bytes);
+        }
+        jail.cgroup.apply(&plan.limits, pid, identity.uid)?;
+        // EOF tells the loader that its cgroup is ready (see the module doc).
+        drop(input_write);
+        let (abi, fully) = read_until_started(&mut reports, &sources)?;
+        jail.facts.landlock_abi = abi;
+        jail.facts.landlock_fully_enforced = fully;
+        jail.reports = Some(reports);
+        Ok(jail)
     }
-    jail.cgroup.apply(&plan.limits, pid, identity.uid)?;
-    // EOF tells the loader that it is in its cgroup (see the module doc).
-    drop(input_write);
-    let mut reports = BufReader::new(File::from(report_read));
-    let (abi, fully) = read_until_started(&mut reports, &sources)?;
-    jail.facts.landlock_abi = abi;
-    jail.facts.landlock_fully_enforced = fully;
-    jail.reports = Some(reports);
-    Ok(jail)
+}
+
+impl Drop for PendingJail {
+    fn drop(&mut self) {
+        if let Some(pending) = &self.0 {
+            let pid = Pid::from_raw(pending.pid);
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+    }
+}
+
+/// The child's failure record, if one is already on the report pipe (the child is gone).
+fn child_failure_record(reports: &mut BufReader<File>, sources: &[PathBuf]) -> Option<LaunchError> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut ready = [PollFd::new(reports.get_ref().as_fd(), PollFlags::POLLIN)];
+    poll(&mut ready, PollTimeout::ZERO)
+        .ok()
+        .filter(|n| *n > 0)?;
+    let buffered = reports.fill_buf().ok()?;
+    if buffered.first() != Some(&CHILD_FAILURE_MAGIC) {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    reports.read_to_end(&mut bytes).ok()?;
+    Some(child_failure(&bytes, sources))
 }
 
 /// Writes `bytes` to the pipe if the pipe can be made large enough to take them without blocking;

@@ -26,7 +26,7 @@ pub mod sys;
 
 pub use cgroup::LimitMechanism;
 pub use launch::{
-    kill_jail, launch, stop_jail, AppExit, BlockedSignals, FirstEvent, HostIdentity, JailFacts,
-    LaunchError, LaunchOptions, RunningJail,
+    kill_jail, launch, spawn, stop_jail, AppExit, BlockedSignals, FirstEvent, HostIdentity,
+    JailFacts, LaunchError, LaunchOptions, PendingJail, RunningJail,
 };
 pub use sys::release_free_heap;

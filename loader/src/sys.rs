@@ -11,6 +11,9 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::RawFd;
 
+/// The first mount source's fd in the loader (`handoff::fds::FIRST_SOURCE`).
+const FIRST_SOURCE_FD: RawFd = crate::handoff::fds::FIRST_SOURCE;
+
 /// Size of the child's stack between clone() and execve(); it only runs a few raw syscalls.
 const CHILD_STACK_BYTES: usize = 64 * 1024;
 
@@ -36,6 +39,13 @@ pub enum ChildStep {
     OpenMountSource = 6,
     /// execveat() of the loader.
     ExecLoader = 7,
+    /// unshare(CLONE_NEWNET): the child makes its network namespace itself, while the launcher
+    /// verifies the bundle (creating one costs ~0.25 ms here).
+    NetNamespace = 8,
+    /// Reading the list of host paths to mount from the launcher.
+    ReadMountSources = 9,
+    /// Restoring the launcher's CPU affinity (see [`spawn_jailed_child`]).
+    RestoreAffinity = 10,
 }
 
 impl ChildStep {
@@ -50,6 +60,9 @@ impl ChildStep {
             ArrangeFds,
             OpenMountSource,
             ExecLoader,
+            NetNamespace,
+            ReadMountSources,
+            RestoreAffinity,
         ]
         .into_iter()
         .find(|step| *step as u8 == byte)
@@ -57,6 +70,9 @@ impl ChildStep {
 }
 
 /// Everything the pre-exec child needs, prepared (allocated) before clone().
+///
+/// The child is created before the launcher knows the jail's mounts (it verifies the bundle
+/// meanwhile), so it gets the host paths to open over a pipe once it may go on.
 pub struct ChildSetup {
     /// Read end of the pipe on which the launcher signals that the id maps are written.
     pub sync_read: RawFd,
@@ -64,51 +80,58 @@ pub struct ChildSetup {
     /// sees EOF if the launcher dies before writing (PR_SET_PDEATHSIG cannot be set before the
     /// id change, which clears it).
     pub sync_write: RawFd,
+    /// Read end of the pipe carrying the host paths to open (O_PATH) at `fds::FIRST_SOURCE` and
+    /// up, each ending in NUL, until EOF. Opened here, in the child, because a bind mount's
+    /// source must be a mount of the caller's own mount namespace, and before the id change,
+    /// because the launcher's user may be able to reach paths the jail's uid cannot.
+    pub sources_read: RawFd,
+    /// The launcher's write end of that pipe (closed in the child, as `sync_write`).
+    pub sources_write: RawFd,
     /// Where a failure record goes (the launcher's copy of the report pipe's write end).
     pub report: RawFd,
-    /// (current fd, fixed number) pairs; the current fds are >= every fixed number.
+    /// (current fd, fixed number) pairs; the current fds are >= every fixed number and every
+    /// mount source's number.
     pub fd_moves: Vec<(RawFd, RawFd)>,
-    /// Host paths to open (O_PATH) at fixed numbers. Opened here, in the child, because a bind
-    /// mount's source must be a mount of the caller's own mount namespace, and before the id
-    /// change, because the launcher's user may be able to reach paths the jail's uid cannot.
-    pub mount_sources: Vec<(CString, RawFd)>,
-    /// The highest fixed number; every fd above it is made close-on-exec.
-    pub highest_fd: RawFd,
     /// Drop supplementary groups (only possible, and only needed, when the launcher is root).
     pub clear_groups: bool,
     /// The loader executable, opened by the launcher.
     pub loader: RawFd,
+    /// Room for the list of mount sources (read by the child, which must not allocate).
+    source_list: Vec<u8>,
+    /// The launcher's CPU affinity, which the child starts without (see [`spawn_jailed_child`])
+    /// and restores before it execs the loader.
+    affinity: Option<libc::cpu_set_t>,
     argv: Vec<CString>,
     envp: Vec<CString>,
 }
+
+/// The most bytes of mount source paths the child accepts (a plan has ~15 short ones).
+const SOURCE_LIST_BYTES: usize = 64 * 1024;
 
 impl ChildSetup {
     /// Prepares the child's state; `argv`/`envp` are the loader's.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         (sync_read, sync_write): (RawFd, RawFd),
+        (sources_read, sources_write): (RawFd, RawFd),
         report: RawFd,
         fd_moves: Vec<(RawFd, RawFd)>,
-        mount_sources: Vec<(CString, RawFd)>,
         clear_groups: bool,
         loader: RawFd,
         argv: Vec<CString>,
         envp: Vec<CString>,
     ) -> Self {
-        let highest_fd = fd_moves
-            .iter()
-            .map(|(_, to)| *to)
-            .chain(mount_sources.iter().map(|(_, to)| *to))
-            .fold(2, RawFd::max);
         ChildSetup {
             sync_read,
             sync_write,
+            sources_read,
+            sources_write,
             report,
             fd_moves,
-            mount_sources,
-            highest_fd,
             clear_groups,
             loader,
+            source_list: vec![0; SOURCE_LIST_BYTES],
+            affinity: None,
             argv,
             envp,
         }
@@ -117,7 +140,16 @@ impl ChildSetup {
 
 /// clone()s a child into new namespaces (`flags`: CLONE_NEW*) that runs [`ChildSetup`] and execs
 /// the loader. Returns the child's pid (in the launcher's pid namespace).
-pub fn spawn_jailed_child(flags: libc::c_int, setup: &ChildSetup) -> io::Result<libc::pid_t> {
+///
+/// The child starts on another CPU than the caller's when there is one: it creates its network
+/// namespace while the caller goes on (verifying the bundle), and the scheduler, left alone,
+/// often queues a new child behind its running parent. The child restores the caller's affinity
+/// before it execs the loader.
+pub fn spawn_jailed_child(flags: libc::c_int, setup: &mut ChildSetup) -> io::Result<libc::pid_t> {
+    let elsewhere = other_cpus();
+    setup.affinity = elsewhere.map(|(original, _)| original);
+    let source_list = setup.source_list.as_mut_ptr();
+    let setup: &ChildSetup = setup;
     let argv: Vec<*const libc::c_char> = setup
         .argv
         .iter()
@@ -133,6 +165,7 @@ pub fn spawn_jailed_child(flags: libc::c_int, setup: &ChildSetup) -> io::Result<
     let mut stack = vec![0u8; CHILD_STACK_BYTES];
     let mut child = ChildContext {
         setup,
+        source_list,
         argv: &argv,
         envp: &envp,
     };
@@ -155,11 +188,35 @@ pub fn spawn_jailed_child(flags: libc::c_int, setup: &ChildSetup) -> io::Result<
     if pid < 0 {
         return Err(io::Error::last_os_error());
     }
+    if let Some((_, others)) = elsewhere {
+        // SAFETY: a live cpu_set_t of the size we pass. Failure only costs the parallelism.
+        unsafe { libc::sched_setaffinity(pid, std::mem::size_of_val(&others), &others) };
+    }
     Ok(pid)
+}
+
+/// (this thread's affinity, the same without the CPU it runs on), when that leaves any CPU.
+fn other_cpus() -> Option<(libc::cpu_set_t, libc::cpu_set_t)> {
+    // SAFETY: an all-zero cpu_set_t is the empty set; the calls read or fill live sets of the
+    // size given; sched_getcpu takes nothing.
+    unsafe {
+        let mut original: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of_val(&original), &mut original) != 0 {
+            return None;
+        }
+        let current = libc::sched_getcpu();
+        let mut others = original;
+        if current >= 0 {
+            libc::CPU_CLR(current as usize, &mut others);
+        }
+        (libc::CPU_COUNT(&others) > 0).then_some((original, others))
+    }
 }
 
 struct ChildContext<'a> {
     setup: &'a ChildSetup,
+    /// `setup.source_list`'s buffer, which only the child writes (in its own copy).
+    source_list: *mut u8,
     argv: &'a [*const libc::c_char],
     envp: &'a [*const libc::c_char],
 }
@@ -214,6 +271,11 @@ fn run_child(child: &ChildContext) -> Result<Never, ChildFailure> {
         }
 
         libc::close(setup.sync_write);
+        libc::close(setup.sources_write);
+        check(
+            libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNET),
+            ChildStep::NetNamespace,
+        )?;
         let mut byte = 0u8;
         let n = libc::read(setup.sync_read, (&mut byte as *mut u8).cast(), 1);
         if n != 1 {
@@ -222,29 +284,69 @@ fn run_child(child: &ChildContext) -> Result<Never, ChildFailure> {
         // Raw syscalls, not glibc's setgroups/setres[ug]id: those broadcast the change to every
         // thread glibc knows of (__nptl_setxid) and wait for each; in this child of a
         // multi-threaded launcher the other threads do not exist, and the wait never ends.
+        if let Some(affinity) = &setup.affinity {
+            check(
+                libc::syscall(
+                    libc::SYS_sched_setaffinity,
+                    0,
+                    std::mem::size_of_val(affinity),
+                    affinity as *const libc::cpu_set_t,
+                ),
+                ChildStep::RestoreAffinity,
+            )?;
+        }
         if setup.clear_groups {
             check(
                 libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()),
                 ChildStep::ClearGroups,
             )?;
         }
-        for (index, (path, to)) in setup.mount_sources.iter().enumerate() {
-            let failed = (ChildStep::OpenMountSource, index as u16);
-            let fd = libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+        let mut listed = 0;
+        loop {
+            if listed == SOURCE_LIST_BYTES {
+                *libc::__errno_location() = libc::E2BIG;
+                return Err((ChildStep::ReadMountSources, 0));
+            }
+            let n = libc::read(
+                setup.sources_read,
+                child.source_list.add(listed).cast(),
+                SOURCE_LIST_BYTES - listed,
+            );
+            match n {
+                0 => break,
+                n if n < 0 && *libc::__errno_location() == libc::EINTR => {}
+                n if n < 0 => return Err((ChildStep::ReadMountSources, 0)),
+                n => listed += n as usize,
+            }
+        }
+        let mut highest_fd = setup.fd_moves.iter().map(|(_, to)| *to).fold(2, RawFd::max);
+        let (mut start, mut index) = (0, 0u16);
+        for end in 0..listed {
+            if *child.source_list.add(end) != 0 {
+                continue;
+            }
+            let failed = (ChildStep::OpenMountSource, index);
+            let to = FIRST_SOURCE_FD + RawFd::from(index);
+            let fd = libc::open(
+                child.source_list.add(start).cast(),
+                libc::O_PATH | libc::O_CLOEXEC,
+            );
             if fd < 0 {
                 return Err(failed);
             }
             // open() returns the lowest free number: never one already placed, maybe `to` itself.
-            let placed = if fd == *to {
+            let placed = if fd == to {
                 libc::fcntl(fd, libc::F_SETFD, 0)
             } else {
-                let placed = libc::dup2(fd, *to);
+                let placed = libc::dup2(fd, to);
                 libc::close(fd);
                 placed
             };
             if placed < 0 {
                 return Err(failed);
             }
+            highest_fd = highest_fd.max(to);
+            (start, index) = (end + 1, index + 1);
         }
         check(
             libc::syscall(libc::SYS_setresgid, 0, 0, 0),
@@ -280,7 +382,7 @@ fn run_child(child: &ChildContext) -> Result<Never, ChildFailure> {
         check(
             libc::syscall(
                 libc::SYS_close_range,
-                (setup.highest_fd + 1) as libc::c_uint,
+                (highest_fd + 1) as libc::c_uint,
                 libc::c_uint::MAX,
                 libc::CLOSE_RANGE_CLOEXEC,
             ),

@@ -239,13 +239,14 @@ pub fn fds() -> ModeResult {
 
 /// `status`: the identity and confinement lines of /proc/self/status.
 pub fn status() -> ModeResult {
-    const FIELDS: [&str; 6] = [
+    const FIELDS: [&str; 7] = [
         "Uid:",
         "CapEff:",
         "CapBnd:",
         "CapPrm:",
         "NoNewPrivs:",
         "Seccomp:",
+        "Cpus_allowed_list:",
     ];
     let status = std::fs::read_to_string("/proc/self/status")
         .map_err(|e| format!("read /proc/self/status: {e}"))?;
