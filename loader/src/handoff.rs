@@ -146,6 +146,70 @@ pub enum RuleAccess {
     ReadWriteFiles = 3,
 }
 
+/// Landlock's filesystem access bits (linux/landlock.h), for the loader's rules: defined here
+/// rather than taken from a -sys crate so that this file stays `core`-only; the tests check them
+/// against the `landlock` crate.
+pub mod landlock_fs {
+    /// LANDLOCK_ACCESS_FS_EXECUTE.
+    pub const EXECUTE: u64 = 1 << 0;
+    /// LANDLOCK_ACCESS_FS_WRITE_FILE.
+    pub const WRITE_FILE: u64 = 1 << 1;
+    /// LANDLOCK_ACCESS_FS_READ_FILE.
+    pub const READ_FILE: u64 = 1 << 2;
+    /// LANDLOCK_ACCESS_FS_READ_DIR.
+    pub const READ_DIR: u64 = 1 << 3;
+    /// LANDLOCK_ACCESS_FS_MAKE_CHAR.
+    pub const MAKE_CHAR: u64 = 1 << 6;
+    /// LANDLOCK_ACCESS_FS_MAKE_BLOCK.
+    pub const MAKE_BLOCK: u64 = 1 << 11;
+    /// LANDLOCK_ACCESS_FS_MAKE_SYM, the last right of ABI 1.
+    pub const MAKE_SYM: u64 = 1 << 12;
+    /// LANDLOCK_ACCESS_FS_REFER (ABI 2).
+    pub const REFER: u64 = 1 << 13;
+    /// LANDLOCK_ACCESS_FS_TRUNCATE (ABI 3).
+    pub const TRUNCATE: u64 = 1 << 14;
+    /// LANDLOCK_ACCESS_FS_IOCTL_DEV (ABI 5).
+    pub const IOCTL_DEV: u64 = 1 << 15;
+    /// The rights that apply to files (the others only to directories).
+    pub const FILE_RIGHTS: u64 = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV;
+
+    /// Every filesystem right Landlock knows at `abi`.
+    pub fn all_at(abi: u32) -> u64 {
+        let mut rights = MAKE_SYM * 2 - 1;
+        if abi >= 2 {
+            rights |= REFER;
+        }
+        if abi >= 3 {
+            rights |= TRUNCATE;
+        }
+        if abi >= 5 {
+            rights |= IOCTL_DEV;
+        }
+        rights
+    }
+}
+
+impl RuleAccess {
+    /// The Landlock rights this grants, within `handled` (the ruleset's); only those that apply
+    /// to files when the path is not a directory.
+    pub fn landlock_rights(self, handled: u64, is_dir: bool) -> u64 {
+        use landlock_fs::*;
+        let read = READ_FILE | READ_DIR;
+        let rights = match self {
+            RuleAccess::ReadOnly => read,
+            RuleAccess::ReadExecute => read | EXECUTE,
+            // Device nodes cannot be made here anyway (no CAP_MKNOD, nodev), but say so twice.
+            RuleAccess::ReadWrite => handled & !(EXECUTE | MAKE_CHAR | MAKE_BLOCK),
+            RuleAccess::ReadWriteFiles => read | WRITE_FILE | TRUNCATE | IOCTL_DEV,
+        } & handled;
+        if is_dir {
+            rights
+        } else {
+            rights & FILE_RIGHTS
+        }
+    }
+}
+
 /// One classic-BPF instruction (`struct sock_filter`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SockFilter {
@@ -610,6 +674,67 @@ mod tests {
             memory_bytes: 64 << 20,
             memory_rlimit: true,
             allow_without_kernel_sandbox: false,
+        }
+    }
+
+    #[test]
+    fn landlock_bits_are_the_landlock_crates() {
+        use landlock::{Access, AccessFs, ABI};
+        let abis = [ABI::V1, ABI::V2, ABI::V3, ABI::V4, ABI::V5, ABI::V6];
+        for (number, abi) in (1..).zip(abis) {
+            assert_eq!(
+                landlock_fs::all_at(number),
+                AccessFs::from_all(abi).bits(),
+                "ABI {number}"
+            );
+        }
+        assert_eq!(
+            landlock_fs::FILE_RIGHTS,
+            AccessFs::from_file(ABI::V6).bits()
+        );
+        let named = [
+            (landlock_fs::EXECUTE, AccessFs::Execute),
+            (landlock_fs::WRITE_FILE, AccessFs::WriteFile),
+            (landlock_fs::READ_FILE, AccessFs::ReadFile),
+            (landlock_fs::READ_DIR, AccessFs::ReadDir),
+            (landlock_fs::MAKE_CHAR, AccessFs::MakeChar),
+            (landlock_fs::MAKE_BLOCK, AccessFs::MakeBlock),
+            (landlock_fs::MAKE_SYM, AccessFs::MakeSym),
+            (landlock_fs::REFER, AccessFs::Refer),
+            (landlock_fs::TRUNCATE, AccessFs::Truncate),
+            (landlock_fs::IOCTL_DEV, AccessFs::IoctlDev),
+        ];
+        for (ours, theirs) in named {
+            assert_eq!(ours, theirs as u64, "{theirs:?}");
+        }
+    }
+
+    #[test]
+    fn rule_rights_stay_within_what_the_ruleset_handles() {
+        use landlock_fs::*;
+        let v6 = all_at(6);
+        // The home: everything but execute and device nodes.
+        let home = RuleAccess::ReadWrite.landlock_rights(v6, true);
+        assert_eq!(home & (EXECUTE | MAKE_CHAR | MAKE_BLOCK), 0);
+        assert_ne!(home & REFER, 0);
+        // A file gets file rights only.
+        assert_eq!(
+            RuleAccess::ReadWrite.landlock_rights(v6, false),
+            (WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV)
+        );
+        assert_eq!(
+            RuleAccess::ReadExecute.landlock_rights(v6, true),
+            READ_FILE | READ_DIR | EXECUTE
+        );
+        // On an ABI 1 kernel, nothing the kernel does not know is asked for.
+        let v1 = all_at(1);
+        for access in [
+            RuleAccess::ReadOnly,
+            RuleAccess::ReadExecute,
+            RuleAccess::ReadWrite,
+            RuleAccess::ReadWriteFiles,
+        ] {
+            assert_eq!(access.landlock_rights(v1, true) & !v1, 0, "{access:?}");
         }
     }
 

@@ -14,7 +14,7 @@ use alloc::vec::Vec;
 use linux_raw_sys::general as k;
 use linux_raw_sys::landlock as ll;
 
-use crate::handoff::{fds, LoaderInput, ResolvedMount, RuleAccess};
+use crate::handoff::{fds, landlock_fs, LoaderInput, ResolvedMount};
 use crate::sys::{self, CPath, Errno};
 
 /// Where the new root is assembled before pivot_root. Any directory works: every host source was
@@ -392,56 +392,6 @@ pub fn drop_privileges() -> Result<PrivilegesDropped, JailError> {
     Ok(PrivilegesDropped(()))
 }
 
-/// Filesystem rights Landlock knows at `abi` (ABI 1: the first 13; 2: REFER; 3: TRUNCATE; 5:
-/// IOCTL_DEV).
-fn fs_rights_at(abi: u32) -> u64 {
-    let mut rights = u64::from(ll::LANDLOCK_ACCESS_FS_MAKE_SYM) * 2 - 1;
-    if abi >= 2 {
-        rights |= u64::from(ll::LANDLOCK_ACCESS_FS_REFER);
-    }
-    if abi >= 3 {
-        rights |= u64::from(ll::LANDLOCK_ACCESS_FS_TRUNCATE);
-    }
-    if abi >= 5 {
-        rights |= u64::from(ll::LANDLOCK_ACCESS_FS_IOCTL_DEV);
-    }
-    rights
-}
-
-/// The rights a rule grants, within `handled`; only those that apply to files when the path is
-/// not a directory.
-fn rule_rights(access: RuleAccess, handled: u64, is_dir: bool) -> u64 {
-    let bit = |b: u32| u64::from(b);
-    let read = bit(ll::LANDLOCK_ACCESS_FS_READ_FILE) | bit(ll::LANDLOCK_ACCESS_FS_READ_DIR);
-    let rights = match access {
-        RuleAccess::ReadOnly => read,
-        RuleAccess::ReadExecute => read | bit(ll::LANDLOCK_ACCESS_FS_EXECUTE),
-        // Device nodes cannot be made here anyway (no CAP_MKNOD, nodev), but say so twice.
-        RuleAccess::ReadWrite => {
-            handled
-                & !(bit(ll::LANDLOCK_ACCESS_FS_EXECUTE)
-                    | bit(ll::LANDLOCK_ACCESS_FS_MAKE_CHAR)
-                    | bit(ll::LANDLOCK_ACCESS_FS_MAKE_BLOCK))
-        }
-        RuleAccess::ReadWriteFiles => {
-            read | bit(ll::LANDLOCK_ACCESS_FS_WRITE_FILE)
-                | bit(ll::LANDLOCK_ACCESS_FS_TRUNCATE)
-                | bit(ll::LANDLOCK_ACCESS_FS_IOCTL_DEV)
-        }
-    };
-    let file_rights = bit(ll::LANDLOCK_ACCESS_FS_EXECUTE)
-        | bit(ll::LANDLOCK_ACCESS_FS_WRITE_FILE)
-        | bit(ll::LANDLOCK_ACCESS_FS_READ_FILE)
-        | bit(ll::LANDLOCK_ACCESS_FS_TRUNCATE)
-        | bit(ll::LANDLOCK_ACCESS_FS_IOCTL_DEV);
-    let rights = rights & handled;
-    if is_dir {
-        rights
-    } else {
-        rights & file_rights
-    }
-}
-
 /// Enforces the input's Landlock rules, as far as the kernel's ABI allows.
 pub fn enforce_landlock(
     input: &LoaderInput,
@@ -467,7 +417,7 @@ pub fn enforce_landlock(
         };
     }
     let abi = kernel_abi.min(LANDLOCK_ABI_WANTED);
-    let handled = fs_rights_at(abi);
+    let handled = landlock_fs::all_at(abi);
     let attr = ll::landlock_ruleset_attr {
         handled_access_fs: handled,
         handled_access_net: if input.landlock_net_deny_tcp && abi >= 4 {
@@ -491,10 +441,12 @@ pub fn enforce_landlock(
             Err(e) => return Err(fail(step, what())(e)),
         };
         let added =
-            sys::is_dir(fd).and_then(|is_dir| match rule_rights(rule.access, handled, is_dir) {
-                0 => Ok(()),
-                rights => sys::landlock_add_path_rule(ruleset, fd, rights),
-            });
+            sys::is_dir(fd).and_then(
+                |is_dir| match rule.access.landlock_rights(handled, is_dir) {
+                    0 => Ok(()),
+                    rights => sys::landlock_add_path_rule(ruleset, fd, rights),
+                },
+            );
         sys::close(fd);
         added.map_err(fail(step, what()))?;
     }
