@@ -2,12 +2,13 @@
 //!
 //! ```text
 //! launcher (host)                       child / loader (new user, mount, pid, net, ipc, uts ns)
-//! resolve host sources, pipes,
-//! write the LoaderInput
-//! clone(CLONE_NEW*) ------------------> wait on the sync pipe
-//! write uid_map/gid_map
-//! sync --------------------------------> become uid 0 of the namespace, PDEATHSIG, open the
-//!                                        sources at fds 6+, execveat(loader)
+//! spawn: pipes, clone(CLONE_NEW*) -----> unshare(CLONE_NEWNET), wait on the sync pipe
+//! (elastos run: verify, plan the bundle)
+//! start: write the LoaderInput,
+//! uid_map/gid_map
+//! sync, the host paths ----------------> restore CPU affinity, open the host paths at fds 6+,
+//!                                        become uid 0 of the namespace, PDEATHSIG,
+//!                                        execveat(loader)
 //! create the cgroup                      loader reads the input, builds the filesystem;
 //! close the input pipe ----------------> on EOF: joins the cgroup, pivot_root, cgroup
 //!                                        namespace, fork the app

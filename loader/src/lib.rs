@@ -1,18 +1,21 @@
-//! The kernel side of elastos: the launcher that creates an app's namespaces and supervises it,
-//! and the loader that builds the jail around itself and execs the app.
+//! The kernel side of elastos on the host: the launcher that creates an app's namespaces, hands
+//! the plan to the loader and supervises the app.
 //!
-//! This is the only crate that talks to the kernel to build a jail, and all of its `unsafe` code
-//! and raw syscalls are in [`sys`]. The policy (what to mount, which syscalls, which Landlock
-//! rules) is decided by `elastos-policy`; this crate only carries it out, in the order of
-//! [`jail::Step::ORDER`]:
+//! With the loader (`loader/exe`), this is the only code that talks to the kernel to build a
+//! jail; this crate's `unsafe` code and raw syscalls are all in [`sys`]. The policy (what to
+//! mount, which syscalls, which Landlock rules) is decided by `elastos-policy`; this crate and the
+//! loader only carry it out:
 //!
-//! 1. launcher ([`launch`]): opens host sources, sets up the cgroup, clone()s into new user,
-//!    mount, pid, net, ipc and uts namespaces, writes the id maps, execs the loader;
-//! 2. loader (the `elastos-loader` binary, crate `loader/exe`): private mounts, cgroup
-//!    namespace, hostname, filesystem on a tmpfs, pivot_root, rlimits, a nested user namespace
-//!    for the app's uid, capabilities dropped, no_new_privs, Landlock, seccomp (last), execve of
-//!    the entry. It links neither libc nor std, so its start costs an exec and nothing more; it
-//!    shares [`handoff`] (what crosses the exec) with this crate.
+//! 1. launcher ([`spawn`], [`PendingJail::start`]; [`launch()`] does both): clone()s the jail's
+//!    first process into new user, mount, pid, ipc and uts namespaces (it makes its network
+//!    namespace itself), writes the id maps, sends it the host paths to open, the loader's input
+//!    and makes the cgroup; that process execs the loader;
+//! 2. loader (the `elastos-loader` binary, crate `loader/exe`, steps in the order of its
+//!    `jail::Step`): private mounts, hostname, filesystem on a tmpfs, cgroup join, pivot_root,
+//!    cgroup namespace, rlimits, a nested user namespace for the app's uid, capabilities dropped,
+//!    no_new_privs, Landlock, seccomp (last), execve of the entry. It links neither libc nor std,
+//!    so its start costs an exec and nothing more; it shares [`handoff`] (what crosses the exec)
+//!    with this crate.
 //!
 //! Non-features: no network inside the jail (an empty net namespace is the point), no setuid
 //! helper (unprivileged users rely on user namespaces), no seccomp user-notification.
