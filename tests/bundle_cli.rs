@@ -6,6 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use common::{binaries, probe_manifest, Harness, User};
 use elastos_bundle::PublisherKey;
@@ -115,8 +116,9 @@ fn a_tampered_bundle_is_refused_before_use() {
     assert_run_refused(&harness, &tampered, "tampered");
 }
 
-/// `elastos run` refuses `bundle` with exit 125 and an error containing `error`, and unpacks
-/// nothing.
+/// `elastos run` refuses `bundle` with exit 125 and an error containing `error`, unpacks
+/// nothing, and leaves no process behind (the jail's first process, created before the bundle
+/// was read, has the launcher's command line until it execs the loader).
 fn assert_run_refused(harness: &Harness, bundle: &Path, error: &str) {
     let run = harness.run::<&str>(bundle, &[]).output();
     run.assert_code(125);
@@ -126,6 +128,16 @@ fn assert_run_refused(harness: &Harness, bundle: &Path, error: &str) {
         run.stderr_text()
     );
     assert_cache_empty(harness);
+    let survivors = Command::new("pgrep")
+        .arg("-f")
+        .arg(bundle)
+        .output()
+        .expect("pgrep (procps) is required for this test");
+    assert!(
+        survivors.stdout.is_empty(),
+        "processes left behind: {}",
+        String::from_utf8_lossy(&survivors.stdout)
+    );
 }
 
 #[test]

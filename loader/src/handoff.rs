@@ -210,8 +210,9 @@ impl RuleAccess {
     }
 }
 
-/// One classic-BPF instruction (`struct sock_filter`).
+/// One classic-BPF instruction, laid out as the kernel's `struct sock_filter`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
 pub struct SockFilter {
     /// Opcode.
     pub code: u16,

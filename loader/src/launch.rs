@@ -695,13 +695,21 @@ fn child_failure_record(reports: &mut BufReader<File>, sources: &[PathBuf]) -> O
     poll(&mut ready, PollTimeout::ZERO)
         .ok()
         .filter(|n| *n > 0)?;
-    let buffered = reports.fill_buf().ok()?;
+    take_child_failure(reports, sources).ok()?
+}
+
+/// Waits for the first report; if it is the pre-exec child's failure record, decodes it.
+fn take_child_failure(
+    reports: &mut BufReader<File>,
+    sources: &[PathBuf],
+) -> Result<Option<LaunchError>, LaunchError> {
+    let buffered = reports.fill_buf().map_err(LaunchError::Fds)?;
     if buffered.first() != Some(&CHILD_FAILURE_MAGIC) {
-        return None;
+        return Ok(None);
     }
     let mut bytes = Vec::new();
-    reports.read_to_end(&mut bytes).ok()?;
-    Some(child_failure(&bytes, sources))
+    reports.read_to_end(&mut bytes).map_err(LaunchError::Fds)?;
+    Ok(Some(child_failure(&bytes, sources)))
 }
 
 /// Writes `bytes` to the pipe if the pipe can be made large enough to take them without blocking;
@@ -745,11 +753,8 @@ fn read_until_started(
     reports: &mut BufReader<File>,
     sources: &[PathBuf],
 ) -> Result<(u32, bool), LaunchError> {
-    let buffered = reports.fill_buf().map_err(LaunchError::Fds)?;
-    if buffered.first() == Some(&CHILD_FAILURE_MAGIC) {
-        let mut bytes = Vec::new();
-        reports.read_to_end(&mut bytes).map_err(LaunchError::Fds)?;
-        return Err(child_failure(&bytes, sources));
+    if let Some(failure) = take_child_failure(reports, sources)? {
+        return Err(failure);
     }
     let mut line = String::new();
     if reports.read_line(&mut line).map_err(LaunchError::Fds)? == 0 {
@@ -826,10 +831,7 @@ impl RunningJail {
             if let Some(exit) = exit_of(waitpid(init, Some(WaitPidFlag::WNOHANG)))? {
                 break exit;
             }
-            let signal = waiting_for.wait().map_err(LaunchError::Wait)?;
-            if signal != Signal::SIGCHLD {
-                let _ = kill(init, signal);
-            }
+            relay(init, waiting_for.wait().map_err(LaunchError::Wait)?);
         };
         Ok(self.ended(init_exit))
     }
@@ -881,11 +883,9 @@ impl RunningJail {
                 return self.wait().map(FirstEvent::Ended);
             }
             if signal_ready {
-                if let Some(info) = signals.read_signal().map_err(LaunchError::Wait)? {
-                    let signal = info.ssi_signo as i32;
-                    if signal != Signal::SIGCHLD as i32 {
-                        let _ = nix::sys::signal::kill(init, Signal::try_from(signal).ok());
-                    }
+                let info = signals.read_signal().map_err(LaunchError::Wait)?;
+                if let Some(signal) = info.and_then(|i| Signal::try_from(i.ssi_signo as i32).ok()) {
+                    relay(init, signal);
                 }
             }
         }
@@ -922,6 +922,14 @@ impl RunningJail {
                 _ => None,
             })
             .unwrap_or(init_exit)
+    }
+}
+
+/// A blocked signal the supervisor received: SIGCHLD only wakes it; the others go to the jail's
+/// init, which relays them to the app.
+fn relay(init: Pid, signal: Signal) {
+    if signal != Signal::SIGCHLD {
+        let _ = kill(init, signal);
     }
 }
 

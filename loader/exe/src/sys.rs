@@ -379,35 +379,17 @@ pub fn landlock_restrict_self(ruleset: i32) -> Result<()> {
 
 /// Installs a seccomp filter (needs no_new_privs).
 pub fn seccomp_filter(program: &[SockFilter]) -> Result<()> {
-    /// `struct sock_filter` as the kernel reads it.
-    #[repr(C)]
-    struct Insn {
-        code: u16,
-        jt: u8,
-        jf: u8,
-        k: u32,
-    }
     /// `struct sock_fprog`.
     #[repr(C)]
     struct Program {
         len: u16,
-        filter: *const Insn,
+        filter: *const SockFilter,
     }
     /// SECCOMP_SET_MODE_FILTER (linux/seccomp.h).
     const SET_MODE_FILTER: usize = 1;
-    let insns: Vec<Insn> = program
-        .iter()
-        .map(|i| Insn {
-            code: i.code,
-            jt: i.jt,
-            jf: i.jf,
-            k: i.k,
-        })
-        .collect();
-    let len = u16::try_from(insns.len()).map_err(|_| Errno::INVAL)?;
     let fprog = Program {
-        len,
-        filter: insns.as_ptr(),
+        len: u16::try_from(program.len()).map_err(|_| Errno::INVAL)?,
+        filter: program.as_ptr(),
     };
     call(
         k::__NR_seccomp,
