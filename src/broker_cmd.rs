@@ -1,98 +1,13 @@
 //! The broker commands: the daemon (`elastos broker`) and its clients (`install`, `uninstall`,
-//! `list`, `ps`, `stop`, `services`), plus how `elastos run` connects an app to a broker: the
-//! daemon when one runs, else a broker embedded in the `elastos run` process.
-
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream as StdUnixStream;
-use std::sync::Arc;
+//! `list`, `ps`, `stop`, `services`).
 
 use anyhow::{bail, Context, Result};
-use elastos_broker::apps::{AppLauncher, StoreHelper};
-use elastos_broker::control::{into_tokio, ControlClient, ControlRequest};
-use elastos_broker::paths::{companion_binary, StateDirs};
-use elastos_broker::{AppIdentity, Broker, BrokerConfig, Origin};
+use elastos_host::activator::StoreHelper;
+use elastos_host::control::{ControlClient, ControlRequest};
+use elastos_host::paths::{companion_binary, StateDirs};
 
 use crate::cli::{BrokerArgs, Format};
 use crate::commands::print_json;
-
-/// Where an app's connection goes.
-pub enum BrokerLink {
-    /// A running daemon; the app's end is handed over its control socket.
-    Daemon(ControlClient),
-    /// A broker embedded in this process (no daemon runs), on a thread of its own; it lives as
-    /// long as the `elastos run` process.
-    Embedded(tokio::sync::mpsc::UnboundedSender<(StdUnixStream, AppIdentity, u32)>),
-}
-
-impl BrokerLink {
-    /// The daemon, if one listens.
-    pub fn daemon(state: &StateDirs) -> Option<BrokerLink> {
-        ControlClient::connect(&state.control_socket).map(BrokerLink::Daemon)
-    }
-
-    /// A new broker embedded in this process, which can activate installed apps. Its runtime
-    /// runs on a thread of its own.
-    pub fn embedded(launcher: Arc<AppLauncher>) -> Result<BrokerLink> {
-        tracing::debug!("no broker daemon: using an embedded broker");
-        let (attach_tx, mut attach_rx) =
-            tokio::sync::mpsc::unbounded_channel::<(StdUnixStream, AppIdentity, u32)>();
-        std::thread::Builder::new()
-            .name("elastos-broker".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot start the embedded broker");
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    let broker = Broker::new(BrokerConfig::default(), Some(Arc::new(launcher)));
-                    while let Some((stream, identity, pid)) = attach_rx.recv().await {
-                        match into_tokio(stream) {
-                            Ok(stream) => {
-                                broker.attach(
-                                    stream,
-                                    identity,
-                                    Origin::Launched { pid: Some(pid) },
-                                );
-                            }
-                            Err(e) => tracing::error!(error = %e, "cannot serve the app's socket"),
-                        }
-                    }
-                    // The launcher is done with its app; keep serving activated providers until
-                    // the process exits.
-                    std::future::pending::<()>().await;
-                });
-            })
-            .context("cannot start the embedded broker's thread")?;
-        Ok(BrokerLink::Embedded(attach_tx))
-    }
-
-    /// Serves `stream` (the broker's end of an app's fd 3) as `identity`.
-    pub fn attach(&self, stream: StdUnixStream, identity: AppIdentity, pid: u32) -> Result<()> {
-        match self {
-            BrokerLink::Daemon(client) => {
-                let request = ControlRequest::Attach {
-                    identity: identity.into(),
-                    pid: Some(pid),
-                };
-                client
-                    .request(&request, Some(stream.as_raw_fd()))
-                    .context("attaching the app")?;
-            }
-            BrokerLink::Embedded(attach) => {
-                attach
-                    .send((stream, identity, pid))
-                    .map_err(|_| anyhow::anyhow!("the embedded broker stopped"))?;
-            }
-        }
-        Ok(())
-    }
-}
 
 /// `elastos broker`: becomes `elastos-broker daemon` (the one program that links RocksDB).
 pub fn daemon(args: BrokerArgs) -> Result<u8> {
@@ -108,8 +23,7 @@ pub fn daemon(args: BrokerArgs) -> Result<u8> {
 
 /// The `elastos-broker` binary (next to `elastos`, or `ELASTOS_BROKER`).
 pub fn broker_binary() -> Result<StoreHelper> {
-    let executable = companion_binary("ELASTOS_BROKER", "elastos-broker")
-        .context("cannot locate elastos-broker")?;
+    let executable = companion_binary("ELASTOS_BROKER", "elastos-broker")?;
     Ok(StoreHelper { executable })
 }
 

@@ -1,21 +1,21 @@
 //! One function per command. Each returns the process exit code or a [`Failure`].
 
 use std::io::IsTerminal;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-
-use anyhow::{Context, Result};
-use elastos_broker::apps::{self, AppError, AppLauncher, PreparedApp};
-use elastos_broker::control::ControlRequest;
-use elastos_broker::paths::{PathsError, StateDirs};
-use elastos_loader::{BlockedSignals, FirstEvent};
 use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::broker_cmd::{self, BrokerLink};
+use anyhow::{Context, Result};
 use elastos_bundle::{PublisherKey, UnpackLimits};
-use elastos_loader::LaunchError;
+use elastos_host::activator::AppLauncher;
+use elastos_host::apps::{self, AppError, StartPhase, StartRequest};
+use elastos_host::control::ControlRequest;
+use elastos_host::link::BrokerLink;
+use elastos_host::paths::{PathsError, StateDirs};
+use elastos_loader::{BlockedSignals, FirstEvent, LaunchError};
 use serde::Serialize;
+
+use crate::broker_cmd;
 
 use crate::cli::{BundleCommand, Cli, Command, Format, KeyCommand, PolicyCommand, RunArgs};
 use crate::exit;
@@ -55,6 +55,12 @@ impl From<PathsError> for Failure {
 
 impl From<AppError> for Failure {
     fn from(error: AppError) -> Self {
+        anyhow::Error::from(error).into()
+    }
+}
+
+impl From<elastos_host::link::LinkError> for Failure {
+    fn from(error: elastos_host::link::LinkError) -> Self {
         anyhow::Error::from(error).into()
     }
 }
@@ -106,22 +112,33 @@ pub fn print_json(value: &impl Serialize) -> Result<()> {
     Ok(())
 }
 
-/// The bundle verified, unpacked and planned (see `elastos_broker::apps::prepare`).
-/// Shows a spinner on a terminal while a large bundle is verified and unpacked.
-fn prepare(path: &Path, args: &[String], state: &StateDirs) -> Result<PreparedApp, AppError> {
-    let host = apps::host_env();
-    let large = std::fs::metadata(path).is_ok_and(|m| m.len() > 4 << 20);
-    let spinner = (large && std::io::stderr().is_terminal()).then(|| {
-        let bar = indicatif::ProgressBar::new_spinner()
-            .with_message(format!("verifying and unpacking {}", path.display()));
-        bar.enable_steady_tick(std::time::Duration::from_millis(100));
-        bar
-    });
-    let prepared = apps::prepare(path, args, &state.apps, &host);
-    if let Some(bar) = spinner {
-        bar.finish_and_clear();
+/// A spinner on a terminal while a large bundle is verified and unpacked.
+struct VerifySpinner<'a> {
+    bundle: &'a Path,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl VerifySpinner<'_> {
+    fn observe(&mut self, phase: StartPhase) {
+        match phase {
+            StartPhase::Verifying => {
+                let large = std::fs::metadata(self.bundle).is_ok_and(|m| m.len() > 4 << 20);
+                if large && std::io::stderr().is_terminal() {
+                    let bar = indicatif::ProgressBar::new_spinner().with_message(format!(
+                        "verifying and unpacking {}",
+                        self.bundle.display()
+                    ));
+                    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+                    self.bar = Some(bar);
+                }
+            }
+            StartPhase::Verified => {
+                if let Some(bar) = self.bar.take() {
+                    bar.finish_and_clear();
+                }
+            }
+        }
     }
-    prepared
 }
 
 /// How long the providers an embedded broker started get to end after SIGTERM, when their
@@ -141,16 +158,22 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         );
     }
     let store = Arc::new(broker_cmd::broker_binary()?);
-    // The app's fd 3; the broker gets the other end once the jail runs (what the app sends
-    // first waits in the socket until then), so the jail is cloned from a process that has no
-    // other thread yet.
-    let (broker_end, app_end) = UnixStream::pair().context("cannot create the IPC socket")?;
-    // The jail's first process is created before the bundle is read: the kernel builds its
-    // namespaces while this process verifies and plans the bundle. It gets nothing of the bundle
-    // before `start`, and is killed if the bundle is refused.
-    let pending = elastos_loader::spawn(app_end.into(), &options)?;
-    let prepared = prepare(&args.bundle, &args.args, &state)?;
-    let jail = pending.start(&prepared.plan)?;
+    let host = apps::host_env();
+    let request = StartRequest {
+        bundle: &args.bundle,
+        args: &args.args,
+        dirs: &state.apps,
+        host: &host,
+        options: &options,
+    };
+    let mut spinner = VerifySpinner {
+        bundle: &args.bundle,
+        bar: None,
+    };
+    // Before any other thread exists (the embedded broker's starts only once the app speaks),
+    // so the jail is cloned from a single-threaded process.
+    let started = apps::start_app(&request, &mut |phase| spinner.observe(phase))?;
+    let (jail, identity, broker_end) = (started.jail, started.identity, started.broker_end);
     let facts = jail.facts();
     tracing::info!(
         pid = facts.pid,
@@ -161,10 +184,8 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         "app started"
     );
     let pid = facts.pid as u32;
-    // The plan, the manifest and the command line are done with: the launcher waits with as
-    // little memory as it can.
-    let identity = prepared.identity();
-    drop((prepared, args));
+    // The command line is done with: the launcher waits with as little memory as it can.
+    drop(args);
     elastos_loader::release_free_heap();
     let exit = match BrokerLink::daemon(&state) {
         // The daemon lists the app from its start (`elastos ps`).
@@ -177,13 +198,9 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         None => match jail.wait_until_readable(broker_end.as_fd())? {
             FirstEvent::Ended(exit) => exit,
             FirstEvent::Readable(jail) => {
-                let launcher = Arc::new(AppLauncher::new(
-                    state.apps.clone(),
-                    store,
-                    options.clone(),
-                    apps::host_env(),
-                ));
-                BrokerLink::embedded(Arc::clone(&launcher))?.attach(broker_end, identity, pid)?;
+                let launcher =
+                    AppLauncher::new(state.apps.clone(), store, options.clone(), host);
+                BrokerLink::embedded(launcher.clone())?.attach(broker_end, identity, pid)?;
                 let exit = jail.wait();
                 // Providers this process started end with it: stop them while their
                 // supervisors can still clean up after them.
@@ -401,7 +418,7 @@ fn key(command: KeyCommand) -> Result<u8> {
 
 fn policy_show(bundle: &Path, args: Vec<String>, format: Format) -> Result<u8> {
     let state = StateDirs::from_env()?;
-    let plan = prepare(bundle, &args, &state)?.plan;
+    let plan = apps::prepare(bundle, &args, &state.apps, &apps::host_env())?.plan;
     match format {
         Format::Json => print_json(&plan)?,
         Format::Text => print!("{}", plan.render_text()),

@@ -1,5 +1,6 @@
 //! `elastos`: the command-line interface. Argument parsing, output and exit codes; the work is
-//! done by the library crates (`elastos-bundle`, `elastos-policy`, `elastos-loader`).
+//! done by the library crates (`elastos-host`, `elastos-bundle`, `elastos-policy`,
+//! `elastos-loader`).
 
 #![forbid(unsafe_code)]
 
@@ -44,20 +45,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes on one line, each cause once: our error types often quote their
-/// source in their own message already.
+/// The error and its causes on one line, `outer: cause: root cause` (no message of ours repeats
+/// its source).
 fn describe(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain() {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&cause);
-        }
-    }
-    text
+    error
+        .chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 fn init_logging(level: Option<&str>) {

@@ -3,11 +3,12 @@
 //! up, calls them and subscribes to their events, and the broker carries all of it, checking every
 //! request against the identity and the manifest of the verified bundle the app was started from.
 //!
-//! This crate's core (this module and its private submodules) serves app connections; the wire
-//! format is `elastos-proto` (docs/protocol.md). [`control`] is the daemon's control socket,
-//! [`apps`] launching bundles in jails (for `elastos run` and on-demand activation), [`paths`]
-//! where state lives. The daemon itself, with the RocksDB state, is the crate
-//! `elastos-broker-daemon` (binary `elastos-broker`): the only program that links RocksDB.
+//! This crate is the routing core, and a trust boundary: it reads every byte an app sends, and
+//! needs nothing but the wire format (`elastos-proto`, docs/protocol.md) and tokio. It holds no
+//! privilege and touches no file: launching bundles, the control socket, state paths and the
+//! installed apps are the host's work (crate `elastos-host`), which attaches connections with the
+//! identity of the verified bundle and starts providers through an [`Activator`]. The daemon,
+//! with the RocksDB state, is the crate `elastos-broker-daemon` (binary `elastos-broker`).
 //!
 //! What the core does:
 //! - **Identity from the caller of [`Broker::attach`]**, never from the app: the launcher passes
@@ -46,13 +47,6 @@
 //! encryption (the socket is a private socketpair), and file descriptor passing (refused).
 
 #![deny(unsafe_code)]
-
-pub mod apps;
-// The one exception: the control socket receives app sockets as file descriptors (SCM_RIGHTS),
-// which takes `OwnedFd::from_raw_fd`. See the SAFETY comments there.
-#[allow(unsafe_code)]
-pub mod control;
-pub mod paths;
 
 mod activation;
 mod conn;

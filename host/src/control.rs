@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::apps::InstalledApp;
-use crate::{AppIdentity, AppSnapshot, Broker, Origin, ServiceState};
+use elastos_broker::{AppIdentity, AppSnapshot, Broker, Origin, ServiceState};
 
 /// Longest request line accepted, in bytes.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -85,7 +85,7 @@ pub enum ControlError {
         path: PathBuf,
     },
     /// The socket failed mid-request.
-    #[error("broker control socket {}: {source}", path.display())]
+    #[error("broker control socket {}", path.display())]
     Io {
         /// The control socket.
         path: PathBuf,

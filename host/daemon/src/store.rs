@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use elastos_broker::apps::InstalledApp;
+use elastos_host::apps::InstalledApp;
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, DB};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;

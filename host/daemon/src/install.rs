@@ -4,7 +4,8 @@
 use std::fs;
 use std::path::Path;
 
-use elastos_broker::apps::{create_private_dir, AppDirs, AppError, InstalledApp, InstalledApps};
+use elastos_host::activator::InstalledApps;
+use elastos_host::apps::{create_private_dir, AppDirs, AppError, InstalledApp};
 use elastos_bundle::VerifiedBundle;
 use uuid::Uuid;
 

@@ -16,8 +16,8 @@ mod daemon;
 mod install;
 mod store;
 
-use elastos_broker::control::ControlRequest;
-use elastos_broker::paths::StateDirs;
+use elastos_host::control::ControlRequest;
+use elastos_host::paths::StateDirs;
 
 use crate::store::Store;
 
@@ -66,8 +66,8 @@ fn usage(message: &str) -> Outcome {
     ))
 }
 
-fn failed(error: impl std::fmt::Display) -> (u8, String) {
-    (125, error.to_string())
+fn failed(error: impl std::error::Error) -> (u8, String) {
+    (125, elastos_host::describe_error(&error))
 }
 
 fn daemon(idle_stop: Option<Option<Duration>>) -> Outcome {

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::apps::AppDirs;
+use crate::apps::{AppDirs, AppError};
 
 /// The state directories of the current user.
 #[derive(Debug, Clone)]
@@ -107,9 +107,10 @@ pub enum PathsError {
 
 /// A companion executable of elastos (`elastos-loader`, `elastos-broker`): the path in the
 /// environment variable `env` when set, else next to the running executable.
-pub fn companion_binary(env: &str, name: &str) -> std::io::Result<PathBuf> {
+pub fn companion_binary(env: &'static str, name: &'static str) -> Result<PathBuf, AppError> {
     if let Some(path) = std::env::var_os(env) {
         return Ok(PathBuf::from(path));
     }
-    Ok(std::env::current_exe()?.with_file_name(name))
+    let exe = std::env::current_exe().map_err(|source| AppError::Companion { name, env, source })?;
+    Ok(exe.with_file_name(name))
 }

@@ -10,9 +10,10 @@ use elastos_loader::{stop_jail, BlockedSignals, LaunchError};
 use nix::sys::signal::Signal;
 use serde::Serialize;
 
-use elastos_broker::apps::{self, AppDirs, AppError, AppLauncher};
-use elastos_broker::control::{self, into_tokio, ControlClient, ControlRequest};
-use elastos_broker::paths::StateDirs;
+use elastos_host::activator::AppLauncher;
+use elastos_host::apps::{self, AppDirs, AppError};
+use elastos_host::control::{self, into_tokio, ControlClient, ControlRequest};
+use elastos_host::paths::StateDirs;
 use elastos_broker::{AppIdentity, Broker, BrokerConfig, Origin};
 
 use crate::install::{install, uninstall, InstallError};
@@ -32,7 +33,7 @@ pub enum DaemonError {
     #[error("a broker daemon already listens on {}", .0.display())]
     AlreadyRunning(std::path::PathBuf),
     /// The control socket or the runtime could not be set up.
-    #[error("cannot {what}: {source}")]
+    #[error("cannot {what}")]
     Io {
         /// What failed.
         what: String,
@@ -81,7 +82,7 @@ pub fn run(state: &StateDirs, idle_stop: Option<Duration>) -> Result<(), DaemonE
         idle_stop_after: idle_stop,
         ..BrokerConfig::default()
     };
-    let broker = Broker::new(config, Some(Arc::new(Arc::new(launcher))));
+    let broker = Broker::new(config, Some(Arc::new(launcher)));
     let listener =
         StdUnixListener::bind(socket).map_err(io(format!("listen on {}", socket.display())))?;
     listener
@@ -140,7 +141,7 @@ fn serve_control(
         return;
     }
     let result = match control::read_request(&stream) {
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(elastos_host::describe_error(&e)),
         Ok((request, fd)) => handle_request(request, fd, broker, store, dirs, handle),
     };
     let _ = control::write_response(&stream, result);
@@ -175,7 +176,7 @@ fn handle_request(
                 .collect::<Vec<_>>(),
         ),
         ControlRequest::Services => {
-            let installed = store.installed().map_err(|e| e.to_string())?;
+            let installed = store.installed().map_err(|e| elastos_host::describe_error(&e))?;
             to_json(control::service_views(broker, &installed))
         }
         ControlRequest::Stop { id } => {
@@ -204,7 +205,7 @@ fn handle_request(
                     .collect::<Vec<_>>(),
             )
         }
-        other => store_request(other, store, dirs).map_err(|e| e.to_string()),
+        other => store_request(other, store, dirs).map_err(|e| elastos_host::describe_error(&e)),
     }
 }
 

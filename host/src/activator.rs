@@ -1,0 +1,280 @@
+//! On-demand activation: the broker's [`Activator`] that starts installed providers in jails
+//! (through [`start_app`], like every start), supervises them and stops them; and where it finds
+//! the installed apps.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use elastos_broker::{ActivationError, Activator, AppIdentity, BoxFuture, Broker, InstanceId, Origin};
+use elastos_loader::{kill_jail, stop_jail, LaunchOptions};
+use elastos_policy::HostEnv;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use uuid::Uuid;
+
+use crate::apps::{start_app, AppDirs, AppError, InstalledApp, StartRequest};
+use crate::control::ControlRequest;
+
+/// Where an [`AppLauncher`] finds the installed apps.
+///
+/// A trait so that `elastos run` never links RocksDB (its static initializers alone add ~1-2 ms
+/// to every start of a program that links it): the daemon (`elastos-broker`, crate
+/// `elastos-broker-daemon`) passes its database; `elastos run` passes a [`StoreHelper`], which
+/// asks that binary.
+pub trait InstalledApps: Send + Sync + 'static {
+    /// The installed app that provides `service`, if any.
+    fn provider_of(&self, service: Uuid) -> Result<Option<InstalledApp>, AppError>;
+    /// Counts an activation (best effort).
+    fn record_activation(&self, app_id: Uuid);
+}
+
+/// Reads the installed apps through the `elastos-broker` binary (`elastos-broker request`), which
+/// opens the database read-only next to any writer.
+#[derive(Debug, Clone)]
+pub struct StoreHelper {
+    /// The `elastos-broker` executable.
+    pub executable: PathBuf,
+}
+
+impl StoreHelper {
+    /// Runs one [`ControlRequest`] on the database; its JSON result.
+    pub fn request(&self, request: &ControlRequest) -> Result<serde_json::Value, AppError> {
+        let failed = |message: String| AppError::Helper {
+            executable: self.executable.clone(),
+            message,
+        };
+        let output = std::process::Command::new(&self.executable)
+            .arg("request")
+            .arg(serde_json::to_string(request).expect("requests serialize"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| failed(e.to_string()))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(failed(
+                stderr
+                    .trim()
+                    .trim_start_matches("elastos-broker: ")
+                    .to_string(),
+            ));
+        }
+        serde_json::from_slice(&output.stdout)
+            .map_err(|e| failed(format!("unreadable answer: {e}")))
+    }
+}
+
+impl InstalledApps for StoreHelper {
+    fn provider_of(&self, service: Uuid) -> Result<Option<InstalledApp>, AppError> {
+        let value = self.request(&ControlRequest::ProviderOf { service })?;
+        serde_json::from_value(value).map_err(|e| AppError::Helper {
+            executable: self.executable.clone(),
+            message: format!("unreadable answer: {e}"),
+        })
+    }
+
+    fn record_activation(&self, _app_id: Uuid) {
+        // Only the daemon keeps activation records: several `elastos run` processes cannot
+        // share the database's single writer.
+    }
+}
+
+/// Starts installed apps in jails when the broker needs one of their services, and stops them.
+///
+/// Each activated app is launched and supervised by a thread of its own: the kernel kills a
+/// jail when the thread that started it ends (PR_SET_PDEATHSIG), so that thread lives exactly
+/// as long as the app.
+#[derive(Clone)]
+pub struct AppLauncher(Arc<LauncherState>);
+
+/// What an [`AppLauncher`] and its clones share.
+struct LauncherState {
+    dirs: AppDirs,
+    installed: Arc<dyn InstalledApps>,
+    options: LaunchOptions,
+    host: HostEnv,
+    next_instance: AtomicU64,
+    running: Mutex<HashMap<InstanceId, i32>>,
+    /// Services recently found not installed, and when: an app asking again and again for such
+    /// a service must not cost a database lookup (a process, for a [`StoreHelper`]) each time.
+    not_installed: Mutex<HashMap<Uuid, std::time::Instant>>,
+}
+
+/// How long "no installed app provides it" is remembered.
+const NOT_INSTALLED_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl AppLauncher {
+    /// A launcher for the `installed` apps, with the launch `options` of `elastos run`.
+    pub fn new(
+        dirs: AppDirs,
+        installed: Arc<dyn InstalledApps>,
+        options: LaunchOptions,
+        host: HostEnv,
+    ) -> AppLauncher {
+        AppLauncher(Arc::new(LauncherState {
+            dirs,
+            installed,
+            options,
+            host,
+            next_instance: AtomicU64::new(1),
+            running: Mutex::new(HashMap::new()),
+            not_installed: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The installed provider of `service`, looked up off the async threads (it may read a
+    /// database or run a helper process), with negative answers remembered for a moment.
+    async fn find_provider(
+        &self,
+        service: Uuid,
+    ) -> Result<Option<InstalledApp>, AppError> {
+        {
+            let mut recent = self.0.not_installed.lock().expect("not poisoned");
+            recent.retain(|_, at| at.elapsed() < NOT_INSTALLED_TTL);
+            if recent.contains_key(&service) {
+                return Ok(None);
+            }
+        }
+        let launcher = self.clone();
+        let found = tokio::task::spawn_blocking(move || launcher.0.installed.provider_of(service))
+            .await
+            .map_err(|e| AppError::InstalledApps(e.to_string()))??;
+        if found.is_none() {
+            let now = std::time::Instant::now();
+            self.0.not_installed
+                .lock()
+                .expect("not poisoned")
+                .insert(service, now);
+        }
+        Ok(found)
+    }
+}
+
+/// What the supervisor thread hands back once the jail runs.
+type Started = Result<(StdUnixStream, AppIdentity, u32), String>;
+
+impl Activator for AppLauncher {
+    fn activate(
+        &self,
+        broker: Broker,
+        service: Uuid,
+    ) -> BoxFuture<'static, Result<(), ActivationError>> {
+        let launcher = self.clone();
+        Box::pin(async move {
+            let failed = |reason: String| ActivationError::Failed { service, reason };
+            let app = launcher
+                .find_provider(service)
+                .await
+                .map_err(|e| failed(crate::describe_error(&e)))?
+                .ok_or(ActivationError::NotInstalled { service })?;
+            let instance = InstanceId(launcher.0.next_instance.fetch_add(1, Ordering::Relaxed));
+            let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Started>();
+            let supervisor = launcher.clone();
+            let name = format!("elastos-app-{}", app.name);
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || supervisor.supervise(app, instance, started_tx))
+                .map_err(|e| failed(format!("cannot start a supervisor thread: {e}")))?;
+            let (stream, identity, pid) = started_rx
+                .await
+                .map_err(|_| failed("the supervisor thread ended".into()))?
+                .map_err(failed)?;
+            let stream = stream
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::UnixStream::from_std(stream))
+                .map_err(|e| failed(format!("cannot use the app's socket: {e}")))?;
+            broker.attach(
+                stream,
+                identity,
+                Origin::Activated {
+                    instance,
+                    pid: Some(pid),
+                },
+            );
+            Ok(())
+        })
+    }
+
+    fn stop(&self, instance: InstanceId) {
+        if let Some(pid) = self.0.running.lock().expect("not poisoned").get(&instance) {
+            stop_jail(*pid);
+        }
+    }
+}
+
+impl AppLauncher {
+    /// Stops every app this launcher activated (SIGTERM, SIGKILL after `grace`) and returns once
+    /// their supervisors have reaped them and removed their cgroups: for `elastos run`, whose
+    /// embedded broker's providers would otherwise die with it (PR_SET_PDEATHSIG) with nobody
+    /// left to remove their cgroups.
+    pub fn stop_all(&self, grace: std::time::Duration) {
+        let signal_all = |signal: fn(i32)| {
+            for pid in self.0.running.lock().expect("not poisoned").values() {
+                signal(*pid);
+            }
+        };
+        let all_gone = |within: std::time::Duration| {
+            let deadline = std::time::Instant::now() + within;
+            while !self.0.running.lock().expect("not poisoned").is_empty() {
+                if std::time::Instant::now() >= deadline {
+                    return false;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            true
+        };
+        signal_all(stop_jail);
+        if !all_gone(grace) {
+            signal_all(kill_jail);
+            all_gone(grace);
+        }
+    }
+
+    /// The supervisor thread of one activated app: prepare, launch, report, wait.
+    fn supervise(
+        &self,
+        app: InstalledApp,
+        instance: InstanceId,
+        started: tokio::sync::oneshot::Sender<Started>,
+    ) {
+        let request = StartRequest {
+            bundle: &app.bundle,
+            args: &[],
+            dirs: &self.0.dirs,
+            host: &self.0.host,
+            options: &self.0.options,
+        };
+        let jail = match start_app(&request, &mut |_| {}) {
+            Err(e) => {
+                tracing::warn!(app = %app.app_id, error = %crate::describe_error(&e), "activation failed");
+                let _ = started.send(Err(crate::describe_error(&e)));
+                return;
+            }
+            Ok(started_app) => {
+                let (stream, identity, jail) =
+                    (started_app.broker_end, started_app.identity, started_app.jail);
+                let pid = jail.facts().pid;
+                self.0.running
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(instance, pid);
+                self.0.installed.record_activation(app.app_id);
+                tracing::info!(app = %app.app_id, name = %app.name, pid, %instance, "activated");
+                if started.send(Ok((stream, identity, pid as u32))).is_err() {
+                    // Nobody waits any more (the activation timed out): do not leave it running.
+                    stop_jail(pid);
+                }
+                jail
+            }
+        };
+        match jail.wait_blocking() {
+            Ok(exit) => {
+                tracing::info!(app = %app.app_id, %instance, code = exit.code(), "activated app ended")
+            }
+            Err(e) => {
+                tracing::warn!(app = %app.app_id, %instance, error = %crate::describe_error(&e), "waiting for activated app")
+            }
+        }
+        self.0.running.lock().expect("not poisoned").remove(&instance);
+    }
+}

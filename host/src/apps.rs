@@ -1,0 +1,292 @@
+//! Apps from bundles: verify, unpack and plan them ([`prepare`]), and the one function every
+//! start of an app goes through ([`start_app`]): `elastos run`, the broker's on-demand
+//! activation and the daemon's detached runs, so an activated provider is jailed exactly like an
+//! app started by hand.
+
+use std::fs;
+use std::io;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::{Path, PathBuf};
+
+use elastos_broker::AppIdentity;
+use elastos_bundle::{open_verified_cached, BundleError, UnpackLimits};
+use elastos_loader::{LaunchError, LaunchOptions, RunningJail};
+use elastos_policy::{HostEnv, JailPlan, Manifest, PolicyError};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::paths::companion_binary;
+
+/// An app installed with `elastos install`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledApp {
+    /// The app's UUID (from its verified manifest).
+    pub app_id: Uuid,
+    /// The app's name.
+    pub name: String,
+    /// The app's version.
+    pub version: String,
+    /// Publisher ID (hex of the Ed25519 key that signed the bundle).
+    pub publisher: String,
+    /// Digest of the bundle (hex).
+    pub digest: String,
+    /// The broker's own copy of the bundle, verified again before every launch.
+    pub bundle: PathBuf,
+    /// Services it provides: the broker starts it when one of them is looked up.
+    pub provides: Vec<Uuid>,
+    /// Services it may use.
+    pub uses: Vec<Uuid>,
+    /// When it was installed, in seconds since the Unix epoch.
+    pub installed_at: u64,
+}
+
+/// Where apps' files live on the host.
+#[derive(Debug, Clone)]
+pub struct AppDirs {
+    /// Unpacked bundles, by digest (a cache).
+    pub bundles: PathBuf,
+    /// Per-app homes, by app id.
+    pub homes: PathBuf,
+    /// The broker's copies of installed bundles.
+    pub installed: PathBuf,
+}
+
+/// Preparing or launching an app failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppError {
+    /// The bundle is invalid, or could not be read or unpacked.
+    #[error("bundle {}", path.display())]
+    Bundle {
+        /// The bundle file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: BundleError,
+    },
+    /// A directory of the app (home, installed copy) could not be prepared.
+    #[error("cannot prepare {}", path.display())]
+    Dir {
+        /// The directory or file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A companion executable of elastos could not be located.
+    #[error("cannot locate {name} (hint: it belongs next to elastos, or set {env})")]
+    Companion {
+        /// The executable's name.
+        name: &'static str,
+        /// The variable that overrides where it is.
+        env: &'static str,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The socket pair that becomes the app's fd 3 could not be created.
+    #[error("cannot create the app's IPC socket")]
+    IpcSocket(#[source] io::Error),
+    /// The jail's policy could not be built.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The jail could not be started.
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    /// The installed apps could not be read.
+    #[error("cannot read the installed apps: {0}")]
+    InstalledApps(String),
+    /// The `elastos-broker` helper could not answer.
+    #[error("{}: {message}", executable.display())]
+    Helper {
+        /// The helper executable.
+        executable: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl AppError {
+    /// The podman-style exit code: 127 entry not found, 126 entry not executable, 125 else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AppError::Bundle {
+                source: BundleError::EntryMissing { .. },
+                ..
+            } => 127,
+            AppError::Bundle {
+                source: BundleError::EntryNotExecutable { .. },
+                ..
+            } => 126,
+            AppError::Launch(launch) => launch.exit_code(),
+            _ => 125,
+        }
+    }
+}
+
+/// A verified, unpacked app and the plan of its jail.
+#[derive(Debug, Clone)]
+pub struct PreparedApp {
+    /// The verified manifest.
+    pub manifest: Manifest,
+    /// The publisher's Ed25519 key.
+    pub publisher: [u8; 32],
+    /// The bundle's digest (hex).
+    pub digest: String,
+    /// The jail.
+    pub plan: JailPlan,
+}
+
+fn bundle_error(path: &Path) -> impl FnOnce(BundleError) -> AppError + '_ {
+    move |source| AppError::Bundle {
+        path: path.into(),
+        source,
+    }
+}
+
+fn dir_error(path: &Path) -> impl FnOnce(io::Error) -> AppError + '_ {
+    move |source| AppError::Dir {
+        path: path.into(),
+        source,
+    }
+}
+
+/// Creates `dir` (and parents), the last component with mode 0700.
+pub fn create_private_dir(dir: &Path) -> Result<(), AppError> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(dir_error(dir))
+}
+
+/// Verifies `bundle` (digest and signature, before anything of it is used; or, for a file
+/// unchanged since it was verified, its verification record), unpacks it once into the cache,
+/// creates the app's home and builds the plan of its jail.
+pub fn prepare(
+    bundle: &Path,
+    args: &[String],
+    dirs: &AppDirs,
+    host: &HostEnv,
+) -> Result<PreparedApp, AppError> {
+    let (verified, unpacked) =
+        open_verified_cached(bundle, &dirs.bundles, &UnpackLimits::default())
+            .map_err(bundle_error(bundle))?;
+    tracing::debug!(
+        root = %unpacked.root().display(),
+        fresh = unpacked.freshly_unpacked(),
+        verified_by = ?verified.verified_by(),
+        "{}",
+        if unpacked.freshly_unpacked() { "unpacked bundle" } else { "bundle already unpacked" }
+    );
+    let manifest = verified.manifest().clone();
+    create_private_dir(&dirs.homes)?;
+    let home = dirs.homes.join(manifest.id().to_string());
+    create_private_dir(&home)?;
+    let plan = JailPlan::build(&manifest, unpacked.root(), &home, args, host)?;
+    Ok(PreparedApp {
+        manifest,
+        publisher: *verified.publisher().as_bytes(),
+        digest: verified.digest().to_string(),
+        plan,
+    })
+}
+
+impl PreparedApp {
+    /// The identity the broker gives the app's connection: all of it from the verified bundle.
+    pub fn identity(&self) -> AppIdentity {
+        AppIdentity {
+            app_id: self.manifest.id(),
+            name: self.manifest.name().to_string(),
+            publisher: self.publisher,
+            provides: self.manifest.provides().to_vec(),
+            uses: self.manifest.uses().to_vec(),
+        }
+    }
+}
+
+/// The launch options of this installation (`elastos-loader` next to the running executable,
+/// or `ELASTOS_LOADER`).
+pub fn launch_options(
+    allow_without_kernel_sandbox: bool,
+    no_cgroup: bool,
+) -> Result<LaunchOptions, AppError> {
+    let loader = companion_binary("ELASTOS_LOADER", "elastos-loader")?;
+    Ok(LaunchOptions {
+        loader,
+        allow_without_kernel_sandbox,
+        no_cgroup,
+    })
+}
+
+/// What a jail takes from the host's environment (LANG, TERM).
+pub fn host_env() -> HostEnv {
+    HostEnv {
+        lang: std::env::var("LANG").ok(),
+        term: std::env::var("TERM").ok(),
+    }
+}
+
+
+/// What [`start_app`] is doing, for a caller that shows progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartPhase {
+    /// Verifying (and, the first time, unpacking) the bundle: long for a large bundle.
+    Verifying,
+    /// Done with the bundle; the jail is being built.
+    Verified,
+}
+
+/// What to start.
+#[derive(Debug, Clone, Copy)]
+pub struct StartRequest<'a> {
+    /// The bundle file.
+    pub bundle: &'a Path,
+    /// Arguments for the app's entry.
+    pub args: &'a [String],
+    /// Where apps' files live.
+    pub dirs: &'a AppDirs,
+    /// What the jail takes from the host's environment.
+    pub host: &'a HostEnv,
+    /// How to launch.
+    pub options: &'a LaunchOptions,
+}
+
+/// An app whose entry runs in its jail.
+#[derive(Debug)]
+pub struct StartedApp {
+    /// The jail; dropping it kills the app.
+    pub jail: RunningJail,
+    /// Who the app is, from its verified bundle: what the broker serves its connection as.
+    pub identity: AppIdentity,
+    /// The broker's end of the app's fd 3. What the app writes waits in the socket until a
+    /// broker serves it.
+    pub broker_end: StdUnixStream,
+}
+
+/// Starts an app: the one path of every start (`elastos run`, on-demand activation, detached
+/// runs).
+///
+/// The jail's first process is created before the bundle is read, so that the kernel builds its
+/// namespaces while this thread verifies and plans the bundle; it gets nothing of the bundle
+/// before [`elastos_loader::PendingJail::start`], and is killed if the bundle is refused. Call it
+/// from the thread that will supervise the app, before that process starts other threads if it
+/// can (see [`elastos_loader::spawn`]): the app dies with that thread.
+pub fn start_app(
+    request: &StartRequest<'_>,
+    observe: &mut dyn FnMut(StartPhase),
+) -> Result<StartedApp, AppError> {
+    let (broker_end, app_end) = StdUnixStream::pair().map_err(AppError::IpcSocket)?;
+    let pending = elastos_loader::spawn(app_end.into(), request.options)?;
+    observe(StartPhase::Verifying);
+    let prepared = prepare(request.bundle, request.args, request.dirs, request.host);
+    observe(StartPhase::Verified);
+    let prepared = prepared?;
+    let jail = pending.start(&prepared.plan)?;
+    Ok(StartedApp {
+        jail,
+        identity: prepared.identity(),
+        broker_end,
+    })
+}
