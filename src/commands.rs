@@ -124,10 +124,8 @@ impl VerifySpinner<'_> {
             StartPhase::Verifying => {
                 let large = std::fs::metadata(self.bundle).is_ok_and(|m| m.len() > 4 << 20);
                 if large && std::io::stderr().is_terminal() {
-                    let bar = indicatif::ProgressBar::new_spinner().with_message(format!(
-                        "verifying and unpacking {}",
-                        self.bundle.display()
-                    ));
+                    let bar = indicatif::ProgressBar::new_spinner()
+                        .with_message(format!("verifying and unpacking {}", self.bundle.display()));
                     bar.enable_steady_tick(std::time::Duration::from_millis(100));
                     self.bar = Some(bar);
                 }
@@ -198,8 +196,7 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         None => match jail.wait_until_readable(broker_end.as_fd())? {
             FirstEvent::Ended(exit) => exit,
             FirstEvent::Readable(jail) => {
-                let launcher =
-                    AppLauncher::new(state.apps.clone(), store, options.clone(), host);
+                let launcher = AppLauncher::new(state.apps.clone(), store, options.clone(), host);
                 BrokerLink::embedded(launcher.clone())?.attach(broker_end, identity, pid)?;
                 let exit = jail.wait();
                 // Providers this process started end with it: stop them while their

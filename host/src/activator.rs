@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use elastos_broker::{ActivationError, Activator, AppIdentity, BoxFuture, Broker, InstanceId, Origin};
+use elastos_broker::{
+    ActivationError, Activator, AppIdentity, BoxFuture, Broker, InstanceId, Origin,
+};
 use elastos_loader::{kill_jail, stop_jail, LaunchOptions};
 use elastos_policy::HostEnv;
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -124,10 +126,7 @@ impl AppLauncher {
 
     /// The installed provider of `service`, looked up off the async threads (it may read a
     /// database or run a helper process), with negative answers remembered for a moment.
-    async fn find_provider(
-        &self,
-        service: Uuid,
-    ) -> Result<Option<InstalledApp>, AppError> {
+    async fn find_provider(&self, service: Uuid) -> Result<Option<InstalledApp>, AppError> {
         {
             let mut recent = self.0.not_installed.lock().expect("not poisoned");
             recent.retain(|_, at| at.elapsed() < NOT_INSTALLED_TTL);
@@ -141,7 +140,8 @@ impl AppLauncher {
             .map_err(|e| AppError::InstalledApps(e.to_string()))??;
         if found.is_none() {
             let now = std::time::Instant::now();
-            self.0.not_installed
+            self.0
+                .not_installed
                 .lock()
                 .expect("not poisoned")
                 .insert(service, now);
@@ -251,10 +251,14 @@ impl AppLauncher {
                 return;
             }
             Ok(started_app) => {
-                let (stream, identity, jail) =
-                    (started_app.broker_end, started_app.identity, started_app.jail);
+                let (stream, identity, jail) = (
+                    started_app.broker_end,
+                    started_app.identity,
+                    started_app.jail,
+                );
                 let pid = jail.facts().pid;
-                self.0.running
+                self.0
+                    .running
                     .lock()
                     .expect("not poisoned")
                     .insert(instance, pid);
@@ -275,6 +279,10 @@ impl AppLauncher {
                 tracing::warn!(app = %app.app_id, %instance, error = %crate::describe_error(&e), "waiting for activated app")
             }
         }
-        self.0.running.lock().expect("not poisoned").remove(&instance);
+        self.0
+            .running
+            .lock()
+            .expect("not poisoned")
+            .remove(&instance);
     }
 }

@@ -228,7 +228,6 @@ pub fn host_env() -> HostEnv {
     }
 }
 
-
 /// What [`start_app`] is doing, for a caller that shows progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartPhase {

@@ -111,6 +111,7 @@ pub fn companion_binary(env: &'static str, name: &'static str) -> Result<PathBuf
     if let Some(path) = std::env::var_os(env) {
         return Ok(PathBuf::from(path));
     }
-    let exe = std::env::current_exe().map_err(|source| AppError::Companion { name, env, source })?;
+    let exe =
+        std::env::current_exe().map_err(|source| AppError::Companion { name, env, source })?;
     Ok(exe.with_file_name(name))
 }

@@ -36,10 +36,10 @@ use nix::unistd::Pid;
 use uuid::Uuid;
 
 use crate::cgroup::{AppCgroup, CgroupError, LimitMechanism};
-use crate::handoff::{
+use crate::sys::{self, ChildSetup, ChildStep, CHILD_FAILURE_MAGIC};
+use elastos_handoff::{
     fds, LandlockRule, LoaderInput, Report, ResolvedMount, RuleAccess, SockFilter,
 };
-use crate::sys::{self, ChildSetup, ChildStep, CHILD_FAILURE_MAGIC};
 
 /// Signals the launcher forwards to the app.
 const FORWARDED: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];

@@ -14,16 +14,13 @@
 //!    `jail::Step`): private mounts, hostname, filesystem on a tmpfs, cgroup join, pivot_root,
 //!    cgroup namespace, rlimits, a nested user namespace for the app's uid, capabilities dropped,
 //!    no_new_privs, Landlock, seccomp (last), execve of the entry. It links neither libc nor std,
-//!    so its start costs an exec and nothing more; it shares [`handoff`] (what crosses the exec)
+//!    so its start costs an exec and nothing more; it shares `elastos-handoff` (what crosses the exec)
 //!    with this crate.
 //!
 //! Non-features: no network inside the jail (an empty net namespace is the point), no setuid
 //! helper (unprivileged users rely on user namespaces), no seccomp user-notification.
 
-extern crate alloc;
-
 pub mod cgroup;
-pub mod handoff;
 pub mod launch;
 pub mod sys;
 

@@ -12,7 +12,7 @@ use std::io;
 use std::os::fd::RawFd;
 
 /// The first mount source's fd in the loader (`handoff::fds::FIRST_SOURCE`).
-const FIRST_SOURCE_FD: RawFd = crate::handoff::fds::FIRST_SOURCE;
+const FIRST_SOURCE_FD: RawFd = elastos_handoff::fds::FIRST_SOURCE;
 
 /// Size of the child's stack between clone() and execve(); it only runs a few raw syscalls.
 const CHILD_STACK_BYTES: usize = 64 * 1024;

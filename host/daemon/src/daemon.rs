@@ -10,11 +10,11 @@ use elastos_loader::{stop_jail, BlockedSignals, LaunchError};
 use nix::sys::signal::Signal;
 use serde::Serialize;
 
+use elastos_broker::{AppIdentity, Broker, BrokerConfig, Origin};
 use elastos_host::activator::AppLauncher;
 use elastos_host::apps::{self, AppDirs, AppError};
 use elastos_host::control::{self, into_tokio, ControlClient, ControlRequest};
 use elastos_host::paths::StateDirs;
-use elastos_broker::{AppIdentity, Broker, BrokerConfig, Origin};
 
 use crate::install::{install, uninstall, InstallError};
 use crate::store::{Store, StoreError};
@@ -176,7 +176,9 @@ fn handle_request(
                 .collect::<Vec<_>>(),
         ),
         ControlRequest::Services => {
-            let installed = store.installed().map_err(|e| elastos_host::describe_error(&e))?;
+            let installed = store
+                .installed()
+                .map_err(|e| elastos_host::describe_error(&e))?;
             to_json(control::service_views(broker, &installed))
         }
         ControlRequest::Stop { id } => {

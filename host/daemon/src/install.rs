@@ -4,9 +4,9 @@
 use std::fs;
 use std::path::Path;
 
+use elastos_bundle::VerifiedBundle;
 use elastos_host::activator::InstalledApps;
 use elastos_host::apps::{create_private_dir, AppDirs, AppError, InstalledApp};
-use elastos_bundle::VerifiedBundle;
 use uuid::Uuid;
 
 use crate::store::{now_secs, Store, StoreError};

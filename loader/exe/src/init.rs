@@ -11,9 +11,9 @@ use alloc::string::String;
 
 use linux_raw_sys::general as k;
 
-use crate::handoff::{fds, LoaderInput, Report};
 use crate::jail::{self, JailError, Step};
 use crate::sys::{self, ChildEnd, SignalSet};
+use elastos_handoff::{fds, LoaderInput, Report};
 
 /// Signals init relays to the app.
 const RELAYED: [u32; 6] = [

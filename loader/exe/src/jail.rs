@@ -14,8 +14,8 @@ use alloc::vec::Vec;
 use linux_raw_sys::general as k;
 use linux_raw_sys::landlock as ll;
 
-use crate::handoff::{fds, landlock_fs, LoaderInput, ResolvedMount};
 use crate::sys::{self, CPath, Errno};
+use elastos_handoff::{fds, landlock_fs, LoaderInput, ResolvedMount};
 
 /// Where the new root is assembled before pivot_root. Any directory works: every host source was
 /// opened by the launcher's child before, so hiding the host's /tmp in this private mount

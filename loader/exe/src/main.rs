@@ -12,16 +12,12 @@
 
 extern crate alloc;
 
-// Shared with the launcher, which uses the other half (encoding the input, parsing reports).
-#[allow(dead_code)]
-#[path = "../../src/handoff.rs"]
-mod handoff;
 mod init;
 mod jail;
 mod rt;
 mod sys;
 
-use handoff::fds;
+use elastos_handoff::fds;
 
 /// The loader's whole life: read the plan, build the jail, run the app as pid 2 and wait for it.
 /// The exit code is init's: the app's code, 128+N if it died of signal N, 125 if the jail failed.

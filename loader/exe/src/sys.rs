@@ -8,8 +8,8 @@ use linux_raw_sys::general as k;
 use linux_raw_sys::landlock as ll;
 use linux_raw_sys::prctl as pr;
 
-use crate::handoff::SockFilter;
 use crate::rt;
+use elastos_handoff::SockFilter;
 
 /// The kernel's error number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,10 +4,17 @@
 //! [`fds::INPUT`] until EOF and writes [`Report`] lines to [`fds::REPORT`]: `ready` once the entry
 //! runs (or `failed`/`exec-failed` instead), later `exited`/`killed` when it ends.
 //!
-//! Both sides compile this one file: the launcher (this library) and the loader binary, which
-//! links neither libc nor std (see `loader/exe`). So it uses only `core` and `alloc` and encodes
-//! by hand, without serde: the input is a small binary record ([`LoaderInput::encode`]), a report
-//! is one line of text ([`Report::to_line`]) that reads well in an strace.
+//! Both sides link this crate: the launcher (`elastos-loader`) and the loader binary
+//! (`elastos-loader-exe`), which links neither libc nor std. So it is `no_std`, uses only `core`
+//! and `alloc`, and encodes by hand, without serde: the input is a small binary record
+//! ([`LoaderInput::encode`]), a report is one line of text ([`Report::to_line`]) that reads well
+//! in an strace. Decoding is strict: the loader trusts the launcher, but a stale loader next to a
+//! newer launcher must fail clearly, never misread.
+
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
 
 use alloc::format;
 use alloc::string::String;
