@@ -31,7 +31,7 @@ pub fn broker_binary() -> Result<StoreHelper> {
 /// else on the database directly.
 pub fn store_command(request: ControlRequest, state: &StateDirs, format: Format) -> Result<u8> {
     let value = match ControlClient::connect(&state.control_socket) {
-        Some(client) => client.request(&request, None)?,
+        Some(client) => client.request(&request, &[])?,
         None => broker_binary()?.request(&request)?,
     };
     match format {
@@ -51,7 +51,7 @@ pub fn daemon_command(request: ControlRequest, state: &StateDirs, format: Format
             state.control_socket.display()
         );
     };
-    let value = client.request(&request, None)?;
+    let value = client.request(&request, &[])?;
     match format {
         Format::Json => print_json(&value)?,
         Format::Text => print_text(&request, &value),

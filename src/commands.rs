@@ -188,7 +188,7 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
     let exit = match BrokerLink::daemon(&state) {
         // The daemon lists the app from its start (`elastos ps`).
         Some(daemon) => {
-            daemon.attach(broker_end, identity, pid)?;
+            daemon.attach(broker_end, identity, &jail.handle(), pid)?;
             jail.wait()?
         }
         // No daemon: a broker embedded in this process, started only once the app speaks. An app
@@ -197,7 +197,12 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
             FirstEvent::Ended(exit) => exit,
             FirstEvent::Readable(jail) => {
                 let launcher = AppLauncher::new(state.apps.clone(), store, options.clone(), host);
-                BrokerLink::embedded(launcher.clone())?.attach(broker_end, identity, pid)?;
+                BrokerLink::embedded(launcher.clone())?.attach(
+                    broker_end,
+                    identity,
+                    &jail.handle(),
+                    pid,
+                )?;
                 let exit = jail.wait();
                 // Providers this process started end with it: stop them while their
                 // supervisors can still clean up after them.

@@ -379,7 +379,8 @@ fn an_installed_provider_is_activated_on_demand_and_payloads_round_trip() {
     assert_eq!(step(&steps, "event").detail, "tock");
 }
 
-/// cgroups `/sys/fs/cgroup/*/elastos/<app_id>-<launcher pid>` whose launcher is gone: leaked.
+/// cgroups `/sys/fs/cgroup/*/elastos/<app_id>-<launcher pid>-<instance>` whose launcher is gone:
+/// leaked.
 fn stale_cgroups_of(app_id: &str) -> Vec<PathBuf> {
     let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else {
         return Vec::new();
@@ -393,7 +394,8 @@ fn stale_cgroups_of(app_id: &str) -> Vec<PathBuf> {
         .filter(|path| {
             let name = path.file_name().unwrap_or_default().to_string_lossy();
             name.strip_prefix(&format!("{app_id}-"))
-                .and_then(|pid| pid.parse::<u32>().ok())
+                .and_then(|rest| rest.split_once('-'))
+                .and_then(|(pid, _instance)| pid.parse::<u32>().ok())
                 .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
         })
         .collect()
@@ -419,6 +421,229 @@ fn providers_of_an_embedded_broker_end_with_their_run_and_leave_no_cgroup() {
         let _ = std::fs::remove_dir(cgroup);
     }
     assert!(stale.is_empty(), "cgroups left behind: {stale:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Many starts at once: every jail's first process is a clone() of a (possibly multi-threaded)
+// launcher and starts with a copy of every fd it has open; two overlapping launches once held
+// each other's pipe ends and waited for each other's EOF forever.
+
+/// Jails started at once in each round, and rounds.
+const AT_ONCE: usize = 16;
+const ROUNDS: usize = 50;
+
+/// `count` providers, each of a service of its own, and a client that uses them all, with fresh
+/// ids (their processes and cgroups are told apart from any other test's by them).
+struct Fleet {
+    /// (app id, service, bundle) of each provider.
+    providers: Vec<(String, String, PathBuf)>,
+    client: PathBuf,
+}
+
+fn fresh_uuid() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .expect("a random uuid from the kernel")
+        .trim()
+        .to_owned()
+}
+
+fn fleet(harness: &Harness, count: usize) -> Fleet {
+    let providers: Vec<(String, String, PathBuf)> = (0..count)
+        .map(|i| {
+            let (id, service, name) = (fresh_uuid(), fresh_uuid(), format!("fleet-provider-{i}"));
+            let bundle = App {
+                name: &name,
+                id: &id,
+                provides: &[&service],
+                uses: &[],
+                activate: &["serve", &service],
+            }
+            .pack(harness);
+            (id, service, bundle)
+        })
+        .collect();
+    let uses: Vec<&str> = providers.iter().map(|(_, s, _)| s.as_str()).collect();
+    let client_id = fresh_uuid();
+    let client = App {
+        name: "fleet-client",
+        id: &client_id,
+        provides: &[],
+        uses: &uses,
+        activate: &[],
+    }
+    .pack(harness);
+    Fleet { providers, client }
+}
+
+/// The children of `pid` (of all its threads).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// How many fds `pid` has open.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| fds.count())
+        .unwrap_or(0)
+}
+
+/// Host processes in a cgroup named after one of `app_ids` (as root, every jail is in one).
+fn processes_of_apps(app_ids: &[&str]) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .is_ok_and(|cgroups| app_ids.iter().any(|id| cgroups.contains(id)))
+        })
+        .collect()
+}
+
+#[test]
+fn concurrent_activations_by_the_daemon_all_succeed_and_leave_nothing_behind() {
+    // As root: jails get cgroups, and the daemon's clones carry every fd it has.
+    let harness = Harness::new(User::Root);
+    let fleet = fleet(&harness, AT_ONCE);
+    let mut daemon = Daemon::start(&harness);
+    let daemon_pid = daemon.running_mut().pid();
+    for (_, _, bundle) in &fleet.providers {
+        install(&harness, bundle);
+    }
+    let ids: Vec<&str> = fleet
+        .providers
+        .iter()
+        .map(|(id, _, _)| id.as_str())
+        .collect();
+    let mut fds_after_first_round = None;
+    for round in 0..ROUNDS {
+        // AT_ONCE clients at once, each starting another provider: AT_ONCE activations at once.
+        let clients: Vec<Running> = fleet
+            .providers
+            .iter()
+            .map(|(_, service, _)| {
+                let steps = [
+                    format!("lookup:{service}=OK"),
+                    format!("call:{service}:echo:round{round}=OK"),
+                ];
+                harness
+                    .run(&fleet.client, &probe_args("client", &steps))
+                    .spawn()
+            })
+            .collect();
+        for client in clients {
+            let steps = checked_steps(&client.wait(), 2);
+            assert_eq!(
+                step(&steps, "call").detail,
+                format!("round{round}"),
+                "round {round}"
+            );
+        }
+        for id in &ids {
+            harness.elastos().args(["stop", id]).output().assert_code(0);
+        }
+        // Every provider's jail is reaped, and no half-started process stays behind.
+        let ended = eventually(Duration::from_secs(10), || {
+            children_of(daemon_pid).is_empty() && processes_of_apps(&ids).is_empty()
+        });
+        assert!(
+            ended,
+            "round {round}: the daemon still has children {:?}, apps' processes {:?}",
+            children_of(daemon_pid),
+            processes_of_apps(&ids)
+        );
+        // And the daemon holds no more descriptors than after the first round (those of the
+        // last control connections may take a moment to close).
+        match fds_after_first_round {
+            None => fds_after_first_round = Some(fd_count(daemon_pid)),
+            Some(first) => assert!(
+                eventually(Duration::from_secs(5), || fd_count(daemon_pid) <= first),
+                "round {round}: the daemon holds {:?}, {first} fds after the first round",
+                std::fs::read_dir(format!("/proc/{daemon_pid}/fd"))
+                    .map(|fds| fds
+                        .flatten()
+                        .map(|fd| std::fs::read_link(fd.path()).unwrap_or_default())
+                        .collect::<Vec<_>>())
+                    .unwrap_or_default()
+            ),
+        }
+    }
+    assert!(daemon.is_serving());
+    drop(daemon);
+    for id in &ids {
+        assert!(
+            stale_cgroups_of(id).is_empty(),
+            "cgroups of {id} left behind"
+        );
+    }
+}
+
+#[test]
+fn concurrent_activations_by_embedded_brokers_all_succeed_and_leave_nothing_behind() {
+    let harness = Harness::new(User::Root);
+    let fleet = fleet(&harness, AT_ONCE);
+    for (_, _, bundle) in &fleet.providers {
+        install(&harness, bundle);
+    }
+    let ids: Vec<&str> = fleet
+        .providers
+        .iter()
+        .map(|(id, _, _)| id.as_str())
+        .collect();
+    let all = fleet
+        .providers
+        .iter()
+        .map(|(_, service, _)| service.as_str())
+        .collect::<Vec<_>>()
+        .join(":");
+    for round in 0..ROUNDS {
+        // Two `elastos run`s at once, each of whose embedded brokers starts every provider at
+        // once (from as many supervisor threads).
+        let runs: Vec<Running> = (0..2)
+            .map(|_| {
+                harness
+                    .run(
+                        &fleet.client,
+                        &probe_args("client", &[format!("lookupall:{all}=OK")]),
+                    )
+                    .spawn()
+            })
+            .collect();
+        let pids: Vec<u32> = runs.iter().map(Running::pid).collect();
+        for run in runs {
+            checked_steps(&run.wait(), 1);
+        }
+        // `elastos run` has exited: its providers are gone, and so is every clone of it (a
+        // clone that never exec'd the loader still shows the client's command line).
+        let ended = eventually(Duration::from_secs(10), || {
+            processes_of_apps(&ids).is_empty()
+                && common::processes_with(&fleet.client.to_string_lossy(), &pids).is_empty()
+        });
+        assert!(
+            ended,
+            "round {round}: left behind: apps' processes {:?}, clones of elastos run {:?}",
+            processes_of_apps(&ids),
+            common::processes_with(&fleet.client.to_string_lossy(), &pids)
+        );
+    }
+    for id in &ids {
+        assert!(
+            stale_cgroups_of(id).is_empty(),
+            "cgroups of {id} left behind"
+        );
+    }
 }
 
 #[test]
@@ -837,12 +1062,16 @@ fn cli_manages_installed_and_running_apps() {
         )
         .spawn();
     let mut ps = serde_json::Value::Null;
+    // Both are listed once attached; the provider's service once it has registered it.
     assert!(
         eventually(Duration::from_secs(10), || {
             ps = elastos_json(&harness, &["ps"]);
             ps.as_array().expect("an array").len() == 2
+                && rows_with(&ps, "name", PROVIDER.name)
+                    .first()
+                    .is_some_and(|row| row["services"] == serde_json::json!([SERVICE]))
         }),
-        "expected the client and its provider in {ps:#}"
+        "expected the client and its provider, with its service, in {ps:#}"
     );
     let provider_row = rows_with(&ps, "name", PROVIDER.name)[0].clone();
     assert_eq!(provider_row["origin"], "activated");

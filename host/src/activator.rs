@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use elastos_broker::{
     ActivationError, Activator, AppIdentity, BoxFuture, Broker, InstanceId, Origin,
 };
-use elastos_loader::{kill_jail, stop_jail, LaunchOptions};
+use elastos_loader::{JailHandle, LaunchOptions};
 use elastos_policy::HostEnv;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use uuid::Uuid;
@@ -96,7 +96,7 @@ struct LauncherState {
     options: LaunchOptions,
     host: HostEnv,
     next_instance: AtomicU64,
-    running: Mutex<HashMap<InstanceId, i32>>,
+    running: Mutex<HashMap<InstanceId, JailHandle>>,
     /// Services recently found not installed, and when: an app asking again and again for such
     /// a service must not cost a database lookup (a process, for a [`StoreHelper`]) each time.
     not_installed: Mutex<HashMap<Uuid, std::time::Instant>>,
@@ -196,8 +196,8 @@ impl Activator for AppLauncher {
     }
 
     fn stop(&self, instance: InstanceId) {
-        if let Some(pid) = self.0.running.lock().expect("not poisoned").get(&instance) {
-            stop_jail(*pid);
+        if let Some(jail) = self.0.running.lock().expect("not poisoned").get(&instance) {
+            jail.stop();
         }
     }
 }
@@ -208,9 +208,9 @@ impl AppLauncher {
     /// embedded broker's providers would otherwise die with it (PR_SET_PDEATHSIG) with nobody
     /// left to remove their cgroups.
     pub fn stop_all(&self, grace: std::time::Duration) {
-        let signal_all = |signal: fn(i32)| {
-            for pid in self.0.running.lock().expect("not poisoned").values() {
-                signal(*pid);
+        let signal_all = |signal: fn(&JailHandle)| {
+            for jail in self.0.running.lock().expect("not poisoned").values() {
+                signal(jail);
             }
         };
         let all_gone = |within: std::time::Duration| {
@@ -223,9 +223,9 @@ impl AppLauncher {
             }
             true
         };
-        signal_all(stop_jail);
+        signal_all(JailHandle::stop);
         if !all_gone(grace) {
-            signal_all(kill_jail);
+            signal_all(JailHandle::kill);
             all_gone(grace);
         }
     }
@@ -261,12 +261,12 @@ impl AppLauncher {
                     .running
                     .lock()
                     .expect("not poisoned")
-                    .insert(instance, pid);
+                    .insert(instance, jail.handle());
                 self.0.installed.record_activation(app.app_id);
                 tracing::info!(app = %app.app_id, name = %app.name, pid, %instance, "activated");
                 if started.send(Ok((stream, identity, pid as u32))).is_err() {
                     // Nobody waits any more (the activation timed out): do not leave it running.
-                    stop_jail(pid);
+                    jail.handle().stop();
                 }
                 jail
             }

@@ -3,8 +3,10 @@
 //! commands talk to it.
 //!
 //! One JSON [`ControlRequest`] per connection, one line; the answer is one JSON line,
-//! `{"ok": ...}` or `{"error": "..."}`. An `attach` request carries the app's end of its fd-3
-//! socket as `SCM_RIGHTS` in the same `sendmsg`. Only the daemon's own uid (or root) may connect
+//! `{"ok": ...}` or `{"error": "..."}`. An `attach` request carries, as `SCM_RIGHTS` in the same
+//! `sendmsg`, the broker's end of the app's fd-3 socket and a pidfd of the app's jail, through
+//! which the daemon signals it (`elastos stop`): never a bare pid, which may name another process
+//! by the time it is used. Only the daemon's own uid (or root) may connect
 //! (`SO_PEERCRED`): whoever can attach connections can claim any app identity, which is exactly
 //! the launcher's trusted role. The socket's directory is 0700 as well.
 
@@ -42,7 +44,8 @@ pub struct IdentityWire {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ControlRequest {
-    /// Serve the app connection passed along (SCM_RIGHTS) as `identity`; `pid` is its jail's.
+    /// Serve the app connection passed along (SCM_RIGHTS, with the jail's pidfd after it) as
+    /// `identity`; `pid` is its jail's, for display.
     Attach {
         identity: IdentityWire,
         pid: Option<u32>,
@@ -115,11 +118,11 @@ impl ControlClient {
             .map(|_| ControlClient { path: path.into() })
     }
 
-    /// Sends `request` (with `fd` as SCM_RIGHTS, if any) and returns the daemon's result.
+    /// Sends `request` (with `fds` as SCM_RIGHTS, if any) and returns the daemon's result.
     pub fn request(
         &self,
         request: &ControlRequest,
-        fd: Option<RawFd>,
+        fds: &[RawFd],
     ) -> Result<serde_json::Value, ControlError> {
         let io_error = |source| ControlError::Io {
             path: self.path.clone(),
@@ -135,11 +138,10 @@ impl ControlClient {
         })?;
         let mut line = serde_json::to_vec(request).expect("requests serialize");
         line.push(b'\n');
-        let fds: Vec<RawFd> = fd.into_iter().collect();
         let control: Vec<ControlMessage> = if fds.is_empty() {
             vec![]
         } else {
-            vec![ControlMessage::ScmRights(&fds)]
+            vec![ControlMessage::ScmRights(fds)]
         };
         let sent = sendmsg::<()>(
             stream.as_raw_fd(),
@@ -166,17 +168,20 @@ impl ControlClient {
     }
 }
 
-/// Reads one request line and the fd passed with it, if any (blocking on a std stream; the
+/// The most file descriptors a request may pass; more are closed and refused.
+pub const MAX_REQUEST_FDS: usize = 2;
+
+/// Reads one request line and the fds passed with it, in order (blocking on a std stream; the
 /// daemon calls it from a blocking task).
 pub fn read_request(
     stream: &StdUnixStream,
-) -> Result<(ControlRequest, Option<OwnedFd>), ControlError> {
+) -> Result<(ControlRequest, Vec<OwnedFd>), ControlError> {
     let io_error = |source| ControlError::Io {
         path: PathBuf::from("(peer)"),
         source,
     };
     let mut line = Vec::new();
-    let mut received: Option<OwnedFd> = None;
+    let mut received: Vec<OwnedFd> = Vec::new();
     let mut buffer = [0u8; 4096];
     while !line.ends_with(b"\n") {
         if line.len() > MAX_REQUEST_BYTES {
@@ -196,18 +201,20 @@ pub fn read_request(
         let n = message.bytes;
         for control in message.cmsgs().map_err(|e| io_error(e.into()))? {
             if let ControlMessageOwned::ScmRights(fds) = control {
-                for fd in fds {
-                    let owned = owned_fd(fd);
-                    if received.is_none() {
-                        received = Some(owned);
-                    }
-                }
+                // Each is owned (and closed on drop) whether it is kept or not.
+                received.extend(fds.into_iter().map(owned_fd));
             }
         }
         if n == 0 {
             break;
         }
         line.extend_from_slice(&buffer[..n]);
+    }
+    if received.len() > MAX_REQUEST_FDS {
+        return Err(ControlError::Protocol(format!(
+            "{} file descriptors passed; a request passes at most {MAX_REQUEST_FDS}",
+            received.len()
+        )));
     }
     let request = serde_json::from_slice(&line)
         .map_err(|e| ControlError::Protocol(format!("bad request: {e}")))?;

@@ -1,11 +1,12 @@
 //! Where an app's connection (the broker's end of its fd 3) goes: the broker daemon when one
 //! runs, else a broker embedded in the `elastos run` process, started only once the app speaks.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::Arc;
 
 use elastos_broker::{AppIdentity, Broker, BrokerConfig, Origin};
+use elastos_loader::JailHandle;
 
 use crate::activator::AppLauncher;
 use crate::control::{into_tokio, ControlClient, ControlError, ControlRequest};
@@ -83,11 +84,13 @@ impl BrokerLink {
         Ok(BrokerLink::Embedded(attach_tx))
     }
 
-    /// Serves `stream` (the broker's end of an app's fd 3) as `identity`.
+    /// Serves `stream` (the broker's end of an app's fd 3) as `identity`. A daemon also gets
+    /// the jail's pidfd (`jail`), to stop the app on request.
     pub fn attach(
         &self,
         stream: StdUnixStream,
         identity: AppIdentity,
+        jail: &JailHandle,
         pid: u32,
     ) -> Result<(), LinkError> {
         match self {
@@ -97,7 +100,7 @@ impl BrokerLink {
                     pid: Some(pid),
                 };
                 client
-                    .request(&request, Some(stream.as_raw_fd()))
+                    .request(&request, &[stream.as_raw_fd(), jail.as_fd().as_raw_fd()])
                     .map_err(LinkError::Attach)?;
             }
             BrokerLink::Embedded(attach) => {

@@ -33,7 +33,7 @@ pub enum LimitMechanism {
 #[non_exhaustive]
 pub enum CgroupError {
     /// Creating, writing or removing a cgroup file failed.
-    #[error("cgroup file {path}: {source} (hint: set ELASTOS_CGROUP=none to use rlimits)")]
+    #[error("cgroup file {path} (hint: set ELASTOS_CGROUP=none to use rlimits)")]
     Io {
         /// The cgroup file or directory.
         path: PathBuf,

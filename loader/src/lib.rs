@@ -2,14 +2,17 @@
 //! the plan to the loader and supervises the app.
 //!
 //! With the loader (`loader/exe`), this is the only code that talks to the kernel to build a
-//! jail; this crate's `unsafe` code and raw syscalls are all in [`sys`]. The policy (what to
+//! jail; this crate's `unsafe` code and raw syscalls are all in [`sys`]. Modules: `spawn`
+//! (creating the jail's first process and handing it the plan), `input` (the plan flattened
+//! for the loader: pure, unit-tested without root), `supervise` (waiting, signals through
+//! pidfds), [`cgroup`] (limits), `identity` (the host uid an app runs as), `error`. The policy (what to
 //! mount, which syscalls, which Landlock rules) is decided by `elastos-policy`; this crate and the
 //! loader only carry it out:
 //!
-//! 1. launcher ([`spawn`], [`PendingJail::start`]; [`launch()`] does both): clone()s the jail's
-//!    first process into new user, mount, pid, ipc and uts namespaces (it makes its network
-//!    namespace itself), writes the id maps, sends it the host paths to open, the loader's input
-//!    and makes the cgroup; that process execs the loader;
+//! 1. launcher ([`spawn`], then [`PendingJail::start`]): clone()s the jail's first process into
+//!    new user, mount, pid, ipc and uts namespaces (it makes its network namespace itself and
+//!    closes every fd it was not given), writes the id maps, sends it the host paths to open, the
+//!    loader's input and makes the cgroup; that process execs the loader;
 //! 2. loader (the `elastos-loader` binary, crate `loader/exe`, steps in the order of its
 //!    `jail::Step`): private mounts, hostname, filesystem on a tmpfs, cgroup join, pivot_root,
 //!    cgroup namespace, rlimits, a nested user namespace for the app's uid, capabilities dropped,
@@ -20,13 +23,23 @@
 //! Non-features: no network inside the jail (an empty net namespace is the point), no setuid
 //! helper (unprivileged users rely on user namespaces), no seccomp user-notification.
 
+#![deny(unsafe_code)]
+
 pub mod cgroup;
-pub mod launch;
+mod error;
+mod identity;
+mod input;
+mod spawn;
+mod supervise;
+// The one module with `unsafe`: clone() and the raw syscalls of the pre-exec child, pidfd
+// signals, fcntl. Each block says why it is sound.
+#[allow(unsafe_code)]
 pub mod sys;
 
 pub use cgroup::LimitMechanism;
-pub use launch::{
-    kill_jail, launch, spawn, stop_jail, AppExit, BlockedSignals, FirstEvent, HostIdentity,
-    JailFacts, LaunchError, LaunchOptions, PendingJail, RunningJail,
-};
+pub use error::LaunchError;
+pub use identity::{HostIdentity, ROOT_MODE_UID_BASE};
+pub use input::MAX_MOUNT_SOURCES;
+pub use spawn::{spawn, LaunchOptions, PendingJail};
+pub use supervise::{AppExit, BlockedSignals, FirstEvent, JailFacts, JailHandle, RunningJail};
 pub use sys::release_free_heap;

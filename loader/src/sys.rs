@@ -9,7 +9,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// The first mount source's fd in the loader (`handoff::fds::FIRST_SOURCE`).
 const FIRST_SOURCE_FD: RawFd = elastos_handoff::fds::FIRST_SOURCE;
@@ -74,19 +74,15 @@ impl ChildStep {
 /// The child is created before the launcher knows the jail's mounts (it verifies the bundle
 /// meanwhile), so it gets the host paths to open over a pipe once it may go on.
 pub struct ChildSetup {
-    /// Read end of the pipe on which the launcher signals that the id maps are written.
+    /// Read end of the pipe on which the launcher signals that the id maps are written. EOF
+    /// instead means the launcher gave up (or died: PR_SET_PDEATHSIG cannot be set before the id
+    /// change, which clears it).
     pub sync_read: RawFd,
-    /// The launcher's write end of that pipe. The child closes its copy first, so that the read
-    /// sees EOF if the launcher dies before writing (PR_SET_PDEATHSIG cannot be set before the
-    /// id change, which clears it).
-    pub sync_write: RawFd,
     /// Read end of the pipe carrying the host paths to open (O_PATH) at `fds::FIRST_SOURCE` and
     /// up, each ending in NUL, until EOF. Opened here, in the child, because a bind mount's
     /// source must be a mount of the caller's own mount namespace, and before the id change,
     /// because the launcher's user may be able to reach paths the jail's uid cannot.
     pub sources_read: RawFd,
-    /// The launcher's write end of that pipe (closed in the child, as `sync_write`).
-    pub sources_write: RawFd,
     /// Where a failure record goes (the launcher's copy of the report pipe's write end).
     pub report: RawFd,
     /// (current fd, fixed number) pairs; the current fds are >= every fixed number and every
@@ -96,6 +92,9 @@ pub struct ChildSetup {
     pub clear_groups: bool,
     /// The loader executable, opened by the launcher.
     pub loader: RawFd,
+    /// Every fd above stdio the child keeps, ascending: the ones above. The child closes every
+    /// other fd first thing (see [`close_all_but`]).
+    keep: Vec<RawFd>,
     /// Room for the list of mount sources (read by the child, which must not allocate).
     source_list: Vec<u8>,
     /// The launcher's CPU affinity, which the child starts without (see [`spawn_jailed_child`])
@@ -110,42 +109,50 @@ const SOURCE_LIST_BYTES: usize = 64 * 1024;
 
 impl ChildSetup {
     /// Prepares the child's state; `argv`/`envp` are the loader's.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        (sync_read, sync_write): (RawFd, RawFd),
-        (sources_read, sources_write): (RawFd, RawFd),
+        sync_read: RawFd,
+        sources_read: RawFd,
         report: RawFd,
         fd_moves: Vec<(RawFd, RawFd)>,
         clear_groups: bool,
         loader: RawFd,
         argv: Vec<CString>,
-        envp: Vec<CString>,
     ) -> Self {
+        let mut keep: Vec<RawFd> = [sync_read, sources_read, report, loader]
+            .into_iter()
+            .chain(fd_moves.iter().map(|(from, _)| *from))
+            .collect();
+        keep.sort_unstable();
+        keep.dedup();
         ChildSetup {
             sync_read,
-            sync_write,
             sources_read,
-            sources_write,
             report,
             fd_moves,
             clear_groups,
             loader,
+            keep,
             source_list: vec![0; SOURCE_LIST_BYTES],
             affinity: None,
             argv,
-            envp,
+            envp: Vec::new(),
         }
     }
 }
 
 /// clone()s a child into new namespaces (`flags`: CLONE_NEW*) that runs [`ChildSetup`] and execs
-/// the loader. Returns the child's pid (in the launcher's pid namespace).
+/// the loader. Returns the child's pid (in the launcher's pid namespace) and a pidfd for it
+/// (CLONE_PIDFD), through which every signal to the jail goes: a pid can be reused once the
+/// child is reaped, a pidfd always names this one process.
 ///
 /// The child starts on another CPU than the caller's when there is one: it creates its network
 /// namespace while the caller goes on (verifying the bundle), and the scheduler, left alone,
 /// often queues a new child behind its running parent. The child restores the caller's affinity
 /// before it execs the loader.
-pub fn spawn_jailed_child(flags: libc::c_int, setup: &mut ChildSetup) -> io::Result<libc::pid_t> {
+pub fn spawn_jailed_child(
+    flags: libc::c_int,
+    setup: &mut ChildSetup,
+) -> io::Result<(libc::pid_t, OwnedFd)> {
     let elsewhere = other_cpus();
     setup.affinity = elsewhere.map(|(original, _)| original);
     let source_list = setup.source_list.as_mut_ptr();
@@ -169,30 +176,35 @@ pub fn spawn_jailed_child(flags: libc::c_int, setup: &mut ChildSetup) -> io::Res
         argv: &argv,
         envp: &envp,
     };
+    let mut pidfd: libc::c_int = -1;
     // SAFETY: the stack is a live, exclusively owned allocation; clone() without CLONE_VM gives
     // the child a copy-on-write copy of this address space, so `child` and the pointers inside it
     // stay valid in the child until it execs or exits, and the parent frees nothing the child
     // still uses. The stack grows down on every architecture we build for, so we pass its top,
-    // aligned to 16 bytes as the ABIs require. `child_main` only performs async-signal-safe
-    // syscalls (see the module doc).
+    // aligned to 16 bytes as the ABIs require. With CLONE_PIDFD the kernel stores the new pidfd
+    // (close-on-exec) at the parent_tid argument, a live c_int of ours. `child_main` only
+    // performs async-signal-safe syscalls (see the module doc).
     let pid = unsafe {
         let top = stack.as_mut_ptr().add(stack.len());
         let top = top.sub(top as usize % 16);
         libc::clone(
             child_main,
             top.cast(),
-            flags | libc::SIGCHLD,
+            flags | libc::SIGCHLD | libc::CLONE_PIDFD,
             (&mut child as *mut ChildContext).cast(),
+            &mut pidfd as *mut libc::c_int,
         )
     };
     if pid < 0 {
         return Err(io::Error::last_os_error());
     }
+    // SAFETY: clone() succeeded, so `pidfd` is a new descriptor that nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     if let Some((_, others)) = elsewhere {
         // SAFETY: a live cpu_set_t of the size we pass. Failure only costs the parallelism.
         unsafe { libc::sched_setaffinity(pid, std::mem::size_of_val(&others), &others) };
     }
-    Ok(pid)
+    Ok((pid, pidfd))
 }
 
 /// (this thread's affinity, the same without the CPU it runs on), when that leaves any CPU.
@@ -256,6 +268,13 @@ fn check(ret: libc::c_long, step: ChildStep) -> Result<(), ChildFailure> {
 
 fn run_child(child: &ChildContext) -> Result<Never, ChildFailure> {
     let setup = child.setup;
+    // First of all: this process is a copy of a launcher that may have other threads, each of
+    // which may be preparing another jail at this moment. Every fd the launcher had open at
+    // clone() was copied here, including the write ends of other launches' pipes, and another
+    // launch's child waiting for EOF on one of them would wait for as long as this process
+    // holds it (two overlapping launches deadlocked that way). Only the fds listed in the setup
+    // survive this line, so no fd of anyone else's is ever held here.
+    close_all_but(&setup.keep)?;
     // SAFETY: every call below is a raw, async-signal-safe syscall on plain values or on memory
     // prepared before clone() (see the module doc); nothing allocates or locks.
     unsafe {
@@ -270,8 +289,6 @@ fn run_child(child: &ChildContext) -> Result<Never, ChildFailure> {
             }
         }
 
-        libc::close(setup.sync_write);
-        libc::close(setup.sources_write);
         check(
             libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNET),
             ChildStep::NetNamespace,
@@ -400,16 +417,57 @@ fn run_child(child: &ChildContext) -> Result<Never, ChildFailure> {
     }
 }
 
+/// Closes every fd of this process above stdio but those in `keep` (ascending), with one
+/// close_range(2) per gap: async-signal-safe, and it does not allocate.
+fn close_all_but(keep: &[RawFd]) -> Result<(), ChildFailure> {
+    let mut first = 3;
+    for &fd in keep.iter().chain(std::iter::once(&RawFd::MAX)) {
+        if fd > first {
+            let last = if fd == RawFd::MAX {
+                libc::c_uint::MAX
+            } else {
+                (fd - 1) as libc::c_uint
+            };
+            // SAFETY: close_range on integer arguments; the fds it closes are copies this
+            // process owns and nothing in it uses.
+            let closed =
+                unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, last, 0) };
+            check(closed, ChildStep::ArrangeFds)?;
+        }
+        first = first.max(fd.saturating_add(1));
+    }
+    Ok(())
+}
+
+/// Sends `signal` to the process `pidfd` refers to (pidfd_send_signal(2)). ESRCH once it has
+/// exited: never another process, whatever its pid became.
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: a raw syscall on a live fd and integers; a null siginfo is allowed (the kernel
+    // fills it in as for kill(2)).
+    let sent = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// fcntl(F_DUPFD_CLOEXEC): a close-on-exec duplicate of `fd` numbered at least `floor`.
-pub fn dup_above(fd: RawFd, floor: RawFd) -> io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
+pub fn dup_above(fd: RawFd, floor: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: fcntl on integer arguments.
     let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, floor) };
     if new < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: `new` was just created by fcntl and is owned by nobody else.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(new) })
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
 /// Gives the heap's free pages back to the kernel (malloc_trim(0)): a supervisor that waits for

@@ -6,11 +6,14 @@ use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream as StdUnixS
 use std::sync::Arc;
 use std::time::Duration;
 
-use elastos_loader::{stop_jail, BlockedSignals, LaunchError};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use elastos_loader::{BlockedSignals, JailHandle, LaunchError};
 use nix::sys::signal::Signal;
 use serde::Serialize;
 
-use elastos_broker::{AppIdentity, Broker, BrokerConfig, Origin};
+use elastos_broker::{AppIdentity, Broker, BrokerConfig, ConnectionId, Origin};
 use elastos_host::activator::AppLauncher;
 use elastos_host::apps::{self, AppDirs, AppError};
 use elastos_host::control::{self, into_tokio, ControlClient, ControlRequest};
@@ -90,6 +93,7 @@ pub fn run(state: &StateDirs, idle_stop: Option<Duration>) -> Result<(), DaemonE
         .map_err(io("configure the control socket"))?;
     eprintln!("elastos broker: listening on {}", socket.display());
     let dirs = state.apps.clone();
+    let jails = Arc::new(LaunchedJails::default());
     runtime.spawn(async move {
         let listener = match tokio::net::UnixListener::from_std(listener) {
             Ok(listener) => listener,
@@ -102,10 +106,11 @@ pub fn run(state: &StateDirs, idle_stop: Option<Duration>) -> Result<(), DaemonE
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let (broker, store, dirs) = (broker.clone(), store.clone(), dirs.clone());
+            let (broker, store, dirs, jails) =
+                (broker.clone(), store.clone(), dirs.clone(), jails.clone());
             let handle = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || {
-                serve_control(stream, &broker, &store, &dirs, &handle)
+                serve_control(stream, &broker, &jails, &store, &dirs, &handle)
             });
         }
     });
@@ -121,10 +126,46 @@ pub fn run(state: &StateDirs, idle_stop: Option<Duration>) -> Result<(), DaemonE
     Ok(())
 }
 
+/// The jails of the apps `elastos run` attached, by connection: their pidfds, through which
+/// `elastos stop` signals them. An entry lives exactly as long as its jail's init (see
+/// [`LaunchedJails::watch`]), so the daemon holds no descriptor of an app that has ended.
+#[derive(Default)]
+struct LaunchedJails(Mutex<HashMap<ConnectionId, JailHandle>>);
+
+impl LaunchedJails {
+    /// Keeps `jail` for `connection` until the jail's init exits: its pidfd turns readable then,
+    /// which a task of the runtime waits for.
+    #[allow(unsafe_code)]
+    fn watch(self: &Arc<Self>, connection: ConnectionId, jail: JailHandle) -> std::io::Result<()> {
+        use std::os::fd::AsFd;
+        let pidfd = jail.as_fd().try_clone_to_owned()?;
+        // SAFETY: the AsyncFd owns `pidfd`, an OwnedFd: it stays open and names the same file
+        // description until the AsyncFd is dropped, which is what registering it requires.
+        let exited = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+        }?;
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .insert(connection, jail);
+        let jails = Arc::clone(self);
+        tokio::spawn(async move {
+            let _ = exited.readable().await;
+            jails.take(connection);
+        });
+        Ok(())
+    }
+
+    fn take(&self, connection: ConnectionId) -> Option<JailHandle> {
+        self.0.lock().expect("not poisoned").remove(&connection)
+    }
+}
+
 /// One control connection (blocking; the requests are rare and short).
 fn serve_control(
     stream: tokio::net::UnixStream,
     broker: &Broker,
+    jails: &Arc<LaunchedJails>,
     store: &Store,
     dirs: &AppDirs,
     handle: &tokio::runtime::Handle,
@@ -142,7 +183,7 @@ fn serve_control(
     }
     let result = match control::read_request(&stream) {
         Err(e) => Err(elastos_host::describe_error(&e)),
-        Ok((request, fd)) => handle_request(request, fd, broker, store, dirs, handle),
+        Ok((request, fds)) => handle_request(request, fds, broker, jails, store, dirs, handle),
     };
     let _ = control::write_response(&stream, result);
 }
@@ -153,19 +194,25 @@ fn to_json(value: impl Serialize) -> Result<serde_json::Value, String> {
 
 fn handle_request(
     request: ControlRequest,
-    fd: Option<OwnedFd>,
+    fds: Vec<OwnedFd>,
     broker: &Broker,
+    jails: &Arc<LaunchedJails>,
     store: &Store,
     dirs: &AppDirs,
     handle: &tokio::runtime::Handle,
 ) -> Result<serde_json::Value, String> {
     match request {
         ControlRequest::Attach { identity, pid } => {
-            let fd = fd.ok_or("attach needs the app's socket passed along (SCM_RIGHTS)")?;
+            let [socket, pidfd]: [OwnedFd; 2] = fds.try_into().map_err(|_| {
+                "attach needs the app's socket and its jail's pidfd passed along (SCM_RIGHTS)"
+            })?;
             let identity = AppIdentity::try_from(identity).map_err(|e| e.to_string())?;
             let _guard = handle.enter();
-            let stream = into_tokio(StdUnixStream::from(fd)).map_err(|e| e.to_string())?;
+            let stream = into_tokio(StdUnixStream::from(socket)).map_err(|e| e.to_string())?;
             let id = broker.attach(stream, identity, Origin::Launched { pid });
+            jails
+                .watch(id, JailHandle::new(pidfd))
+                .map_err(|e| format!("cannot watch the app's jail: {e}"))?;
             to_json(id.0)
         }
         ControlRequest::Ps => to_json(
@@ -196,8 +243,8 @@ fn handle_request(
                 // The broker closes the connection first, so its peers hear STOPPED rather than
                 // see the app's socket close; then its jail ends the app.
                 broker.disconnect(app.id);
-                if let Some(pid) = app.origin.pid() {
-                    stop_jail(pid as i32);
+                if let Some(jail) = jails.take(app.id) {
+                    jail.stop();
                 }
             }
             to_json(

@@ -9,6 +9,8 @@
 //! ```
 //! Exit codes: 0 success, 125 failure (the message on stderr), 2 bad arguments.
 
+#![deny(unsafe_code)]
+
 use std::process::ExitCode;
 use std::time::Duration;
 

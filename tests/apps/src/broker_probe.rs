@@ -330,6 +330,7 @@ struct Client {
 /// | `inflight:S:N:SLEEP` | N `sleep` calls at once | `OK=n,CODE=m..` (sorted) |
 /// | `load:S:CONCURRENCY:TOTAL` | TOTAL echo calls, CONCURRENCY at a time | `OK` if all were; `calls=.. failed=.. max_ms=.. failures=CODE:n,..` |
 /// | `steady:S:FOR` | echo calls one after another for FOR | same as `load` |
+/// | `lookupall:S1:S2:..` | looks every service up at once (concurrent activations) | `OK` if all were; else the first failure |
 /// | `sleep:FOR` | waits | `OK` |
 /// | `hold` | waits until the broker closes the connection | `CLOSED`, reason |
 async fn client(words: &[String]) -> i32 {
@@ -382,6 +383,26 @@ impl Client {
                 }
                 Err(e) => failed(&e),
             },
+            "lookupall" => {
+                let mut lookups = tokio::task::JoinSet::new();
+                for word in &step.args {
+                    let (ctx, service) = (self.ctx.clone(), uuid(word));
+                    lookups.spawn(async move { (service, ctx.lookup(service).await) });
+                }
+                let mut names = Vec::new();
+                while let Some(joined) = lookups.join_next().await {
+                    match joined {
+                        Ok((service, Ok(found))) => {
+                            names.push(found.info().provider.app_name.clone());
+                            self.services.insert(service, found);
+                        }
+                        Ok((_, Err(e))) => return failed(&e),
+                        Err(e) => return ("ERROR".to_owned(), e.to_string()),
+                    }
+                }
+                names.sort();
+                ok(names.join(","))
+            }
             "call" => {
                 let deadline = step
                     .args

@@ -1,0 +1,401 @@
+//! Creating a jail's first process ([`spawn`]) and building the plan around it
+//! ([`PendingJail::start`]).
+//!
+//! ```text
+//! launcher (host)                       child / loader (new user, mount, pid, net, ipc, uts ns)
+//! spawn: pipes, clone(CLONE_NEW*, ----> close every fd it was not given,
+//!        CLONE_PIDFD)                   unshare(CLONE_NEWNET), wait on the sync pipe
+//! (elastos run: verify, plan the bundle)
+//! start: write the LoaderInput,
+//! uid_map/gid_map
+//! sync, the host paths ----------------> restore CPU affinity, open the host paths at fds 6+,
+//!                                        become uid 0 of the namespace, PDEATHSIG,
+//!                                        execveat(loader)
+//! create the cgroup                      loader reads the input, builds the filesystem;
+//! close the input pipe ----------------> on EOF: joins the cgroup, pivot_root, cgroup
+//!                                        namespace, fork the app
+//! read reports until `ready` <---------- ... exec entry (report pipe closes on exec)
+//! ```
+//!
+//! The cgroup is made while the loader builds the filesystem (each takes ~0.2-0.4 ms here); the
+//! loader waits for it only before it joins it (see `AppCgroup::self_join_files`).
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use elastos_handoff::{fds, Report};
+use elastos_policy::{jail_paths, JailPlan, MountEntry};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+
+use crate::cgroup::{AppCgroup, LimitMechanism};
+use crate::error::LaunchError;
+use crate::identity::HostIdentity;
+use crate::input::{loader_input, resolve_mounts, MAX_MOUNT_SOURCES};
+use crate::supervise::{BlockedSignals, JailFacts, JailHandle, RunningJail};
+use crate::sys::{self, ChildSetup, ChildStep, CHILD_FAILURE_MAGIC};
+
+/// How to launch.
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    /// The `elastos-loader` executable.
+    pub loader: PathBuf,
+    /// Run even without Landlock or seccomp in the kernel (loudly named at the CLI).
+    pub allow_without_kernel_sandbox: bool,
+    /// Never use a cgroup (rlimits only).
+    pub no_cgroup: bool,
+}
+
+/// As root, the home belongs to the app's own uid (it was created by root).
+fn prepare_home(plan: &JailPlan, identity: &HostIdentity) -> Result<(), LaunchError> {
+    if !identity.launched_by_root {
+        return Ok(());
+    }
+    let home = plan.mounts.iter().find_map(|m| match m {
+        MountEntry::Bind { host, jail, .. } if jail == Path::new(jail_paths::HOME) => Some(host),
+        _ => None,
+    });
+    if let Some(home) = home {
+        std::os::unix::fs::chown(home, Some(identity.uid), Some(identity.gid)).map_err(
+            |source| LaunchError::Home {
+                path: home.clone(),
+                source,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// A jail's first process, in its new namespaces, waiting for its plan. Dropping it kills it.
+#[derive(Debug)]
+pub struct PendingJail(Option<Pending>);
+
+/// What a [`PendingJail`] holds until [`PendingJail::start`] takes it.
+#[derive(Debug)]
+struct Pending {
+    pid: i32,
+    handle: JailHandle,
+    options: LaunchOptions,
+    sync_write: OwnedFd,
+    sources_write: OwnedFd,
+    input_write: OwnedFd,
+    report_read: OwnedFd,
+    signals: BlockedSignals,
+}
+
+/// Creates a jail's first process in new user, mount, pid, net, ipc and uts namespaces, with
+/// `ipc` as the app's fd 3, before the plan is known: `elastos run` verifies and plans the bundle
+/// while the kernel builds the namespaces (the network namespace alone costs ~0.25 ms here, made
+/// by the child itself). Nothing of any bundle reaches the process before
+/// [`PendingJail::start`].
+///
+/// Blocks SIGINT, SIGTERM, SIGHUP and SIGCHLD in the calling thread (they are handled by
+/// [`RunningJail::wait`]); call it from the thread that will wait, and keep that thread alive as
+/// long as the app: the app is killed when the thread that started it exits (PR_SET_PDEATHSIG).
+pub fn spawn(ipc: OwnedFd, options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
+    let loader = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&options.loader)
+        .map_err(|source| LaunchError::Loader {
+            path: options.loader.clone(),
+            source,
+        })?;
+    let pipe =
+        || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LaunchError::Fds(e.into()));
+    let (input_read, input_write) = pipe()?;
+    let (report_read, report_write) = pipe()?;
+    let (sync_read, sync_write) = pipe()?;
+    let (sources_read, sources_write) = pipe()?;
+
+    // Everything the child keeps is first moved above the fixed numbers (3, 4, 5, then one per
+    // mount source), so that moving it into place never overwrites one of them. Just above, not
+    // at some round number: growing the fd table past its initial 64 slots makes the kernel wait
+    // for an RCU grace period when the process has threads (the embedded broker), ~8 ms here.
+    let floor = fds::FIRST_SOURCE + MAX_MOUNT_SOURCES as RawFd;
+    let above = |fd: &OwnedFd| sys::dup_above(fd.as_raw_fd(), floor).map_err(LaunchError::Fds);
+    let handed: Vec<(OwnedFd, RawFd)> = vec![
+        (above(&ipc)?, fds::IPC),
+        (above(&input_read)?, fds::INPUT),
+        (above(&report_write)?, fds::REPORT),
+    ];
+    let (sync_read, sources_read, loader) = (
+        above(&sync_read)?,
+        above(&sources_read)?,
+        above(&loader.into())?,
+    );
+    drop((ipc, input_read));
+
+    let mut setup = ChildSetup::new(
+        sync_read.as_raw_fd(),
+        sources_read.as_raw_fd(),
+        report_write.as_raw_fd(),
+        handed
+            .iter()
+            .map(|(fd, to)| (fd.as_raw_fd(), *to))
+            .collect(),
+        nix::unistd::getuid().is_root(),
+        loader.as_raw_fd(),
+        vec![CString::from(c"elastos-loader")],
+    );
+    let signals = BlockedSignals::block()?;
+    // CLONE_NEWNET is left to the child (see ChildStep::NetNamespace).
+    let flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS;
+    let (pid, pidfd) = sys::spawn_jailed_child(flags, &mut setup)
+        .map_err(|source| LaunchError::Namespaces { source })?;
+    drop((handed, sync_read, sources_read, loader, report_write, setup));
+    Ok(PendingJail(Some(Pending {
+        pid,
+        handle: JailHandle::new(pidfd),
+        options: options.clone(),
+        sync_write,
+        sources_write,
+        input_write,
+        report_read,
+        signals,
+    })))
+}
+
+impl PendingJail {
+    /// Builds `plan` around the waiting process: id maps, mount sources, the loader's input, the
+    /// cgroup; returns once the app's entry runs.
+    pub fn start(mut self, plan: &JailPlan) -> Result<RunningJail, LaunchError> {
+        let Pending {
+            pid,
+            handle,
+            options,
+            sync_write,
+            sources_write,
+            input_write,
+            report_read,
+            signals,
+        } = self.0.take().expect("a PendingJail is started once");
+        // From here on the process belongs to `jail`, whose Drop kills and reaps it.
+        let identity = HostIdentity::for_app(&plan.app_id);
+        let cgroup = AppCgroup::choose(&instance_name(plan), options.no_cgroup);
+        let mut jail = RunningJail::new(
+            JailFacts {
+                pid,
+                identity,
+                landlock_abi: 0,
+                landlock_fully_enforced: false,
+                limits: cgroup.mechanism().clone(),
+            },
+            handle,
+            cgroup,
+            signals,
+        );
+        prepare_home(plan, &identity)?;
+        let (mounts, sources) = resolve_mounts(plan)?;
+        if sources.len() > MAX_MOUNT_SOURCES {
+            return Err(LaunchError::TooManyMountSources {
+                count: sources.len(),
+                max: MAX_MOUNT_SOURCES,
+            });
+        }
+        let input = loader_input(
+            plan,
+            mounts,
+            jail.cgroup().self_join_files(),
+            jail.facts().limits == LimitMechanism::Rlimits,
+            options.allow_without_kernel_sandbox,
+        )
+        .encode();
+        let mut framed = Vec::with_capacity(4 + input.len());
+        framed.extend_from_slice(&(input.len() as u32).to_le_bytes());
+        framed.extend_from_slice(&input);
+        let mut source_list = Vec::new();
+        for path in &sources {
+            source_list.extend_from_slice(path.as_os_str().as_bytes());
+            source_list.push(0);
+        }
+
+        let mut reports = BufReader::new(File::from(report_read));
+        let handed_over = (|| {
+            // Written before the loader runs when the pipe can hold it, so it never waits for us.
+            let (input_write, pending_input) =
+                write_if_it_fits(input_write, framed).map_err(LaunchError::HandOff)?;
+            write_id_maps(pid, &identity)?;
+            File::from(sync_write)
+                .write_all(&[1])
+                .map_err(LaunchError::HandOff)?;
+            // Closed after writing: EOF ends the list.
+            File::from(sources_write)
+                .write_all(&source_list)
+                .map_err(LaunchError::HandOff)?;
+            Ok::<_, LaunchError>((input_write, pending_input))
+        })();
+        let (input_write, pending_input) = match handed_over {
+            Ok(handed) => handed,
+            // The child's own failure record, if it wrote one, says more than our error.
+            Err(e) => return Err(child_failure_record(&mut reports, &sources).unwrap_or(e)),
+        };
+        let mut input_write = File::from(input_write);
+        if let Some(bytes) = pending_input {
+            // The input did not fit in the pipe: the loader reads it all before doing anything else.
+            let _ = input_write.write_all(&bytes);
+        }
+        jail.cgroup().apply(&plan.limits, pid, identity.uid)?;
+        // EOF tells the loader that its cgroup is ready (see the module doc).
+        drop(input_write);
+        let (abi, fully) = read_until_started(&mut reports, &sources)?;
+        jail.started(abi, fully, reports);
+        Ok(jail)
+    }
+}
+
+impl Drop for PendingJail {
+    fn drop(&mut self) {
+        if let Some(pending) = &self.0 {
+            pending.handle.kill();
+            let _ = waitpid(Pid::from_raw(pending.pid), None);
+        }
+    }
+}
+
+/// The name of one instance's cgroup: the app, this launcher and a sequence number, so that two
+/// instances of one app started by one process (the daemon) never share one.
+fn instance_name(plan: &JailPlan) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let sequence = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{}-{}-{sequence}", plan.app_id, std::process::id())
+}
+
+/// The child's failure record, if one is already on the report pipe (the child is gone).
+fn child_failure_record(reports: &mut BufReader<File>, sources: &[PathBuf]) -> Option<LaunchError> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut ready = [PollFd::new(reports.get_ref().as_fd(), PollFlags::POLLIN)];
+    poll(&mut ready, PollTimeout::ZERO)
+        .ok()
+        .filter(|n| *n > 0)?;
+    take_child_failure(reports, sources).ok()?
+}
+
+/// Waits for the first report; if it is the pre-exec child's failure record, decodes it.
+fn take_child_failure(
+    reports: &mut BufReader<File>,
+    sources: &[PathBuf],
+) -> Result<Option<LaunchError>, LaunchError> {
+    let buffered = reports.fill_buf().map_err(LaunchError::HandOff)?;
+    if buffered.first() != Some(&CHILD_FAILURE_MAGIC) {
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    reports
+        .read_to_end(&mut bytes)
+        .map_err(LaunchError::HandOff)?;
+    Ok(Some(child_failure(&bytes, sources)))
+}
+
+/// Writes `bytes` to the pipe if the pipe can be made large enough to take them without blocking;
+/// otherwise hands them back, to be written once a reader runs.
+fn write_if_it_fits(pipe: OwnedFd, bytes: Vec<u8>) -> io::Result<(OwnedFd, Option<Vec<u8>>)> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let fits = match fcntl(pipe.as_raw_fd(), FcntlArg::F_GETPIPE_SZ) {
+        Ok(size) if size as usize >= bytes.len() => true,
+        _ => fcntl(
+            pipe.as_raw_fd(),
+            FcntlArg::F_SETPIPE_SZ(bytes.len() as libc::c_int),
+        )
+        .is_ok(),
+    };
+    if !fits {
+        return Ok((pipe, Some(bytes)));
+    }
+    let mut file = File::from(pipe);
+    file.write_all(&bytes)?;
+    Ok((file.into(), None))
+}
+
+fn write_id_maps(pid: i32, identity: &HostIdentity) -> Result<(), LaunchError> {
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let write = |name: &str, value: String| {
+        let file = proc.join(name);
+        fs::write(&file, value).map_err(|source| LaunchError::IdMap { file, source })
+    };
+    if !identity.launched_by_root {
+        // Required before an unprivileged gid_map; also keeps the jail from dropping groups to
+        // gain access to files denied to one of them.
+        write("setgroups", "deny".into())?;
+    }
+    write("uid_map", format!("0 {} 1\n", identity.uid))?;
+    write("gid_map", format!("0 {} 1\n", identity.gid))
+}
+
+/// Reads what the child and the loader say until the app runs: Ok((landlock ABI, fully
+/// enforced)) once the entry was exec'd.
+fn read_until_started(
+    reports: &mut BufReader<File>,
+    sources: &[PathBuf],
+) -> Result<(u32, bool), LaunchError> {
+    if let Some(failure) = take_child_failure(reports, sources)? {
+        return Err(failure);
+    }
+    let mut line = String::new();
+    if reports.read_line(&mut line).map_err(LaunchError::HandOff)? == 0 {
+        return Err(LaunchError::LoaderVanished("no report".into()));
+    }
+    match parse_report(&line)? {
+        Report::Ready {
+            landlock_abi,
+            landlock_fully_enforced,
+        } => Ok((landlock_abi, landlock_fully_enforced)),
+        Report::Failed {
+            step,
+            message,
+            errno,
+        } => Err(LaunchError::Jail {
+            step,
+            message,
+            errno,
+        }),
+        Report::ExecFailed { entry, errno } => {
+            let entry = PathBuf::from(entry);
+            let source = io::Error::from_raw_os_error(errno);
+            Err(if errno == libc::ENOENT {
+                LaunchError::EntryNotFound { entry, source }
+            } else {
+                LaunchError::EntryNotExecutable { entry, source }
+            })
+        }
+        Report::Exited { .. } | Report::Killed { .. } => Err(LaunchError::LoaderVanished(format!(
+            "unexpected report {line:?}"
+        ))),
+    }
+}
+
+pub(crate) fn parse_report(line: &str) -> Result<Report, LaunchError> {
+    Report::from_line(line).map_err(|e| {
+        LaunchError::LoaderVanished(format!("unreadable report {:?}: {e}", line.trim_end()))
+    })
+}
+
+/// Decodes the pre-exec child's 8-byte failure record.
+fn child_failure(bytes: &[u8], sources: &[PathBuf]) -> LaunchError {
+    {
+        if bytes.len() < 8 {
+            return LaunchError::LoaderVanished("truncated failure record".into());
+        }
+        let index = u16::from_le_bytes(bytes[2..4].try_into().expect("2 bytes"));
+        let errno = i32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+        let step = ChildStep::from_byte(bytes[1]).unwrap_or(ChildStep::ExecLoader);
+        let source = io::Error::from_raw_os_error(errno);
+        match sources.get(usize::from(index)) {
+            Some(path) if step == ChildStep::OpenMountSource => LaunchError::MountSource {
+                path: path.clone(),
+                source,
+            },
+            _ => LaunchError::Child { step, source },
+        }
+    }
+}
