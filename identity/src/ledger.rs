@@ -693,15 +693,19 @@ impl Ledger {
     }
 
     /// Records that app `app_id` of `publisher` provides `service`, if nobody owns it yet.
-    /// Returns the new tree head if something was appended.
+    /// Returns the new tree head if something was appended; refuses another owner's service
+    /// ([`LedgerError::Conflict`]).
     pub fn record_service(
         &mut self,
         service: Uuid,
         app_id: Uuid,
         publisher: PublisherId,
     ) -> Result<Option<SignedTreeHead>, LedgerError> {
-        if self.state.services.contains_key(&service) {
-            return Ok(None);
+        if let Some(known) = self.state.services.get(&service) {
+            if known.app_id == app_id && self.state.related(known.publisher, publisher) {
+                return Ok(None);
+            }
+            // Another owner: the append below is refused as a split view, naming both.
         }
         let claim = Claim::BindService {
             service,
