@@ -64,6 +64,9 @@ mod record;
 mod state;
 mod trust;
 
+#[cfg(test)]
+mod format_tests;
+
 pub use head::{ConsistencyProof, InclusionProof, ProofError, SignedTreeHead, TREE_HEAD_DOMAIN};
 pub use key::{KeyError, PublisherId, RecordSigner, UserId, UserKey};
 pub use ledger::{
