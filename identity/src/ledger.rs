@@ -6,7 +6,7 @@
 //!
 //! - `records.jsonl`: one [`Record`] as JSON per line, in log order; line n is leaf n.
 //! - `heads.jsonl`: every [`SignedTreeHead`] this ledger issued, one per line.
-//! - `state.json`: the ownership index, rebuilt from the log when missing or stale.
+//! - `state.bin`: the ownership index, rebuilt from the log when missing or stale.
 //! - `lock`: taken (`flock`) by every writer and by rebuilds.
 //! - `records.jsonl.torn`, `heads.jsonl.torn`: bytes of torn last lines cut off by a recovery.
 
@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -24,9 +24,10 @@ use uuid::Uuid;
 
 use crate::fsutil::{create_private_dir, write_atomically, Replace};
 use crate::head::{ConsistencyProof, InclusionProof, SignedTreeHead};
+use crate::index::{fingerprint, Index};
 use crate::key::{PublisherId, UserId, UserKey};
 use crate::ownership::{compare_versions, Offer, Ownership, OwnershipError, VersionOrder};
-use crate::record::{hex_array, Claim, Record, RecordError, RecordId};
+use crate::record::{Claim, Record, RecordError, RecordId};
 use crate::state::{Conflict, State};
 
 /// The log of records.
@@ -34,9 +35,8 @@ pub const RECORDS_FILE: &str = "records.jsonl";
 /// Every tree head issued.
 pub const HEADS_FILE: &str = "heads.jsonl";
 /// The ownership index.
-pub const STATE_FILE: &str = "state.json";
+pub const STATE_FILE: &str = "state.bin";
 const LOCK_FILE: &str = "lock";
-const STATE_FORMAT: u32 = 1;
 /// The `format` field of an export file.
 pub const EXPORT_FORMAT: &str = "elastos-ledger-export-v1";
 
@@ -409,43 +409,6 @@ pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// What identifies a file's content for the index's freshness check. `ctime` cannot be set from
-/// user space, so any write leaves a different fingerprint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-struct Fingerprint {
-    len: u64,
-    ino: u64,
-    ctime_ns: i128,
-    mtime_ns: i128,
-}
-
-fn fingerprint(path: &Path) -> io::Result<Option<Fingerprint>> {
-    match fs::metadata(path) {
-        Ok(m) => Ok(Some(Fingerprint {
-            len: m.len(),
-            ino: m.ino(),
-            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
-            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-        })),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// `state.json`: the ownership index and what it was built from.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct StateFile {
-    format: u32,
-    log_id: UserId,
-    records: Option<Fingerprint>,
-    heads: Option<Fingerprint>,
-    size: u64,
-    #[serde(with = "hex_array")]
-    root: [u8; 32],
-    latest_head: SignedTreeHead,
-    state: State,
 }
 
 /// An export file.
@@ -953,7 +916,7 @@ impl Ledger {
         Ok(file)
     }
 
-    /// Loads `state.json` if it was built from the files as they are now, for this key.
+    /// Loads `state.bin` if it was built from the files as they are now, for this key.
     fn load_state_if_fresh(&mut self) -> Result<bool, LedgerError> {
         let text = match fs::read(self.path(STATE_FILE)) {
             Ok(text) => text,
@@ -961,15 +924,13 @@ impl Ledger {
             Err(e) => return Err(self.io_error(STATE_FILE)(e)),
         };
         // An unreadable index is not an error: it is rebuilt from the log.
-        let Ok(file) = serde_json::from_slice::<StateFile>(&text) else {
+        let Some(file) = Index::decode(&text) else {
             return Ok(false);
         };
         let records = fingerprint(&self.path(RECORDS_FILE)).map_err(self.io_error(RECORDS_FILE))?;
         let heads = fingerprint(&self.path(HEADS_FILE)).map_err(self.io_error(HEADS_FILE))?;
-        let fresh = file.format == STATE_FORMAT
-            && file.log_id == self.key.user_id()
-            && file.records == records
-            && file.heads == heads;
+        let fresh =
+            file.log_id == self.key.user_id() && file.records == records && file.heads == heads;
         if fresh {
             if self.log.as_ref().is_some_and(|l| l.tree.len() != file.size) {
                 self.log = None;
@@ -1039,7 +1000,7 @@ impl Ledger {
     /// the loss of `heads.jsonl`.
     fn previous_index_head(&self) -> Option<HeadToCheck> {
         let text = fs::read(self.path(STATE_FILE)).ok()?;
-        let file: StateFile = serde_json::from_slice(&text).ok()?;
+        let file = Index::decode(&text)?;
         (file.log_id == self.key.user_id()).then(|| HeadToCheck {
             describe: format!(
                 "the index's last tree head (size {}, root {}..)",
@@ -1132,8 +1093,7 @@ impl Ledger {
     }
 
     fn write_state(&self) -> Result<(), LedgerError> {
-        let file = StateFile {
-            format: STATE_FORMAT,
+        let file = Index {
             log_id: self.key.user_id(),
             records: fingerprint(&self.path(RECORDS_FILE)).map_err(self.io_error(RECORDS_FILE))?,
             heads: fingerprint(&self.path(HEADS_FILE)).map_err(self.io_error(HEADS_FILE))?,
@@ -1142,8 +1102,7 @@ impl Ledger {
             latest_head: self.latest_head.clone(),
             state: self.state.clone(),
         };
-        let json = serde_json::to_vec(&file).expect("the index always serializes");
-        write_atomically(&self.path(STATE_FILE), &json, 0o600, Replace::Yes)
+        write_atomically(&self.path(STATE_FILE), &file.encode(), 0o600, Replace::Yes)
             .map_err(self.io_error(STATE_FILE))
     }
 }

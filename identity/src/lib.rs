@@ -32,7 +32,7 @@
 //! proofs, full verification ([`Ledger::verify`]) that names a rewritten or truncated log, and
 //! export/import between machines that detects forks and split views.
 //!
-//! The decision on `elastos run` must be fast, so it reads an index (`state.json`) instead of
+//! The decision on `elastos run` must be fast, so it reads an index (`state.bin`, binary) instead of
 //! replaying the log. The index is trusted when the log files have the size, inode, ctime and
 //! mtime it was built from, for the same user key; otherwise the log is replayed and fully
 //! verified first. Trust argument: the ledger directory is the user's own 0700 state, with the
@@ -57,6 +57,7 @@
 
 mod fsutil;
 mod head;
+mod index;
 mod key;
 mod ledger;
 mod ownership;

@@ -128,7 +128,7 @@ impl Clash {
 }
 
 /// What the log says about one publisher key.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct KeyState {
     /// The key it rotated to, when, and the index of the rotation record.
     pub successor: Option<(PublisherId, u64, u64)>,
@@ -139,7 +139,7 @@ pub(crate) struct KeyState {
 }
 
 /// What the log says about one app id.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug)]
 pub(crate) struct AppState {
     /// The publisher of the first bind.
     pub publisher: PublisherId,
@@ -150,7 +150,7 @@ pub(crate) struct AppState {
 }
 
 /// What the log says about one service UUID.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug)]
 pub(crate) struct ServiceState {
     pub app_id: Uuid,
     pub publisher: PublisherId,
@@ -158,7 +158,7 @@ pub(crate) struct ServiceState {
 }
 
 /// The ownership state after replaying a log.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct State {
     pub keys: BTreeMap<PublisherId, KeyState>,
     pub apps: BTreeMap<Uuid, AppState>,
