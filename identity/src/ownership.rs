@@ -173,9 +173,10 @@ impl State {
             return Ok(Ownership::New);
         };
         let owner = self.current(app.publisher);
-        if !self.is_successor_or_self(app.publisher, offer.publisher)
-            && !self.is_successor_or_self(offer.publisher, app.publisher)
-        {
+        // Chains are linear (a key has at most one predecessor and one successor), so this is
+        // "the offered key is the owner's key, a successor, or a predecessor that signed
+        // before its rotation" (check_key refused it otherwise).
+        if !self.related(app.publisher, offer.publisher) {
             return Err(OwnershipError::OwnedByOther {
                 app_id: offer.app_id,
                 owner,
