@@ -421,6 +421,13 @@ struct ExportFile {
     heads: Vec<SignedTreeHead>,
 }
 
+/// Whether the caller of [`Ledger::loaded_log`] holds the ledger's lock.
+#[derive(Clone, Copy)]
+enum Lock {
+    Held,
+    NotHeld,
+}
+
 /// The log, loaded for appending, proofs and exports.
 struct LoadedLog {
     records: Vec<Record>,
@@ -504,7 +511,14 @@ impl Ledger {
         }
         let mut ledger = Ledger {
             dir: dir.to_owned(),
-            latest_head: SignedTreeHead::sign(&key, 0, [0; 32], 0),
+            // Replaced by the index or the rebuild below before anyone can see it.
+            latest_head: SignedTreeHead {
+                size: 0,
+                root: [0; 32],
+                time: 0,
+                signer: key.user_id(),
+                signature: [0; 64],
+            },
             key,
             size: 0,
             root: [0; 32],
@@ -600,7 +614,7 @@ impl Ledger {
 
     /// All records, in log order.
     pub fn records(&mut self) -> Result<&[Record], LedgerError> {
-        Ok(&self.loaded_log()?.records)
+        Ok(&self.loaded_log(Lock::NotHeld)?.records)
     }
 
     /// The ownership decision for a verified bundle (from the index, no I/O). Accepts
@@ -728,23 +742,19 @@ impl Ledger {
         &mut self,
         index: u64,
     ) -> Result<(InclusionProof, SignedTreeHead), LedgerError> {
-        let head = self.latest_head.clone();
-        let log = self.loaded_log()?;
+        let log = self.loaded_log(Lock::NotHeld)?;
         if index >= log.tree.len() {
             return Err(LedgerError::NoSuchRecord {
                 index,
                 size: log.tree.len(),
             });
         }
-        let proof = log.tree.prove_inclusion(index as usize);
-        Ok((
-            InclusionProof {
-                index,
-                size: log.tree.len(),
-                path: proof.as_bytes().to_vec(),
-            },
-            head,
-        ))
+        let proof = InclusionProof {
+            index,
+            size: log.tree.len(),
+            path: log.tree.prove_inclusion(index as usize).as_bytes().to_vec(),
+        };
+        Ok((proof, self.latest_head.clone()))
     }
 
     /// A consistency proof from the log's first `old_size` records to the whole log, and the
@@ -753,21 +763,21 @@ impl Ledger {
         &mut self,
         old_size: u64,
     ) -> Result<(ConsistencyProof, SignedTreeHead), LedgerError> {
-        let head = self.latest_head.clone();
-        let log = self.loaded_log()?;
+        let log = self.loaded_log(Lock::NotHeld)?;
         let size = log.tree.len();
         if old_size == 0 || old_size > size {
             return Err(LedgerError::BadOldSize { old_size, size });
         }
-        let proof = log.tree.prove_consistency((size - old_size) as usize);
-        Ok((
-            ConsistencyProof {
-                old_size,
-                new_size: size,
-                path: proof.as_bytes().to_vec(),
-            },
-            head,
-        ))
+        let proof = ConsistencyProof {
+            old_size,
+            new_size: size,
+            path: log
+                .tree
+                .prove_consistency((size - old_size) as usize)
+                .as_bytes()
+                .to_vec(),
+        };
+        Ok((proof, self.latest_head.clone()))
     }
 
     /// Writes the whole log and every tree head to `path` (mode 0600, atomically), for
@@ -778,7 +788,7 @@ impl Ledger {
         let export = ExportFile {
             format: EXPORT_FORMAT.to_owned(),
             log_id,
-            records: self.loaded_log()?.records.clone(),
+            records: self.loaded_log(Lock::NotHeld)?.records.clone(),
             heads: heads.into_iter().map(|h| h.head).collect(),
         };
         let json = serde_json::to_vec(&export).expect("an export always serializes");
@@ -838,7 +848,7 @@ impl Ledger {
         let _lock = self.lock()?;
         self.refresh_locked()?;
         let log_id = self.key.user_id();
-        let ours = &self.loaded_log()?.records;
+        let ours = &self.loaded_log(Lock::Held)?.records;
         if export.log_id == log_id {
             let first_difference = ours
                 .iter()
@@ -861,7 +871,7 @@ impl Ledger {
                         .enumerate()
                         .map(|(n, h)| (h.describe(n), h.size)),
                 );
-                let ours = &self.loaded_log()?.records;
+                let ours = &self.loaded_log(Lock::Held)?.records;
                 return Err(LedgerError::Fork {
                     log_id,
                     first_difference: i as u64,
@@ -1012,8 +1022,10 @@ impl Ledger {
     }
 
     /// The log in memory, loaded (without re-verifying signatures: the index is fresh, so the
-    /// file is the one that was verified) on first use.
-    fn loaded_log(&mut self) -> Result<&LoadedLog, LedgerError> {
+    /// file is the one that was verified) on first use. If the file no longer matches the index,
+    /// it is rebuilt under the lock (taken here unless the caller holds it: `flock` on a second
+    /// descriptor of the same process would wait forever).
+    fn loaded_log(&mut self, lock: Lock) -> Result<&LoadedLog, LedgerError> {
         if self.log.as_ref().is_none_or(|l| l.tree.len() != self.size) {
             let (entries, problems) = read_records(&self.path(RECORDS_FILE))?;
             let mut tree = Tree::new();
@@ -1029,7 +1041,10 @@ impl Ledger {
             }
             if !problems.is_empty() || root_bytes(&tree) != self.root || tree.len() != self.size {
                 // Changed behind the index's back: verify it all and use what verifies.
-                let _lock = self.lock()?;
+                let _lock = match lock {
+                    Lock::Held => None,
+                    Lock::NotHeld => Some(self.lock()?),
+                };
                 self.rebuild()?;
             } else {
                 self.log = Some(LoadedLog { records, tree });
@@ -1043,7 +1058,7 @@ impl Ledger {
     fn append_locked(&mut self, records: Vec<Record>) -> Result<SignedTreeHead, LedgerError> {
         let base = self.size;
         let mut state = self.state.clone();
-        let log = self.loaded_log()?;
+        let log = self.loaded_log(Lock::Held)?;
         for (k, record) in records.iter().enumerate() {
             record
                 .verify()

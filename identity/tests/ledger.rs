@@ -477,3 +477,25 @@ fn inclusion_and_consistency_proofs_verify_and_catch_lies() {
         Ok(Ownership::OwnedBy { .. })
     ));
 }
+
+#[test]
+fn a_log_changed_while_the_ledger_is_open_is_verified_before_use() {
+    let machine = machine_with_binds(3);
+    let mut ledger = machine.open();
+    let records = machine.file(RECORDS_FILE);
+    let mut log = lines(&records);
+    log[1] = log[1].replace("\"1.0.0\"", "\"7.0.0\"");
+    write_lines(&records, &log);
+
+    // Loading the log for a proof notices it no longer matches the index.
+    assert!(matches!(
+        ledger.inclusion_proof(0),
+        Err(LedgerError::Invalid { .. })
+    ));
+    // An append refreshes the index under the lock and refuses too.
+    let err = ledger
+        .record_run(&offer(app(9), &publisher(1), "1.0.0"))
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::Invalid { .. }), "{err}");
+    assert_eq!(lines(&records).len(), 3, "nothing was appended");
+}
