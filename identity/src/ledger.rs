@@ -469,34 +469,39 @@ impl Ledger {
     /// Makes a new, empty ledger in `dir` (created with mode 0700) owned by `key`, and issues
     /// its first tree head (size 0). Refuses if a ledger exists.
     pub fn create(dir: &Path, key: UserKey) -> Result<Ledger, LedgerError> {
-        let io_error = |path: &Path| {
-            let path = path.to_owned();
-            move |source| LedgerError::Io { path, source }
-        };
-        create_private_dir(dir).map_err(io_error(dir))?;
-        if Self::exists(dir) {
+        if !Self::make_files(dir)? {
             return Err(LedgerError::AlreadyExists {
                 dir: dir.to_owned(),
             });
         }
+        Self::open(dir, key)
+    }
+
+    /// Creates `dir` and an empty log under the ledger's lock, unless a log exists (then
+    /// returns false). The lock makes two first runs at the same time agree on one ledger.
+    fn make_files(dir: &Path) -> Result<bool, LedgerError> {
+        create_private_dir(dir).map_err(|source| LedgerError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let _lock = lock_dir(dir)?;
+        if Self::exists(dir) {
+            return Ok(false);
+        }
+        // The heads file first: a log without heads is a ledger whose first head is missing
+        // (the next open issues it); records.jsonl is what makes the directory a ledger.
         for name in [HEADS_FILE, RECORDS_FILE] {
             let path = dir.join(name);
-            let created = OpenOptions::new()
+            OpenOptions::new()
                 .write(true)
-                .create_new(true)
+                .create(true)
+                .truncate(false)
                 .mode(0o600)
                 .open(&path)
-                .and_then(|f| f.sync_all());
-            match created {
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    return Err(LedgerError::AlreadyExists {
-                        dir: dir.to_owned(),
-                    })
-                }
-                other => other.map_err(io_error(&path))?,
-            }
+                .and_then(|f| f.sync_all())
+                .map_err(|source| LedgerError::Io { path, source })?;
         }
-        Self::open(dir, key)
+        Ok(true)
     }
 
     /// Opens the ledger in `dir`, owned by `key`. Uses the index if it is fresh; otherwise
@@ -553,10 +558,9 @@ impl Ledger {
                 dir: dir.to_owned(),
             });
         }
-        match Self::create(dir, key) {
-            Ok(ledger) => Ok(ledger),
-            Err(e) => Err(e.into()),
-        }
+        // Another process may have made it meanwhile: then this opens theirs.
+        Self::make_files(dir)?;
+        Ok(Self::open(dir, key)?)
     }
 
     /// The ledger directory.
@@ -913,17 +917,8 @@ impl Ledger {
         move |source| LedgerError::Io { path, source }
     }
 
-    /// Takes the ledger's exclusive lock (released when the file is dropped).
     fn lock(&self) -> Result<File, LedgerError> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(self.path(LOCK_FILE))
-            .map_err(self.io_error(LOCK_FILE))?;
-        file.lock().map_err(self.io_error(LOCK_FILE))?;
-        Ok(file)
+        lock_dir(&self.dir)
     }
 
     /// Loads `state.bin` if it was built from the files as they are now, for this key.
@@ -1120,6 +1115,20 @@ impl Ledger {
         write_atomically(&self.path(STATE_FILE), &file.encode(), 0o600, Replace::Yes)
             .map_err(self.io_error(STATE_FILE))
     }
+}
+
+/// Takes the exclusive lock of the ledger in `dir` (released when the file is dropped).
+fn lock_dir(dir: &Path) -> Result<File, LedgerError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|file| file.lock().map(|()| file))
+        .map_err(|source| LedgerError::Io { path, source })?;
+    Ok(file)
 }
 
 /// Appends `bytes` with one `write` in append mode and syncs the data.

@@ -499,3 +499,28 @@ fn a_log_changed_while_the_ledger_is_open_is_verified_before_use() {
     assert!(matches!(err, LedgerError::Invalid { .. }), "{err}");
     assert_eq!(lines(&records).len(), 3, "nothing was appended");
 }
+
+#[test]
+fn first_runs_at_the_same_time_agree_on_one_ledger() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    let threads: Vec<_> = (0..4)
+        .map(|n| {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let key = UserKey::from_secret_seed([1; 32]);
+                let mut ledger = Ledger::open_for_run(&dir, key, false).unwrap();
+                ledger
+                    .record_run(&offer(app(n), &publisher(1), "1.0.0"))
+                    .unwrap();
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let ledger = Ledger::open(&dir, UserKey::from_secret_seed([1; 32])).unwrap();
+    assert_eq!(ledger.size(), 4);
+    let report = ledger.verify().unwrap();
+    assert!(report.is_ok(), "{report}");
+}
