@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use hkdf::Hkdf;
 use sha2::Sha256;
 
@@ -141,7 +141,7 @@ pub(crate) fn verify_strict(key: &[u8; 32], message: &[u8], signature: &[u8; 64]
         return false;
     };
     let signature = Signature::from_bytes(signature);
-    key.verify_strict(message, &signature).is_ok() && key.verify(message, &signature).is_ok()
+    key.verify_strict(message, &signature).is_ok()
 }
 
 /// Something that signs records: the user key, or a publisher's [`SigningKey`] (for rotation and
