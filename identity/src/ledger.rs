@@ -644,9 +644,14 @@ impl Ledger {
 
     /// Records a run of an accepted bundle: appends a bind (attested by the user key) when the
     /// app id is new, a version record when the version is higher than any seen, nothing
-    /// otherwise. Returns the new tree head if something was appended. A bundle the ownership
-    /// check would refuse as another owner's is refused here too ([`LedgerError::Conflict`]).
-    pub fn record_run(&mut self, offer: &Offer) -> Result<Option<SignedTreeHead>, LedgerError> {
+    /// otherwise. Returns the new tree head if something was appended.
+    ///
+    /// Refuses what [`Ledger::check_bundle`] refuses (except a downgrade, which the caller may
+    /// have allowed: it is recorded as a run but never lowers the highest version), so a refused
+    /// bundle can never be bound. The append re-checks against the log as it is under the lock,
+    /// so a binding made meanwhile by another process is a [`LedgerError::Conflict`].
+    pub fn record_run(&mut self, offer: &Offer) -> Result<Option<SignedTreeHead>, OwnershipError> {
+        self.state.check_bundle(offer, true)?;
         let claim = match self.state.apps.get(&offer.app_id) {
             None => Claim::Bind {
                 app_id: offer.app_id,
@@ -670,23 +675,21 @@ impl Ledger {
             Some(_) => return Ok(None),
         };
         let record = Record::sign(claim, &self.key);
-        self.append(record).map(|(_, head)| Some(head))
+        Ok(self.append(record).map(|(_, head)| Some(head))?)
     }
 
     /// Records that app `app_id` of `publisher` provides `service`, if nobody owns it yet.
-    /// Returns the new tree head if something was appended; refuses another owner's service
-    /// ([`LedgerError::Conflict`]).
+    /// Returns the new tree head if something was appended. Refuses what
+    /// [`Ledger::check_service`] refuses, and (under the lock) a binding made meanwhile by
+    /// another process ([`LedgerError::Conflict`]).
     pub fn record_service(
         &mut self,
         service: Uuid,
         app_id: Uuid,
         publisher: PublisherId,
-    ) -> Result<Option<SignedTreeHead>, LedgerError> {
-        if let Some(known) = self.state.services.get(&service) {
-            if known.app_id == app_id && self.state.related(known.publisher, publisher) {
-                return Ok(None);
-            }
-            // Another owner: the append below is refused as a split view, naming both.
+    ) -> Result<Option<SignedTreeHead>, OwnershipError> {
+        if let Ownership::OwnedBy { .. } = self.state.check_service(service, app_id, publisher)? {
+            return Ok(None);
         }
         let claim = Claim::BindService {
             service,
@@ -695,7 +698,7 @@ impl Ledger {
             time: now(),
         };
         let record = Record::sign(claim, &self.key);
-        self.append(record).map(|(_, head)| Some(head))
+        Ok(self.append(record).map(|(_, head)| Some(head))?)
     }
 
     /// Appends one record and issues a tree head covering it. The record must verify on its

@@ -415,15 +415,37 @@ fn a_second_process_sees_the_first_ones_appends() {
     first
         .record_run(&offer(app(1), &publisher(1), "1.0.0"))
         .unwrap();
-    // `second` has a stale index; its append refreshes under the lock and keeps both.
+    let echo = uuid::Uuid::from_u128(0xec40);
+    first
+        .record_service(echo, app(1), id(&publisher(1)))
+        .unwrap();
+
+    // `second` has a stale index: its own check says "new", but the append re-checks under the
+    // lock against the log as it is, and refuses both hijacks as split views.
+    match second.record_run(&offer(app(1), &publisher(66), "2.0.0")) {
+        Err(OwnershipError::Ledger(LedgerError::Conflict { conflict })) => {
+            assert!(matches!(*conflict, Conflict::AppOwner { .. }), "{conflict}");
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let mut third = machine.open();
+    first
+        .record_service(uuid::Uuid::from_u128(0xec41), app(1), id(&publisher(1)))
+        .unwrap();
+    match third.record_service(uuid::Uuid::from_u128(0xec41), app(2), id(&publisher(66))) {
+        Err(OwnershipError::Ledger(LedgerError::Conflict { conflict })) => {
+            assert!(
+                matches!(*conflict, Conflict::ServiceOwner { .. }),
+                "{conflict}"
+            );
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    // A compatible append from the stale process keeps everything.
     second
         .record_run(&offer(app(2), &publisher(2), "1.0.0"))
         .unwrap();
-    assert_eq!(second.size(), 2);
-    let err = second
-        .record_run(&offer(app(1), &publisher(66), "2.0.0"))
-        .unwrap_err();
-    assert!(matches!(err, LedgerError::Conflict { .. }), "{err}");
+    assert_eq!(second.size(), 4);
     assert!(machine.open().verify().unwrap().is_ok());
 }
 
@@ -496,7 +518,10 @@ fn a_log_changed_while_the_ledger_is_open_is_verified_before_use() {
     let err = ledger
         .record_run(&offer(app(9), &publisher(1), "1.0.0"))
         .unwrap_err();
-    assert!(matches!(err, LedgerError::Invalid { .. }), "{err}");
+    assert!(
+        matches!(err, OwnershipError::Ledger(LedgerError::Invalid { .. })),
+        "{err}"
+    );
     assert_eq!(lines(&records).len(), 3, "nothing was appended");
 }
 
