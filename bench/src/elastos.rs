@@ -1,6 +1,6 @@
 //! The elastos path: apps attached to the real `elastos broker` daemon the way `elastos run`
 //! attaches a jailed app: a socketpair, whose far end goes to the daemon in an `attach` request
-//! on its control socket (one JSON line, the fd as SCM_RIGHTS, see broker/src/control.rs) with the
+//! on its control socket (one JSON line, the fd as SCM_RIGHTS, see host/src/control.rs) with the
 //! identity the launcher would have verified; the near end is the app's "fd 3".
 //!
 //! - `elastos-service CONTROL`: provides [`SERVICE`], method `echo` answers with the request's

@@ -203,16 +203,21 @@ fn handle_request(
 ) -> Result<serde_json::Value, String> {
     match request {
         ControlRequest::Attach { identity, pid } => {
-            let [socket, pidfd]: [OwnedFd; 2] = fds.try_into().map_err(|_| {
-                "attach needs the app's socket and its jail's pidfd passed along (SCM_RIGHTS)"
-            })?;
+            // The app's socket, then its jail's pidfd: without one (a client that is no jail,
+            // such as the broker benchmark's), `elastos stop` only closes the connection.
+            let mut fds = fds.into_iter();
+            let socket = fds
+                .next()
+                .ok_or("attach needs the app's socket passed along (SCM_RIGHTS)")?;
             let identity = AppIdentity::try_from(identity).map_err(|e| e.to_string())?;
             let _guard = handle.enter();
             let stream = into_tokio(StdUnixStream::from(socket)).map_err(|e| e.to_string())?;
             let id = broker.attach(stream, identity, Origin::Launched { pid });
-            jails
-                .watch(id, JailHandle::new(pidfd))
-                .map_err(|e| format!("cannot watch the app's jail: {e}"))?;
+            if let Some(pidfd) = fds.next() {
+                jails
+                    .watch(id, JailHandle::new(pidfd))
+                    .map_err(|e| format!("cannot watch the app's jail: {e}"))?;
+            }
             to_json(id.0)
         }
         ControlRequest::Ps => to_json(

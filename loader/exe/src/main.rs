@@ -9,12 +9,17 @@
 
 #![no_std]
 #![no_main]
+#![deny(unsafe_code)]
 
 extern crate alloc;
 
 mod init;
 mod jail;
+// The runtime (`_start`, the allocator, memcpy and friends) and the syscalls: the only modules
+// with `unsafe`, each block with its SAFETY argument.
+#[allow(unsafe_code)]
 mod rt;
+#[allow(unsafe_code)]
 mod sys;
 
 use elastos_handoff::fds;

@@ -54,20 +54,34 @@ fn check(ret: isize) -> Result<usize> {
     }
 }
 
-/// One syscall whose arguments are integers or pointers to memory that outlives the call.
-fn call(nr: u32, args: &[usize]) -> Result<usize> {
-    // SAFETY: every caller below passes integers, or pointers to live memory of the size the
-    // kernel reads or writes for `nr`.
+/// One syscall whose arguments are integers or pointers.
+///
+/// # Safety
+///
+/// Every pointer among `args` must point to live memory of the size and kind the kernel reads
+/// or writes for `nr`, valid (and, for memory the kernel writes, exclusively ours) until the
+/// call returns.
+unsafe fn call(nr: u32, args: &[usize]) -> Result<usize> {
+    // SAFETY: the caller upholds this function's contract.
     check(unsafe { rt::syscall(nr, args) })
+}
+
+/// One syscall whose arguments are all integers (no pointer the kernel could follow).
+fn call_ints(nr: u32, args: &[usize]) -> Result<usize> {
+    // SAFETY: no argument is a pointer.
+    unsafe { call(nr, args) }
 }
 
 /// read(2), retried on EINTR.
 pub fn read(fd: i32, buf: &mut [u8]) -> Result<usize> {
     loop {
-        match call(
-            k::__NR_read,
-            &[fd as usize, buf.as_mut_ptr() as usize, buf.len()],
-        ) {
+        // SAFETY: `buf` is a live, exclusively borrowed buffer of `buf.len()` bytes.
+        match unsafe {
+            call(
+                k::__NR_read,
+                &[fd as usize, buf.as_mut_ptr() as usize, buf.len()],
+            )
+        } {
             Err(Errno::INTR) => continue,
             other => return other,
         }
@@ -110,10 +124,13 @@ pub fn read_to_end(fd: i32) -> Result<Vec<u8>> {
 /// write(2) until all of `bytes` is written.
 pub fn write_all(fd: i32, mut bytes: &[u8]) -> Result<()> {
     while !bytes.is_empty() {
-        match call(
-            k::__NR_write,
-            &[fd as usize, bytes.as_ptr() as usize, bytes.len()],
-        ) {
+        // SAFETY: `bytes` is a live buffer of `bytes.len()` bytes the kernel only reads.
+        match unsafe {
+            call(
+                k::__NR_write,
+                &[fd as usize, bytes.as_ptr() as usize, bytes.len()],
+            )
+        } {
             Ok(n) => bytes = &bytes[n..],
             Err(Errno::INTR) => {}
             Err(e) => return Err(e),
@@ -124,17 +141,17 @@ pub fn write_all(fd: i32, mut bytes: &[u8]) -> Result<()> {
 
 /// close(2).
 pub fn close(fd: i32) {
-    let _ = call(k::__NR_close, &[fd as usize]);
+    let _ = call_ints(k::__NR_close, &[fd as usize]);
 }
 
 /// close_range(first, MAX, 0): closes every fd from `first` up.
 pub fn close_from(first: i32) -> Result<()> {
-    call(k::__NR_close_range, &[first as usize, u32::MAX as usize, 0]).map(drop)
+    call_ints(k::__NR_close_range, &[first as usize, u32::MAX as usize, 0]).map(drop)
 }
 
 /// Sets close-on-exec on `fd`.
 pub fn set_cloexec(fd: i32) -> Result<()> {
-    call(
+    call_ints(
         k::__NR_fcntl,
         &[fd as usize, k::F_SETFD as usize, k::FD_CLOEXEC as usize],
     )
@@ -144,24 +161,30 @@ pub fn set_cloexec(fd: i32) -> Result<()> {
 /// pipe2(O_CLOEXEC): (read end, write end).
 pub fn pipe() -> Result<(i32, i32)> {
     let mut fds = [0i32; 2];
-    call(
-        k::__NR_pipe2,
-        &[fds.as_mut_ptr() as usize, k::O_CLOEXEC as usize],
-    )?;
+    // SAFETY: `fds` is a live local array of the two ints pipe2 writes.
+    unsafe {
+        call(
+            k::__NR_pipe2,
+            &[fds.as_mut_ptr() as usize, k::O_CLOEXEC as usize],
+        )
+    }?;
     Ok((fds[0], fds[1]))
 }
 
 /// openat(AT_FDCWD, path, flags, mode).
 pub fn open(path: &CPath, flags: u32, mode: u32) -> Result<i32> {
-    call(
-        k::__NR_openat,
-        &[
-            k::AT_FDCWD as usize,
-            path.ptr(),
-            flags as usize,
-            mode as usize,
-        ],
-    )
+    // SAFETY: `path` is a NUL-terminated string that outlives the call.
+    unsafe {
+        call(
+            k::__NR_openat,
+            &[
+                k::AT_FDCWD as usize,
+                path.ptr(),
+                flags as usize,
+                mode as usize,
+            ],
+        )
+    }
     .map(|fd| fd as i32)
 }
 
@@ -169,34 +192,44 @@ pub fn open(path: &CPath, flags: u32, mode: u32) -> Result<i32> {
 pub fn is_dir(fd: i32) -> Result<bool> {
     // SAFETY: an all-zero `struct stat` is a valid value of it.
     let mut stat: k::stat = unsafe { core::mem::zeroed() };
-    call(
-        k::__NR_fstat,
-        &[fd as usize, &mut stat as *mut k::stat as usize],
-    )?;
+    // SAFETY: `stat` is a live local `struct stat` the kernel fills.
+    unsafe {
+        call(
+            k::__NR_fstat,
+            &[fd as usize, &mut stat as *mut k::stat as usize],
+        )
+    }?;
     Ok(stat.st_mode & k::S_IFMT == k::S_IFDIR)
 }
 
 /// mkdir(2).
 pub fn mkdir(path: &CPath, mode: u32) -> Result<()> {
-    call(
-        k::__NR_mkdirat,
-        &[k::AT_FDCWD as usize, path.ptr(), mode as usize],
-    )
+    // SAFETY: `path` is a NUL-terminated string that outlives the call.
+    unsafe {
+        call(
+            k::__NR_mkdirat,
+            &[k::AT_FDCWD as usize, path.ptr(), mode as usize],
+        )
+    }
     .map(drop)
 }
 
 /// symlink(2).
 pub fn symlink(target: &CPath, link: &CPath) -> Result<()> {
-    call(
-        k::__NR_symlinkat,
-        &[target.ptr(), k::AT_FDCWD as usize, link.ptr()],
-    )
+    // SAFETY: `target` and `link` are NUL-terminated strings that outlive the call.
+    unsafe {
+        call(
+            k::__NR_symlinkat,
+            &[target.ptr(), k::AT_FDCWD as usize, link.ptr()],
+        )
+    }
     .map(drop)
 }
 
 /// chdir(2).
 pub fn chdir(path: &CPath) -> Result<()> {
-    call(k::__NR_chdir, &[path.ptr()]).map(drop)
+    // SAFETY: `path` is a NUL-terminated string that outlives the call.
+    unsafe { call(k::__NR_chdir, &[path.ptr()]) }.map(drop)
 }
 
 /// mount(2) with optional source, fstype and data.
@@ -208,16 +241,19 @@ pub fn mount(
     data: Option<&CPath>,
 ) -> Result<()> {
     let ptr = |s: Option<&CPath>| s.map_or(0, CPath::ptr);
-    call(
-        k::__NR_mount,
-        &[
-            ptr(source),
-            target.ptr(),
-            ptr(fstype),
-            flags as usize,
-            ptr(data),
-        ],
-    )
+    // SAFETY: every path and the data string are NUL-terminated and outlive the call (or null).
+    unsafe {
+        call(
+            k::__NR_mount,
+            &[
+                ptr(source),
+                target.ptr(),
+                ptr(fstype),
+                flags as usize,
+                ptr(data),
+            ],
+        )
+    }
     .map(drop)
 }
 
@@ -231,16 +267,19 @@ pub fn mount_setattr(target: &CPath, attr_set: u32, recursive: bool) -> Result<(
         userns_fd: 0,
     };
     let flags = if recursive { k::AT_RECURSIVE } else { 0 };
-    call(
-        k::__NR_mount_setattr,
-        &[
-            k::AT_FDCWD as usize,
-            target.ptr(),
-            flags as usize,
-            &attr as *const k::mount_attr as usize,
-            core::mem::size_of_val(&attr),
-        ],
-    )
+    // SAFETY: `target` is NUL-terminated and `attr` a live local `mount_attr` of the size passed.
+    unsafe {
+        call(
+            k::__NR_mount_setattr,
+            &[
+                k::AT_FDCWD as usize,
+                target.ptr(),
+                flags as usize,
+                &attr as *const k::mount_attr as usize,
+                core::mem::size_of_val(&attr),
+            ],
+        )
+    }
     .map(drop)
 }
 
@@ -248,18 +287,21 @@ pub fn mount_setattr(target: &CPath, attr_set: u32, recursive: bool) -> Result<(
 /// directory for the old root inside the new one. The caller has chdir()ed into the new root.
 pub fn pivot_root_here() -> Result<()> {
     let here = CPath::new(b".");
-    call(k::__NR_pivot_root, &[here.ptr(), here.ptr()])?;
-    call(k::__NR_umount2, &[here.ptr(), k::MNT_DETACH as usize]).map(drop)
+    // SAFETY: `here` is a NUL-terminated string that outlives both calls.
+    unsafe { call(k::__NR_pivot_root, &[here.ptr(), here.ptr()]) }?;
+    // SAFETY: `here` is a NUL-terminated string that outlives both calls.
+    unsafe { call(k::__NR_umount2, &[here.ptr(), k::MNT_DETACH as usize]) }.map(drop)
 }
 
 /// unshare(2).
 pub fn unshare(flags: u32) -> Result<()> {
-    call(k::__NR_unshare, &[flags as usize]).map(drop)
+    call_ints(k::__NR_unshare, &[flags as usize]).map(drop)
 }
 
 /// sethostname(2).
 pub fn sethostname(name: &[u8]) -> Result<()> {
-    call(k::__NR_sethostname, &[name.as_ptr() as usize, name.len()]).map(drop)
+    // SAFETY: `name` is a live buffer of `name.len()` bytes the kernel only reads.
+    unsafe { call(k::__NR_sethostname, &[name.as_ptr() as usize, name.len()]) }.map(drop)
 }
 
 /// Writes `contents` to the file at `path` (which must exist: /proc files).
@@ -272,22 +314,25 @@ pub fn write_file(path: &CPath, contents: &[u8]) -> Result<()> {
 
 /// prctl(2) with integer arguments.
 pub fn prctl(option: u32, arg2: usize) -> Result<usize> {
-    call(k::__NR_prctl, &[option as usize, arg2, 0, 0, 0])
+    call_ints(k::__NR_prctl, &[option as usize, arg2, 0, 0, 0])
 }
 
 /// Every capability gone: ambient set cleared, bounding set emptied, then effective, permitted
 /// and inheritable zeroed (the bounding set needs CAP_SETPCAP, so it goes first).
 pub fn drop_all_capabilities() -> Result<()> {
-    call(
-        k::__NR_prctl,
-        &[
-            pr::PR_CAP_AMBIENT as usize,
-            pr::PR_CAP_AMBIENT_CLEAR_ALL as usize,
-            0,
-            0,
-            0,
-        ],
-    )?;
+    // SAFETY: `header` and `data` are live locals of the layout capset reads.
+    unsafe {
+        call(
+            k::__NR_prctl,
+            &[
+                pr::PR_CAP_AMBIENT as usize,
+                pr::PR_CAP_AMBIENT_CLEAR_ALL as usize,
+                0,
+                0,
+                0,
+            ],
+        )
+    }?;
     // Up to the first capability the kernel does not know (EINVAL).
     for cap in 0..=63 {
         match prctl(pr::PR_CAPBSET_DROP, cap) {
@@ -305,10 +350,13 @@ pub fn drop_all_capabilities() -> Result<()> {
         permitted: 0,
         inheritable: 0,
     }; 2];
-    call(
-        k::__NR_capset,
-        &[&header as *const _ as usize, data.as_ptr() as usize],
-    )
+    // SAFETY: `header` and `data` are live locals of the layout capset reads.
+    unsafe {
+        call(
+            k::__NR_capset,
+            &[&header as *const _ as usize, data.as_ptr() as usize],
+        )
+    }
     .map(drop)
 }
 
@@ -322,23 +370,26 @@ pub fn rlimit(resource: u32, new: Option<u64>) -> Result<(u64, u64)> {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    call(
-        k::__NR_prlimit64,
-        &[
-            0,
-            resource as usize,
-            wanted
-                .as_ref()
-                .map_or(0, |w| w as *const k::rlimit64 as usize),
-            &mut old as *mut k::rlimit64 as usize,
-        ],
-    )?;
+    // SAFETY: `new` (if any) and `old` are live locals of type rlimit64.
+    unsafe {
+        call(
+            k::__NR_prlimit64,
+            &[
+                0,
+                resource as usize,
+                wanted
+                    .as_ref()
+                    .map_or(0, |w| w as *const k::rlimit64 as usize),
+                &mut old as *mut k::rlimit64 as usize,
+            ],
+        )
+    }?;
     Ok((old.rlim_cur, old.rlim_max))
 }
 
 /// The kernel's Landlock ABI version (0: Landlock not built in or not enabled).
 pub fn landlock_abi() -> u32 {
-    call(
+    call_ints(
         k::__NR_landlock_create_ruleset,
         &[0, 0, ll::LANDLOCK_CREATE_RULESET_VERSION as usize],
     )
@@ -347,10 +398,13 @@ pub fn landlock_abi() -> u32 {
 
 /// landlock_create_ruleset(2): the ruleset's fd.
 pub fn landlock_create_ruleset(attr: &ll::landlock_ruleset_attr) -> Result<i32> {
-    call(
-        k::__NR_landlock_create_ruleset,
-        &[attr as *const _ as usize, core::mem::size_of_val(attr), 0],
-    )
+    // SAFETY: `attr` is a live ruleset attribute of the size passed.
+    unsafe {
+        call(
+            k::__NR_landlock_create_ruleset,
+            &[attr as *const _ as usize, core::mem::size_of_val(attr), 0],
+        )
+    }
     .map(|fd| fd as i32)
 }
 
@@ -360,21 +414,24 @@ pub fn landlock_add_path_rule(ruleset: i32, parent_fd: i32, allowed_access: u64)
         allowed_access,
         parent_fd,
     };
-    call(
-        k::__NR_landlock_add_rule,
-        &[
-            ruleset as usize,
-            ll::landlock_rule_type::LANDLOCK_RULE_PATH_BENEATH as usize,
-            &rule as *const _ as usize,
-            0,
-        ],
-    )
+    // SAFETY: `rule` is a live local `landlock_path_beneath_attr`.
+    unsafe {
+        call(
+            k::__NR_landlock_add_rule,
+            &[
+                ruleset as usize,
+                ll::landlock_rule_type::LANDLOCK_RULE_PATH_BENEATH as usize,
+                &rule as *const _ as usize,
+                0,
+            ],
+        )
+    }
     .map(drop)
 }
 
 /// landlock_restrict_self(2).
 pub fn landlock_restrict_self(ruleset: i32) -> Result<()> {
-    call(k::__NR_landlock_restrict_self, &[ruleset as usize, 0]).map(drop)
+    call_ints(k::__NR_landlock_restrict_self, &[ruleset as usize, 0]).map(drop)
 }
 
 /// Installs a seccomp filter (needs no_new_privs).
@@ -391,10 +448,13 @@ pub fn seccomp_filter(program: &[SockFilter]) -> Result<()> {
         len: u16::try_from(program.len()).map_err(|_| Errno::INVAL)?,
         filter: program.as_ptr(),
     };
-    call(
-        k::__NR_seccomp,
-        &[SET_MODE_FILTER, 0, &fprog as *const Program as usize],
-    )
+    // SAFETY: `fprog` points to `program`, a live slice of `program.len()` instructions, for the whole call.
+    unsafe {
+        call(
+            k::__NR_seccomp,
+            &[SET_MODE_FILTER, 0, &fprog as *const Program as usize],
+        )
+    }
     .map(drop)
 }
 
@@ -403,10 +463,13 @@ pub fn execve(path: &CPath, argv: &[CPath], envp: &[CPath]) -> Errno {
     let pointers =
         |strings: &[CPath]| -> Vec<usize> { strings.iter().map(CPath::ptr).chain([0]).collect() };
     let (argv, envp) = (pointers(argv), pointers(envp));
-    match call(
-        k::__NR_execve,
-        &[path.ptr(), argv.as_ptr() as usize, envp.as_ptr() as usize],
-    ) {
+    // SAFETY: `path`, `argv` and `envp` are NUL-terminated strings with null-terminated pointer arrays that outlive the call (which only returns on failure).
+    match unsafe {
+        call(
+            k::__NR_execve,
+            &[path.ptr(), argv.as_ptr() as usize, envp.as_ptr() as usize],
+        )
+    } {
         Err(e) => e,
         Ok(_) => Errno::INVAL,
     }
@@ -414,7 +477,7 @@ pub fn execve(path: &CPath, argv: &[CPath], envp: &[CPath]) -> Errno {
 
 /// fork(2) (clone with SIGCHLD). Returns `None` in the child.
 pub fn fork() -> Result<Option<i32>> {
-    match call(k::__NR_clone, &[k::SIGCHLD as usize, 0, 0, 0, 0])? {
+    match call_ints(k::__NR_clone, &[k::SIGCHLD as usize, 0, 0, 0, 0])? {
         0 => Ok(None),
         pid => Ok(Some(pid as i32)),
     }
@@ -432,15 +495,18 @@ pub enum ChildEnd {
 /// wait4(pid, WNOHANG): how it ended, or `None` while it runs.
 pub fn try_wait(pid: i32) -> Result<Option<ChildEnd>> {
     let mut status = 0i32;
-    let reaped = call(
-        k::__NR_wait4,
-        &[
-            pid as usize,
-            &mut status as *mut i32 as usize,
-            k::WNOHANG as usize,
-            0,
-        ],
-    )?;
+    // SAFETY: `status` is a live local int the kernel writes.
+    let reaped = unsafe {
+        call(
+            k::__NR_wait4,
+            &[
+                pid as usize,
+                &mut status as *mut i32 as usize,
+                k::WNOHANG as usize,
+                0,
+            ],
+        )
+    }?;
     if reaped == 0 {
         return Ok(None);
     }
@@ -466,10 +532,13 @@ impl SignalSet {
 /// Blocks (`true`) or unblocks `set` in this process.
 pub fn mask_signals(set: SignalSet, block: bool) -> Result<()> {
     let how = if block { k::SIG_BLOCK } else { k::SIG_UNBLOCK };
-    call(
-        k::__NR_rt_sigprocmask,
-        &[how as usize, &set.0 as *const u64 as usize, 0, 8],
-    )
+    // SAFETY: `set` is a live 8-byte signal mask the kernel only reads.
+    unsafe {
+        call(
+            k::__NR_rt_sigprocmask,
+            &[how as usize, &set.0 as *const u64 as usize, 0, 8],
+        )
+    }
     .map(drop)
 }
 
@@ -478,15 +547,18 @@ pub fn wait_signal(set: SignalSet) -> Result<u32> {
     // SAFETY: an all-zero siginfo is a valid value of it.
     let mut info: k::siginfo_t = unsafe { core::mem::zeroed() };
     loop {
-        match call(
-            k::__NR_rt_sigtimedwait,
-            &[
-                &set.0 as *const u64 as usize,
-                &mut info as *mut _ as usize,
-                0,
-                8,
-            ],
-        ) {
+        // SAFETY: `set` and `info` are live locals of the sizes rt_sigtimedwait uses.
+        match unsafe {
+            call(
+                k::__NR_rt_sigtimedwait,
+                &[
+                    &set.0 as *const u64 as usize,
+                    &mut info as *mut _ as usize,
+                    0,
+                    8,
+                ],
+            )
+        } {
             Err(Errno::INTR) => continue,
             other => return other.map(|signal| signal as u32),
         }
@@ -495,5 +567,5 @@ pub fn wait_signal(set: SignalSet) -> Result<u32> {
 
 /// kill(2).
 pub fn kill(pid: i32, signal: u32) {
-    let _ = call(k::__NR_kill, &[pid as usize, signal as usize]);
+    let _ = call_ints(k::__NR_kill, &[pid as usize, signal as usize]);
 }
