@@ -39,17 +39,21 @@ DEBIAN_PACKAGES=(
 # The unprivileged user the tests run jailed apps as.
 TEST_USER="elastos-test"
 
-# The crates whose tests need no root. `dev.sh test` runs all tests as root, then runs the test
-# binaries of these crates again as $TEST_USER, so that none of them comes to depend on root
-# unnoticed. A crate whose tests start jails or need root's files does not belong here (the
-# elastos CLI's end-to-end tests, elastos-loader's, elastos-broker-daemon's).
+# The crates whose tests need no root (found by running every test binary as $TEST_USER).
+# `dev.sh test` runs all tests as root, then the test binaries of these crates again as $TEST_USER,
+# so that none of them comes to depend on root unnoticed. Not here: the elastos CLI's end-to-end
+# tests (tests/*.rs), which need root to launch jails as root and as $TEST_USER; the examples, which
+# have no tests.
 UNPRIVILEGED_TEST_CRATES=(
   elastos-policy
   elastos-proto
   elastos-bundle
   elastos-sdk
   elastos-codegen
-  elastos-broker # its tests connect apps over socketpairs; no jail
+  elastos-broker        # its tests connect apps over socketpairs; no jail
+  elastos-broker-daemon # RocksDB state in a temp dir
+  elastos-loader        # unit tests only; the jail itself is tested end to end
+  elastos-testapps      # the probes' unit tests
 )
 
 # How long the test command fuzzes each fuzz target, in seconds.
