@@ -323,10 +323,11 @@ unprivileged_tests() {
 # `cargo-fuzz = true`) for FUZZ_SECONDS. Needs a nightly toolchain (the sanitizer flags are
 # nightly-only) and cargo-fuzz, which is installed when missing; without nightly the stage is
 # skipped. The fuzz builds go to $CARGO_TARGET_DIR/fuzz; the corpus and any crash artifacts to a
-# fresh directory there too, never into the repo. A committed seed corpus (fuzz/corpus/TARGET) is
-# read, not written.
+# fresh directory there too, never into the repo. A seed corpus in fuzz/corpus/TARGET, if there is
+# one, is read, not written.
 fuzz_smoke() {
-  local fuzz_dirs fuzz_dir targets target work
+  local fuzz_dirs fuzz_dir targets target work out
+  out=$(realpath -m "$CARGO_TARGET_DIR/fuzz")
   if ! command -v rustup >/dev/null; then
     skip "rustup is not installed, so there is no nightly toolchain for cargo-fuzz"
     return
@@ -354,15 +355,15 @@ fuzz_smoke() {
     # The target is named: .cargo/config.toml names one, so cargo puts the binaries under it. The
     # config's static-linking rustflags do not apply, as cargo-fuzz sets RUSTFLAGS.
     cargo +nightly fuzz build --fuzz-dir "$fuzz_dir" --target x86_64-unknown-linux-gnu \
-      --target-dir "$CARGO_TARGET_DIR/fuzz"
+      --target-dir "$out"
     for target in $targets; do
-      work=$CARGO_TARGET_DIR/fuzz/smoke/$target
+      work=$out/smoke/$target
       rm -rf "$work"
       mkdir -p "$work/corpus" "$work/artifacts"
       note "--- fuzzing $fuzz_dir: $target for $FUZZ_SECONDS s (corpus and artifacts in $work)"
       local seeds=()
       [[ -d $fuzz_dir/corpus/$target ]] && seeds=("$fuzz_dir/corpus/$target")
-      "$CARGO_TARGET_DIR/fuzz/x86_64-unknown-linux-gnu/release/$target" \
+      "$out/x86_64-unknown-linux-gnu/release/$target" \
         -max_total_time="$FUZZ_SECONDS" -artifact_prefix="$work/artifacts/" \
         "$work/corpus" "${seeds[@]}"
     done
