@@ -276,9 +276,10 @@ run_tests() {
   # Cheap checks first, so that they fail fast.
   stage fmt cargo fmt --all --check
   # Release, like every build here: elastos-loader (no_std) needs the release profile's
-  # panic = "abort".
+  # panic = "abort", and the doc stage then reuses most of clippy's checks and the build scripts'
+  # runs (bindgen for RocksDB) instead of redoing them in the dev profile.
   stage clippy cargo clippy --release --workspace --all-targets --locked -- -D warnings
-  stage doc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+  stage doc env RUSTDOCFLAGS="-D warnings" cargo doc --release --workspace --no-deps --locked
   stage build cargo build --release --workspace --bins --locked
   stage test cargo test --release --workspace --locked
   stage test-unprivileged unprivileged_tests
