@@ -3,12 +3,17 @@
 #
 #   bash scripts/dev.sh demo   # build, pack examples/hello, run it twice, inspect it; then the
 #                              # broker examples: echo and pub/sub, providers started on demand
-#   bash scripts/dev.sh test   # build and run every test of the workspace
+#   bash scripts/dev.sh test   # the checks CI runs: rustfmt, clippy and rustdoc without warnings,
+#                              # build and run every test of the workspace, the tests that need no
+#                              # root again as the unprivileged test user, a short fuzz run of
+#                              # every fuzz target (skipped, with the reason, without nightly)
 #
 # Runs as root, or as a user with sudo (used only for apt-get, useradd and creating the target dir).
 # Idempotent: Debian packages are installed only when missing (and `apt-get update` runs only then),
-# the test user is created only when missing, and cargo rebuilds only what changed.
+# the test user is created only when missing, cargo-fuzz is installed only when missing (and only if
+# a nightly toolchain exists), and cargo rebuilds only what changed; every cargo build is --locked.
 # CARGO_TARGET_DIR defaults to the repo's target/; ELASTOS_HOME, when set, is used by the demo.
+# ELASTOS_FUZZ_SECONDS (default 30) is how long `test` fuzzes each fuzz target.
 set -euo pipefail
 
 # Every Debian package the build, the tests and the benchmarks need. Add new ones here.
@@ -34,6 +39,26 @@ DEBIAN_PACKAGES=(
 # The unprivileged user the tests run jailed apps as.
 TEST_USER="elastos-test"
 
+# The crates whose tests need no root (found by running every test binary as $TEST_USER).
+# `dev.sh test` runs all tests as root, then the test binaries of these crates again as $TEST_USER,
+# so that none of them comes to depend on root unnoticed. Not here: the elastos CLI's end-to-end
+# tests (tests/*.rs), which need root to launch jails as root and as $TEST_USER; the examples, which
+# have no tests.
+UNPRIVILEGED_TEST_CRATES=(
+  elastos-policy
+  elastos-proto
+  elastos-bundle
+  elastos-sdk
+  elastos-codegen
+  elastos-broker        # its tests connect apps over socketpairs; no jail
+  elastos-broker-daemon # RocksDB state in a temp dir
+  elastos-loader        # unit tests only; the jail itself is tested end to end
+  elastos-testapps      # the probes' unit tests
+)
+
+# How long the test command fuzzes each fuzz target, in seconds.
+FUZZ_SECONDS=${ELASTOS_FUZZ_SECONDS:-30}
+
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 usage() {
@@ -42,6 +67,7 @@ usage() {
 }
 
 say() { printf '\n==> %s\n' "$*" >&2; }
+note() { printf '%s\n' "$*" >&2; }
 die() {
   printf 'dev.sh: %s\n' "$*" >&2
   exit 1
@@ -88,6 +114,20 @@ find_cargo() {
     die "cargo not found in PATH or in $HOME/.cargo/bin; install the Rust toolchain (https://rustup.rs) as this user and rerun"
 }
 
+# rustfmt and clippy, for the checks of the test command; rustup adds them when missing.
+find_lint_tools() {
+  local tool component
+  for tool in fmt clippy; do
+    component=$tool
+    [[ $tool == fmt ]] && component=rustfmt
+    if ! cargo "$tool" --version >/dev/null 2>&1; then
+      command -v rustup >/dev/null || die "cargo $tool is missing and rustup is not installed to add it"
+      say "adding the Rust component $component"
+      rustup component add "$component"
+    fi
+  done
+}
+
 # The test user must reach and execute the built binaries, so the target dir and the directories of
 # the binaries are world-traversable, and so is every directory above them (checked, not changed:
 # those are not ours). Binaries land in $BIN_DIR (the target is named in .cargo/config.toml).
@@ -121,7 +161,7 @@ setup() {
 # the bundle and its policy. Uses the caller's elastos state ($ELASTOS_HOME, else XDG dirs).
 demo() {
   say "building"
-  cargo build --release --workspace --bins
+  cargo build --release --workspace --bins --locked
   local elastos=$BIN_DIR/elastos
   local demo_dir=$CARGO_TARGET_DIR/demo
   local staging=$demo_dir/hello
@@ -183,6 +223,154 @@ broker_demo() {
   "$elastos" run "$demo_dir/pubsub-subscriber.bundle"
 }
 
+# Stages of the test command: `stage NAME COMMAND...` runs the command, prints its time, and
+# records it for the summary, which the EXIT trap prints (also when a stage fails: set -e ends the
+# script there). A stage may call `skip REASON` to mark itself skipped.
+STAGE_NAMES=()
+STAGE_RESULTS=()
+STAGE_TIMES=()
+CURRENT_STAGE=""
+STAGE_NOTE=""
+
+now_us() { echo "${EPOCHREALTIME//[!0-9]/}"; }
+seconds() { printf '%d.%d' $(($1 / 1000000)) $(($1 / 100000 % 10)); }
+
+stage() {
+  local name=$1
+  shift
+  printf '\n==> %s: %s\n' "$name" "$*" >&2
+  CURRENT_STAGE=$name
+  STAGE_NOTE=""
+  STAGE_START=$(now_us)
+  "$@"
+  end_stage "${STAGE_NOTE:-ok}"
+}
+
+end_stage() {
+  local elapsed=$(($(now_us) - STAGE_START))
+  STAGE_NAMES+=("$CURRENT_STAGE")
+  STAGE_RESULTS+=("$1")
+  STAGE_TIMES+=("$elapsed")
+  printf '<== %s: %s s (%s)\n' "$CURRENT_STAGE" "$(seconds "$elapsed")" "$1" >&2
+  CURRENT_STAGE=""
+}
+
+skip() {
+  note "SKIP $CURRENT_STAGE: $*"
+  STAGE_NOTE="skipped: $*"
+}
+
+print_summary() {
+  local status=$? i total=0
+  [[ -n $CURRENT_STAGE ]] && end_stage "FAILED (exit $status)"
+  printf '\n==> summary\n' >&2
+  for i in "${!STAGE_NAMES[@]}"; do
+    printf '  %-18s %8s s  %s\n' "${STAGE_NAMES[$i]}" "$(seconds "${STAGE_TIMES[$i]}")" "${STAGE_RESULTS[$i]}" >&2
+    total=$((total + STAGE_TIMES[i]))
+  done
+  printf '  %-18s %8s s  %s\n' total "$(seconds "$total")" "$( ((status == 0)) && echo passed || echo FAILED)" >&2
+}
+
+run_tests() {
+  trap print_summary EXIT
+  # Cheap checks first, so that they fail fast.
+  stage fmt cargo fmt --all --check
+  # Release, like every build here: elastos-loader (no_std) needs the release profile's
+  # panic = "abort", and the doc stage then reuses most of clippy's checks and the build scripts'
+  # runs (bindgen for RocksDB) instead of redoing them in the dev profile.
+  stage clippy cargo clippy --release --workspace --all-targets --locked -- -D warnings
+  stage doc env RUSTDOCFLAGS="-D warnings" cargo doc --release --workspace --no-deps --locked
+  stage build cargo build --release --workspace --bins --locked
+  stage test cargo test --release --workspace --locked
+  stage test-unprivileged unprivileged_tests
+  stage fuzz fuzz_smoke
+}
+
+# Runs the test binaries of UNPRIVILEGED_TEST_CRATES as $TEST_USER, each in its crate's directory
+# as cargo does (golden files are found by relative path), with HOME and TMPDIR in a fresh
+# directory that user owns. The binaries are those the test stage built: the list comes from
+# `cargo test --no-run` over the whole workspace, which builds nothing more (a -p selection could
+# unify features differently and rebuild dependencies). Doctests are not run here.
+unprivileged_tests() {
+  local manifests tests count manifest exe home test_uid test_gid
+  manifests=$(cargo metadata --no-deps --format-version 1 --locked |
+    jq -c '[.packages[] | select(.name | IN($ARGS.positional[])) | .manifest_path]' \
+      --args "${UNPRIVILEGED_TEST_CRATES[@]}")
+  count=$(jq length <<<"$manifests")
+  ((count == ${#UNPRIVILEGED_TEST_CRATES[@]})) ||
+    die "UNPRIVILEGED_TEST_CRATES names ${#UNPRIVILEGED_TEST_CRATES[@]} crates, the workspace has $count of them"
+  tests=$(cargo test --release --workspace --locked --no-run --message-format=json |
+    jq -r --argjson manifests "$manifests" '
+      select(.reason == "compiler-artifact" and .profile.test and .executable != null
+             and (.manifest_path | IN($manifests[])))
+      | "\(.manifest_path)\t\(.executable)"')
+  [[ -n $tests ]] || die "no test binaries found for ${UNPRIVILEGED_TEST_CRATES[*]}"
+  test_uid=$(id -u "$TEST_USER")
+  test_gid=$(id -g "$TEST_USER")
+  home=$(mktemp -d /tmp/elastos-test-home.XXXXXX)
+  as_root chown "$test_uid:$test_gid" "$home"
+  while IFS=$'\t' read -r manifest exe; do
+    note "--- as $TEST_USER, in ${manifest%/Cargo.toml}: ${exe#"$CARGO_TARGET_DIR"/}"
+    (
+      cd "${manifest%/Cargo.toml}"
+      as_root setpriv --reuid="$test_uid" --regid="$test_gid" --clear-groups --reset-env \
+        env HOME="$home" TMPDIR="$home" CARGO_MANIFEST_DIR="$PWD" "$exe"
+    )
+  done <<<"$tests"
+  as_root rm -rf "$home"
+}
+
+# Fuzzes every target of every cargo-fuzz project (a */fuzz directory whose Cargo.toml says
+# `cargo-fuzz = true`) for FUZZ_SECONDS. Needs a nightly toolchain (the sanitizer flags are
+# nightly-only) and cargo-fuzz, which is installed when missing; without nightly the stage is
+# skipped. The fuzz builds go to $CARGO_TARGET_DIR/fuzz; the corpus and any crash artifacts to a
+# fresh directory there too, never into the repo. A seed corpus in fuzz/corpus/TARGET, if there is
+# one, is read, not written.
+fuzz_smoke() {
+  local fuzz_dirs fuzz_dir targets target work out
+  out=$(realpath -m "$CARGO_TARGET_DIR/fuzz")
+  if ! command -v rustup >/dev/null; then
+    skip "rustup is not installed, so there is no nightly toolchain for cargo-fuzz"
+    return
+  fi
+  if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    skip "no nightly toolchain (rustup toolchain install nightly), which cargo-fuzz needs"
+    return
+  fi
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    note "installing cargo-fuzz"
+    # Outside the repo and its target dir: the repo's .cargo/config.toml is not for cargo-fuzz.
+    if ! (cd / && env -u CARGO_TARGET_DIR cargo install cargo-fuzz --locked); then
+      skip "cargo-fuzz is not installed and 'cargo install cargo-fuzz --locked' failed"
+      return
+    fi
+  fi
+  fuzz_dirs=$(find . \( -name target -o -name .git \) -prune -o -path '*/fuzz/Cargo.toml' -print |
+    xargs -r grep -l '^cargo-fuzz *= *true' | sed 's|^\./||; s|/Cargo.toml$||' | sort)
+  [[ -n $fuzz_dirs ]] || die "no fuzz projects found (*/fuzz/Cargo.toml with cargo-fuzz = true)"
+  for fuzz_dir in $fuzz_dirs; do
+    # cargo fuzz has no --locked: fetching with it first fails when Cargo.lock is missing or stale.
+    cargo +nightly fetch --locked --manifest-path "$fuzz_dir/Cargo.toml"
+    targets=$(cargo +nightly fuzz list --fuzz-dir "$fuzz_dir")
+    [[ -n $targets ]] || die "$fuzz_dir has no fuzz targets"
+    # The target is named: .cargo/config.toml names one, so cargo puts the binaries under it. The
+    # config's static-linking rustflags do not apply, as cargo-fuzz sets RUSTFLAGS.
+    cargo +nightly fuzz build --fuzz-dir "$fuzz_dir" --target x86_64-unknown-linux-gnu \
+      --target-dir "$out"
+    for target in $targets; do
+      work=$out/smoke/$target
+      rm -rf "$work"
+      mkdir -p "$work/corpus" "$work/artifacts"
+      note "--- fuzzing $fuzz_dir: $target for $FUZZ_SECONDS s (corpus and artifacts in $work)"
+      local seeds=()
+      [[ -d $fuzz_dir/corpus/$target ]] && seeds=("$fuzz_dir/corpus/$target")
+      "$out/x86_64-unknown-linux-gnu/release/$target" \
+        -max_total_time="$FUZZ_SECONDS" -artifact_prefix="$work/artifacts/" \
+        "$work/corpus" "${seeds[@]}"
+    done
+  done
+}
+
 [[ $# -eq 1 ]] || usage
 case $1 in
   demo)
@@ -191,7 +379,8 @@ case $1 in
     ;;
   test)
     setup
-    cargo build --release --workspace --bins && cargo test --release --workspace
+    find_lint_tools
+    run_tests
     ;;
   *) usage ;;
 esac
