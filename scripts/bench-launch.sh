@@ -18,7 +18,9 @@
 #
 # Prints a markdown report and keeps it, with hyperfine's JSON, in $BENCH_OUT.
 # Environment: RUNS (default 100), WARMUP (5), IDLE_APPS (10), CARGO_TARGET_DIR (repo's target/),
-# BENCH_OUT ($CARGO_TARGET_DIR/bench).
+# BENCH_OUT ($CARGO_TARGET_DIR/bench), OLD_BIN (a directory with the `elastos` and
+# `elastos-loader` of another build, e.g. the last release: measured in the same runs, as
+# "elastos run (old)", so that a change is compared with what it replaces on the same machine).
 set -euo pipefail
 
 RUNS=${RUNS:-100}
@@ -165,6 +167,12 @@ wrapped() { echo "unshare -m --propagation private sh -c '${CGROUP_FIX}exec $*'"
 
 PLAIN="$WORK/app/true"
 ELASTOS_RUN="$ELASTOS run $BUNDLE"
+OLD_ROWS=()
+if [[ -n ${OLD_BIN:-} ]]; then
+  [[ -x $OLD_BIN/elastos && -x $OLD_BIN/elastos-loader ]] ||
+    die "OLD_BIN=$OLD_BIN must hold the elastos and elastos-loader of the build to compare with"
+  OLD_ROWS=(-n "elastos run (old)" "$OLD_BIN/elastos run $BUNDLE")
+fi
 ELASTOS_RUN_NO_CGROUP="$ELASTOS run --no-cgroup $BUNDLE"
 BWRAP_ROOT=$(bwrap_cmd "$WORK/home-root")
 BWRAP_USER=$(bwrap_cmd "$WORK/user/home")
@@ -174,11 +182,12 @@ PLAIN_WRAPPED=$(wrapped "$PLAIN")
 # hyperfine waits forever for a command that hangs, so each one is tried first, with a deadline.
 say "checking every command once (this also warms elastos's bundle cache)"
 export ELASTOS_HOME=$WORK/root-elastos
-for cmd in "$PLAIN" "$ELASTOS_RUN" "$ELASTOS_RUN_NO_CGROUP" "$BWRAP_ROOT" "$CRUN" "$PLAIN_WRAPPED"; do
+for cmd in "$PLAIN" "$ELASTOS_RUN" "$ELASTOS_RUN_NO_CGROUP" "$BWRAP_ROOT" "$CRUN" "$PLAIN_WRAPPED" \
+  ${OLD_BIN:+"${OLD_ROWS[2]}"}; do
   timeout --kill-after=2 20 sh -c "exec $cmd" ||
     die "this command failed (exit $?; 124 or 137: still running after 20 s): $cmd"
 done
-for cmd in "$PLAIN" "$ELASTOS_RUN" "$BWRAP_USER"; do
+for cmd in "$PLAIN" "$ELASTOS_RUN" "$BWRAP_USER" ${OLD_BIN:+"${OLD_ROWS[2]}"}; do
   as_test_user timeout --kill-after=2 20 sh -c "exec $cmd" ||
     die "this command failed as $TEST_USER (exit $?; 124 or 137: still running after 20 s): $cmd"
 done
@@ -188,6 +197,7 @@ say "launch latency as root: $RUNS runs each"
 hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$BENCH_OUT/launch-root.json" \
   -n "plain exec" "$PLAIN" \
   -n "elastos run" "$ELASTOS_RUN" \
+  "${OLD_ROWS[@]}" \
   -n "elastos run --no-cgroup" "$ELASTOS_RUN_NO_CGROUP" \
   -n "bwrap" "$BWRAP_ROOT" \
   -n "crun run (in wrapper)" "$CRUN" \
@@ -197,6 +207,7 @@ say "launch latency as $TEST_USER: $RUNS runs each"
 as_test_user hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$WORK/user/launch-user.json" \
   -n "plain exec" "$PLAIN" \
   -n "elastos run" "$ELASTOS_RUN" \
+  "${OLD_ROWS[@]}" \
   -n "bwrap" "$BWRAP_USER" >&2
 cp "$WORK/user/launch-user.json" "$BENCH_OUT/launch-user.json"
 

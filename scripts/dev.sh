@@ -52,7 +52,10 @@ UNPRIVILEGED_TEST_CRATES=(
   elastos-codegen
   elastos-broker        # its tests connect apps over socketpairs; no jail
   elastos-broker-daemon # RocksDB state in a temp dir
-  elastos-loader        # unit tests only; the jail itself is tested end to end
+  elastos-loader        # unit tests only (the plan flattened for the loader, errors); the jail
+                        # itself is tested end to end
+  elastos-handoff       # the launcher/loader record, encoded and decoded
+  elastos-identity      # the ID ledger in temp dirs
   elastos-testapps      # the probes' unit tests
 )
 
