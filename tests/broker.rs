@@ -432,8 +432,8 @@ fn providers_of_an_embedded_broker_end_with_their_run_and_leave_no_cgroup() {
 const AT_ONCE: usize = 16;
 const ROUNDS: usize = 50;
 
-/// `count` providers, each of a service of its own, and a client that uses them all, with fresh
-/// ids (their processes and cgroups are told apart from any other test's by them).
+/// `count` installed providers, each of a service of its own, and a client that uses them all,
+/// with fresh ids (their processes and cgroups are told apart from any other test's by them).
 struct Fleet {
     /// (app id, service, bundle) of each provider.
     providers: Vec<(String, String, PathBuf)>,
@@ -462,6 +462,9 @@ fn fleet(harness: &Harness, count: usize) -> Fleet {
             (id, service, bundle)
         })
         .collect();
+    for (_, _, bundle) in &providers {
+        install(harness, bundle);
+    }
     let uses: Vec<&str> = providers.iter().map(|(_, s, _)| s.as_str()).collect();
     let client_id = fresh_uuid();
     let client = App {
@@ -473,6 +476,15 @@ fn fleet(harness: &Harness, count: usize) -> Fleet {
     }
     .pack(harness);
     Fleet { providers, client }
+}
+
+impl Fleet {
+    fn app_ids(&self) -> Vec<&str> {
+        self.providers
+            .iter()
+            .map(|(id, _, _)| id.as_str())
+            .collect()
+    }
 }
 
 /// The children of `pid` (of all its threads).
@@ -517,16 +529,9 @@ fn concurrent_activations_by_the_daemon_all_succeed_and_leave_nothing_behind() {
     // As root: jails get cgroups, and the daemon's clones carry every fd it has.
     let harness = Harness::new(User::Root);
     let fleet = fleet(&harness, AT_ONCE);
+    let ids = fleet.app_ids();
     let mut daemon = Daemon::start(&harness);
     let daemon_pid = daemon.running_mut().pid();
-    for (_, _, bundle) in &fleet.providers {
-        install(&harness, bundle);
-    }
-    let ids: Vec<&str> = fleet
-        .providers
-        .iter()
-        .map(|(id, _, _)| id.as_str())
-        .collect();
     let mut fds_after_first_round = None;
     for round in 0..ROUNDS {
         // AT_ONCE clients at once, each starting another provider: AT_ONCE activations at once.
@@ -594,14 +599,7 @@ fn concurrent_activations_by_the_daemon_all_succeed_and_leave_nothing_behind() {
 fn concurrent_activations_by_embedded_brokers_all_succeed_and_leave_nothing_behind() {
     let harness = Harness::new(User::Root);
     let fleet = fleet(&harness, AT_ONCE);
-    for (_, _, bundle) in &fleet.providers {
-        install(&harness, bundle);
-    }
-    let ids: Vec<&str> = fleet
-        .providers
-        .iter()
-        .map(|(id, _, _)| id.as_str())
-        .collect();
+    let ids = fleet.app_ids();
     let all = fleet
         .providers
         .iter()

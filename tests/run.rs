@@ -515,3 +515,41 @@ fn an_entry_whose_interpreter_is_missing_exits_127() {
         out.stderr_text()
     );
 }
+
+#[test]
+fn the_jail_is_a_session_of_its_own_and_cannot_take_the_users_terminal() {
+    let (harness, bundle) = probe_app(User::Root);
+    // `script` runs a command in a new session whose controlling terminal is a pty, as a user's
+    // shell in a terminal would; the app's stdin is that terminal.
+    let in_terminal = |command: String| {
+        let out = std::process::Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", harness.host_home())
+            .env("ELASTOS_HOME", harness.elastos_home())
+            .env("TMPDIR", harness.mkdir("unjailed-tmp"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("script (util-linux) runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{command}: {:?}\n{text}", out.status);
+        text
+    };
+    let jailed = in_terminal(format!(
+        "{} run {} -- terminal",
+        binaries().elastos.display(),
+        bundle.display()
+    ));
+    // The app's session is the jail's own (its init, pid 1 there, leads it)...
+    assert!(jailed.contains("sid=1 "), "{jailed}");
+    // ...so the user's terminal is not its controlling terminal, and it cannot make itself the
+    // terminal's foreground group.
+    assert!(
+        jailed.contains(&format!("tiocspgrp=errno {}", libc::ENOTTY)),
+        "{jailed}"
+    );
+    // Unjailed, in the same kind of terminal, the same call succeeds.
+    let unjailed = in_terminal(format!("{} terminal", binaries().probe.display()));
+    assert!(unjailed.contains("tiocspgrp=ok"), "{unjailed}");
+}

@@ -46,6 +46,8 @@ pub enum ChildStep {
     ReadMountSources = 9,
     /// Restoring the launcher's CPU affinity (see [`spawn_jailed_child`]).
     RestoreAffinity = 10,
+    /// setsid(): the jail is a session of its own, without a controlling terminal.
+    NewSession = 11,
 }
 
 impl ChildStep {
@@ -63,6 +65,7 @@ impl ChildStep {
             NetNamespace,
             ReadMountSources,
             RestoreAffinity,
+            NewSession,
         ]
         .into_iter()
         .find(|step| *step as u8 == byte)
@@ -289,6 +292,10 @@ fn run_child(child: &ChildContext) -> Result<Never, ChildFailure> {
             }
         }
 
+        // A session of its own: the launcher's terminal, if its stdio is one, is then not the
+        // jail's controlling terminal, and a tty ioctl such as TIOCSPGRP on it (stealing the
+        // user's foreground) fails. (Not a process group leader: its group is the launcher's.)
+        check(libc::setsid() as libc::c_long, ChildStep::NewSession)?;
         check(
             libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNET),
             ChildStep::NetNamespace,

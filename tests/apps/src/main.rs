@@ -68,6 +68,7 @@ fn dispatch(args: &[String]) -> modes::ModeResult {
             Ok(0)
         }
         "exit" => modes::exit(rest),
+        "terminal" => modes::terminal(),
         "exec-marker" => modes::exec_marker(),
         "raise" => modes::raise(rest),
         "segv" => modes::segv(),

@@ -342,3 +342,22 @@ pub fn mem_bomb(args: &[String]) -> ModeResult {
     println!("mem-bomb: touched all {wanted} bytes");
     Ok(1)
 }
+
+/// `terminal`: the app's session and what its stdin terminal says when the app tries to become
+/// its foreground process group (TIOCSPGRP, with the app's own group: harmless, it only moves
+/// the terminal's foreground to where it already runs, when the terminal is its own).
+pub fn terminal() -> ModeResult {
+    // SAFETY: getsid/getpgrp take integers; the ioctl reads one pid_t from a live local.
+    let (sid, pgrp, answer) = unsafe {
+        let pgrp = libc::getpgrp();
+        let answer = match libc::ioctl(0, libc::TIOCSPGRP, &pgrp as *const libc::pid_t) {
+            0 => "ok".to_owned(),
+            _ => std::io::Error::last_os_error()
+                .raw_os_error()
+                .map_or_else(|| "error".to_owned(), |e| format!("errno {e}")),
+        };
+        (libc::getsid(0), pgrp, answer)
+    };
+    println!("sid={sid} pgrp={pgrp} tiocspgrp={answer}");
+    Ok(0)
+}
