@@ -18,7 +18,7 @@ use crate::key::PublisherId;
 pub enum BundleError {
     // ---- reading and writing bundle files -------------------------------------------------
     /// The bundle file could not be read.
-    #[error("cannot read bundle {}: {source}", path.display())]
+    #[error("cannot read bundle {}", path.display())]
     ReadBundle {
         /// The bundle file.
         path: PathBuf,
@@ -26,7 +26,7 @@ pub enum BundleError {
         source: io::Error,
     },
     /// The bundle file could not be written.
-    #[error("cannot write bundle {}: {source}", path.display())]
+    #[error("cannot write bundle {}", path.display())]
     WriteBundle {
         /// The output file.
         path: PathBuf,
@@ -113,13 +113,13 @@ pub enum BundleError {
         publisher: PublisherId,
     },
     /// The manifest is not UTF-8.
-    #[error("manifest is not valid UTF-8: {source}; hint: save manifest.toml as UTF-8")]
+    #[error("manifest is not valid UTF-8; hint: save manifest.toml as UTF-8")]
     ManifestNotUtf8 {
         /// Where decoding failed.
         source: std::str::Utf8Error,
     },
     /// The manifest does not parse or is invalid.
-    #[error("invalid manifest.toml: {source}")]
+    #[error("invalid manifest.toml")]
     Manifest {
         /// The manifest parser's error.
         #[from]
@@ -133,9 +133,23 @@ pub enum BundleError {
         /// The key file that does not exist.
         path: PathBuf,
     },
-    /// A key file could not be read or written.
-    #[error("cannot access publisher key {}: {source}", path.display())]
-    KeyIo {
+    /// A key file exists but could not be read.
+    #[error(
+        "cannot read publisher key {}; hint: the key must be readable by the user who signs",
+        path.display()
+    )]
+    KeyRead {
+        /// The key file.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: io::Error,
+    },
+    /// A key file (or its parent directory) could not be written.
+    #[error(
+        "cannot write publisher key {}; hint: choose a path in a directory you can write to",
+        path.display()
+    )]
+    KeyWrite {
         /// The key file.
         path: PathBuf,
         /// The underlying I/O error.
@@ -176,8 +190,9 @@ pub enum BundleError {
         /// Its permission bits.
         mode: u32,
     },
-    /// The operating system's random number generator failed.
-    #[error("cannot get random bytes from the operating system: {source}")]
+    /// The operating system's random number generator failed (for a new key, or for the name
+    /// of a cache staging directory).
+    #[error("cannot get random bytes from the operating system")]
     Random {
         /// The getrandom error.
         source: getrandom::Error,
@@ -191,11 +206,17 @@ pub enum BundleError {
         dir: PathBuf,
     },
     /// A file of the app directory could not be read.
-    #[error("cannot read {} while packing: {source}", path.display())]
-    PackIo {
+    #[error("cannot read {} while packing", path.display())]
+    PackRead {
         /// The file or directory.
         path: PathBuf,
         /// The underlying I/O error.
+        source: io::Error,
+    },
+    /// The tar and gzip encoders failed to finish the payload in memory.
+    #[error("cannot compress the bundle payload")]
+    Compress {
+        /// The encoder's error.
         source: io::Error,
     },
     /// The app directory holds a Unix socket.
@@ -364,14 +385,22 @@ pub enum BundleError {
         type_byte: u8,
     },
     /// The payload is not a well-formed gzip-compressed tar stream.
-    #[error("bundle payload is not a valid gzip-compressed tar archive: {source}")]
+    #[error("bundle payload is not a valid gzip-compressed tar archive")]
     Archive {
         /// The decoding error.
         source: io::Error,
     },
-    /// The bundle cache could not be written or read.
-    #[error("cannot unpack into the bundle cache at {}: {source}", path.display())]
-    Cache {
+    /// Whether the bundle is already in the cache could not be checked.
+    #[error("cannot check the bundle cache entry {}", path.display())]
+    CacheCheck {
+        /// The cache path involved.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: io::Error,
+    },
+    /// The bundle could not be unpacked into the cache.
+    #[error("cannot unpack into the bundle cache at {}", path.display())]
+    CacheWrite {
         /// The cache path involved.
         path: PathBuf,
         /// The underlying I/O error.
@@ -387,6 +416,21 @@ pub enum BundleError {
         /// The cache directory.
         path: PathBuf,
     },
+}
+
+impl BundleError {
+    /// The message followed by those of its sources, joined with ": " as the CLI prints an
+    /// error: for a report that keeps the error as text. The message alone leaves the cause out.
+    pub fn with_sources(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(error) = source {
+            text.push_str(": ");
+            text.push_str(&error.to_string());
+            source = error.source();
+        }
+        text
+    }
 }
 
 /// Which kind of device node an entry was.
@@ -439,123 +483,267 @@ mod tests {
         io::Error::from(io::ErrorKind::PermissionDenied)
     }
 
-    /// One value of every variant.
-    fn every_variant() -> Vec<BundleError> {
+    /// One value of every variant, with its message.
+    fn every_variant() -> Vec<(BundleError, &'static str)> {
         let path = || PathBuf::from("some/path");
         let digest = BundleDigest([0xab; 32]);
         vec![
-            BundleError::ReadBundle {
-                path: path(),
-                source: io_error(),
-            },
-            BundleError::WriteBundle {
-                path: path(),
-                source: io_error(),
-            },
-            BundleError::BundleTooLarge {
-                size: 2 << 30,
-                max: 1 << 30,
-            },
-            BundleError::BadMagic,
-            BundleError::Truncated {
-                what: "manifest",
-                needed: 10,
-                available: 3,
-            },
-            BundleError::UnsupportedVersion { found: 9 },
-            BundleError::ManifestTooLarge {
-                len: 70_000,
-                max: 65_536,
-            },
-            BundleError::TrailingBytes { count: 4 },
-            BundleError::DigestMismatch {
-                stored: digest,
-                computed: BundleDigest([0xcd; 32]),
-            },
-            BundleError::BadSignature {
-                publisher: PublisherId([7; 32]),
-            },
-            BundleError::ManifestNotUtf8 {
-                source: std::str::from_utf8(&[0xff_u8][..]).unwrap_err(),
-            },
-            BundleError::from(elastos_policy::Manifest::from_toml("[app").unwrap_err()),
-            BundleError::KeyNotFound { path: path() },
-            BundleError::KeyIo {
-                path: path(),
-                source: io_error(),
-            },
-            BundleError::KeyExists { path: path() },
-            BundleError::KeyMalformed {
-                path: path(),
-                reason: "the seed is not 64 hex digits",
-            },
-            BundleError::KeyPermissionsTooOpen {
-                path: path(),
-                mode: 0o644,
-            },
-            BundleError::Random {
-                source: getrandom::Error::UNSUPPORTED,
-            },
-            BundleError::ManifestNotFound { dir: path() },
-            BundleError::PackIo {
-                path: path(),
-                source: io_error(),
-            },
-            BundleError::Socket { path: path() },
-            BundleError::Fifo { path: path() },
-            BundleError::DeviceFile {
-                path: path(),
-                kind: DeviceKind::Block,
-            },
-            BundleError::SetIdBit {
-                path: path(),
-                mode: 0o4755,
-            },
-            BundleError::SymlinkAbsolute {
-                path: path(),
-                target: PathBuf::from("/etc"),
-            },
-            BundleError::SymlinkEscapes {
-                path: path(),
-                target: PathBuf::from(".."),
-            },
-            BundleError::ThroughSymlink {
-                path: path(),
-                symlink: PathBuf::from("some"),
-            },
-            BundleError::ParentNotDirectory { path: path() },
-            BundleError::DuplicateEntry { path: path() },
-            BundleError::TooManyEntries { limit: 100_000 },
-            BundleError::TooManyBytes { limit: 1 << 30 },
-            BundleError::PathTooLong {
-                path: path(),
-                len: 3000,
-                max: 2048,
-            },
-            BundleError::EntryMissing { entry: path() },
-            BundleError::EntryNotExecutable {
-                entry: path(),
-                found: EntryKind::Directory,
-            },
-            BundleError::PathTraversal { path: path() },
-            BundleError::AbsolutePath { path: path() },
-            BundleError::RootEntry {
-                path: PathBuf::from("."),
-            },
-            BundleError::HardLink {
-                path: path(),
-                target: PathBuf::from("other"),
-            },
-            BundleError::UnsupportedEntryType {
-                path: path(),
-                type_byte: b'7',
-            },
-            BundleError::Archive { source: io_error() },
-            BundleError::Cache {
-                path: path(),
-                source: io_error(),
-            },
-            BundleError::CacheEntryIncomplete { path: path() },
+            (
+                BundleError::ReadBundle {
+                    path: path(),
+                    source: io_error(),
+                },
+                "cannot read bundle some/path",
+            ),
+            (
+                BundleError::WriteBundle {
+                    path: path(),
+                    source: io_error(),
+                },
+                "cannot write bundle some/path",
+            ),
+            (
+                BundleError::BundleTooLarge {
+                    size: 2 << 30,
+                    max: 1 << 30,
+                },
+                "bundle is too large: 2147483648 bytes, the limit is 1073741824 bytes; hint: ship large data outside the bundle",
+            ),
+            (
+                BundleError::BadMagic,
+                "not an elastos bundle: the file does not start with \"ELASTOSB\"; hint: bundles are written by `elastos bundle pack`",
+            ),
+            (
+                BundleError::Truncated {
+                    what: "manifest",
+                    needed: 10,
+                    available: 3,
+                },
+                "bundle is truncated: the manifest needs 10 bytes but only 3 remain; hint: the file was cut short (an interrupted copy or download?), fetch it again",
+            ),
+            (
+                BundleError::UnsupportedVersion { found: 9 },
+                "unsupported bundle format version 9, expected 1; hint: the bundle was written by a newer elastos, upgrade to run it",
+            ),
+            (
+                BundleError::ManifestTooLarge {
+                    len: 70_000,
+                    max: 65_536,
+                },
+                "manifest is 70000 bytes, the limit is 65536 bytes; hint: keep manifest.toml short",
+            ),
+            (
+                BundleError::TrailingBytes { count: 4 },
+                "bundle has 4 unexpected bytes after the payload; hint: the file was modified after packing, fetch it again",
+            ),
+            (
+                BundleError::DigestMismatch {
+                    stored: digest,
+                    computed: BundleDigest([0xcd; 32]),
+                },
+                "bundle is corrupt or was tampered with: its contents hash to cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd, but the signed digest is abababababababababababababababababababababababababababababababab; hint: do not run it, fetch it again from its publisher",
+            ),
+            (
+                BundleError::BadSignature {
+                    publisher: PublisherId([7; 32]),
+                },
+                "bundle signature is not valid for publisher 0707070707070707070707070707070707070707070707070707070707070707; hint: the bundle was re-signed or tampered with, do not run it",
+            ),
+            (
+                BundleError::ManifestNotUtf8 {
+                    source: std::str::from_utf8(&[0xff_u8][..]).unwrap_err(),
+                },
+                "manifest is not valid UTF-8; hint: save manifest.toml as UTF-8",
+            ),
+            (
+                BundleError::from(elastos_policy::Manifest::from_toml("[app").unwrap_err()),
+                "invalid manifest.toml",
+            ),
+            (
+                BundleError::KeyNotFound { path: path() },
+                "no publisher key at some/path; hint: run `elastos key generate`",
+            ),
+            (
+                BundleError::KeyRead {
+                    path: path(),
+                    source: io_error(),
+                },
+                "cannot read publisher key some/path; hint: the key must be readable by the user who signs",
+            ),
+            (
+                BundleError::KeyWrite {
+                    path: path(),
+                    source: io_error(),
+                },
+                "cannot write publisher key some/path; hint: choose a path in a directory you can write to",
+            ),
+            (
+                BundleError::KeyExists { path: path() },
+                "a publisher key already exists at some/path; hint: replacing it changes your publisher ID, pass --force if you really mean to",
+            ),
+            (
+                BundleError::KeyMalformed {
+                    path: path(),
+                    reason: "the seed is not 64 hex digits",
+                },
+                "publisher key some/path is malformed: the seed is not 64 hex digits; expected one line `elastos-publisher-key-v1 <64 hex digits>`",
+            ),
+            (
+                BundleError::KeyPermissionsTooOpen {
+                    path: path(),
+                    mode: 0o644,
+                },
+                "publisher key some/path has mode 0644, which lets other users read it; hint: run `chmod 600 some/path`",
+            ),
+            (
+                BundleError::Random {
+                    source: getrandom::Error::UNSUPPORTED,
+                },
+                "cannot get random bytes from the operating system",
+            ),
+            (
+                BundleError::ManifestNotFound { dir: path() },
+                "no manifest.toml in some/path; hint: an app directory needs a manifest.toml",
+            ),
+            (
+                BundleError::PackRead {
+                    path: path(),
+                    source: io_error(),
+                },
+                "cannot read some/path while packing",
+            ),
+            (
+                BundleError::Compress { source: io_error() },
+                "cannot compress the bundle payload",
+            ),
+            (
+                BundleError::Socket { path: path() },
+                "refusing to pack socket \"some/path\"; hint: bundles hold only files, directories and symlinks",
+            ),
+            (
+                BundleError::Fifo { path: path() },
+                "refusing FIFO \"some/path\"; hint: bundles hold only files, directories and symlinks",
+            ),
+            (
+                BundleError::DeviceFile {
+                    path: path(),
+                    kind: DeviceKind::Block,
+                },
+                "refusing block device \"some/path\"; hint: bundles hold only files, directories and symlinks",
+            ),
+            (
+                BundleError::SetIdBit {
+                    path: path(),
+                    mode: 0o4755,
+                },
+                "refusing \"some/path\" with mode 4755: setuid and setgid bits are not allowed in bundles",
+            ),
+            (
+                BundleError::SymlinkAbsolute {
+                    path: path(),
+                    target: PathBuf::from("/etc"),
+                },
+                "refusing symlink \"some/path\" -> \"/etc\": the target is absolute; expected a relative target inside the bundle",
+            ),
+            (
+                BundleError::SymlinkEscapes {
+                    path: path(),
+                    target: PathBuf::from(".."),
+                },
+                "refusing symlink \"some/path\" -> \"..\": the target resolves outside the bundle; expected a target inside the bundle",
+            ),
+            (
+                BundleError::ThroughSymlink {
+                    path: path(),
+                    symlink: PathBuf::from("some"),
+                },
+                "refusing \"some/path\": it lies below the symlink \"some\"; entries must be reached without symlinks",
+            ),
+            (
+                BundleError::ParentNotDirectory { path: path() },
+                "refusing \"some/path\": its parent directory is not an earlier entry of the archive; expected every directory before its contents",
+            ),
+            (
+                BundleError::DuplicateEntry { path: path() },
+                "refusing duplicate entry \"some/path\"; each path may appear once",
+            ),
+            (
+                BundleError::TooManyEntries { limit: 100_000 },
+                "refusing archive with more than 100000 entries; hint: the limit guards against archive bombs, bundle fewer files",
+            ),
+            (
+                BundleError::TooManyBytes { limit: 1 << 30 },
+                "refusing archive larger than 1073741824 bytes once decompressed; hint: the limit guards against archive bombs, ship large data outside the bundle",
+            ),
+            (
+                BundleError::PathTooLong {
+                    path: path(),
+                    len: 3000,
+                    max: 2048,
+                },
+                "refusing entry path of 3000 bytes, the limit is 2048: \"some/path\"",
+            ),
+            (
+                BundleError::EntryMissing { entry: path() },
+                "the entry \"some/path\" named in manifest.toml is not in the bundle; hint: check `app.entry` and that the file is in the app directory",
+            ),
+            (
+                BundleError::EntryNotExecutable {
+                    entry: path(),
+                    found: EntryKind::Directory,
+                },
+                "the entry \"some/path\" named in manifest.toml is a directory; expected an executable regular file; hint: point `app.entry` at the program itself and `chmod +x` it",
+            ),
+            (
+                BundleError::PathTraversal { path: path() },
+                "refusing entry \"some/path\": `..` components could escape the bundle",
+            ),
+            (
+                BundleError::AbsolutePath { path: path() },
+                "refusing absolute entry path \"some/path\"; expected paths relative to the bundle",
+            ),
+            (
+                BundleError::RootEntry {
+                    path: PathBuf::from("."),
+                },
+                "refusing entry \".\": it names the bundle root itself",
+            ),
+            (
+                BundleError::HardLink {
+                    path: path(),
+                    target: PathBuf::from("other"),
+                },
+                "refusing hard link \"some/path\" -> \"other\"; bundles may not contain hard links",
+            ),
+            (
+                BundleError::UnsupportedEntryType {
+                    path: path(),
+                    type_byte: b'7',
+                },
+                "refusing entry \"some/path\" of unsupported tar type 0x37",
+            ),
+            (
+                BundleError::Archive { source: io_error() },
+                "bundle payload is not a valid gzip-compressed tar archive",
+            ),
+            (
+                BundleError::CacheCheck {
+                    path: path(),
+                    source: io_error(),
+                },
+                "cannot check the bundle cache entry some/path",
+            ),
+            (
+                BundleError::CacheWrite {
+                    path: path(),
+                    source: io_error(),
+                },
+                "cannot unpack into the bundle cache at some/path",
+            ),
+            (
+                BundleError::CacheEntryIncomplete { path: path() },
+                "the bundle cache directory some/path exists but is incomplete; hint: remove it and run again",
+            ),
         ]
     }
 
@@ -577,54 +765,74 @@ mod tests {
             ManifestNotUtf8 { .. } => 10,
             Manifest { .. } => 11,
             KeyNotFound { .. } => 12,
-            KeyIo { .. } => 13,
-            KeyExists { .. } => 14,
-            KeyMalformed { .. } => 15,
-            KeyPermissionsTooOpen { .. } => 16,
-            Random { .. } => 17,
-            ManifestNotFound { .. } => 18,
-            PackIo { .. } => 19,
-            Socket { .. } => 20,
-            Fifo { .. } => 21,
-            DeviceFile { .. } => 22,
-            SetIdBit { .. } => 23,
-            SymlinkAbsolute { .. } => 24,
-            SymlinkEscapes { .. } => 25,
-            ThroughSymlink { .. } => 26,
-            ParentNotDirectory { .. } => 27,
-            DuplicateEntry { .. } => 28,
-            TooManyEntries { .. } => 29,
-            TooManyBytes { .. } => 30,
-            PathTooLong { .. } => 31,
-            EntryMissing { .. } => 32,
-            EntryNotExecutable { .. } => 33,
-            PathTraversal { .. } => 34,
-            AbsolutePath { .. } => 35,
-            RootEntry { .. } => 36,
-            HardLink { .. } => 37,
-            UnsupportedEntryType { .. } => 38,
-            Archive { .. } => 39,
-            Cache { .. } => 40,
-            CacheEntryIncomplete { .. } => 41,
+            KeyRead { .. } => 13,
+            KeyWrite { .. } => 14,
+            KeyExists { .. } => 15,
+            KeyMalformed { .. } => 16,
+            KeyPermissionsTooOpen { .. } => 17,
+            Random { .. } => 18,
+            ManifestNotFound { .. } => 19,
+            PackRead { .. } => 20,
+            Compress { .. } => 21,
+            Socket { .. } => 22,
+            Fifo { .. } => 23,
+            DeviceFile { .. } => 24,
+            SetIdBit { .. } => 25,
+            SymlinkAbsolute { .. } => 26,
+            SymlinkEscapes { .. } => 27,
+            ThroughSymlink { .. } => 28,
+            ParentNotDirectory { .. } => 29,
+            DuplicateEntry { .. } => 30,
+            TooManyEntries { .. } => 31,
+            TooManyBytes { .. } => 32,
+            PathTooLong { .. } => 33,
+            EntryMissing { .. } => 34,
+            EntryNotExecutable { .. } => 35,
+            PathTraversal { .. } => 36,
+            AbsolutePath { .. } => 37,
+            RootEntry { .. } => 38,
+            HardLink { .. } => 39,
+            UnsupportedEntryType { .. } => 40,
+            Archive { .. } => 41,
+            CacheCheck { .. } => 42,
+            CacheWrite { .. } => 43,
+            CacheEntryIncomplete { .. } => 44,
         }
     }
-    const VARIANT_COUNT: usize = 42;
+    const VARIANT_COUNT: usize = 45;
 
     #[test]
     fn every_variant_formats_as_a_lowercase_sentence() {
         let errors = every_variant();
-        let covered: HashSet<usize> = errors.iter().map(variant_index).collect();
+        let covered: HashSet<usize> = errors
+            .iter()
+            .map(|(error, _)| variant_index(error))
+            .collect();
         assert_eq!(
             covered.len(),
             VARIANT_COUNT,
             "every_variant misses a variant"
         );
-        for error in &errors {
+        for (error, expected) in &errors {
             let message = error.to_string();
-            println!("{message}");
+            assert_eq!(&message, expected);
             let first = message.chars().next().unwrap();
             assert!(!first.is_uppercase(), "starts uppercase: {message}");
             assert!(!message.ends_with('.'), "ends with a period: {message}");
+        }
+    }
+
+    /// The CLI prints `error: source: source...`; a message that also quoted its source would
+    /// print the cause twice.
+    #[test]
+    fn no_message_repeats_its_source() {
+        for (error, _) in every_variant() {
+            let message = error.to_string();
+            if let Some(source) = std::error::Error::source(&error) {
+                let cause = source.to_string();
+                assert!(!message.contains(&cause), "{message:?} repeats {cause:?}");
+                assert_eq!(error.with_sources(), format!("{message}: {cause}"));
+            }
         }
     }
 

@@ -6,7 +6,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Eight random bytes in hex, to name temporary files and directories that nobody can predict.
-pub(crate) fn random_suffix() -> io::Result<String> {
+pub(crate) fn random_suffix() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 8];
     getrandom::getrandom(&mut bytes)?;
     Ok(hex::encode(bytes))

@@ -48,7 +48,7 @@ pub fn inspect(bytes: &[u8]) -> InspectReport {
         Ok(layout) => layout,
         Err(error) => {
             return InspectReport {
-                signature: SignatureStatus::Malformed(error.to_string()),
+                signature: SignatureStatus::Malformed(error.with_sources()),
                 format_version: None,
                 publisher: None,
                 digest: None,
@@ -70,7 +70,7 @@ pub fn inspect(bytes: &[u8]) -> InspectReport {
         Err(error) => (
             std::str::from_utf8(manifest_bytes).ok().map(str::to_owned),
             None,
-            Some(error.to_string()),
+            Some(error.with_sources()),
         ),
     };
     InspectReport {

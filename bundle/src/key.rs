@@ -73,7 +73,7 @@ impl PublisherKey {
             ErrorKind::NotFound => BundleError::KeyNotFound {
                 path: path.to_owned(),
             },
-            _ => BundleError::KeyIo {
+            _ => BundleError::KeyRead {
                 path: path.to_owned(),
                 source,
             },
@@ -111,7 +111,7 @@ impl PublisherKey {
     /// 0700. Refuses to replace an existing key unless `overwrite` is true, because replacing a
     /// key changes the publisher ID. The file appears atomically, complete or not at all.
     pub fn save(&self, path: &Path, overwrite: bool) -> Result<(), BundleError> {
-        let io_error = |source| BundleError::KeyIo {
+        let io_error = |source| BundleError::KeyWrite {
             path: path.to_owned(),
             source,
         };

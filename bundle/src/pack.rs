@@ -75,7 +75,7 @@ fn read_manifest(dir: &Path) -> Result<Vec<u8>, BundleError> {
         ErrorKind::NotFound => BundleError::ManifestNotFound {
             dir: dir.to_owned(),
         },
-        _ => BundleError::PackIo {
+        _ => BundleError::PackRead {
             path: path.clone(),
             source,
         },
@@ -83,7 +83,7 @@ fn read_manifest(dir: &Path) -> Result<Vec<u8>, BundleError> {
     let mut bytes = Vec::new();
     file.take(MAX_MANIFEST_LEN as u64 + 1)
         .read_to_end(&mut bytes)
-        .map_err(|source| BundleError::PackIo {
+        .map_err(|source| BundleError::PackRead {
             path: path.clone(),
             source,
         })?;
@@ -116,10 +116,7 @@ fn build_payload(
     packer.tree.check_symlinks()?;
     packer.tree.check_entry(manifest.entry())?;
 
-    let finish_error = |source| BundleError::PackIo {
-        path: dir.to_owned(),
-        source,
-    };
+    let finish_error = |source| BundleError::Compress { source };
     let counting = packer.tar.into_inner().map_err(finish_error)?;
     // The zero blocks that end the archive count too: the unpacker reads into them, and
     // counting them all keeps packing on the safe side of the limit.
@@ -194,7 +191,7 @@ impl Packer<'_> {
     /// Adds the contents of the directory `rel` (relative to the root), sorted by name.
     fn add_dir(&mut self, rel: &Path) -> Result<(), BundleError> {
         let abs = self.root.join(rel);
-        let io_error = |source| BundleError::PackIo {
+        let io_error = |source| BundleError::PackRead {
             path: abs.clone(),
             source,
         };
@@ -215,7 +212,7 @@ impl Packer<'_> {
 
     fn add(&mut self, rel: &Path) -> Result<(), BundleError> {
         let abs = self.root.join(rel);
-        let io_error = |source| BundleError::PackIo {
+        let io_error = |source| BundleError::PackRead {
             path: abs.clone(),
             source,
         };
@@ -266,7 +263,7 @@ impl Packer<'_> {
     }
 
     fn add_file(&mut self, rel: &Path, abs: &Path) -> Result<(), BundleError> {
-        let io_error = |source| BundleError::PackIo {
+        let io_error = |source| BundleError::PackRead {
             path: abs.to_owned(),
             source,
         };

@@ -114,7 +114,7 @@ impl VerifiedBundle {
             return Ok(found(false));
         }
 
-        let cache_error = |path: &Path, source| BundleError::Cache {
+        let cache_error = |path: &Path, source| BundleError::CacheWrite {
             path: path.to_owned(),
             source,
         };
@@ -123,7 +123,7 @@ impl VerifiedBundle {
             .mode(0o755)
             .create(cache_dir)
             .map_err(|source| cache_error(cache_dir, source))?;
-        let suffix = random_suffix().map_err(|source| cache_error(cache_dir, source))?;
+        let suffix = random_suffix().map_err(|source| BundleError::Random { source })?;
         let staging = StagingDir::create(cache_dir.join(format!(".tmp-{digest}-{suffix}")))?;
 
         extract(
@@ -152,7 +152,7 @@ impl VerifiedBundle {
 /// Whether `target` is a finished cache entry; an unfinished one is an error, not a miss,
 /// because elastos never leaves one behind and silently deleting it could hide a problem.
 pub(crate) fn is_complete(target: &Path) -> Result<bool, BundleError> {
-    let cache_error = |path: &Path, source| BundleError::Cache {
+    let cache_error = |path: &Path, source| BundleError::CacheCheck {
         path: path.to_owned(),
         source,
     };
@@ -179,7 +179,7 @@ struct StagingDir {
 
 impl StagingDir {
     fn create(path: PathBuf) -> Result<Self, BundleError> {
-        create_public_dir(&path).map_err(|source| BundleError::Cache {
+        create_public_dir(&path).map_err(|source| BundleError::CacheWrite {
             path: path.clone(),
             source,
         })?;
@@ -268,7 +268,7 @@ fn extract_archive<R: Read>(
     limits: &UnpackLimits,
     entry: &Path,
 ) -> Result<(), BundleError> {
-    create_public_dir(root).map_err(|source| BundleError::Cache {
+    create_public_dir(root).map_err(|source| BundleError::CacheWrite {
         path: root.to_owned(),
         source,
     })?;
@@ -371,7 +371,7 @@ fn write_node<R: Read>(
     node: &Node,
 ) -> Result<(), BundleError> {
     let dest = root.join(path);
-    let cache_error = |source| BundleError::Cache {
+    let cache_error = |source| BundleError::CacheWrite {
         path: dest.to_owned(),
         source,
     };

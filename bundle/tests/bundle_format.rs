@@ -100,6 +100,40 @@ fn second_unpack_reuses_the_cache() {
     );
 }
 
+/// Failing to look into the cache and failing to write into it are told apart.
+#[test]
+fn a_cache_that_cannot_be_checked_or_written_is_reported_as_such() {
+    let (bytes, _) = packed_sample();
+    let bundle = verify(bytes).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    fs::write(&file, b"").unwrap();
+
+    // A cache path below a regular file cannot even be looked at (ENOTDIR).
+    let err = bundle
+        .unpack_into_cache(&file.join("cache"), &UnpackLimits::default())
+        .unwrap_err();
+    assert!(matches!(err, BundleError::CacheCheck { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with("cannot check the bundle cache entry "),
+        "{err}"
+    );
+
+    // A dangling symlink: nothing is cached behind it, and it cannot become a directory.
+    let dangling = dir.path().join("dangling");
+    std::os::unix::fs::symlink("missing/cache", &dangling).unwrap();
+    let err = bundle
+        .unpack_into_cache(&dangling, &UnpackLimits::default())
+        .unwrap_err();
+    assert!(matches!(err, BundleError::CacheWrite { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with("cannot unpack into the bundle cache at "),
+        "{err}"
+    );
+}
+
 #[test]
 fn incomplete_cache_entry_is_reported() {
     let (bytes, _) = packed_sample();

@@ -118,3 +118,28 @@ fn debug_output_does_not_reveal_the_seed() {
     assert!(!debug.contains(seed), "{debug}");
     assert!(debug.contains(&key.publisher_id().to_string()));
 }
+
+/// A key that exists but cannot be read, and one that cannot be written, are told apart.
+#[test]
+fn unreadable_and_unwritable_keys_are_reported_as_such() {
+    let home = tempfile::tempdir().unwrap();
+    // A directory opens, passes the mode check at 0700, and then fails to read (EISDIR).
+    let dir = home.path().join("dir.key");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+    let err = PublisherKey::load(&dir).unwrap_err();
+    assert!(matches!(err, BundleError::KeyRead { .. }), "{err:?}");
+    assert!(
+        !err.to_string().contains("directory"),
+        "repeats its source: {err}"
+    );
+
+    // A parent that is a regular file cannot become a directory.
+    let file = home.path().join("file");
+    fs::write(&file, b"").unwrap();
+    let err = PublisherKey::generate()
+        .unwrap()
+        .save(&file.join("publisher.key"), false)
+        .unwrap_err();
+    assert!(matches!(err, BundleError::KeyWrite { .. }), "{err:?}");
+}

@@ -52,7 +52,7 @@ pub enum FrameError {
     Empty,
     /// The body is not a valid protobuf encoding of the frame type (bad wire type, truncated
     /// field, invalid UTF-8 in a string, ...). The frame is consumed.
-    #[error("frame body is not a valid {frame} message: {source}")]
+    #[error("frame body is not a valid {frame} message")]
     Undecodable {
         /// `"ClientFrame"` or `"BrokerFrame"`.
         frame: &'static str,

@@ -53,7 +53,7 @@ impl Context {
         let runtime = Builder::new_current_thread()
             .enable_io()
             .build()
-            .map_err(|source| Error::Setup { source })?;
+            .map_err(|source| Error::Runtime { source })?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -62,7 +62,7 @@ impl Context {
                 // Either a stop or the `Context` being dropped without one ends the thread.
                 let _ = runtime.block_on(stopped);
             })
-            .map_err(|source| Error::Setup { source })?;
+            .map_err(|source| Error::Runtime { source })?;
         let mut context = Context {
             inner: None,
             runtime: handle,

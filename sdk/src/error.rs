@@ -168,7 +168,7 @@ pub enum Disconnect {
     #[error("the broker closed the connection without saying why")]
     Eof,
     /// Reading from or writing to the broker socket failed.
-    #[error("{op} on the broker socket failed: {source}")]
+    #[error("{op} on the broker socket failed")]
     Io {
         /// `"read"` or `"write"`.
         op: &'static str,
@@ -176,8 +176,8 @@ pub enum Disconnect {
         source: Arc<io::Error>,
     },
     /// The broker sent bytes that are not a valid frame.
-    #[error("the broker sent an invalid frame: {0}")]
-    Frame(Arc<FrameError>),
+    #[error("the broker sent an invalid frame")]
+    Frame(#[source] Arc<FrameError>),
     /// The broker sent a frame or a field the protocol does not allow where it came.
     #[error("the broker sent {what}; expected {expected}")]
     Unexpected {
@@ -199,8 +199,9 @@ pub enum Error {
     /// The broker or the provider answered with a failure. [`Error::code`] gives its code.
     #[error(transparent)]
     Status(#[from] Status),
-    /// The connection to the broker is gone: nothing more can be sent or received on it.
-    #[error("not connected to the broker: {0}")]
+    /// The connection to the broker is gone: nothing more can be sent or received on it. Its
+    /// message is the [`Disconnect`]'s, which says why.
+    #[error(transparent)]
     Disconnected(#[from] Disconnect),
     /// `ELASTOS_IPC_FD` is set to something that is not a file descriptor number.
     #[error("ELASTOS_IPC_FD is {value:?}; expected a file descriptor number like 3")]
@@ -230,15 +231,25 @@ pub enum Error {
     },
     /// The socket could not be handed to tokio.
     #[error(
-        "cannot set up the broker socket: {source}; hint: call from inside a tokio runtime \
-         built with I/O enabled (`enable_io`, or `#[tokio::main]`)"
+        "cannot set up the broker socket; hint: call from inside a tokio runtime built with I/O \
+         enabled (`enable_io`, or `#[tokio::main]`)"
     )]
     Setup {
         /// The I/O error.
         source: io::Error,
     },
+    /// [`blocking::Context`](crate::blocking::Context) could not start the thread and tokio
+    /// runtime it runs the SDK on.
+    #[error(
+        "cannot start the SDK thread of blocking::Context; hint: check the app's limits on \
+         threads and open files"
+    )]
+    Runtime {
+        /// The I/O error of building the runtime or spawning the thread.
+        source: io::Error,
+    },
     /// A frame to send is larger than the protocol allows.
-    #[error("cannot send the {what}: {source}")]
+    #[error("cannot send the {what}")]
     TooLarge {
         /// `"call"`, `"publish"` or `"register"`.
         what: &'static str,
@@ -260,13 +271,31 @@ pub enum Error {
         reason: &'static str,
     },
     /// A payload that is not a valid encoding of the message the typed API expects.
-    #[error("a payload does not decode as {what}: {source}")]
+    #[error("a payload does not decode as {what}")]
     Decode {
         /// The expected message type.
         what: &'static str,
         /// What protobuf decoding found.
         source: prost::DecodeError,
     },
+}
+
+/// Shows an error followed by the messages of its sources, joined with ": ", the way the elastos
+/// CLI prints errors: `eprintln!("{}", Report(&error))`. The SDK's messages leave their cause to
+/// [`std::error::Error::source`], so printing an [`Error`] with `{}` alone drops it.
+#[derive(Clone, Copy, Debug)]
+pub struct Report<'a>(pub &'a dyn std::error::Error);
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
 }
 
 impl Error {
@@ -313,20 +342,29 @@ mod tests {
             len: 2 << 20,
             max: 1 << 20,
         };
-        let cases: Vec<(Error, &str)> = vec![
+        // A varint field with no value.
+        let decode_error = <v1::Cancel as prost::Message>::decode(&[0x08][..]).unwrap_err();
+        // (error, its message, the message with its sources as `Report` shows it)
+        let cases: Vec<(Error, &str, String)> = vec![
             (
                 Status::permission_denied("not in services.uses").into(),
                 "PERMISSION_DENIED: not in services.uses",
+                "PERMISSION_DENIED: not in services.uses".to_owned(),
             ),
-            (Status::new(Code::Cancelled, "").into(), "CANCELLED"),
+            (
+                Status::new(Code::Cancelled, "").into(),
+                "CANCELLED",
+                "CANCELLED".to_owned(),
+            ),
             (
                 Disconnect::Goodbye(Status::unavailable("stopped")).into(),
-                "not connected to the broker: the broker closed the connection: UNAVAILABLE: \
-                 stopped",
+                "the broker closed the connection: UNAVAILABLE: stopped",
+                "the broker closed the connection: UNAVAILABLE: stopped".to_owned(),
             ),
             (
                 Disconnect::Eof.into(),
-                "not connected to the broker: the broker closed the connection without saying why",
+                "the broker closed the connection without saying why",
+                "the broker closed the connection without saying why".to_owned(),
             ),
             (
                 Disconnect::Io {
@@ -334,14 +372,16 @@ mod tests {
                     source: Arc::new(io::Error::from_raw_os_error(104)),
                 }
                 .into(),
-                "not connected to the broker: read on the broker socket failed: Connection reset \
-                 by peer (os error 104)",
+                "read on the broker socket failed",
+                "read on the broker socket failed: Connection reset by peer (os error 104)"
+                    .to_owned(),
             ),
             (
                 Disconnect::Frame(Arc::new(frame_error())).into(),
-                "not connected to the broker: the broker sent an invalid frame: frame of 2097152 \
-                 bytes is larger than the maximum of 1048576 bytes; hint: send large data in \
-                 several calls",
+                "the broker sent an invalid frame",
+                "the broker sent an invalid frame: frame of 2097152 bytes is larger than the \
+                 maximum of 1048576 bytes; hint: send large data in several calls"
+                    .to_owned(),
             ),
             (
                 Disconnect::Unexpected {
@@ -349,18 +389,21 @@ mod tests {
                     expected: "one welcome, as the first frame",
                 }
                 .into(),
-                "not connected to the broker: the broker sent a second welcome; expected one \
-                 welcome, as the first frame",
+                "the broker sent a second welcome; expected one welcome, as the first frame",
+                "the broker sent a second welcome; expected one welcome, as the first frame"
+                    .to_owned(),
             ),
             (
                 Disconnect::Closed.into(),
-                "not connected to the broker: this app closed its connection to the broker",
+                "this app closed its connection to the broker",
+                "this app closed its connection to the broker".to_owned(),
             ),
             (
                 Error::IpcFdVar {
                     value: "three".to_owned(),
                 },
                 "ELASTOS_IPC_FD is \"three\"; expected a file descriptor number like 3",
+                "ELASTOS_IPC_FD is \"three\"; expected a file descriptor number like 3".to_owned(),
             ),
             (
                 Error::NotASocket {
@@ -369,26 +412,47 @@ mod tests {
                 },
                 "fd 3 is not the broker socket (fstat: EBADF); hint: start the app with \
                  `elastos run`, which connects fd 3 to the broker",
+                "fd 3 is not the broker socket (fstat: EBADF); hint: start the app with \
+                 `elastos run`, which connects fd 3 to the broker"
+                    .to_owned(),
             ),
             (
                 Error::IpcFdTaken { fd: 3 },
                 "the broker socket (fd 3) is already owned by a Context; hint: call \
                  Context::from_env once and clone the Context",
+                "the broker socket (fd 3) is already owned by a Context; hint: call \
+                 Context::from_env once and clone the Context"
+                    .to_owned(),
             ),
             (
                 Error::Setup {
                     source: io::Error::other("no reactor running"),
                 },
-                "cannot set up the broker socket: no reactor running; hint: call from inside a \
-                 tokio runtime built with I/O enabled (`enable_io`, or `#[tokio::main]`)",
+                "cannot set up the broker socket; hint: call from inside a tokio runtime built \
+                 with I/O enabled (`enable_io`, or `#[tokio::main]`)",
+                "cannot set up the broker socket; hint: call from inside a tokio runtime built \
+                 with I/O enabled (`enable_io`, or `#[tokio::main]`): no reactor running"
+                    .to_owned(),
+            ),
+            (
+                Error::Runtime {
+                    source: io::Error::from_raw_os_error(11),
+                },
+                "cannot start the SDK thread of blocking::Context; hint: check the app's limits \
+                 on threads and open files",
+                "cannot start the SDK thread of blocking::Context; hint: check the app's limits \
+                 on threads and open files: Resource temporarily unavailable (os error 11)"
+                    .to_owned(),
             ),
             (
                 Error::TooLarge {
                     what: "call",
                     source: frame_error(),
                 },
+                "cannot send the call",
                 "cannot send the call: frame of 2097152 bytes is larger than the maximum of \
-                 1048576 bytes; hint: send large data in several calls",
+                 1048576 bytes; hint: send large data in several calls"
+                    .to_owned(),
             ),
             (
                 Error::NotPublishable {
@@ -399,20 +463,33 @@ mod tests {
                 "cannot publish on topic \"Ticks\" of service \
                  00000000-0000-0000-0000-000000000000: the topic is not registered; hint: \
                  register the service with that topic first",
+                "cannot publish on topic \"Ticks\" of service \
+                 00000000-0000-0000-0000-000000000000: the topic is not registered; hint: \
+                 register the service with that topic first"
+                    .to_owned(),
+            ),
+            (
+                Error::Decode {
+                    what: "echo.v1.SayReply",
+                    source: decode_error.clone(),
+                },
+                "a payload does not decode as echo.v1.SayReply",
+                format!("a payload does not decode as echo.v1.SayReply: {decode_error}"),
             ),
         ];
-        for (error, expected) in cases {
-            assert_eq!(error.to_string(), expected);
+        for (error, message, report) in cases {
+            assert_eq!(error.to_string(), message);
+            assert_eq!(Report(&error).to_string(), report);
+            // The CLI and `Report` print the sources after the message; quoting one in the
+            // message as well would print it twice.
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                assert!(
+                    !message.contains(&cause.to_string()),
+                    "{message:?} repeats {cause}"
+                );
+                source = cause.source();
+            }
         }
-        // A varint field with no value.
-        let source = <v1::Cancel as prost::Message>::decode(&[0x08][..]).unwrap_err();
-        let decode = Error::Decode {
-            what: "echo.v1.SayReply",
-            source: source.clone(),
-        };
-        assert_eq!(
-            decode.to_string(),
-            format!("a payload does not decode as echo.v1.SayReply: {source}")
-        );
     }
 }

@@ -47,7 +47,6 @@ pub(crate) fn take_socket(fd: RawFd) -> Result<UnixStream, Error> {
     // and a socket (just checked with fstat). It was inherited from the launcher, so no Rust
     // object of this process was created for it, and `TAKEN` makes this the only `UnixStream`
     // this SDK ever creates for it; the crate docs tell apps that the fd is the SDK's.
-    #[allow(unsafe_code)]
     let stream = unsafe { UnixStream::from_raw_fd(fd) };
     Ok(stream)
 }

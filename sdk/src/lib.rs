@@ -48,13 +48,15 @@ pub mod blocking;
 mod connection;
 mod context;
 mod error;
+// The one module allowed `unsafe`: taking ownership of the inherited socket.
+#[allow(unsafe_code)]
 mod fd;
 mod handler;
 mod messages;
 pub mod typed;
 
 pub use context::{Context, Service, Subscription, Watch};
-pub use error::{Code, Disconnect, Error, Status};
+pub use error::{Code, Disconnect, Error, Report, Status};
 pub use fd::{DEFAULT_IPC_FD, IPC_FD_VAR};
 pub use handler::ServiceHandler;
 pub use messages::{Event, GoneReason, Identity, IncomingCall, Limits, ServiceInfo};

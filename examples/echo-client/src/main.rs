@@ -3,10 +3,12 @@
 //! manifest does not list in `services.uses` and prints the PERMISSION_DENIED that comes back.
 //! Exits 0 when all of that happened as expected.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 use std::time::Duration;
 
-use elastos_sdk::{Code, Context, Uuid};
+use elastos_sdk::{Code, Context, Report, Uuid};
 
 // Generated from the .proto: the client and the server side, of which this app uses one.
 #[allow(dead_code)]
@@ -26,7 +28,7 @@ async fn main() -> ExitCode {
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("echo-client: {error}");
+            eprintln!("echo-client: {}", Report(&*error));
             ExitCode::FAILURE
         }
     }
@@ -61,7 +63,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
         Err(error) => {
             return Err(format!(
-                "lookup of {NOT_IN_USES}: expected PERMISSION_DENIED, got: {error}"
+                "lookup of {NOT_IN_USES}: expected PERMISSION_DENIED, got: {}",
+                Report(&error)
             )
             .into())
         }

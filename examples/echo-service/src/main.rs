@@ -3,10 +3,12 @@
 //! `elastos run`). Started by `elastos run`, or by the broker on demand when a client looks ECHO
 //! up and this bundle is installed.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use elastos_sdk::{Context, Status, Uuid};
+use elastos_sdk::{Context, Report, Status, Uuid};
 
 // Generated from the .proto: the client and the server side, of which this app uses one.
 #[allow(dead_code)]
@@ -44,7 +46,7 @@ async fn main() -> ExitCode {
     match serve().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("echo-service: {error}");
+            eprintln!("echo-service: {}", Report(&error));
             ExitCode::FAILURE
         }
     }

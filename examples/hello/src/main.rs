@@ -6,9 +6,10 @@
 //! It runs outside the jail too (`cargo run -p hello-example`); fork and socket then succeed, and
 //! it says so. It exits 0 unless the run counter cannot be updated.
 
+#![deny(unsafe_code)]
+
 use std::fs;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -28,11 +29,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let hostname = hostname().unwrap_or_else(|err| format!("unknown ({err})"));
+    let hostname = sys::hostname().unwrap_or_else(|err| format!("unknown ({err})"));
     let args: Vec<String> = std::env::args().skip(1).collect();
 
     println!("Hello from inside elastos!");
-    println!("  uid       {}", current_uid());
+    println!("  uid       {}", sys::uid());
     println!("  pid       {}", std::process::id());
     println!("  hostname  {hostname}");
     println!("  HOME      {}", home.display());
@@ -61,21 +62,6 @@ fn count_run(path: &Path) -> io::Result<u64> {
     let runs = previous + 1;
     fs::write(path, format!("{runs}\n"))?;
     Ok(runs)
-}
-
-fn current_uid() -> libc::uid_t {
-    // SAFETY: getuid takes no arguments, cannot fail and touches no memory of ours.
-    unsafe { libc::getuid() }
-}
-
-fn hostname() -> io::Result<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, which outlives the call.
-    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    Ok(String::from_utf8_lossy(&buf[..len]).into_owned())
 }
 
 /// What the kernel answered to something the jail is meant to forbid.
@@ -117,29 +103,69 @@ fn errno_name(code: i32) -> Option<&'static str> {
 }
 
 fn try_fork() -> Attempt {
-    // SAFETY: a child, if one is ever created, calls only the async-signal-safe `_exit` and so
-    // never touches locks or allocator state copied from the parent.
-    match unsafe { libc::fork() } {
-        -1 => Attempt::Refused(io::Error::last_os_error()),
-        0 => {
-            // SAFETY: _exit is async-signal-safe and ends the child at once.
-            unsafe { libc::_exit(0) }
-        }
-        child => {
-            // SAFETY: waits for our own child; a null status pointer is allowed.
-            unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
-            Attempt::Allowed
-        }
+    match sys::fork_and_reap() {
+        Ok(()) => Attempt::Allowed,
+        Err(err) => Attempt::Refused(err),
     }
 }
 
 fn try_socket() -> Attempt {
-    // SAFETY: constant arguments; on success the new descriptor is ours alone.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
-    if fd < 0 {
-        return Attempt::Refused(io::Error::last_os_error());
+    match sys::inet_socket() {
+        // Dropping the descriptor closes it.
+        Ok(_socket) => Attempt::Allowed,
+        Err(err) => Attempt::Refused(err),
     }
-    // SAFETY: `fd` was just returned by socket(2) and nothing else owns it; dropping closes it.
-    drop(unsafe { OwnedFd::from_raw_fd(fd) });
-    Attempt::Allowed
+}
+
+/// The raw libc calls of the demo: the only code of this app allowed `unsafe`.
+#[allow(unsafe_code)]
+mod sys {
+    use std::io;
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    /// The real uid of this process.
+    pub fn uid() -> libc::uid_t {
+        // SAFETY: getuid takes no arguments, cannot fail and touches no memory of ours.
+        unsafe { libc::getuid() }
+    }
+
+    /// The hostname the kernel reports (the jail's own UTS namespace inside a jail).
+    pub fn hostname() -> io::Result<String> {
+        let mut buf = [0u8; 256];
+        // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, which outlives the call.
+        if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        Ok(String::from_utf8_lossy(&buf[..len]).into_owned())
+    }
+
+    /// Creates a child process that exits at once, and waits for it.
+    pub fn fork_and_reap() -> io::Result<()> {
+        // SAFETY: a child, if one is ever created, calls only the async-signal-safe `_exit` and
+        // so never touches locks or allocator state copied from the parent.
+        match unsafe { libc::fork() } {
+            -1 => Err(io::Error::last_os_error()),
+            0 => {
+                // SAFETY: _exit is async-signal-safe and ends the child at once.
+                unsafe { libc::_exit(0) }
+            }
+            child => {
+                // SAFETY: waits for our own child; a null status pointer is allowed.
+                unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+                Ok(())
+            }
+        }
+    }
+
+    /// A new IPv4 TCP socket.
+    pub fn inet_socket() -> io::Result<OwnedFd> {
+        // SAFETY: constant arguments and no pointers; on success the new descriptor is ours alone.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by socket(2), is open, and nothing else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
 }

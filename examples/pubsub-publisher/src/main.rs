@@ -2,10 +2,12 @@
 //! publishes a few `Ticks` events, one every 200 ms, then exits; its subscribers are told it
 //! went away.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 use std::time::Duration;
 
-use elastos_sdk::{Context, Uuid};
+use elastos_sdk::{Context, Report, Uuid};
 
 // Generated from the .proto: the client and the server side, of which this app uses one.
 #[allow(dead_code)]
@@ -33,7 +35,7 @@ async fn main() -> ExitCode {
     match publish().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("pubsub-publisher: {error}");
+            eprintln!("pubsub-publisher: {}", Report(&error));
             ExitCode::FAILURE
         }
     }

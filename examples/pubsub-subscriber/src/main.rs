@@ -1,9 +1,11 @@
 //! The subscriber: subscribes to the `Ticks` events of TICKER (the broker starts the installed
 //! pubsub-publisher if it is not running) and prints each one until the publisher goes away.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
-use elastos_sdk::{Context, Uuid};
+use elastos_sdk::{Context, Report, Uuid};
 
 // Generated from the .proto: the client and the server side, of which this app uses one.
 #[allow(dead_code)]
@@ -21,7 +23,7 @@ async fn main() -> ExitCode {
     match listen().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("pubsub-subscriber: {error}");
+            eprintln!("pubsub-subscriber: {}", Report(&error));
             ExitCode::FAILURE
         }
     }

@@ -43,8 +43,8 @@ use prost_build::{Method, Service, ServiceGenerator};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A `.proto` file could not be read or parsed (the message names the file and line).
-    #[error("cannot compile the .proto files: {0}")]
+    /// A `.proto` file could not be read or parsed (the source names the file and line).
+    #[error("cannot compile the .proto files")]
     Parse(#[from] Box<protox::Error>),
     /// A client-streaming rpc, which protocol version 1 cannot carry.
     #[error(
@@ -58,7 +58,7 @@ pub enum Error {
         method: String,
     },
     /// prost-build could not generate or write the code.
-    #[error("cannot generate code into OUT_DIR: {0}")]
+    #[error("cannot generate code into OUT_DIR")]
     Generate(#[from] std::io::Error),
 }
 
@@ -362,4 +362,47 @@ fn provider(names: &Names, streaming: &[&Method], buf: &mut String) {
         );
     }
     buf.push_str("}\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_formats_without_repeating_its_source() {
+        let parse = protox::compile(["no/such.proto"], ["."]).unwrap_err();
+        let cases = [
+            (
+                Error::from(Box::new(parse)),
+                "cannot compile the .proto files",
+            ),
+            (
+                Error::ClientStreaming {
+                    service: "upload.v1.Upload".to_owned(),
+                    method: "Send".to_owned(),
+                },
+                "rpc Send of service upload.v1.Upload streams its requests; expected unary or \
+                 server-streaming rpcs only; hint: send several unary calls instead",
+            ),
+            (
+                Error::from(std::io::Error::from(std::io::ErrorKind::PermissionDenied)),
+                "cannot generate code into OUT_DIR",
+            ),
+        ];
+        for (error, expected) in cases {
+            // Exhaustive on purpose: a new variant does not compile until it has a case above.
+            match error {
+                Error::Parse(_) | Error::ClientStreaming { .. } | Error::Generate(_) => {}
+            }
+            let message = error.to_string();
+            assert_eq!(message, expected);
+            if let Some(source) = std::error::Error::source(&error) {
+                let cause = source.to_string();
+                assert!(
+                    !cause.is_empty() && !message.contains(&cause),
+                    "{message:?} repeats {cause:?}"
+                );
+            }
+        }
+    }
 }

@@ -78,7 +78,10 @@ fn a_client_streaming_rpc_is_refused() {
 fn a_missing_proto_is_a_parse_error_naming_it() {
     match generate("tests/proto/missing.proto") {
         Err(error @ elastos_codegen::Error::Parse(_)) => {
-            assert!(error.to_string().contains("missing.proto"), "{error}")
+            assert_eq!(error.to_string(), "cannot compile the .proto files");
+            // The file is named by the chained source, which the message does not repeat.
+            let source = std::error::Error::source(&error).unwrap().to_string();
+            assert!(source.contains("missing.proto"), "{source}");
         }
         other => panic!("{other:?}"),
     }
