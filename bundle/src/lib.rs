@@ -94,4 +94,4 @@ pub use inspect::{inspect, InspectReport, SignatureStatus};
 pub use key::{PublisherId, PublisherKey};
 pub use pack::{pack, pack_to, PackedBundle};
 pub use record::{open_verified_cached, VerifiedBy, VerifiedFacts, RECORD_MIN_AGE};
-pub use unpack::{UnpackLimits, UnpackedBundle};
+pub use unpack::{exec_fork_lock, UnpackLimits, UnpackedBundle};

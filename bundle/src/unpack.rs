@@ -95,6 +95,18 @@ impl UnpackedBundle {
     }
 }
 
+/// The lock between writing the cache's files and cloning processes that may execute them, as
+/// Go's `syscall.ForkLock`: unpacking holds it shared while a file is open for writing; a caller
+/// that clones a process (a `clone()` without exec copies every fd of its parent) takes it
+/// exclusively around the clone. Without it, a jail cloned by one thread while another thread
+/// unpacks a bundle could hold a copy of the write end of an app's file until it closes its
+/// inherited fds, and the exec of that app would fail with ETXTBSY ("Text file busy"), which
+/// concurrent activations in one broker showed.
+pub fn exec_fork_lock() -> &'static std::sync::RwLock<()> {
+    static LOCK: std::sync::RwLock<()> = std::sync::RwLock::new(());
+    &LOCK
+}
+
 impl VerifiedBundle {
     /// Makes the bundle's files available under `cache_dir/<digest>/app`, unpacking them only
     /// if no earlier call already did.
@@ -380,6 +392,10 @@ fn write_node<R: Read>(
         Node::Symlink { target } => std::os::unix::fs::symlink(target, &dest).map_err(cache_error),
         Node::File { executable } => {
             let mode = if *executable { 0o755 } else { 0o644 };
+            // Shared while the file is open for writing: see [`exec_fork_lock`].
+            let _writing = exec_fork_lock()
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let mut file = OpenOptions::new()
                 .write(true)
                 .create_new(true)

@@ -277,7 +277,14 @@ pub fn start_app(
     observe: &mut dyn FnMut(StartPhase),
 ) -> Result<StartedApp, AppError> {
     let (broker_end, app_end) = StdUnixStream::pair().map_err(AppError::IpcSocket)?;
-    let pending = elastos_loader::spawn(app_end.into(), request.options)?;
+    let pending = {
+        // No cache file is open for writing while the jail's first process is cloned (it
+        // copies every fd of this process until it closes what it was not given).
+        let _no_writers = elastos_bundle::exec_fork_lock()
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        elastos_loader::spawn(app_end.into(), request.options)?
+    };
     observe(StartPhase::Verifying);
     let prepared = prepare(request.bundle, request.args, request.dirs, request.host);
     observe(StartPhase::Verified);
