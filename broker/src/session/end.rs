@@ -2,6 +2,7 @@
 
 use super::calls::cancel_incoming;
 use super::*;
+use crate::ConnectionId;
 
 impl Session {
     /// Removes everything of this connection from the broker: its services (linked clients,
@@ -11,14 +12,17 @@ impl Session {
     pub(crate) fn end(&mut self, reason: v1::GoneReason) {
         let id = self.conn.id;
         let mut told: Vec<(Uuid, Arc<Conn>)> = Vec::new();
+        // Watchers had their notice from `remove_provider`.
+        let mut noticed: HashSet<(Uuid, ConnectionId)> = HashSet::new();
         {
             let mut registry = self.inner.registry.write();
             registry.connections.remove(&id);
             for service in std::mem::take(&mut self.registered) {
                 if let Some(entry) = registry.services.get_mut(&service) {
+                    noticed.extend(entry.watchers.iter().map(|watcher| (service, watcher.id)));
                     told.extend(
                         entry
-                            .remove_provider()
+                            .remove_provider(service, reason)
                             .into_iter()
                             .map(|conn| (service, conn)),
                     );
@@ -86,7 +90,7 @@ impl Session {
         told.sort_unstable_by_key(|(service, conn)| (*service, conn.id));
         told.dedup_by_key(|(service, conn)| (*service, conn.id));
         for (service, conn) in told {
-            if conn.id != id {
+            if conn.id != id && !noticed.contains(&(service, conn.id)) {
                 send_gone(&conn, service, reason);
             }
         }

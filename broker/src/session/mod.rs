@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::activation::{self, ActivationState};
 use crate::conn::{CloseReason, Conn, Incoming, Outgoing, Route};
 use crate::outbox::Refused;
-use crate::registry::{Provider, Registry, Service, Subscriber};
+use crate::registry::{provider_gone, Provider, Registry, Service, Subscriber};
 use crate::{Inner, MAX_PENDING_REQUESTS, MAX_SERVICES, MAX_SUBSCRIPTIONS, MAX_WATCHES};
 
 /// Longest `Error.message` the broker sends, in bytes.
@@ -327,8 +327,5 @@ impl Session {
 }
 
 fn send_gone(conn: &Conn, service: Uuid, reason: v1::GoneReason) {
-    conn.send(broker_frame::Body::ProviderGone(v1::ProviderGone {
-        service_id: service.as_bytes().to_vec(),
-        reason: reason as i32,
-    }));
+    conn.send(provider_gone(service, reason));
 }

@@ -40,19 +40,16 @@ impl Session {
                 );
             }
             None => {
-                let provider =
-                    Provider::new(Arc::clone(&self.conn), register.methods, register.topics);
-                let available = provider.info(service);
-                entry.provider = Some(provider);
+                entry.provider = Some(Provider::new(
+                    Arc::clone(&self.conn),
+                    register.methods,
+                    register.topics,
+                ));
                 if !ours {
                     self.registered.push(service);
                 }
                 self.respond(request_id, Ok(None));
-                for watcher in &entry.watchers {
-                    watcher.send(broker_frame::Body::ServiceAvailable(v1::ServiceAvailable {
-                        service: Some(available.clone()),
-                    }));
-                }
+                entry.announce(service);
                 activation::registered(&mut registry, service);
                 tracing::debug!(connection = %self.conn.id, %service, "service registered");
             }
@@ -75,7 +72,7 @@ impl Session {
             let told = registry
                 .services
                 .get_mut(&service)
-                .map(|entry| entry.remove_provider())
+                .map(|entry| entry.remove_provider(service, v1::GoneReason::Unregistered))
                 .unwrap_or_default();
             registry.prune(service);
             told

@@ -1,4 +1,5 @@
-//! Watching services: `service_available` when one is registered.
+//! Watching services: `service_available` when one is registered, `provider_gone` when it goes,
+//! coalesced per service (the latest state replaces a notice not yet written).
 
 use super::*;
 
@@ -27,12 +28,7 @@ impl Session {
         // Under the registry lock, so that a registration cannot slip its `service_available`
         // in before this response.
         self.respond(request_id, Ok(None));
-        if let Some(provider) = &entry.provider {
-            self.conn
-                .send(broker_frame::Body::ServiceAvailable(v1::ServiceAvailable {
-                    service: Some(provider.info(service)),
-                }));
-        }
+        entry.announce_to(service, &self.conn);
     }
 
     pub(super) fn unwatch(&mut self, request_id: u64, service: Uuid) {
@@ -49,6 +45,8 @@ impl Session {
         if let Some(entry) = registry.services.get_mut(&service) {
             entry.watchers.retain(|watcher| watcher.id != self.conn.id);
         }
+        // Under the registry lock, which every notice is given under: none comes after this.
+        self.conn.outbox.forget_notice(service);
         registry.prune(service);
         drop(registry);
         self.respond(request_id, Ok(None));
