@@ -104,6 +104,19 @@ pub(crate) enum CloseReason {
         /// Bytes queued when the bound was hit.
         queued: usize,
     },
+    /// The app kept sending requests its manifest does not allow, which can never succeed.
+    #[error(
+        "the app sent {denied} requests its manifest does not allow within {window:?} \
+         ({unlogged} of them not logged); such requests can never succeed"
+    )]
+    TooManyDenials {
+        /// Denied requests in the window.
+        denied: u32,
+        /// The window.
+        window: Duration,
+        /// Denials counted but not logged.
+        unlogged: u64,
+    },
     /// An activated provider sat idle too long.
     #[error("stopped after {:?} idle", idle)]
     Idle {
@@ -131,7 +144,9 @@ impl CloseReason {
             | CloseReason::RepeatedHello
             | CloseReason::NoCommonVersion { .. }
             | CloseReason::InvalidPublish(_) => Some(v1::Status::InvalidArgument),
-            CloseReason::ForbiddenPublish { .. } => Some(v1::Status::PermissionDenied),
+            CloseReason::ForbiddenPublish { .. } | CloseReason::TooManyDenials { .. } => {
+                Some(v1::Status::PermissionDenied)
+            }
             CloseReason::Idle { .. } | CloseReason::Stopped => Some(v1::Status::Unavailable),
         }
     }
@@ -568,6 +583,11 @@ mod tests {
                 len: 0,
             }),
             CloseReason::NotReading { queued: 5 },
+            CloseReason::TooManyDenials {
+                denied: 101,
+                window: Duration::from_secs(10),
+                unlogged: 98,
+            },
             CloseReason::Idle {
                 idle: Duration::from_secs(61),
             },
@@ -585,6 +605,7 @@ mod tests {
             ("did not declare", Some(v1::Status::PermissionDenied)),
             ("Publish.topic", Some(v1::Status::InvalidArgument)),
             ("5 bytes are queued", None),
+            ("101 requests", Some(v1::Status::PermissionDenied)),
             ("61s idle", Some(v1::Status::Unavailable)),
             ("operator", Some(v1::Status::Unavailable)),
             ("socket error", None),

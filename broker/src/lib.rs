@@ -16,7 +16,9 @@
 //!   `service.provider` carry it to apps as attested identities.
 //! - **Permissions**: register only what `provides` lists; lookup, call, subscribe and watch only
 //!   what `uses` lists; publish only on a service the connection registered. Denials are answered
-//!   PERMISSION_DENIED (a forbidden publish closes the connection) and logged with `warn`.
+//!   PERMISSION_DENIED (a forbidden publish closes the connection) and logged with `warn`, at
+//!   most one line per action and 10 s per connection; more than 100 denials in 10 s close the
+//!   connection (`denials`).
 //! - **Routing**: calls get a broker-assigned id on the provider's connection, a deadline
 //!   (DEADLINE_EXCEEDED to the caller and `cancel` to the provider when it passes), and are
 //!   answered exactly once. Events fan out to subscribers; watchers hear `service_available`;
@@ -50,6 +52,7 @@
 
 mod activation;
 mod conn;
+mod denials;
 mod outbox;
 mod registry;
 mod session;

@@ -81,3 +81,49 @@ async fn a_watcher_that_pauses_survives_a_register_unregister_loop() {
         v1::Status::Ok
     );
 }
+
+/// An app that keeps sending requests its manifest does not allow is disconnected with a
+/// goodbye saying why, and the others are still served.
+#[tokio::test]
+async fn a_client_that_keeps_sending_denied_requests_is_disconnected() {
+    let (broker, _) = broker_with_echo(BrokerConfig::default()).await;
+    let mut denied = Client::connect(&broker, identity("nosy", &[], &[])).await;
+    // A few denials are answered and nothing more: a missing `uses` line is a bug, not an attack.
+    for request_id in 0..10 {
+        assert_eq!(
+            status_of_response(&denied.lookup(request_id, SECRET).await),
+            v1::Status::PermissionDenied
+        );
+    }
+    // Thousands are not: the connection closes long before the last one.
+    for request_id in 10..5_000 {
+        denied
+            .send_raw(&{
+                let mut bytes = Vec::new();
+                elastos_proto::encode_frame(
+                    &v1::ClientFrame {
+                        body: Some(client_frame::Body::Lookup(v1::Lookup {
+                            request_id,
+                            service_id: id_bytes(SECRET),
+                        })),
+                    },
+                    &mut bytes,
+                )
+                .expect("encodable");
+                bytes
+            })
+            .await;
+    }
+    let goodbye = denied.closed().await.expect("a goodbye");
+    assert_eq!(goodbye.status(), v1::Status::PermissionDenied);
+    assert!(
+        goodbye.message.contains("can never succeed"),
+        "{}",
+        goodbye.message
+    );
+    let mut steady = Client::connect(&broker, client_identity("steady")).await;
+    assert_eq!(
+        payload_of(&steady.call(1, ECHO, "say", b"still").await),
+        b"still"
+    );
+}

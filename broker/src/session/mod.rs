@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use crate::activation::{self, ActivationState};
 use crate::conn::{CloseReason, Conn, Incoming, Outgoing, Route};
+use crate::denials::{self, Denials, Verdict};
 use crate::outbox::Refused;
 use crate::registry::{provider_gone, Provider, Registry, Service, Subscriber};
 use crate::{Inner, MAX_PENDING_REQUESTS, MAX_SERVICES, MAX_SUBSCRIPTIONS, MAX_WATCHES};
@@ -118,6 +119,9 @@ pub(crate) struct Session {
     links: HashSet<Uuid>,
     /// Requests waiting for an activation.
     pending: HashSet<u64>,
+    denials: Denials,
+    /// Set by a handler that decided the connection must close once the frame is handled.
+    closing: Option<CloseReason>,
     resume: mpsc::UnboundedSender<Resumed>,
 }
 
@@ -138,6 +142,8 @@ impl Session {
             watches: HashSet::new(),
             links: HashSet::new(),
             pending: HashSet::new(),
+            denials: Denials::new(Instant::now()),
+            closing: None,
             resume,
         };
         (session, resumed)
@@ -191,7 +197,8 @@ impl Session {
                 return Ok(());
             }
         }
-        self.dispatch(body, Activation::Allowed)
+        self.dispatch(body, Activation::Allowed)?;
+        self.closing.take().map_or(Ok(()), Err)
     }
 
     fn dispatch(
@@ -291,17 +298,38 @@ impl Session {
         }));
     }
 
-    /// PERMISSION_DENIED for `action` on `service`, logged.
-    fn deny(&self, action: &'static str, service: Uuid, list: &'static str) -> v1::Error {
+    /// PERMISSION_DENIED for `action` on `service`, logged at a bounded rate; too many in a
+    /// window close the connection once the frame is handled ([`denials`](crate::denials)).
+    fn deny(&mut self, action: &'static str, service: Uuid, list: &'static str) -> v1::Error {
         let identity = &self.conn.identity;
-        tracing::warn!(
-            connection = %self.conn.id,
-            app = %identity.name,
-            app_id = %identity.app_id,
-            %service,
-            action,
-            "permission denied: the service is not in the app's services.{list}"
-        );
+        match self.denials.record(action, Instant::now()) {
+            Verdict::Log { suppressed: 0 } => tracing::warn!(
+                connection = %self.conn.id,
+                app = %identity.name,
+                app_id = %identity.app_id,
+                %service,
+                action,
+                "permission denied: the service is not in the app's services.{list}"
+            ),
+            Verdict::Log { suppressed } => tracing::warn!(
+                connection = %self.conn.id,
+                app = %identity.name,
+                app_id = %identity.app_id,
+                %service,
+                action,
+                suppressed,
+                "permission denied: the service is not in the app's services.{list} \
+                 ({suppressed} more {action} denials not logged since the last such line)"
+            ),
+            Verdict::Suppress => {}
+            Verdict::Disconnect { denied } => {
+                self.closing.get_or_insert(CloseReason::TooManyDenials {
+                    denied,
+                    window: denials::WINDOW,
+                    unlogged: self.denials.unlogged(),
+                });
+            }
+        }
         error(
             v1::Status::PermissionDenied,
             format!(
