@@ -242,6 +242,8 @@ pub(crate) struct Conn {
     pub(crate) calls: Mutex<Calls>,
     closing: Mutex<Closing>,
     closer: Notify,
+    /// Set once the connection has ended and left the registry.
+    pub(crate) ended: tokio::sync::watch::Sender<bool>,
     /// [`Inner::now_ms`] of the last call routed to or answered by this connection, or lookup or
     /// subscription of one of its services: what idle stop measures.
     last_active_ms: AtomicU64,
@@ -270,6 +272,7 @@ impl Conn {
             calls: Mutex::new(Calls::default()),
             closing: Mutex::new(Closing::Open),
             closer: Notify::new(),
+            ended: tokio::sync::watch::Sender::new(false),
             last_active_ms: AtomicU64::new(inner.now_ms()),
         }
     }
@@ -368,6 +371,7 @@ async fn run(inner: Arc<Inner>, conn: Arc<Conn>, stream: Arc<UnixStream>) {
     });
     conn.outbox.close(goodbye.as_ref());
     session.end(reason.gone_reason());
+    conn.ended.send_replace(true);
     let flush = match reason {
         CloseReason::PeerClosed | CloseReason::Io(_) | CloseReason::NotReading { .. } => {
             Duration::ZERO
