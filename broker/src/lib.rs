@@ -21,11 +21,13 @@
 //!   connection (`denials`).
 //! - **Routing**: calls get a broker-assigned id on the provider's connection, a deadline
 //!   (DEADLINE_EXCEEDED to the caller and `cancel` to the provider when it passes), and are
-//!   answered exactly once. Events fan out to subscribers; watchers hear `service_available`;
-//!   linked clients hear `provider_gone`.
+//!   answered exactly once. Events fan out to subscribers; watchers hear `service_available`
+//!   and `provider_gone`, coalesced per service (the latest state replaces a notice not yet
+//!   written, so no other app can fill a watcher's queue); linked clients hear `provider_gone`.
 //! - **On-demand activation** through an [`Activator`]: concurrent requests for one service share
-//!   one activation, bounded by [`BrokerConfig::activation_timeout`]. Activated providers that sit
-//!   idle are stopped after [`BrokerConfig::idle_stop_after`].
+//!   one activation, bounded by [`BrokerConfig::activation_timeout`]; a provider that exits
+//!   before it registers fails them at once, naming how it ended ([`Broker::instance_exited`]).
+//!   Activated providers that sit idle are stopped after [`BrokerConfig::idle_stop_after`].
 //! - **Hostile input closes that one connection**, with a logged reason and, when the socket
 //!   still takes it, a `goodbye`: bad framing, an unknown body, a frame before `hello`, file
 //!   descriptors passed with `SCM_RIGHTS` (received with `recvmsg` and closed at once), a
