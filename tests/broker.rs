@@ -439,6 +439,32 @@ fn providers_of_an_embedded_broker_end_with_their_run_and_leave_no_cgroup() {
     assert!(stale.is_empty(), "cgroups left behind: {stale:?}");
 }
 
+/// A provider that exits before it registers: the client hears UNAVAILABLE, with the exit code,
+/// long before the 10 s activation timeout.
+#[test]
+fn a_provider_that_exits_before_registering_is_unavailable_at_once() {
+    let harness = Harness::new(USER);
+    let quitter = App {
+        name: "probe-quitter",
+        activate: &["exit", "3"],
+        ..PROVIDER
+    };
+    install(&harness, &quitter.pack(&harness));
+    let steps = run_steps(
+        &harness,
+        &CLIENT.pack(&harness),
+        "client",
+        &[format!("lookup:{SERVICE}=UNAVAILABLE")],
+    );
+    assert!(
+        steps[0]
+            .detail
+            .contains("exited with code 3 before it registered"),
+        "{steps:?}"
+    );
+    assert!(steps[0].ms < 5000, "{steps:?}");
+}
+
 #[test]
 fn unknown_services_are_not_found_and_permissions_hold_both_ways() {
     let (harness, _, client) = setup();
