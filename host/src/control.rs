@@ -286,6 +286,11 @@ impl Incomplete {
             all: self.clone(),
         }
     }
+
+    /// How many connections were ever admitted.
+    pub fn admitted(&self) -> u64 {
+        self.0.lock().expect("not poisoned").next
+    }
 }
 
 impl Waiting {

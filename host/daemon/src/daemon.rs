@@ -89,7 +89,11 @@ pub fn run(state: &StateDirs, idle_stop: Option<Duration>) -> Result<(), DaemonE
         .set_nonblocking(true)
         .map_err(io("configure the control socket"))?;
     eprintln!("elastos broker: listening on {}", socket.display());
-    runtime.spawn(release_memory_after_bursts(broker.clone()));
+    let incomplete = control::Incomplete::default();
+    runtime.spawn(release_memory_after_bursts(
+        broker.clone(),
+        incomplete.clone(),
+    ));
     let dirs = state.apps.clone();
     runtime.spawn(async move {
         let listener = match tokio::net::UnixListener::from_std(listener) {
@@ -99,7 +103,6 @@ pub fn run(state: &StateDirs, idle_stop: Option<Duration>) -> Result<(), DaemonE
                 return;
             }
         };
-        let incomplete = control::Incomplete::default();
         loop {
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
@@ -138,20 +141,18 @@ const TRIM_PERIOD: Duration = Duration::from_secs(5);
 /// Gives freed heap memory back to the kernel once a burst of connections is over. glibc keeps
 /// what a burst freed in its arenas (one per thread that allocated, up to 8 per core): after an
 /// attack of a few hundred connections the daemon kept ~46 MiB it no longer used. Trimming
-/// when the number of connections has dropped since the last look returns it, and costs nothing
-/// while the daemon is idle or steady.
-async fn release_memory_after_bursts(broker: Broker) {
-    let mut peak = 0;
+/// after a period in which app connections ended or control connections came returns it (a
+/// trim costs about a millisecond), and nothing is done while the daemon is idle or steady.
+async fn release_memory_after_bursts(broker: Broker, control: control::Incomplete) {
+    let (mut peak, mut admitted) = (0, control.admitted());
     loop {
         tokio::time::sleep(TRIM_PERIOD).await;
-        let now = broker.apps().len();
-        if now < peak {
+        let (apps, now_admitted) = (broker.apps().len(), control.admitted());
+        if apps < peak || now_admitted != admitted {
             // malloc_trim walks and locks every arena: off the async workers.
             let _ = tokio::task::spawn_blocking(elastos_loader::release_free_heap).await;
-            peak = now;
-        } else {
-            peak = now.max(peak);
         }
+        (peak, admitted) = (apps, now_admitted);
     }
 }
 
