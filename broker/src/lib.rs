@@ -31,7 +31,8 @@
 //! - **Hostile input closes that one connection**, with a logged reason and, when the socket
 //!   still takes it, a `goodbye`: bad framing, an unknown body, a frame before `hello`, file
 //!   descriptors passed with `SCM_RIGHTS` (received with `recvmsg` and closed at once), a
-//!   forbidden publish, a peer that stops reading while its queue passes the hard bound.
+//!   forbidden publish, a peer that stops reading while its queue passes the hard bound, more
+//!   than 100 denied requests in 10 s.
 //!
 //! Memory per connection is bounded: the frame decoder holds at most one partial frame plus one
 //! read, the outbound queue [`BrokerConfig::queue_bytes`] (events beyond it are dropped and
