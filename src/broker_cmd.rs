@@ -54,6 +54,8 @@ pub fn daemon_command(request: ControlRequest, state: &StateDirs, format: Format
     let value = client.request(&request, &[])?;
     match format {
         Format::Json => print_json(&value)?,
+        // The table shows the apps; the daemon's own figures are in the JSON.
+        Format::Text if request == ControlRequest::Ps => print_text(&request, &value["apps"]),
         Format::Text => print_text(&request, &value),
     }
     Ok(0)

@@ -234,6 +234,24 @@ fn elastos_json(harness: &Harness, args: &[&str]) -> serde_json::Value {
     )
 }
 
+/// The running apps of `elastos ps --format json`, after checking what it says of the daemon.
+#[track_caller]
+fn running_apps(harness: &Harness) -> serde_json::Value {
+    let mut ps = elastos_json(harness, &["ps"]);
+    let daemon = &ps["daemon"];
+    assert!(daemon["pid"].as_u64().is_some(), "{ps:#}");
+    assert!(
+        daemon["rss_bytes"].as_u64().is_some_and(|rss| rss > 0),
+        "{ps:#}"
+    );
+    assert_eq!(
+        daemon["connections"].as_u64(),
+        ps["apps"].as_array().map(|apps| apps.len() as u64),
+        "{ps:#}"
+    );
+    ps["apps"].take()
+}
+
 /// The rows of `elastos ps` / `services` / `list` whose `key` is `value`.
 fn rows_with<'a>(
     rows: &'a serde_json::Value,
@@ -644,6 +662,32 @@ fn concurrent_activations_by_embedded_brokers_all_succeed_and_leave_nothing_behi
     }
 }
 
+/// A provider that exits before it registers: the client hears UNAVAILABLE, with the exit code,
+/// long before the 10 s activation timeout.
+#[test]
+fn a_provider_that_exits_before_registering_is_unavailable_at_once() {
+    let harness = Harness::new(USER);
+    let quitter = App {
+        name: "probe-quitter",
+        activate: &["exit", "3"],
+        ..PROVIDER
+    };
+    install(&harness, &quitter.pack(&harness));
+    let steps = run_steps(
+        &harness,
+        &CLIENT.pack(&harness),
+        "client",
+        &[format!("lookup:{SERVICE}=UNAVAILABLE")],
+    );
+    assert!(
+        steps[0]
+            .detail
+            .contains("exited with code 3 before it registered"),
+        "{steps:?}"
+    );
+    assert!(steps[0].ms < 5000, "{steps:?}");
+}
+
 #[test]
 fn unknown_services_are_not_found_and_permissions_hold_both_ways() {
     let (harness, _, client) = setup();
@@ -819,7 +863,7 @@ fn the_daemon_serves_a_hundred_clients_at_once() {
         started.elapsed()
     );
     // One provider served them all: activations of one service are shared.
-    let ps = elastos_json(&harness, &["ps"]);
+    let ps = running_apps(&harness);
     let providers = rows_with(&ps, "name", PROVIDER.name);
     assert_eq!(providers.len(), 1, "{ps:#}");
     assert_eq!(rows_with(&ps, "name", CLIENT.name).len(), 0, "{ps:#}");
@@ -1007,7 +1051,7 @@ fn hostile_clients_are_disconnected_while_others_keep_being_served() {
     let mut ps = serde_json::Value::Null;
     assert!(
         eventually(Duration::from_secs(5), || {
-            ps = elastos_json(&harness, &["ps"]);
+            ps = running_apps(&harness);
             ps.as_array().expect("an array").len() == 1
         }),
         "only the provider should be left: {ps:#}"
@@ -1063,7 +1107,7 @@ fn cli_manages_installed_and_running_apps() {
     // Both are listed once attached; the provider's service once it has registered it.
     assert!(
         eventually(Duration::from_secs(10), || {
-            ps = elastos_json(&harness, &["ps"]);
+            ps = running_apps(&harness);
             ps.as_array().expect("an array").len() == 2
                 && rows_with(&ps, "name", PROVIDER.name)
                     .first()
@@ -1095,7 +1139,7 @@ fn cli_manages_installed_and_running_apps() {
     assert_eq!(step(&steps, "gone").outcome, "STOPPED");
     assert!(
         eventually(Duration::from_secs(5), || {
-            elastos_json(&harness, &["ps"])
+            running_apps(&harness)
                 .as_array()
                 .expect("an array")
                 .is_empty()
@@ -1133,6 +1177,42 @@ fn cli_manages_installed_and_running_apps() {
     }
 }
 
+/// Control connections that never send a request (more than the daemon's blocking thread pool
+/// has threads) do not keep `elastos ps` waiting, and are closed after the request timeout (5 s).
+#[test]
+fn idle_control_connections_do_not_block_the_daemon_and_are_closed() {
+    use std::io::Read;
+    let harness = Harness::new(USER);
+    let daemon = Daemon::start(&harness);
+    let idle: Vec<UnixStream> = (0..530)
+        .map(|_| UnixStream::connect(&daemon.socket).expect("connect to the control socket"))
+        .collect();
+    let opened = Instant::now();
+    // Bounded here rather than by the harness's long command timeout, and ended by the guard.
+    for what in ["ps", "services"] {
+        let mut running = harness.elastos().args([what, "--format", "json"]).spawn();
+        let answered = eventually(Duration::from_secs(3), || !running.is_running());
+        let out = running.terminate(Duration::ZERO);
+        assert!(answered, "`elastos {what}` hung:\n{}", out.stderr_text());
+        json(&out);
+    }
+    // Every idle connection is closed: the oldest to make room, the rest after the timeout.
+    for mut stream in idle {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        let mut answer = String::new();
+        let read = stream.read_to_string(&mut answer);
+        assert!(read.is_ok(), "still open after {:?}", opened.elapsed());
+        assert!(answer.contains("\"error\""), "{answer:?}");
+    }
+    assert!(
+        opened.elapsed() < Duration::from_secs(9),
+        "{:?}",
+        opened.elapsed()
+    );
+}
+
 #[test]
 fn an_idle_activated_provider_is_stopped_and_its_clients_are_told() {
     let (harness, provider, client) = setup();
@@ -1153,7 +1233,7 @@ fn an_idle_activated_provider_is_stopped_and_its_clients_are_told() {
         (900..5000).contains(&idle),
         "stopped after {idle} ms without calls; expected about 1 s"
     );
-    let ps = elastos_json(&harness, &["ps"]);
+    let ps = running_apps(&harness);
     assert!(rows_with(&ps, "name", PROVIDER.name).is_empty(), "{ps:#}");
 }
 

@@ -16,11 +16,20 @@ use uuid::Uuid;
 use crate::conn::{CloseReason, Conn};
 use crate::registry::{Activation, Registry};
 use crate::session::{error, Resumed};
-use crate::{ActivationError, Activator, Inner};
+use crate::{ActivationError, Activator, ConnectionId, Inner, InstanceExit, InstanceId, Origin};
 
 /// How much longer than the activation timeout a waiting request waits for the activation's
 /// outcome before it gives up on its own.
 pub(crate) const RESUME_GRACE: Duration = Duration::from_secs(1);
+
+/// How long an activation whose provider closed its connection before registering waits for the
+/// activator to report how the process ended ([`exited`]). The socket closes when the process
+/// dies and the supervisor reaps it at about the same moment; either may be noticed first.
+const EXIT_REPORT_GRACE: Duration = Duration::from_millis(250);
+
+/// Exits kept for activations to find ([`Inner::exits`]): more than activations can be
+/// starting at once in any realistic case; an exit pushed out only costs the message its code.
+pub(crate) const KEPT_EXITS: usize = 64;
 
 /// Where an activation is.
 #[derive(Clone, Debug)]
@@ -89,21 +98,10 @@ async fn activate(
     let started =
         tokio::time::timeout_at(deadline, activator.activate(inner.broker(), service)).await;
     let failure = match started {
-        Ok(Ok(())) => {
-            let registration =
-                tokio::time::timeout_at(deadline, state.wait_for(|state| !state.is_pending()))
-                    .await;
-            if registration.is_ok() {
-                return;
-            }
-            error(
-                v1::Status::Unavailable,
-                format!(
-                    "the provider of service {service} started but did not register it within \
-                     {timeout:?}"
-                ),
-            )
-        }
+        Ok(Ok(conn)) => match registration(&inner, service, &mut state, conn, deadline).await {
+            None => return,
+            Some(failure) => failure,
+        },
         Ok(Err(not_installed @ ActivationError::NotInstalled { .. })) => {
             error(v1::Status::NotFound, not_installed.to_string())
         }
@@ -127,6 +125,102 @@ async fn activate(
             .send_replace(ActivationState::Failed(failure));
     }
     registry.prune(service);
+}
+
+/// Waits until the activated provider on connection `conn` registers `service` (`None`), or until
+/// that connection ends first or `deadline` passes: then the failure to answer with.
+async fn registration(
+    inner: &Inner,
+    service: Uuid,
+    state: &mut watch::Receiver<ActivationState>,
+    conn: ConnectionId,
+    deadline: Instant,
+) -> Option<v1::Error> {
+    let conn = inner.registry.read().connections.get(&conn).cloned();
+    // Gone from the registry already: it ended before we got here.
+    let mut ended = conn.as_ref().map(|conn| conn.ended.subscribe());
+    let instance = conn.as_ref().and_then(|conn| match conn.origin {
+        Origin::Activated { instance, .. } => Some(instance),
+        Origin::Launched { .. } => None,
+    });
+    tokio::select! {
+        // A registration that came before the end wins: the reader handles the app's frames
+        // before it sees the socket close, and only then marks the connection ended.
+        biased;
+        registered = tokio::time::timeout_at(deadline, state.wait_for(|state| !state.is_pending())) => {
+            return match registered {
+                Ok(_) => None,
+                Err(_) => Some(error(
+                    v1::Status::Unavailable,
+                    format!(
+                        "the provider of service {service} started but did not register it \
+                         within {:?}",
+                        inner.config.activation_timeout
+                    ),
+                )),
+            };
+        }
+        _ = async {
+            if let Some(ended) = &mut ended {
+                // An error means the connection is gone: ended all the same.
+                let _ = ended.wait_for(|ended| *ended).await;
+            }
+        } => {}
+    }
+    if !state.borrow().is_pending() {
+        return None;
+    }
+    let how = match instance {
+        Some(instance) => exit_of(inner, instance).await,
+        None => None,
+    };
+    let how = how.map_or_else(
+        || "closed its connection".to_owned(),
+        |exit| exit.to_string(),
+    );
+    Some(error(
+        v1::Status::Unavailable,
+        format!("the provider of service {service} {how} before it registered the service"),
+    ))
+}
+
+/// How `instance` ended, once its activator reports it; `None` if it does not within
+/// [`EXIT_REPORT_GRACE`].
+async fn exit_of(inner: &Inner, instance: InstanceId) -> Option<InstanceExit> {
+    let find = || {
+        inner
+            .exits
+            .lock()
+            .iter()
+            .rev()
+            .find(|(id, _)| *id == instance)
+            .map(|&(_, exit)| exit)
+    };
+    let until = Instant::now() + EXIT_REPORT_GRACE;
+    loop {
+        let reported = inner.exit_reported.notified();
+        let mut reported = std::pin::pin!(reported);
+        // Registered before looking, so a report between the look and the wait is not missed.
+        reported.as_mut().enable();
+        if let Some(exit) = find() {
+            return Some(exit);
+        }
+        if tokio::time::timeout_at(until, reported).await.is_err() {
+            return None;
+        }
+    }
+}
+
+/// Records how an activated instance ended ([`Broker::instance_exited`](crate::Broker)).
+pub(crate) fn exited(inner: &Inner, instance: InstanceId, exit: InstanceExit) {
+    {
+        let mut exits = inner.exits.lock();
+        if exits.len() >= KEPT_EXITS {
+            exits.pop_front();
+        }
+        exits.push_back((instance, exit));
+    }
+    inner.exit_reported.notify_waiters();
 }
 
 /// Waits (until `until` at most) for an activation to end, then hands `body` back to its

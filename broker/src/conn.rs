@@ -104,6 +104,19 @@ pub(crate) enum CloseReason {
         /// Bytes queued when the bound was hit.
         queued: usize,
     },
+    /// The app kept sending requests its manifest does not allow, which can never succeed.
+    #[error(
+        "the app sent {denied} requests its manifest does not allow within {window:?} \
+         ({unlogged} of them not logged); such requests can never succeed"
+    )]
+    TooManyDenials {
+        /// Denied requests in the window.
+        denied: u32,
+        /// The window.
+        window: Duration,
+        /// Denials counted but not logged.
+        unlogged: u64,
+    },
     /// An activated provider sat idle too long.
     #[error("stopped after {:?} idle", idle)]
     Idle {
@@ -131,7 +144,9 @@ impl CloseReason {
             | CloseReason::RepeatedHello
             | CloseReason::NoCommonVersion { .. }
             | CloseReason::InvalidPublish(_) => Some(v1::Status::InvalidArgument),
-            CloseReason::ForbiddenPublish { .. } => Some(v1::Status::PermissionDenied),
+            CloseReason::ForbiddenPublish { .. } | CloseReason::TooManyDenials { .. } => {
+                Some(v1::Status::PermissionDenied)
+            }
             CloseReason::Idle { .. } | CloseReason::Stopped => Some(v1::Status::Unavailable),
         }
     }
@@ -227,6 +242,8 @@ pub(crate) struct Conn {
     pub(crate) calls: Mutex<Calls>,
     closing: Mutex<Closing>,
     closer: Notify,
+    /// Set once the connection has ended and left the registry.
+    pub(crate) ended: tokio::sync::watch::Sender<bool>,
     /// [`Inner::now_ms`] of the last call routed to or answered by this connection, or lookup or
     /// subscription of one of its services: what idle stop measures.
     last_active_ms: AtomicU64,
@@ -255,6 +272,7 @@ impl Conn {
             calls: Mutex::new(Calls::default()),
             closing: Mutex::new(Closing::Open),
             closer: Notify::new(),
+            ended: tokio::sync::watch::Sender::new(false),
             last_active_ms: AtomicU64::new(inner.now_ms()),
         }
     }
@@ -353,6 +371,7 @@ async fn run(inner: Arc<Inner>, conn: Arc<Conn>, stream: Arc<UnixStream>) {
     });
     conn.outbox.close(goodbye.as_ref());
     session.end(reason.gone_reason());
+    conn.ended.send_replace(true);
     let flush = match reason {
         CloseReason::PeerClosed | CloseReason::Io(_) | CloseReason::NotReading { .. } => {
             Duration::ZERO
@@ -568,6 +587,11 @@ mod tests {
                 len: 0,
             }),
             CloseReason::NotReading { queued: 5 },
+            CloseReason::TooManyDenials {
+                denied: 101,
+                window: Duration::from_secs(10),
+                unlogged: 98,
+            },
             CloseReason::Idle {
                 idle: Duration::from_secs(61),
             },
@@ -585,6 +609,7 @@ mod tests {
             ("did not declare", Some(v1::Status::PermissionDenied)),
             ("Publish.topic", Some(v1::Status::InvalidArgument)),
             ("5 bytes are queued", None),
+            ("101 requests", Some(v1::Status::PermissionDenied)),
             ("61s idle", Some(v1::Status::Unavailable)),
             ("operator", Some(v1::Status::Unavailable)),
             ("socket error", None),

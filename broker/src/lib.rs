@@ -16,18 +16,23 @@
 //!   `service.provider` carry it to apps as attested identities.
 //! - **Permissions**: register only what `provides` lists; lookup, call, subscribe and watch only
 //!   what `uses` lists; publish only on a service the connection registered. Denials are answered
-//!   PERMISSION_DENIED (a forbidden publish closes the connection) and logged with `warn`.
+//!   PERMISSION_DENIED (a forbidden publish closes the connection) and logged with `warn`, at
+//!   most one line per action and 10 s per connection; more than 100 denials in 10 s close the
+//!   connection (`denials`).
 //! - **Routing**: calls get a broker-assigned id on the provider's connection, a deadline
 //!   (DEADLINE_EXCEEDED to the caller and `cancel` to the provider when it passes), and are
-//!   answered exactly once. Events fan out to subscribers; watchers hear `service_available`;
-//!   linked clients hear `provider_gone`.
+//!   answered exactly once. Events fan out to subscribers; watchers hear `service_available`
+//!   and `provider_gone`, coalesced per service (the latest state replaces a notice not yet
+//!   written, so no other app can fill a watcher's queue); linked clients hear `provider_gone`.
 //! - **On-demand activation** through an [`Activator`]: concurrent requests for one service share
-//!   one activation, bounded by [`BrokerConfig::activation_timeout`]. Activated providers that sit
-//!   idle are stopped after [`BrokerConfig::idle_stop_after`].
+//!   one activation, bounded by [`BrokerConfig::activation_timeout`]; a provider that exits
+//!   before it registers fails them at once, naming how it ended ([`Broker::instance_exited`]).
+//!   Activated providers that sit idle are stopped after [`BrokerConfig::idle_stop_after`].
 //! - **Hostile input closes that one connection**, with a logged reason and, when the socket
 //!   still takes it, a `goodbye`: bad framing, an unknown body, a frame before `hello`, file
 //!   descriptors passed with `SCM_RIGHTS` (received with `recvmsg` and closed at once), a
-//!   forbidden publish, a peer that stops reading while its queue passes the hard bound.
+//!   forbidden publish, a peer that stops reading while its queue passes the hard bound, more
+//!   than 100 denied requests in 10 s.
 //!
 //! Memory per connection is bounded: the frame decoder holds at most one partial frame plus one
 //! read, the outbound queue [`BrokerConfig::queue_bytes`] (events beyond it are dropped and
@@ -50,6 +55,7 @@
 
 mod activation;
 mod conn;
+mod denials;
 mod outbox;
 mod registry;
 mod session;
@@ -209,17 +215,38 @@ pub enum ActivationError {
     },
 }
 
+/// How an activated app's process ended, as its supervisor saw it; see [`Broker::instance_exited`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstanceExit {
+    /// It exited with this code.
+    Exited(i32),
+    /// A signal of this number killed it.
+    Signaled(i32),
+}
+
+impl fmt::Display for InstanceExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InstanceExit::Exited(code) => write!(f, "exited with code {code}"),
+            InstanceExit::Signaled(signal) => write!(f, "was killed by signal {signal}"),
+        }
+    }
+}
+
 /// Starts installed providers on demand.
 pub trait Activator: Send + Sync + 'static {
     /// Launches the installed app providing `service` and attaches it to `broker` with
-    /// [`Origin::Activated`]; resolves once it is attached (not yet registered). The broker then
-    /// waits for the registration, all within [`BrokerConfig::activation_timeout`]; the future is
-    /// dropped when that passes. Concurrent requests for one service share one call.
+    /// [`Origin::Activated`]; resolves once it is attached (not yet registered), with the
+    /// connection [`Broker::attach`] returned. The broker then waits for the registration, all
+    /// within [`BrokerConfig::activation_timeout`]; the future is dropped when that passes.
+    /// Should that connection end first (the app exited or crashed), the requests waiting are
+    /// answered UNAVAILABLE at once, naming how the app ended when the activator reports it with
+    /// [`Broker::instance_exited`]. Concurrent requests for one service share one call.
     fn activate(
         &self,
         broker: Broker,
         service: Uuid,
-    ) -> BoxFuture<'static, Result<(), ActivationError>>;
+    ) -> BoxFuture<'static, Result<ConnectionId, ActivationError>>;
 
     /// Called once when the connection of an activated instance ends, whatever the reason (idle
     /// stop, [`Broker::disconnect`], a protocol violation, the app closing it): make sure the
@@ -292,6 +319,11 @@ pub(crate) struct Inner {
     /// Broker-assigned call ids: one counter for all providers makes them unique per provider.
     pub(crate) next_call: AtomicU64,
     pub(crate) next_activation: AtomicU64,
+    /// The last exits reported by [`Broker::instance_exited`], newest last, at most
+    /// [`activation::KEPT_EXITS`]: an activation whose provider closed its connection before
+    /// registering looks its exit up here, whichever of the two was noticed first.
+    pub(crate) exits: parking_lot::Mutex<std::collections::VecDeque<(InstanceId, InstanceExit)>>,
+    pub(crate) exit_reported: tokio::sync::Notify,
     /// Origin of the millisecond clock connections record their last activity on.
     pub(crate) epoch: Instant,
 }
@@ -321,6 +353,8 @@ impl Broker {
                 next_connection: AtomicU64::new(1),
                 next_call: AtomicU64::new(1),
                 next_activation: AtomicU64::new(1),
+                exits: Default::default(),
+                exit_reported: tokio::sync::Notify::new(),
                 epoch: Instant::now(),
             }),
         }
@@ -355,6 +389,12 @@ impl Broker {
     /// The services that have a provider or an activation under way, ordered by id.
     pub fn services(&self) -> Vec<ServiceSnapshot> {
         self.inner.registry.read().services()
+    }
+
+    /// Tells the broker how the process of an activated instance ended (its supervisor calls this
+    /// when it has reaped it), so that requests waiting for it to register are answered with that.
+    pub fn instance_exited(&self, instance: InstanceId, exit: InstanceExit) {
+        activation::exited(&self.inner, instance, exit);
     }
 
     /// Closes a connection (for `elastos stop`): its app gets a `goodbye` (UNAVAILABLE), its

@@ -3,15 +3,22 @@
 //!
 //! Encoding at enqueue time bounds the queue by what it really costs (bytes, not frames) and
 //! batches writes for free: whatever piles up while one write is in progress goes out in the next.
+//!
+//! Availability notices to a watcher (`service_available`, `provider_gone`) are not queued as
+//! bytes but kept per service, the latest replacing any not yet written: another app registering
+//! and unregistering a watched service in a loop would otherwise fill a paused watcher's queue
+//! with notices it must get, and get it disconnected. The latest state is all a watcher needs, so
+//! what one service can cost a watcher is one frame.
 
 use std::io;
 use std::sync::Arc;
 
-use elastos_proto::v1::BrokerFrame;
+use elastos_proto::v1::{broker_frame, BrokerFrame};
 use elastos_proto::{encode_frame, LENGTH_PREFIX_LEN, MAX_FRAME_LEN};
 use parking_lot::Mutex;
 use tokio::net::UnixStream;
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 /// Capacity a writer keeps between batches; a larger buffer left by a burst is freed, so an idle
 /// connection does not keep a burst's memory.
@@ -41,6 +48,10 @@ pub(crate) struct Outbox {
 
 struct State {
     buf: Vec<u8>,
+    /// The latest availability notice per service not yet written, in the order the services
+    /// were first noticed; written after `buf`. At most one per watched service
+    /// ([`MAX_WATCHES`](crate::MAX_WATCHES)), so a short list searched linearly.
+    notices: Vec<(Uuid, broker_frame::Body)>,
     closing: bool,
 }
 
@@ -49,6 +60,7 @@ impl Outbox {
         Self {
             state: Mutex::new(State {
                 buf: Vec::new(),
+                notices: Vec::new(),
                 closing: false,
             }),
             wake: Notify::new(),
@@ -71,12 +83,45 @@ impl Outbox {
         self.enqueue(frame, self.soft_limit)
     }
 
-    /// Queues `goodbye` (if any) as the last frame and refuses everything after it.
+    /// Queues availability notice `body` about `service`, replacing the one queued about it and
+    /// not yet written, if any. Frames queued before it are written before it; a notice is never
+    /// refused for a full queue, as it costs at most one frame per watched service.
+    pub(crate) fn notice(&self, service: Uuid, body: broker_frame::Body) {
+        let mut state = self.state.lock();
+        if state.closing {
+            return;
+        }
+        let idle = state.buf.is_empty() && state.notices.is_empty();
+        match state
+            .notices
+            .iter_mut()
+            .find(|(about, _)| *about == service)
+        {
+            Some((_, queued)) => *queued = body,
+            None => state.notices.push((service, body)),
+        }
+        drop(state);
+        if idle {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Drops the notice about `service` not yet written (the app stopped watching it).
+    pub(crate) fn forget_notice(&self, service: Uuid) {
+        self.state
+            .lock()
+            .notices
+            .retain(|(about, _)| *about != service);
+    }
+
+    /// Queues `goodbye` (if any) as the last frame and refuses everything after it. Notices not
+    /// yet written are dropped: the app is going away.
     pub(crate) fn close(&self, goodbye: Option<&BrokerFrame>) {
         let mut state = self.state.lock();
         if state.closing {
             return;
         }
+        state.notices.clear();
         if let Some(goodbye) = goodbye {
             // The hard bound does not apply to the last frame: it is small and ends the queue.
             // A goodbye always encodes (it has a body and a short message), so ignoring the
@@ -98,8 +143,9 @@ impl Outbox {
             return Err(Refused::Full { queued });
         }
         encode_frame(frame, &mut state.buf).map_err(|_| Refused::Oversize)?;
+        let idle = queued == 0 && state.notices.is_empty();
         drop(state);
-        if queued == 0 {
+        if idle {
             // The writer swaps the buffer out whole, so it only needs waking when the buffer goes
             // from empty to not; a wake-up it finds nothing for costs one loop.
             self.wake.notify_one();
@@ -116,6 +162,11 @@ pub(crate) async fn write_loop(outbox: Arc<Outbox>, stream: Arc<UnixStream>) -> 
         let closing = {
             let mut state = outbox.state.lock();
             std::mem::swap(&mut state.buf, &mut batch);
+            for (_, body) in state.notices.drain(..) {
+                // A notice that does not fit in a frame (a service declaring methods and topics
+                // up to the frame limit, plus the provider's identity) cannot be sent at all.
+                let _ = encode_frame(&BrokerFrame { body: Some(body) }, &mut batch);
+            }
             state.closing
         };
         if batch.is_empty() {

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use elastos_proto::v1;
+use elastos_proto::v1::{self, broker_frame};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -106,24 +106,62 @@ impl Provider {
 }
 
 impl Service {
-    /// Removes the provider; returns the connections to tell: its linked clients and the
-    /// service's watchers, once each.
-    pub(crate) fn remove_provider(&mut self) -> Vec<Arc<Conn>> {
+    /// Removes the provider and gives the service's watchers a `provider_gone` notice (coalesced
+    /// per service, see [`Outbox::notice`](crate::outbox::Outbox::notice)); returns the linked
+    /// clients that do not watch the service, to be sent `provider_gone` themselves.
+    pub(crate) fn remove_provider(
+        &mut self,
+        service: Uuid,
+        reason: v1::GoneReason,
+    ) -> Vec<Arc<Conn>> {
         let Some(provider) = self.provider.take() else {
             return Vec::new();
         };
-        let mut told = provider.linked;
         for watcher in &self.watchers {
-            if !told.iter().any(|conn| conn.id == watcher.id) {
-                told.push(Arc::clone(watcher));
-            }
+            watcher
+                .outbox
+                .notice(service, provider_gone(service, reason));
         }
-        told
+        let mut linked = provider.linked;
+        linked.retain(|conn| !self.is_watched_by(conn.id));
+        linked
+    }
+
+    /// Gives every watcher a `service_available` notice about the provider (coalesced per
+    /// service).
+    pub(crate) fn announce(&self, service: Uuid) {
+        for watcher in &self.watchers {
+            self.announce_to(service, watcher);
+        }
+    }
+
+    /// Gives `watcher` a `service_available` notice about the provider, if there is one.
+    pub(crate) fn announce_to(&self, service: Uuid, watcher: &Conn) {
+        if let Some(provider) = &self.provider {
+            watcher.outbox.notice(
+                service,
+                broker_frame::Body::ServiceAvailable(v1::ServiceAvailable {
+                    service: Some(provider.info(service)),
+                }),
+            );
+        }
+    }
+
+    pub(crate) fn is_watched_by(&self, conn: ConnectionId) -> bool {
+        self.watchers.iter().any(|watcher| watcher.id == conn)
     }
 
     fn subscriptions(&self) -> usize {
         self.subscribers.values().map(Vec::len).sum()
     }
+}
+
+/// A `provider_gone` about `service`.
+pub(crate) fn provider_gone(service: Uuid, reason: v1::GoneReason) -> broker_frame::Body {
+    broker_frame::Body::ProviderGone(v1::ProviderGone {
+        service_id: service.as_bytes().to_vec(),
+        reason: reason as i32,
+    })
 }
 
 impl Registry {

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::*;
 use elastos_broker::{
-    ActivationError, Activator, BoxFuture, Broker, BrokerConfig, InstanceId, Origin, ServiceState,
+    ActivationError, Activator, BoxFuture, Broker, BrokerConfig, ConnectionId, InstanceExit,
+    InstanceId, Origin, ServiceState,
 };
 use elastos_proto::v1::{self, broker_frame};
 use tokio::net::UnixStream;
@@ -21,6 +22,8 @@ enum Behaviour {
     Serve,
     /// Attach an app that says hello and never registers.
     NeverRegister,
+    /// Attach an app that says hello and exits before it registers.
+    ExitBeforeRegistering,
     NotInstalled,
     Fail,
 }
@@ -49,7 +52,7 @@ impl Activator for FakeActivator {
         &self,
         broker: Broker,
         service: Uuid,
-    ) -> BoxFuture<'static, Result<(), ActivationError>> {
+    ) -> BoxFuture<'static, Result<ConnectionId, ActivationError>> {
         let instance = InstanceId(self.activations.fetch_add(1, Ordering::SeqCst) + 1);
         let (behaviour, delay) = (self.behaviour, self.delay);
         Box::pin(async move {
@@ -68,7 +71,7 @@ impl Activator for FakeActivator {
                     tokio::spawn(
                         async move { serve_echo(Client::over(ours, id).await, None).await },
                     );
-                    Ok(())
+                    Ok(id)
                 }
                 Behaviour::NeverRegister => {
                     let (ours, id) = attach();
@@ -76,7 +79,22 @@ impl Activator for FakeActivator {
                         let mut app = Client::over(ours, id).await;
                         app.closed().await;
                     });
-                    Ok(())
+                    Ok(id)
+                }
+                Behaviour::ExitBeforeRegistering => {
+                    let (ours, id) = attach();
+                    drop(Client::over(ours, id).await);
+                    // The supervisor reaps it a moment after the socket closed; odd instances
+                    // crash instead of exiting.
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        let exit = match instance.0 % 2 {
+                            0 => InstanceExit::Exited(3),
+                            _ => InstanceExit::Signaled(11),
+                        };
+                        broker.instance_exited(instance, exit);
+                    });
+                    Ok(id)
                 }
                 Behaviour::NotInstalled => Err(ActivationError::NotInstalled { service }),
                 Behaviour::Fail => Err(ActivationError::Failed {
@@ -183,6 +201,31 @@ async fn a_provider_that_never_registers_is_unavailable_after_the_timeout() {
         v1::Status::Unavailable
     );
     assert_eq!(activator.activations.load(Ordering::SeqCst), 2);
+}
+
+/// Default activation timeout (10 s): the answer must come from noticing the exit, not from it,
+/// and say how the provider ended (instance 1 crashes, 2 exits 3, and so on).
+#[tokio::test]
+async fn a_provider_that_exits_before_registering_is_unavailable_at_once() {
+    let activator = FakeActivator::new(Behaviour::ExitBeforeRegistering, Duration::ZERO);
+    let broker = broker_with(&activator, BrokerConfig::default());
+    let mut client = Client::connect(&broker, client_identity("client")).await;
+    for round in 1..=20 {
+        let started = tokio::time::Instant::now();
+        let response = client.lookup(round, ECHO).await;
+        assert_eq!(status_of_response(&response), v1::Status::Unavailable);
+        let message = response.error.expect("error").message;
+        let how = match round % 2 {
+            0 => "exited with code 3",
+            _ => "was killed by signal 11",
+        };
+        assert!(
+            message.contains(&format!("{how} before it registered")),
+            "{message}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2), "{round}");
+    }
+    assert_eq!(activator.activations.load(Ordering::SeqCst), 20);
 }
 
 #[tokio::test]

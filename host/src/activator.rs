@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use elastos_broker::{
-    ActivationError, Activator, AppIdentity, BoxFuture, Broker, InstanceId, Origin,
+    ActivationError, Activator, AppIdentity, BoxFuture, Broker, ConnectionId, InstanceExit,
+    InstanceId, Origin,
 };
-use elastos_loader::{JailHandle, LaunchOptions};
+use elastos_loader::{AppExit, JailHandle, LaunchOptions};
 use elastos_policy::HostEnv;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use uuid::Uuid;
@@ -158,7 +159,7 @@ impl Activator for AppLauncher {
         &self,
         broker: Broker,
         service: Uuid,
-    ) -> BoxFuture<'static, Result<(), ActivationError>> {
+    ) -> BoxFuture<'static, Result<ConnectionId, ActivationError>> {
         let launcher = self.clone();
         Box::pin(async move {
             let failed = |reason: String| ActivationError::Failed { service, reason };
@@ -169,11 +170,11 @@ impl Activator for AppLauncher {
                 .ok_or(ActivationError::NotInstalled { service })?;
             let instance = InstanceId(launcher.0.next_instance.fetch_add(1, Ordering::Relaxed));
             let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Started>();
-            let supervisor = launcher.clone();
+            let (supervisor, exits_to) = (launcher.clone(), broker.clone());
             let name = format!("elastos-app-{}", app.name);
             std::thread::Builder::new()
                 .name(name)
-                .spawn(move || supervisor.supervise(app, instance, started_tx))
+                .spawn(move || supervisor.supervise(app, instance, started_tx, exits_to))
                 .map_err(|e| failed(format!("cannot start a supervisor thread: {e}")))?;
             let (stream, identity, pid) = started_rx
                 .await
@@ -183,15 +184,14 @@ impl Activator for AppLauncher {
                 .set_nonblocking(true)
                 .and_then(|()| tokio::net::UnixStream::from_std(stream))
                 .map_err(|e| failed(format!("cannot use the app's socket: {e}")))?;
-            broker.attach(
+            Ok(broker.attach(
                 stream,
                 identity,
                 Origin::Activated {
                     instance,
                     pid: Some(pid),
                 },
-            );
-            Ok(())
+            ))
         })
     }
 
@@ -230,12 +230,14 @@ impl AppLauncher {
         }
     }
 
-    /// The supervisor thread of one activated app: prepare, launch, report, wait.
+    /// The supervisor thread of one activated app: prepare, launch, report, wait, and tell
+    /// `broker` how it ended (requests waiting for it to register are answered with that).
     fn supervise(
         &self,
         app: InstalledApp,
         instance: InstanceId,
         started: tokio::sync::oneshot::Sender<Started>,
+        broker: Broker,
     ) {
         let request = StartRequest {
             bundle: &app.bundle,
@@ -273,7 +275,14 @@ impl AppLauncher {
         };
         match jail.wait_blocking() {
             Ok(exit) => {
-                tracing::info!(app = %app.app_id, %instance, code = exit.code(), "activated app ended")
+                tracing::info!(app = %app.app_id, %instance, code = exit.code(), "activated app ended");
+                broker.instance_exited(
+                    instance,
+                    match exit {
+                        AppExit::Exited(code) => InstanceExit::Exited(code),
+                        AppExit::Signaled(signal) => InstanceExit::Signaled(signal),
+                    },
+                );
             }
             Err(e) => {
                 tracing::warn!(app = %app.app_id, %instance, error = %crate::describe_error(&e), "waiting for activated app")

@@ -9,11 +9,20 @@
 //! by the time it is used. Only the daemon's own uid (or root) may connect
 //! (`SO_PEERCRED`): whoever can attach connections can claim any app identity, which is exactly
 //! the launcher's trusted role. The socket's directory is 0700 as well.
+//!
+//! The daemon reads requests asynchronously, without a thread per connection, under the bounds
+//! dbus-daemon puts on connections that have not authenticated yet: [`REQUEST_TIMEOUT`] (its
+//! `auth_timeout`) and [`MAX_INCOMPLETE`] (its `max_incomplete_connections`). Connections that
+//! never send a request once pinned the daemon's blocking thread pool, so `elastos ps` timed out
+//! and `elastos run` hung until they closed.
 
+use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use serde::{Deserialize, Serialize};
@@ -24,6 +33,14 @@ use elastos_broker::{AppIdentity, AppSnapshot, Broker, Origin, ServiceState};
 
 /// Longest request line accepted, in bytes.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// How long a control connection may take to send its whole request line; it is closed after.
+/// The CLI sends its request as soon as it connects, so this only bounds peers that do not.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most control connections waiting for their request at once. A new connection beyond it
+/// closes the one that has waited longest rather than being refused itself, so that idle
+/// connections can never lock `elastos ps` or `elastos run` out for longer than it takes to
+/// connect.
+pub const MAX_INCOMPLETE: usize = 64;
 
 /// The identity of an app as the launcher verified it (wire form of `AppIdentity`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,10 +188,10 @@ impl ControlClient {
 /// The most file descriptors a request may pass; more are closed and refused.
 pub const MAX_REQUEST_FDS: usize = 2;
 
-/// Reads one request line and the fds passed with it, in order (blocking on a std stream; the
-/// daemon calls it from a blocking task).
-pub fn read_request(
-    stream: &StdUnixStream,
+/// Reads one request line and the fds passed with it, in order. Not bounded in time: the
+/// caller puts [`REQUEST_TIMEOUT`] on it.
+pub async fn read_request(
+    stream: &tokio::net::UnixStream,
 ) -> Result<(ControlRequest, Vec<OwnedFd>), ControlError> {
     let io_error = |source| ControlError::Io {
         path: PathBuf::from("(peer)"),
@@ -189,22 +206,14 @@ pub fn read_request(
                 "request longer than {MAX_REQUEST_BYTES} bytes"
             )));
         }
-        let mut cmsg = nix::cmsg_space!([RawFd; 4]);
-        let mut iov = [io::IoSliceMut::new(&mut buffer)];
-        let message = recvmsg::<()>(
-            stream.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .map_err(|e| io_error(e.into()))?;
-        let n = message.bytes;
-        for control in message.cmsgs().map_err(|e| io_error(e.into()))? {
-            if let ControlMessageOwned::ScmRights(fds) = control {
-                // Each is owned (and closed on drop) whether it is kept or not.
-                received.extend(fds.into_iter().map(owned_fd));
-            }
-        }
+        stream.readable().await.map_err(io_error)?;
+        let n = match stream.try_io(tokio::io::Interest::READABLE, || {
+            receive(stream, &mut buffer, &mut received)
+        }) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(io_error(e)),
+        };
         if n == 0 {
             break;
         }
@@ -221,9 +230,93 @@ pub fn read_request(
     Ok((request, received))
 }
 
-/// Writes the answer line.
-pub fn write_response(
-    mut stream: &StdUnixStream,
+/// One non-blocking `recvmsg` into `buffer`; the descriptors passed are appended to
+/// `received` (each owned, so closed if the request is refused). Returns the bytes read (0 at
+/// end of stream).
+fn receive(
+    stream: &tokio::net::UnixStream,
+    buffer: &mut [u8],
+    received: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [io::IoSliceMut::new(buffer)];
+    let message = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+    )?;
+    for control in message.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = control {
+            received.extend(fds.into_iter().map(owned_fd));
+        }
+    }
+    Ok(message.bytes)
+}
+
+/// The control connections waiting for their request, oldest first, bounded by
+/// [`MAX_INCOMPLETE`].
+#[derive(Clone, Default)]
+pub struct Incomplete(Arc<Mutex<IncompleteState>>);
+
+#[derive(Default)]
+struct IncompleteState {
+    next: u64,
+    waiting: VecDeque<(u64, Arc<tokio::sync::Notify>)>,
+}
+
+/// A connection's place among the [`Incomplete`] ones, given up when dropped.
+pub struct Waiting {
+    id: u64,
+    evict: Arc<tokio::sync::Notify>,
+    all: Incomplete,
+}
+
+impl Incomplete {
+    /// Counts a new connection in; when [`MAX_INCOMPLETE`] already wait, the oldest is told to
+    /// close ([`Waiting::evicted`]).
+    pub fn admit(&self) -> Waiting {
+        let mut state = self.0.lock().expect("not poisoned");
+        if state.waiting.len() >= MAX_INCOMPLETE {
+            if let Some((_, oldest)) = state.waiting.pop_front() {
+                // Stored as a permit if its task is not waiting yet: it still closes.
+                oldest.notify_one();
+            }
+        }
+        let id = state.next;
+        state.next += 1;
+        let evict = Arc::new(tokio::sync::Notify::new());
+        state.waiting.push_back((id, Arc::clone(&evict)));
+        Waiting {
+            id,
+            evict,
+            all: self.clone(),
+        }
+    }
+
+    /// How many connections were ever admitted.
+    pub fn admitted(&self) -> u64 {
+        self.0.lock().expect("not poisoned").next
+    }
+}
+
+impl Waiting {
+    /// Resolves when newer connections pushed this one out.
+    pub async fn evicted(&self) {
+        self.evict.notified().await
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let mut state = self.all.0.lock().expect("not poisoned");
+        state.waiting.retain(|(id, _)| *id != self.id);
+    }
+}
+
+/// Writes the answer line. Not bounded in time: the caller bounds it.
+pub async fn write_response(
+    stream: &tokio::net::UnixStream,
     result: Result<serde_json::Value, String>,
 ) -> io::Result<()> {
     let response = match result {
@@ -238,7 +331,16 @@ pub fn write_response(
     };
     let mut line = serde_json::to_vec(&response).expect("responses serialize");
     line.push(b'\n');
-    stream.write_all(&line)
+    let mut rest = &line[..];
+    while !rest.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(rest) {
+            Ok(written) => rest = &rest[written..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn owned_fd(fd: RawFd) -> OwnedFd {
@@ -248,7 +350,7 @@ fn owned_fd(fd: RawFd) -> OwnedFd {
 }
 
 /// Whether the peer of `stream` may use the control socket: our own uid, or root.
-pub fn peer_allowed(stream: &StdUnixStream) -> bool {
+pub fn peer_allowed(stream: &impl AsFd) -> bool {
     let Ok(credentials) =
         nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
     else {
@@ -336,6 +438,40 @@ impl From<&AppSnapshot> for AppView {
             services: app.services.clone(),
         }
     }
+}
+
+/// The daemon itself, as `elastos ps --format json` shows it beside its apps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DaemonView {
+    /// The daemon's pid.
+    pub pid: u32,
+    /// Its resident memory (`VmRSS` of /proc/self/status), in bytes; `None` if unreadable.
+    pub rss_bytes: Option<u64>,
+    /// App connections it serves.
+    pub connections: usize,
+}
+
+/// What `elastos ps` gets from the daemon: the daemon and its running apps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PsView {
+    /// The daemon.
+    pub daemon: DaemonView,
+    /// The running apps, by connection id.
+    pub apps: Vec<AppView>,
+}
+
+/// This process's resident memory in bytes, from `VmRSS` in /proc/self/status.
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// A service as `elastos services` shows it.

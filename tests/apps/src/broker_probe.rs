@@ -7,6 +7,8 @@
 //! elastos-broker-probe client STEP..     steps through the SDK, in order
 //! elastos-broker-probe raw STEP..        steps speaking the wire protocol by hand on fd 3,
 //!                                        including hostile ones (garbage, fd passing, floods)
+//! elastos-broker-probe exit CODE         exits with CODE at once: a provider that ends before
+//!                                        it registers
 //! (no arguments)                         the arguments are the lines of /app/activate.args: how
 //!                                        a provider the broker activates (with no argv) knows
 //!                                        what to serve
@@ -85,9 +87,13 @@ fn main() {
         "serve" => runtime().block_on(serve(rest)),
         "client" => runtime().block_on(client(rest)),
         "raw" => raw(rest),
+        "exit" => match rest.first().map(|code| code.parse::<i32>()) {
+            Some(Ok(code)) => code,
+            _ => fail(USAGE, "exit: expected the exit code"),
+        },
         other => fail(
             USAGE,
-            &format!("unknown role {other:?}; expected serve, client or raw"),
+            &format!("unknown role {other:?}; expected serve, client, raw or exit"),
         ),
     };
     std::process::exit(code);
