@@ -181,6 +181,7 @@ const EXPECTATIONS: &[Expectation] = &[
     ),
     expect("fchmod-setuid-home", Filesystem, REFUSED_ARGUMENTS),
     expect("fchmodat-setgid-proc-fd", Filesystem, REFUSED_ARGUMENTS),
+    expect("open-creat-setuid-home", Filesystem, REFUSED_ARGUMENTS),
     expect("tmp-inode-limit", Filesystem, Errno(&[ENOSPC])),
     expect("inet-tcp-connect", Sockets, FILTERED),
     expect("inet-udp", Sockets, FILTERED),

@@ -501,15 +501,22 @@ mod tests {
     }
 
     #[test]
-    fn chmod_family_refuses_set_id_bits() {
+    fn chmod_family_and_file_creation_refuse_set_id_bits() {
         #[cfg(target_arch = "x86_64")]
-        let chmod = [(libc::SYS_chmod, 1)];
+        let legacy = [
+            (libc::SYS_chmod, 1),
+            (libc::SYS_open, 2),
+            (libc::SYS_creat, 1),
+            (libc::SYS_mknod, 1),
+        ];
         #[cfg(target_arch = "aarch64")]
-        let chmod = [];
-        for (nr, arg) in chmod
-            .into_iter()
-            .chain([(libc::SYS_fchmod, 1), (libc::SYS_fchmodat, 2)])
-        {
+        let legacy = [];
+        for (nr, arg) in legacy.into_iter().chain([
+            (libc::SYS_fchmod, 1),
+            (libc::SYS_fchmodat, 2),
+            (libc::SYS_openat, 3),
+            (libc::SYS_mknodat, 2),
+        ]) {
             for mode in [0o644, 0o755, 0o1777, 0o644 | 1 << 32] {
                 assert_eq!(
                     verdict(nr, with_arg(arg, mode)),
@@ -522,6 +529,7 @@ mod tests {
             }
         }
         assert_eq!(verdict(libc::SYS_fchmodat2, with_arg(2, 0o644)), ENOSYS);
+        assert_eq!(verdict(libc::SYS_openat2, [0; 6]), ENOSYS);
     }
 
     #[test]

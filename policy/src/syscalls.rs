@@ -5,7 +5,9 @@
 //! Everything not in [`ALLOW_LIST`] fails with `ENOSYS` ([`DENIED_ERRNO`]). `ENOSYS` is the
 //! sentinel for "elastos's filter said no" (the kernel itself rarely answers it for a syscall it
 //! has), and it is what a libc expects from a kernel too old for a call, so libcs fall back
-//! gracefully: `clone3` -> `clone`, `fchmodat2` -> `fchmodat`, `faccessat2` -> `faccessat`.
+//! gracefully: `clone3` -> `clone`, `fchmodat2` -> `fchmodat`, `faccessat2` -> `faccessat`. An
+//! allowed call whose arguments its row refuses fails with the errno of that row's check
+//! (`EPERM`, `ENOTTY`, `ENOPROTOOPT`), never with `ENOSYS`.
 //!
 //! Notable denials, by absence from the table:
 //! - **processes**: `fork`, `vfork`, `clone3` (its flags live in memory, which BPF cannot read, so
@@ -332,8 +334,6 @@ pub static ALLOW_LIST: &[SyscallGroup] = &[
     SyscallGroup {
         name: "files (paths are Landlock's job)",
         syscalls: &[
-            allow!(SYS_openat, "Landlock decides which paths open, for what"),
-            allow!(SYS_openat2, "Landlock decides which paths open, for what"),
             allow!(SYS_close, "closes its own fd"),
             allow!(SYS_close_range, "closes its own fds"),
             allow!(
@@ -358,10 +358,6 @@ pub static ALLOW_LIST: &[SyscallGroup] = &[
                 "permission check only; opening is still up to Landlock"
             ),
             allow!(SYS_mkdirat, "Landlock: make_dir"),
-            allow!(
-                SYS_mknodat,
-                "Landlock: make_fifo and friends; device nodes need CAP_MKNOD"
-            ),
             allow!(SYS_unlinkat, "Landlock: remove_file / remove_dir"),
             allow!(
                 SYS_renameat2,
@@ -597,6 +593,12 @@ pub static ALLOW_LIST: &[SyscallGroup] = &[
             allow!(SYS_prctl if ArgCheck::PrctlIn(PRCTL_ALLOWED), "options that read or tune \
                 only the caller; PR_SET_DUMPABLE only switches between the post-exec default and \
                 \"not dumpable\" (ptrace is denied and the loader disables core dumps anyway)"),
+            allow!(SYS_openat if no_set_id_mode(3), "Landlock decides which paths open, for \
+                what; a file it creates gets no set-id bit (EPERM), as in fchmod. The mode is \
+                checked whatever the flags (libcs pass 0 or 0666 when not creating). openat2 is \
+                denied: its mode lies in memory, out of the filter's sight (libcs use openat)"),
+            allow!(SYS_mknodat if no_set_id_mode(2), "Landlock: make_fifo and friends; device \
+                nodes need CAP_MKNOD; no set-id bit, as in openat"),
             allow!(SYS_fchmod if no_set_id_mode(1), "Landlock does not cover modes; DAC does: \
                 only files the app owns (its home, /tmp, or a file of the user's handed to it as \
                 stdout when the app runs as that user). Set-id bits are refused (EPERM), like \
@@ -623,15 +625,15 @@ pub static ALLOW_LIST: &[SyscallGroup] = &[
     SyscallGroup {
         name: "legacy x86_64 forms of the calls above (same meaning, same checks)",
         syscalls: &[
-            allow!(SYS_open, "as openat"),
-            allow!(SYS_creat, "as openat"),
+            allow!(SYS_open if no_set_id_mode(2), "as openat"),
+            allow!(SYS_creat if no_set_id_mode(1), "as openat"),
             allow!(SYS_stat, "as newfstatat"),
             allow!(SYS_lstat, "as newfstatat"),
             allow!(SYS_access, "as faccessat"),
             allow!(SYS_readlink, "as readlinkat"),
             allow!(SYS_getdents, "as getdents64"),
             allow!(SYS_mkdir, "as mkdirat"),
-            allow!(SYS_mknod, "as mknodat"),
+            allow!(SYS_mknod if no_set_id_mode(1), "as mknodat"),
             allow!(SYS_rmdir, "as unlinkat"),
             allow!(SYS_unlink, "as unlinkat"),
             allow!(SYS_rename, "as renameat2"),
@@ -802,6 +804,7 @@ mod tests {
         // Their mode or flags would need the checks of fchmodat and sendmsg/recvmsg; libcs
         // fall back to those on ENOSYS.
         "fchmodat2",
+        "openat2",
         "sendmmsg",
         "recvmmsg",
     ];
@@ -831,6 +834,14 @@ mod tests {
         assert_eq!(check("chmod"), no_set_id_mode(1));
         assert_eq!(check("fchmod"), no_set_id_mode(1));
         assert_eq!(check("fchmodat"), no_set_id_mode(2));
+        assert_eq!(check("openat"), no_set_id_mode(3));
+        assert_eq!(check("mknodat"), no_set_id_mode(2));
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert_eq!(check("open"), no_set_id_mode(2));
+            assert_eq!(check("creat"), no_set_id_mode(1));
+            assert_eq!(check("mknod"), no_set_id_mode(1));
+        }
         assert_eq!(check("sendmsg"), no_oob(2));
         assert_eq!(check("recvmsg"), no_oob(2));
         assert_eq!(check("sendto"), no_oob(3));

@@ -267,6 +267,36 @@ pub fn fchmodat_setgid_proc_fd(_: &ProbeArgs) -> Outcome {
     canary.outcome(ret, "fchmodat(/proc/self/fd/N, 02755)")
 }
 
+/// As `fchmod-setuid-home`, at creation: `open(O_CREAT)` with mode 04755, which the kernel keeps
+/// (only the umask applies). The file, if made, is removed at once.
+pub fn open_creat_setuid_home(_: &ProbeArgs) -> Outcome {
+    let home = match home_dir() {
+        Ok(home) => home,
+        Err(outcome) => return outcome,
+    };
+    let path = format!("{home}/elastos-probe-creat-setuid-{}", std::process::id());
+    let c_path = c_string(&path);
+    // SAFETY: `c_path` is a valid C string.
+    let fd = unsafe {
+        libc::open(
+            c_path.as_ptr(),
+            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+            0o4755,
+        )
+    };
+    let mut outcome = Outcome::of(i64::from(fd), "open(home file, O_CREAT, 04755)");
+    if fd >= 0 {
+        if let Ok(meta) = std::fs::metadata(&path) {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o7777;
+            outcome.detail = format!("open(home file, O_CREAT, 04755): created with mode {mode:o}");
+        }
+        close_fd(fd);
+        let _ = std::fs::remove_file(&path);
+    }
+    outcome
+}
+
 /// Files the inode probe creates in the jail's /tmp before giving up: far more than the inode
 /// limit of any /tmp of the jail (at most 65,536), so reaching it means there is no limit.
 const JAILED_MAX_FILES: usize = 200_000;

@@ -70,6 +70,7 @@ pub const PROBES: &[Probe] = &[
     probe("mknod-home-chardev", fs::mknod_home_chardev),
     probe("fchmod-setuid-home", fs::fchmod_setuid_home),
     probe("fchmodat-setgid-proc-fd", fs::fchmodat_setgid_proc_fd),
+    probe("open-creat-setuid-home", fs::open_creat_setuid_home),
     probe("tmp-inode-limit", fs::tmp_inode_limit),
     // Sockets.
     probe("inet-tcp-connect", net::inet_tcp_connect),
