@@ -396,6 +396,63 @@ fn the_memory_limit_holds_when_launched_by_an_unprivileged_user() {
     memory_limit_holds(User::Unprivileged);
 }
 
+/// The memory limit covers swap where the host accounts it (a limit on resident memory alone
+/// lets the app grow on in swap), and `elastos run --log-level info` says whether it does.
+#[test]
+fn the_memory_limit_covers_swap_where_the_host_accounts_it() {
+    let harness = Harness::new(User::Root);
+    let bundle = harness.probe_bundle("small", APP_ID, SMALL_LIMITS);
+    let token = unique_token("swap");
+    let running = harness
+        .run(&bundle, &["sleep", "30", &token])
+        .env("ELASTOS_LOG", "info")
+        .spawn();
+    let launcher = running.pid();
+    let started = eventually(Duration::from_secs(10), || app_alive(&token, launcher));
+    // Read while the app runs: the launcher removes its cgroup when the app ends.
+    let name = format!("{APP_ID}-{launcher}");
+    let (v1, v2) = (
+        Path::new("/sys/fs/cgroup/memory"),
+        Path::new("/sys/fs/cgroup"),
+    );
+    let (accounted, limit) = if v1.is_dir() {
+        (
+            v1.join("memory.memsw.limit_in_bytes").exists(),
+            v1.join("elastos")
+                .join(&name)
+                .join("memory.memsw.limit_in_bytes"),
+        )
+    } else {
+        let leaf = v2.join("elastos").join(&name);
+        (
+            leaf.join("memory.swap.max").exists(),
+            leaf.join("memory.swap.max"),
+        )
+    };
+    // The jail's first process (a clone of the launcher, with its argv) shows up before the
+    // launcher has made the cgroup: wait for the file.
+    eventually(Duration::from_secs(10), || !accounted || limit.exists());
+    let limit = std::fs::read_to_string(&limit);
+    running.signal("TERM");
+    let out = running.wait();
+    assert!(started, "the app never showed up in /proc");
+    let log = out.stderr_text();
+    assert!(
+        log.contains(&format!("swap_limited: {accounted}")),
+        "the log does not say whether swap is limited (host accounts swap: {accounted}):\n{log}"
+    );
+    if accounted {
+        let limit =
+            limit.unwrap_or_else(|e| panic!("the app's cgroup has no swap limit: {e}\n{log}"));
+        let expected = if v1.is_dir() {
+            (64u64 << 20).to_string()
+        } else {
+            "0".to_owned()
+        };
+        assert_eq!(limit.trim(), expected, "swap limit of the app's cgroup");
+    }
+}
+
 /// The thread bomb must stop below the limit of 16 threads.
 fn thread_limit_holds(user: User) {
     let harness = Harness::new(user);

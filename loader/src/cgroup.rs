@@ -17,16 +17,37 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 /// How the app's memory and thread limits are enforced.
+///
+/// `swap_limited` says whether the memory limit also covers swap. Without it, a memory limit
+/// only bounds what is resident: once the app reaches it, the kernel swaps its pages out and it
+/// goes on growing in swap (and tmpfs pages go to swap too). cgroup v2: `memory.swap.max` is set
+/// to 0; v1: `memory.memsw.limit_in_bytes` (memory plus swap) to the memory limit. It is false
+/// where the kernel keeps no swap accounting (built without it or booted with
+/// `swapaccount=0`): the file is absent, and a host with swap enabled then lets the app use as
+/// much swap as it likes.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "mechanism", rename_all = "snake_case")]
 pub enum LimitMechanism {
-    /// A cgroup v2 leaf (memory.max, pids.max).
-    CgroupV2 { path: PathBuf },
-    /// cgroup v1 memory and pids controllers (memory.limit_in_bytes, pids.max).
-    CgroupV1 { memory: PathBuf, pids: PathBuf },
-    /// No usable cgroup: RLIMIT_AS and RLIMIT_NPROC inside the jail.
+    /// A cgroup v2 leaf (memory.max, memory.swap.max, pids.max).
+    CgroupV2 { path: PathBuf, swap_limited: bool },
+    /// cgroup v1 memory and pids controllers (memory.limit_in_bytes,
+    /// memory.memsw.limit_in_bytes, pids.max).
+    CgroupV1 {
+        memory: PathBuf,
+        pids: PathBuf,
+        swap_limited: bool,
+    },
+    /// No usable cgroup: RLIMIT_AS and RLIMIT_NPROC inside the jail. RLIMIT_AS counts address
+    /// space, so it bounds swap too.
     Rlimits,
 }
+
+/// cgroup v2: the app's swap limit, in the leaf and present in every non-root cgroup when the
+/// kernel accounts swap.
+const V2_SWAP_MAX: &str = "memory.swap.max";
+/// cgroup v1: the app's memory plus swap limit, present in every memory cgroup (the root
+/// included) when the kernel accounts swap.
+const V1_MEMSW_LIMIT: &str = "memory.memsw.limit_in_bytes";
 
 /// A cgroup could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +99,7 @@ impl AppCgroup {
         } else if is_cgroup2(root) {
             match v2_parent(root, is_root) {
                 Some(parent) => LimitMechanism::CgroupV2 {
+                    swap_limited: parent.join(V2_SWAP_MAX).exists(),
                     path: parent.join(name),
                 },
                 None => LimitMechanism::Rlimits,
@@ -86,6 +108,7 @@ impl AppCgroup {
             LimitMechanism::CgroupV1 {
                 memory: root.join("memory/elastos").join(name),
                 pids: root.join("pids/elastos").join(name),
+                swap_limited: root.join("memory").join(V1_MEMSW_LIMIT).exists(),
             }
         } else {
             LimitMechanism::Rlimits
@@ -99,7 +122,7 @@ impl AppCgroup {
     /// for an RCU grace period, 5-15 ms in one launch of ten on this machine.
     pub fn self_join_files(&self) -> Vec<PathBuf> {
         match &self.mechanism {
-            LimitMechanism::CgroupV1 { memory, pids } => {
+            LimitMechanism::CgroupV1 { memory, pids, .. } => {
                 vec![memory.join("tasks"), pids.join("tasks")]
             }
             LimitMechanism::CgroupV2 { .. } | LimitMechanism::Rlimits => Vec::new(),
@@ -111,23 +134,33 @@ impl AppCgroup {
     pub fn apply(&self, limits: &ResourceLimits, pid: i32, owner: u32) -> Result<(), CgroupError> {
         let pid = pid.to_string();
         match &self.mechanism {
-            LimitMechanism::CgroupV2 { path } => {
+            LimitMechanism::CgroupV2 { path, swap_limited } => {
                 make_dir(path)?;
                 write(&path.join("memory.max"), &limits.memory_bytes.to_string())?;
+                if *swap_limited {
+                    write(&path.join(V2_SWAP_MAX), "0")?;
+                }
                 write(&path.join("pids.max"), &tasks_max(limits))?;
                 write(&path.join("cgroup.procs"), &pid)
             }
-            LimitMechanism::CgroupV1 { memory, pids } => {
+            LimitMechanism::CgroupV1 {
+                memory,
+                pids,
+                swap_limited,
+            } => {
                 for leaf in [memory, pids] {
                     if let Some(parent) = leaf.parent() {
                         make_dir(parent)?;
                     }
                     make_dir(leaf)?;
                 }
-                write(
-                    &memory.join("memory.limit_in_bytes"),
-                    &limits.memory_bytes.to_string(),
-                )?;
+                let memory_bytes = limits.memory_bytes.to_string();
+                // In this order: memsw may never be set below limit_in_bytes, and both start
+                // unlimited in a new cgroup.
+                write(&memory.join("memory.limit_in_bytes"), &memory_bytes)?;
+                if *swap_limited {
+                    write(&memory.join(V1_MEMSW_LIMIT), &memory_bytes)?;
+                }
                 write(&pids.join("pids.max"), &tasks_max(limits))?;
                 for tasks in self.self_join_files() {
                     std::os::unix::fs::chown(&tasks, Some(owner), None).map_err(|source| {
@@ -150,8 +183,8 @@ impl AppCgroup {
 
     fn dirs(&self) -> Vec<&Path> {
         match &self.mechanism {
-            LimitMechanism::CgroupV2 { path } => vec![path],
-            LimitMechanism::CgroupV1 { memory, pids } => vec![memory, pids],
+            LimitMechanism::CgroupV2 { path, .. } => vec![path],
+            LimitMechanism::CgroupV1 { memory, pids, .. } => vec![memory, pids],
             LimitMechanism::Rlimits => vec![],
         }
     }

@@ -3,6 +3,8 @@
 //!
 //! It owns:
 //! - [`manifest`]: parsing and checking `manifest.toml` ([`Manifest`]).
+//! - [`ceilings`]: the host's ceilings on a manifest's limits ([`Ceilings`]), parsed from the
+//!   text of the administrator's and the user's `limits.toml` (the host reads the files).
 //! - [`syscalls`]: THE seccomp allow-list, one table of (syscall, argument check, reason).
 //! - [`seccomp`]: compiling that table to BPF ([`SeccompProgram`]).
 //! - [`plan`]: the [`JailPlan`], the contract between the launcher and the loader: mounts,
@@ -27,18 +29,20 @@ compile_error!("elastos-policy supports x86_64 and aarch64 only: the syscall tab
 use std::path::PathBuf;
 
 mod bpf;
+pub mod ceilings;
 pub mod manifest;
 pub mod plan;
 mod render;
 pub mod seccomp;
 pub mod syscalls;
 
+pub use ceilings::{Ceilings, CeilingsError, Excess, ExcessError, OnExcess};
 pub use manifest::{Manifest, ManifestError};
 pub use plan::{
     jail_paths, HostEnv, JailPlan, LandlockRule, MountEntry, PathAccess, ResourceLimits, IPC_FD,
     JAIL_GID, JAIL_HOSTNAME, JAIL_UID,
 };
-pub use seccomp::{BpfInstruction, SeccompProgram, SyscallRow};
+pub use seccomp::{BpfInstruction, IoctlRow, SeccompProgram, SyscallRow};
 
 /// Why a jail could not be planned.
 #[derive(Debug, thiserror::Error)]

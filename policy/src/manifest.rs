@@ -47,6 +47,7 @@ use serde::{Deserialize, Serialize};
 use toml_edit::TableLike;
 use uuid::Uuid;
 
+use crate::ceilings::{Ceilings, Excess, ExcessError};
 use crate::plan::ResourceLimits;
 
 const MIB: u64 = 1 << 20;
@@ -259,6 +260,12 @@ impl Manifest {
         self.limits
     }
 
+    /// Holds `[limits]` to the host's ceilings: refused, or capped and the capping returned,
+    /// as the ceilings say (see [`Ceilings::apply`]). Call it before planning the jail.
+    pub fn apply_ceilings(&mut self, ceilings: &Ceilings) -> Result<Vec<Excess>, ExcessError> {
+        ceilings.apply(&mut self.limits)
+    }
+
     /// `[env]`: extra variables, none of them reserved.
     pub fn env(&self) -> &BTreeMap<String, String> {
         &self.env
@@ -267,9 +274,58 @@ impl Manifest {
 
 /// Turns a TOML error into one that names the key (and its table) it is about.
 fn toml_error(text: &str, error: &toml::de::Error) -> ManifestError {
+    match toml_problem(text, error) {
+        TomlProblem::Syntax { line, message } => ManifestError::Syntax { line, message },
+        TomlProblem::UnknownKey {
+            table,
+            key,
+            line,
+            message,
+        } => ManifestError::UnknownKey {
+            table,
+            key,
+            line,
+            message,
+        },
+        TomlProblem::WrongType {
+            field,
+            line,
+            message,
+        } => ManifestError::WrongType {
+            field,
+            line,
+            message,
+        },
+    }
+}
+
+/// What a TOML error of a file read with `deny_unknown_fields` is about, located by key: the
+/// errors of the manifest and of the ceilings files ([`crate::ceilings`]) are built from it.
+pub(crate) enum TomlProblem {
+    /// Not TOML.
+    Syntax {
+        line: Option<usize>,
+        message: String,
+    },
+    /// A key the format does not define.
+    UnknownKey {
+        table: String,
+        key: String,
+        line: usize,
+        message: String,
+    },
+    /// A value of the wrong TOML type.
+    WrongType {
+        field: String,
+        line: usize,
+        message: String,
+    },
+}
+
+pub(crate) fn toml_problem(text: &str, error: &toml::de::Error) -> TomlProblem {
     let message = error.message().to_owned();
     let Some(span) = error.span() else {
-        return ManifestError::Syntax {
+        return TomlProblem::Syntax {
             line: None,
             message,
         };
@@ -288,7 +344,7 @@ fn toml_error(text: &str, error: &toml::de::Error) -> ManifestError {
             at_key: true,
         }) => {
             let key = path.pop().unwrap_or_default();
-            ManifestError::UnknownKey {
+            TomlProblem::UnknownKey {
                 table: path.join("."),
                 key,
                 line,
@@ -298,12 +354,12 @@ fn toml_error(text: &str, error: &toml::de::Error) -> ManifestError {
         Some(Located {
             path,
             at_key: false,
-        }) => ManifestError::WrongType {
+        }) => TomlProblem::WrongType {
             field: path.join("."),
             line,
             message,
         },
-        None => ManifestError::Syntax {
+        None => TomlProblem::Syntax {
             line: Some(line),
             message,
         },
@@ -423,7 +479,8 @@ fn parse_services(field: &'static str, texts: &[String]) -> Result<Vec<Uuid>, Ma
         .collect()
 }
 
-const MEMORY_EXPECTED: &str = "a number of bytes, or a string like \"512MiB\" (units B, KiB, \
+pub(crate) const MEMORY_EXPECTED: &str =
+    "a number of bytes, or a string like \"512MiB\" (units B, KiB, \
     MiB, GiB; K/KB, M/MB, G/GB are powers of 1000)";
 
 fn check_limits(raw: RawLimits) -> Result<ResourceLimits, ManifestError> {
@@ -466,7 +523,7 @@ fn check_limits(raw: RawLimits) -> Result<ResourceLimits, ManifestError> {
 }
 
 /// Bytes in `512MiB`, `512 MiB`, `2G` or `1000`; `None` if malformed or too large.
-fn parse_memory(text: &str) -> Option<u64> {
+pub(crate) fn parse_memory(text: &str) -> Option<u64> {
     let text = text.trim();
     let digits = text
         .find(|c: char| !c.is_ascii_digit())

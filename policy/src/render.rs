@@ -92,6 +92,23 @@ impl JailPlan {
             "  everything else: fails with errno {} (ENOSYS)",
             self.seccomp.default_errno
         )?;
+        writeln!(
+            out,
+            "\nioctl requests allowed (any other fails with ENOTTY):"
+        )?;
+        let ioctls: Vec<[String; 3]> = self
+            .seccomp
+            .ioctls
+            .iter()
+            .map(|i| {
+                [
+                    i.name.clone(),
+                    format!("{:#010x}", i.request),
+                    i.reason.clone(),
+                ]
+            })
+            .collect();
+        write_table(out, "  ", &[], &ioctls)?;
 
         writeln!(out, "\nlimits:")?;
         let limits = [
@@ -146,7 +163,11 @@ fn mount_row(mount: &MountEntry) -> [String; 3] {
         } => (
             jail,
             "tmpfs".to_owned(),
-            format!("{}, mode {mode:04o}", bytes_label(*size_bytes)),
+            format!(
+                "{}, {} inodes, mode {mode:04o}",
+                bytes_label(*size_bytes),
+                elastos_handoff::tmpfs_inodes(*size_bytes)
+            ),
         ),
         MountEntry::Dir { jail, mode } => {
             (jail, "directory".to_owned(), format!("mode {mode:04o}"))
@@ -258,6 +279,24 @@ mod tests {
     }
 
     #[test]
+    fn shows_every_allowed_ioctl_with_its_reason() {
+        let plan = plan();
+        let text = plan.render_text();
+        assert!(text.contains("\nioctl requests allowed (any other fails with ENOTTY):\n"));
+        assert!(!plan.seccomp.ioctls.is_empty());
+        for ioctl in &plan.seccomp.ioctls {
+            let shown = text.lines().any(|line| {
+                line.split_whitespace().next() == Some(ioctl.name.as_str())
+                    && line.contains(&format!("{:#010x}", ioctl.request))
+                    && line.ends_with(&ioctl.reason)
+            });
+            assert!(shown, "{} not shown with its reason", ioctl.name);
+        }
+        assert!(text.contains("  TCGETS "), "{text}");
+        assert!(!text.contains("  TIOCSTI "));
+    }
+
+    #[test]
     fn shows_header_filesystem_landlock_limits_and_environment() {
         let plan = plan();
         let text = plan.render_text();
@@ -268,7 +307,9 @@ mod tests {
             .find(|line| line.starts_with("  /tmp "))
             .unwrap();
         assert!(
-            tmp.ends_with(" tmpfs                  256 MiB (268435456 bytes), mode 1777"),
+            tmp.ends_with(
+                " tmpfs                  256 MiB (268435456 bytes), 65536 inodes, mode 1777"
+            ),
             "{tmp}"
         );
         for rule in &plan.landlock {

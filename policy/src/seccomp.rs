@@ -26,6 +26,8 @@ use crate::syscalls::{allowed_syscalls, ArgCheck, CLONE_CHECKED_FLAGS, DENIED_ER
 pub struct SeccompProgram {
     /// The allow-list, one row per syscall, in table order.
     pub rows: Vec<SyscallRow>,
+    /// The `ioctl` requests the `ioctl` row allows, with their reasons, in table order.
+    pub ioctls: Vec<IoctlRow>,
     /// The errno of every call the rows do not allow (`ENOSYS`).
     pub default_errno: i32,
     /// The program for `seccomp(SECCOMP_SET_MODE_FILTER)`, for the build architecture.
@@ -48,6 +50,17 @@ pub struct SyscallRow {
     pub reason: String,
 }
 
+/// One allowed `ioctl` request, for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoctlRow {
+    /// The request's C name, e.g. `TCGETS`.
+    pub name: String,
+    /// Its value (the low 32 bits the kernel reads).
+    pub request: u32,
+    /// Why it is safe to allow.
+    pub reason: String,
+}
+
 /// `AUDIT_ARCH_X86_64`: `EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE`.
 #[cfg(target_arch = "x86_64")]
 const AUDIT_ARCH: u32 = 0xc000_003e;
@@ -59,8 +72,16 @@ impl SeccompProgram {
     /// Compiles the allow-list for the build architecture.
     pub fn compile() -> SeccompProgram {
         let mut rows = Vec::new();
+        let mut ioctls = Vec::new();
         let mut by_number = Vec::new();
         for (group, syscall) in allowed_syscalls() {
+            if let ArgCheck::IoctlIn(requests) = syscall.check {
+                ioctls.extend(requests.iter().map(|i| IoctlRow {
+                    name: i.request.name.to_owned(),
+                    request: i.request.value,
+                    reason: i.reason.to_owned(),
+                }));
+            }
             let nr = u32::try_from(syscall.nr)
                 .expect("syscall numbers are small and non-negative (a syscalls test pins it)");
             by_number.push((nr, arguments_block(syscall.check)));
@@ -81,6 +102,7 @@ impl SeccompProgram {
         );
         SeccompProgram {
             rows,
+            ioctls,
             default_errno: DENIED_ERRNO,
             bpf: program.into_instructions(),
         }
@@ -98,9 +120,12 @@ fn arguments_block(check: ArgCheck) -> Block {
             &[low32(0), Step::And(CLONE_CHECKED_FLAGS)],
             Block::switch([(libc::CLONE_THREAD as u32, allow())], deny()),
         ),
-        ArgCheck::IoctlNot(requests) => Block::after(
+        ArgCheck::IoctlIn(requests) => Block::after(
             &[low32(1)],
-            Block::switch(requests.iter().map(|r| (r.value, deny())), allow()),
+            Block::switch(
+                requests.iter().map(|r| (r.request.value, allow())),
+                errno(libc::ENOTTY),
+            ),
         ),
         ArgCheck::PrctlIn(options) => Block::after(
             &[low32(0)],
@@ -109,12 +134,44 @@ fn arguments_block(check: ArgCheck) -> Block {
         ArgCheck::OwnProcessOnly => {
             Block::after(&[low32(0)], Block::switch([(0, allow())], deny()))
         }
+        ArgCheck::BitsClear {
+            arg,
+            bits,
+            errno: refused,
+        } => {
+            let mask = bits.iter().fold(0, |mask, bit| mask | bit.value);
+            Block::after(
+                &[low32(arg), Step::And(mask)],
+                Block::switch([(0, allow())], errno(refused.value as i32)),
+            )
+        }
+        ArgCheck::SocketOptionNot(options) => Block::after(
+            &[low32(1)],
+            Block::switch(
+                [(
+                    libc::SOL_SOCKET as u32,
+                    Block::after(
+                        &[low32(2)],
+                        Block::switch(
+                            options.iter().map(|o| (o.value, errno(libc::ENOPROTOOPT))),
+                            allow(),
+                        ),
+                    ),
+                )],
+                allow(),
+            ),
+        ),
     }
 }
 
 /// Fail the call with [`DENIED_ERRNO`].
 fn deny() -> Block {
-    Block::ret(libc::SECCOMP_RET_ERRNO | DENIED_ERRNO as u32)
+    errno(DENIED_ERRNO)
+}
+
+/// Fail the call with `errno`.
+fn errno(errno: i32) -> Block {
+    Block::ret(libc::SECCOMP_RET_ERRNO | errno as u32)
 }
 
 #[cfg(test)]
@@ -173,6 +230,8 @@ mod tests {
     }
 
     const ENOSYS: Verdict = Verdict::Errno(libc::ENOSYS as u32);
+    const ENOTTY: Verdict = Verdict::Errno(libc::ENOTTY as u32);
+    const EPERM: Verdict = Verdict::Errno(libc::EPERM as u32);
     const HIGH_BITS: u64 = 0xffff_ffff << 32;
     const THREAD_FLAGS: u64 = (libc::CLONE_VM
         | libc::CLONE_FS
@@ -198,14 +257,45 @@ mod tests {
                     .map(|flags| with_arg(0, flags))
                     .to_vec()
             }
-            ArgCheck::IoctlNot(requests) => {
-                let neighbours = requests.iter().flat_map(|r| [r.value - 1, r.value + 1]);
-                [0, u32::MAX, libc::TCGETS as u32, libc::FIONREAD as u32]
-                    .into_iter()
-                    .chain(neighbours)
-                    .filter(|v| requests.iter().all(|r| r.value != *v))
-                    .flat_map(|v| [u64::from(v), u64::from(v) | HIGH_BITS])
-                    .map(|request| with_arg(1, request))
+            ArgCheck::IoctlIn(requests) => requests
+                .iter()
+                .flat_map(|r| {
+                    [
+                        u64::from(r.request.value),
+                        u64::from(r.request.value) | HIGH_BITS,
+                    ]
+                })
+                .map(|request| with_arg(1, request))
+                .collect(),
+            ArgCheck::BitsClear { arg, bits, .. } => {
+                let mask = u64::from(bits.iter().fold(0, |mask, bit| mask | bit.value));
+                [0, 0o755, 0o1777, u64::from(u32::MAX), u64::MAX]
+                    .map(|value| with_arg(arg, value & !mask))
+                    .to_vec()
+            }
+            ArgCheck::SocketOptionNot(options) => {
+                let listed: BTreeSet<u32> = options.iter().map(|o| o.value).collect();
+                let sol_socket = u64::from(libc::SOL_SOCKET as u32);
+                let other_options = [
+                    libc::SO_PEERCRED as u32,
+                    libc::SO_DOMAIN as u32,
+                    0,
+                    u32::MAX,
+                ]
+                .into_iter()
+                .chain(listed.iter().flat_map(|v| [v - 1, v + 1]))
+                .filter(|v| !listed.contains(v))
+                .map(|option| (sol_socket, u64::from(option)));
+                // The same option numbers at another level are other options.
+                let other_levels = listed
+                    .iter()
+                    .map(|&option| (u64::from(libc::IPPROTO_TCP as u32), u64::from(option)));
+                other_options
+                    .chain(other_levels)
+                    .flat_map(|(level, option)| {
+                        [(level, option), (level | HIGH_BITS, option | HIGH_BITS)]
+                    })
+                    .map(|(level, option)| [3, level, option, 0, 0, 0])
                     .collect()
             }
             ArgCheck::PrctlIn(options) => options
@@ -216,6 +306,37 @@ mod tests {
             ArgCheck::OwnProcessOnly => vec![with_arg(0, 0), with_arg(0, 1 << 32)],
         }
     }
+
+    /// How a check answers the arguments it refuses.
+    fn refusal(check: ArgCheck) -> Verdict {
+        match check {
+            ArgCheck::Any
+            | ArgCheck::CloneThreadOnly
+            | ArgCheck::PrctlIn(_)
+            | ArgCheck::OwnProcessOnly => ENOSYS,
+            ArgCheck::IoctlIn(_) => ENOTTY,
+            ArgCheck::BitsClear { errno, .. } => Verdict::Errno(errno.value),
+            ArgCheck::SocketOptionNot(_) => Verdict::Errno(libc::ENOPROTOOPT as u32),
+        }
+    }
+
+    /// `FS_IOC_ENABLE_VERITY`: `_IOW('f', 133, struct fsverity_enable_arg)` (not in libc).
+    const FS_IOC_ENABLE_VERITY: u64 = 0x4080_6685;
+
+    /// ioctl requests no app needs, each reaching beyond the fd it is made on.
+    const NOT_ALLOWED_IOCTLS: &[(&str, u64)] = &[
+        ("TIOCSTI", libc::TIOCSTI),
+        ("TIOCLINUX", libc::TIOCLINUX),
+        ("TIOCSETD", libc::TIOCSETD),
+        ("TIOCCONS", libc::TIOCCONS),
+        ("TIOCSWINSZ", libc::TIOCSWINSZ),
+        ("SIOCGIFCONF", libc::SIOCGIFCONF),
+        ("SIOCETHTOOL", libc::SIOCETHTOOL),
+        ("FS_IOC_GETFLAGS", libc::FS_IOC_GETFLAGS),
+        ("FS_IOC_SETFLAGS", libc::FS_IOC_SETFLAGS),
+        ("FS_IOC_ENABLE_VERITY", FS_IOC_ENABLE_VERITY),
+        ("FICLONE", libc::FICLONE),
+    ];
 
     /// Arguments a check must refuse, whatever their high bits.
     fn refused(check: ArgCheck) -> Vec<[u64; 6]> {
@@ -242,9 +363,33 @@ mod tests {
                 ];
                 with_high_bits(0, processes.into_iter().chain(namespaces).collect())
             }
-            ArgCheck::IoctlNot(requests) => {
-                with_high_bits(1, requests.iter().map(|r| u64::from(r.value)).collect())
+            ArgCheck::IoctlIn(requests) => {
+                let listed: BTreeSet<u32> = requests.iter().map(|r| r.request.value).collect();
+                let unlisted = [0, u32::MAX]
+                    .into_iter()
+                    .chain(
+                        NOT_ALLOWED_IOCTLS
+                            .iter()
+                            .map(|&(_, request)| request as u32),
+                    )
+                    .chain(listed.iter().flat_map(|v| [v - 1, v + 1]))
+                    .filter(|v| !listed.contains(v))
+                    .map(u64::from);
+                with_high_bits(1, unlisted.collect())
             }
+            ArgCheck::BitsClear { arg, bits, .. } => {
+                let each = bits.iter().map(|bit| u64::from(bit.value));
+                let with_others = bits.iter().map(|bit| u64::from(bit.value) | 0o755);
+                with_high_bits(arg, each.chain(with_others).chain([u64::MAX]).collect())
+            }
+            ArgCheck::SocketOptionNot(options) => options
+                .iter()
+                .flat_map(|o| {
+                    let (level, option) = (libc::SOL_SOCKET as u64, u64::from(o.value));
+                    [(level, option), (level | HIGH_BITS, option | 1 << 32)]
+                })
+                .map(|(level, option)| [3, level, option, 0, 0, 0])
+                .collect(),
             ArgCheck::PrctlIn(options) => {
                 let listed: BTreeSet<u32> = options.iter().map(|o| o.value).collect();
                 let unlisted = (0..=100)
@@ -310,21 +455,117 @@ mod tests {
     #[test]
     fn ioctl_denies_terminal_injection_whatever_the_high_bits() {
         let tiocsti = libc::TIOCSTI;
-        assert_eq!(verdict(libc::SYS_ioctl, with_arg(1, tiocsti)), ENOSYS);
+        assert_eq!(verdict(libc::SYS_ioctl, with_arg(1, tiocsti)), ENOTTY);
         assert_eq!(
             verdict(libc::SYS_ioctl, with_arg(1, tiocsti | 1 << 32)),
-            ENOSYS
+            ENOTTY
         );
         assert_eq!(
             verdict(libc::SYS_ioctl, with_arg(1, libc::TIOCLINUX)),
-            ENOSYS
+            ENOTTY
         );
         assert_eq!(
             verdict(libc::SYS_ioctl, with_arg(1, libc::TIOCSETD)),
-            ENOSYS
+            ENOTTY
         );
         assert_eq!(
             verdict(libc::SYS_ioctl, with_arg(1, libc::TCGETS)),
+            Verdict::Allow
+        );
+    }
+
+    #[test]
+    fn ioctl_allows_what_libc_and_std_use_and_nothing_else() {
+        for request in [
+            libc::TCGETS,
+            libc::TCSETS,
+            libc::TCSETSW,
+            libc::TCSETSF,
+            libc::TIOCGWINSZ,
+            libc::TIOCGPGRP,
+            libc::FIONREAD,
+            libc::FIONBIO,
+            libc::FIOCLEX,
+            libc::FIONCLEX,
+        ] {
+            let ioctl = |request| verdict(libc::SYS_ioctl, with_arg(1, request));
+            assert_eq!(ioctl(request), Verdict::Allow, "{request:#x}");
+            assert_eq!(ioctl(request | HIGH_BITS), Verdict::Allow, "{request:#x}");
+        }
+        for &(name, request) in NOT_ALLOWED_IOCTLS {
+            for request in [request, request | 1 << 32, request | HIGH_BITS] {
+                let verdict = verdict(libc::SYS_ioctl, with_arg(1, request));
+                assert_eq!(verdict, ENOTTY, "{name} {request:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn chmod_family_and_file_creation_refuse_set_id_bits() {
+        #[cfg(target_arch = "x86_64")]
+        let legacy = [
+            (libc::SYS_chmod, 1),
+            (libc::SYS_open, 2),
+            (libc::SYS_creat, 1),
+            (libc::SYS_mknod, 1),
+        ];
+        #[cfg(target_arch = "aarch64")]
+        let legacy = [];
+        for (nr, arg) in legacy.into_iter().chain([
+            (libc::SYS_fchmod, 1),
+            (libc::SYS_fchmodat, 2),
+            (libc::SYS_openat, 3),
+            (libc::SYS_mknodat, 2),
+        ]) {
+            for mode in [0o644, 0o755, 0o1777, 0o644 | 1 << 32] {
+                assert_eq!(
+                    verdict(nr, with_arg(arg, mode)),
+                    Verdict::Allow,
+                    "{nr} {mode:o}"
+                );
+            }
+            for mode in [0o4755, 0o2755, 0o6755, 0o4000 | HIGH_BITS] {
+                assert_eq!(verdict(nr, with_arg(arg, mode)), EPERM, "{nr} {mode:o}");
+            }
+        }
+        assert_eq!(verdict(libc::SYS_fchmodat2, with_arg(2, 0o644)), ENOSYS);
+        assert_eq!(verdict(libc::SYS_openat2, [0; 6]), ENOSYS);
+    }
+
+    #[test]
+    fn sockets_refuse_out_of_band_data_and_peer_pidfds() {
+        let oob = libc::MSG_OOB as u64;
+        for (nr, arg) in [
+            (libc::SYS_sendmsg, 2),
+            (libc::SYS_recvmsg, 2),
+            (libc::SYS_sendto, 3),
+            (libc::SYS_recvfrom, 3),
+        ] {
+            let nonblocking = libc::MSG_DONTWAIT as u64;
+            assert_eq!(verdict(nr, with_arg(arg, nonblocking)), Verdict::Allow);
+            assert_eq!(verdict(nr, with_arg(arg, oob)), EPERM, "{nr}");
+            assert_eq!(verdict(nr, with_arg(arg, oob | nonblocking)), EPERM, "{nr}");
+            assert_eq!(verdict(nr, with_arg(arg, oob | HIGH_BITS)), EPERM, "{nr}");
+        }
+        assert_eq!(verdict(libc::SYS_sendmmsg, [0; 6]), ENOSYS);
+        assert_eq!(verdict(libc::SYS_recvmmsg, [0; 6]), ENOSYS);
+        let getsockopt = |level: i32, option: i32| {
+            verdict(
+                libc::SYS_getsockopt,
+                [3, level as u64, option as u64, 0, 0, 0],
+            )
+        };
+        let peer_pidfd = crate::syscalls::SO_PEERPIDFD.value as i32;
+        assert_eq!(
+            getsockopt(libc::SOL_SOCKET, peer_pidfd),
+            Verdict::Errno(libc::ENOPROTOOPT as u32)
+        );
+        assert_eq!(
+            getsockopt(libc::SOL_SOCKET, libc::SO_PEERCRED),
+            Verdict::Allow
+        );
+        assert_eq!(
+            getsockopt(libc::SOL_SOCKET, libc::SO_DOMAIN),
             Verdict::Allow
         );
     }
@@ -381,7 +622,8 @@ mod tests {
             }
             for args in refused {
                 let verdict = verdict(syscall.nr, args);
-                assert_eq!(verdict, ENOSYS, "{} {args:x?}", syscall.name());
+                let expected = refusal(syscall.check);
+                assert_eq!(verdict, expected, "{} {args:x?}", syscall.name());
             }
         }
     }

@@ -5,7 +5,9 @@
 //! Everything not in [`ALLOW_LIST`] fails with `ENOSYS` ([`DENIED_ERRNO`]). `ENOSYS` is the
 //! sentinel for "elastos's filter said no" (the kernel itself rarely answers it for a syscall it
 //! has), and it is what a libc expects from a kernel too old for a call, so libcs fall back
-//! gracefully: `clone3` -> `clone`, `fchmodat2` -> `fchmodat`, `faccessat2` -> `faccessat`.
+//! gracefully: `clone3` -> `clone`, `fchmodat2` -> `fchmodat`, `faccessat2` -> `faccessat`. An
+//! allowed call whose arguments its row refuses fails with the errno of that row's check
+//! (`EPERM`, `ENOTTY`, `ENOPROTOOPT`), never with `ENOSYS`.
 //!
 //! Notable denials, by absence from the table:
 //! - **processes**: `fork`, `vfork`, `clone3` (its flags live in memory, which BPF cannot read, so
@@ -55,11 +57,23 @@ pub struct Named {
     pub value: u32,
 }
 
+/// One `ioctl` request the app may make, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllowedIoctl {
+    /// The request.
+    pub request: Named,
+    /// Why it cannot reach beyond the fd, or what reaches beyond and why that is acceptable.
+    pub reason: &'static str,
+}
+
 /// Which arguments an allowed syscall may have.
 ///
 /// Every check compares the low 32 bits of an argument only, because each checked argument is a
 /// 32-bit type in the kernel (`int` or `unsigned int`), which truncates the 64-bit register: a
 /// 64-bit compare could be bypassed by setting the high bits.
+///
+/// A call whose arguments are refused fails with the errno of its check, which is never
+/// [`DENIED_ERRNO`]: the call exists and the app may make it, only not with these arguments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArgCheck {
     /// Any arguments.
@@ -70,12 +84,25 @@ pub enum ArgCheck {
     /// the mask: its bit is part of the exit-signal byte for `clone`, so only `clone3` can ask
     /// for it, and `clone3` is denied.)
     CloneThreadOnly,
-    /// `ioctl`: any request except these.
-    IoctlNot(&'static [Named]),
+    /// `ioctl`: only these requests (argument 1); any other fails with `ENOTTY`, what the
+    /// kernel answers for a request the fd does not support, so programs take their fallback.
+    IoctlIn(&'static [AllowedIoctl]),
     /// `prctl`: only these options.
     PrctlIn(&'static [Named]),
     /// Argument 0 (a pid) is 0: the call acts on the caller itself.
     OwnProcessOnly,
+    /// None of `bits` is set in argument `arg`; a call with any of them fails with `errno`.
+    BitsClear {
+        /// The 0-based index of the argument.
+        arg: usize,
+        /// The refused bits.
+        bits: &'static [Named],
+        /// The errno of a refused call.
+        errno: Named,
+    },
+    /// `getsockopt`: at level `SOL_SOCKET` (argument 1), any option (argument 2) but these,
+    /// which fail with `ENOPROTOOPT`, what kernels answer for an option they do not have.
+    SocketOptionNot(&'static [Named]),
 }
 
 /// The `clone` flags whose masked value must equal `CLONE_THREAD` ([`ArgCheck::CloneThreadOnly`]).
@@ -100,9 +127,24 @@ impl ArgCheck {
             ArgCheck::CloneThreadOnly => {
                 "flags & (CLONE_THREAD | CLONE_NEW*) == CLONE_THREAD: threads only".to_owned()
             }
-            ArgCheck::IoctlNot(list) => format!("request (low 32 bits) not in {{{}}}", names(list)),
+            ArgCheck::IoctlIn(list) => {
+                let requests: Vec<Named> = list.iter().map(|i| i.request).collect();
+                format!(
+                    "request (low 32 bits) in {{{}}}; any other fails with ENOTTY",
+                    names(&requests)
+                )
+            }
             ArgCheck::PrctlIn(list) => format!("option in {{{}}}", names(list)),
             ArgCheck::OwnProcessOnly => "pid == 0: the caller itself".to_owned(),
+            ArgCheck::BitsClear { arg, bits, errno } => format!(
+                "argument {arg} has none of {{{}}}; else fails with {}",
+                names(bits),
+                errno.name
+            ),
+            ArgCheck::SocketOptionNot(list) => format!(
+                "option not SOL_SOCKET/{{{}}}; those fail with ENOPROTOOPT",
+                names(list)
+            ),
         }
     }
 }
@@ -138,8 +180,109 @@ macro_rules! named {
     };
 }
 
-/// Terminal requests that reach outside the jail through a terminal it was handed.
-const IOCTL_DENIED: &[Named] = &[named!(TIOCSTI), named!(TIOCLINUX), named!(TIOCSETD)];
+macro_rules! ioctl {
+    ($constant:ident, $reason:literal) => {
+        AllowedIoctl {
+            request: named!($constant),
+            reason: $reason,
+        }
+    };
+}
+
+/// The `ioctl` requests the app may make; every other one fails with `ENOTTY`. An ioctl is a
+/// syscall of its own per driver and per filesystem, so the filter names the few that glibc,
+/// Rust std, Python and terminal programs use on the fds they hold, and nothing else: not the
+/// network-device requests a socket reaches (`SIOCGIFCONF` lists the host's interfaces through
+/// fd 3, a socket of the host's network namespace; `SIOCETHTOOL`), nor filesystem ones
+/// (`FS_IOC_*`, `FICLONE`), nor the terminal requests that act beyond the app's own output:
+/// `TIOCSTI` (types into the user's shell), `TIOCLINUX`, `TIOCCONS`, `TIOCSETD` (line
+/// disciplines, kernel code with a CVE history), `TIOCSWINSZ` and `TIOCSPGRP` (the terminal's
+/// size and foreground group belong to the user's shell).
+static IOCTL_ALLOWED: &[AllowedIoctl] = &[
+    ioctl!(
+        TCGETS,
+        "reads a terminal's settings: isatty() in glibc, Rust std and Python is this request"
+    ),
+    ioctl!(
+        TCGETS2,
+        "as TCGETS with arbitrary speeds (newer glibc's tcgetattr)"
+    ),
+    ioctl!(
+        TCSETS,
+        "sets the settings of a terminal it was handed (raw mode, no echo for a password), as \
+        any program run in that terminal may"
+    ),
+    ioctl!(TCSETSW, "as TCSETS, after output drains"),
+    ioctl!(
+        TCSETSF,
+        "as TCSETS, after output drains and pending input is dropped"
+    ),
+    ioctl!(TCSETS2, "as TCSETS (newer glibc's tcsetattr)"),
+    ioctl!(TCSETSW2, "as TCSETSW (newer glibc's tcsetattr)"),
+    ioctl!(TCSETSF2, "as TCSETSF (newer glibc's tcsetattr)"),
+    ioctl!(
+        TIOCGWINSZ,
+        "reads the terminal's size (get_terminal_size, line editors)"
+    ),
+    ioctl!(
+        TIOCGPGRP,
+        "reads the terminal's foreground group (tcgetpgrp); the app sees 0 for a group of \
+        another pid namespace"
+    ),
+    ioctl!(
+        FIONREAD,
+        "bytes ready to read on an fd it holds (also SIOCINQ on sockets)"
+    ),
+    ioctl!(
+        FIONBIO,
+        "sets O_NONBLOCK on its own fd (Rust std's set_nonblocking), as fcntl does"
+    ),
+    ioctl!(
+        FIOASYNC,
+        "sets O_ASYNC on its own fd, as fcntl does; the signal goes to its own pid namespace"
+    ),
+    ioctl!(
+        FIOCLEX,
+        "sets close-on-exec on its own fd (Rust std), as fcntl does"
+    ),
+    ioctl!(
+        FIONCLEX,
+        "clears close-on-exec on its own fd, as fcntl does"
+    ),
+];
+
+/// The mode bits that make an executable run as its owner or group.
+const SET_ID_BITS: &[Named] = &[named!(S_ISUID), named!(S_ISGID)];
+
+/// The `chmod`-family check: the mode (argument `arg`, a `umode_t`) has no set-id bit.
+const fn no_set_id_mode(arg: usize) -> ArgCheck {
+    ArgCheck::BitsClear {
+        arg,
+        bits: SET_ID_BITS,
+        errno: named!(EPERM),
+    }
+}
+
+/// Out-of-band data on a socket.
+const OOB: &[Named] = &[named!(MSG_OOB)];
+
+/// The socket send and receive check: the flags (argument `arg`) have no `MSG_OOB`.
+const fn no_oob(arg: usize) -> ArgCheck {
+    ArgCheck::BitsClear {
+        arg,
+        bits: OOB,
+        errno: named!(EPERM),
+    }
+}
+
+/// `SO_PEERPIDFD` (Linux 6.5, `include/uapi/asm-generic/socket.h`; not in the libc crate yet).
+pub const SO_PEERPIDFD: Named = Named {
+    name: "SO_PEERPIDFD",
+    value: 77,
+};
+
+/// `SOL_SOCKET` options `getsockopt` refuses.
+const SOCKET_OPTIONS_DENIED: &[Named] = &[SO_PEERPIDFD];
 
 /// `prctl` options that only read or tune the calling process.
 const PRCTL_ALLOWED: &[Named] = &[
@@ -191,8 +334,6 @@ pub static ALLOW_LIST: &[SyscallGroup] = &[
     SyscallGroup {
         name: "files (paths are Landlock's job)",
         syscalls: &[
-            allow!(SYS_openat, "Landlock decides which paths open, for what"),
-            allow!(SYS_openat2, "Landlock decides which paths open, for what"),
             allow!(SYS_close, "closes its own fd"),
             allow!(SYS_close_range, "closes its own fds"),
             allow!(
@@ -217,10 +358,6 @@ pub static ALLOW_LIST: &[SyscallGroup] = &[
                 "permission check only; opening is still up to Landlock"
             ),
             allow!(SYS_mkdirat, "Landlock: make_dir"),
-            allow!(
-                SYS_mknodat,
-                "Landlock: make_fifo and friends; device nodes need CAP_MKNOD"
-            ),
             allow!(SYS_unlinkat, "Landlock: remove_file / remove_dir"),
             allow!(
                 SYS_renameat2,
@@ -234,12 +371,6 @@ pub static ALLOW_LIST: &[SyscallGroup] = &[
                 SYS_fallocate,
                 "allocates space in a file it opened for writing"
             ),
-            allow!(
-                SYS_fchmod,
-                "Landlock does not cover modes; DAC does: only files the app owns \
-                (its home, /tmp), and no_new_privs makes execve ignore set-id bits"
-            ),
-            allow!(SYS_fchmodat, "as fchmod"),
             allow!(
                 SYS_utimensat,
                 "timestamps; DAC allows only owners and writers"
@@ -316,19 +447,7 @@ pub static ALLOW_LIST: &[SyscallGroup] = &[
     SyscallGroup {
         name: "sockets it was given (fd 3; it can create none)",
         syscalls: &[
-            allow!(
-                SYS_sendmsg,
-                "sends on a socket it holds, e.g. fds to the broker"
-            ),
-            allow!(SYS_recvmsg, "receives on a socket it holds"),
-            allow!(SYS_sendto, "sends on a socket it holds"),
-            allow!(SYS_recvfrom, "receives on a socket it holds"),
             allow!(SYS_shutdown, "closes one direction of a socket it holds"),
-            allow!(
-                SYS_getsockopt,
-                "reads options of a socket it holds (setsockopt is denied: \
-                it reaches socket filters)"
-            ),
             allow!(SYS_getsockname, "address of a socket it holds"),
             allow!(SYS_getpeername, "peer address of a socket it holds"),
         ],
@@ -468,13 +587,35 @@ pub static ALLOW_LIST: &[SyscallGroup] = &[
         syscalls: &[
             allow!(SYS_clone if ArgCheck::CloneThreadOnly, "threads of its own process; no new \
                 process, no namespace"),
-            allow!(SYS_ioctl if ArgCheck::IoctlNot(IOCTL_DENIED), "requests on fds it holds, \
-                except those that type into a terminal that may be the user's (TIOCSTI, \
-                TIOCLINUX) or swap its line discipline, kernel code with a CVE history \
-                (TIOCSETD)"),
+            allow!(SYS_ioctl if ArgCheck::IoctlIn(IOCTL_ALLOWED), "the requests listed below, on \
+                fds it holds; each driver and filesystem has requests of its own, so any other \
+                fails with ENOTTY"),
             allow!(SYS_prctl if ArgCheck::PrctlIn(PRCTL_ALLOWED), "options that read or tune \
                 only the caller; PR_SET_DUMPABLE only switches between the post-exec default and \
                 \"not dumpable\" (ptrace is denied and the loader disables core dumps anyway)"),
+            allow!(SYS_openat if no_set_id_mode(3), "Landlock decides which paths open, for \
+                what; a file it creates gets no set-id bit (EPERM), as in fchmod. The mode is \
+                checked whatever the flags (libcs pass 0 or 0666 when not creating). openat2 is \
+                denied: its mode lies in memory, out of the filter's sight (libcs use openat)"),
+            allow!(SYS_mknodat if no_set_id_mode(2), "Landlock: make_fifo and friends; device \
+                nodes need CAP_MKNOD; no set-id bit, as in openat"),
+            allow!(SYS_fchmod if no_set_id_mode(1), "Landlock does not cover modes; DAC does: \
+                only files the app owns (its home, /tmp, or a file of the user's handed to it as \
+                stdout when the app runs as that user). Set-id bits are refused (EPERM), like \
+                systemd's RestrictSUIDSGID: no_new_privs makes execve ignore them in the jail, \
+                but not on the host, where fchmod(1, 04755) on a stdout file of the user's would \
+                leave a setuid program of the user's behind"),
+            allow!(SYS_fchmodat if no_set_id_mode(2), "as fchmod"),
+            allow!(SYS_sendmsg if no_oob(2), "sends on a socket it holds, e.g. fds to the broker; \
+                MSG_OOB refused (see recvmsg)"),
+            allow!(SYS_recvmsg if no_oob(2), "receives on a socket it holds; MSG_OOB is refused \
+                (EPERM): AF_UNIX out-of-band data is rarely used kernel code with a use-after-free \
+                in 2025 (Chromium's sandbox refuses it too), and the broker never sends it"),
+            allow!(SYS_sendto if no_oob(3), "as sendmsg"),
+            allow!(SYS_recvfrom if no_oob(3), "as recvmsg"),
+            allow!(SYS_getsockopt if ArgCheck::SocketOptionNot(SOCKET_OPTIONS_DENIED), "reads \
+                options of a socket it holds (setsockopt is denied: it reaches socket filters), \
+                except SO_PEERPIDFD: a pidfd of the peer, the broker, a host process"),
             allow!(SYS_prlimit64 if ArgCheck::OwnProcessOnly, "its own limits: lowering is \
                 harmless, raising stops at the hard limit, which needs CAP_SYS_RESOURCE to \
                 raise; other processes (the loader) are out of reach"),
@@ -484,22 +625,22 @@ pub static ALLOW_LIST: &[SyscallGroup] = &[
     SyscallGroup {
         name: "legacy x86_64 forms of the calls above (same meaning, same checks)",
         syscalls: &[
-            allow!(SYS_open, "as openat"),
-            allow!(SYS_creat, "as openat"),
+            allow!(SYS_open if no_set_id_mode(2), "as openat"),
+            allow!(SYS_creat if no_set_id_mode(1), "as openat"),
             allow!(SYS_stat, "as newfstatat"),
             allow!(SYS_lstat, "as newfstatat"),
             allow!(SYS_access, "as faccessat"),
             allow!(SYS_readlink, "as readlinkat"),
             allow!(SYS_getdents, "as getdents64"),
             allow!(SYS_mkdir, "as mkdirat"),
-            allow!(SYS_mknod, "as mknodat"),
+            allow!(SYS_mknod if no_set_id_mode(1), "as mknodat"),
             allow!(SYS_rmdir, "as unlinkat"),
             allow!(SYS_unlink, "as unlinkat"),
             allow!(SYS_rename, "as renameat2"),
             allow!(SYS_renameat, "as renameat2"),
             allow!(SYS_link, "as linkat"),
             allow!(SYS_symlink, "as symlinkat"),
-            allow!(SYS_chmod, "as fchmodat"),
+            allow!(SYS_chmod if no_set_id_mode(1), "as fchmodat"),
             allow!(SYS_utime, "as utimensat"),
             allow!(SYS_utimes, "as utimensat"),
             allow!(SYS_futimesat, "as utimensat"),
@@ -660,6 +801,12 @@ mod tests {
         "sched_setaffinity",
         "sync",
         "syncfs",
+        // Their mode or flags would need the checks of fchmodat and sendmsg/recvmsg; libcs
+        // fall back to those on ENOSYS.
+        "fchmodat2",
+        "openat2",
+        "sendmmsg",
+        "recvmmsg",
     ];
 
     #[test]
@@ -682,7 +829,27 @@ mod tests {
                 .unwrap_or_else(|| panic!("{name} missing"))
         };
         assert_eq!(check("clone"), ArgCheck::CloneThreadOnly);
-        assert_eq!(check("ioctl"), ArgCheck::IoctlNot(IOCTL_DENIED));
+        assert_eq!(check("ioctl"), ArgCheck::IoctlIn(IOCTL_ALLOWED));
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(check("chmod"), no_set_id_mode(1));
+        assert_eq!(check("fchmod"), no_set_id_mode(1));
+        assert_eq!(check("fchmodat"), no_set_id_mode(2));
+        assert_eq!(check("openat"), no_set_id_mode(3));
+        assert_eq!(check("mknodat"), no_set_id_mode(2));
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert_eq!(check("open"), no_set_id_mode(2));
+            assert_eq!(check("creat"), no_set_id_mode(1));
+            assert_eq!(check("mknod"), no_set_id_mode(1));
+        }
+        assert_eq!(check("sendmsg"), no_oob(2));
+        assert_eq!(check("recvmsg"), no_oob(2));
+        assert_eq!(check("sendto"), no_oob(3));
+        assert_eq!(check("recvfrom"), no_oob(3));
+        assert_eq!(
+            check("getsockopt"),
+            ArgCheck::SocketOptionNot(SOCKET_OPTIONS_DENIED)
+        );
         assert_eq!(check("prctl"), ArgCheck::PrctlIn(PRCTL_ALLOWED));
         assert_eq!(check("prlimit64"), ArgCheck::OwnProcessOnly);
     }
@@ -708,6 +875,39 @@ mod tests {
     }
 
     #[test]
+    fn ioctl_allows_no_request_that_reaches_beyond_the_fd() {
+        let allowed: Vec<u32> = IOCTL_ALLOWED.iter().map(|i| i.request.value).collect();
+        for forbidden in [
+            libc::TIOCSTI,
+            libc::TIOCLINUX,
+            libc::TIOCSETD,
+            libc::TIOCCONS,
+            libc::TIOCSWINSZ,
+            libc::TIOCSPGRP,
+            libc::TIOCSCTTY,
+            libc::SIOCGIFCONF,
+            libc::SIOCETHTOOL,
+            libc::FS_IOC_GETFLAGS,
+            libc::FS_IOC_SETFLAGS,
+            libc::FICLONE,
+        ] {
+            assert!(
+                !allowed.contains(&(forbidden as u32)),
+                "ioctl {forbidden:#x}"
+            );
+        }
+        let mut unique = allowed.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            allowed.len(),
+            "an ioctl request is listed twice"
+        );
+        assert!(IOCTL_ALLOWED.iter().all(|i| !i.reason.trim().is_empty()));
+    }
+
+    #[test]
     fn clone_mask_covers_every_namespace_flag_clone_accepts() {
         for flag in [
             libc::CLONE_NEWNS,
@@ -724,9 +924,15 @@ mod tests {
 
     #[test]
     fn descriptions_name_every_constant() {
-        assert!(ArgCheck::IoctlNot(IOCTL_DENIED)
-            .describe()
-            .contains("TIOCSTI"));
+        let ioctl = ArgCheck::IoctlIn(IOCTL_ALLOWED).describe();
+        assert!(
+            IOCTL_ALLOWED.iter().all(|i| ioctl.contains(i.request.name)),
+            "{ioctl}"
+        );
+        assert_eq!(
+            no_set_id_mode(1).describe(),
+            "argument 1 has none of {S_ISUID, S_ISGID}; else fails with EPERM"
+        );
         let prctl = ArgCheck::PrctlIn(PRCTL_ALLOWED).describe();
         assert!(
             PRCTL_ALLOWED.iter().all(|n| prctl.contains(n.name)),

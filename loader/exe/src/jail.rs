@@ -15,7 +15,7 @@ use linux_raw_sys::general as k;
 use linux_raw_sys::landlock as ll;
 
 use crate::sys::{self, CPath, Errno};
-use elastos_handoff::{fds, landlock_fs, LoaderInput, ResolvedMount};
+use elastos_handoff::{fds, landlock_fs, tmpfs_inodes, LoaderInput, ResolvedMount};
 
 /// Where the new root is assembled before pivot_root. Any directory works: every host source was
 /// opened by the launcher's child before, so hiding the host's /tmp in this private mount
@@ -194,6 +194,18 @@ fn join_cgroup(tasks_files: &[Vec<u8>]) -> Result<(), JailError> {
     Ok(())
 }
 
+/// The root tmpfs holds only mount points, symlinks and /etc's two files.
+const ROOT_TMPFS_BYTES: u64 = 1 << 20;
+
+/// tmpfs mount options: its size, its inode limit (see [`tmpfs_inodes`] for why a size alone
+/// does not bound it), the mode of its root.
+fn tmpfs_options(size_bytes: u64, mode: u32) -> String {
+    format!(
+        "size={size_bytes},nr_inodes={},mode={mode:o}",
+        tmpfs_inodes(size_bytes)
+    )
+}
+
 fn build_filesystem(mounts: &[ResolvedMount]) -> Result<(), JailError> {
     let step = Step::Filesystem;
     sys::mount(
@@ -201,7 +213,9 @@ fn build_filesystem(mounts: &[ResolvedMount]) -> Result<(), JailError> {
         &CPath::new(STAGING_ROOT),
         Some(&CPath::new(b"tmpfs")),
         k::MS_NOSUID | k::MS_NODEV,
-        Some(&CPath::new(b"size=1m,mode=0755")),
+        Some(&CPath::new(
+            tmpfs_options(ROOT_TMPFS_BYTES, 0o755).as_bytes(),
+        )),
     )
     .map_err(fail(step, "mounting the root tmpfs"))?;
     for entry in mounts {
@@ -267,7 +281,7 @@ fn mount_entry(entry: &ResolvedMount) -> Result<(), JailError> {
         } => {
             let target = in_staging(jail);
             make_dir_all(&target, 0o755).map_err(fail(step, format!("creating {}", show(jail))))?;
-            let data = format!("size={size_bytes},mode={mode:o}");
+            let data = tmpfs_options(*size_bytes, *mode);
             sys::mount(
                 Some(&CPath::new(b"tmpfs")),
                 &CPath::new(&target),

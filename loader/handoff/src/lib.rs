@@ -35,7 +35,35 @@ pub mod fds {
 
 /// Version of the input record; the loader refuses any other (launcher and loader come from the
 /// same build, so a mismatch means a stale `elastos-loader` next to `elastos`).
-const INPUT_VERSION: u32 = 1;
+///
+/// 2: a [`ResolvedMount::Tmpfs`] also bounds its inodes ([`tmpfs_inodes`]); a version-1 loader
+/// would mount it without that bound, so it must refuse the record.
+const INPUT_VERSION: u32 = 2;
+
+/// The fewest inodes a tmpfs of the jail gets, whatever its size: the root tmpfs holds a few
+/// dozen mount points and symlinks, `/dev` a dozen.
+pub const TMPFS_MIN_INODES: u64 = 1024;
+
+/// Bytes of a tmpfs's size per inode it may hold: one page.
+pub const TMPFS_BYTES_PER_INODE: u64 = 4096;
+
+/// The inode limit (`nr_inodes`) of a tmpfs of `size_bytes`: one per 4 KiB page of its size, at
+/// least [`TMPFS_MIN_INODES`].
+///
+/// `size` bounds only the pages of file contents. An empty file, a directory or a symlink costs
+/// no page but an inode and a dentry of kernel slab (~1 KiB), which no tmpfs size and, on some
+/// hosts, no memory limit of the app counts: 300,000 empty files in an unbounded `/tmp` grew the
+/// slab by 299 MiB while the app stayed under its 64 MiB limit. With one inode per page, files
+/// can be no more numerous than if each held data, so the slab a tmpfs can pin is about a
+/// quarter of its size.
+pub const fn tmpfs_inodes(size_bytes: u64) -> u64 {
+    let inodes = size_bytes / TMPFS_BYTES_PER_INODE;
+    if inodes < TMPFS_MIN_INODES {
+        TMPFS_MIN_INODES
+    } else {
+        inodes
+    }
+}
 
 /// The loader's whole input: the jail to build, flattened from `elastos_policy::JailPlan` by the
 /// launcher. Strings are bytes without NUL (paths need not be UTF-8).
@@ -105,11 +133,11 @@ pub enum ResolvedMount {
         /// Jail path of the link.
         jail: Vec<u8>,
     },
-    /// A fresh tmpfs (nosuid, nodev, noexec).
+    /// A fresh tmpfs (nosuid, nodev, noexec) of at most [`tmpfs_inodes`]`(size_bytes)` inodes.
     Tmpfs {
         /// Jail path.
         jail: Vec<u8>,
-        /// Size limit.
+        /// Size limit; it also sets the inode limit.
         size_bytes: u64,
         /// Mode of its root.
         mode: u32,
@@ -764,6 +792,15 @@ mod tests {
             LoaderInput::decode(&longer).unwrap_err().what,
             "the input record has trailing bytes"
         );
+    }
+
+    #[test]
+    fn tmpfs_inodes_are_one_per_page_with_a_floor() {
+        assert_eq!(tmpfs_inodes(256 << 20), 65536);
+        assert_eq!(tmpfs_inodes(64 << 20), 16384);
+        assert_eq!(tmpfs_inodes(1 << 20), TMPFS_MIN_INODES);
+        assert_eq!(tmpfs_inodes(0), TMPFS_MIN_INODES);
+        assert_eq!(tmpfs_inodes(u64::MAX), u64::MAX / 4096);
     }
 
     #[test]

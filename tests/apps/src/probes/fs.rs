@@ -5,7 +5,7 @@
 //! created, and uniquely named files this probe creates and removes itself.
 
 use crate::probes::{c_string, close_fd, home_dir};
-use crate::report::{Outcome, ProbeArgs};
+use crate::report::{last_errno, Outcome, ProbeArgs};
 
 /// open(path, flags) and close; the outcome is open's.
 fn open_and_close(path: &str, flags: i32) -> Outcome {
@@ -195,4 +195,151 @@ pub fn mknod_home_chardev(_: &ProbeArgs) -> Outcome {
         let _ = std::fs::remove_file(&node);
     }
     outcome
+}
+
+/// A canary file this probe creates in `dir` and removes when dropped: the probe's chmod target.
+struct Canary {
+    path: String,
+    fd: i32,
+}
+
+impl Canary {
+    fn create(dir: &str, name: &str) -> Result<Canary, Outcome> {
+        let path = format!("{dir}/elastos-probe-{name}-{}", std::process::id());
+        let c_path = c_string(&path);
+        // SAFETY: `c_path` is a valid C string.
+        let fd = unsafe {
+            libc::open(
+                c_path.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o644,
+            )
+        };
+        if fd < 0 {
+            let err = std::io::Error::last_os_error();
+            return Err(Outcome::setup_failed(format!("create {path}: {err}")));
+        }
+        Ok(Canary { path, fd })
+    }
+
+    /// The outcome of `chmod`, with the canary's mode afterwards.
+    fn outcome(&self, ret: libc::c_int, how: &str) -> Outcome {
+        let mut outcome = Outcome::of(i64::from(ret), how);
+        if let Ok(meta) = std::fs::metadata(&self.path) {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o7777;
+            outcome.detail = format!("{how}; canary mode now {mode:o}");
+        }
+        outcome
+    }
+}
+
+impl Drop for Canary {
+    fn drop(&mut self) {
+        close_fd(self.fd);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The attack is `fchmod(1, 04755)` on a file of the user's handed to the app as stdout: a
+/// setuid program of the user's, left on the host, where no_new_privs does not apply. The probe
+/// does the same to a canary it creates in its home (unjailed: the test's temp dir), and removes
+/// it at once.
+pub fn fchmod_setuid_home(_: &ProbeArgs) -> Outcome {
+    let canary = match home_dir().and_then(|home| Canary::create(&home, "setuid")) {
+        Ok(canary) => canary,
+        Err(outcome) => return outcome,
+    };
+    // SAFETY: fchmod takes no pointers.
+    let ret = unsafe { libc::fchmod(canary.fd, 0o4755) };
+    canary.outcome(ret, "fchmod(canary, 04755)")
+}
+
+/// As `fchmod-setuid-home`, with the set-group-ID bit, by path through `/proc/self/fd/N`.
+pub fn fchmodat_setgid_proc_fd(_: &ProbeArgs) -> Outcome {
+    let canary = match home_dir().and_then(|home| Canary::create(&home, "setgid")) {
+        Ok(canary) => canary,
+        Err(outcome) => return outcome,
+    };
+    let path = c_string(&format!("/proc/self/fd/{}", canary.fd));
+    // SAFETY: `path` is a valid C string.
+    let ret = unsafe { libc::fchmodat(libc::AT_FDCWD, path.as_ptr(), 0o2755, 0) };
+    canary.outcome(ret, "fchmodat(/proc/self/fd/N, 02755)")
+}
+
+/// As `fchmod-setuid-home`, at creation: `open(O_CREAT)` with mode 04755, which the kernel keeps
+/// (only the umask applies). The file, if made, is removed at once.
+pub fn open_creat_setuid_home(_: &ProbeArgs) -> Outcome {
+    let home = match home_dir() {
+        Ok(home) => home,
+        Err(outcome) => return outcome,
+    };
+    let path = format!("{home}/elastos-probe-creat-setuid-{}", std::process::id());
+    let c_path = c_string(&path);
+    // SAFETY: `c_path` is a valid C string.
+    let fd = unsafe {
+        libc::open(
+            c_path.as_ptr(),
+            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+            0o4755,
+        )
+    };
+    let mut outcome = Outcome::of(i64::from(fd), "open(home file, O_CREAT, 04755)");
+    if fd >= 0 {
+        if let Ok(meta) = std::fs::metadata(&path) {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o7777;
+            outcome.detail = format!("open(home file, O_CREAT, 04755): created with mode {mode:o}");
+        }
+        close_fd(fd);
+        let _ = std::fs::remove_file(&path);
+    }
+    outcome
+}
+
+/// Files the inode probe creates in the jail's /tmp before giving up: far more than the inode
+/// limit of any /tmp of the jail (at most 65,536), so reaching it means there is no limit.
+const JAILED_MAX_FILES: usize = 200_000;
+/// Unjailed (the harness sets TMPDIR to the test's temp dir), only this many, so the probe
+/// never fills the host's disk; without the jail's limit they are all created.
+const UNJAILED_MAX_FILES: usize = 2_000;
+
+/// Creates empty files in /tmp until that fails: each costs an inode and a dentry of kernel
+/// memory but no page of the tmpfs's size, so only the jail's inode limit (`nr_inodes`) stops
+/// them short of the cap, with ENOSPC. Every file is removed again before the probe returns.
+pub fn tmp_inode_limit(_: &ProbeArgs) -> Outcome {
+    let (tmp, cap) = match std::env::var("TMPDIR") {
+        Ok(tmp) => (tmp, UNJAILED_MAX_FILES),
+        Err(_) => ("/tmp".to_owned(), JAILED_MAX_FILES),
+    };
+    let dir = format!("{tmp}/elastos-probe-inodes-{}", std::process::id());
+    if let Err(err) = std::fs::create_dir(&dir) {
+        return Outcome::io_failed(&err, format!("mkdir {dir}"));
+    }
+    let mut failed = None;
+    for i in 0..cap {
+        let path = c_string(&format!("{dir}/{i}"));
+        // SAFETY: `path` is a valid C string.
+        let fd = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o600,
+            )
+        };
+        if fd < 0 {
+            let errno = last_errno();
+            let how = format!("creating empty file {} of at most {cap} in {dir}", i + 1);
+            failed = Some(Outcome::failed(errno, how));
+            break;
+        }
+        close_fd(fd);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    failed.unwrap_or_else(|| {
+        Outcome::ok(
+            cap as i64,
+            format!("created {cap} empty files in {dir} without running out of inodes"),
+        )
+    })
 }

@@ -319,3 +319,91 @@ pub fn ioctl_tioclinux(_: &ProbeArgs) -> Outcome {
         "ioctl(0, TIOCLINUX, NULL)",
     )
 }
+
+/// `struct ifconf` (the buffer half of its union).
+#[repr(C)]
+struct IfConf {
+    len: libc::c_int,
+    buf: *mut libc::c_char,
+}
+
+/// `struct ifreq`: 16 bytes of name, then a 24-byte union (here the `ifr_data` pointer).
+#[repr(C)]
+struct IfReq {
+    name: [u8; libc::IFNAMSIZ],
+    data: usize,
+    _rest: [u8; 16],
+}
+
+/// SIOCGIFCONF on fd 3: a socket answers network-device requests for the network namespace it
+/// was created in, and the broker socket was created in the host's, so an unfiltered request
+/// lists the host's interfaces, although the jail's own namespace has only `lo`. Read-only.
+pub fn ioctl_siocgifconf_fd3(_: &ProbeArgs) -> Outcome {
+    super::net::with_fd3_or_own_socket(|fd| {
+        let mut buf = [0u8; 40 * 64];
+        let mut conf = IfConf {
+            len: buf.len() as libc::c_int,
+            buf: buf.as_mut_ptr().cast(),
+        };
+        // SAFETY: `conf` points at `buf`, both valid for the stated length.
+        let ret = unsafe { libc::ioctl(fd, libc::SIOCGIFCONF, &mut conf) };
+        if ret < 0 {
+            return Outcome::of(i64::from(ret), "ioctl(fd 3, SIOCGIFCONF)");
+        }
+        let names: Vec<String> = buf[..conf.len as usize]
+            .chunks(40)
+            .map(|req| {
+                let name = &req[..libc::IFNAMSIZ];
+                let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+                String::from_utf8_lossy(&name[..end]).into_owned()
+            })
+            .collect();
+        Outcome::ok(names.len() as i64, names.join(","))
+    })
+}
+
+/// SIOCETHTOOL (the ethtool interface of a network device) on fd 3, for `lo`. The command
+/// pointer is unmapped, so an unfiltered call fails with EFAULT before it reads a command.
+pub fn ioctl_siocethtool(_: &ProbeArgs) -> Outcome {
+    super::net::with_fd3_or_own_socket(|fd| {
+        let mut req = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            data: BAD_POINTER,
+            _rest: [0; 16],
+        };
+        req.name[..2].copy_from_slice(b"lo");
+        // SAFETY: `req` is a valid ifreq; its data pointer is unmapped on purpose.
+        let ret = unsafe { libc::ioctl(fd, libc::SIOCETHTOOL, &mut req) };
+        Outcome::of(i64::from(ret), "ioctl(fd 3, SIOCETHTOOL, lo, unmapped)")
+    })
+}
+
+/// FS_IOC_GETFLAGS (the attributes chattr sets) on a file the probe creates in its home:
+/// read-only, but a filesystem request, of which no app needs any.
+pub fn ioctl_fs_getflags(_: &ProbeArgs) -> Outcome {
+    let home = match crate::probes::home_dir() {
+        Ok(home) => home,
+        Err(outcome) => return outcome,
+    };
+    let path = format!("{home}/elastos-probe-getflags-{}", std::process::id());
+    let file = match std::fs::File::create(&path) {
+        Ok(file) => file,
+        Err(err) => return Outcome::setup_failed(format!("create {path}: {err}")),
+    };
+    let mut flags: libc::c_long = 0;
+    // SAFETY: `flags` is a valid out-pointer of the size the kernel writes (an int).
+    let ret = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            libc::FS_IOC_GETFLAGS,
+            &mut flags,
+        )
+    };
+    let mut outcome = Outcome::of(i64::from(ret), "ioctl(file, FS_IOC_GETFLAGS)");
+    if ret == 0 {
+        outcome.detail = format!("ioctl(file, FS_IOC_GETFLAGS): flags {flags:#x}");
+    }
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    outcome
+}

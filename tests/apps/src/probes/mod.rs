@@ -68,6 +68,10 @@ pub const PROBES: &[Probe] = &[
     probe("hardlink-app-into-home", fs::hardlink_app_into_home),
     probe("rename-app-into-home", fs::rename_app_into_home),
     probe("mknod-home-chardev", fs::mknod_home_chardev),
+    probe("fchmod-setuid-home", fs::fchmod_setuid_home),
+    probe("fchmodat-setgid-proc-fd", fs::fchmodat_setgid_proc_fd),
+    probe("open-creat-setuid-home", fs::open_creat_setuid_home),
+    probe("tmp-inode-limit", fs::tmp_inode_limit),
     // Sockets.
     probe("inet-tcp-connect", net::inet_tcp_connect),
     probe("inet-udp", net::inet_udp),
@@ -77,6 +81,12 @@ pub const PROBES: &[Probe] = &[
     probe("netlink-route", net::netlink_route),
     probe("packet-raw", net::packet_raw),
     probe("socketpair-unix", net::socketpair_unix),
+    probe("send-msg-oob-fd3", net::send_msg_oob_fd3),
+    probe("recv-msg-oob-fd3", net::recv_msg_oob_fd3),
+    probe(
+        "getsockopt-so-peerpidfd-fd3",
+        net::getsockopt_so_peerpidfd_fd3,
+    ),
     // Kernel attack surface.
     probe("reboot", kernel::reboot),
     probe("kexec-load", kernel::kexec_load),
@@ -119,6 +129,9 @@ pub const PROBES: &[Probe] = &[
     probe("ioctl-tiocsti", kernel::ioctl_tiocsti),
     probe("ioctl-tiocsti-high-bits", kernel::ioctl_tiocsti_high_bits),
     probe("ioctl-tioclinux", kernel::ioctl_tioclinux),
+    probe("ioctl-siocgifconf-fd3", kernel::ioctl_siocgifconf_fd3),
+    probe("ioctl-siocethtool", kernel::ioctl_siocethtool),
+    probe("ioctl-fs-getflags", kernel::ioctl_fs_getflags),
     // Host processes.
     probe("kill-host-pid", signals::kill_host_pid),
     probe("kill-everyone", signals::kill_everyone),

@@ -152,3 +152,78 @@ pub fn socketpair_unix(_: &ProbeArgs) -> Outcome {
     }
     outcome
 }
+
+/// Runs `then` on fd 3 when it is a socket (in the jail: the broker socket, which was created in
+/// the host's network namespace), else on one end of a unix stream socketpair of our own
+/// (unjailed, where fd 3 is not open), so that both runs make the call on the same kind of socket.
+pub(super) fn with_fd3_or_own_socket(then: impl FnOnce(i32) -> Outcome) -> Outcome {
+    // SAFETY: `stat` is plain old data and a valid out-pointer.
+    let mut stat: libc::stat = unsafe { mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstat(3, &mut stat) } == 0 && stat.st_mode & libc::S_IFMT == libc::S_IFSOCK {
+        return then(3);
+    }
+    let mut pair = [-1; 2];
+    // SAFETY: `pair` is a valid out-pointer for two fds.
+    let ret = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            pair.as_mut_ptr(),
+        )
+    };
+    if ret != 0 {
+        let err = std::io::Error::last_os_error();
+        return Outcome::setup_failed(format!("fd 3 is no socket and socketpair failed: {err}"));
+    }
+    let outcome = then(pair[0]);
+    pair.into_iter().for_each(close_fd);
+    outcome
+}
+
+/// An address that is never mapped, so even a call the jail let through copies nothing.
+const BAD_POINTER: usize = 1;
+
+/// Out-of-band data on the broker socket. The buffer is unmapped, so a send the jail let through
+/// fails with EFAULT (or EOPNOTSUPP without AF_UNIX OOB support) before anything is queued.
+pub fn send_msg_oob_fd3(_: &ProbeArgs) -> Outcome {
+    with_fd3_or_own_socket(|fd| {
+        let flags = libc::MSG_OOB | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        // SAFETY: the kernel checks the unmapped buffer; nothing is read on our side.
+        let ret = unsafe { libc::send(fd, BAD_POINTER as *const libc::c_void, 1, flags) };
+        Outcome::of(ret as i64, "send(fd 3, unmapped, 1, MSG_OOB)")
+    })
+}
+
+/// Receiving out-of-band data: none is pending, so an allowed call fails with EINVAL (and its
+/// buffer is unmapped); nothing of the ordinary stream is consumed.
+pub fn recv_msg_oob_fd3(_: &ProbeArgs) -> Outcome {
+    with_fd3_or_own_socket(|fd| {
+        let flags = libc::MSG_OOB | libc::MSG_DONTWAIT;
+        // SAFETY: as in send_msg_oob_fd3.
+        let ret = unsafe { libc::recv(fd, BAD_POINTER as *mut libc::c_void, 1, flags) };
+        Outcome::of(ret as i64, "recv(fd 3, unmapped, 1, MSG_OOB)")
+    })
+}
+
+/// `SO_PEERPIDFD` (Linux 6.5): a pidfd of the peer, which in the jail is the broker, a host
+/// process. The option value is unmapped: an allowed call fails with EFAULT, and the kernel then
+/// releases the pidfd it prepared instead of installing it.
+pub fn getsockopt_so_peerpidfd_fd3(_: &ProbeArgs) -> Outcome {
+    const SO_PEERPIDFD: libc::c_int = 77;
+    with_fd3_or_own_socket(|fd| {
+        let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `len` is a valid in/out pointer; the value pointer is unmapped on purpose.
+        let ret = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                SO_PEERPIDFD,
+                BAD_POINTER as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        Outcome::of(i64::from(ret), "getsockopt(fd 3, SO_PEERPIDFD, unmapped)")
+    })
+}
