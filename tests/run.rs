@@ -409,8 +409,9 @@ fn the_memory_limit_covers_swap_where_the_host_accounts_it() {
         .spawn();
     let launcher = running.pid();
     let started = eventually(Duration::from_secs(10), || app_alive(&token, launcher));
-    // Read while the app runs: the launcher removes its cgroup when the app ends.
-    let name = format!("{APP_ID}-{launcher}");
+    // Read while the app runs: the launcher removes its cgroup when the app ends. `elastos run`
+    // starts one instance, the first of its process.
+    let name = format!("{APP_ID}-{launcher}-1");
     let (v1, v2) = (
         Path::new("/sys/fs/cgroup/memory"),
         Path::new("/sys/fs/cgroup"),
