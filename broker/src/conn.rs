@@ -48,7 +48,7 @@ pub(crate) enum CloseReason {
     PeerClosed,
     /// The bytes are not a valid stream of frames (oversize or zero length, undecodable body,
     /// unknown body, stream ended inside a frame).
-    #[error("bad frame: {0}")]
+    #[error("bad frame")]
     Frame(#[from] FrameError),
     /// The app sent ancillary data: file descriptors (closed on receipt) or other control
     /// messages.
@@ -96,7 +96,7 @@ pub(crate) enum CloseReason {
         why: &'static str,
     },
     /// A `publish` that breaks a shape rule: it has no answer, so it closes the connection.
-    #[error("malformed publish: {0}")]
+    #[error("malformed publish")]
     InvalidPublish(#[source] InvalidFrame),
     /// The app let its outbound queue pass the hard bound: it is not reading.
     #[error("the app is not reading: {queued} bytes are queued towards it")]
@@ -127,11 +127,24 @@ pub(crate) enum CloseReason {
     #[error("stopped by the operator")]
     Stopped,
     /// Reading or writing the socket failed.
-    #[error("socket error: {0}")]
+    #[error("socket error")]
     Io(#[from] io::Error),
 }
 
 impl CloseReason {
+    /// The reason and its chain of causes on one line (`bad frame: frame body is not ...: ...`),
+    /// for the log and the `goodbye`: no message repeats its source.
+    fn described(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(source) = cause {
+            text.push_str(": ");
+            text.push_str(&source.to_string());
+            cause = source.source();
+        }
+        text
+    }
+
     /// The status of the `goodbye` telling the app, or `None` when the socket is gone (or the app
     /// will not read it).
     fn goodbye_status(&self) -> Option<v1::Status> {
@@ -366,7 +379,7 @@ async fn run(inner: Arc<Inner>, conn: Arc<Conn>, stream: Arc<UnixStream>) {
     log_close(&conn, &reason);
     let goodbye = reason.goodbye_status().map(|status| BrokerFrame {
         body: Some(broker_frame::Body::Goodbye(v1::Goodbye {
-            reason: Some(crate::session::error(status, reason.to_string())),
+            reason: Some(crate::session::error(status, reason.described())),
         })),
     });
     conn.outbox.close(goodbye.as_ref());
@@ -393,9 +406,13 @@ fn log_close(conn: &Conn, reason: &CloseReason) {
             tracing::debug!(connection = %id, app = %app, %app_id, "connection closed by the app")
         }
         CloseReason::Idle { .. } | CloseReason::Stopped => {
+            let reason = reason.described();
             tracing::info!(connection = %id, app = %app, %app_id, %reason, "closing connection")
         }
-        _ => tracing::warn!(connection = %id, app = %app, %app_id, %reason, "closing connection"),
+        _ => {
+            let reason = reason.described();
+            tracing::warn!(connection = %id, app = %app, %app_id, %reason, "closing connection")
+        }
     }
 }
 
@@ -615,7 +632,15 @@ mod tests {
             ("socket error", None),
         ];
         for (reason, (says, goodbye)) in reasons.iter().zip(expected) {
-            assert!(reason.to_string().contains(says), "{reason}");
+            // What the log and the goodbye say: the reason with its causes, each once.
+            let described = reason.described();
+            assert!(described.contains(says), "{described}");
+            if let Some(source) = std::error::Error::source(reason) {
+                assert!(
+                    !reason.to_string().contains(&source.to_string()),
+                    "{reason} repeats its source"
+                );
+            }
             assert_eq!(reason.goodbye_status(), goodbye, "{reason}");
             let gone = match reason {
                 CloseReason::Idle { .. } | CloseReason::Stopped => v1::GoneReason::Stopped,

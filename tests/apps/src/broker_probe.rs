@@ -30,6 +30,8 @@
 //! Harmless even when nothing confines it: it only talks on fd 3 (the broker socket), and the
 //! one fd it tries to pass along is its own stdin.
 
+#![deny(unsafe_code)]
+
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
@@ -695,6 +697,7 @@ const RAW_WAIT: Duration = Duration::from_secs(10);
 /// | `flood:S:FOR:BYTES` | echo calls with BYTES of payload, never reading, for up to FOR ms | `CLOSED` once the broker hangs up, else `OPEN` |
 /// | `midcall:S` | a `sleep` call of 10 s (then the app exits: a disconnect mid-call) | `SENT` |
 /// | `closed:WAIT` | nothing; reads until the broker closes | `GOODBYE:STATUS`, `CLOSED`, `OPEN` (still open after WAIT) |
+#[allow(unsafe_code)]
 fn raw(words: &[String]) -> i32 {
     let fd: RawFd = std::env::var(elastos_sdk::IPC_FD_VAR)
         .ok()
@@ -913,6 +916,7 @@ impl Raw {
 
     /// Waits until the socket is ready for `events` (or hung up), at most until `deadline`;
     /// whether it is. (No read or write timeouts: the jail refuses `setsockopt`.)
+    #[allow(unsafe_code)]
     fn ready(&self, events: libc::c_short, deadline: Instant) -> bool {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -1057,6 +1061,7 @@ fn retryable(error: &io::Error) -> bool {
 }
 
 /// `sendmsg` of `data` with `passed` attached as `SCM_RIGHTS`: what the broker must refuse.
+#[allow(unsafe_code)]
 fn send_with_fd(socket: RawFd, data: &[u8], passed: RawFd) -> io::Result<()> {
     let fd_len = std::mem::size_of::<RawFd>() as u32;
     // SAFETY: CMSG_SPACE only computes a size.

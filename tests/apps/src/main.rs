@@ -16,12 +16,19 @@
 //! invalid arguments, created processes exit at once, signals are signal 0, file probes touch
 //! only canaries and files they create and remove themselves.
 //!
-//! This crate is a test fixture: it makes raw system calls on purpose, hence `unsafe`.
+//! This crate is a test fixture: it makes raw system calls on purpose, hence `unsafe`, allowed
+//! only in the modules that make them.
+
+#![deny(unsafe_code)]
 
 #[cfg(not(target_arch = "x86_64"))]
 compile_error!("elastos-probe makes x86_64 system calls by number (vfork, iopl, modify_ldt, ...)");
 
+// The probes and the benign modes make raw system calls on purpose; each block says why it is
+// harmless.
+#[allow(unsafe_code)]
 mod modes;
+#[allow(unsafe_code)]
 mod probes;
 mod report;
 
