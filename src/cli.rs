@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     after_help = "Exit codes: the app's own code from `run` (128+N if it died of signal N); \
 125 elastos failed; 126 the entry cannot be executed; 127 the entry was not found; \
-`bundle verify`: 1 when the bundle is invalid.\n\nState lives under $ELASTOS_HOME, else the XDG \
+`bundle verify`: 1 when the bundle is invalid; `ledger verify`: 1 when the ledger is not sound.\n\nState lives under $ELASTOS_HOME, else the XDG \
 directories. Logs: --log-level or ELASTOS_LOG (e.g. debug)."
 )]
 pub struct Cli {

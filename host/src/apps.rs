@@ -111,13 +111,13 @@ pub enum AppError {
     Ownership {
         /// The bundle file.
         bundle: PathBuf,
-        /// Why.
+        /// Why (boxed: it is large, and refusals are rare).
         #[source]
-        source: OwnershipError,
+        source: Box<OwnershipError>,
     },
     /// The ID ledger could not be opened, or is missing beside existing app state.
     #[error("cannot use the ID ledger")]
-    Ledger(#[source] OwnershipError),
+    Ledger(#[source] Box<OwnershipError>),
     /// The user key could not be loaded or made.
     #[error(transparent)]
     UserKey(#[from] KeyError),

@@ -66,7 +66,8 @@ pub fn open_ledger(dirs: &AppDirs) -> Result<Ledger, AppError> {
     }
     // Only looked at when the ledger is missing: a warm start never lists the homes.
     let state_exists = !Ledger::exists(&dirs.ledger) && app_state_exists(dirs);
-    Ledger::open_for_run(&dirs.ledger, key, state_exists).map_err(AppError::Ledger)
+    Ledger::open_for_run(&dirs.ledger, key, state_exists)
+        .map_err(|source| AppError::Ledger(Box::new(source)))
 }
 
 /// Whether state from earlier runs exists that the ledger's bindings protect: a
@@ -112,7 +113,7 @@ pub fn admit(
 ) -> Result<Admitted, AppError> {
     let refused = |source| AppError::Ownership {
         bundle: bundle.into(),
-        source,
+        source: Box::new(source),
     };
     let allow_downgrade = matches!(
         admission,

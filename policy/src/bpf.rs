@@ -253,7 +253,7 @@ pub(crate) mod hex_program {
         {
             return Err(BpfHexError::NotHex { at, found });
         }
-        if text.len() % DIGITS_PER_INSTRUCTION != 0 {
+        if !text.len().is_multiple_of(DIGITS_PER_INSTRUCTION) {
             return Err(BpfHexError::Length { chars: text.len() });
         }
         // Only hex digits remain, so every slice is on a char boundary and parses.

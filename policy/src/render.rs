@@ -174,7 +174,7 @@ fn access_label(access: PathAccess) -> &'static str {
 fn bytes_label(bytes: u64) -> String {
     let unit = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")]
         .into_iter()
-        .find(|(size, _)| bytes >= *size && bytes % size == 0);
+        .find(|(size, _)| bytes >= *size && bytes.is_multiple_of(*size));
     match unit {
         Some((size, name)) => format!("{} {name} ({bytes} bytes)", bytes / size),
         None => format!("{bytes} bytes"),

@@ -76,7 +76,7 @@ pub fn client_frame(kind: usize, id: u64, payload: &[u8], name: &str) -> ClientF
         5 => Body::Cancel(v1::Cancel { call_id: id }),
         6 => Body::Reply(v1::Reply {
             call_id: id,
-            outcome: Some(if id % 2 == 0 {
+            outcome: Some(if id.is_multiple_of(2) {
                 reply::Outcome::Payload(payload.to_vec())
             } else {
                 reply::Outcome::Error(error(id, name))
@@ -126,11 +126,11 @@ pub fn broker_frame(kind: usize, id: u64, payload: &[u8], name: &str) -> BrokerF
         1 => Body::Response(v1::Response {
             request_id: id,
             error: (id % 2 == 1).then(|| error(id, name)),
-            service: (id % 2 == 0).then(|| service(id, name)),
+            service: id.is_multiple_of(2).then(|| service(id, name)),
         }),
         2 => Body::Reply(v1::Reply {
             call_id: id,
-            outcome: Some(if id % 2 == 0 {
+            outcome: Some(if id.is_multiple_of(2) {
                 reply::Outcome::Payload(payload.to_vec())
             } else {
                 reply::Outcome::Error(error(id, name))
