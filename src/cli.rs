@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     after_help = "Exit codes: the app's own code from `run` (128+N if it died of signal N); \
 125 elastos failed; 126 the entry cannot be executed; 127 the entry was not found; \
-`bundle verify`: 1 when the bundle is invalid.\n\nState lives under $ELASTOS_HOME, else the XDG \
+`bundle verify`: 1 when the bundle is invalid; `ledger verify`: 1 when the ledger is not sound.\n\nState lives under $ELASTOS_HOME, else the XDG \
 directories. Logs: --log-level or ELASTOS_LOG (e.g. debug)."
 )]
 pub struct Cli {
@@ -46,6 +46,9 @@ pub enum Command {
     Install {
         /// The bundle.
         bundle: PathBuf,
+        /// Install a version older than the highest one seen of this app.
+        #[arg(long)]
+        allow_downgrade: bool,
         #[command(flatten)]
         format: FormatArg,
     },
@@ -76,6 +79,90 @@ pub enum Command {
         #[command(flatten)]
         format: FormatArg,
     },
+    /// Show your user ID (the key that signs your ownership ledger; made on first use).
+    Id {
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Show, verify, export and import the ledger of who owns which app id and service.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+    /// Manage the publishers you trust.
+    #[command(subcommand)]
+    Trust(TrustCommand),
+    /// Change settings.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// List the records of the ledger.
+    Show {
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Fully verify the ledger: every signature, every record against the earlier ones, and
+    /// every tree head ever issued (exit 0 sound, 1 with a report of what is wrong).
+    Verify {
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Write the whole ledger (records and tree heads) to FILE.
+    Export {
+        /// The file to write.
+        file: PathBuf,
+    },
+    /// Merge an export of another machine's (or this one's) ledger; refuses a forked or
+    /// conflicting log, naming both records.
+    Import {
+        /// The export.
+        file: PathBuf,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// Trust a publisher (and the keys it rotates to).
+    Add {
+        /// The publisher ID (64 hex digits).
+        publisher: elastos_identity::PublisherId,
+        /// A name to know it by (default: the first 16 hex digits of its ID).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Stop trusting a publisher.
+    Remove {
+        /// The publisher ID (64 hex digits).
+        publisher: elastos_identity::PublisherId,
+    },
+    /// List trusted publishers and the policy.
+    List {
+        #[command(flatten)]
+        format: FormatArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Set a setting.
+    Set {
+        /// The setting.
+        key: ConfigKey,
+        /// Its value (policy.publishers: `any` or `trusted-only`).
+        value: String,
+    },
+}
+
+/// The settings `elastos config set` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConfigKey {
+    /// Which publishers' bundles may run and be installed: `any` (the default; the first run of
+    /// an unknown publisher prints a notice) or `trusted-only` (those on `elastos trust list`).
+    #[value(name = "policy.publishers")]
+    PolicyPublishers,
 }
 
 #[derive(Debug, Args)]
@@ -113,6 +200,9 @@ pub struct RunArgs {
     /// Never put the app in a cgroup; enforce memory and threads with rlimits only.
     #[arg(long)]
     pub no_cgroup: bool,
+    /// Run a version older than the highest one seen of this app.
+    #[arg(long)]
+    pub allow_downgrade: bool,
     /// DANGEROUS: run even if the kernel has no Landlock or no seccomp filter support, i.e.
     /// without two of the jail's walls. Never needed on a supported kernel.
     #[arg(long)]
@@ -168,6 +258,31 @@ pub enum KeyCommand {
         /// The key file (default: the state dir's publisher key).
         #[arg(long, value_name = "FILE")]
         key: Option<PathBuf>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Replace the publisher key with a new one that owns everything the old one owned: appends
+    /// a rotation record signed by the old key and counter-signed by the new one to the ledger
+    /// and keeps the old key as FILE.old-<unix time>.
+    Rotate {
+        /// The key file (default: the state dir's publisher key).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Revoke a publisher key: appends a revocation record, signed by the key (or by a key it
+    /// rotated to), to the ledger; its bundles are refused from then on.
+    Revoke {
+        /// The signing key file (default: the state dir's publisher key).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// The publisher ID to revoke (default: the signing key's own).
+        publisher: Option<elastos_identity::PublisherId>,
+        /// Refuse signatures made at or after this time (unix seconds; default 0: all of them,
+        /// as bundles carry no signing time yet).
+        #[arg(long, value_name = "TIME", default_value_t = 0)]
+        from: u64,
         #[command(flatten)]
         format: FormatArg,
     },

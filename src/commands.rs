@@ -11,11 +11,14 @@ use elastos_host::activator::AppLauncher;
 use elastos_host::apps::{self, AppError, StartPhase, StartRequest};
 use elastos_host::control::ControlRequest;
 use elastos_host::link::BrokerLink;
+use elastos_host::ownership::Admission;
 use elastos_host::paths::{PathsError, StateDirs};
+use elastos_identity::TrustList;
 use elastos_loader::{BlockedSignals, FirstEvent, LaunchError};
 use serde::Serialize;
 
 use crate::broker_cmd;
+use crate::identity_cmd;
 
 use crate::cli::{BundleCommand, Cli, Command, Format, KeyCommand, PolicyCommand, RunArgs};
 use crate::exit;
@@ -69,10 +72,19 @@ pub fn try_main(cli: Cli) -> Result<u8, Failure> {
     let state = || StateDirs::from_env().map_err(Failure::from);
     match cli.command {
         Command::Broker(args) => broker_cmd::daemon(args).map_err(Failure::from),
-        Command::Install { bundle, format } => {
-            broker_cmd::store_command(ControlRequest::Install { bundle }, &state()?, format.format)
-                .map_err(Failure::from)
-        }
+        Command::Install {
+            bundle,
+            allow_downgrade,
+            format,
+        } => broker_cmd::store_command(
+            ControlRequest::Install {
+                bundle,
+                allow_downgrade,
+            },
+            &state()?,
+            format.format,
+        )
+        .map_err(Failure::from),
         Command::Uninstall { app_id, format } => broker_cmd::store_command(
             ControlRequest::Uninstall { app_id },
             &state()?,
@@ -96,6 +108,10 @@ pub fn try_main(cli: Cli) -> Result<u8, Failure> {
                 .map_err(Failure::from)
         }
         Command::Run(args) => run(args),
+        Command::Id { format } => identity_cmd::id(format.format).map_err(Failure::from),
+        Command::Ledger(command) => identity_cmd::ledger(command).map_err(Failure::from),
+        Command::Trust(command) => identity_cmd::trust(command).map_err(Failure::from),
+        Command::Config(command) => identity_cmd::config(command).map_err(Failure::from),
         Command::Bundle(command) => bundle(command),
         Command::Key(command) => key(command).map_err(Failure::from),
         Command::Policy(PolicyCommand::Show {
@@ -163,6 +179,7 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         dirs: &state.apps,
         host: &host,
         options: &options,
+        allow_downgrade: args.allow_downgrade,
     };
     let mut spinner = VerifySpinner {
         bundle: &args.bundle,
@@ -256,9 +273,30 @@ fn bundle(command: BundleCommand) -> Result<u8, Failure> {
             let bytes = elastos_bundle::read_bundle_file(&bundle)
                 .with_context(|| format!("cannot read {}", bundle.display()))?;
             let report = elastos_bundle::inspect(&bytes);
+            let ownership = identity_cmd::inspect_ownership(&report)?;
             match format.format {
-                Format::Json => print_json(&report)?,
-                Format::Text => print_inspect_text(&report),
+                Format::Json => {
+                    #[derive(Serialize)]
+                    struct Inspected<'a> {
+                        #[serde(flatten)]
+                        report: &'a elastos_bundle::InspectReport,
+                        #[serde(skip_serializing_if = "Option::is_none")]
+                        ownership: Option<identity_cmd::OwnershipStatus>,
+                    }
+                    print_json(&Inspected {
+                        report: &report,
+                        ownership,
+                    })?
+                }
+                Format::Text => {
+                    print_inspect_text(&report);
+                    if let Some(ownership) = ownership {
+                        println!("\nownership: {} ({})", ownership.status, ownership.detail);
+                        if let Some(entry) = ownership.entry {
+                            println!("ledger:    {entry}");
+                        }
+                    }
+                }
             }
             Ok(0)
         }
@@ -400,6 +438,13 @@ fn key(command: KeyCommand) -> Result<u8> {
                 .with_context(|| format!("cannot load publisher key {}", path.display()))?;
             (path, key, format.format)
         }
+        KeyCommand::Rotate { key, format } => return identity_cmd::rotate(key, format.format),
+        KeyCommand::Revoke {
+            key,
+            publisher,
+            from,
+            format,
+        } => return identity_cmd::revoke(key, publisher, from, format.format),
     };
     let report = KeyReport {
         path,
@@ -420,10 +465,26 @@ fn key(command: KeyCommand) -> Result<u8> {
 
 fn policy_show(bundle: &Path, args: Vec<String>, format: Format) -> Result<u8> {
     let state = StateDirs::from_env()?;
-    let plan = apps::prepare(bundle, &args, &state.apps, &apps::host_env())?.plan;
+    // Check only: inspecting a bundle's jail must not bind its app id to its publisher.
+    let plan = apps::prepare(
+        bundle,
+        &args,
+        &state.apps,
+        &apps::host_env(),
+        Admission::CheckOnly,
+    )?
+    .plan;
+    let publishers = identity_cmd::policy_name(TrustList::load(&state.apps.trust)?.policy);
     match format {
-        Format::Json => print_json(&plan)?,
-        Format::Text => print!("{}", plan.render_text()),
+        Format::Json => {
+            let mut value = serde_json::to_value(&plan).context("encoding JSON output")?;
+            value["publishers"] = publishers.into();
+            print_json(&value)?
+        }
+        Format::Text => {
+            print!("{}", plan.render_text());
+            println!("publishers: {publishers} (elastos config set policy.publishers)");
+        }
     }
     Ok(0)
 }

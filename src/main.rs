@@ -7,6 +7,7 @@
 mod broker_cmd;
 mod cli;
 mod commands;
+mod identity_cmd;
 
 use std::process::ExitCode;
 

@@ -38,6 +38,11 @@ pub(crate) const HEADER_LEN: usize = 138;
 pub struct BundleDigest(pub(crate) [u8; 32]);
 
 impl BundleDigest {
+    /// The raw SHA-256 digest.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     fn of(signed_bytes: &[u8]) -> Self {
         Self(Sha256::digest(signed_bytes).into())
     }

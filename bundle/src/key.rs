@@ -139,6 +139,12 @@ impl PublisherKey {
         PublisherId(self.signing.verifying_key().to_bytes())
     }
 
+    /// The Ed25519 signing key, for signing records other than bundles (the ID ledger's key
+    /// rotations and revocations).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.signing
+    }
+
     pub(crate) fn sign(&self, message: &[u8]) -> Signature {
         self.signing.sign(message)
     }

@@ -245,6 +245,7 @@ impl AppLauncher {
             dirs: &self.0.dirs,
             host: &self.0.host,
             options: &self.0.options,
+            allow_downgrade: false,
         };
         let jail = match start_app(&request, &mut |_| {}) {
             Err(e) => {

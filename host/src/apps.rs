@@ -10,11 +10,13 @@ use std::path::{Path, PathBuf};
 
 use elastos_broker::AppIdentity;
 use elastos_bundle::{open_verified_cached, BundleError, UnpackLimits};
+use elastos_identity::{KeyError, OwnershipError, TrustError};
 use elastos_loader::{LaunchError, LaunchOptions, RunningJail};
 use elastos_policy::{HostEnv, JailPlan, Manifest, PolicyError};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::ownership::{self, Admission, ForeignServices};
 use crate::paths::companion_binary;
 
 /// An app installed with `elastos install`.
@@ -45,10 +47,17 @@ pub struct InstalledApp {
 pub struct AppDirs {
     /// Unpacked bundles, by digest (a cache).
     pub bundles: PathBuf,
-    /// Per-app homes, by app id.
+    /// Per-app homes, by the publisher that owns the app id, then app id
+    /// ([`crate::ownership::home_dir`]).
     pub homes: PathBuf,
     /// The broker's copies of installed bundles.
     pub installed: PathBuf,
+    /// Where the user key (`user.key`) lives: beside the publisher keys.
+    pub user_keys: PathBuf,
+    /// The ID ledger: who owns which app id and service.
+    pub ledger: PathBuf,
+    /// The trust list and publisher policy (`elastos trust`, `elastos config`).
+    pub trust: PathBuf,
 }
 
 /// Preparing or launching an app failed.
@@ -96,6 +105,25 @@ pub enum AppError {
     /// The installed apps could not be read.
     #[error("cannot read the installed apps: {0}")]
     InstalledApps(String),
+    /// The ID ledger refused the bundle: another publisher owns its app id or one of its
+    /// services, its key is revoked or rotated away, or it is a downgrade.
+    #[error("refusing bundle {}", bundle.display())]
+    Ownership {
+        /// The bundle file.
+        bundle: PathBuf,
+        /// Why (boxed: it is large, and refusals are rare).
+        #[source]
+        source: Box<OwnershipError>,
+    },
+    /// The ID ledger could not be opened, or is missing beside existing app state.
+    #[error("cannot use the ID ledger")]
+    Ledger(#[source] Box<OwnershipError>),
+    /// The user key could not be loaded or made.
+    #[error(transparent)]
+    UserKey(#[from] KeyError),
+    /// The trust list could not be read, or the policy refuses the publisher.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
     /// The `elastos-broker` helper could not answer.
     #[error("{}: {message}", executable.display())]
     Helper {
@@ -133,6 +161,8 @@ pub struct PreparedApp {
     pub publisher: [u8; 32],
     /// The bundle's digest (hex).
     pub digest: String,
+    /// The services of its manifest it owns: what its broker identity lets it register.
+    pub provides: Vec<Uuid>,
     /// The jail.
     pub plan: JailPlan,
 }
@@ -163,12 +193,15 @@ pub fn create_private_dir(dir: &Path) -> Result<(), AppError> {
 
 /// Verifies `bundle` (digest and signature, before anything of it is used; or, for a file
 /// unchanged since it was verified, its verification record), unpacks it once into the cache,
-/// creates the app's home and builds the plan of its jail.
+/// asks the ID ledger whether its publisher may use its app id ([`ownership::admit`]), creates
+/// the app's home (keyed by the publisher that owns the id) and builds the plan of its jail.
+/// With [`Admission::CheckOnly`] nothing is recorded and the home is not created.
 pub fn prepare(
     bundle: &Path,
     args: &[String],
     dirs: &AppDirs,
     host: &HostEnv,
+    admission: Admission,
 ) -> Result<PreparedApp, AppError> {
     let (verified, unpacked) =
         open_verified_cached(bundle, &dirs.bundles, &UnpackLimits::default())
@@ -181,26 +214,39 @@ pub fn prepare(
         if unpacked.freshly_unpacked() { "unpacked bundle" } else { "bundle already unpacked" }
     );
     let manifest = verified.manifest().clone();
-    create_private_dir(&dirs.homes)?;
-    let home = dirs.homes.join(manifest.id().to_string());
-    create_private_dir(&home)?;
+    let offer = ownership::offer(&manifest, verified.publisher(), verified.digest());
+    let mut ledger = ownership::open_ledger(dirs)?;
+    let admitted = ownership::admit(
+        &mut ledger,
+        dirs,
+        bundle,
+        &offer,
+        manifest.provides(),
+        admission,
+    )?;
+    let home = ownership::home_dir(dirs, admitted.home_owner, manifest.id());
+    if admission != Admission::CheckOnly {
+        create_private_dir(&home)?;
+    }
     let plan = JailPlan::build(&manifest, unpacked.root(), &home, args, host)?;
     Ok(PreparedApp {
         manifest,
         publisher: *verified.publisher().as_bytes(),
         digest: verified.digest().to_string(),
+        provides: admitted.provides,
         plan,
     })
 }
 
 impl PreparedApp {
-    /// The identity the broker gives the app's connection: all of it from the verified bundle.
+    /// The identity the broker gives the app's connection: all of it from the verified bundle,
+    /// its services narrowed to those the ledger says it owns.
     pub fn identity(&self) -> AppIdentity {
         AppIdentity {
             app_id: self.manifest.id(),
             name: self.manifest.name().to_string(),
             publisher: self.publisher,
-            provides: self.manifest.provides().to_vec(),
+            provides: self.provides.clone(),
             uses: self.manifest.uses().to_vec(),
         }
     }
@@ -250,6 +296,8 @@ pub struct StartRequest<'a> {
     pub host: &'a HostEnv,
     /// How to launch.
     pub options: &'a LaunchOptions,
+    /// Accept a version older than the highest one seen (`--allow-downgrade`).
+    pub allow_downgrade: bool,
 }
 
 /// An app whose entry runs in its jail.
@@ -286,7 +334,17 @@ pub fn start_app(
         elastos_loader::spawn(app_end.into(), request.options)?
     };
     observe(StartPhase::Verifying);
-    let prepared = prepare(request.bundle, request.args, request.dirs, request.host);
+    let admission = Admission::Record {
+        allow_downgrade: request.allow_downgrade,
+        foreign_services: ForeignServices::Withhold,
+    };
+    let prepared = prepare(
+        request.bundle,
+        request.args,
+        request.dirs,
+        request.host,
+        admission,
+    );
     observe(StartPhase::Verified);
     let prepared = prepared?;
     let jail = pending.start(&prepared.plan)?;

@@ -67,8 +67,13 @@ pub enum ControlRequest {
         identity: IdentityWire,
         pid: Option<u32>,
     },
-    /// Install the bundle at this path (the daemon reads it).
-    Install { bundle: PathBuf },
+    /// Install the bundle at this path (the daemon reads it); an older version than the
+    /// highest seen only with `allow_downgrade`.
+    Install {
+        bundle: PathBuf,
+        #[serde(default)]
+        allow_downgrade: bool,
+    },
     /// Uninstall an app.
     Uninstall { app_id: Uuid },
     /// Installed apps.

@@ -9,6 +9,8 @@
 //! - [`link`]: where an app's connection goes: the daemon, or a broker embedded in `elastos run`;
 //! - [`control`]: the daemon's control socket (`SO_PEERCRED`, `SCM_RIGHTS` attach), whose peers
 //!   are the user's own processes;
+//! - [`ownership`]: the ID ledger's decision before every start and install: who owns an app
+//!   id, its home and its services;
 //! - [`paths`]: where state lives and where the companion binaries are.
 //!
 //! The installed-app database (RocksDB) is not here: only the daemon binary
@@ -24,6 +26,7 @@ pub mod apps;
 #[allow(unsafe_code)]
 pub mod control;
 pub mod link;
+pub mod ownership;
 pub mod paths;
 
 /// An error and its chain of causes on one line, `outer: cause: root cause`: for messages that

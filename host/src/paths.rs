@@ -19,7 +19,8 @@ pub struct StateDirs {
 }
 
 impl StateDirs {
-    /// `$ELASTOS_HOME/{keys,bundles,homes}`, else `$XDG_DATA_HOME/elastos/{keys,homes}` and
+    /// `$ELASTOS_HOME/{keys,bundles,homes,installed,ledger,trust.json}`, else
+    /// `$XDG_DATA_HOME/elastos/{keys,homes,installed,ledger,trust.json}` and
     /// `$XDG_CACHE_HOME/elastos/bundles` (with the XDG defaults under `$HOME`).
     pub fn from_env() -> Result<StateDirs, PathsError> {
         if let Some(home) = std::env::var_os("ELASTOS_HOME").filter(|v| !v.is_empty()) {
@@ -33,6 +34,9 @@ impl StateDirs {
                     bundles: root.join("bundles"),
                     homes: root.join("homes"),
                     installed: root.join("installed"),
+                    user_keys: root.join("keys"),
+                    ledger: root.join("ledger"),
+                    trust: root.join("trust.json"),
                 },
                 broker_db: root.join("broker.db"),
                 control_socket: root.join("run/broker.sock"),
@@ -58,6 +62,9 @@ impl StateDirs {
                 bundles: cache.join("bundles"),
                 homes: data.join("homes"),
                 installed: data.join("installed"),
+                user_keys: data.join("keys"),
+                ledger: data.join("ledger"),
+                trust: data.join("trust.json"),
             },
             broker_db: data.join("broker.db"),
             control_socket: runtime_dir()?.join("broker.sock"),
@@ -67,6 +74,11 @@ impl StateDirs {
     /// The default publisher key.
     pub fn publisher_key(&self) -> PathBuf {
         self.keys.join("publisher.key")
+    }
+
+    /// The user key (`elastos id`), beside the publisher keys.
+    pub fn user_key(&self) -> PathBuf {
+        self.apps.user_keys.join("user.key")
     }
 }
 

@@ -48,8 +48,8 @@
 //!   absence ([`Ledger::open_for_run`], [`OwnershipError::LedgerMissing`]).
 //! - No trusted time: record times are the signer's word. Bundles carry no signing time yet, so
 //!   a revoked or rotated-away key is refused for all bundles when no time is given.
-//! - No key export/import with a passphrase, no CLI, no wiring into `run`, `install` or the
-//!   broker: callers do that with this API.
+//! - No key export/import with a passphrase. The CLI and the wiring into `run`, `install` and
+//!   activation live in the callers (`elastos-host`'s `ownership` module, `elastos`).
 //! - No publisher key handling beyond verifying its records: publisher secrets stay in the
 //!   bundle crate's key files; rotation and revocation take any [`RecordSigner`].
 

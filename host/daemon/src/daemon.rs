@@ -339,9 +339,15 @@ pub fn store_request(
     let json =
         |value: serde_json::Result<serde_json::Value>| Ok(value.expect("installed apps serialize"));
     match request {
-        ControlRequest::Install { bundle } => {
-            json(serde_json::to_value(install(&bundle, dirs, store)?))
-        }
+        ControlRequest::Install {
+            bundle,
+            allow_downgrade,
+        } => json(serde_json::to_value(install(
+            &bundle,
+            allow_downgrade,
+            dirs,
+            store,
+        )?)),
         ControlRequest::Uninstall { app_id } => {
             json(serde_json::to_value(uninstall(app_id, store)?))
         }

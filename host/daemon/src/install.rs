@@ -7,6 +7,7 @@ use std::path::Path;
 use elastos_bundle::VerifiedBundle;
 use elastos_host::activator::InstalledApps;
 use elastos_host::apps::{create_private_dir, AppDirs, AppError, InstalledApp};
+use elastos_host::ownership::{self, Admission, ForeignServices};
 use uuid::Uuid;
 
 use crate::store::{now_secs, Store, StoreError};
@@ -23,14 +24,36 @@ pub enum InstallError {
     Store(#[from] StoreError),
 }
 
-/// Verifies `bundle`, keeps a copy of it in `dirs.installed` and records it in `store`, so the
-/// broker can start it when one of its services is looked up.
-pub fn install(bundle: &Path, dirs: &AppDirs, store: &Store) -> Result<InstalledApp, InstallError> {
+/// Verifies `bundle`, asks the ID ledger whether its publisher owns its app id and every
+/// service it provides (binding them on first use; an older version than the highest seen only
+/// with `allow_downgrade`), keeps a copy of it in `dirs.installed` and records it in `store`, so
+/// the broker can start it when one of its services is looked up. A refused bundle changes
+/// nothing of the installed app.
+pub fn install(
+    bundle: &Path,
+    allow_downgrade: bool,
+    dirs: &AppDirs,
+    store: &Store,
+) -> Result<InstalledApp, InstallError> {
     let verified = VerifiedBundle::open(bundle).map_err(|source| AppError::Bundle {
         path: bundle.into(),
         source,
     })?;
     let manifest = verified.manifest();
+    let offer = ownership::offer(manifest, verified.publisher(), verified.digest());
+    let mut ledger = ownership::open_ledger(dirs)?;
+    let admission = Admission::Record {
+        allow_downgrade,
+        foreign_services: ForeignServices::Refuse,
+    };
+    ownership::admit(
+        &mut ledger,
+        dirs,
+        bundle,
+        &offer,
+        manifest.provides(),
+        admission,
+    )?;
     let digest = verified.digest().to_string();
     create_private_dir(&dirs.installed)?;
     let copy = dirs.installed.join(format!("{digest}.bundle"));
