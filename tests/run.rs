@@ -611,3 +611,41 @@ fn the_jail_is_a_session_of_its_own_and_cannot_take_the_users_terminal() {
     let unjailed = in_terminal(format!("{} terminal", binaries().probe.display()));
     assert!(unjailed.contains("tiocspgrp=ok"), "{unjailed}");
 }
+
+/// A manifest may not ask for more than the host's ceilings: refused with the field, the value
+/// and the ceiling; the user's own ceilings file (beside the state, `ELASTOS_HOME/limits.toml`)
+/// can lower them, and a broken one is an error naming its line.
+#[test]
+fn limits_above_the_hosts_ceilings_are_refused_naming_the_field_and_the_ceiling() {
+    let harness = Harness::new(User::Root);
+    let greedy = harness.probe_bundle("greedy", APP_ID, "memory = \"1024GiB\"\nthreads = 16");
+    let out = harness.run(&greedy, &["exit", "0"]).output();
+    out.assert_code(125);
+    let said = out.stderr_text();
+    assert!(
+        said.contains("`limits.memory` = 1099511627776 is above this host's ceiling of"),
+        "{said}"
+    );
+    // Within the defaults, but above what this user allows.
+    let modest = harness.probe_bundle("modest", APP_ID, "memory = \"64MiB\"\nthreads = 100");
+    harness.run(&modest, &["exit", "0"]).output().assert_code(0);
+    let limits = harness.elastos_home().join("limits.toml");
+    std::fs::write(&limits, "threads = 32\n").expect("user ceilings");
+    harness.own(&limits);
+    let out = harness.run(&modest, &["exit", "0"]).output();
+    out.assert_code(125);
+    assert!(
+        out.stderr_text()
+            .contains("`limits.threads` = 100 is above this host's ceiling of 32"),
+        "{}",
+        out.stderr_text()
+    );
+    std::fs::write(&limits, "treads = 32\n").expect("user ceilings");
+    let out = harness.run(&modest, &["exit", "0"]).output();
+    out.assert_code(125);
+    assert!(
+        out.stderr_text().contains("unknown key `treads` at line 1"),
+        "{}",
+        out.stderr_text()
+    );
+}

@@ -12,7 +12,9 @@ use elastos_broker::AppIdentity;
 use elastos_bundle::{open_verified_cached, BundleError, UnpackLimits};
 use elastos_identity::{KeyError, OwnershipError, TrustError};
 use elastos_loader::{LaunchError, LaunchOptions, RunningJail};
-use elastos_policy::{HostEnv, JailPlan, Manifest, PolicyError};
+use elastos_policy::{
+    Ceilings, CeilingsError, ExcessError, HostEnv, JailPlan, Manifest, PolicyError,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -58,6 +60,9 @@ pub struct AppDirs {
     pub ledger: PathBuf,
     /// The trust list and publisher policy (`elastos trust`, `elastos config`).
     pub trust: PathBuf,
+    /// The user's own ceilings on manifests' limits, which may only lower the administrator's
+    /// (`/etc/elastos/limits.toml`).
+    pub user_limits: PathBuf,
 }
 
 /// Preparing or launching an app failed.
@@ -99,6 +104,18 @@ pub enum AppError {
     /// The jail's policy could not be built.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// A ceilings file on manifests' limits could not be read or is wrong.
+    #[error("ceilings file {}", path.display())]
+    Ceilings {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: CeilingsSource,
+    },
+    /// The manifest asks for more than a ceiling allows.
+    #[error(transparent)]
+    Excess(#[from] ExcessError),
     /// The jail could not be started.
     #[error(transparent)]
     Launch(#[from] LaunchError),
@@ -213,7 +230,10 @@ pub fn prepare(
         "{}",
         if unpacked.freshly_unpacked() { "unpacked bundle" } else { "bundle already unpacked" }
     );
-    let manifest = verified.manifest().clone();
+    let mut manifest = verified.manifest().clone();
+    for capped in manifest.apply_ceilings(&ceilings(dirs)?)? {
+        tracing::warn!(app = %manifest.id(), "{capped}");
+    }
     let offer = ownership::offer(&manifest, verified.publisher(), verified.digest());
     let mut ledger = ownership::open_ledger(dirs)?;
     let admitted = ownership::admit(
@@ -236,6 +256,37 @@ pub fn prepare(
         provides: admitted.provides,
         plan,
     })
+}
+
+/// The ceilings on manifests' limits in force: the administrator's file
+/// ([`elastos_policy::ceilings::SYSTEM_FILE`], or the defaults without one), lowered by the
+/// user's ([`AppDirs::user_limits`]) when there is one.
+pub fn ceilings(dirs: &AppDirs) -> Result<Ceilings, AppError> {
+    let read = |path: &Path| match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(AppError::Ceilings {
+            path: path.into(),
+            source: CeilingsSource::Read(source),
+        }),
+    };
+    fn parsed(path: &Path) -> impl FnOnce(CeilingsError) -> AppError + '_ {
+        move |source| AppError::Ceilings {
+            path: path.into(),
+            source: CeilingsSource::Parse(source),
+        }
+    }
+    let system = Path::new(elastos_policy::ceilings::SYSTEM_FILE);
+    let mut ceilings = match read(system)? {
+        Some(text) => Ceilings::parse(&text).map_err(parsed(system))?,
+        None => Ceilings::default(),
+    };
+    if let Some(text) = read(&dirs.user_limits)? {
+        ceilings = ceilings
+            .lowered_by(&text)
+            .map_err(parsed(&dirs.user_limits))?;
+    }
+    Ok(ceilings)
 }
 
 impl PreparedApp {
@@ -272,6 +323,18 @@ pub fn host_env() -> HostEnv {
         lang: std::env::var("LANG").ok(),
         term: std::env::var("TERM").ok(),
     }
+}
+
+/// Why a ceilings file was not taken.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CeilingsSource {
+    /// It could not be read.
+    #[error("cannot read it")]
+    Read(#[source] io::Error),
+    /// It is not a valid ceilings file.
+    #[error(transparent)]
+    Parse(#[from] CeilingsError),
 }
 
 /// What [`start_app`] is doing, for a caller that shows progress.

@@ -37,6 +37,7 @@ impl StateDirs {
                     user_keys: root.join("keys"),
                     ledger: root.join("ledger"),
                     trust: root.join("trust.json"),
+                    user_limits: root.join(elastos_policy::ceilings::USER_FILE),
                 },
                 broker_db: root.join("broker.db"),
                 control_socket: root.join("run/broker.sock"),
@@ -56,6 +57,7 @@ impl StateDirs {
         };
         let data = xdg("XDG_DATA_HOME", ".local/share")?.join("elastos");
         let cache = xdg("XDG_CACHE_HOME", ".cache")?.join("elastos");
+        let config = xdg("XDG_CONFIG_HOME", ".config")?.join("elastos");
         Ok(StateDirs {
             keys: data.join("keys"),
             apps: AppDirs {
@@ -65,6 +67,7 @@ impl StateDirs {
                 user_keys: data.join("keys"),
                 ledger: data.join("ledger"),
                 trust: data.join("trust.json"),
+                user_limits: config.join(elastos_policy::ceilings::USER_FILE),
             },
             broker_db: data.join("broker.db"),
             control_socket: runtime_dir()?.join("broker.sock"),
