@@ -382,10 +382,19 @@ fn trust_name(e: &TrustError) -> &'static str {
 }
 
 /// Formats every value, checks the message, and returns the distinct variant names seen.
-fn check_all<E: std::fmt::Display>(values: &[E], name: fn(&E) -> &'static str) -> usize {
+fn check_all<E: std::error::Error>(values: &[E], name: fn(&E) -> &'static str) -> usize {
     let mut names = BTreeSet::new();
     for value in values {
-        let message = value.to_string();
+        // What a caller prints: the message and its causes, none repeated.
+        let mut message = value.to_string();
+        if let Some(source) = value.source() {
+            assert!(
+                !message.contains(&source.to_string()),
+                "{}: the message repeats its source: {message}",
+                name(value)
+            );
+            message = format!("{message}: {source}");
+        }
         let first = message.chars().next().expect("a message is never empty");
         assert!(
             !first.is_uppercase(),

@@ -91,9 +91,7 @@ pub enum ProofError {
         head: u64,
     },
     /// The record is not at that index of that tree.
-    #[error(
-        "inclusion proof of record {index} does not lead to the root of the tree head: {source}"
-    )]
+    #[error("inclusion proof of record {index} does not lead to the root of the tree head")]
     Inclusion {
         /// The record index.
         index: u64,
@@ -101,7 +99,7 @@ pub enum ProofError {
         source: ct_merkle::InclusionVerifError,
     },
     /// The old tree is not a prefix of the new one.
-    #[error("consistency proof from size {old} to size {new} fails: {source}; the log was rewritten between the two heads")]
+    #[error("consistency proof from size {old} to size {new} fails; the log was rewritten between the two heads")]
     Consistency {
         /// The old size.
         old: u64,

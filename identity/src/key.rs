@@ -26,7 +26,7 @@ const DERIVE_SALT: &[u8] = b"elastos-user-key-v1 derive";
 #[non_exhaustive]
 pub enum KeyError {
     /// The key file or its directory could not be read or written.
-    #[error("cannot access user key {}: {source}", path.display())]
+    #[error("cannot access user key {}", path.display())]
     Io {
         /// The key file or directory.
         path: PathBuf,
@@ -55,7 +55,7 @@ pub enum KeyError {
         reason: &'static str,
     },
     /// The operating system gave no randomness for a new key.
-    #[error("cannot get randomness for a new user key: {source}")]
+    #[error("cannot get randomness for a new user key")]
     Random {
         /// The error of `getrandom`.
         source: getrandom::Error,

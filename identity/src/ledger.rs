@@ -47,7 +47,7 @@ type Tree = MemoryBackedTree<Sha256, Vec<u8>>;
 #[non_exhaustive]
 pub enum LedgerError {
     /// A ledger file could not be read or written.
-    #[error("cannot access ledger file {}: {source}", path.display())]
+    #[error("cannot access ledger file {}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -75,7 +75,7 @@ pub enum LedgerError {
         report: Box<VerifyReport>,
     },
     /// A record handed to `append` does not verify on its own.
-    #[error("refusing to append: {source}")]
+    #[error("refusing to append")]
     InvalidRecord {
         /// What is wrong with it.
         source: RecordError,
@@ -159,7 +159,7 @@ pub enum Problem {
         bytes: u64,
     },
     /// A record whose signature (or form) is wrong.
-    #[error("record {index}: {source}")]
+    #[error("record {index}")]
     BadRecord {
         /// The record index (line number - 1).
         index: u64,
@@ -248,7 +248,13 @@ impl fmt::Display for VerifyReport {
         }
         write!(f, "{} problems", self.problems.len())?;
         for problem in &self.problems {
+            // With its causes: no message repeats its source.
             write!(f, "\n  - {problem}")?;
+            let mut cause = std::error::Error::source(problem);
+            while let Some(source) = cause {
+                write!(f, ": {source}")?;
+                cause = source.source();
+            }
         }
         Ok(())
     }

@@ -71,7 +71,7 @@ pub enum RecordError {
         len: usize,
     },
     /// A JSON line could not be parsed as a record.
-    #[error("not a record: {source}; expected one JSON object per line as written by the ledger")]
+    #[error("not a record; expected one JSON object per line as written by the ledger")]
     Json {
         /// The parse error.
         source: serde_json::Error,

@@ -12,7 +12,7 @@ use crate::key::PublisherId;
 #[non_exhaustive]
 pub enum TrustError {
     /// The trust file could not be read or written.
-    #[error("cannot access trust file {}: {source}", path.display())]
+    #[error("cannot access trust file {}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -20,7 +20,7 @@ pub enum TrustError {
         source: std::io::Error,
     },
     /// The trust file is not valid.
-    #[error("trust file {} is malformed: {source}; expected JSON {{\"policy\": \"any\" | \"trusted_only\", \"publishers\": [{{\"id\": \"<64 hex>\", \"name\": \"...\"}}]}}", path.display())]
+    #[error("trust file {} is malformed; expected JSON {{\"policy\": \"any\" | \"trusted_only\", \"publishers\": [{{\"id\": \"<64 hex>\", \"name\": \"...\"}}]}}", path.display())]
     Malformed {
         /// The file.
         path: PathBuf,
