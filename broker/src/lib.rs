@@ -21,8 +21,8 @@
 //!   connection (`denials`).
 //! - **Routing**: calls get a broker-assigned id on the provider's connection, a deadline
 //!   (DEADLINE_EXCEEDED to the caller and `cancel` to the provider when it passes), and are
-//!   answered exactly once. A provider's callers share it fairly: calls beyond a small window
-//!   delivered and unanswered wait in one queue per caller and go out in deficit round robin
+//!   answered exactly once. A provider's callers share it fairly: calls beyond a window (per
+//!   caller and per provider) delivered and unanswered wait in one queue per caller and go out in deficit round robin
 //!   by bytes, so a caller flooding a provider delays and gets refused only itself. Events fan out to subscribers; watchers hear `service_available`
 //!   and `provider_gone`, coalesced per service (the latest state replaces a notice not yet
 //!   written, so no other app can fill a watcher's queue); linked clients hear `provider_gone`.
@@ -41,8 +41,9 @@
 //! counted in `event.dropped`, calls to the provider answered RESOURCE_EXHAUSTED) and twice that
 //! plus one frame for replies and responses (beyond it the connection is closed), calls in flight
 //! [`BrokerConfig::max_calls_in_flight`] outgoing and [`BrokerConfig::max_incoming_calls`]
-//! incoming (of which [`BrokerConfig::delivery_window`] delivered, the rest queued per caller,
-//! at most [`BrokerConfig::caller_queue_bytes`] each), and at most [`MAX_SERVICES`] services, [`MAX_SUBSCRIPTIONS`] subscriptions,
+//! incoming (of which [`BrokerConfig::delivery_window`] delivered, at most
+//! [`BrokerConfig::caller_delivery_window`] per caller, the rest queued per caller, at most
+//! [`BrokerConfig::caller_queue_bytes`] each), and at most [`MAX_SERVICES`] services, [`MAX_SUBSCRIPTIONS`] subscriptions,
 //! [`MAX_WATCHES`] watches and [`MAX_PENDING_REQUESTS`] requests waiting on an activation.
 //!
 //! Performance: one reader and one writer task per connection. Frames to a connection are encoded
@@ -174,12 +175,16 @@ pub struct BrokerConfig {
     /// Default 4096.
     pub max_incoming_calls: usize,
     /// Most calls delivered to one provider connection and not yet answered (nor cancelled nor
-    /// expired); the others wait in one queue per caller and are delivered in deficit round
-    /// robin by bytes as delivered ones are answered, so that a caller with many calls in
-    /// flight delays only itself (see the `fair` module). About the wait a newcomer has behind
-    /// others' calls: this many times the provider's time per call for a provider that serves
-    /// one call at a time. Large enough for a fast provider to stay pipelined. Default 32.
+    /// expired), from all its callers together; the others wait in one queue per caller and are
+    /// delivered in deficit round robin by bytes as delivered ones are answered (see the `fair`
+    /// module). Large enough for a fast provider to stay pipelined with many callers.
+    /// Default 256.
     pub delivery_window: usize,
+    /// Most calls of one caller delivered to one provider connection and not yet answered; its
+    /// others wait in its queue. Bounds the wait a newcomer has behind one caller's calls: about
+    /// this many times the provider's time per call, for a provider that serves one call at a
+    /// time. Default 32.
+    pub caller_delivery_window: usize,
     /// Most bytes (payload, method name and 64 of overhead per call) one caller may have queued
     /// for one provider beyond the delivery window; a call beyond it is answered
     /// RESOURCE_EXHAUSTED to that caller alone. One call is always accepted into an empty queue,
@@ -203,7 +208,8 @@ impl Default for BrokerConfig {
             queue_bytes: 1 << 20,
             max_calls_in_flight: 256,
             max_incoming_calls: 4096,
-            delivery_window: 32,
+            delivery_window: 256,
+            caller_delivery_window: 32,
             caller_queue_bytes: 1 << 20,
             max_deadline: Duration::from_secs(30),
             close_flush_timeout: Duration::from_secs(1),

@@ -47,7 +47,7 @@ async fn replies_until_quiet(client: &mut Client, quiet: Duration) -> Vec<v1::Re
 #[tokio::test]
 async fn a_flooding_caller_does_not_delay_another() {
     let config = BrokerConfig::default();
-    let window = config.delivery_window;
+    let window = config.caller_delivery_window;
     let (broker, mut provider) = broker_with_manual_provider(config).await;
     let mut flooder = Client::connect(&broker, client_identity("flooder")).await;
     let mut steady = Client::connect(&broker, client_identity("steady")).await;
@@ -69,8 +69,8 @@ async fn a_flooding_caller_does_not_delay_another() {
         }
         echo_back(&mut provider, call).await;
     }
-    // Before it: the window delivered at once, then about one quantum (1 KiB) of the flooder's
-    // 70-byte calls; with one FIFO it came after all 200.
+    // Before it: only the flooder's window, as the provider's window had room; with one FIFO
+    // it came after all 200.
     let position = position.expect("the steady call was delivered");
     assert!(position <= window as u64 + 16, "delivered {position}th");
     assert_eq!(payload_of(&steady.reply().await), b"steady");

@@ -210,10 +210,7 @@ impl Session {
                 theirs
                     .queued
                     .push(self.conn.id, broker_call_id, cost, queued);
-                (
-                    None,
-                    deliver(&mut theirs, &provider, config.delivery_window),
-                )
+                (None, deliver(&mut theirs, &provider, config))
             }
         };
         match refused {
@@ -281,7 +278,7 @@ impl Session {
             broker_call_id,
         } = outgoing.route
         {
-            cancel_incoming(&provider, broker_call_id, self.inner.config.delivery_window);
+            cancel_incoming(&provider, broker_call_id, &self.inner.config);
         }
     }
 
@@ -301,9 +298,11 @@ impl Session {
             let Some(incoming) = calls.incoming.remove(&reply.call_id) else {
                 return;
             };
-            calls.queued.delivered = calls.queued.delivered.saturating_sub(1);
-            let window = self.inner.config.delivery_window;
-            (incoming, deliver(&mut calls, &self.conn, window))
+            calls.queued.answered(incoming.caller.id);
+            (
+                incoming,
+                deliver(&mut calls, &self.conn, &self.inner.config),
+            )
         };
         fail_undelivered(undelivered);
         self.conn.touch(self.inner.now_ms());
@@ -342,7 +341,7 @@ impl Session {
 /// Withdraws incoming call `broker_call_id` from `provider`, unless it has answered: a delivered
 /// one is cancelled towards the provider and its slot in the window goes to the next queued
 /// call; a queued one is dropped from its caller's queue and the provider never hears of it.
-pub(super) fn cancel_incoming(provider: &Conn, broker_call_id: u64, window: usize) {
+pub(super) fn cancel_incoming(provider: &Conn, broker_call_id: u64, config: &BrokerConfig) {
     let undelivered = {
         let mut calls = provider.calls.lock();
         let Some(incoming) = calls.incoming.remove(&broker_call_id) else {
@@ -352,12 +351,12 @@ pub(super) fn cancel_incoming(provider: &Conn, broker_call_id: u64, window: usiz
             calls.queued.remove(incoming.caller.id, broker_call_id);
             return;
         }
-        calls.queued.delivered = calls.queued.delivered.saturating_sub(1);
+        calls.queued.answered(incoming.caller.id);
         // Under the lock, so that the cancel goes out before the call that takes the slot.
         provider.send(broker_frame::Body::Cancel(v1::Cancel {
             call_id: broker_call_id,
         }));
-        deliver(&mut calls, provider, window)
+        deliver(&mut calls, provider, config)
     };
     fail_undelivered(undelivered);
 }
@@ -371,14 +370,16 @@ pub(super) struct Undelivered {
 }
 
 /// Delivers `provider`'s queued calls, in the order [`Fair`](crate::fair::Fair) picks, while
-/// fewer than `window` are delivered and unanswered. Called with the provider's calls locked, so
+/// fewer than the provider's window are delivered and unanswered, each caller up to its own
+/// window. Called with the provider's calls locked, so
 /// that its reply cannot overtake the entry being marked delivered.
-fn deliver(calls: &mut Calls, provider: &Conn, window: usize) -> Vec<Undelivered> {
+fn deliver(calls: &mut Calls, provider: &Conn, config: &BrokerConfig) -> Vec<Undelivered> {
     let mut undelivered = Vec::new();
     // A window of 0 would deliver nothing, ever.
-    while calls.queued.delivered < window.max(1) {
-        let busy = calls.queued.delivered > 0;
-        let Some((broker_call_id, queued)) = calls.queued.peek() else {
+    let caller_window = config.caller_delivery_window.max(1);
+    while calls.queued.delivered() < config.delivery_window.max(1) {
+        let busy = calls.queued.delivered() > 0;
+        let Some((broker_call_id, queued)) = calls.queued.peek(caller_window) else {
             break;
         };
         if let Some(broker_frame::Body::IncomingCall(call)) = &mut queued.frame.body {
@@ -406,10 +407,12 @@ fn deliver(calls: &mut Calls, provider: &Conn, window: usize) -> Vec<Undelivered
                  added; hint: send a smaller payload",
             )),
         };
-        calls.queued.pop();
+        let Some((caller, _)) = calls.queued.pop() else {
+            break;
+        };
         match failure {
             None => {
-                calls.queued.delivered += 1;
+                calls.queued.deliver(caller);
                 if let Some(incoming) = calls.incoming.get_mut(&broker_call_id) {
                     incoming.delivered = true;
                 }

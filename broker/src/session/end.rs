@@ -73,7 +73,7 @@ impl Session {
         // queued calls leave before a delivered one frees a slot that one of them would take.
         routed.sort_unstable_by_key(|(broker_call_id, _)| std::cmp::Reverse(*broker_call_id));
         for (broker_call_id, provider) in routed {
-            cancel_incoming(&provider, broker_call_id, self.inner.config.delivery_window);
+            cancel_incoming(&provider, broker_call_id, &self.inner.config);
         }
         for (broker_call_id, incoming) in incoming {
             let caller = incoming.caller;
