@@ -80,6 +80,34 @@ async fn a_flooding_caller_does_not_delay_another() {
 }
 
 #[tokio::test]
+async fn past_the_providers_window_callers_take_turns() {
+    // One call at a time for everyone: the round robin, not the caller's window, decides.
+    let (broker, mut provider) = broker_with_manual_provider(one_at_a_time()).await;
+    let mut flooder = Client::connect(&broker, client_identity("flooder")).await;
+    let mut steady = Client::connect(&broker, client_identity("steady")).await;
+    const FLOOD: u64 = 50;
+    for call_id in 0..FLOOD {
+        flooder.send_call(call_id, ECHO, "say", b"x", 0).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    steady.send_call(1, ECHO, "say", b"steady", 0).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut position = None;
+    for served in 0..=FLOOD {
+        let call = provider.incoming().await;
+        if call.caller.as_ref().expect("caller").app_name == "steady" {
+            position = Some(served);
+        }
+        echo_back(&mut provider, call).await;
+    }
+    // The call delivered first, then at most one 1 KiB quantum of the flooder's 70-byte calls
+    // (14), then the steady call; with one FIFO it came after all 50.
+    let position = position.expect("the steady call was delivered");
+    assert!(position <= 16, "delivered {position}th");
+    assert_eq!(payload_of(&steady.reply().await), b"steady");
+}
+
+#[tokio::test]
 async fn a_flood_of_large_calls_refuses_only_the_flooder() {
     let (broker, mut provider) = broker_with_manual_provider(BrokerConfig::default()).await;
     let mut flooder = Client::connect(&broker, client_identity("flooder")).await;
