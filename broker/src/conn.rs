@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::fair::Fair;
 use crate::outbox::{self, Outbox, Refused};
 use crate::session::{Resumed, Session};
 use crate::{AppIdentity, ConnectionId, Inner, Origin};
@@ -195,6 +196,9 @@ pub(crate) struct Incoming {
     pub(crate) caller: Arc<Conn>,
     pub(crate) caller_call_id: u64,
     pub(crate) service: Uuid,
+    /// Written to the provider; until then it waits in [`Calls::queued`], and the provider
+    /// cannot answer it (it could guess the id).
+    pub(crate) delivered: bool,
 }
 
 /// The calls of a connection, both ways. Locked briefly by its own reader and by the readers of
@@ -207,8 +211,16 @@ pub(crate) struct Calls {
     pub(crate) outgoing: HashMap<u64, Outgoing>,
     /// `(deadline, caller's call id)` of every entry in `outgoing`.
     pub(crate) deadlines: BTreeSet<(Instant, u64)>,
-    /// By the broker's call id.
+    /// By the broker's call id, delivered and queued.
     pub(crate) incoming: HashMap<u64, Incoming>,
+    /// The `incoming_call` frames not yet delivered, per caller, by the broker's call id.
+    pub(crate) queued: Fair<Queued>,
+}
+
+/// An `incoming_call` waiting in [`Calls::queued`]: its `deadline_ms` is set when it goes out.
+pub(crate) struct Queued {
+    pub(crate) deadline: Instant,
+    pub(crate) frame: BrokerFrame,
 }
 
 impl Calls {

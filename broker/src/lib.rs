@@ -21,7 +21,9 @@
 //!   connection (`denials`).
 //! - **Routing**: calls get a broker-assigned id on the provider's connection, a deadline
 //!   (DEADLINE_EXCEEDED to the caller and `cancel` to the provider when it passes), and are
-//!   answered exactly once. Events fan out to subscribers; watchers hear `service_available`
+//!   answered exactly once. A provider's callers share it fairly: calls beyond a window (per
+//!   caller and per provider) delivered and unanswered wait in one queue per caller and go out in deficit round robin
+//!   by bytes, so a caller flooding a provider delays and gets refused only itself. Events fan out to subscribers; watchers hear `service_available`
 //!   and `provider_gone`, coalesced per service (the latest state replaces a notice not yet
 //!   written, so no other app can fill a watcher's queue); linked clients hear `provider_gone`.
 //! - **On-demand activation** through an [`Activator`]: concurrent requests for one service share
@@ -39,7 +41,9 @@
 //! counted in `event.dropped`, calls to the provider answered RESOURCE_EXHAUSTED) and twice that
 //! plus one frame for replies and responses (beyond it the connection is closed), calls in flight
 //! [`BrokerConfig::max_calls_in_flight`] outgoing and [`BrokerConfig::max_incoming_calls`]
-//! incoming, and at most [`MAX_SERVICES`] services, [`MAX_SUBSCRIPTIONS`] subscriptions,
+//! incoming (of which [`BrokerConfig::delivery_window`] delivered, at most
+//! [`BrokerConfig::caller_delivery_window`] per caller, the rest queued per caller, at most
+//! [`BrokerConfig::caller_queue_bytes`] each), and at most [`MAX_SERVICES`] services, [`MAX_SUBSCRIPTIONS`] subscriptions,
 //! [`MAX_WATCHES`] watches and [`MAX_PENDING_REQUESTS`] requests waiting on an activation.
 //!
 //! Performance: one reader and one writer task per connection. Frames to a connection are encoded
@@ -56,6 +60,7 @@
 mod activation;
 mod conn;
 mod denials;
+mod fair;
 mod outbox;
 mod registry;
 mod session;
@@ -163,9 +168,28 @@ pub struct BrokerConfig {
     /// Most outgoing calls one connection may have unanswered (`limits.max_calls_in_flight`);
     /// one more is answered RESOURCE_EXHAUSTED. Default 256.
     pub max_calls_in_flight: u32,
-    /// Most unanswered calls routed to one provider connection; one more is answered
-    /// RESOURCE_EXHAUSTED to its caller. Default 4096.
+    /// Most unanswered calls routed to one provider connection, delivered and queued, from all
+    /// its callers together; one more is answered RESOURCE_EXHAUSTED to its caller. A memory
+    /// bound of last resort: the per-caller bound below refuses a flooder long before, unless
+    /// more than `max_incoming_calls / max_calls_in_flight` callers flood one provider at once.
+    /// Default 4096.
     pub max_incoming_calls: usize,
+    /// Most calls delivered to one provider connection and not yet answered (nor cancelled nor
+    /// expired), from all its callers together; the others wait in one queue per caller and are
+    /// delivered in deficit round robin by bytes as delivered ones are answered (see the `fair`
+    /// module). Large enough for a fast provider to stay pipelined with many callers.
+    /// Default 256.
+    pub delivery_window: usize,
+    /// Most calls of one caller delivered to one provider connection and not yet answered; its
+    /// others wait in its queue. Bounds the wait a newcomer has behind one caller's calls: about
+    /// this many times the provider's time per call, for a provider that serves one call at a
+    /// time. Default 32.
+    pub caller_delivery_window: usize,
+    /// Most bytes (payload, method name and 64 of overhead per call) one caller may have queued
+    /// for one provider beyond the delivery window; a call beyond it is answered
+    /// RESOURCE_EXHAUSTED to that caller alone. One call is always accepted into an empty queue,
+    /// whatever its size. Default 1 MiB.
+    pub caller_queue_bytes: usize,
     /// Longest call deadline (`limits.max_deadline_ms`); a call without a deadline or with a
     /// longer one gets this. Whole milliseconds, at least 1. Default 30 s.
     pub max_deadline: Duration,
@@ -184,6 +208,9 @@ impl Default for BrokerConfig {
             queue_bytes: 1 << 20,
             max_calls_in_flight: 256,
             max_incoming_calls: 4096,
+            delivery_window: 256,
+            caller_delivery_window: 32,
+            caller_queue_bytes: 1 << 20,
             max_deadline: Duration::from_secs(30),
             close_flush_timeout: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(10),

@@ -154,65 +154,73 @@ impl Session {
             );
             calls.deadlines.insert((deadline, call_id));
         }
-        let now = Instant::now();
-        let left_ms = deadline.saturating_duration_since(now).as_millis();
-        let frame = BrokerFrame {
-            body: Some(broker_frame::Body::IncomingCall(v1::IncomingCall {
-                call_id: broker_call_id,
-                service_id: call.service_id,
-                method: call.method,
-                payload: call.payload,
-                deadline_ms: u32::try_from(left_ms).unwrap_or(u32::MAX).max(1),
-                caller: Some(self.conn.peer.clone()),
-            })),
+        let cost = call.payload.len() + call.method.len() + fair::CALL_OVERHEAD;
+        let queued = Queued {
+            deadline,
+            frame: BrokerFrame {
+                body: Some(broker_frame::Body::IncomingCall(v1::IncomingCall {
+                    call_id: broker_call_id,
+                    service_id: call.service_id,
+                    method: call.method,
+                    payload: call.payload,
+                    // Set when it goes out: what is left of the deadline then.
+                    deadline_ms: 0,
+                    caller: Some(self.conn.peer.clone()),
+                })),
+            },
         };
-        let refused = {
+        let config = &self.inner.config;
+        let (refused, undelivered) = {
             let mut theirs = provider.calls.lock();
+            let own_bytes = theirs.queued.queued_bytes(self.conn.id);
             if theirs.closed {
-                Some(Refused::Closed)
-            } else if theirs.incoming.len() >= self.inner.config.max_incoming_calls {
-                Some(Refused::Full {
-                    queued: theirs.incoming.len(),
-                })
+                let gone = error(
+                    v1::Status::Unavailable,
+                    format!("the provider of service {service} is going away"),
+                );
+                (Some(gone), Vec::new())
+            } else if theirs.incoming.len() >= config.max_incoming_calls {
+                let full = error(
+                    v1::Status::ResourceExhausted,
+                    format!(
+                        "the provider of service {service} has too much work queued; retry later"
+                    ),
+                );
+                (Some(full), Vec::new())
+            } else if own_bytes > 0 && own_bytes.saturating_add(cost) > config.caller_queue_bytes {
+                // Only this caller's own excess is refused: its queue is its own.
+                let full = error(
+                    v1::Status::ResourceExhausted,
+                    format!(
+                        "this app has {own_bytes} bytes of calls waiting for the provider of \
+                         service {service}, the most it may; retry when some are answered"
+                    ),
+                );
+                (Some(full), Vec::new())
             } else {
-                // Offered under the provider's lock, so its reply cannot overtake the entry.
-                match provider.outbox.offer(&frame) {
-                    Ok(()) => {
-                        theirs.incoming.insert(
-                            broker_call_id,
-                            Incoming {
-                                caller: Arc::clone(&self.conn),
-                                caller_call_id: call_id,
-                                service,
-                            },
-                        );
-                        None
-                    }
-                    Err(refused) => Some(refused),
-                }
+                theirs.incoming.insert(
+                    broker_call_id,
+                    Incoming {
+                        caller: Arc::clone(&self.conn),
+                        caller_call_id: call_id,
+                        service,
+                        delivered: false,
+                    },
+                );
+                theirs
+                    .queued
+                    .push(self.conn.id, broker_call_id, cost, queued);
+                (None, deliver(&mut theirs, &provider, config))
             }
         };
-        let Some(refused) = refused else {
-            provider.touch(self.inner.now_ms());
-            return;
-        };
-        self.conn.calls.lock().take(call_id);
-        let failure = match refused {
-            Refused::Closed => error(
-                v1::Status::Unavailable,
-                format!("the provider of service {service} is going away"),
-            ),
-            Refused::Full { .. } => error(
-                v1::Status::ResourceExhausted,
-                format!("the provider of service {service} has too much work queued; retry later"),
-            ),
-            Refused::Oversize => error(
-                v1::Status::ResourceExhausted,
-                "the call does not fit in a frame once the caller's identity is added; \
-                 hint: send a smaller payload",
-            ),
-        };
-        self.reply_error(call_id, failure);
+        match refused {
+            None => provider.touch(self.inner.now_ms()),
+            Some(refused) => {
+                self.conn.calls.lock().take(call_id);
+                self.reply_error(call_id, refused);
+            }
+        }
+        fail_undelivered(undelivered);
     }
 
     pub(super) fn cancel(&mut self, call_id: u64) {
@@ -270,16 +278,33 @@ impl Session {
             broker_call_id,
         } = outgoing.route
         {
-            cancel_incoming(&provider, broker_call_id);
+            cancel_incoming(&provider, broker_call_id, &self.inner.config);
         }
     }
 
     pub(super) fn reply(&mut self, reply: v1::Reply) {
         // An id the broker did not send, or one already answered (cancelled, deadline passed),
         // is dropped, as the protocol says.
-        let Some(incoming) = self.conn.calls.lock().incoming.remove(&reply.call_id) else {
-            return;
+        // A queued call's id is refused too: the provider never got it (it guessed the id).
+        let (incoming, undelivered) = {
+            let mut calls = self.conn.calls.lock();
+            if !calls
+                .incoming
+                .get(&reply.call_id)
+                .is_some_and(|incoming| incoming.delivered)
+            {
+                return;
+            }
+            let Some(incoming) = calls.incoming.remove(&reply.call_id) else {
+                return;
+            };
+            calls.queued.answered(incoming.caller.id);
+            (
+                incoming,
+                deliver(&mut calls, &self.conn, &self.inner.config),
+            )
         };
+        fail_undelivered(undelivered);
         self.conn.touch(self.inner.now_ms());
         let caller = incoming.caller;
         if !caller
@@ -313,17 +338,116 @@ impl Session {
     }
 }
 
-/// Withdraws incoming call `broker_call_id` from `provider` and tells it, unless it has answered.
-pub(super) fn cancel_incoming(provider: &Conn, broker_call_id: u64) {
-    let withdrawn = provider
-        .calls
-        .lock()
-        .incoming
-        .remove(&broker_call_id)
-        .is_some();
-    if withdrawn {
+/// Withdraws incoming call `broker_call_id` from `provider`, unless it has answered: a delivered
+/// one is cancelled towards the provider and its slot in the window goes to the next queued
+/// call; a queued one is dropped from its caller's queue and the provider never hears of it.
+pub(super) fn cancel_incoming(provider: &Conn, broker_call_id: u64, config: &BrokerConfig) {
+    let undelivered = {
+        let mut calls = provider.calls.lock();
+        let Some(incoming) = calls.incoming.remove(&broker_call_id) else {
+            return;
+        };
+        if !incoming.delivered {
+            calls.queued.remove(incoming.caller.id, broker_call_id);
+            return;
+        }
+        calls.queued.answered(incoming.caller.id);
+        // Under the lock, so that the cancel goes out before the call that takes the slot.
         provider.send(broker_frame::Body::Cancel(v1::Cancel {
             call_id: broker_call_id,
         }));
+        deliver(&mut calls, provider, config)
+    };
+    fail_undelivered(undelivered);
+}
+
+/// A queued call that cannot be delivered, to be answered once the provider's lock is released.
+pub(super) struct Undelivered {
+    caller: Arc<Conn>,
+    caller_call_id: u64,
+    broker_call_id: u64,
+    error: v1::Error,
+}
+
+/// Delivers `provider`'s queued calls, in the order [`Fair`](crate::fair::Fair) picks, while
+/// fewer than the provider's window are delivered and unanswered, each caller up to its own
+/// window. Called with the provider's calls locked, so
+/// that its reply cannot overtake the entry being marked delivered.
+fn deliver(calls: &mut Calls, provider: &Conn, config: &BrokerConfig) -> Vec<Undelivered> {
+    let mut undelivered = Vec::new();
+    // A window of 0 would deliver nothing, ever.
+    let caller_window = config.caller_delivery_window.max(1);
+    while calls.queued.delivered() < config.delivery_window.max(1) {
+        let busy = calls.queued.delivered() > 0;
+        let Some((broker_call_id, queued)) = calls.queued.peek(caller_window) else {
+            break;
+        };
+        if let Some(broker_frame::Body::IncomingCall(call)) = &mut queued.frame.body {
+            let left_ms = queued
+                .deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis();
+            call.deadline_ms = u32::try_from(left_ms).unwrap_or(u32::MAX).max(1);
+        }
+        let failure = match provider.outbox.offer(&queued.frame) {
+            Ok(()) => None,
+            // The provider has calls to answer, and each answer tries again: keep it queued.
+            Err(Refused::Full { .. }) if busy => break,
+            // Its end answers every queued call UNAVAILABLE.
+            Err(Refused::Closed) => break,
+            // Nothing of this provider's work is outstanding yet its queue is full: it is not
+            // reading.
+            Err(Refused::Full { .. }) => Some((
+                v1::Status::ResourceExhausted,
+                "has too much work queued; retry later",
+            )),
+            Err(Refused::Oversize) => Some((
+                v1::Status::ResourceExhausted,
+                "cannot take the call: it does not fit in a frame once the caller's identity is \
+                 added; hint: send a smaller payload",
+            )),
+        };
+        let Some((caller, _)) = calls.queued.pop() else {
+            break;
+        };
+        match failure {
+            None => {
+                calls.queued.deliver(caller);
+                if let Some(incoming) = calls.incoming.get_mut(&broker_call_id) {
+                    incoming.delivered = true;
+                }
+            }
+            Some((status, why)) => {
+                if let Some(incoming) = calls.incoming.remove(&broker_call_id) {
+                    undelivered.push(Undelivered {
+                        error: error(
+                            status,
+                            format!("the provider of service {} {why}", incoming.service),
+                        ),
+                        caller: incoming.caller,
+                        caller_call_id: incoming.caller_call_id,
+                        broker_call_id,
+                    });
+                }
+            }
+        }
+    }
+    undelivered
+}
+
+/// Answers the calls [`deliver`] could not deliver, unless they were answered meanwhile.
+fn fail_undelivered(undelivered: Vec<Undelivered>) {
+    for call in undelivered {
+        let ours = call
+            .caller
+            .calls
+            .lock()
+            .take_routed(call.caller_call_id, call.broker_call_id);
+        if ours {
+            call.caller.send(broker_frame::Body::Reply(v1::Reply {
+                call_id: call.caller_call_id,
+                outcome: Some(reply::Outcome::Error(call.error)),
+            }));
+        }
     }
 }

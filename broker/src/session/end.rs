@@ -52,19 +52,28 @@ impl Session {
             let mut calls = self.conn.calls.lock();
             calls.closed = true;
             calls.deadlines.clear();
+            // Queued calls are in `incoming` too, and are answered UNAVAILABLE with the rest.
+            calls.queued.clear();
             (
                 std::mem::take(&mut calls.outgoing),
                 std::mem::take(&mut calls.incoming),
             )
         };
-        for outgoing in outgoing.into_values() {
-            if let Route::Routed {
-                provider,
-                broker_call_id,
-            } = outgoing.route
-            {
-                cancel_incoming(&provider, broker_call_id);
-            }
+        let mut routed: Vec<(u64, Arc<Conn>)> = outgoing
+            .into_values()
+            .filter_map(|outgoing| match outgoing.route {
+                Route::Routed {
+                    provider,
+                    broker_call_id,
+                } => Some((broker_call_id, provider)),
+                Route::Activating { .. } => None,
+            })
+            .collect();
+        // Newest first: a caller's calls to one provider go out in the order they came, so its
+        // queued calls leave before a delivered one frees a slot that one of them would take.
+        routed.sort_unstable_by_key(|(broker_call_id, _)| std::cmp::Reverse(*broker_call_id));
+        for (broker_call_id, provider) in routed {
+            cancel_incoming(&provider, broker_call_id, &self.inner.config);
         }
         for (broker_call_id, incoming) in incoming {
             let caller = incoming.caller;

@@ -26,11 +26,14 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::activation::{self, ActivationState};
-use crate::conn::{CloseReason, Conn, Incoming, Outgoing, Route};
+use crate::conn::{Calls, CloseReason, Conn, Incoming, Outgoing, Queued, Route};
 use crate::denials::{self, Denials, Verdict};
+use crate::fair;
 use crate::outbox::Refused;
 use crate::registry::{provider_gone, Provider, Registry, Service, Subscriber};
-use crate::{Inner, MAX_PENDING_REQUESTS, MAX_SERVICES, MAX_SUBSCRIPTIONS, MAX_WATCHES};
+use crate::{
+    BrokerConfig, Inner, MAX_PENDING_REQUESTS, MAX_SERVICES, MAX_SUBSCRIPTIONS, MAX_WATCHES,
+};
 
 /// Longest `Error.message` the broker sends, in bytes.
 const MAX_ERROR_MESSAGE: usize = 1024;
