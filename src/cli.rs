@@ -263,7 +263,7 @@ pub enum KeyCommand {
     },
     /// Replace the publisher key with a new one that owns everything the old one owned: appends
     /// a rotation record signed by the old key and counter-signed by the new one to the ledger
-    /// and keeps the old key as FILE.old-<unix time>.
+    /// and keeps the old key as `FILE.old-<unix time>`.
     Rotate {
         /// The key file (default: the state dir's publisher key).
         #[arg(long, value_name = "FILE")]
