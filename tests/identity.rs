@@ -87,9 +87,17 @@ fn broker_app(
     uses: &[&str],
     key: Option<&Path>,
 ) -> PathBuf {
+    // A UUID is quoted; an entry already written as a table (`{ service = .., publisher = .. }`)
+    // is taken as is.
     let list = |ids: &[&str]| {
         ids.iter()
-            .map(|id| format!("\"{id}\""))
+            .map(|id| {
+                if id.starts_with('{') {
+                    id.to_string()
+                } else {
+                    format!("\"{id}\"")
+                }
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -348,6 +356,52 @@ fn registration_of_a_service_another_publishers_app_owns_is_permission_denied() 
     // The owner keeps registering it.
     harness
         .run(&owner_app, &["client", &format!("register:{SERVICE}=OK")])
+        .output()
+        .assert_code(0);
+}
+
+/// A client whose manifest pins a service to a publisher reaches a provider of it only when that
+/// provider's bundle was signed by that publisher.
+#[test]
+fn a_client_pinning_a_services_publisher_reaches_only_that_publishers_provider() {
+    let harness = Harness::new(User::Unprivileged);
+    let provider = broker_app(&harness, "pinned-provider", APP_ID, &[SERVICE], &[], None);
+    install(&harness, &provider, &[]).assert_code(0);
+    let owner = publisher_of(&harness, None);
+    let pin =
+        |publisher: &str| format!("{{ service = \"{SERVICE}\", publisher = \"{publisher}\" }}");
+    let elsewhere = pin(&"ab".repeat(32));
+    let pinned_elsewhere = broker_app(
+        &harness,
+        "pins-elsewhere",
+        OTHER_APP_ID,
+        &[],
+        &[&elsewhere],
+        None,
+    );
+    let out = harness
+        .run(
+            &pinned_elsewhere,
+            &["client", &format!("lookup:{SERVICE}=PERMISSION_DENIED")],
+        )
+        .output();
+    out.assert_code(0);
+    assert!(
+        out.stdout_text().contains("pins it to publisher"),
+        "{}",
+        out.stdout_text()
+    );
+    let here = pin(&owner);
+    let pinned_here = broker_app(&harness, "pins-here", OTHER_APP_ID, &[], &[&here], None);
+    harness
+        .run(
+            &pinned_here,
+            &[
+                "client",
+                &format!("lookup:{SERVICE}=OK"),
+                &format!("call:{SERVICE}:echo:pinned=OK"),
+            ],
+        )
         .output()
         .assert_code(0);
 }

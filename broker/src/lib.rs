@@ -101,6 +101,10 @@ pub struct AppIdentity {
     pub provides: Vec<Uuid>,
     /// `services.uses`: the service ids this app may look up, call, subscribe to and watch.
     pub uses: Vec<Uuid>,
+    /// The `uses` entries the manifest pins to a publisher: the app reaches a provider of such a
+    /// service only if that provider's bundle was signed by this key (PERMISSION_DENIED
+    /// otherwise).
+    pub pins: Vec<(Uuid, [u8; 32])>,
 }
 
 /// A connection's number, unique for the life of a [`Broker`]. What `elastos ps` shows and

@@ -542,3 +542,44 @@ async fn a_hundred_clients_call_at_once() {
     // All 100 (and the provider) are still connected and listed.
     assert_eq!(broker.apps().len(), 101);
 }
+
+/// A client whose manifest pins a service to a publisher never reaches a provider of it signed
+/// by another key (lookup, call, subscribe: PERMISSION_DENIED naming both keys), and reaches
+/// the pinned one as usual.
+#[tokio::test]
+async fn a_service_pinned_to_another_publisher_is_never_reached() {
+    let (broker, _) = broker_with_echo(BrokerConfig::default()).await;
+    let provider_key = provider_identity().publisher;
+    let mut elsewhere = client_identity("pinned-elsewhere");
+    elsewhere.pins = vec![(ECHO, [0x99; 32])];
+    let mut client = Client::connect(&broker, elsewhere).await;
+    let lookup = client.lookup(1, ECHO).await;
+    assert_eq!(status_of_response(&lookup), v1::Status::PermissionDenied);
+    let message = &lookup.error.as_ref().expect("an error").message;
+    assert!(
+        message.contains(&"99".repeat(32)) && message.contains(&hex(&provider_key)),
+        "{message}"
+    );
+    let reply = client.call(2, ECHO, "say", b"hi").await;
+    assert_eq!(status_of_reply(&reply), v1::Status::PermissionDenied);
+    let subscribe = client.subscribe(3, ECHO, "said").await;
+    assert_eq!(status_of_response(&subscribe), v1::Status::PermissionDenied);
+
+    let mut pinned_here = client_identity("pinned-here");
+    pinned_here.pins = vec![(ECHO, provider_key)];
+    let mut client = Client::connect(&broker, pinned_here).await;
+    assert_eq!(
+        status_of_response(&client.lookup(1, ECHO).await),
+        v1::Status::Ok
+    );
+    let reply = client.call(2, ECHO, "say", b"hi").await;
+    assert_eq!(status_of_reply(&reply), v1::Status::Ok);
+    assert_eq!(
+        status_of_response(&client.subscribe(3, ECHO, "said").await),
+        v1::Status::Ok
+    );
+}
+
+fn hex(key: &[u8; 32]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}

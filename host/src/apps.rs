@@ -299,6 +299,12 @@ impl PreparedApp {
             publisher: self.publisher,
             provides: self.provides.clone(),
             uses: self.manifest.uses().to_vec(),
+            pins: self
+                .manifest
+                .pinned()
+                .iter()
+                .map(|(service, publisher)| (*service, *publisher))
+                .collect(),
         }
     }
 }

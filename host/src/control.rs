@@ -55,6 +55,9 @@ pub struct IdentityWire {
     pub provides: Vec<Uuid>,
     /// Services it may look up, call and subscribe to.
     pub uses: Vec<Uuid>,
+    /// Services of `uses` pinned to a publisher: service -> publisher key, hex.
+    #[serde(default)]
+    pub pins: Vec<(Uuid, String)>,
 }
 
 /// A request on the control socket.
@@ -373,34 +376,44 @@ impl From<AppIdentity> for IdentityWire {
             publisher: hex(&identity.publisher),
             provides: identity.provides,
             uses: identity.uses,
+            pins: identity
+                .pins
+                .iter()
+                .map(|(service, key)| (*service, hex(key)))
+                .collect(),
         }
     }
+}
+
+/// A publisher key from its 64 hex digits.
+fn publisher_key(text: &str) -> Result<[u8; 32], ControlError> {
+    let bad = || ControlError::Protocol(format!("publisher must be 64 hex digits, found {text:?}"));
+    if text.len() != 64 {
+        return Err(bad());
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+            .map_err(|_| bad())?;
+    }
+    Ok(key)
 }
 
 impl TryFrom<IdentityWire> for AppIdentity {
     type Error = ControlError;
 
     fn try_from(wire: IdentityWire) -> Result<Self, Self::Error> {
-        let bad = || {
-            ControlError::Protocol(format!(
-                "publisher must be 64 hex digits, found {:?}",
-                wire.publisher
-            ))
-        };
-        if wire.publisher.len() != 64 {
-            return Err(bad());
-        }
-        let mut publisher = [0u8; 32];
-        for (i, byte) in publisher.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(wire.publisher.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
-                .map_err(|_| bad())?;
-        }
         Ok(AppIdentity {
             app_id: wire.app_id,
             name: wire.name,
-            publisher,
+            publisher: publisher_key(&wire.publisher)?,
             provides: wire.provides,
             uses: wire.uses,
+            pins: wire
+                .pins
+                .iter()
+                .map(|(service, key)| Ok((*service, publisher_key(key)?)))
+                .collect::<Result<_, ControlError>>()?,
         })
     }
 }

@@ -30,7 +30,7 @@
 //! | `app.version` | non-empty string, no control characters | required | Shown by the CLI. Grants nothing. |
 //! | `app.entry` | relative path inside the bundle | required | The program to run, as `/app/<entry>`. No leading `/`, no `.`, `..` or empty components, no control characters: it can only name a file of the bundle. |
 //! | `services.provides` | array of UUID strings | `[]` | Services the app offers through the broker. Recorded and shown; not enforced until the broker exists. No duplicates. |
-//! | `services.uses` | array of UUID strings | `[]` | Services the app wants from the broker. As above. |
+//! | `services.uses` | array of UUID strings, or of tables `{ service = "UUID", publisher = "ID" }` | `[]` | Services the app wants from the broker. A table pins the provider's publisher (64 hex digits, `elastos key show`): the app then never reaches a provider of that service signed by another key. |
 //! | `limits.memory` | bytes: an integer, or a string with unit `B`, `KiB`, `MiB`, `GiB` (powers of 1024) or `K`/`KB`, `M`/`MB`, `G`/`GB` (powers of 1000) | `"512MiB"` | Memory of the whole app; at least 16 MiB. Exceeding it fails allocations or kills the app, never the host. |
 //! | `limits.threads` | integer, 1 to 65536 | `256` | Threads of the app including the main one. Bounds how much kernel memory and scheduler time it can claim. |
 //! | `limits.open_files` | integer, 16 to 65536 | `1024` | Open file descriptors (`RLIMIT_NOFILE`), including stdin/stdout/stderr and the IPC socket (fd 3). |
@@ -76,6 +76,8 @@ pub struct Manifest {
     entry: PathBuf,
     provides: Vec<Uuid>,
     uses: Vec<Uuid>,
+    /// The `uses` entries that pin their provider's publisher.
+    pinned: Pins,
     limits: ResourceLimits,
     env: BTreeMap<String, String>,
 }
@@ -197,7 +199,25 @@ struct RawServices {
     #[serde(default)]
     provides: Vec<String>,
     #[serde(default)]
-    uses: Vec<String>,
+    uses: Vec<RawUse>,
+}
+
+/// One `services.uses` entry: a service id, or a service id with the publisher it is pinned to.
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a service UUID string, or { service = \"UUID\", publisher = \"ID\" }"
+)]
+enum RawUse {
+    Plain(String),
+    Pinned(RawPinned),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPinned {
+    service: String,
+    publisher: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -213,13 +233,15 @@ impl Manifest {
     pub fn from_toml(text: &str) -> Result<Manifest, ManifestError> {
         let raw: RawManifest = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         let app = raw.app.ok_or(ManifestError::MissingKey { key: "app" })?;
+        let (uses, pinned) = split_pins(raw.services.uses)?;
         Ok(Manifest {
             id: parse_uuid("app.id", &required("app.id", app.id)?)?,
             name: check_name(required("app.name", app.name)?)?,
             version: check_version(required("app.version", app.version)?)?,
             entry: check_entry(required("app.entry", app.entry)?)?,
             provides: parse_services("services.provides", &raw.services.provides)?,
-            uses: parse_services("services.uses", &raw.services.uses)?,
+            uses: parse_services("services.uses", &uses)?,
+            pinned,
             limits: check_limits(raw.limits)?,
             env: check_env(raw.env)?,
         })
@@ -253,6 +275,11 @@ impl Manifest {
     /// `services.uses`: distinct service UUIDs.
     pub fn uses(&self) -> &[Uuid] {
         &self.uses
+    }
+
+    /// The `services.uses` entries pinned to a publisher: service -> the publisher's key.
+    pub fn pinned(&self) -> &Pins {
+        &self.pinned
     }
 
     /// `[limits]`, defaults filled in ([`DEFAULT_LIMITS`]).
@@ -464,6 +491,41 @@ fn check_entry(entry: String) -> Result<PathBuf, ManifestError> {
     ))
 }
 
+/// Services pinned to a publisher: service -> the publisher's Ed25519 key.
+pub type Pins = BTreeMap<Uuid, [u8; 32]>;
+
+/// The service ids of `services.uses`, and the publishers the pinned ones name.
+fn split_pins(entries: Vec<RawUse>) -> Result<(Vec<String>, Pins), ManifestError> {
+    let mut texts = Vec::with_capacity(entries.len());
+    let mut pinned = BTreeMap::new();
+    for entry in entries {
+        match entry {
+            RawUse::Plain(text) => texts.push(text),
+            RawUse::Pinned(RawPinned { service, publisher }) => {
+                let id = parse_uuid("services.uses", &service)?;
+                let mut key = [0u8; 32];
+                let hex_ok = publisher.len() == 64
+                    && publisher.is_ascii()
+                    && (0..32).all(|i| {
+                        u8::from_str_radix(&publisher[2 * i..2 * i + 2], 16)
+                            .map(|byte| key[i] = byte)
+                            .is_ok()
+                    });
+                if !hex_ok {
+                    return Err(invalid(
+                        "services.uses",
+                        format!("publisher {publisher:?}"),
+                        "a publisher id: 64 hex digits, as `elastos key show` prints it",
+                    ));
+                }
+                pinned.insert(id, key);
+                texts.push(service);
+            }
+        }
+    }
+    Ok((texts, pinned))
+}
+
 fn parse_services(field: &'static str, texts: &[String]) -> Result<Vec<Uuid>, ManifestError> {
     let mut seen = BTreeSet::new();
     texts
@@ -625,6 +687,30 @@ mod tests {
             Err(ManifestError::InvalidValue { field, found, .. }) => (field, found),
             other => panic!("expected InvalidValue, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_uses_entry_may_pin_its_providers_publisher() {
+        let key = "ab".repeat(32);
+        let manifest = parse(&format!(
+            "[services]\nuses = [\"6f1c2a57-2b1e-4f0e-9d43-0c7a3e5b8f21\", \
+             {{ service = \"7a6b5c4d-3e2f-4a1b-9c8d-7e6f5a4b3c21\", publisher = \"{key}\" }}]\n"
+        ))
+        .expect("plain and pinned entries");
+        let pinned: Uuid = "7a6b5c4d-3e2f-4a1b-9c8d-7e6f5a4b3c21".parse().unwrap();
+        assert_eq!(manifest.uses().len(), 2);
+        assert!(manifest.uses().contains(&pinned));
+        assert_eq!(manifest.pinned().get(&pinned), Some(&[0xab; 32]));
+        assert_eq!(manifest.pinned().len(), 1);
+        let bad = parse(
+            "[services]\nuses = [{ service = \"7a6b5c4d-3e2f-4a1b-9c8d-7e6f5a4b3c21\", \
+             publisher = \"xyz\" }]\n",
+        )
+        .unwrap_err();
+        assert!(
+            bad.to_string().contains("services.uses") && bad.to_string().contains("64 hex digits"),
+            "{bad}"
+        );
     }
 
     #[test]

@@ -50,14 +50,19 @@ impl Session {
                 .get(&service)
                 .and_then(|entry| entry.provider.as_ref())
                 .map(|provider| {
-                    provider
-                        .has_method(&call.method)
-                        .then(|| Arc::clone(&provider.conn))
+                    // A provider this app's manifest pins away is not even asked for its methods.
+                    match self.pinned_elsewhere(service, &provider.conn) {
+                        Some(denied) => Err(denied),
+                        None => Ok(provider
+                            .has_method(&call.method)
+                            .then(|| Arc::clone(&provider.conn))),
+                    }
                 })
         };
         match found {
-            Some(Some(provider)) => self.send_call(call, service, provider, deadline),
-            Some(None) => {
+            Some(Err(denied)) => self.reply_error(call.call_id, denied),
+            Some(Ok(Some(provider))) => self.send_call(call, service, provider, deadline),
+            Some(Ok(None)) => {
                 let unknown = error(
                     v1::Status::NotFound,
                     format!("service {service} has no method {:?}", call.method),

@@ -89,6 +89,10 @@ impl Session {
                 );
             }
         };
+        if let Some(denied) = self.pinned_elsewhere(service, &provider.conn) {
+            drop(registry);
+            return self.respond(request_id, Err(denied));
+        }
         if !provider.has_topic(&key.1) {
             drop(registry);
             return self.respond(

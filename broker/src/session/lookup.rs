@@ -16,6 +16,10 @@ impl Session {
             .get_mut(&service)
             .and_then(|entry| entry.provider.as_mut())
         {
+            if let Some(denied) = self.pinned_elsewhere(service, &provider.conn) {
+                drop(registry);
+                return self.respond(lookup.request_id, Err(denied));
+            }
             provider.link(&self.conn);
             provider.conn.touch(self.inner.now_ms());
             let info = provider.info(service);

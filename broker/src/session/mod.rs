@@ -342,6 +342,29 @@ impl Session {
         )
     }
 
+    /// PERMISSION_DENIED when this app's manifest pins `service` to another publisher than
+    /// `provider`'s: it then never reaches that provider.
+    fn pinned_elsewhere(&self, service: Uuid, provider: &Conn) -> Option<v1::Error> {
+        let hex = |key: &[u8; 32]| key.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let (_, pinned) = self
+            .conn
+            .identity
+            .pins
+            .iter()
+            .find(|(s, _)| *s == service)?;
+        (provider.identity.publisher != *pinned).then(|| {
+            error(
+                v1::Status::PermissionDenied,
+                format!(
+                    "service {service} is provided by publisher {}, and this app's manifest pins \
+                     it to publisher {}",
+                    hex(&provider.identity.publisher),
+                    hex(pinned)
+                ),
+            )
+        })
+    }
+
     fn not_found(service: Uuid) -> v1::Error {
         error(
             v1::Status::NotFound,

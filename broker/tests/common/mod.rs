@@ -32,6 +32,7 @@ pub fn identity(name: &str, provides: &[Uuid], uses: &[Uuid]) -> AppIdentity {
         publisher: [name.len() as u8; 32],
         provides: provides.to_vec(),
         uses: uses.to_vec(),
+        pins: Vec::new(),
     }
 }
 
