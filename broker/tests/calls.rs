@@ -387,14 +387,8 @@ async fn a_dying_provider_fails_calls_in_flight_and_tells_linked_clients() {
     let mut client = Client::connect(&broker, client_identity("linked")).await;
     let mut watcher = Client::connect(&broker, client_identity("watcher")).await;
     client.lookup(1, ECHO).await;
-    watcher
-        .send(client_frame::Body::Watch(v1::Watch {
-            request_id: 1,
-            service_id: id_bytes(ECHO),
-        }))
-        .await;
     assert_eq!(
-        status_of_response(&watcher.response().await),
+        status_of_response(&watcher.watch(1, ECHO).await),
         v1::Status::Ok
     );
     assert!(matches!(
@@ -444,14 +438,8 @@ async fn a_dying_provider_fails_calls_in_flight_and_tells_linked_clients() {
 async fn unregister_tells_linked_clients_and_watchers_hear_of_the_next_provider() {
     let broker = Broker::new(BrokerConfig::default(), None);
     let mut watcher = Client::connect(&broker, client_identity("watcher")).await;
-    watcher
-        .send(client_frame::Body::Watch(v1::Watch {
-            request_id: 1,
-            service_id: id_bytes(ECHO),
-        }))
-        .await;
     assert_eq!(
-        status_of_response(&watcher.response().await),
+        status_of_response(&watcher.watch(1, ECHO).await),
         v1::Status::Ok
     );
 

@@ -44,34 +44,44 @@ async fn replies_until_quiet(client: &mut Client, quiet: Duration) -> Vec<v1::Re
     replies
 }
 
+/// A flooder sends `flood` calls, then (once they all reached the broker) a steady caller sends
+/// one; the provider serves one call at a time in the order it gets them. The two callers, and
+/// the steady call's position in the provider's order.
+async fn steady_call_behind_a_flood(
+    broker: &Broker,
+    provider: &mut Client,
+    flood: u64,
+) -> (Client, Client, u64) {
+    let mut flooder = Client::connect(broker, client_identity("flooder")).await;
+    let mut steady = Client::connect(broker, client_identity("steady")).await;
+    for call_id in 0..flood {
+        flooder.send_call(call_id, ECHO, "say", b"x", 0).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    steady.send_call(1, ECHO, "say", b"steady", 0).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut position = None;
+    for served in 0..=flood {
+        let call = provider.incoming().await;
+        if call.caller.as_ref().expect("caller").app_name == "steady" {
+            position = Some(served);
+        }
+        echo_back(provider, call).await;
+    }
+    let position = position.expect("the steady call was delivered");
+    (flooder, steady, position)
+}
+
 #[tokio::test]
 async fn a_flooding_caller_does_not_delay_another() {
     let config = BrokerConfig::default();
     let window = config.caller_delivery_window;
     let (broker, mut provider) = broker_with_manual_provider(config).await;
-    let mut flooder = Client::connect(&broker, client_identity("flooder")).await;
-    let mut steady = Client::connect(&broker, client_identity("steady")).await;
     const FLOOD: u64 = 200;
-    for call_id in 0..FLOOD {
-        flooder.send_call(call_id, ECHO, "say", b"x", 0).await;
-    }
-    // Let the whole flood reach the broker before the steady caller's one call.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    steady.send_call(1, ECHO, "say", b"steady", 0).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-
-    // The provider serves one call at a time, in the order it gets them.
-    let mut position = None;
-    for served in 0..=FLOOD {
-        let call = provider.incoming().await;
-        if call.caller.as_ref().expect("caller").app_name == "steady" {
-            position = Some(served);
-        }
-        echo_back(&mut provider, call).await;
-    }
+    let (mut flooder, mut steady, position) =
+        steady_call_behind_a_flood(&broker, &mut provider, FLOOD).await;
     // Before it: only the flooder's window, as the provider's window had room; with one FIFO
     // it came after all 200.
-    let position = position.expect("the steady call was delivered");
     assert!(position <= window as u64 + 16, "delivered {position}th");
     assert_eq!(payload_of(&steady.reply().await), b"steady");
     let flooded = replies_until_quiet(&mut flooder, Duration::from_millis(200)).await;
@@ -83,26 +93,10 @@ async fn a_flooding_caller_does_not_delay_another() {
 async fn past_the_providers_window_callers_take_turns() {
     // One call at a time for everyone: the round robin, not the caller's window, decides.
     let (broker, mut provider) = broker_with_manual_provider(one_at_a_time()).await;
-    let mut flooder = Client::connect(&broker, client_identity("flooder")).await;
-    let mut steady = Client::connect(&broker, client_identity("steady")).await;
-    const FLOOD: u64 = 50;
-    for call_id in 0..FLOOD {
-        flooder.send_call(call_id, ECHO, "say", b"x", 0).await;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    steady.send_call(1, ECHO, "say", b"steady", 0).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let mut position = None;
-    for served in 0..=FLOOD {
-        let call = provider.incoming().await;
-        if call.caller.as_ref().expect("caller").app_name == "steady" {
-            position = Some(served);
-        }
-        echo_back(&mut provider, call).await;
-    }
+    let (_flooder, mut steady, position) =
+        steady_call_behind_a_flood(&broker, &mut provider, 50).await;
     // The call delivered first, then at most one 1 KiB quantum of the flooder's 70-byte calls
     // (14), then the steady call; with one FIFO it came after all 50.
-    let position = position.expect("the steady call was delivered");
     assert!(position <= 16, "delivered {position}th");
     assert_eq!(payload_of(&steady.reply().await), b"steady");
 }

@@ -13,14 +13,8 @@ use elastos_proto::v1::{self, broker_frame, client_frame};
 async fn a_watcher_that_pauses_survives_a_register_unregister_loop() {
     let broker = Broker::new(BrokerConfig::default(), None);
     let mut watcher = Client::connect(&broker, client_identity("watcher")).await;
-    watcher
-        .send(client_frame::Body::Watch(v1::Watch {
-            request_id: 1,
-            service_id: id_bytes(ECHO),
-        }))
-        .await;
     assert_eq!(
-        status_of_response(&watcher.response().await),
+        status_of_response(&watcher.watch(1, ECHO).await),
         v1::Status::Ok
     );
 

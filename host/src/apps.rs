@@ -234,14 +234,12 @@ pub fn prepare(
     for capped in manifest.apply_ceilings(&ceilings(dirs)?)? {
         tracing::warn!(app = %manifest.id(), "{capped}");
     }
-    let offer = ownership::offer(&manifest, verified.publisher(), verified.digest());
-    let mut ledger = ownership::open_ledger(dirs)?;
     let admitted = ownership::admit(
-        &mut ledger,
         dirs,
         bundle,
-        &offer,
-        manifest.provides(),
+        &manifest,
+        verified.publisher(),
+        verified.digest(),
         admission,
     )?;
     let home = ownership::home_dir(dirs, admitted.home_owner, manifest.id());

@@ -98,19 +98,22 @@ pub fn offer(manifest: &Manifest, publisher: BundlePublisher, digest: BundleDige
     }
 }
 
-/// Decides whether the bundle of `offer`, providing `provides`, may run (or be installed): its
+/// Decides whether the verified bundle (`manifest`, signed by `publisher`) may run (or be installed): its
 /// publisher owns its app id (or nobody does yet), its key is neither revoked nor rotated away,
 /// and it is no downgrade (unless allowed). With [`Admission::Record`], the trust policy must
 /// also allow its publisher, and the run and the services it is the first to provide are
 /// recorded.
 pub fn admit(
-    ledger: &mut Ledger,
     dirs: &AppDirs,
     bundle: &Path,
-    offer: &Offer,
-    provides: &[Uuid],
+    manifest: &Manifest,
+    publisher: BundlePublisher,
+    digest: BundleDigest,
     admission: Admission,
 ) -> Result<Admitted, AppError> {
+    let offer = &self::offer(manifest, publisher, digest);
+    let provides = manifest.provides();
+    let ledger = &mut open_ledger(dirs)?;
     let refused = |source| AppError::Ownership {
         bundle: bundle.into(),
         source: Box::new(source),

@@ -184,6 +184,15 @@ impl Client {
         self.response().await
     }
 
+    pub async fn watch(&mut self, request_id: u64, service: Uuid) -> v1::Response {
+        self.send(client_frame::Body::Watch(v1::Watch {
+            request_id,
+            service_id: id_bytes(service),
+        }))
+        .await;
+        self.response().await
+    }
+
     pub async fn send_call(
         &mut self,
         call_id: u64,

@@ -40,18 +40,16 @@ pub fn install(
         source,
     })?;
     let manifest = verified.manifest();
-    let offer = ownership::offer(manifest, verified.publisher(), verified.digest());
-    let mut ledger = ownership::open_ledger(dirs)?;
     let admission = Admission::Record {
         allow_downgrade,
         foreign_services: ForeignServices::Refuse,
     };
     ownership::admit(
-        &mut ledger,
         dirs,
         bundle,
-        &offer,
-        manifest.provides(),
+        manifest,
+        verified.publisher(),
+        verified.digest(),
         admission,
     )?;
     let digest = verified.digest().to_string();
