@@ -2,20 +2,18 @@
 //! from them.
 
 use std::fmt;
-use std::fs::{self, File};
-use std::io::{ErrorKind, Read};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::io::ErrorKind;
 use std::path::Path;
 
 use ed25519_dalek::{Signature, Signer, SigningKey};
 
 use crate::error::BundleError;
-use crate::fsutil::{write_atomically, Replace};
+use elastos_identity::fsutil::{
+    create_private_dir, key_file_text, read_key_file, write_atomically, KeyFileError, Replace,
+};
 
 /// First word of a key file; the version lets the format change without guessing.
 const KEY_FILE_TAG: &str = "elastos-publisher-key-v1";
-/// A key file is one short line; anything much longer is not a key file.
-const MAX_KEY_FILE_LEN: u64 = 256;
 
 /// A publisher's Ed25519 public key: who signed a bundle. Displays as 64 hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,39 +67,25 @@ impl PublisherKey {
     /// Refuses files that other users can access, like ssh does, because anyone who can read
     /// the key can publish bundles in its owner's name.
     pub fn load(path: &Path) -> Result<Self, BundleError> {
-        let io_error = |source: std::io::Error| match source.kind() {
-            ErrorKind::NotFound => BundleError::KeyNotFound {
-                path: path.to_owned(),
-            },
-            _ => BundleError::KeyRead {
+        let seed = read_key_file(path, KEY_FILE_TAG).map_err(|error| match error {
+            KeyFileError::Io(source) if source.kind() == ErrorKind::NotFound => {
+                BundleError::KeyNotFound {
+                    path: path.to_owned(),
+                }
+            }
+            KeyFileError::Io(source) => BundleError::KeyRead {
                 path: path.to_owned(),
                 source,
             },
-        };
-        let file = File::open(path).map_err(io_error)?;
-        let mode = file.metadata().map_err(io_error)?.permissions().mode() & 0o7777;
-        if mode & 0o077 != 0 {
-            return Err(BundleError::KeyPermissionsTooOpen {
+            KeyFileError::PermissionsTooOpen(mode) => BundleError::KeyPermissionsTooOpen {
                 path: path.to_owned(),
                 mode,
-            });
-        }
-        let mut text = String::new();
-        file.take(MAX_KEY_FILE_LEN)
-            .read_to_string(&mut text)
-            .map_err(io_error)?;
-        let malformed = |reason| BundleError::KeyMalformed {
-            path: path.to_owned(),
-            reason,
-        };
-        let line = text.strip_suffix('\n').unwrap_or(&text);
-        let seed_hex = line
-            .strip_prefix(KEY_FILE_TAG)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .ok_or_else(|| malformed("it does not start with `elastos-publisher-key-v1 `"))?;
-        let mut seed = [0u8; 32];
-        hex::decode_to_slice(seed_hex, &mut seed)
-            .map_err(|_| malformed("the seed is not 64 hex digits"))?;
+            },
+            KeyFileError::Malformed(reason) => BundleError::KeyMalformed {
+                path: path.to_owned(),
+                reason,
+            },
+        })?;
         Ok(Self {
             signing: SigningKey::from_bytes(&seed),
         })
@@ -116,13 +100,9 @@ impl PublisherKey {
             source,
         };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(io_error)?;
+            create_private_dir(parent).map_err(io_error)?;
         }
-        let text = format!("{KEY_FILE_TAG} {}\n", hex::encode(self.signing.to_bytes()));
+        let text = key_file_text(KEY_FILE_TAG, &self.signing.to_bytes());
         let replace = if overwrite { Replace::Yes } else { Replace::No };
         write_atomically(path, text.as_bytes(), 0o600, replace).map_err(|source| {
             match source.kind() {

@@ -77,7 +77,6 @@
 
 mod error;
 mod format;
-mod fsutil;
 mod inspect;
 mod key;
 mod pack;

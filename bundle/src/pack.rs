@@ -12,10 +12,10 @@ use flate2::Compression;
 
 use crate::error::{BundleError, DeviceKind};
 use crate::format::{parse_manifest, seal, BundleDigest, Layout, MAX_MANIFEST_LEN};
-use crate::fsutil::{write_atomically, Replace};
 use crate::key::{PublisherId, PublisherKey};
 use crate::tree::{Node, TreeIndex};
 use crate::unpack::UnpackLimits;
+use elastos_identity::fsutil::{write_atomically, Replace};
 
 /// The manifest's file name in an app directory; it travels outside the payload.
 const MANIFEST_FILE: &str = "manifest.toml";

@@ -45,9 +45,9 @@ use crate::format::{
     read_error, read_opened_bundle, verify, BundleDigest, Header, VerifiedBundle, HEADER_LEN,
     MAX_MANIFEST_LEN,
 };
-use crate::fsutil::{write_atomically, Replace};
 use crate::key::PublisherId;
 use crate::unpack::{cache_entry, is_complete, UnpackLimits, UnpackedBundle};
+use elastos_identity::fsutil::{write_atomically, Replace};
 
 /// Name of the record inside a cache entry.
 const RECORD_FILE: &str = "verified";

@@ -32,7 +32,6 @@ use flate2::read::GzDecoder;
 
 use crate::error::{BundleError, DeviceKind};
 use crate::format::{BundleDigest, VerifiedBundle};
-use crate::fsutil::random_suffix;
 use crate::tree::{Node, TreeIndex};
 
 /// Name of the app tree inside a cache entry.
@@ -427,4 +426,11 @@ fn write_node<R: Read>(
                 .map_err(cache_error)
         }
     }
+}
+
+/// Eight random bytes in hex, to name a staging directory nobody can predict.
+fn random_suffix() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 8];
+    getrandom::getrandom(&mut bytes)?;
+    Ok(hex::encode(bytes))
 }

@@ -1,9 +1,7 @@
 //! Keys: the user's own Ed25519 key (made on first use) and the public key types of this crate.
 
 use std::fmt;
-use std::fs::File;
-use std::io::{ErrorKind, Read};
-use std::os::unix::fs::PermissionsExt;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -11,12 +9,12 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use hkdf::Hkdf;
 use sha2::Sha256;
 
-use crate::fsutil::{create_private_dir, write_atomically, Replace};
+use crate::fsutil::{
+    create_private_dir, key_file_text, read_key_file, write_atomically, KeyFileError, Replace,
+};
 
 /// First word of `user.key`; the version lets the format change without guessing.
 const USER_KEY_TAG: &str = "elastos-user-key-v1";
-/// A key file is one short line; anything much longer is not a key file.
-const MAX_KEY_FILE_LEN: u64 = 256;
 /// HKDF salt of [`UserKey::derive_key`]: fixed, so that a derived key depends only on the secret
 /// and the context, and never equals a key derived by another program from the same seed.
 const DERIVE_SALT: &[u8] = b"elastos-user-key-v1 derive";
@@ -196,7 +194,7 @@ impl UserKey {
         let mut seed = [0u8; 32];
         getrandom::getrandom(&mut seed).map_err(|source| KeyError::Random { source })?;
         let key = Self::from_secret_seed(seed);
-        let text = format!("{USER_KEY_TAG} {}\n", hex::encode(seed));
+        let text = key_file_text(USER_KEY_TAG, &seed);
         match write_atomically(&path, text.as_bytes(), 0o600, Replace::No) {
             Ok(()) => Ok((key, true)),
             // Another process created it first: use theirs.
@@ -207,34 +205,20 @@ impl UserKey {
 
     /// Loads a key file written by [`UserKey::load_or_create`].
     pub fn load(path: &Path) -> Result<UserKey, KeyError> {
-        let io_error = |source| KeyError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let file = File::open(path).map_err(io_error)?;
-        let mode = file.metadata().map_err(io_error)?.permissions().mode() & 0o7777;
-        if mode & 0o077 != 0 {
-            return Err(KeyError::PermissionsTooOpen {
+        let seed = read_key_file(path, USER_KEY_TAG).map_err(|error| match error {
+            KeyFileError::Io(source) => KeyError::Io {
+                path: path.to_owned(),
+                source,
+            },
+            KeyFileError::PermissionsTooOpen(mode) => KeyError::PermissionsTooOpen {
                 path: path.to_owned(),
                 mode,
-            });
-        }
-        let mut text = String::new();
-        file.take(MAX_KEY_FILE_LEN)
-            .read_to_string(&mut text)
-            .map_err(io_error)?;
-        let malformed = |reason| KeyError::Malformed {
-            path: path.to_owned(),
-            reason,
-        };
-        let line = text.strip_suffix('\n').unwrap_or(&text);
-        let seed_hex = line
-            .strip_prefix(USER_KEY_TAG)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .ok_or_else(|| malformed("it does not start with `elastos-user-key-v1 `"))?;
-        let mut seed = [0u8; 32];
-        hex::decode_to_slice(seed_hex, &mut seed)
-            .map_err(|_| malformed("the seed is not 64 hex digits"))?;
+            },
+            KeyFileError::Malformed(reason) => KeyError::Malformed {
+                path: path.to_owned(),
+                reason,
+            },
+        })?;
         Ok(Self::from_secret_seed(seed))
     }
 

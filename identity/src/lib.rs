@@ -55,7 +55,7 @@
 
 #![forbid(unsafe_code)]
 
-mod fsutil;
+pub mod fsutil;
 mod head;
 mod index;
 mod key;
