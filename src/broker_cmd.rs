@@ -4,20 +4,37 @@
 use anyhow::{bail, Context, Result};
 use elastos_host::activator::StoreHelper;
 use elastos_host::control::{ControlClient, ControlRequest};
+use elastos_host::logging::LogFormat;
 use elastos_host::paths::{companion_binary, StateDirs};
 
 use crate::cli::{BrokerArgs, Format};
 use crate::commands::print_json;
 
-/// `elastos broker`: becomes `elastos-broker daemon` (the one program that links RocksDB).
-pub fn daemon(args: BrokerArgs) -> Result<u8> {
+/// `elastos broker`: becomes `elastos-broker daemon` (the one program that links RocksDB), with
+/// the log level (as `ELASTOS_LOG`) and format given to `elastos`.
+pub fn daemon(args: BrokerArgs, log_level: Option<&str>, log_format: LogFormat) -> Result<u8> {
     use std::os::unix::process::CommandExt;
     let broker = broker_binary()?;
-    let error = std::process::Command::new(&broker.executable)
+    let mut command = std::process::Command::new(&broker.executable);
+    command
         .arg("daemon")
         .arg("--idle-stop")
         .arg(args.idle_stop.to_string())
-        .exec();
+        .arg("--log-format")
+        .arg(match log_format {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        });
+    if let Some(address) = args.metrics_addr {
+        command.arg("--metrics-addr").arg(address.to_string());
+    }
+    if args.metrics_allow_non_loopback {
+        command.arg("--metrics-allow-non-loopback");
+    }
+    if let Some(level) = log_level {
+        command.env("ELASTOS_LOG", level);
+    }
+    let error = command.exec();
     Err(error).with_context(|| format!("cannot run {}", broker.executable.display()))
 }
 
@@ -43,6 +60,18 @@ pub fn store_command(request: ControlRequest, state: &StateDirs, format: Format)
 
 /// `ps`, `stop`, `services`: only a daemon has running apps to show.
 pub fn daemon_command(request: ControlRequest, state: &StateDirs, format: Format) -> Result<u8> {
+    let value = daemon_request(&request, state)?;
+    match format {
+        Format::Json => print_json(&value)?,
+        // The table shows the apps; the daemon's own figures are in the JSON.
+        Format::Text if request == ControlRequest::Ps => print_text(&request, &value["apps"]),
+        Format::Text => print_text(&request, &value),
+    }
+    Ok(0)
+}
+
+/// Sends `request` to the daemon, which must run.
+pub fn daemon_request(request: &ControlRequest, state: &StateDirs) -> Result<serde_json::Value> {
     let Some(client) = ControlClient::connect(&state.control_socket) else {
         bail!(
             "no broker daemon is running (control socket {}); apps started by `elastos run` \
@@ -51,14 +80,7 @@ pub fn daemon_command(request: ControlRequest, state: &StateDirs, format: Format
             state.control_socket.display()
         );
     };
-    let value = client.request(&request, &[])?;
-    match format {
-        Format::Json => print_json(&value)?,
-        // The table shows the apps; the daemon's own figures are in the JSON.
-        Format::Text if request == ControlRequest::Ps => print_text(&request, &value["apps"]),
-        Format::Text => print_text(&request, &value),
-    }
-    Ok(0)
+    Ok(client.request(request, &[])?)
 }
 
 /// Columns (header, JSON field) of each listing, for people.

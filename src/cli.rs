@@ -16,12 +16,16 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     after_help = "Exit codes: the app's own code from `run` (128+N if it died of signal N); \
 125 elastos failed; 126 the entry cannot be executed; 127 the entry was not found; \
 `bundle verify`: 1 when the bundle is invalid; `ledger verify`: 1 when the ledger is not sound.\n\nState lives under $ELASTOS_HOME, else the XDG \
-directories. Logs: --log-level or ELASTOS_LOG (e.g. debug)."
+directories. Logs: --log-level or ELASTOS_LOG (e.g. debug), --log-format text|json."
 )]
 pub struct Cli {
     /// Log level (error, warn, info, debug, trace) or a tracing filter; overrides ELASTOS_LOG.
     #[arg(long, global = true, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Log format on stderr: `text` (colours on a terminal only; syslog priorities and no
+    /// timestamps when stderr is journald's) or `json` (one object per line).
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text")]
+    pub log_format: elastos_host::logging::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -93,6 +97,19 @@ pub enum Command {
     /// Change settings.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print the broker daemon's metrics in Prometheus' text exposition format (apps running,
+    /// calls, call latency, denials, activations, restarts).
+    Metrics {
+        /// Output format (`json`: one object per sample, `name`, `labels` and `value`).
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Show the kernel features the jail is built from (Landlock ABI, seccomp, user namespaces,
+    /// cgroups) and what `elastos run` would enforce here and what it would have to skip.
+    Info {
+        #[command(flatten)]
+        format: FormatArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,6 +188,14 @@ pub struct BrokerArgs {
     /// (0: never).
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub idle_stop: u64,
+    /// Also serve the metrics over HTTP (`GET /metrics`) at this address, e.g. 127.0.0.1:9464.
+    /// Loopback addresses only, unless --metrics-allow-non-loopback.
+    #[arg(long, value_name = "ADDRESS:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Allow --metrics-addr to be a non-loopback address: the endpoint has no authentication
+    /// and names the apps running.
+    #[arg(long, requires = "metrics_addr")]
+    pub metrics_allow_non_loopback: bool,
 }
 
 /// Output format for machine-readable commands.

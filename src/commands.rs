@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::broker_cmd;
 use crate::identity_cmd;
+use crate::ops_cmd;
 
 use crate::cli::{BundleCommand, Cli, Command, Format, KeyCommand, PolicyCommand, RunArgs};
 use crate::exit;
@@ -71,7 +72,10 @@ impl From<elastos_host::link::LinkError> for Failure {
 pub fn try_main(cli: Cli) -> Result<u8, Failure> {
     let state = || StateDirs::from_env().map_err(Failure::from);
     match cli.command {
-        Command::Broker(args) => broker_cmd::daemon(args).map_err(Failure::from),
+        Command::Broker(args) => broker_cmd::daemon(args, cli.log_level.as_deref(), cli.log_format)
+            .map_err(Failure::from),
+        Command::Metrics { format } => ops_cmd::metrics(&state()?, format).map_err(Failure::from),
+        Command::Info { format } => ops_cmd::info(format.format).map_err(Failure::from),
         Command::Install {
             bundle,
             allow_downgrade,

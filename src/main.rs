@@ -8,6 +8,7 @@ mod broker_cmd;
 mod cli;
 mod commands;
 mod identity_cmd;
+mod ops_cmd;
 
 use std::process::ExitCode;
 
@@ -36,7 +37,10 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_logging(cli.log_level.as_deref());
+    elastos_host::logging::init(
+        elastos_host::logging::filter(cli.log_level.as_deref(), "warn"),
+        cli.log_format,
+    );
     match commands::try_main(cli) {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
@@ -54,17 +58,4 @@ fn describe(error: &anyhow::Error) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(": ")
-}
-
-fn init_logging(level: Option<&str>) {
-    use tracing_subscriber::EnvFilter;
-    let filter = match level {
-        Some(level) => EnvFilter::new(level),
-        None => EnvFilter::try_from_env("ELASTOS_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
 }

@@ -64,6 +64,7 @@ pub(crate) fn join(
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (done, waiting) = watch::channel(ActivationState::Pending);
     entry.activation = Some(Activation { id, done });
+    inner.metrics.activation();
     tracing::debug!(%service, "activating a provider");
     tokio::spawn(activate(
         Arc::clone(inner),
@@ -114,6 +115,7 @@ async fn activate(
     // Debug, not warn: an app may ask for an uninstalled service in a loop, and the answer
     // (NOT_FOUND or UNAVAILABLE, with this reason) goes to it anyway.
     tracing::debug!(%service, reason = %failure.message, "activation failed");
+    inner.metrics.activation_failed();
     let mut registry = inner.registry.write();
     let ours = registry
         .services

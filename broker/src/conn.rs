@@ -178,6 +178,9 @@ impl CloseReason {
 pub(crate) struct Outgoing {
     pub(crate) deadline: Instant,
     pub(crate) route: Route,
+    /// When it was routed to its provider: the start of its latency (for a call waiting on an
+    /// activation, when it began waiting; the entry is replaced once the call is routed).
+    pub(crate) routed_at: Instant,
 }
 
 pub(crate) enum Route {
@@ -224,17 +227,18 @@ pub(crate) struct Queued {
 }
 
 impl Calls {
-    /// Removes outgoing call `call_id`, if it is the one routed as `broker_call_id`.
-    pub(crate) fn take_routed(&mut self, call_id: u64, broker_call_id: u64) -> bool {
+    /// Removes outgoing call `call_id`, if it is the one routed as `broker_call_id`, and says
+    /// when it was routed.
+    pub(crate) fn take_routed(&mut self, call_id: u64, broker_call_id: u64) -> Option<Instant> {
         let matches = matches!(
             self.outgoing.get(&call_id),
             Some(Outgoing { route: Route::Routed { broker_call_id: routed, .. }, .. })
                 if *routed == broker_call_id
         );
-        if matches {
-            self.take(call_id);
+        if !matches {
+            return None;
         }
-        matches
+        self.take(call_id).map(|outgoing| outgoing.routed_at)
     }
 
     /// Removes outgoing call `call_id` with its deadline.

@@ -61,6 +61,7 @@ mod activation;
 mod conn;
 mod denials;
 mod fair;
+mod metrics;
 mod outbox;
 mod registry;
 mod session;
@@ -76,6 +77,7 @@ use parking_lot::RwLock;
 use uuid::Uuid;
 
 use crate::conn::Conn;
+pub use crate::metrics::{MetricsSnapshot, DENIAL_ACTIONS, LATENCY_BUCKETS_US};
 use crate::registry::Registry;
 
 /// Most services one connection may register at once (protocol limit; RESOURCE_EXHAUSTED).
@@ -357,6 +359,7 @@ pub(crate) struct Inner {
     pub(crate) exit_reported: tokio::sync::Notify,
     /// Origin of the millisecond clock connections record their last activity on.
     pub(crate) epoch: Instant,
+    pub(crate) metrics: metrics::Metrics,
 }
 
 impl Inner {
@@ -387,6 +390,7 @@ impl Broker {
                 exits: Default::default(),
                 exit_reported: tokio::sync::Notify::new(),
                 epoch: Instant::now(),
+                metrics: metrics::Metrics::default(),
             }),
         }
     }
@@ -402,6 +406,7 @@ impl Broker {
         origin: Origin,
     ) -> ConnectionId {
         let id = ConnectionId(self.inner.next_connection.fetch_add(1, Ordering::Relaxed));
+        self.inner.metrics.attached(identity.app_id, origin);
         let conn = Arc::new(Conn::new(&self.inner, id, identity, origin));
         self.inner
             .registry
@@ -420,6 +425,11 @@ impl Broker {
     /// The services that have a provider or an activation under way, ordered by id.
     pub fn services(&self) -> Vec<ServiceSnapshot> {
         self.inner.registry.read().services()
+    }
+
+    /// Its counters since it was made: calls, latency, denials, activations, restarts.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.inner.metrics.snapshot()
     }
 
     /// Tells the broker how the process of an activated instance ended (its supervisor calls this

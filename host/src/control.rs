@@ -89,6 +89,8 @@ pub enum ControlRequest {
     Services,
     /// The installed app providing a service (`null` if none); answered from the database.
     ProviderOf { service: Uuid },
+    /// The broker's metrics: one string, Prometheus' text exposition format.
+    Metrics,
 }
 
 /// The answer: exactly one of the two.

@@ -11,7 +11,9 @@
 //!   are the user's own processes;
 //! - [`ownership`]: the ID ledger's decision before every start and install: who owns an app
 //!   id, its home and its services;
-//! - [`paths`]: where state lives and where the companion binaries are.
+//! - [`paths`]: where state lives and where the companion binaries are;
+//! - [`kernel`]: the kernel features the jail needs, detected (`elastos info`);
+//! - [`logging`]: the tracing setup of `elastos` and the daemon (text or JSON, journald-aware).
 //!
 //! The installed-app database (RocksDB) is not here: only the daemon binary
 //! (`elastos-broker-daemon`) links it, because its static initializers would slow every
@@ -25,7 +27,9 @@ pub mod apps;
 // which takes `OwnedFd::from_raw_fd`. See the SAFETY comments there.
 #[allow(unsafe_code)]
 pub mod control;
+pub mod kernel;
 pub mod link;
+pub mod logging;
 pub mod ownership;
 pub mod paths;
 

@@ -483,3 +483,26 @@ pub fn release_free_heap() {
     // SAFETY: malloc_trim only walks glibc's own heap structures, under its own lock.
     unsafe { libc::malloc_trim(0) };
 }
+
+/// The Landlock ABI version the kernel supports (landlock_create_ruleset(2) with
+/// LANDLOCK_CREATE_RULESET_VERSION): `Err` when it has none (ENOSYS: not built in; EOPNOTSUPP:
+/// built in but not enabled at boot). Asked of the kernel, not read from securityfs, which may
+/// not be mounted.
+pub fn landlock_abi() -> io::Result<u32> {
+    /// LANDLOCK_CREATE_RULESET_VERSION (uapi/linux/landlock.h).
+    const VERSION: libc::c_uint = 1 << 0;
+    // SAFETY: a raw syscall with a null attribute and size 0, which the VERSION flag requires;
+    // the kernel reads and writes no memory of ours.
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            VERSION,
+        )
+    };
+    if abi < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u32::try_from(abi).unwrap_or(0))
+}

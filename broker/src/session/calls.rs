@@ -6,6 +6,7 @@ impl Session {
     pub(super) fn call(&mut self, call: v1::Call, activation: Activation) {
         let service = service_id(&call.service_id);
         let call_id = call.call_id;
+        self.inner.metrics.call();
         if !self.conn.may_use(&service) {
             let denied = self.deny("call", service, "uses");
             return self.reply_error(call_id, denied);
@@ -101,6 +102,7 @@ impl Session {
             Outgoing {
                 deadline,
                 route: Route::Activating { activation: token },
+                routed_at: Instant::now(),
             },
         );
         calls.deadlines.insert((deadline, call_id));
@@ -155,6 +157,7 @@ impl Session {
                         provider: Arc::clone(&provider),
                         broker_call_id,
                     },
+                    routed_at: Instant::now(),
                 },
             );
             calls.deadlines.insert((deadline, call_id));
@@ -312,13 +315,14 @@ impl Session {
         fail_undelivered(undelivered);
         self.conn.touch(self.inner.now_ms());
         let caller = incoming.caller;
-        if !caller
+        let Some(routed_at) = caller
             .calls
             .lock()
             .take_routed(incoming.caller_call_id, reply.call_id)
-        {
+        else {
             return;
-        }
+        };
+        self.inner.metrics.answered(routed_at.elapsed());
         let answer = BrokerFrame {
             body: Some(broker_frame::Body::Reply(v1::Reply {
                 call_id: incoming.caller_call_id,
@@ -447,7 +451,8 @@ fn fail_undelivered(undelivered: Vec<Undelivered>) {
             .caller
             .calls
             .lock()
-            .take_routed(call.caller_call_id, call.broker_call_id);
+            .take_routed(call.caller_call_id, call.broker_call_id)
+            .is_some();
         if ours {
             call.caller.send(broker_frame::Body::Reply(v1::Reply {
                 call_id: call.caller_call_id,

@@ -81,6 +81,7 @@ impl Session {
                 .calls
                 .lock()
                 .take_routed(incoming.caller_call_id, broker_call_id)
+                .is_some()
             {
                 let failure = error(
                     v1::Status::Unavailable,

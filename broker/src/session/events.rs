@@ -5,10 +5,13 @@ use super::*;
 impl Session {
     pub(super) fn publish(&mut self, publish: v1::Publish) -> Result<(), CloseReason> {
         let service = service_id(&publish.service_id);
-        let forbidden = |why| CloseReason::ForbiddenPublish {
-            service,
-            topic: publish.topic.clone(),
-            why,
+        let forbidden = |why| {
+            self.inner.metrics.denied("publish");
+            CloseReason::ForbiddenPublish {
+                service,
+                topic: publish.topic.clone(),
+                why,
+            }
         };
         let registry = self.inner.registry.read();
         let entry = registry.services.get(&service);

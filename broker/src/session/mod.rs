@@ -305,6 +305,7 @@ impl Session {
     /// window close the connection once the frame is handled ([`denials`](crate::denials)).
     fn deny(&mut self, action: &'static str, service: Uuid, list: &'static str) -> v1::Error {
         let identity = &self.conn.identity;
+        self.inner.metrics.denied(action);
         match self.denials.record(action, Instant::now()) {
             Verdict::Log { suppressed: 0 } => tracing::warn!(
                 connection = %self.conn.id,
@@ -353,6 +354,7 @@ impl Session {
             .iter()
             .find(|(s, _)| *s == service)?;
         (provider.identity.publisher != *pinned).then(|| {
+            self.inner.metrics.denied("pinned");
             error(
                 v1::Status::PermissionDenied,
                 format!(

@@ -3,6 +3,7 @@
 
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream as StdUnixStream};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use elastos_host::paths::StateDirs;
 
 use crate::install::{install, uninstall, InstallError};
 use crate::store::{Store, StoreError};
+use crate::{metrics, systemd};
 
 /// The daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -47,24 +49,52 @@ pub enum DaemonError {
     /// Signal handling failed.
     #[error(transparent)]
     Signals(#[from] LaunchError),
+    /// The sockets systemd passed cannot be used.
+    #[error("socket activation: {0}")]
+    Activation(String),
 }
+
+/// How the daemon runs.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonOptions {
+    /// Stop activated providers idle this long (`None`: never).
+    pub idle_stop: Option<Duration>,
+    /// Serve the Prometheus metrics over HTTP here too (checked by
+    /// [`metrics::check_address`](crate::metrics::check_address)).
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// How often the daemon tells systemd its status (and pings the watchdog, at least twice per
+/// `WATCHDOG_USEC`).
+const STATUS_PERIOD: Duration = Duration::from_secs(5);
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
     let what = what.into();
     move |source| DaemonError::Io { what, source }
 }
 
-/// Serves until SIGINT or SIGTERM. `idle_stop` stops activated providers idle that long.
-pub fn run(state: &StateDirs, idle_stop: Option<Duration>) -> Result<(), DaemonError> {
-    let store = Arc::new(Store::open(&state.broker_db)?);
+/// Serves until SIGINT or SIGTERM, on the control socket systemd passed (socket activation)
+/// or on one it makes at `state.control_socket`.
+pub fn run(state: &StateDirs, options: &DaemonOptions) -> Result<(), DaemonError> {
+    // Read (and unset) systemd's variables before any thread exists.
+    let notifier = Arc::new(systemd::Notifier::from_env());
+    let watchdog = systemd::watchdog_from_env();
     let socket = &state.control_socket;
-    if let Some(dir) = socket.parent() {
-        apps::create_private_dir(dir)?;
-    }
-    if ControlClient::connect(socket).is_some() {
-        return Err(DaemonError::AlreadyRunning(socket.clone()));
-    }
-    let _ = std::fs::remove_file(socket);
+    let activated = systemd::listener_from_env(socket)?;
+    let store = Arc::new(Store::open(&state.broker_db)?);
+    let metrics_listener = options
+        .metrics_addr
+        .map(|address| {
+            std::net::TcpListener::bind(address)
+                .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
+                .map_err(io(format!("serve the metrics on {address}")))
+        })
+        .transpose()?;
+    let socket_activated = activated.is_some();
+    let listener = match activated {
+        Some(listener) => listener,
+        None => bind_control_socket(socket)?,
+    };
     // Blocked before the runtime's threads exist, so they inherit it: SIGINT and SIGTERM reach
     // only the wait at the end. (No tokio signal driver: it needs a socketpair, and apps linking
     // the same tokio build run where socketpair is refused.)
@@ -82,16 +112,26 @@ pub fn run(state: &StateDirs, idle_stop: Option<Duration>) -> Result<(), DaemonE
         apps::host_env(),
     );
     let config = BrokerConfig {
-        idle_stop_after: idle_stop,
+        idle_stop_after: options.idle_stop,
         ..BrokerConfig::default()
     };
     let broker = Broker::new(config, Some(Arc::new(launcher)));
-    let listener =
-        StdUnixListener::bind(socket).map_err(io(format!("listen on {}", socket.display())))?;
     listener
         .set_nonblocking(true)
         .map_err(io("configure the control socket"))?;
-    eprintln!("elastos broker: listening on {}", socket.display());
+    let started = std::time::SystemTime::now();
+    if let Some(listener) = metrics_listener {
+        let _guard = runtime.enter();
+        let listener =
+            tokio::net::TcpListener::from_std(listener).map_err(io("serve the metrics"))?;
+        tracing::info!(address = ?listener.local_addr().ok(), "serving metrics at /metrics");
+        runtime.spawn(metrics::serve_http(listener, broker.clone(), started));
+    }
+    tracing::info!(
+        socket = %socket.display(),
+        socket_activated,
+        "elastos broker: listening"
+    );
     let incomplete = control::Incomplete::default();
     runtime.spawn(release_memory_after_bursts(
         broker.clone(),
@@ -99,6 +139,14 @@ pub fn run(state: &StateDirs, idle_stop: Option<Duration>) -> Result<(), DaemonE
     ));
     let dirs = state.apps.clone();
     let jails = Arc::new(LaunchedJails::default());
+    if notifier.enabled() {
+        runtime.spawn(report_to_systemd(
+            Arc::clone(&notifier),
+            watchdog,
+            broker.clone(),
+        ));
+    }
+    let serving = broker.clone();
     runtime.spawn(async move {
         let listener = match tokio::net::UnixListener::from_std(listener) {
             Ok(listener) => listener,
@@ -121,7 +169,8 @@ pub fn run(state: &StateDirs, idle_stop: Option<Duration>) -> Result<(), DaemonE
             tokio::spawn(serve_control(
                 stream,
                 waiting,
-                broker.clone(),
+                serving.clone(),
+                started,
                 jails.clone(),
                 store.clone(),
                 dirs.clone(),
@@ -131,13 +180,62 @@ pub fn run(state: &StateDirs, idle_stop: Option<Duration>) -> Result<(), DaemonE
     loop {
         let signal = signals.next()?;
         if signal != Signal::SIGCHLD {
-            eprintln!("elastos broker: {signal}, stopping");
+            tracing::info!(%signal, "elastos broker: stopping");
+            notifier.notify(&format!("STOPPING=1\nSTATUS=stopping ({signal})"));
             break;
         }
     }
     runtime.shutdown_timeout(Duration::from_secs(2));
-    let _ = std::fs::remove_file(socket);
+    // A socket systemd passed stays: it is systemd's, and the next connection starts us again.
+    if !socket_activated {
+        let _ = std::fs::remove_file(socket);
+    }
     Ok(())
+}
+
+/// Makes the control socket at `socket`, in a private directory, unless a daemon answers there.
+fn bind_control_socket(socket: &Path) -> Result<StdUnixListener, DaemonError> {
+    if let Some(dir) = socket.parent() {
+        apps::create_private_dir(dir)?;
+    }
+    if ControlClient::connect(socket).is_some() {
+        return Err(DaemonError::AlreadyRunning(socket.into()));
+    }
+    let _ = std::fs::remove_file(socket);
+    StdUnixListener::bind(socket).map_err(io(format!("listen on {}", socket.display())))
+}
+
+/// Tells systemd the daemon is ready, then its status every [`STATUS_PERIOD`] when it changed,
+/// and pings the watchdog (when `WATCHDOG_USEC` set one) at least twice per its interval. A task
+/// of the broker's runtime: if the runtime stops making progress, the pings stop.
+async fn report_to_systemd(
+    notifier: Arc<systemd::Notifier>,
+    watchdog: Option<Duration>,
+    broker: Broker,
+) {
+    let period = watchdog.map_or(STATUS_PERIOD, |interval| (interval / 2).min(STATUS_PERIOD));
+    let status = |broker: &Broker| {
+        let apps = broker.apps().len();
+        let calls = broker.metrics().calls;
+        format!("serving {apps} apps, {calls} calls so far")
+    };
+    let mut last = status(&broker);
+    notifier.notify(&format!("READY=1\nSTATUS={last}"));
+    loop {
+        tokio::time::sleep(period).await;
+        let now = status(&broker);
+        let mut message = String::new();
+        if watchdog.is_some() {
+            message.push_str("WATCHDOG=1\n");
+        }
+        if now != last {
+            message.push_str(&format!("STATUS={now}\n"));
+            last = now;
+        }
+        if !message.is_empty() {
+            notifier.notify(&message);
+        }
+    }
 }
 
 /// The jails of the apps `elastos run` attached, by connection: their pidfds, through which
@@ -203,6 +301,7 @@ async fn serve_control(
     stream: tokio::net::UnixStream,
     waiting: control::Waiting,
     broker: Broker,
+    started: std::time::SystemTime,
     jails: Arc<LaunchedJails>,
     store: Arc<Store>,
     dirs: AppDirs,
@@ -240,7 +339,15 @@ async fn serve_control(
         Ok((request, fds)) => {
             let handle = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || {
-                handle_request(request, fds, &broker, &jails, &store, &dirs, &handle)
+                let daemon = Serving {
+                    broker: &broker,
+                    started,
+                    jails: &jails,
+                    store: &store,
+                    dirs: &dirs,
+                    runtime: &handle,
+                };
+                handle_request(request, fds, &daemon)
             })
             .await
             .unwrap_or_else(|e| Err(format!("the request failed: {e}")))
@@ -253,15 +360,29 @@ fn to_json(value: impl Serialize) -> Result<serde_json::Value, String> {
     serde_json::to_value(value).map_err(|e| e.to_string())
 }
 
+/// What a control request may use of the daemon.
+struct Serving<'a> {
+    broker: &'a Broker,
+    started: std::time::SystemTime,
+    jails: &'a Arc<LaunchedJails>,
+    store: &'a Store,
+    dirs: &'a AppDirs,
+    runtime: &'a tokio::runtime::Handle,
+}
+
 fn handle_request(
     request: ControlRequest,
     fds: Vec<OwnedFd>,
-    broker: &Broker,
-    jails: &Arc<LaunchedJails>,
-    store: &Store,
-    dirs: &AppDirs,
-    handle: &tokio::runtime::Handle,
+    daemon: &Serving<'_>,
 ) -> Result<serde_json::Value, String> {
+    let Serving {
+        broker,
+        jails,
+        store,
+        dirs,
+        runtime: handle,
+        ..
+    } = *daemon;
     match request {
         ControlRequest::Attach { identity, pid } => {
             // The app's socket, then its jail's pidfd: without one (a client that is no jail,
@@ -325,6 +446,7 @@ fn handle_request(
                     .collect::<Vec<_>>(),
             )
         }
+        ControlRequest::Metrics => to_json(metrics::exposition(broker, daemon.started)),
         other => store_request(other, store, dirs).map_err(|e| elastos_host::describe_error(&e)),
     }
 }
@@ -358,6 +480,7 @@ pub fn store_request(
         ControlRequest::Attach { .. }
         | ControlRequest::Ps
         | ControlRequest::Stop { .. }
+        | ControlRequest::Metrics
         | ControlRequest::Services => Err(InstallError::App(AppError::InstalledApps(
             "running apps are only known to a broker daemon (`elastos broker`)".into(),
         ))),

@@ -4,9 +4,13 @@
 //! database requests of `install`, `uninstall`, `list` and of on-demand activation.
 //!
 //! ```text
-//! elastos-broker daemon [--idle-stop SECONDS]
+//! elastos-broker daemon [--idle-stop SECONDS] [--log-format text|json]
+//!                       [--metrics-addr ADDRESS:PORT [--metrics-allow-non-loopback]]
 //! elastos-broker request '{"op":"list"}'     # one ControlRequest; prints the JSON result
 //! ```
+//! Under systemd (dist/), the daemon speaks sd_notify and takes its control socket from socket
+//! activation ([`systemd`]). Logs: `ELASTOS_LOG` (default `info` for the daemon, `warn` for
+//! `request`).
 //! Exit codes: 0 success, 125 failure (the message on stderr), 2 bad arguments.
 
 #![deny(unsafe_code)]
@@ -16,39 +20,30 @@ use std::time::Duration;
 
 mod daemon;
 mod install;
+mod metrics;
 mod store;
+mod systemd;
 
 use elastos_host::control::ControlRequest;
+use elastos_host::logging::{self, LogFormat};
 use elastos_host::paths::StateDirs;
 
+use crate::daemon::DaemonOptions;
 use crate::store::Store;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ELASTOS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        ["daemon"] => daemon(None),
-        ["daemon", "--idle-stop", seconds] => match seconds.parse::<u64>() {
-            Ok(0) => daemon(Some(None)),
-            Ok(s) => daemon(Some(Some(Duration::from_secs(s)))),
-            Err(_) => usage(&format!(
-                "--idle-stop takes whole seconds, found {seconds:?}"
-            )),
-        },
-        ["request", json] => request(json),
-        _ => usage("expected `daemon [--idle-stop SECONDS]` or `request JSON`"),
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        ["daemon", options @ ..] => parse_daemon(options).and_then(|(options, format)| {
+            logging::init(logging::filter(None, "info"), format);
+            daemon(&options)
+        }),
+        ["request", json] => {
+            logging::init(logging::filter(None, "warn"), LogFormat::Text);
+            request(json)
+        }
+        _ => usage("expected `daemon [OPTIONS]` or `request JSON`"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -64,18 +59,71 @@ type Outcome = Result<(), (u8, String)>;
 fn usage(message: &str) -> Outcome {
     Err((
         2,
-        format!("{message}; this program is normally run by `elastos`"),
+        format!("{message}; this program is normally run by `elastos` or by systemd"),
     ))
+}
+
+/// The daemon's options and log format from its arguments.
+fn parse_daemon(args: &[&str]) -> Result<(DaemonOptions, LogFormat), (u8, String)> {
+    let bad = |message: String| (2, message);
+    let mut options = DaemonOptions {
+        idle_stop: elastos_broker::BrokerConfig::default().idle_stop_after,
+        metrics_addr: None,
+    };
+    let mut format = LogFormat::Text;
+    let mut allow_non_loopback = false;
+    let mut args = args.iter();
+    while let Some(&option) = args.next() {
+        let mut value = || {
+            args.next()
+                .copied()
+                .ok_or_else(|| bad(format!("{option} needs a value")))
+        };
+        match option {
+            "--idle-stop" => {
+                let seconds = value()?;
+                options.idle_stop = match seconds.parse::<u64>() {
+                    Ok(0) => None,
+                    Ok(s) => Some(Duration::from_secs(s)),
+                    Err(_) => {
+                        return Err(bad(format!(
+                            "--idle-stop takes whole seconds, found {seconds:?}"
+                        )))
+                    }
+                }
+            }
+            "--log-format" => format = value()?.parse().map_err(bad)?,
+            "--metrics-addr" => {
+                let address = value()?;
+                options.metrics_addr = Some(address.parse().map_err(|_| {
+                    bad(format!(
+                        "--metrics-addr takes ADDRESS:PORT (e.g. 127.0.0.1:9464), found \
+                         {address:?}"
+                    ))
+                })?)
+            }
+            "--metrics-allow-non-loopback" => allow_non_loopback = true,
+            other => {
+                return Err(bad(format!(
+                    "unknown daemon option {other:?}; expected --idle-stop, --log-format, \
+                     --metrics-addr or --metrics-allow-non-loopback"
+                )))
+            }
+        }
+    }
+    if let Some(address) = options.metrics_addr {
+        metrics::check_address(address, allow_non_loopback).map_err(bad)?;
+    }
+    Ok((options, format))
 }
 
 fn failed(error: impl std::error::Error) -> (u8, String) {
     (125, elastos_host::describe_error(&error))
 }
 
-fn daemon(idle_stop: Option<Option<Duration>>) -> Outcome {
+fn daemon(options: &DaemonOptions) -> Outcome {
     let state = StateDirs::from_env().map_err(failed)?;
-    let idle_stop = idle_stop.unwrap_or(elastos_broker::BrokerConfig::default().idle_stop_after);
-    daemon::run(&state, idle_stop).map_err(failed)
+    daemon::run(&state, options).map_err(failed)
 }
 
 fn request(json: &str) -> Outcome {

@@ -22,9 +22,7 @@ use elastos_handoff::{fds, landlock_fs, tmpfs_inodes, LoaderInput, ResolvedMount
 /// namespace hides nothing the jail needs.
 const STAGING_ROOT: &[u8] = b"/tmp";
 
-/// The Landlock ABI whose features the jail asks for; newer kernels enforce all of them, older
-/// ones as many as they know (best effort, reported as not fully enforced).
-const LANDLOCK_ABI_WANTED: u32 = 6;
+use elastos_handoff::landlock_fs::ABI_WANTED as LANDLOCK_ABI_WANTED;
 
 /// The steps of building a jail, declared in the order the loader performs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -185,6 +185,9 @@ pub enum RuleAccess {
 /// rather than taken from a -sys crate so that this file stays `core`-only; the tests check them
 /// against the `landlock` crate.
 pub mod landlock_fs {
+    /// The Landlock ABI whose features the jail asks for; newer kernels enforce all of them,
+    /// older ones as many as they know (best effort, reported as not fully enforced).
+    pub const ABI_WANTED: u32 = 6;
     /// LANDLOCK_ACCESS_FS_EXECUTE.
     pub const EXECUTE: u64 = 1 << 0;
     /// LANDLOCK_ACCESS_FS_WRITE_FILE.
