@@ -64,6 +64,10 @@ pub struct DaemonOptions {
     pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
+/// How long activated providers get to end after SIGTERM when the daemon stops, before
+/// SIGKILL (then as long again to be reaped). The units' TimeoutStopSec= allows for both.
+const PROVIDER_STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// How often the daemon tells systemd its status (and pings the watchdog, at least twice per
 /// `WATCHDOG_USEC`).
 const STATUS_PERIOD: Duration = Duration::from_secs(5);
@@ -115,7 +119,7 @@ pub fn run(state: &StateDirs, options: &DaemonOptions) -> Result<(), DaemonError
         idle_stop_after: options.idle_stop,
         ..BrokerConfig::default()
     };
-    let broker = Broker::new(config, Some(Arc::new(launcher)));
+    let broker = Broker::new(config, Some(Arc::new(launcher.clone())));
     listener
         .set_nonblocking(true)
         .map_err(io("configure the control socket"))?;
@@ -185,6 +189,9 @@ pub fn run(state: &StateDirs, options: &DaemonOptions) -> Result<(), DaemonError
             break;
         }
     }
+    // The providers it activated go first, and their supervisors remove their cgroups: ending
+    // the process with them running left their cgroup directories behind.
+    launcher.stop_all(PROVIDER_STOP_GRACE);
     runtime.shutdown_timeout(Duration::from_secs(2));
     // A socket systemd passed stays: it is systemd's, and the next connection starts us again.
     if !socket_activated {
