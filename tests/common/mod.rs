@@ -221,6 +221,12 @@ impl Harness {
         Invocation::new(self, binaries().elastos.clone())
     }
 
+    /// Another program (a peer tool, or one of our binaries), as the test's user, with the same
+    /// clean environment as `elastos`.
+    pub fn program(&self, program: impl Into<PathBuf>) -> Invocation<'_> {
+        Invocation::new(self, program.into())
+    }
+
     /// `elastos run BUNDLE -- ARGS` as the test's user.
     pub fn run<S: AsRef<str>>(&self, bundle: &Path, args: &[S]) -> Invocation<'_> {
         let mut invocation = self.elastos();
