@@ -1325,3 +1325,117 @@ fn a_corrupt_database_is_a_clear_error() {
         "{steps:#?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Metrics
+
+/// `elastos metrics --format json`: each sample's value by `name{label="value",...}`.
+fn metrics(harness: &Harness) -> std::collections::HashMap<String, f64> {
+    let samples = elastos_json(harness, &["metrics"]);
+    samples
+        .as_array()
+        .expect("an array of samples")
+        .iter()
+        .map(|sample| {
+            let name = sample["name"].as_str().expect("a name");
+            let labels: Vec<String> = sample["labels"]
+                .as_object()
+                .expect("labels")
+                .iter()
+                .map(|(key, value)| format!("{key}=\"{}\"", value.as_str().unwrap_or_default()))
+                .collect();
+            let key = if labels.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{name}{{{}}}", labels.join(","))
+            };
+            (key, sample["value"].as_f64().expect("a number"))
+        })
+        .collect()
+}
+
+#[test]
+fn metrics_count_the_calls_denials_activations_and_restarts_of_jailed_apps() {
+    let (harness, provider, client) = setup();
+    install(&harness, &provider);
+    let _daemon = Daemon::start(&harness);
+    let before = metrics(&harness);
+    for name in [
+        "elastos_calls_total",
+        "elastos_call_duration_seconds_count",
+        "elastos_activations_total",
+        "elastos_app_restarts_total",
+        "elastos_connections_total",
+    ] {
+        assert_eq!(before[name], 0.0, "{name} of a fresh daemon");
+    }
+
+    checked_steps(
+        &harness
+            .run(
+                &client,
+                &probe_args(
+                    "client",
+                    &[
+                        format!("call:{SERVICE}:echo:one=OK"),
+                        format!("call:{SERVICE}:echo:two=OK"),
+                        format!("call:{SERVICE}:fail:INTERNAL=INTERNAL"),
+                        format!("call:{OTHER}:echo:no=PERMISSION_DENIED"),
+                        format!("lookup:{OTHER}=PERMISSION_DENIED"),
+                    ],
+                ),
+            )
+            .output(),
+        5,
+    );
+    let after = metrics(&harness);
+    // Four call frames, three answered by the provider (its failure too), one denied.
+    assert_eq!(after["elastos_calls_total"], 4.0);
+    assert_eq!(after["elastos_call_duration_seconds_count"], 3.0);
+    assert_eq!(
+        after["elastos_call_duration_seconds_bucket{le=\"+Inf\"}"],
+        3.0
+    );
+    assert!(after["elastos_call_duration_seconds_sum"] > 0.0);
+    // Cumulative buckets, the last bound (30 s) holding every call.
+    let mut buckets: Vec<(f64, f64)> = after
+        .iter()
+        .filter_map(|(key, count)| {
+            let bound = key
+                .strip_prefix("elastos_call_duration_seconds_bucket{le=\"")?
+                .strip_suffix("\"}")?;
+            Some((bound.parse().ok()?, *count))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{buckets:?}");
+    assert_eq!(buckets.last(), Some(&(30.0, 3.0)));
+    assert_eq!(after["elastos_denials_total{action=\"call\"}"], 1.0);
+    assert_eq!(after["elastos_denials_total{action=\"lookup\"}"], 1.0);
+    assert_eq!(after["elastos_activations_total"], 1.0);
+    assert_eq!(after["elastos_activation_failures_total"], 0.0);
+    assert_eq!(after["elastos_connections_total"], 2.0);
+    assert_eq!(after["elastos_apps_running{origin=\"activated\"}"], 1.0);
+    assert_eq!(after["elastos_app_restarts_total"], 0.0);
+
+    // Stopped, then needed again: the provider is started a second time, a restart.
+    harness
+        .elastos()
+        .args(["stop", PROVIDER_ID])
+        .output()
+        .assert_code(0);
+    assert!(eventually(Duration::from_secs(10), || {
+        running_apps(&harness).as_array().is_some_and(Vec::is_empty)
+    }));
+    run_steps(
+        &harness,
+        &client,
+        "client",
+        &[format!("call:{SERVICE}:echo:again=OK")],
+    );
+    let restarted = metrics(&harness);
+    assert_eq!(restarted["elastos_activations_total"], 2.0);
+    assert_eq!(restarted["elastos_app_restarts_total"], 1.0);
+    assert_eq!(restarted["elastos_calls_total"], 5.0);
+    assert_eq!(restarted["elastos_call_duration_seconds_count"], 4.0);
+}
