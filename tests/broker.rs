@@ -1397,7 +1397,7 @@ fn metrics_count_the_calls_denials_activations_and_restarts_of_jailed_apps() {
         3.0
     );
     assert!(after["elastos_call_duration_seconds_sum"] > 0.0);
-    // Cumulative buckets, the last bound (30 s) holding every call.
+    // Cumulative buckets (`+Inf` last), the last bound (30 s) holding every call.
     let mut buckets: Vec<(f64, f64)> = after
         .iter()
         .filter_map(|(key, count)| {
@@ -1409,7 +1409,10 @@ fn metrics_count_the_calls_denials_activations_and_restarts_of_jailed_apps() {
         .collect();
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{buckets:?}");
-    assert_eq!(buckets.last(), Some(&(30.0, 3.0)));
+    assert_eq!(
+        buckets[buckets.len() - 2..],
+        [(30.0, 3.0), (f64::INFINITY, 3.0)]
+    );
     assert_eq!(after["elastos_denials_total{action=\"call\"}"], 1.0);
     assert_eq!(after["elastos_denials_total{action=\"lookup\"}"], 1.0);
     assert_eq!(after["elastos_activations_total"], 1.0);
