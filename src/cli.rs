@@ -192,8 +192,8 @@ pub struct BrokerArgs {
     /// Loopback addresses only, unless --metrics-allow-non-loopback.
     #[arg(long, value_name = "ADDRESS:PORT")]
     pub metrics_addr: Option<std::net::SocketAddr>,
-    /// Allow --metrics-addr to be a non-loopback address: the endpoint has no authentication
-    /// and names the apps running.
+    /// Allow --metrics-addr to be a non-loopback address: the endpoint has no authentication,
+    /// and what the broker is doing is then visible beyond this machine.
     #[arg(long, requires = "metrics_addr")]
     pub metrics_allow_non_loopback: bool,
 }

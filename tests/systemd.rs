@@ -356,6 +356,7 @@ fn metrics_are_served_on_a_loopback_port_only_unless_forced() {
 // dist/'s hardening and jail creation
 
 const SERVICE: &str = "0e5c3f7a-2b41-4d6e-9a8b-7c6d5e4f3a21";
+const HARDENED_PROVIDER_ID: &str = "4f0a2c6e-8b1d-4e3f-a5c7-9d2b4f6a8c0e";
 
 /// The provider and client probe bundles: the provider serves [`SERVICE`] when activated.
 fn probe_apps(harness: &Harness) -> (PathBuf, PathBuf) {
@@ -370,7 +371,7 @@ fn probe_apps(harness: &Harness) -> (PathBuf, PathBuf) {
     };
     let provider = app(
         "hardened-provider",
-        "4f0a2c6e-8b1d-4e3f-a5c7-9d2b4f6a8c0e",
+        HARDENED_PROVIDER_ID,
         &format!("provides = [\"{SERVICE}\"]"),
     );
     harness.write(
@@ -439,6 +440,20 @@ fn emulation(state: &Path, protect_kernel_tunables: bool) -> String {
     );
     script.push_str("exec \"$@\"\n");
     script
+}
+
+/// The cgroup directories of the hardened provider, under any hierarchy.
+fn provider_cgroups() -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        let elastos = hierarchy.path().join("elastos");
+        for entry in std::fs::read_dir(elastos).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(HARDENED_PROVIDER_ID) {
+                found.push(entry.path());
+            }
+        }
+    }
+    found
 }
 
 #[test]
@@ -534,6 +549,9 @@ fn the_system_units_hardening_lets_the_daemon_build_jails() {
                 "{}",
                 run.stdout_text()
             );
+            // The provider still ran when the daemon got SIGTERM: the daemon stopped it and
+            // removed its cgroups before exiting.
+            assert_eq!(provider_cgroups(), Vec::<PathBuf>::new());
         }
     }
 }

@@ -313,11 +313,11 @@ impl Cgroups {
                 continue;
             };
             match (fields.next(), fields.nth(1)) {
-                (Some("cgroup2"), _) => {
-                    // The unified root wins over another cgroup2 mount.
-                    if v2_mount.is_none() || mount_point == "/sys/fs/cgroup" {
-                        v2_mount = Some(PathBuf::from(mount_point));
-                    }
+                // The unified root wins over another cgroup2 mount.
+                (Some("cgroup2"), _)
+                    if v2_mount.is_none() || mount_point == "/sys/fs/cgroup" =>
+                {
+                    v2_mount = Some(PathBuf::from(mount_point));
                 }
                 (Some("cgroup"), Some(options)) => v1_controllers.extend(
                     options

@@ -18,7 +18,7 @@ const MAX_REQUEST_HEAD: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether `--metrics-addr` may listen on `address`: loopback only, unless `allow_any`. The
-/// metrics name apps and their activity, and the endpoint has no authentication.
+/// endpoint has no authentication, and the metrics show what the broker is doing.
 pub fn check_address(address: SocketAddr, allow_any: bool) -> Result<(), String> {
     if address.ip().is_loopback() || allow_any {
         return Ok(());
