@@ -445,10 +445,18 @@ fn emulation(state: &Path, protect_kernel_tunables: bool) -> String {
 /// The cgroup directories of the hardened provider, under any hierarchy.
 fn provider_cgroups() -> Vec<PathBuf> {
     let mut found = Vec::new();
-    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let elastos = hierarchy.path().join("elastos");
         for entry in std::fs::read_dir(elastos).into_iter().flatten().flatten() {
-            if entry.file_name().to_string_lossy().starts_with(HARDENED_PROVIDER_ID) {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(HARDENED_PROVIDER_ID)
+            {
                 found.push(entry.path());
             }
         }
@@ -653,4 +661,86 @@ fn info_names_the_kernel_features_and_what_a_run_then_enforces() {
         text.assert_code(0);
         assert!(text.stdout_text().contains("A run here:"));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logs under journald
+
+/// Runs the daemon with stderr on a pipe and `JOURNAL_STREAM` naming that pipe (as systemd names
+/// the journal's stream) or, with `matching` false, another one; its log once it has started and
+/// stopped.
+fn daemon_log_with_journal_stream(matching: bool) -> String {
+    let harness = Harness::new(User::Root);
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let stream = {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let pipe = std::fs::metadata(format!("/proc/self/fd/{}", reader.as_raw_fd())).unwrap();
+        if matching {
+            format!("{}:{}", pipe.dev(), pipe.ino())
+        } else {
+            format!("{}:{}", pipe.dev(), pipe.ino() + 1)
+        }
+    };
+    let mut command = Command::new(broker_binary());
+    command
+        .arg("daemon")
+        .env_clear()
+        .env("HOME", harness.host_home())
+        .env("ELASTOS_HOME", harness.elastos_home())
+        .env("JOURNAL_STREAM", stream)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(writer);
+    // Its stderr is the pipe above; the guard kills it should the test fail.
+    let mut daemon = Started {
+        child: command.spawn().unwrap(),
+        stderr: None,
+    };
+    // The test's copy of the write end is gone with `command`: the pipe ends with the daemon.
+    drop(command);
+    let socket = harness.elastos_home().join("run/broker.sock");
+    let up = eventually(NOTIFY_WAIT, || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    common::send_signal(daemon.child.id(), "TERM");
+    let mut log = String::new();
+    reader.read_to_string(&mut log).unwrap();
+    assert!(daemon.child.wait().unwrap().success(), "{log}");
+    assert!(up, "the daemon did not come up:\n{log}");
+    log
+}
+
+#[test]
+fn under_journald_log_lines_carry_their_priority_and_no_timestamp() {
+    let log = daemon_log_with_journal_stream(true);
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() >= 2, "{log}");
+    for line in &lines {
+        // <6> info, <4> warning, ...: what journald reads as the entry's priority.
+        let priority = line
+            .strip_prefix('<')
+            .and_then(|rest| rest.split_once('>'))
+            .unwrap_or_else(|| panic!("no priority prefix: {line:?}"));
+        assert!(priority.0.parse::<u8>().is_ok_and(|p| p <= 7), "{line:?}");
+        assert!(
+            !priority.1.starts_with("20"),
+            "a timestamp of its own: {line:?}"
+        );
+        assert!(!line.contains('\x1b'), "{line:?}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.starts_with("<6> INFO elastos broker: listening")),
+        "{log}"
+    );
+    // A JOURNAL_STREAM inherited by a process whose stderr is elsewhere changes nothing.
+    let elsewhere = daemon_log_with_journal_stream(false);
+    assert!(
+        elsewhere
+            .lines()
+            .all(|line| !line.starts_with('<') && line.starts_with("20")),
+        "{elsewhere}"
+    );
 }

@@ -314,9 +314,7 @@ impl Cgroups {
             };
             match (fields.next(), fields.nth(1)) {
                 // The unified root wins over another cgroup2 mount.
-                (Some("cgroup2"), _)
-                    if v2_mount.is_none() || mount_point == "/sys/fs/cgroup" =>
-                {
+                (Some("cgroup2"), _) if v2_mount.is_none() || mount_point == "/sys/fs/cgroup" => {
                     v2_mount = Some(PathBuf::from(mount_point));
                 }
                 (Some("cgroup"), Some(options)) => v1_controllers.extend(
