@@ -520,3 +520,123 @@ fn expectations_tell_denial_from_success() {
     assert!(FILTERED.matches(&denied));
     assert!(!READ_ONLY.matches(&denied));
 }
+
+// Kernel counters charged to the app, not to its launcher (issue #14, part 2).
+//
+// The kernel counts inotify instances and watches, pending signals and namespaces per user, at
+// every level of the user-namespace tree. The jail's app holds as much of each as it can, and a
+// process of the launching user must still get its own meanwhile. Before the fix, launched by
+// root, the app held root's 128 inotify instances and 96,369 pending signals, and root's
+// `inotify_init1` failed with EMFILE and its `sigqueue` with EAGAIN.
+
+/// App id of the bundle that holds the counters.
+const COUNTERS_APP_ID: &str = "2c7d9e41-6a3b-4f58-8e1d-0b9c4a7f3e25";
+
+/// `key=value` words of a line, as numbers.
+fn numbers(line: &str) -> BTreeMap<String, i64> {
+    line.split_whitespace()
+        .filter_map(|word| word.split_once('='))
+        .map(|(key, value)| {
+            let value = value
+                .parse()
+                .unwrap_or_else(|_| panic!("{key}={value:?} in {line:?} is not a number"));
+            (key.to_owned(), value)
+        })
+        .collect()
+}
+
+/// Lets the holding app go when dropped, also when an assertion failed first.
+struct Release(std::path::PathBuf);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, "");
+    }
+}
+
+fn kernel_counters_are_charged_to_the_app(user: User) {
+    use elastos_handoff::kernel_counters::{PENDING_SIGNALS, USER_NAMESPACE_LIMITS};
+    let limit = |name: &str| {
+        USER_NAMESPACE_LIMITS
+            .iter()
+            .find(|limit| limit.name == name)
+            .map(|limit| limit.value as i64)
+            .unwrap_or_else(|| panic!("no limit {name}"))
+    };
+    let harness = Harness::new(user);
+    // More open files than inotify instances a user may have, so that the instance limit, not
+    // the fd limit, is what stops the app.
+    let bundle = harness.probe_bundle("counters", COUNTERS_APP_ID, "open_files = 256");
+    let holder = harness.run(&bundle, &["hold-counters"]).spawn();
+    let homes = harness.elastos_home().join("homes");
+    let home = || {
+        std::fs::read_dir(&homes)
+            .ok()?
+            .flatten()
+            .map(|publisher| publisher.path().join(COUNTERS_APP_ID))
+            .find(|home| home.join("held").is_file())
+    };
+    assert!(
+        common::eventually(std::time::Duration::from_secs(60), || home().is_some()),
+        "the app never said it holds the counters:\n{}",
+        holder.wait().stderr_text()
+    );
+    let home = home().expect("found above");
+    let release = Release(home.join("release"));
+    let held = numbers(&std::fs::read_to_string(home.join("held")).unwrap());
+    let check = harness
+        .unjailed_probe(&harness.host_home())
+        .arg("counters-check")
+        .output();
+    let check = numbers(&check.assert_code(0).stdout_text());
+    drop(release);
+    holder.wait().assert_code(0);
+    eprintln!("as {user:?}: the app held {held:?}; the launching user then got {check:?}");
+
+    assert_eq!(
+        (held["instances"], held["instances_errno"]),
+        (limit("max_inotify_instances"), i64::from(libc::EMFILE)),
+        "the app's inotify instances stop at its own limit"
+    );
+    assert_eq!(
+        (held["watches"], held["watches_errno"]),
+        (limit("max_inotify_watches"), i64::from(libc::ENOSPC)),
+        "the app's inotify watches stop at its own limit"
+    );
+    assert_eq!(
+        held["signals"], PENDING_SIGNALS as i64,
+        "the app's pending signals stop at its RLIMIT_SIGPENDING"
+    );
+    assert_eq!(
+        check["inotify"], 0,
+        "the launching user gets an inotify instance"
+    );
+    assert_eq!(
+        check["watch"], 0,
+        "the launching user gets an inotify watch"
+    );
+    assert_eq!(
+        check["sigqueue"], 0,
+        "the launching user can queue a signal to itself"
+    );
+    if user == User::Root {
+        // The app runs as a uid of its own, whose pipe pages are not root's, and its namespace
+        // is not root's either: none of its pending signals counts as root's.
+        assert_eq!(check["pipe_size"], 65536, "root gets a full-size pipe");
+        assert!(
+            check["user_pending_signals"] < PENDING_SIGNALS as i64,
+            "the app's {} pending signals are counted as root's: {check:?}",
+            held["signals"]
+        );
+    }
+}
+
+#[test]
+fn kernel_counters_are_charged_to_the_app_when_launched_by_root() {
+    kernel_counters_are_charged_to_the_app(User::Root);
+}
+
+#[test]
+fn kernel_counters_are_charged_to_the_app_when_launched_by_an_unprivileged_user() {
+    kernel_counters_are_charged_to_the_app(User::Unprivileged);
+}

@@ -151,8 +151,12 @@ pub fn spawn(ipc: OwnedFd, options: &LaunchOptions) -> Result<PendingJail, Launc
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS;
-    let (pid, pidfd) = sys::spawn_jailed_child(flags, &mut setup)
-        .map_err(|source| LaunchError::Namespaces { source })?;
+    let mut clone = || sys::spawn_jailed_child(flags, &mut setup);
+    let cloned = match HostIdentity::namespace_owner() {
+        Some(owner) => sys::as_namespace_owner(owner, clone).and_then(|cloned| cloned),
+        None => clone(),
+    };
+    let (pid, pidfd) = cloned.map_err(|source| LaunchError::Namespaces { source })?;
     drop((handed, sync_read, sources_read, loader, report_write, setup));
     Ok(PendingJail(Some(Pending {
         pid,

@@ -210,6 +210,39 @@ pub fn spawn_jailed_child(
     Ok((pid, pidfd))
 }
 
+/// Runs `f` (which clones the jail's first process) with this thread's effective uid set to
+/// `owner`, so that the user namespace it creates is owned by `owner` instead of root. Root
+/// launcher only: its real and saved uid stay 0, and so does its filesystem uid, so the child
+/// reaches the same host paths as before (it opens the mount sources).
+///
+/// Why: the kernel charges what a user namespace's processes hold (inotify instances and
+/// watches, pending signals, namespaces) to the namespace's owner at the level above it (see
+/// `elastos_handoff::kernel_counters`): owned by root, a jail used up root's counters. Only the
+/// calling thread changes: raw syscalls, not glibc's wrappers, which would change every thread
+/// of the process (the embedded broker's too). The change makes the process non-dumpable
+/// (`commit_creds`), so its dumpable flag is restored after.
+pub fn as_namespace_owner<T>(owner: libc::uid_t, f: impl FnOnce() -> T) -> io::Result<T> {
+    const UNCHANGED: libc::uid_t = libc::uid_t::MAX;
+    // SAFETY: prctl and setres/setfsuid on integers; they change only this thread's
+    // credentials and this process's dumpable flag, which are restored below.
+    unsafe {
+        let dumpable = libc::prctl(libc::PR_GET_DUMPABLE);
+        if libc::syscall(libc::SYS_setresuid, UNCHANGED, owner, UNCHANGED) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        libc::syscall(libc::SYS_setfsuid, 0);
+        let result = f();
+        // Cannot fail: the real and saved uids are 0. A thread left as `owner` must not go on.
+        if libc::syscall(libc::SYS_setresuid, UNCHANGED, 0, UNCHANGED) < 0 {
+            std::process::abort();
+        }
+        if dumpable >= 0 {
+            libc::prctl(libc::PR_SET_DUMPABLE, dumpable as libc::c_ulong);
+        }
+        Ok(result)
+    }
+}
+
 /// (this thread's affinity, the same without the CPU it runs on), when that leaves any CPU.
 fn other_cpus() -> Option<(libc::cpu_set_t, libc::cpu_set_t)> {
     // SAFETY: an all-zero cpu_set_t is the empty set; the calls read or fill live sets of the

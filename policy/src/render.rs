@@ -117,6 +117,33 @@ impl JailPlan {
             ["open files".to_owned(), self.limits.open_files.to_string()],
         ];
         write_table(out, "  ", &[], &limits)?;
+        writeln!(
+            out,
+            "\nkernel counters (the same for every app; charged to the app, not its launcher):"
+        )?;
+        use elastos_handoff::kernel_counters as counters;
+        let mut rows: Vec<[String; 3]> = counters::USER_NAMESPACE_LIMITS
+            .iter()
+            .map(|limit| {
+                [
+                    format!("user.{}", limit.name),
+                    limit.value.to_string(),
+                    limit.reason.to_owned(),
+                ]
+            })
+            .collect();
+        rows.push([
+            "RLIMIT_SIGPENDING".to_owned(),
+            counters::PENDING_SIGNALS.to_string(),
+            "signals queued to the app; also bounds what it takes from its launcher's count"
+                .to_owned(),
+        ]);
+        rows.push([
+            "RLIMIT_MSGQUEUE".to_owned(),
+            counters::MESSAGE_QUEUE_BYTES.to_string(),
+            "mq_open is denied (seccomp)".to_owned(),
+        ]);
+        write_table(out, "  ", &[], &rows)?;
 
         writeln!(out, "\nenvironment (nothing else):")?;
         for (name, value) in &self.env {
@@ -320,6 +347,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("  open files  1024\n"));
+        let inotify = text
+            .lines()
+            .find(|line| line.starts_with("  user.max_inotify_instances "))
+            .expect("the inotify instance limit is shown");
+        assert!(inotify.contains(" 16 "), "{inotify}");
+        assert!(text.contains("  RLIMIT_SIGPENDING "), "{text}");
         assert!(text.contains("  HOME=\"/home/app\"\n"));
         assert!(
             text.contains("  MOTD=\"\\u{1b}[31mred\"\n"),
