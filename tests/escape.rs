@@ -260,6 +260,9 @@ const EXPECTATIONS: &[Expectation] = &[
     expect("posix-spawn", ProcessCreation, FILTERED),
     expect("system", ProcessCreation, FILTERED),
     expect("exec-usr-bin-true", ProcessCreation, NOT_EXECUTABLE),
+    // The probe app is a static executable: its jail gives no execute right on the dynamic
+    // loader (for a dynamic entry, see `a_dynamic_entry_runs_host_programs_only_inside_the_jail`).
+    expect("exec-ld-so-usr-bin-true", ProcessCreation, NOT_EXECUTABLE),
     expect("exec-home-file", ProcessCreation, NOT_EXECUTABLE),
     expect("exec-tmp-file", ProcessCreation, NOT_EXECUTABLE),
     expect("setuid-bit-home", ProcessCreation, NOT_EXECUTABLE),
@@ -639,4 +642,66 @@ fn kernel_counters_are_charged_to_the_app_when_launched_by_root() {
 #[test]
 fn kernel_counters_are_charged_to_the_app_when_launched_by_an_unprivileged_user() {
     kernel_counters_are_charged_to_the_app(User::Unprivileged);
+}
+
+// The dynamic loader (issue #14, part 5). Run as a program, `ld.so FILE` runs any file it can
+// read, and Landlock sees only the loader's execution. A static entry's jail has no execute
+// right on it (the escape probe `exec-ld-so-usr-bin-true`, the probe app being static); a
+// dynamic entry needs it, so for one the guarantee is weaker, and `policy show` says which.
+
+/// App id of the bundle whose entry is the host's (dynamically linked) `dash`.
+const DYNAMIC_APP_ID: &str = "8e4b1f2a-5c6d-4e7f-a0b1-c2d3e4f5a6b7";
+
+#[test]
+fn a_dynamic_entry_runs_host_programs_through_the_loader_only_inside_its_jail() {
+    let harness = Harness::new(User::Root);
+    let manifest = common::probe_manifest(DYNAMIC_APP_ID, "sh", "");
+    let dir = harness.stage("dynamic", &manifest, &[("sh", Path::new("/bin/dash"))]);
+    let dynamic = harness.pack(&dir);
+    // `exec` replaces the shell (no fork, which the jail refuses) by the loader running cat.
+    let out = harness
+        .run(
+            &dynamic,
+            &[
+                "-c",
+                "exec /lib64/ld-linux-x86-64.so.2 /usr/bin/cat /proc/self/status",
+            ],
+        )
+        .output();
+    let status = out.assert_code(0).stdout_text();
+    for jailed in [
+        "Uid:\t1000\t1000\t1000\t1000",
+        "CapEff:\t0000000000000000",
+        "NoNewPrivs:\t1",
+        "Seccomp:\t2",
+    ] {
+        assert!(
+            status.lines().any(|line| line == jailed),
+            "the host program ran outside the jail's rules ({jailed:?} missing):\n{status}"
+        );
+    }
+    let shown = |bundle: &Path| {
+        let out = harness
+            .elastos()
+            .args(["policy", "show"])
+            .arg(bundle)
+            .output();
+        let text = out.assert_code(0).stdout_text();
+        text.lines()
+            .find(|line| line.starts_with("  programs it can execute: "))
+            .unwrap_or_else(|| panic!("policy show says nothing about programs:\n{text}"))
+            .to_owned()
+    };
+    let dynamic_says = shown(&dynamic);
+    assert!(
+        dynamic_says.contains("any host program it can read")
+            && dynamic_says.contains("/lib64/ld-linux-x86-64.so.2"),
+        "{dynamic_says}"
+    );
+    let probe = harness.probe_bundle("static", PROBE_APP_ID, "");
+    let static_says = shown(&probe);
+    assert!(
+        static_says.contains("only the files of its bundle (the entry is statically linked"),
+        "{static_says}"
+    );
 }

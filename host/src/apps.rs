@@ -13,7 +13,7 @@ use elastos_bundle::{open_verified_cached, BundleError, UnpackLimits};
 use elastos_identity::{KeyError, OwnershipError, TrustError};
 use elastos_loader::{LaunchError, LaunchOptions, RunningJail};
 use elastos_policy::{
-    Ceilings, CeilingsError, ExcessError, HostEnv, JailPlan, Manifest, PolicyError,
+    Ceilings, CeilingsError, EntryLinkage, ExcessError, HostEnv, JailPlan, Manifest, PolicyError,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -246,7 +246,15 @@ pub fn prepare(
     if admission != Admission::CheckOnly {
         create_private_dir(&home)?;
     }
-    let plan = JailPlan::build(&manifest, unpacked.root(), &home, args, host)?;
+    let entry = unpacked.root().join(manifest.entry());
+    let plan = JailPlan::build(
+        &manifest,
+        unpacked.root(),
+        &home,
+        args,
+        host,
+        entry_linkage(&entry)?,
+    )?;
     Ok(PreparedApp {
         manifest,
         publisher: *verified.publisher().as_bytes(),
@@ -254,6 +262,19 @@ pub fn prepare(
         provides: admitted.provides,
         plan,
     })
+}
+
+/// How the bundle's entry is linked, from its first bytes (see [`EntryLinkage`]).
+fn entry_linkage(entry: &Path) -> Result<EntryLinkage, AppError> {
+    use std::io::Read;
+    let mut prefix = Vec::with_capacity(elastos_policy::linkage::ELF_PREFIX_BYTES);
+    fs::File::open(entry)
+        .and_then(|file| {
+            file.take(elastos_policy::linkage::ELF_PREFIX_BYTES as u64)
+                .read_to_end(&mut prefix)
+        })
+        .map_err(dir_error(entry))?;
+    Ok(EntryLinkage::from_elf_prefix(&prefix))
 }
 
 /// The ceilings on manifests' limits in force: the administrator's file

@@ -153,6 +153,7 @@ pub const PROBES: &[Probe] = &[
     probe("posix-spawn", process::posix_spawn),
     probe("system", process::system),
     probe("exec-usr-bin-true", process::exec_usr_bin_true),
+    probe("exec-ld-so-usr-bin-true", process::exec_ld_so_usr_bin_true),
     probe("exec-home-file", process::exec_home_file),
     probe("exec-tmp-file", process::exec_tmp_file),
     probe("setuid-bit-home", process::setuid_bit_home),
