@@ -98,9 +98,6 @@ pub enum AppError {
         #[source]
         source: io::Error,
     },
-    /// The socket pair that becomes the app's fd 3 could not be created.
-    #[error("cannot create the app's IPC socket")]
-    IpcSocket(#[source] io::Error),
     /// The jail's policy could not be built.
     #[error(transparent)]
     Policy(#[from] PolicyError),
@@ -395,8 +392,9 @@ pub struct StartedApp {
     pub jail: RunningJail,
     /// Who the app is, from its verified bundle: what the broker serves its connection as.
     pub identity: AppIdentity,
-    /// The broker's end of the app's fd 3. What the app writes waits in the socket until a
-    /// broker serves it.
+    /// The broker's end of the app's fd 3, made with it in the jail's network namespace (see
+    /// `elastos_loader::spawn`). What the app writes waits in the socket until a broker serves
+    /// it.
     pub broker_end: StdUnixStream,
 }
 
@@ -412,14 +410,13 @@ pub fn start_app(
     request: &StartRequest<'_>,
     observe: &mut dyn FnMut(StartPhase),
 ) -> Result<StartedApp, AppError> {
-    let (broker_end, app_end) = StdUnixStream::pair().map_err(AppError::IpcSocket)?;
     let pending = {
         // No cache file is open for writing while the jail's first process is cloned (it
         // copies every fd of this process until it closes what it was not given).
         let _no_writers = elastos_bundle::exec_fork_lock()
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        elastos_loader::spawn(app_end.into(), request.options)?
+        elastos_loader::spawn(request.options)?
     };
     observe(StartPhase::Verifying);
     let admission = Admission::Record {
@@ -435,10 +432,10 @@ pub fn start_app(
     );
     observe(StartPhase::Verified);
     let prepared = prepared?;
-    let jail = pending.start(&prepared.plan)?;
+    let (jail, broker_end) = pending.start(&prepared.plan)?;
     Ok(StartedApp {
         jail,
         identity: prepared.identity(),
-        broker_end,
+        broker_end: broker_end.into(),
     })
 }

@@ -1,8 +1,13 @@
-//! Per-user kernel counters (issue #14, part 2): `hold-counters` takes as much as the app can of
-//! what the kernel counts per user (inotify instances and watches, pending signals, pipe pages)
-//! and holds it; `counters-check`, run unjailed as the launching user meanwhile, says whether
-//! that user still gets each. Both are bounded: by the limits under test, or by a cap of their
-//! own, and `hold-counters` gives everything back when it exits (at most [`HOLD_LIMIT`]).
+//! What the jail shares with the host's kernel, seen from the host (issue #14).
+//!
+//! Per-user kernel counters (part 2): `hold-counters` takes as much as the app can of what the
+//! kernel counts per user (inotify instances and watches, pending signals, pipe pages) and holds
+//! it; `counters-check`, run unjailed as the launching user meanwhile, says whether that user
+//! still gets each. Both are bounded: by the limits under test, or by a cap of their own, and
+//! `hold-counters` gives everything back when it exits (at most [`HOLD_LIMIT`]).
+//!
+//! The network namespace of fd 3 (part 4): `socket-netns`, unjailed as root, names the network
+//! namespace of a jailed app's socket.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -210,5 +215,51 @@ pub fn counters_check() -> ModeResult {
         "inotify={inotify} watch={watch} sigqueue={sigqueue} pipe_size={pipe_size} \
          user_pending_signals={queued}"
     );
+    Ok(0)
+}
+
+/// `socket-netns PID FD`, unjailed as root: takes a copy of fd FD of process PID (pidfd_getfd)
+/// and prints `socket_netns=INODE interfaces=NAMES`: the inode of the network namespace the
+/// socket belongs to (SIOCGSKNS) and the interfaces SIOCGIFCONF lists on it. Only reads.
+pub fn socket_netns(args: &[String]) -> ModeResult {
+    let number = |index: usize, what: &str| -> Result<i32, String> {
+        args.get(index)
+            .and_then(|word| word.parse().ok())
+            .ok_or_else(|| format!("missing or invalid {what}"))
+    };
+    let (pid, target) = (number(0, "pid")?, number(1, "fd")?);
+    /// SIOCGSKNS: a new fd of the socket's network namespace.
+    const SIOCGSKNS: libc::c_ulong = 0x894C;
+    // SAFETY: pidfd_open, pidfd_getfd and ioctl on integers; fstat fills a live local; every
+    // fd made here is closed here.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as i32;
+        if pidfd < 0 {
+            return Err(format!("pidfd_open({pid}): errno {}", errno()));
+        }
+        let socket = libc::syscall(libc::SYS_pidfd_getfd, pidfd, target, 0) as i32;
+        libc::close(pidfd);
+        if socket < 0 {
+            return Err(format!("pidfd_getfd({pid}, {target}): errno {}", errno()));
+        }
+        let netns = libc::ioctl(socket, SIOCGSKNS);
+        let interfaces = crate::probes::interface_names(socket);
+        libc::close(socket);
+        if netns < 0 {
+            return Err(format!("SIOCGSKNS: errno {}", errno()));
+        }
+        let mut stat: libc::stat = std::mem::zeroed();
+        let statted = libc::fstat(netns, &mut stat);
+        libc::close(netns);
+        if statted != 0 {
+            return Err(format!("fstat of the namespace: errno {}", errno()));
+        }
+        let interfaces = interfaces.map_err(|ret| format!("SIOCGIFCONF: {ret}"))?;
+        println!(
+            "socket_netns={} interfaces={}",
+            stat.st_ino,
+            interfaces.join(",")
+        );
+    }
     Ok(0)
 }

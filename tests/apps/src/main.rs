@@ -100,6 +100,7 @@ fn dispatch(args: &[String]) -> modes::ModeResult {
         "mem-bomb" => modes::mem_bomb(rest),
         "hold-counters" => counters::hold_counters(),
         "counters-check" => counters::counters_check(),
+        "socket-netns" => counters::socket_netns(rest),
         other => Err(format!("unknown mode {other:?}")),
     }
 }

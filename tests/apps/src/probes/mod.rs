@@ -16,6 +16,7 @@ use std::ffi::CString;
 
 use crate::report::{Outcome, ProbeArgs};
 
+pub use kernel::interface_names;
 pub use leaks::open_fds;
 
 /// One probe: a name (stable; harnesses key their expectations on it) and what it runs.
