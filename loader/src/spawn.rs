@@ -249,23 +249,20 @@ impl PendingJail {
         }
 
         let mut reports = BufReader::new(File::from(report_read));
+        let channel = File::from(channel);
         let handed_over = (|| {
-            // Sent by the child as soon as it made its network namespace, long before now.
-            let broker_end = sys::receive_fd(channel.as_fd()).map_err(LaunchError::HandOff)?;
             // Written before the loader runs when the pipe can hold it, so it never waits for us.
             let (input_write, pending_input) =
                 write_if_it_fits(input_write, framed).map_err(LaunchError::HandOff)?;
             write_id_maps(pid, &identity)?;
-            File::from(channel)
-                .write_all(&[1])
-                .map_err(LaunchError::HandOff)?;
+            (&channel).write_all(&[1]).map_err(LaunchError::HandOff)?;
             // Closed after writing: EOF ends the list.
             File::from(sources_write)
                 .write_all(&source_list)
                 .map_err(LaunchError::HandOff)?;
-            Ok::<_, LaunchError>((input_write, pending_input, broker_end))
+            Ok::<_, LaunchError>((input_write, pending_input))
         })();
-        let (input_write, pending_input, broker_end) = match handed_over {
+        let (input_write, pending_input) = match handed_over {
             Ok(handed) => handed,
             // The child's own failure record, if it wrote one, says more than our error.
             Err(e) => return Err(child_failure_record(&mut reports, &sources).unwrap_or(e)),
@@ -279,6 +276,9 @@ impl PendingJail {
         // EOF tells the loader that its cgroup is ready (see the module doc).
         drop(input_write);
         let (abi, fully) = read_until_started(&mut reports, &sources)?;
+        // Sent by the child right after it made its network namespace, before it waited for the
+        // id maps: there since long before the app started, so taking it only now never waits.
+        let broker_end = sys::receive_fd(channel.as_fd()).map_err(LaunchError::HandOff)?;
         jail.started(abi, fully, reports);
         Ok((jail, broker_end))
     }
