@@ -8,8 +8,7 @@
 //!                                       its other end <---- over the channel (SCM_RIGHTS),
 //!                                       wait on the channel
 //! (elastos run: verify, plan the bundle)
-//! start: receive the broker's end,
-//!        write the LoaderInput,
+//! start: write the LoaderInput,
 //! uid_map/gid_map
 //! go-ahead, the host paths -------------> restore CPU affinity, open the host paths at fds 6+,
 //!                                        become uid 0 of the namespace, PDEATHSIG,
@@ -18,6 +17,7 @@
 //! close the input pipe ----------------> on EOF: joins the cgroup, pivot_root, cgroup
 //!                                        namespace, fork the app
 //! read reports until `ready` <---------- ... exec entry (report pipe closes on exec)
+//! take the broker's end of fd 3 (waiting on the channel since the child sent it)
 //! ```
 //!
 //! The cgroup is made while the loader builds the filesystem (each takes ~0.2-0.4 ms here); the
@@ -95,9 +95,8 @@ struct Pending {
 }
 
 /// Creates a jail's first process in new user, mount, pid, net, ipc and uts namespaces, before
-/// the plan is known: `elastos run` verifies and plans the bundle
-/// while the kernel builds the namespaces (the network namespace alone costs ~0.25 ms here, made
-/// by the child itself). Nothing of any bundle reaches the process before
+/// the plan is known: `elastos run` verifies and plans the bundle while the kernel builds the
+/// namespaces (the network namespace alone costs ~0.25 ms here, made by the child itself). Nothing of any bundle reaches the process before
 /// [`PendingJail::start`].
 ///
 /// The app's fd 3 is made by that process, in the jail's network namespace (see
@@ -134,7 +133,7 @@ pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
     // mount source), so that moving it into place never overwrites one of them. Just above, not
     // at some round number: growing the fd table past its initial 64 slots makes the kernel wait
     // for an RCU grace period when the process has threads (the embedded broker), ~8 ms here.
-    let floor = fds::FIRST_SOURCE + MAX_MOUNT_SOURCES as RawFd;
+    let floor = sys::FIXED_FDS_END;
     let above = |fd: &OwnedFd| sys::dup_above(fd.as_raw_fd(), floor).map_err(LaunchError::Fds);
     let handed: Vec<(OwnedFd, RawFd)> = vec![
         (above(&input_read)?, fds::INPUT),
@@ -149,7 +148,6 @@ pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
 
     let mut setup = ChildSetup::new(
         child_channel.as_raw_fd(),
-        floor,
         sources_read.as_raw_fd(),
         report_write.as_raw_fd(),
         handed

@@ -14,6 +14,10 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 /// The first mount source's fd in the loader (`handoff::fds::FIRST_SOURCE`).
 const FIRST_SOURCE_FD: RawFd = elastos_handoff::fds::FIRST_SOURCE;
 
+/// The lowest fd number above every fixed one (fds 3-5 and one per mount source): what the
+/// child keeps waits there or above until it is moved into place.
+pub const FIXED_FDS_END: RawFd = FIRST_SOURCE_FD + crate::input::MAX_MOUNT_SOURCES as RawFd;
+
 /// Size of the child's stack between clone() and execve(); it only runs a few raw syscalls.
 const CHILD_STACK_BYTES: usize = 64 * 1024;
 
@@ -86,9 +90,6 @@ pub struct ChildSetup {
     /// are written. EOF instead means the launcher gave up (or died: PR_SET_PDEATHSIG cannot be
     /// set before the id change, which clears it).
     pub channel: RawFd,
-    /// The lowest fd number above every fixed one (fds 3-5 and the mount sources): where the
-    /// app's end of fd 3 waits until it is moved into place.
-    pub fd_floor: RawFd,
     /// Read end of the pipe carrying the host paths to open (O_PATH) at `fds::FIRST_SOURCE` and
     /// up, each ending in NUL, until EOF. Opened here, in the child, because a bind mount's
     /// source must be a mount of the caller's own mount namespace, and before the id change,
@@ -120,10 +121,8 @@ const SOURCE_LIST_BYTES: usize = 64 * 1024;
 
 impl ChildSetup {
     /// Prepares the child's state; `argv`/`envp` are the loader's.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         channel: RawFd,
-        fd_floor: RawFd,
         sources_read: RawFd,
         report: RawFd,
         fd_moves: Vec<(RawFd, RawFd)>,
@@ -139,7 +138,6 @@ impl ChildSetup {
         keep.dedup();
         ChildSetup {
             channel,
-            fd_floor,
             sources_read,
             report,
             fd_moves,
@@ -504,7 +502,7 @@ fn make_ipc_socket(setup: &ChildSetup) -> Result<RawFd, ChildFailure> {
             return Err(failed);
         }
         let [app, broker] = pair;
-        let moved = libc::fcntl(app, libc::F_DUPFD_CLOEXEC, setup.fd_floor);
+        let moved = libc::fcntl(app, libc::F_DUPFD_CLOEXEC, FIXED_FDS_END);
         libc::close(app);
         if moved < 0 {
             libc::close(broker);
