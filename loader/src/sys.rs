@@ -539,7 +539,7 @@ fn make_ipc_socket(setup: &ChildSetup) -> Result<RawFd, ChildFailure> {
     }
 }
 
-/// Receives the one fd the jail's first process sends on `channel` ([`make_ipc_socket`]):
+/// Receives the one fd the jail's first process sends on `channel` (`make_ipc_socket`):
 /// close-on-exec here. EOF (the process is gone before it sent it) is `UnexpectedEof`.
 pub fn receive_fd(channel: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
