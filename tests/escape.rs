@@ -260,6 +260,9 @@ const EXPECTATIONS: &[Expectation] = &[
     expect("posix-spawn", ProcessCreation, FILTERED),
     expect("system", ProcessCreation, FILTERED),
     expect("exec-usr-bin-true", ProcessCreation, NOT_EXECUTABLE),
+    // The probe app is a static executable: its jail gives no execute right on the dynamic
+    // loader (for a dynamic entry, see `a_dynamic_entry_runs_host_programs_only_inside_the_jail`).
+    expect("exec-ld-so-usr-bin-true", ProcessCreation, NOT_EXECUTABLE),
     expect("exec-home-file", ProcessCreation, NOT_EXECUTABLE),
     expect("exec-tmp-file", ProcessCreation, NOT_EXECUTABLE),
     expect("setuid-bit-home", ProcessCreation, NOT_EXECUTABLE),
@@ -519,4 +522,257 @@ fn expectations_tell_denial_from_success() {
     };
     assert!(FILTERED.matches(&denied));
     assert!(!READ_ONLY.matches(&denied));
+}
+
+// Kernel counters charged to the app, not to its launcher (issue #14, part 2).
+//
+// The kernel counts inotify instances and watches, pending signals and namespaces per user, at
+// every level of the user-namespace tree. The jail's app holds as much of each as it can, and a
+// process of the launching user must still get its own meanwhile. Before the fix, launched by
+// root, the app held root's 128 inotify instances and 96,369 pending signals, and root's
+// `inotify_init1` failed with EMFILE and its `sigqueue` with EAGAIN.
+
+/// App id of the bundle that holds the counters.
+const COUNTERS_APP_ID: &str = "2c7d9e41-6a3b-4f58-8e1d-0b9c4a7f3e25";
+
+/// `key=value` words of a line, as numbers.
+fn numbers(line: &str) -> BTreeMap<String, i64> {
+    key_values(line)
+        .into_iter()
+        .map(|(key, value)| {
+            let number = value
+                .parse()
+                .unwrap_or_else(|_| panic!("{key}={value:?} in {line:?} is not a number"));
+            (key, number)
+        })
+        .collect()
+}
+
+/// `key=value` words of a line.
+fn key_values(line: &str) -> BTreeMap<String, String> {
+    line.split_whitespace()
+        .filter_map(|word| word.split_once('='))
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect()
+}
+
+/// Lets the holding app go when dropped, also when an assertion failed first.
+struct Release(std::path::PathBuf);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, "");
+    }
+}
+
+fn kernel_counters_are_charged_to_the_app(user: User) {
+    use elastos_handoff::kernel_counters::{PENDING_SIGNALS, USER_NAMESPACE_LIMITS};
+    let limit = |name: &str| {
+        USER_NAMESPACE_LIMITS
+            .iter()
+            .find(|limit| limit.name == name)
+            .map(|limit| limit.value as i64)
+            .unwrap_or_else(|| panic!("no limit {name}"))
+    };
+    let harness = Harness::new(user);
+    // More open files than inotify instances a user may have, so that the instance limit, not
+    // the fd limit, is what stops the app.
+    let bundle = harness.probe_bundle("counters", COUNTERS_APP_ID, "open_files = 256");
+    let holder = harness.run(&bundle, &["hold-counters"]).spawn();
+    let homes = harness.elastos_home().join("homes");
+    let home = || {
+        std::fs::read_dir(&homes)
+            .ok()?
+            .flatten()
+            .map(|publisher| publisher.path().join(COUNTERS_APP_ID))
+            .find(|home| home.join("held").is_file())
+    };
+    assert!(
+        common::eventually(std::time::Duration::from_secs(60), || home().is_some()),
+        "the app never said it holds the counters:\n{}",
+        holder.wait().stderr_text()
+    );
+    let home = home().expect("found above");
+    let release = Release(home.join("release"));
+    let held = numbers(&std::fs::read_to_string(home.join("held")).unwrap());
+    let check = harness
+        .unjailed_probe(&harness.host_home())
+        .arg("counters-check")
+        .output();
+    let check = numbers(&check.assert_code(0).stdout_text());
+    drop(release);
+    holder.wait().assert_code(0);
+    eprintln!("as {user:?}: the app held {held:?}; the launching user then got {check:?}");
+
+    assert_eq!(
+        (held["instances"], held["instances_errno"]),
+        (limit("max_inotify_instances"), i64::from(libc::EMFILE)),
+        "the app's inotify instances stop at its own limit"
+    );
+    assert_eq!(
+        (held["watches"], held["watches_errno"]),
+        (limit("max_inotify_watches"), i64::from(libc::ENOSPC)),
+        "the app's inotify watches stop at its own limit"
+    );
+    assert_eq!(
+        held["signals"], PENDING_SIGNALS as i64,
+        "the app's pending signals stop at its RLIMIT_SIGPENDING"
+    );
+    assert_eq!(
+        check["inotify"], 0,
+        "the launching user gets an inotify instance"
+    );
+    assert_eq!(
+        check["watch"], 0,
+        "the launching user gets an inotify watch"
+    );
+    assert_eq!(
+        check["sigqueue"], 0,
+        "the launching user can queue a signal to itself"
+    );
+    if user == User::Root {
+        // The app runs as a uid of its own, whose pipe pages are not root's, and its namespace
+        // is not root's either: none of its pending signals counts as root's.
+        assert_eq!(check["pipe_size"], 65536, "root gets a full-size pipe");
+        assert!(
+            check["user_pending_signals"] < PENDING_SIGNALS as i64,
+            "the app's {} pending signals are counted as root's: {check:?}",
+            held["signals"]
+        );
+    }
+}
+
+#[test]
+fn kernel_counters_are_charged_to_the_app_when_launched_by_root() {
+    kernel_counters_are_charged_to_the_app(User::Root);
+}
+
+#[test]
+fn kernel_counters_are_charged_to_the_app_when_launched_by_an_unprivileged_user() {
+    kernel_counters_are_charged_to_the_app(User::Unprivileged);
+}
+
+// The dynamic loader (issue #14, part 5). Run as a program, `ld.so FILE` runs any file it can
+// read, and Landlock sees only the loader's execution. A static entry's jail has no execute
+// right on it (the escape probe `exec-ld-so-usr-bin-true`, the probe app being static); a
+// dynamic entry needs it, so for one the guarantee is weaker, and `policy show` says which.
+
+/// App id of the bundle whose entry is the host's (dynamically linked) `dash`.
+const DYNAMIC_APP_ID: &str = "8e4b1f2a-5c6d-4e7f-a0b1-c2d3e4f5a6b7";
+
+#[test]
+fn a_dynamic_entry_runs_host_programs_through_the_loader_only_inside_its_jail() {
+    let harness = Harness::new(User::Root);
+    let manifest = common::probe_manifest(DYNAMIC_APP_ID, "sh", "");
+    let dir = harness.stage("dynamic", &manifest, &[("sh", Path::new("/bin/dash"))]);
+    let dynamic = harness.pack(&dir);
+    // `exec` replaces the shell (no fork, which the jail refuses) by the loader running cat.
+    let out = harness
+        .run(
+            &dynamic,
+            &[
+                "-c",
+                "exec /lib64/ld-linux-x86-64.so.2 /usr/bin/cat /proc/self/status",
+            ],
+        )
+        .output();
+    let status = out.assert_code(0).stdout_text();
+    for jailed in [
+        "Uid:\t1000\t1000\t1000\t1000",
+        "CapEff:\t0000000000000000",
+        "NoNewPrivs:\t1",
+        "Seccomp:\t2",
+    ] {
+        assert!(
+            status.lines().any(|line| line == jailed),
+            "the host program ran outside the jail's rules ({jailed:?} missing):\n{status}"
+        );
+    }
+    let shown = |bundle: &Path| {
+        let out = harness
+            .elastos()
+            .args(["policy", "show"])
+            .arg(bundle)
+            .output();
+        let text = out.assert_code(0).stdout_text();
+        text.lines()
+            .find(|line| line.starts_with("  programs it can execute: "))
+            .unwrap_or_else(|| panic!("policy show says nothing about programs:\n{text}"))
+            .to_owned()
+    };
+    let dynamic_says = shown(&dynamic);
+    assert!(
+        dynamic_says.contains("any host program it can read")
+            && dynamic_says.contains("/lib64/ld-linux-x86-64.so.2"),
+        "{dynamic_says}"
+    );
+    let probe = harness.probe_bundle("static", PROBE_APP_ID, "");
+    let static_says = shown(&probe);
+    assert!(
+        static_says.contains("only the files of its bundle (the entry is statically linked"),
+        "{static_says}"
+    );
+}
+
+// The app's fd 3 belongs to the jail's network namespace (issue #14, part 4). A socket answers
+// network requests (SIOCGIFCONF, SIOCETHTOOL, ...) about the namespace it was created in; made
+// by the launcher, fd 3 was a socket of the host's, and listed the host's `lo,eth0` from the
+// jail (the ioctl allow-list refuses those requests now; this takes the socket itself out of
+// the host's namespace).
+
+fn the_apps_socket_belongs_to_the_jails_network_namespace(user: User) {
+    use std::os::unix::fs::MetadataExt;
+    let harness = Harness::new(user);
+    let bundle = harness.probe_bundle(PROBE_STAGING, PROBE_APP_ID, "");
+    let token = common::unique_token("netns");
+    let running = harness.run(&bundle, &["sleep", "30", &token]).spawn();
+    let launcher = running.pid();
+    let mut app = Vec::new();
+    // The app, not the jail's first process before it execs the loader (a copy of the
+    // launcher, with its command line): argv[0] is the entry's name.
+    let started = common::eventually(std::time::Duration::from_secs(10), || {
+        app = common::processes_with(&token, &[launcher])
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|cmdline| cmdline.starts_with(b"elastos-probe\0"))
+            })
+            .collect();
+        app.len() == 1
+    });
+    assert!(started, "the app never showed up in /proc: {app:?}");
+    let app = app[0];
+    let namespace = |path: String| {
+        std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("stat {path}: {e}"))
+            .ino()
+    };
+    let jail = namespace(format!("/proc/{app}/ns/net"));
+    let host = namespace("/proc/self/ns/net".to_owned());
+    assert_ne!(jail, host, "the app runs in a network namespace of its own");
+    // Root takes a copy of the app's fd 3 (pidfd_getfd) and asks the kernel whose it is.
+    let root = Harness::new(User::Root);
+    let out = root
+        .unjailed_probe(&root.host_home())
+        .args(["socket-netns", &app.to_string(), "3"])
+        .output();
+    let socket = key_values(&out.assert_code(0).stdout_text());
+    drop(running);
+    assert_eq!(
+        socket["socket_netns"],
+        jail.to_string(),
+        "fd 3 belongs to the jail's network namespace (the host's is {host})"
+    );
+    // The jail's namespace has only `lo`, down and so without an address: nothing is listed.
+    assert_eq!(socket["interfaces"], "", "{socket:?}");
+}
+
+#[test]
+fn the_apps_socket_belongs_to_the_jails_network_namespace_when_launched_by_root() {
+    the_apps_socket_belongs_to_the_jails_network_namespace(User::Root);
+}
+
+#[test]
+fn the_apps_socket_belongs_to_the_jails_network_namespace_when_launched_by_an_unprivileged_user() {
+    the_apps_socket_belongs_to_the_jails_network_namespace(User::Unprivileged);
 }

@@ -13,7 +13,7 @@ use elastos_bundle::{open_verified_cached, BundleError, UnpackLimits};
 use elastos_identity::{KeyError, OwnershipError, TrustError};
 use elastos_loader::{LaunchError, LaunchOptions, RunningJail};
 use elastos_policy::{
-    Ceilings, CeilingsError, ExcessError, HostEnv, JailPlan, Manifest, PolicyError,
+    Ceilings, CeilingsError, EntryLinkage, ExcessError, HostEnv, JailPlan, Manifest, PolicyError,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -98,9 +98,6 @@ pub enum AppError {
         #[source]
         source: io::Error,
     },
-    /// The socket pair that becomes the app's fd 3 could not be created.
-    #[error("cannot create the app's IPC socket")]
-    IpcSocket(#[source] io::Error),
     /// The jail's policy could not be built.
     #[error(transparent)]
     Policy(#[from] PolicyError),
@@ -246,7 +243,15 @@ pub fn prepare(
     if admission != Admission::CheckOnly {
         create_private_dir(&home)?;
     }
-    let plan = JailPlan::build(&manifest, unpacked.root(), &home, args, host)?;
+    let entry = unpacked.root().join(manifest.entry());
+    let plan = JailPlan::build(
+        &manifest,
+        unpacked.root(),
+        &home,
+        args,
+        host,
+        entry_linkage(&entry)?,
+    )?;
     Ok(PreparedApp {
         manifest,
         publisher: *verified.publisher().as_bytes(),
@@ -254,6 +259,19 @@ pub fn prepare(
         provides: admitted.provides,
         plan,
     })
+}
+
+/// How the bundle's entry is linked, from its first bytes (see [`EntryLinkage`]).
+fn entry_linkage(entry: &Path) -> Result<EntryLinkage, AppError> {
+    use std::io::Read;
+    let mut prefix = Vec::with_capacity(elastos_policy::linkage::ELF_PREFIX_BYTES);
+    fs::File::open(entry)
+        .and_then(|file| {
+            file.take(elastos_policy::linkage::ELF_PREFIX_BYTES as u64)
+                .read_to_end(&mut prefix)
+        })
+        .map_err(dir_error(entry))?;
+    Ok(EntryLinkage::from_elf_prefix(&prefix))
 }
 
 /// The ceilings on manifests' limits in force: the administrator's file
@@ -374,8 +392,9 @@ pub struct StartedApp {
     pub jail: RunningJail,
     /// Who the app is, from its verified bundle: what the broker serves its connection as.
     pub identity: AppIdentity,
-    /// The broker's end of the app's fd 3. What the app writes waits in the socket until a
-    /// broker serves it.
+    /// The broker's end of the app's fd 3, made with it in the jail's network namespace (see
+    /// `elastos_loader::spawn`). What the app writes waits in the socket until a broker serves
+    /// it.
     pub broker_end: StdUnixStream,
 }
 
@@ -391,14 +410,13 @@ pub fn start_app(
     request: &StartRequest<'_>,
     observe: &mut dyn FnMut(StartPhase),
 ) -> Result<StartedApp, AppError> {
-    let (broker_end, app_end) = StdUnixStream::pair().map_err(AppError::IpcSocket)?;
     let pending = {
         // No cache file is open for writing while the jail's first process is cloned (it
         // copies every fd of this process until it closes what it was not given).
         let _no_writers = elastos_bundle::exec_fork_lock()
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        elastos_loader::spawn(app_end.into(), request.options)?
+        elastos_loader::spawn(request.options)?
     };
     observe(StartPhase::Verifying);
     let admission = Admission::Record {
@@ -414,10 +432,10 @@ pub fn start_app(
     );
     observe(StartPhase::Verified);
     let prepared = prepared?;
-    let jail = pending.start(&prepared.plan)?;
+    let (jail, broker_end) = pending.start(&prepared.plan)?;
     Ok(StartedApp {
         jail,
         identity: prepared.identity(),
-        broker_end,
+        broker_end: broker_end.into(),
     })
 }

@@ -16,17 +16,47 @@ pub struct HostIdentity {
 /// First host uid of the range from which a root launcher gives each app its own uid.
 pub const ROOT_MODE_UID_BASE: u32 = 0x5000_0000;
 
+/// First host uid of the range from which a root launcher picks the owner of each jail's user
+/// namespace ([`HostIdentity::namespace_owner`]).
+pub const NAMESPACE_OWNER_UID_BASE: u32 = 0x5100_0000;
+
+/// FNV-1a, 24 bits: an offset into a uid range.
+fn uid_offset(bytes: &[u8]) -> u32 {
+    let hash = bytes.iter().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    });
+    hash & 0x00ff_ffff
+}
+
 impl HostIdentity {
+    /// The host uid that owns the next jail's user namespace when launched by root (None
+    /// otherwise: an unprivileged launcher's namespaces are its own).
+    ///
+    /// The kernel charges the jail's inotify instances, pending signals and namespaces to this
+    /// uid at the host's level (see `elastos_handoff::kernel_counters`), so it must not be root.
+    /// It is picked before the bundle, and so the app, is known (the jail's first process is
+    /// made while the bundle is verified), so it cannot be the app's uid: it is one per launch
+    /// (launcher pid and a sequence number), from a range of its own that no process runs as,
+    /// so no jail shares these counters with root or anyone else, and two jails rarely do.
+    pub fn namespace_owner() -> Option<u32> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        if !nix::unistd::getuid().is_root() {
+            return None;
+        }
+        let launch = NEXT.fetch_add(1, Ordering::Relaxed);
+        let mut key = std::process::id().to_le_bytes().to_vec();
+        key.extend_from_slice(&launch.to_le_bytes());
+        Some(NAMESPACE_OWNER_UID_BASE + uid_offset(&key))
+    }
+
     /// The identity for `app_id` when launched by the current user. As root, each app gets a
     /// dedicated unprivileged host uid/gid derived from its id (FNV-1a, 24 bits), so apps never
     /// run as host root and two apps rarely share a uid; otherwise the caller's uid/gid.
     pub fn for_app(app_id: &Uuid) -> HostIdentity {
         let uid = nix::unistd::getuid().as_raw();
         if uid == 0 {
-            let hash = app_id.as_bytes().iter().fold(0x811c_9dc5u32, |h, b| {
-                (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-            });
-            let id = ROOT_MODE_UID_BASE + (hash & 0x00ff_ffff);
+            let id = ROOT_MODE_UID_BASE + uid_offset(app_id.as_bytes());
             HostIdentity {
                 uid: id,
                 gid: id,

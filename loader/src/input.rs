@@ -180,6 +180,7 @@ mod tests {
             &root.join("home"),
             &["one".into()],
             &host,
+            elastos_policy::EntryLinkage::Static,
         )
         .expect("a plan")
     }

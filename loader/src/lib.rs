@@ -10,15 +10,16 @@
 //! loader only carry it out:
 //!
 //! 1. launcher ([`spawn`], then [`PendingJail::start`]): clone()s the jail's first process into
-//!    new user, mount, pid, ipc and uts namespaces (it makes its network namespace itself and
-//!    closes every fd it was not given), writes the id maps, sends it the host paths to open, the
-//!    loader's input and makes the cgroup; that process execs the loader;
+//!    new user, mount, pid, ipc and uts namespaces (it makes its network namespace itself, the
+//!    app's fd 3 in it, and closes every fd it was not given), writes the id maps, sends it the
+//!    host paths to open, the loader's input and makes the cgroup; that process execs the
+//!    loader;
 //! 2. loader (the `elastos-loader` binary, crate `loader/exe`, steps in the order of its
 //!    `jail::Step`): private mounts, hostname, filesystem on a tmpfs, cgroup join, pivot_root,
-//!    cgroup namespace, rlimits, a nested user namespace for the app's uid, capabilities dropped,
-//!    no_new_privs, Landlock, seccomp (last), execve of the entry. It links neither libc nor std,
-//!    so its start costs an exec and nothing more; it shares `elastos-handoff` (what crosses the exec)
-//!    with this crate.
+//!    cgroup namespace, rlimits and kernel counter limits, a nested user namespace for the
+//!    app's uid, capabilities dropped, no_new_privs, Landlock, seccomp (last), execve of the
+//!    entry. It links neither libc nor std, so its start costs an exec and nothing more; it
+//!    shares `elastos-handoff` (what crosses the exec) with this crate.
 //!
 //! Non-features: no network inside the jail (an empty net namespace is the point), no setuid
 //! helper (unprivileged users rely on user namespaces), no seccomp user-notification.

@@ -4,17 +4,20 @@
 //! ```text
 //! launcher (host)                       child / loader (new user, mount, pid, net, ipc, uts ns)
 //! spawn: pipes, clone(CLONE_NEW*, ----> close every fd it was not given,
-//!        CLONE_PIDFD)                   unshare(CLONE_NEWNET), wait on the sync pipe
+//!        CLONE_PIDFD)                   unshare(CLONE_NEWNET), socketpair (the app's fd 3),
+//!                                       its other end <---- over the channel (SCM_RIGHTS),
+//!                                       wait on the channel
 //! (elastos run: verify, plan the bundle)
 //! start: write the LoaderInput,
 //! uid_map/gid_map
-//! sync, the host paths ----------------> restore CPU affinity, open the host paths at fds 6+,
+//! go-ahead, the host paths -------------> restore CPU affinity, open the host paths at fds 6+,
 //!                                        become uid 0 of the namespace, PDEATHSIG,
 //!                                        execveat(loader)
 //! create the cgroup                      loader reads the input, builds the filesystem;
 //! close the input pipe ----------------> on EOF: joins the cgroup, pivot_root, cgroup
 //!                                        namespace, fork the app
 //! read reports until `ready` <---------- ... exec entry (report pipe closes on exec)
+//! take the broker's end of fd 3 (waiting on the channel since the child sent it)
 //! ```
 //!
 //! The cgroup is made while the loader builds the filesystem (each takes ~0.2-0.4 ms here); the
@@ -82,23 +85,29 @@ struct Pending {
     pid: i32,
     handle: JailHandle,
     options: LaunchOptions,
-    sync_write: OwnedFd,
+    /// Our end of the channel: the child sends the broker's end of fd 3 on it, we send it the
+    /// go-ahead byte once the id maps are written.
+    channel: OwnedFd,
     sources_write: OwnedFd,
     input_write: OwnedFd,
     report_read: OwnedFd,
     signals: BlockedSignals,
 }
 
-/// Creates a jail's first process in new user, mount, pid, net, ipc and uts namespaces, with
-/// `ipc` as the app's fd 3, before the plan is known: `elastos run` verifies and plans the bundle
-/// while the kernel builds the namespaces (the network namespace alone costs ~0.25 ms here, made
-/// by the child itself). Nothing of any bundle reaches the process before
+/// Creates a jail's first process in new user, mount, pid, net, ipc and uts namespaces, before
+/// the plan is known: `elastos run` verifies and plans the bundle while the kernel builds the
+/// namespaces (the network namespace alone costs ~0.25 ms here, made by the child itself). Nothing of any bundle reaches the process before
 /// [`PendingJail::start`].
+///
+/// The app's fd 3 is made by that process, in the jail's network namespace (see
+/// [`PendingJail::start`], which returns the broker's end): a socket belongs to the network
+/// namespace it was created in, and one of the host's would answer network requests about the
+/// host's interfaces.
 ///
 /// Blocks SIGINT, SIGTERM, SIGHUP and SIGCHLD in the calling thread (they are handled by
 /// [`RunningJail::wait`]); call it from the thread that will wait, and keep that thread alive as
 /// long as the app: the app is killed when the thread that started it exits (PR_SET_PDEATHSIG).
-pub fn spawn(ipc: OwnedFd, options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
+pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
     let loader = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_CLOEXEC)
@@ -111,29 +120,34 @@ pub fn spawn(ipc: OwnedFd, options: &LaunchOptions) -> Result<PendingJail, Launc
         || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LaunchError::Fds(e.into()));
     let (input_read, input_write) = pipe()?;
     let (report_read, report_write) = pipe()?;
-    let (sync_read, sync_write) = pipe()?;
+    let (channel, child_channel) = nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::Stream,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| LaunchError::Fds(e.into()))?;
     let (sources_read, sources_write) = pipe()?;
 
     // Everything the child keeps is first moved above the fixed numbers (3, 4, 5, then one per
     // mount source), so that moving it into place never overwrites one of them. Just above, not
     // at some round number: growing the fd table past its initial 64 slots makes the kernel wait
     // for an RCU grace period when the process has threads (the embedded broker), ~8 ms here.
-    let floor = fds::FIRST_SOURCE + MAX_MOUNT_SOURCES as RawFd;
+    let floor = sys::FIXED_FDS_END;
     let above = |fd: &OwnedFd| sys::dup_above(fd.as_raw_fd(), floor).map_err(LaunchError::Fds);
     let handed: Vec<(OwnedFd, RawFd)> = vec![
-        (above(&ipc)?, fds::IPC),
         (above(&input_read)?, fds::INPUT),
         (above(&report_write)?, fds::REPORT),
     ];
-    let (sync_read, sources_read, loader) = (
-        above(&sync_read)?,
+    let (child_channel, sources_read, loader) = (
+        above(&child_channel)?,
         above(&sources_read)?,
         above(&loader.into())?,
     );
-    drop((ipc, input_read));
+    drop(input_read);
 
     let mut setup = ChildSetup::new(
-        sync_read.as_raw_fd(),
+        child_channel.as_raw_fd(),
         sources_read.as_raw_fd(),
         report_write.as_raw_fd(),
         handed
@@ -151,14 +165,25 @@ pub fn spawn(ipc: OwnedFd, options: &LaunchOptions) -> Result<PendingJail, Launc
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS;
-    let (pid, pidfd) = sys::spawn_jailed_child(flags, &mut setup)
-        .map_err(|source| LaunchError::Namespaces { source })?;
-    drop((handed, sync_read, sources_read, loader, report_write, setup));
+    let mut clone = || sys::spawn_jailed_child(flags, &mut setup);
+    let cloned = match HostIdentity::namespace_owner() {
+        Some(owner) => sys::as_namespace_owner(owner, clone).and_then(|cloned| cloned),
+        None => clone(),
+    };
+    let (pid, pidfd) = cloned.map_err(|source| LaunchError::Namespaces { source })?;
+    drop((
+        handed,
+        child_channel,
+        sources_read,
+        loader,
+        report_write,
+        setup,
+    ));
     Ok(PendingJail(Some(Pending {
         pid,
         handle: JailHandle::new(pidfd),
         options: options.clone(),
-        sync_write,
+        channel,
         sources_write,
         input_write,
         report_read,
@@ -168,13 +193,14 @@ pub fn spawn(ipc: OwnedFd, options: &LaunchOptions) -> Result<PendingJail, Launc
 
 impl PendingJail {
     /// Builds `plan` around the waiting process: id maps, mount sources, the loader's input, the
-    /// cgroup; returns once the app's entry runs.
-    pub fn start(mut self, plan: &JailPlan) -> Result<RunningJail, LaunchError> {
+    /// cgroup; returns once the app's entry runs, with the broker's end of the app's fd 3 (a
+    /// socket of the jail's network namespace, like the app's end).
+    pub fn start(mut self, plan: &JailPlan) -> Result<(RunningJail, OwnedFd), LaunchError> {
         let Pending {
             pid,
             handle,
             options,
-            sync_write,
+            channel,
             sources_write,
             input_write,
             report_read,
@@ -221,14 +247,13 @@ impl PendingJail {
         }
 
         let mut reports = BufReader::new(File::from(report_read));
+        let channel = File::from(channel);
         let handed_over = (|| {
             // Written before the loader runs when the pipe can hold it, so it never waits for us.
             let (input_write, pending_input) =
                 write_if_it_fits(input_write, framed).map_err(LaunchError::HandOff)?;
             write_id_maps(pid, &identity)?;
-            File::from(sync_write)
-                .write_all(&[1])
-                .map_err(LaunchError::HandOff)?;
+            (&channel).write_all(&[1]).map_err(LaunchError::HandOff)?;
             // Closed after writing: EOF ends the list.
             File::from(sources_write)
                 .write_all(&source_list)
@@ -249,8 +274,11 @@ impl PendingJail {
         // EOF tells the loader that its cgroup is ready (see the module doc).
         drop(input_write);
         let (abi, fully) = read_until_started(&mut reports, &sources)?;
+        // Sent by the child right after it made its network namespace, before it waited for the
+        // id maps: there since long before the app started, so taking it only now never waits.
+        let broker_end = sys::receive_fd(channel.as_fd()).map_err(LaunchError::HandOff)?;
         jail.started(abi, fully, reports);
-        Ok(jail)
+        Ok((jail, broker_end))
     }
 }
 

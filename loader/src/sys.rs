@@ -14,6 +14,10 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 /// The first mount source's fd in the loader (`handoff::fds::FIRST_SOURCE`).
 const FIRST_SOURCE_FD: RawFd = elastos_handoff::fds::FIRST_SOURCE;
 
+/// The lowest fd number above every fixed one (fds 3-5 and one per mount source): what the
+/// child keeps waits there or above until it is moved into place.
+pub const FIXED_FDS_END: RawFd = FIRST_SOURCE_FD + crate::input::MAX_MOUNT_SOURCES as RawFd;
+
 /// Size of the child's stack between clone() and execve(); it only runs a few raw syscalls.
 const CHILD_STACK_BYTES: usize = 64 * 1024;
 
@@ -48,6 +52,9 @@ pub enum ChildStep {
     RestoreAffinity = 10,
     /// setsid(): the jail is a session of its own, without a controlling terminal.
     NewSession = 11,
+    /// Making the app's fd 3 (a socketpair in the jail's network namespace) and sending the
+    /// broker's end to the launcher.
+    IpcSocket = 12,
 }
 
 impl ChildStep {
@@ -66,6 +73,7 @@ impl ChildStep {
             ReadMountSources,
             RestoreAffinity,
             NewSession,
+            IpcSocket,
         ]
         .into_iter()
         .find(|step| *step as u8 == byte)
@@ -77,10 +85,11 @@ impl ChildStep {
 /// The child is created before the launcher knows the jail's mounts (it verifies the bundle
 /// meanwhile), so it gets the host paths to open over a pipe once it may go on.
 pub struct ChildSetup {
-    /// Read end of the pipe on which the launcher signals that the id maps are written. EOF
-    /// instead means the launcher gave up (or died: PR_SET_PDEATHSIG cannot be set before the id
-    /// change, which clears it).
-    pub sync_read: RawFd,
+    /// The child's end of a unix socket pair with the launcher. The child sends the broker's
+    /// end of the app's fd 3 on it (SCM_RIGHTS); the launcher sends one byte once the id maps
+    /// are written. EOF instead means the launcher gave up (or died: PR_SET_PDEATHSIG cannot be
+    /// set before the id change, which clears it).
+    pub channel: RawFd,
     /// Read end of the pipe carrying the host paths to open (O_PATH) at `fds::FIRST_SOURCE` and
     /// up, each ending in NUL, until EOF. Opened here, in the child, because a bind mount's
     /// source must be a mount of the caller's own mount namespace, and before the id change,
@@ -113,7 +122,7 @@ const SOURCE_LIST_BYTES: usize = 64 * 1024;
 impl ChildSetup {
     /// Prepares the child's state; `argv`/`envp` are the loader's.
     pub fn new(
-        sync_read: RawFd,
+        channel: RawFd,
         sources_read: RawFd,
         report: RawFd,
         fd_moves: Vec<(RawFd, RawFd)>,
@@ -121,14 +130,14 @@ impl ChildSetup {
         loader: RawFd,
         argv: Vec<CString>,
     ) -> Self {
-        let mut keep: Vec<RawFd> = [sync_read, sources_read, report, loader]
+        let mut keep: Vec<RawFd> = [channel, sources_read, report, loader]
             .into_iter()
             .chain(fd_moves.iter().map(|(from, _)| *from))
             .collect();
         keep.sort_unstable();
         keep.dedup();
         ChildSetup {
-            sync_read,
+            channel,
             sources_read,
             report,
             fd_moves,
@@ -208,6 +217,39 @@ pub fn spawn_jailed_child(
         unsafe { libc::sched_setaffinity(pid, std::mem::size_of_val(&others), &others) };
     }
     Ok((pid, pidfd))
+}
+
+/// Runs `f` (which clones the jail's first process) with this thread's effective uid set to
+/// `owner`, so that the user namespace it creates is owned by `owner` instead of root. Root
+/// launcher only: its real and saved uid stay 0, and so does its filesystem uid, so the child
+/// reaches the same host paths as before (it opens the mount sources).
+///
+/// Why: the kernel charges what a user namespace's processes hold (inotify instances and
+/// watches, pending signals, namespaces) to the namespace's owner at the level above it (see
+/// `elastos_handoff::kernel_counters`): owned by root, a jail used up root's counters. Only the
+/// calling thread changes: raw syscalls, not glibc's wrappers, which would change every thread
+/// of the process (the embedded broker's too). The change makes the process non-dumpable
+/// (`commit_creds`), so its dumpable flag is restored after.
+pub fn as_namespace_owner<T>(owner: libc::uid_t, f: impl FnOnce() -> T) -> io::Result<T> {
+    const UNCHANGED: libc::uid_t = libc::uid_t::MAX;
+    // SAFETY: prctl and setres/setfsuid on integers; they change only this thread's
+    // credentials and this process's dumpable flag, which are restored below.
+    unsafe {
+        let dumpable = libc::prctl(libc::PR_GET_DUMPABLE);
+        if libc::syscall(libc::SYS_setresuid, UNCHANGED, owner, UNCHANGED) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        libc::syscall(libc::SYS_setfsuid, 0);
+        let result = f();
+        // Cannot fail: the real and saved uids are 0. A thread left as `owner` must not go on.
+        if libc::syscall(libc::SYS_setresuid, UNCHANGED, 0, UNCHANGED) < 0 {
+            std::process::abort();
+        }
+        if dumpable >= 0 {
+            libc::prctl(libc::PR_SET_DUMPABLE, dumpable as libc::c_ulong);
+        }
+        Ok(result)
+    }
 }
 
 /// (this thread's affinity, the same without the CPU it runs on), when that leaves any CPU.
@@ -300,8 +342,9 @@ fn run_child(child: &ChildContext) -> Result<Never, ChildFailure> {
             libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNET),
             ChildStep::NetNamespace,
         )?;
+        let app_socket = make_ipc_socket(setup)?;
         let mut byte = 0u8;
-        let n = libc::read(setup.sync_read, (&mut byte as *mut u8).cast(), 1);
+        let n = libc::read(setup.channel, (&mut byte as *mut u8).cast(), 1);
         if n != 1 {
             return Err((ChildStep::AwaitIdMaps, 0));
         }
@@ -343,7 +386,11 @@ fn run_child(child: &ChildContext) -> Result<Never, ChildFailure> {
                 n => listed += n as usize,
             }
         }
-        let mut highest_fd = setup.fd_moves.iter().map(|(_, to)| *to).fold(2, RawFd::max);
+        let mut highest_fd = setup
+            .fd_moves
+            .iter()
+            .map(|(_, to)| *to)
+            .fold(IPC_FD, RawFd::max);
         let (mut start, mut index) = (0, 0u16);
         for end in 0..listed {
             if *child.source_list.add(end) != 0 {
@@ -391,7 +438,11 @@ fn run_child(child: &ChildContext) -> Result<Never, ChildFailure> {
             ) as _,
             ChildStep::ParentDeathSignal,
         )?;
-        for &(from, to) in &setup.fd_moves {
+        for &(from, to) in setup
+            .fd_moves
+            .iter()
+            .chain(std::iter::once(&(app_socket, IPC_FD)))
+        {
             if from == to {
                 check(
                     libc::fcntl(from, libc::F_SETFD, 0) as _,
@@ -421,6 +472,104 @@ fn run_child(child: &ChildContext) -> Result<Never, ChildFailure> {
             libc::AT_EMPTY_PATH,
         );
         Err((ChildStep::ExecLoader, 0))
+    }
+}
+
+/// The app's fd 3 (`handoff::fds::IPC`).
+const IPC_FD: RawFd = elastos_handoff::fds::IPC;
+
+/// Makes the app's fd 3 in the child's own network namespace: a unix socket pair, whose other
+/// end goes to the launcher over the channel (SCM_RIGHTS) and is closed here. Returns the app's
+/// end, moved above every fixed fd number (close-on-exec until it is moved into place).
+///
+/// Why here: a socket belongs to the network namespace it is created in, and answers network
+/// ioctls about that namespace; made by the launcher, fd 3 was a socket of the host's
+/// (`SIOCGIFCONF` on it listed the host's interfaces). Async-signal-safe: raw syscalls on
+/// stack buffers.
+fn make_ipc_socket(setup: &ChildSetup) -> Result<RawFd, ChildFailure> {
+    let failed = (ChildStep::IpcSocket, 0);
+    let mut pair = [-1 as libc::c_int; 2];
+    // SAFETY: socketpair fills the two-int array; fcntl, sendmsg and close act on fds this
+    // process owns; the message and its control buffer are live, correctly sized locals.
+    unsafe {
+        if libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            pair.as_mut_ptr(),
+        ) != 0
+        {
+            return Err(failed);
+        }
+        let [app, broker] = pair;
+        let moved = libc::fcntl(app, libc::F_DUPFD_CLOEXEC, FIXED_FDS_END);
+        libc::close(app);
+        if moved < 0 {
+            libc::close(broker);
+            return Err(failed);
+        }
+        // One byte of payload (a stream socket carries no message of zero bytes) and one fd.
+        let mut payload = [1u8];
+        let mut iov = libc::iovec {
+            iov_base: payload.as_mut_ptr().cast(),
+            iov_len: payload.len(),
+        };
+        #[repr(C)]
+        struct OneFd {
+            header: libc::cmsghdr,
+            fd: libc::c_int,
+        }
+        let mut control: OneFd = std::mem::zeroed();
+        let mut message: libc::msghdr = std::mem::zeroed();
+        message.msg_iov = &mut iov;
+        message.msg_iovlen = 1;
+        message.msg_control = (&mut control as *mut OneFd).cast();
+        message.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) as _;
+        let header = libc::CMSG_FIRSTHDR(&message);
+        (*header).cmsg_level = libc::SOL_SOCKET;
+        (*header).cmsg_type = libc::SCM_RIGHTS;
+        (*header).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(header).cast::<libc::c_int>(), broker);
+        let sent = libc::sendmsg(setup.channel, &message, libc::MSG_NOSIGNAL);
+        libc::close(broker);
+        if sent != 1 {
+            return Err(failed);
+        }
+        Ok(moved)
+    }
+}
+
+/// Receives the one fd the jail's first process sends on `channel` (`make_ipc_socket`):
+/// close-on-exec here. EOF (the process is gone before it sent it) is `UnexpectedEof`.
+pub fn receive_fd(channel: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut payload = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut payload)];
+    let mut space = nix::cmsg_space!(libc::c_int);
+    let message = recvmsg::<()>(
+        channel.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
+    let mut received = Vec::new();
+    for control in message.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = control {
+            received.extend(fds);
+        }
+    }
+    // SAFETY: each fd came with this message (SCM_RIGHTS): new descriptors nobody else owns.
+    let mut received = received
+        .into_iter()
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    match (message.bytes, received.next()) {
+        (1, Some(fd)) if received.next().is_none() => Ok(fd),
+        (0, None) => Err(io::ErrorKind::UnexpectedEof.into()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "expected one byte and one fd from the jail's first process",
+        )),
     }
 }
 

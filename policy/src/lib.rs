@@ -7,6 +7,8 @@
 //!   text of the administrator's and the user's `limits.toml` (the host reads the files).
 //! - [`syscalls`]: THE seccomp allow-list, one table of (syscall, argument check, reason).
 //! - [`seccomp`]: compiling that table to BPF ([`SeccompProgram`]).
+//! - [`linkage`]: how the entry is linked ([`EntryLinkage`], from bytes of its ELF header that
+//!   the host reads), which decides whether the dynamic loader is executable in the jail.
 //! - [`plan`]: the [`JailPlan`], the contract between the launcher and the loader: mounts,
 //!   Landlock rules, seccomp program, limits, environment, entry and argv. It renders as text
 //!   for `elastos policy show` ([`JailPlan::render_text`]) and serializes to JSON.
@@ -30,6 +32,7 @@ use std::path::PathBuf;
 
 mod bpf;
 pub mod ceilings;
+pub mod linkage;
 pub mod manifest;
 pub mod plan;
 mod render;
@@ -37,6 +40,7 @@ pub mod seccomp;
 pub mod syscalls;
 
 pub use ceilings::{Ceilings, CeilingsError, Excess, ExcessError, OnExcess};
+pub use linkage::EntryLinkage;
 pub use manifest::{Manifest, ManifestError};
 pub use plan::{
     jail_paths, HostEnv, JailPlan, LandlockRule, MountEntry, PathAccess, ResourceLimits, IPC_FD,

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::linkage::EntryLinkage;
 use crate::manifest::Manifest;
 use crate::seccomp::SeccompProgram;
 use crate::PolicyError;
@@ -58,6 +59,8 @@ pub struct JailPlan {
     pub env: Vec<(String, String)>,
     /// Absolute jail path of the entry executable (under [`jail_paths::APP`]).
     pub entry: PathBuf,
+    /// How the entry is linked: whether the jail lets the app execute the dynamic loader.
+    pub entry_linkage: EntryLinkage,
     /// argv of the entry; `argv[0]` is the entry's file name.
     pub argv: Vec<String>,
 }
@@ -185,13 +188,15 @@ impl JailPlan {
     ///
     /// `bundle_root` is the host directory of the unpacked bundle (mounted read-only at /app),
     /// `home` the app's persistent host directory (read-write at /home/app); both must be
-    /// absolute. `args` follow the entry's file name in argv.
+    /// absolute. `args` follow the entry's file name in argv. `entry_linkage` is read by the
+    /// host from the entry's first bytes ([`EntryLinkage::from_elf_prefix`]).
     pub fn build(
         manifest: &Manifest,
         bundle_root: &Path,
         home: &Path,
         args: &[String],
         host: &HostEnv,
+        entry_linkage: EntryLinkage,
     ) -> Result<JailPlan, PolicyError> {
         for (what, path) in [("bundle", bundle_root), ("home", home)] {
             if !path.is_absolute() {
@@ -212,13 +217,14 @@ impl JailPlan {
             app_id: manifest.id(),
             app_name: manifest.name().to_owned(),
             mounts: mounts(bundle_root, home, limits.memory_bytes),
-            landlock: landlock_rules(),
+            landlock: landlock_rules(&entry_linkage),
             landlock_net_deny_tcp: true,
             landlock_scoped: true,
             seccomp: SeccompProgram::compile(),
             limits,
             env: environment(manifest, host),
             entry,
+            entry_linkage,
             argv: std::iter::once(entry_name)
                 .chain(args.iter().cloned())
                 .collect(),
@@ -284,7 +290,7 @@ fn mounts(bundle_root: &Path, home: &Path, memory_bytes: u64) -> Vec<MountEntry>
     mounts
 }
 
-fn landlock_rules() -> Vec<LandlockRule> {
+fn landlock_rules(entry_linkage: &EntryLinkage) -> Vec<LandlockRule> {
     let rule = |path: &str, access, optional, reason: &str| LandlockRule {
         path: path.into(),
         access,
@@ -302,19 +308,24 @@ fn landlock_rules() -> Vec<LandlockRule> {
             )
         })
         .collect();
-    rules.extend([
-        rule(
-            "/etc",
-            PathAccess::ReadOnly,
-            false,
-            "only ld.so.cache and localtime are there",
-        ),
-        rule(
+    rules.push(rule(
+        "/etc",
+        PathAccess::ReadOnly,
+        false,
+        "only ld.so.cache and localtime are there",
+    ));
+    if entry_linkage.needs_host_loader(jail_paths::APP) {
+        // Executable as a program too: it then runs any host file it can read (see
+        // `crate::linkage`). Only a static entry (or one with its own loader) can do without.
+        rules.push(rule(
             DYNAMIC_LOADER,
             PathAccess::ReadExecute,
             true,
-            "the dynamic loader, which the kernel executes for every dynamically linked program",
-        ),
+            "the dynamic loader, which the kernel executes for every dynamically linked \
+             program; run directly, it runs any host program in /usr",
+        ));
+    }
+    rules.extend([
         rule(
             jail_paths::APP,
             PathAccess::ReadExecute,
@@ -391,6 +402,12 @@ mod tests {
         .unwrap()
     }
 
+    fn dynamic() -> EntryLinkage {
+        EntryLinkage::Dynamic {
+            interpreter: DYNAMIC_LOADER.into(),
+        }
+    }
+
     fn build(manifest: &Manifest, host: &HostEnv) -> JailPlan {
         let args = ["--greet".to_owned(), "world".to_owned()];
         JailPlan::build(
@@ -399,6 +416,7 @@ mod tests {
             Path::new("/homes/h1"),
             &args,
             host,
+            dynamic(),
         )
         .unwrap()
     }
@@ -532,6 +550,27 @@ mod tests {
     }
 
     #[test]
+    fn a_static_entry_may_execute_nothing_but_its_bundle() {
+        let plan = JailPlan::build(
+            &manifest(""),
+            Path::new("/cache/b1"),
+            Path::new("/homes/h1"),
+            &[],
+            &HostEnv::default(),
+            EntryLinkage::Static,
+        )
+        .unwrap();
+        let executable: Vec<&Path> = plan
+            .landlock
+            .iter()
+            .filter(|r| r.access == PathAccess::ReadExecute)
+            .map(|r| r.path.as_path())
+            .collect();
+        assert_eq!(executable, [Path::new("/app")]);
+        assert_eq!(plan.entry_linkage, EntryLinkage::Static);
+    }
+
+    #[test]
     fn environment_is_scrubbed_complete_and_sorted() {
         let plan = build(&manifest("[env]\nGREETING = \"hi\"\n"), &HostEnv::default());
         let env: Vec<(&str, &str)> = plan
@@ -597,6 +636,7 @@ mod tests {
             Path::new("/h"),
             &[],
             &HostEnv::default(),
+            dynamic(),
         )
         .unwrap_err();
         assert!(
@@ -609,6 +649,7 @@ mod tests {
             Path::new("h"),
             &[],
             &HostEnv::default(),
+            dynamic(),
         )
         .unwrap_err();
         assert!(

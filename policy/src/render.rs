@@ -2,6 +2,10 @@
 
 use std::fmt::Write;
 
+use std::path::Path;
+
+use crate::linkage::EntryLinkage;
+use crate::plan::jail_paths::APP;
 use crate::plan::{JailPlan, MountEntry, PathAccess, JAIL_GID, JAIL_HOSTNAME, JAIL_UID};
 use crate::syscalls::ArgCheck;
 
@@ -52,6 +56,11 @@ impl JailPlan {
             "  ",
             &[["PATH", "RIGHTS", "", "WHY"].map(String::from)],
             &rules,
+        )?;
+        writeln!(
+            out,
+            "  programs it can execute: {}",
+            self.executable_programs()
         )?;
         if self.landlock_net_deny_tcp {
             writeln!(out, "  TCP bind and connect: denied")?;
@@ -117,12 +126,72 @@ impl JailPlan {
             ["open files".to_owned(), self.limits.open_files.to_string()],
         ];
         write_table(out, "  ", &[], &limits)?;
+        writeln!(
+            out,
+            "\nkernel counters (the same for every app; charged to the app, not its launcher):"
+        )?;
+        use elastos_handoff::kernel_counters as counters;
+        let mut rows: Vec<[String; 3]> = counters::USER_NAMESPACE_LIMITS
+            .iter()
+            .map(|limit| {
+                [
+                    format!("user.{}", limit.name),
+                    limit.value.to_string(),
+                    limit.reason.to_owned(),
+                ]
+            })
+            .collect();
+        rows.push([
+            "RLIMIT_SIGPENDING".to_owned(),
+            counters::PENDING_SIGNALS.to_string(),
+            "signals queued to the app; also bounds what it takes from its launcher's count"
+                .to_owned(),
+        ]);
+        rows.push([
+            "RLIMIT_MSGQUEUE".to_owned(),
+            counters::MESSAGE_QUEUE_BYTES.to_string(),
+            "mq_open is denied (seccomp)".to_owned(),
+        ]);
+        write_table(out, "  ", &[], &rows)?;
 
         writeln!(out, "\nenvironment (nothing else):")?;
         for (name, value) in &self.env {
             writeln!(out, "  {name}={value:?}")?;
         }
         Ok(())
+    }
+}
+
+impl JailPlan {
+    /// What the app can execute, in words: the real guarantee for its kind of entry (see
+    /// `crate::linkage` for why a dynamic one cannot have a stronger one).
+    fn executable_programs(&self) -> String {
+        let host_loader = self
+            .landlock
+            .iter()
+            .any(|rule| rule.access == PathAccess::ReadExecute && rule.path != Path::new(APP));
+        match (&self.entry_linkage, host_loader) {
+            (EntryLinkage::Static, false) => "only the files of its bundle (the entry is \
+                statically linked, so the dynamic loader is not executable)"
+                .to_owned(),
+            (_, false) => {
+                "only the files of its bundle (the entry's interpreter is in it)".to_owned()
+            }
+            (linkage, true) => format!(
+                "the files of its bundle, and any host program it can read under /usr, /lib*, \
+                 /bin, /sbin, through the dynamic loader run directly (`ld.so /usr/bin/X`): \
+                 the entry ({}) needs the loader, and Landlock cannot tell the kernel's \
+                 execution of it from the app's; such a program runs in this same jail, under \
+                 the same seccomp filter, Landlock rules, namespaces and limits, and can \
+                 itself execute no more than the app",
+                match linkage {
+                    EntryLinkage::Dynamic { interpreter } => {
+                        format!("dynamically linked, interpreter {interpreter:?}")
+                    }
+                    _ => "not a static ELF executable".to_owned(),
+                }
+            ),
+        }
     }
 }
 
@@ -237,6 +306,12 @@ mod tests {
     use crate::plan::{HostEnv, JailPlan};
 
     fn plan() -> JailPlan {
+        plan_linked(crate::EntryLinkage::Dynamic {
+            interpreter: "/lib64/ld-linux-x86-64.so.2".into(),
+        })
+    }
+
+    fn plan_linked(linkage: crate::EntryLinkage) -> JailPlan {
         let manifest = Manifest::from_toml(
             "[app]\nid = \"0b8e1f7c-3c1d-4a55-9d0e-5f7f5e2a9c11\"\nname = \"hello\"\n\
              version = \"0.1.0\"\nentry = \"bin/hello\"\n[env]\nMOTD = \"\\u001b[31mred\"\n",
@@ -248,8 +323,19 @@ mod tests {
             Path::new("/h"),
             &[],
             &HostEnv::default(),
+            linkage,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn says_what_a_static_entry_can_execute() {
+        let text = plan_linked(crate::EntryLinkage::Static).render_text();
+        assert!(
+            text.contains("  programs it can execute: only the files of its bundle (the entry is statically linked"),
+            "{text}"
+        );
+        assert!(!text.contains("ld-linux"), "{text}");
     }
 
     #[test]
@@ -320,6 +406,18 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("  open files  1024\n"));
+        let inotify = text
+            .lines()
+            .find(|line| line.starts_with("  user.max_inotify_instances "))
+            .expect("the inotify instance limit is shown");
+        assert!(inotify.contains(" 16 "), "{inotify}");
+        assert!(text.contains("  RLIMIT_SIGPENDING "), "{text}");
+        assert!(
+            text.contains(
+                "  programs it can execute: the files of its bundle, and any host program"
+            ),
+            "{text}"
+        );
         assert!(text.contains("  HOME=\"/home/app\"\n"));
         assert!(
             text.contains("  MOTD=\"\\u{1b}[31mred\"\n"),

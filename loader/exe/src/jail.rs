@@ -15,7 +15,9 @@ use linux_raw_sys::general as k;
 use linux_raw_sys::landlock as ll;
 
 use crate::sys::{self, CPath, Errno};
-use elastos_handoff::{fds, landlock_fs, tmpfs_inodes, LoaderInput, ResolvedMount};
+use elastos_handoff::{
+    fds, kernel_counters, landlock_fs, tmpfs_inodes, LoaderInput, ResolvedMount,
+};
 
 /// Where the new root is assembled before pivot_root. Any directory works: every host source was
 /// opened by the launcher's child before, so hiding the host's /tmp in this private mount
@@ -47,8 +49,9 @@ pub enum Step {
     /// init from signals it has no handler for, which would break `raise()` and `abort()` in the
     /// app); the app continues as pid 2.
     Fork,
-    /// rlimits of the app (threads, open files, no core dumps, memory when no cgroup could be
-    /// used).
+    /// rlimits of the app (threads, open files, no core dumps, pending signals, no message
+    /// queues, memory when no cgroup could be used) and the `user.max_*` limits of the jail's
+    /// user namespace (`elastos_handoff::kernel_counters`).
     Limits,
     /// A second, nested user namespace in which the app is uid 1000: capabilities held there
     /// own nothing (the mount, pid and net namespaces belong to the first one).
@@ -369,10 +372,38 @@ pub fn apply_rlimits(input: &LoaderInput) -> Result<(), JailError> {
     if input.memory_rlimit {
         wanted.push((k::RLIMIT_AS, input.memory_bytes, "RLIMIT_AS (memory)"));
     }
+    wanted.push((
+        k::RLIMIT_SIGPENDING,
+        kernel_counters::PENDING_SIGNALS,
+        "RLIMIT_SIGPENDING",
+    ));
+    wanted.push((
+        k::RLIMIT_MSGQUEUE,
+        kernel_counters::MESSAGE_QUEUE_BYTES,
+        "RLIMIT_MSGQUEUE",
+    ));
     for (resource, value, name) in wanted {
         // Never above the current hard limit: raising it needs CAP_SYS_RESOURCE on the host.
         let (_, hard) = sys::rlimit(resource, None).map_err(fail(step, name))?;
         sys::rlimit(resource, Some(value.min(hard))).map_err(fail(step, name))?;
+    }
+    limit_user_namespace_counters()
+}
+
+/// Writes the `user.max_*` limits of the jail's outer user namespace (see
+/// [`kernel_counters`]): the app's namespace, nested in it, is charged to this level for every
+/// inotify instance, watch and namespace. Called as uid 0 of that namespace, before the nested
+/// one exists (`max_user_namespaces` leaves room for exactly it).
+fn limit_user_namespace_counters() -> Result<(), JailError> {
+    for limit in kernel_counters::USER_NAMESPACE_LIMITS {
+        let path = format!("/proc/sys/user/{}", limit.name);
+        match sys::write_file(
+            &CPath::new(path.as_bytes()),
+            format!("{}", limit.value).as_bytes(),
+        ) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(fail(Step::Limits, format!("writing {path}"))(e)),
+        }
     }
     Ok(())
 }

@@ -65,6 +65,85 @@ pub const fn tmpfs_inodes(size_bytes: u64) -> u64 {
     }
 }
 
+/// Kernel counters the app is held to, whoever launched it, so that it cannot use up what the
+/// kernel counts per user: the loader sets them for every app (same values for every manifest).
+///
+/// Why: the kernel charges an inotify instance, a watch, a pending signal or a namespace to
+/// every level of the user-namespace tree, each level to the uid that owns the namespace below
+/// (`inc_ucount`, `inc_rlimit_ucounts`). Without these limits an app launched by root took all
+/// of root's 128 inotify instances (every root daemon's `inotify_init1` then failed with
+/// `EMFILE`) and all 96,370 of root's pending signals (root's `sigqueue` failed with `EAGAIN`),
+/// and one launched by a user took that user's. Each `user.max_*` limit of the jail's outer user
+/// namespace bounds what the app, whose own namespace is nested in it, can take at that level;
+/// the rlimits bound what is counted per real uid.
+pub mod kernel_counters {
+    /// One `/proc/sys/user/max_*` limit of the jail's outer user namespace, written by the
+    /// loader (uid 0 there, with `CAP_SYS_RESOURCE` over it) before it nests the app's own.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct UserNamespaceLimit {
+        /// The file under `/proc/sys/user/`.
+        pub name: &'static str,
+        /// The limit.
+        pub value: u64,
+        /// Why this value, printed by `elastos policy show`.
+        pub reason: &'static str,
+    }
+
+    const fn limit(name: &'static str, value: u64, reason: &'static str) -> UserNamespaceLimit {
+        UserNamespaceLimit {
+            name,
+            value,
+            reason,
+        }
+    }
+
+    /// The limits, in the order they are written. A file the kernel lacks (an older kernel) is
+    /// skipped: the namespace or object it counts does not exist there either.
+    pub const USER_NAMESPACE_LIMITS: &[UserNamespaceLimit] = &[
+        limit(
+            "max_inotify_instances",
+            16,
+            "file watchers need one or a few; the host's default for a whole user is 128",
+        ),
+        limit(
+            "max_inotify_watches",
+            8192,
+            "~1 KiB of kernel memory each; enough for a large source tree",
+        ),
+        limit(
+            "max_user_namespaces",
+            1,
+            "the app's own, nested one, made by the loader; the app can make none (seccomp)",
+        ),
+        limit("max_mnt_namespaces", 0, "the app can make none (seccomp)"),
+        limit("max_pid_namespaces", 0, "the app can make none (seccomp)"),
+        limit("max_net_namespaces", 0, "the app can make none (seccomp)"),
+        limit("max_ipc_namespaces", 0, "the app can make none (seccomp)"),
+        limit("max_uts_namespaces", 0, "the app can make none (seccomp)"),
+        limit(
+            "max_cgroup_namespaces",
+            0,
+            "the loader made the jail's before; the app can make none (seccomp)",
+        ),
+        limit("max_time_namespaces", 0, "the app can make none (seccomp)"),
+        limit(
+            "max_fanotify_groups",
+            0,
+            "fanotify_init is denied (seccomp)",
+        ),
+        limit("max_fanotify_marks", 0, "fanotify_init is denied (seccomp)"),
+    ];
+
+    /// RLIMIT_SIGPENDING of the app: signals queued to it (real-time signals queue one entry per
+    /// `kill`, POSIX timers hold one each). Counted for the app's user namespace and every one
+    /// above it, so this bounds what it takes from its launcher's count too.
+    pub const PENDING_SIGNALS: u64 = 1024;
+
+    /// RLIMIT_MSGQUEUE of the app, in bytes: none. `mq_open` is denied by seccomp; the rlimit
+    /// holds should the filter ever allow it.
+    pub const MESSAGE_QUEUE_BYTES: u64 = 0;
+}
+
 /// The loader's whole input: the jail to build, flattened from `elastos_policy::JailPlan` by the
 /// launcher. Strings are bytes without NUL (paths need not be UTF-8).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -27,6 +27,8 @@ compile_error!("elastos-probe makes x86_64 system calls by number (vfork, iopl, 
 // The probes and the benign modes make raw system calls on purpose; each block says why it is
 // harmless.
 #[allow(unsafe_code)]
+mod counters;
+#[allow(unsafe_code)]
 mod modes;
 #[allow(unsafe_code)]
 mod probes;
@@ -96,6 +98,9 @@ fn dispatch(args: &[String]) -> modes::ModeResult {
         "args" => modes::args(rest),
         "thread-bomb" => modes::thread_bomb(rest),
         "mem-bomb" => modes::mem_bomb(rest),
+        "hold-counters" => counters::hold_counters(),
+        "counters-check" => counters::counters_check(),
+        "socket-netns" => counters::socket_netns(rest),
         other => Err(format!("unknown mode {other:?}")),
     }
 }

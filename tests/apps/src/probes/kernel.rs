@@ -339,27 +339,33 @@ struct IfReq {
 /// was created in, and the broker socket was created in the host's, so an unfiltered request
 /// lists the host's interfaces, although the jail's own namespace has only `lo`. Read-only.
 pub fn ioctl_siocgifconf_fd3(_: &ProbeArgs) -> Outcome {
-    super::net::with_fd3_or_own_socket(|fd| {
-        let mut buf = [0u8; 40 * 64];
-        let mut conf = IfConf {
-            len: buf.len() as libc::c_int,
-            buf: buf.as_mut_ptr().cast(),
-        };
-        // SAFETY: `conf` points at `buf`, both valid for the stated length.
-        let ret = unsafe { libc::ioctl(fd, libc::SIOCGIFCONF, &mut conf) };
-        if ret < 0 {
-            return Outcome::of(i64::from(ret), "ioctl(fd 3, SIOCGIFCONF)");
-        }
-        let names: Vec<String> = buf[..conf.len as usize]
-            .chunks(40)
-            .map(|req| {
-                let name = &req[..libc::IFNAMSIZ];
-                let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
-                String::from_utf8_lossy(&name[..end]).into_owned()
-            })
-            .collect();
-        Outcome::ok(names.len() as i64, names.join(","))
+    super::net::with_fd3_or_own_socket(|fd| match interface_names(fd) {
+        Err(ret) => Outcome::of(ret, "ioctl(fd 3, SIOCGIFCONF)"),
+        Ok(names) => Outcome::ok(names.len() as i64, names.join(",")),
     })
+}
+
+/// The interfaces (with an IPv4 address) that SIOCGIFCONF on socket `fd` lists: those of the
+/// socket's network namespace. Err: the ioctl's return value.
+pub fn interface_names(fd: i32) -> Result<Vec<String>, i64> {
+    let mut buf = [0u8; 40 * 64];
+    let mut conf = IfConf {
+        len: buf.len() as libc::c_int,
+        buf: buf.as_mut_ptr().cast(),
+    };
+    // SAFETY: `conf` points at `buf`, both valid for the stated length.
+    let ret = unsafe { libc::ioctl(fd, libc::SIOCGIFCONF, &mut conf) };
+    if ret < 0 {
+        return Err(i64::from(ret));
+    }
+    Ok(buf[..conf.len as usize]
+        .chunks(40)
+        .map(|req| {
+            let name = &req[..libc::IFNAMSIZ];
+            let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+            String::from_utf8_lossy(&name[..end]).into_owned()
+        })
+        .collect())
 }
 
 /// SIOCETHTOOL (the ethtool interface of a network device) on fd 3, for `lo`. The command

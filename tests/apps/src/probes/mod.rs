@@ -16,6 +16,7 @@ use std::ffi::CString;
 
 use crate::report::{Outcome, ProbeArgs};
 
+pub use kernel::interface_names;
 pub use leaks::open_fds;
 
 /// One probe: a name (stable; harnesses key their expectations on it) and what it runs.
@@ -153,6 +154,7 @@ pub const PROBES: &[Probe] = &[
     probe("posix-spawn", process::posix_spawn),
     probe("system", process::system),
     probe("exec-usr-bin-true", process::exec_usr_bin_true),
+    probe("exec-ld-so-usr-bin-true", process::exec_ld_so_usr_bin_true),
     probe("exec-home-file", process::exec_home_file),
     probe("exec-tmp-file", process::exec_tmp_file),
     probe("setuid-bit-home", process::setuid_bit_home),

@@ -243,6 +243,19 @@ pub fn exec_usr_bin_true(_: &ProbeArgs) -> Outcome {
     exec_observed("execve(/usr/bin/true)", &exec)
 }
 
+/// The dynamic loader run as a program on a host program: `ld.so /usr/bin/true` (which does
+/// nothing). Landlock sees only the loader's execution, so whoever may execute the loader runs
+/// any host program it can read; a static entry's jail gives no execute right on it.
+pub fn exec_ld_so_usr_bin_true(_: &ProbeArgs) -> Outcome {
+    let path = c_string(DYNAMIC_LOADER);
+    let argv = [c_string("ld.so"), c_string("/usr/bin/true")];
+    let exec = execve_path(&path, &argv);
+    exec_observed("execve(ld.so, /usr/bin/true)", &exec)
+}
+
+/// The host's dynamic loader (`PT_INTERP` of its dynamically linked programs).
+const DYNAMIC_LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
+
 /// Writes a copy of this binary to `path` with `mode`, returning the mode the file then has.
 fn write_self_copy(path: &str, mode: u32) -> Result<u32, Outcome> {
     let image = std::fs::read("/proc/self/exe")
