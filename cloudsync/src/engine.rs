@@ -289,7 +289,8 @@ impl Ctx<'_> {
                 old == &st
                     && (st.mtime_ns / 1_000_000).abs_diff(*at_ms as i64) > RACY.as_millis() as u64
             });
-            if !clean && st.kind != LocalKind::Dir {
+            // Racily clean files are hashed again, but only a different stat counts as pending.
+            if recorded.is_none_or(|(old, _)| old != &st) && st.kind != LocalKind::Dir {
                 out.changed.insert(rel.clone());
             }
             let node = match st.kind {
