@@ -66,7 +66,7 @@ pub(crate) enum Fetched {
     /// The store has nothing newer than the index's head.
     Unchanged,
     /// A newer (or replaced) head; `forked`: it does not descend from the index's head.
-    New { head: Head, forked: bool },
+    New { head: Box<Head>, forked: bool },
 }
 
 pub(crate) struct Ctx<'a> {
@@ -169,21 +169,11 @@ impl Ctx<'_> {
             return Ok(Fetched::Unchanged);
         }
         let (snapshot, hash, size) = self.read_snapshot(home_id, found)?;
-        if found == known && hash == index.head_hash {
-            return Ok(Fetched::New {
-                head: Head {
-                    snapshot,
-                    hash,
-                    size,
-                    e_tag: listed.e_tag.clone(),
-                },
-                forked: false,
-            });
-        }
         let forked = if known == 0 {
             false
         } else if found == known {
-            true
+            // Same version, other bytes (listed size or e-tag differed): replaced or not.
+            hash != index.head_hash
         } else if found == known + 1 {
             snapshot.parent != Some(index.head_hash)
         } else {
@@ -194,12 +184,12 @@ impl Ctx<'_> {
             tracing::warn!(home = home_id, version = known, "the snapshot this device built on was replaced by another device's; merging without a base");
         }
         Ok(Fetched::New {
-            head: Head {
+            head: Box::new(Head {
                 snapshot,
                 hash,
                 size,
                 e_tag: listed.e_tag.clone(),
-            },
+            }),
             forked,
         })
     }
@@ -532,7 +522,7 @@ impl Ctx<'_> {
         let mut base = index.base();
         let (remote_head, forked) = match fetched {
             Fetched::Unchanged => (None, false),
-            Fetched::New { head, forked } => (Some(head), forked),
+            Fetched::New { head, forked } => (Some(*head), forked),
         };
         if forked {
             base.clear();

@@ -49,7 +49,7 @@ impl LocalStat {
             kind,
             ino: st.st_ino,
             size: st.st_size as u64,
-            mtime_ns: st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64,
+            mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64,
             mode: st.st_mode & MODE_MASK,
         }
     }

@@ -16,7 +16,10 @@ use elastos_cloudsync::{HomeRef, StoreUrl, SyncError, SyncOptions};
 fn a_file_written_during_the_sync_waits_for_the_next_one() {
     let root = tempfile::tempdir().unwrap();
     let store = root.path().join("store");
-    let (a, b) = (device(root.path(), "A", &store), device(root.path(), "B", &store));
+    let (a, b) = (
+        device(root.path(), "A", &store),
+        device(root.path(), "B", &store),
+    );
     std::fs::create_dir_all(&a.home).unwrap();
     std::fs::write(a.home.join("steady.txt"), b"steady content").unwrap();
     let busy = a.home.join("busy.db");
@@ -29,7 +32,8 @@ fn a_file_written_during_the_sync_waits_for_the_next_one() {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
-                f.seek(std::io::SeekFrom::Start((n * 4096) % (24 << 20))).unwrap();
+                f.seek(std::io::SeekFrom::Start((n * 4096) % (24 << 20)))
+                    .unwrap();
                 f.write_all(&n.to_le_bytes()).unwrap();
                 std::thread::sleep(std::time::Duration::from_micros(200));
             }
@@ -41,7 +45,10 @@ fn a_file_written_during_the_sync_waits_for_the_next_one() {
     assert_eq!(report.busy, vec![Path::new("busy.db")], "{report:?}");
     assert_eq!(report.uploaded, vec![Path::new("steady.txt")]);
     b.sync().unwrap();
-    assert!(!b.home.join("busy.db").exists(), "a half-read file never reaches the store");
+    assert!(
+        !b.home.join("busy.db").exists(),
+        "a half-read file never reaches the store"
+    );
     // Once quiet, the file goes up whole.
     let report = a.sync().unwrap();
     assert_eq!(report.uploaded, vec![Path::new("busy.db")]);
@@ -60,9 +67,18 @@ fn apps_of_one_user_share_chunks() {
         std::fs::create_dir_all(home).unwrap();
         std::fs::write(home.join("same.bin"), &data).unwrap();
     }
-    let app = |id: &str| HomeRef { publisher: "ed25519:p".into(), app_id: id.into() };
-    let first = a.engine.sync(&app("one"), &home1, &SyncOptions::default()).unwrap();
-    let second = a.engine.sync(&app("two"), &home2, &SyncOptions::default()).unwrap();
+    let app = |id: &str| HomeRef {
+        publisher: "ed25519:p".into(),
+        app_id: id.into(),
+    };
+    let first = a
+        .engine
+        .sync(&app("one"), &home1, &SyncOptions::default())
+        .unwrap();
+    let second = a
+        .engine
+        .sync(&app("two"), &home2, &SyncOptions::default())
+        .unwrap();
     assert!(first.chunks_uploaded >= 2);
     assert_eq!(second.chunks_uploaded, 0, "{second:?}");
     assert!(second.committed);
@@ -76,12 +92,18 @@ fn downloaded_files_get_the_apps_owner() {
     }
     let root = tempfile::tempdir().unwrap();
     let store = root.path().join("store");
-    let (a, b) = (device(root.path(), "A", &store), device(root.path(), "B", &store));
+    let (a, b) = (
+        device(root.path(), "A", &store),
+        device(root.path(), "B", &store),
+    );
     std::fs::create_dir_all(a.home.join("sub")).unwrap();
     std::fs::write(a.home.join("sub/file.txt"), b"owned").unwrap();
     std::os::unix::fs::symlink("file.txt", a.home.join("sub/link")).unwrap();
     a.sync().unwrap();
-    let opts = SyncOptions { owner: Some((12345, 23456)), ..Default::default() };
+    let opts = SyncOptions {
+        owner: Some((12345, 23456)),
+        ..Default::default()
+    };
     b.engine.sync(&home_ref(), &b.home, &opts).unwrap();
     for path in ["", "sub", "sub/file.txt", "sub/link"] {
         let meta = std::fs::symlink_metadata(b.home.join(path)).unwrap();
@@ -90,14 +112,19 @@ fn downloaded_files_get_the_apps_owner() {
 }
 
 fn nix_is_root() -> bool {
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 #[test]
 fn status_shows_pending_work_without_doing_it() {
     let root = tempfile::tempdir().unwrap();
     let store = root.path().join("store");
-    let (a, b) = (device(root.path(), "A", &store), device(root.path(), "B", &store));
+    let (a, b) = (
+        device(root.path(), "A", &store),
+        device(root.path(), "B", &store),
+    );
     std::fs::create_dir_all(&a.home).unwrap();
     std::fs::write(a.home.join("x.txt"), b"x content").unwrap();
     let status = a.engine.status(&home_ref(), &a.home).unwrap();
@@ -109,7 +136,10 @@ fn status_shows_pending_work_without_doing_it() {
     assert_eq!(status.remote_version, 1);
     assert!(!b.home.join("x.txt").exists(), "status changes nothing");
     let status = a.engine.status(&home_ref(), &a.home).unwrap();
-    assert!(status.pending_up.is_empty() && status.pending_down.is_empty(), "{status:?}");
+    assert!(
+        status.pending_up.is_empty() && status.pending_down.is_empty(),
+        "{status:?}"
+    );
     assert!(status.last_sync.is_some());
     let json = serde_json::to_value(&status).unwrap();
     assert!(json["last_sync"].as_str().unwrap().ends_with('Z'), "{json}");
@@ -117,20 +147,47 @@ fn status_shows_pending_work_without_doing_it() {
 
 #[test]
 fn store_addresses_parse_or_say_what_was_expected() {
-    assert_eq!("/srv/cloud".parse::<StoreUrl>().unwrap(), StoreUrl::LocalDir("/srv/cloud".into()));
-    assert_eq!("file:///srv/cloud".parse::<StoreUrl>().unwrap(), StoreUrl::LocalDir("/srv/cloud".into()));
+    assert_eq!(
+        "/srv/cloud".parse::<StoreUrl>().unwrap(),
+        StoreUrl::LocalDir("/srv/cloud".into())
+    );
+    assert_eq!(
+        "file:///srv/cloud".parse::<StoreUrl>().unwrap(),
+        StoreUrl::LocalDir("/srv/cloud".into())
+    );
     assert_eq!(
         "s3://my-bucket/homes/me".parse::<StoreUrl>().unwrap(),
-        StoreUrl::S3 { bucket: "my-bucket".into(), prefix: "homes/me".into(), endpoint: None }
+        StoreUrl::S3 {
+            bucket: "my-bucket".into(),
+            prefix: "homes/me".into(),
+            endpoint: None
+        }
     );
     assert_eq!(
-        "webdav+https://cloud.example/remote.php/dav/files/me/".parse::<StoreUrl>().unwrap(),
-        StoreUrl::WebDav { url: "https://cloud.example/remote.php/dav/files/me".into() }
+        "webdav+https://cloud.example/remote.php/dav/files/me/"
+            .parse::<StoreUrl>()
+            .unwrap(),
+        StoreUrl::WebDav {
+            url: "https://cloud.example/remote.php/dav/files/me".into()
+        }
     );
-    for bad in ["", "relative/dir", "s3://", "s3://UPPER/x", "s3://b/../x", "webdav+ftp://h/p", "gopher://x", "file://"] {
+    for bad in [
+        "",
+        "relative/dir",
+        "s3://",
+        "s3://UPPER/x",
+        "s3://b/../x",
+        "webdav+ftp://h/p",
+        "gopher://x",
+        "file://",
+    ] {
         let e = bad.parse::<StoreUrl>().unwrap_err();
         assert!(matches!(e, SyncError::BadStoreUrl { .. }), "{bad}: {e:?}");
-        assert!(e.to_string().contains("expected DIR, file://DIR, s3://BUCKET/PREFIX"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("expected DIR, file://DIR, s3://BUCKET/PREFIX"),
+            "{e}"
+        );
     }
 }
 
@@ -139,12 +196,22 @@ fn credentials_file_must_be_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("creds");
-    std::fs::write(&path, "[default]\naws_access_key_id = AKID\naws_secret_access_key = SECRET\n").unwrap();
+    std::fs::write(
+        &path,
+        "[default]\naws_access_key_id = AKID\naws_secret_access_key = SECRET\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let e = elastos_cloudsync::S3Credentials::from_file(&path).unwrap_err();
     assert!(e.to_string().contains("0600"), "{e}");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     let creds = elastos_cloudsync::S3Credentials::from_file(&path).unwrap();
-    assert_eq!((creds.access_key_id.as_str(), creds.region.as_str()), ("AKID", "us-east-1"));
-    assert!(!format!("{creds:?}").contains("SECRET"), "the secret is never printed");
+    assert_eq!(
+        (creds.access_key_id.as_str(), creds.region.as_str()),
+        ("AKID", "us-east-1")
+    );
+    assert!(
+        !format!("{creds:?}").contains("SECRET"),
+        "the secret is never printed"
+    );
 }
