@@ -18,7 +18,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use crate::{StoreConfig, StoreUrl, SyncError};
 
 /// Uploads and downloads in flight at once. Each holds one sealed chunk (at most
-/// [`crate::chunker::MAX_CHUNK`] plus padding), which bounds the memory of a sync.
+/// [`crate::engine::MAX_CHUNK`] plus padding), which bounds the memory of a sync.
 pub(crate) const PARALLEL: usize = 4;
 /// Attempts of this layer around one request (each with `object_store`'s own retries inside).
 const ATTEMPTS: u32 = 3;

@@ -100,7 +100,11 @@ fn downloaded_files_get_the_apps_owner() {
     std::fs::write(a.home.join("sub/file.txt"), b"owned").unwrap();
     std::os::unix::fs::symlink("file.txt", a.home.join("sub/link")).unwrap();
     std::fs::write(a.home.join("sub/setuid"), b"#!/bin/sh").unwrap();
-    std::fs::set_permissions(a.home.join("sub/setuid"), std::os::unix::fs::PermissionsExt::from_mode(0o6755)).unwrap();
+    std::fs::set_permissions(
+        a.home.join("sub/setuid"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o6755),
+    )
+    .unwrap();
     a.sync().unwrap();
     let opts = SyncOptions {
         owner: Some((12345, 23456)),
@@ -112,7 +116,10 @@ fn downloaded_files_get_the_apps_owner() {
         assert_eq!((meta.uid(), meta.gid()), (12345, 23456), "{path}");
     }
     let mode = std::fs::metadata(b.home.join("sub/setuid")).unwrap().mode() & 0o7777;
-    assert_eq!(mode, 0o755, "set-uid and set-gid bits never come back from the store");
+    assert_eq!(
+        mode, 0o755,
+        "set-uid and set-gid bits never come back from the store"
+    );
 }
 
 fn nix_is_root() -> bool {
