@@ -75,6 +75,32 @@ fn transient(e: &object_store::Error) -> bool {
     )
 }
 
+/// Runs `f` up to [`ATTEMPTS`] times while it fails with a [`transient`] error, waiting 250 ms,
+/// then 1 s, between attempts.
+async fn with_retries<T, F, Fut>(
+    op: &'static str,
+    name: &str,
+    f: F,
+) -> Result<T, object_store::Error>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, object_store::Error>>,
+{
+    let mut wait = Duration::from_millis(250);
+    let mut attempt = 1;
+    loop {
+        match f().await {
+            Err(e) if transient(&e) && attempt < ATTEMPTS => {
+                tracing::warn!(op, object = name, attempt, error = %e, "store request failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait *= 4;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Remote {
     pub(crate) fn open(config: &StoreConfig) -> Result<Self, SyncError> {
         let url = config.url.to_string();
@@ -149,7 +175,7 @@ impl Remote {
         }
     }
 
-    /// Runs `op` with [`ATTEMPTS`] attempts and backoff between them.
+    /// Runs `f` with [`with_retries`] on the runtime.
     fn attempt<T, F, Fut>(
         &self,
         op: &'static str,
@@ -160,19 +186,7 @@ impl Remote {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, object_store::Error>>,
     {
-        let mut wait = Duration::from_millis(250);
-        let mut attempt = 1;
-        loop {
-            match self.runtime.block_on(f()) {
-                Err(e) if transient(&e) && attempt < ATTEMPTS => {
-                    tracing::warn!(op, object = name, attempt, error = %e, "store request failed; retrying");
-                    std::thread::sleep(wait);
-                    wait *= 4;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        self.runtime.block_on(with_retries(op, name, f))
     }
 
     fn failed(op: &'static str, name: &str, source: object_store::Error) -> SyncError {
@@ -184,78 +198,45 @@ impl Remote {
         }
     }
 
-    /// The object's bytes, or `None` when it does not exist.
-    pub(crate) fn get(&self, name: &str) -> Result<Option<Bytes>, SyncError> {
+    /// One GET with retries: the bytes, or `None` when the object does not exist.
+    async fn fetch(&self, name: &str) -> Result<Option<Bytes>, SyncError> {
         let path = self.path(name);
-        let got = self.attempt("get", name, || async {
-            let result = self.store.get(&path).await?;
-            result.bytes().await
-        });
-        match got {
+        match with_retries("get", name, || async {
+            self.store.get(&path).await?.bytes().await
+        })
+        .await
+        {
             Ok(bytes) => Ok(Some(bytes)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(Self::failed("get", name, e)),
         }
     }
 
+    /// The object's bytes, or `None` when it does not exist.
+    pub(crate) fn get(&self, name: &str) -> Result<Option<Bytes>, SyncError> {
+        self.runtime.block_on(self.fetch(name))
+    }
+
     /// Fetches several objects, [`PARALLEL`] at a time, in the order given.
     pub(crate) fn get_many(&self, names: &[String]) -> Result<Vec<Option<Bytes>>, SyncError> {
-        let store = &self.store;
-        let fetch = |name: &String| {
-            let path = self.path(name);
-            let name = name.clone();
-            async move {
-                let mut wait = Duration::from_millis(250);
-                let mut attempt = 1;
-                loop {
-                    let got = async { store.get(&path).await?.bytes().await }.await;
-                    match got {
-                        Ok(bytes) => return Ok(Some(bytes)),
-                        Err(object_store::Error::NotFound { .. }) => return Ok(None),
-                        Err(e) if transient(&e) && attempt < ATTEMPTS => {
-                            tracing::warn!(object = %name, attempt, error = %e, "store get failed; retrying");
-                            tokio::time::sleep(wait).await;
-                            wait *= 4;
-                            attempt += 1;
-                        }
-                        Err(e) => return Err(Self::failed("get", &name, e)),
-                    }
-                }
-            }
-        };
-        self.runtime.block_on(
-            futures::stream::iter(names)
-                .map(fetch)
-                .buffered(PARALLEL)
-                .try_collect(),
-        )
+        let all = futures::stream::iter(names)
+            .map(|name| self.fetch(name))
+            .buffered(PARALLEL)
+            .try_collect();
+        self.runtime.block_on(all)
     }
 
     /// Writes several objects, [`PARALLEL`] at a time, replacing what is there (content-addressed
     /// objects: the same name always means the same plaintext).
     pub(crate) fn put_many(&self, objects: Vec<(String, Bytes)>) -> Result<(), SyncError> {
-        let store = &self.store;
-        let put = |(name, bytes): (String, Bytes)| {
+        let put = |(name, bytes): (String, Bytes)| async move {
             let path = self.path(&name);
-            async move {
-                let mut wait = Duration::from_millis(250);
-                let mut attempt = 1;
-                loop {
-                    match store
-                        .put(&path, PutPayload::from_bytes(bytes.clone()))
-                        .await
-                    {
-                        Ok(_) => return Ok(()),
-                        Err(e) if transient(&e) && attempt < ATTEMPTS => {
-                            tracing::warn!(object = %name, attempt, error = %e, "store put failed; retrying");
-                            tokio::time::sleep(wait).await;
-                            wait *= 4;
-                            attempt += 1;
-                        }
-                        Err(e) => return Err(Self::failed("put", &name, e)),
-                    }
-                }
-            }
+            with_retries("put", &name, || {
+                self.store.put(&path, PutPayload::from_bytes(bytes.clone()))
+            })
+            .await
+            .map(drop)
+            .map_err(|e| Self::failed("put", &name, e))
         };
         self.runtime.block_on(
             futures::stream::iter(objects)
