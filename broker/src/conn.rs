@@ -198,7 +198,16 @@ pub(crate) struct Incoming {
     pub(crate) service: Uuid,
     /// Written to the provider; until then it waits in [`Calls::queued`], and the provider
     /// cannot answer it (it could guess the id).
-    pub(crate) delivered: bool,
+    pub(crate) delivered: Option<Delivered>,
+}
+
+/// When an incoming call was written to its provider, for the provider's
+/// [`DelayWindow`](crate::fair::DelayWindow).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Delivered {
+    pub(crate) at: Instant,
+    /// Calls delivered to the provider and unanswered then, this one included.
+    pub(crate) outstanding: usize,
 }
 
 /// The calls of a connection, both ways. Locked briefly by its own reader and by the readers of

@@ -1,29 +1,37 @@
 //! Fair sharing of one provider between its callers: calls routed to a provider wait in one
 //! queue per caller connection and are delivered, a few at a time, in deficit round robin by
-//! bytes (Shreedhar and Varghese, 1995).
+//! bytes (Shreedhar and Varghese, 1995), under a window sized by the provider's own delay.
 //!
 //! Why: the provider's socket and its SDK read eagerly (every incoming call becomes a task), so
 //! whatever the broker writes to a provider is in effect a FIFO shared by all its callers. With
 //! one shared FIFO, an app keeping hundreds of calls in flight made a well-behaved caller wait
 //! behind all of them (p50 from 0.76 ms to 159 ms against a provider spending 0.5 ms a call), and
 //! with one shared bound a flood of large calls got other callers' calls refused. So the broker
-//! keeps what it has *delivered and not yet had answered* under two windows, one per caller
-//! ([`BrokerConfig::caller_delivery_window`](crate::BrokerConfig::caller_delivery_window)) and one
-//! per provider ([`BrokerConfig::delivery_window`](crate::BrokerConfig::delivery_window)), and
-//! holds the rest here; each answer (or cancel, or passed deadline) of a delivered call frees a
-//! slot that goes to the next caller under its own window, in round-robin order. The caller's
-//! window bounds what one caller can put ahead of a newcomer (the newcomer's call goes out at
-//! once while the provider's window has room); the provider's window, larger, bounds what all
-//! callers together have delivered, and beyond it the round robin decides. A flooder then only ever waits behind itself, and its
-//! own queue's bound ([`BrokerConfig::caller_queue_bytes`](crate::BrokerConfig::caller_queue_bytes))
-//! refuses only its own excess.
+//! keeps what it has *delivered and not yet had answered* under a window, and holds the rest
+//! here, one queue per caller; each answer (or cancel, or passed deadline) of a delivered call
+//! frees a slot that goes to the next caller in round-robin order. A flooder then only ever
+//! waits behind itself, and its own queue's bound
+//! ([`BrokerConfig::caller_queue_bytes`](crate::BrokerConfig::caller_queue_bytes)) refuses only
+//! its own excess.
 //!
-//! The windows are fixed, not adaptive: a delay-based window (grow while answers come near the
-//! fastest seen, shrink on queueing delay) would fit each provider better, but it is a control
-//! loop whose failure modes need measuring. Fixed windows bound a newcomer's wait behind one
-//! flooder to about one caller window of the provider's work, and keep a fast provider as
-//! pipelined as before (a provider window of 32 alone cut the benchmark's 4 clients x 32 in
-//! flight to about half).
+//! Three choices make a newcomer's wait about one call of the provider's work:
+//! - **The window follows the provider's delay** ([`DelayWindow`]), like TCP Vegas: whatever is
+//!   delivered sits inside the provider ahead of the next call, so the window is as large as the
+//!   provider can take without calls queueing inside it. A fixed window of 32 per caller let a
+//!   flooder keep 32 calls (16 ms of a 0.5 ms provider's work) ahead of every other caller's;
+//!   a serial 0.5 ms provider now gets 1-2, and a fast one (answers in tens of µs) still gets
+//!   hundreds, up to [`BrokerConfig::delivery_window`](crate::BrokerConfig::delivery_window)
+//!   in all and [`BrokerConfig::caller_delivery_window`](crate::BrokerConfig::caller_delivery_window)
+//!   per caller.
+//! - **A caller with nothing queued goes first** (the "sparse flow" rule of FQ-CoDel, RFC 8290):
+//!   it joins the line ahead of the callers with a backlog, with one quantum to spend, instead of
+//!   behind them, where it would wait for the flooder's whole turn (7 of the 64-byte calls a
+//!   quantum, twice: 3.5-7 ms of a 0.5 ms provider). It cannot abuse this to starve others: it
+//!   is a newcomer only while its queue was empty, so with a backlog it is in the line like
+//!   anyone, and its calls at the provider are bounded by the window like anyone's.
+//! - The quantum is small ([`QUANTUM`]).
+
+use std::time::Duration;
 
 use std::collections::{HashMap, VecDeque};
 
@@ -38,6 +46,83 @@ pub(crate) const QUANTUM: usize = 1024;
 /// fields (ids, deadline, the caller's identity), roughly. Keeps empty calls from being free.
 pub(crate) const CALL_OVERHEAD: usize = 64;
 
+/// Queueing delay inside a provider that never shrinks its window: a fast provider's answers
+/// come back in batches, some hundreds of µs after delivery when many calls are in flight, and
+/// that is the price of pipelining it, not a queue worth fixing. Below this, a window stops
+/// paying for itself only for providers slower than ~2x this a call, where half the call's time
+/// ([`DelayWindow::sample`]) takes over.
+pub(crate) const DELAY_FLOOR: Duration = Duration::from_micros(250);
+
+/// The window of a provider's [`DelayWindow`] before its first answers: small, so that a slow
+/// provider's first burst does not pile up inside it; a fast one grows past it in a few thousand
+/// calls.
+const INITIAL_WINDOW: f64 = 8.0;
+
+/// How many calls a provider may have delivered and unanswered, sized by its delay (TCP Vegas,
+/// Brakmo and Peterson, 1994, measured per call instead of per packet): each answer is a sample
+/// of the time from delivery to answer. A call delivered while the provider had nothing else
+/// outstanding measures the provider's own time for a call (its base); any more in a later
+/// call is time it waited inside the provider behind calls delivered before it. While that
+/// delay stays within half the base or [`DELAY_FLOOR`], whichever is larger, the window grows
+/// by one a window of answers (if it was in use); each later answer takes half a call off, so a
+/// window of late answers halves it.
+///
+/// For a provider serving one call at a time in S, n calls outstanding answer after about n x S:
+/// at 2 the delay is S, more than S / 2, so the window settles at 1-2, and a newcomer's call
+/// waits for at most one call in progress and one queued. A provider that serves calls
+/// concurrently answers in about S however many it has, so its window grows to the bounds.
+///
+/// The base follows only unqueued calls: at once when one is faster, by an eighth of the
+/// difference when one is slower, so that a provider that became slower for good is judged by its
+/// new speed. A queued provider gives no such samples, but its window shrinks until calls go out
+/// alone. Nothing here uses a clock: the caller passes the times.
+#[derive(Debug, Clone)]
+pub(crate) struct DelayWindow {
+    /// Fractional, so that growth can be a fraction of a call per answer.
+    limit: f64,
+    /// The provider's time for a call that found it idle; none before the first such answer.
+    base: Option<Duration>,
+}
+
+impl Default for DelayWindow {
+    fn default() -> Self {
+        Self {
+            limit: INITIAL_WINDOW,
+            base: None,
+        }
+    }
+}
+
+impl DelayWindow {
+    /// Calls the provider may have outstanding now, at least 1.
+    pub(crate) fn size(&self) -> usize {
+        // `as` saturates; the limit is at least 1.
+        self.limit as usize
+    }
+
+    /// Learns from an answer that came `rtt` after its call was delivered, with `outstanding`
+    /// calls delivered and unanswered at that moment, itself included.
+    pub(crate) fn sample(&mut self, rtt: Duration, outstanding: usize) {
+        if outstanding <= 1 {
+            self.base = Some(match self.base {
+                Some(base) if base < rtt => base + (rtt - base) / 8,
+                _ => rtt,
+            });
+        }
+        let Some(base) = self.base else {
+            return;
+        };
+        let delay = rtt.saturating_sub(base);
+        if delay > DELAY_FLOOR.max(base / 2) {
+            self.limit = (self.limit - 0.5).max(1.0);
+        } else if 2 * outstanding >= self.size() {
+            // Only a window in use may grow: a caller making one call at a time says nothing
+            // about how many more the provider could take.
+            self.limit += 1.0 / self.limit;
+        }
+    }
+}
+
 /// Calls waiting for a provider, one queue per caller, and how many were delivered.
 pub(crate) struct Fair<T> {
     /// Calls delivered to the provider and not yet answered, cancelled or expired.
@@ -47,6 +132,11 @@ pub(crate) struct Fair<T> {
     callers: HashMap<ConnectionId, Caller<T>>,
     /// Callers with calls queued, in round-robin order; the one being served first.
     turns: VecDeque<ConnectionId>,
+    /// How many callers at the front of `turns` joined with an empty queue and are in their
+    /// first turn: newcomers join behind them and ahead of the rest.
+    newcomers: usize,
+    /// How many may be delivered.
+    pub(crate) window: DelayWindow,
 }
 
 struct Caller<T> {
@@ -65,6 +155,8 @@ impl<T> Default for Fair<T> {
             delivered_by: HashMap::new(),
             callers: HashMap::new(),
             turns: VecDeque::new(),
+            newcomers: 0,
+            window: DelayWindow::default(),
         }
     }
 }
@@ -75,14 +167,16 @@ impl<T> Fair<T> {
         self.callers.get(&caller).map_or(0, |queue| queue.bytes)
     }
 
-    /// Queues `call` of `caller` last in its queue.
+    /// Queues `call` of `caller` last in its queue. A caller that had nothing queued joins the
+    /// line after the other newcomers, with a quantum to spend at once.
     pub(crate) fn push(&mut self, caller: ConnectionId, id: u64, cost: usize, call: T) {
         let queue = self.callers.entry(caller).or_insert_with(|| {
-            self.turns.push_back(caller);
+            self.turns.insert(self.newcomers, caller);
+            self.newcomers += 1;
             Caller {
                 calls: VecDeque::new(),
                 bytes: 0,
-                deficit: 0,
+                deficit: QUANTUM,
             }
         });
         queue.calls.push_back((id, cost, call));
@@ -97,7 +191,12 @@ impl<T> Fair<T> {
         queue.bytes -= cost;
         if queue.calls.is_empty() {
             self.callers.remove(&caller);
-            self.turns.retain(|turn| *turn != caller);
+            if let Some(turn) = self.turns.iter().position(|turn| *turn == caller) {
+                self.turns.remove(turn);
+                if turn < self.newcomers {
+                    self.newcomers -= 1;
+                }
+            }
         }
         Some(call)
     }
@@ -124,6 +223,12 @@ impl<T> Fair<T> {
         }
     }
 
+    /// Moves the caller at the front of the line to its end; a newcomer's first turn is over.
+    fn next_turn(&mut self) {
+        self.turns.rotate_left(1);
+        self.newcomers = self.newcomers.saturating_sub(1);
+    }
+
     /// The call to deliver next, by deficit round robin among the callers with fewer than
     /// `caller_window` calls delivered: the caller whose turn it is gets its head call if its
     /// deficit covers it, else [`QUANTUM`] more deficit and the end of the line. Only moves
@@ -148,7 +253,7 @@ impl<T> Fair<T> {
                 passed = 0;
                 queue.deficit += QUANTUM;
             }
-            self.turns.rotate_left(1);
+            self.next_turn();
         };
         let (id, _, call) = self.callers.get_mut(&first)?.calls.front_mut()?;
         Some((*id, call))
@@ -165,6 +270,7 @@ impl<T> Fair<T> {
         if queue.calls.is_empty() {
             self.callers.remove(&first);
             self.turns.pop_front();
+            self.newcomers = self.newcomers.saturating_sub(1);
         }
         Some((first, call))
     }
@@ -173,6 +279,7 @@ impl<T> Fair<T> {
     pub(crate) fn clear(&mut self) {
         self.callers.clear();
         self.turns.clear();
+        self.newcomers = 0;
         self.delivered = 0;
         self.delivered_by.clear();
     }
@@ -248,5 +355,151 @@ mod tests {
         assert_eq!(order(&mut fair), ["b"]);
         assert!(fair.peek(usize::MAX).is_none());
         assert!(fair.pop().is_none());
+    }
+
+    #[test]
+    fn a_newcomer_goes_ahead_of_a_caller_in_the_middle_of_its_turn() {
+        let mut fair = Fair::default();
+        let (flooder, steady) = (ConnectionId(1), ConnectionId(2));
+        for id in 0..100 {
+            fair.push(flooder, id, 100, "flood");
+        }
+        // The flooder is past its first turn (10 calls a quantum), with deficit left.
+        for _ in 0..13 {
+            assert!(fair.peek(usize::MAX).is_some());
+            assert_eq!(fair.pop().map(|(caller, _)| caller), Some(flooder));
+        }
+        for id in 1000..1012 {
+            fair.push(steady, id, 100, "steady");
+        }
+        assert_eq!(fair.peek(usize::MAX).map(|(id, _)| id), Some(1000));
+        // One quantum first (10 of its calls); then it has a backlog like the flooder, and its
+        // turn comes after the rest of the flooder's.
+        let order = order(&mut fair);
+        assert_eq!(order[..10], ["steady"; 10]);
+        assert_eq!(order[10], "flood");
+        assert_eq!(order.len(), 87 + 12);
+    }
+
+    #[test]
+    fn removing_a_newcomers_call_keeps_the_others_order() {
+        let mut fair = Fair::default();
+        let (a, b, c) = (ConnectionId(1), ConnectionId(2), ConnectionId(3));
+        fair.push(a, 1, 2000, "a");
+        // `a` spends its first turn saving up for its call: it is no newcomer after.
+        assert_eq!(fair.peek(usize::MAX).map(|(id, _)| id), Some(1));
+        fair.push(b, 2, 10, "b");
+        fair.push(c, 3, 10, "c");
+        assert_eq!(fair.remove(b, 2), Some("b"));
+        let d = ConnectionId(4);
+        fair.push(d, 4, 10, "d");
+        assert_eq!(order(&mut fair), ["c", "d", "a"]);
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Drives `window` like a provider always given as many calls as it allows, which answers
+    /// the call delivered with `n` outstanding after `rtt(n)`, for `answers` answers. Returns
+    /// the window's size after each answer.
+    fn backlogged(
+        window: &mut DelayWindow,
+        answers: usize,
+        rtt: impl Fn(usize) -> Duration,
+    ) -> Vec<usize> {
+        // Outstanding calls: how many were outstanding when each was delivered, oldest first.
+        let mut outstanding: VecDeque<usize> = VecDeque::new();
+        let mut sizes = Vec::new();
+        for _ in 0..answers {
+            while outstanding.len() < window.size() {
+                outstanding.push_back(outstanding.len() + 1);
+            }
+            let at_delivery = outstanding.pop_front().expect("a call is outstanding");
+            window.sample(rtt(at_delivery), at_delivery);
+            sizes.push(window.size());
+        }
+        sizes
+    }
+
+    #[test]
+    fn a_serial_provider_gets_a_window_of_one_or_two() {
+        // 0.5 ms a call, one at a time: the call delivered with n outstanding waits for n - 1.
+        let mut window = DelayWindow::default();
+        let sizes = backlogged(&mut window, 400, |n| n as u32 * MS / 2);
+        assert!(
+            sizes[100..].iter().all(|&size| (1..=2).contains(&size)),
+            "{sizes:?}"
+        );
+        assert_eq!(window.base, Some(MS / 2));
+    }
+
+    #[test]
+    fn a_fast_provider_stays_pipelined() {
+        // 30 µs alone, 0.5 µs more per call ahead of it (it answers in batches): 256
+        // outstanding wait 128 µs, under the floor.
+        let mut window = DelayWindow::default();
+        let sizes = backlogged(&mut window, 40_000, |n| {
+            Duration::from_micros(30) + Duration::from_nanos(500 * (n as u64 - 1))
+        });
+        assert!(
+            sizes.last().is_some_and(|&size| size >= 256),
+            "{:?}",
+            sizes.last()
+        );
+    }
+
+    #[test]
+    fn a_provider_serving_calls_concurrently_stays_pipelined() {
+        // 50 ms a call however many it has (it waits on something else, in parallel).
+        let mut window = DelayWindow::default();
+        let sizes = backlogged(&mut window, 10_000, |_| 50 * MS);
+        assert!(
+            sizes.last().is_some_and(|&size| size >= 128),
+            "{:?}",
+            sizes.last()
+        );
+    }
+
+    #[test]
+    fn a_provider_that_becomes_slow_for_good_is_judged_by_its_new_speed() {
+        let mut window = DelayWindow::default();
+        backlogged(&mut window, 20_000, |n| {
+            Duration::from_micros(20 + n as u64)
+        });
+        assert!(window.size() >= 64);
+        // Now 5 ms a call, one at a time: the window closes until calls go out alone, and the
+        // base follows those to 5 ms.
+        let sizes = backlogged(&mut window, 2_000, |n| n as u32 * 5 * MS);
+        assert!(
+            sizes[1_000..].iter().all(|&size| size <= 2),
+            "{:?}",
+            &sizes[1_000..]
+        );
+        let base = window.base.expect("a base");
+        assert!(base > 4 * MS && base <= 5 * MS, "{base:?}");
+        // And a caller making one call at a time says nothing about a larger window: it grows
+        // only while at least half of it is in use.
+        for _ in 0..100 {
+            window.sample(5 * MS, 1);
+        }
+        assert!(window.size() <= 3, "{}", window.size());
+    }
+
+    #[test]
+    fn late_answers_shrink_the_window_and_never_below_one() {
+        let mut window = DelayWindow::default();
+        window.sample(MS, 1);
+        let start = window.size();
+        for _ in 0..start {
+            window.sample(10 * MS, start);
+        }
+        assert_eq!(window.size(), start / 2);
+        for _ in 0..100 {
+            window.sample(10 * MS, 2);
+        }
+        assert_eq!(window.size(), 1);
+        // Without a base there is nothing to judge by.
+        let mut fresh = DelayWindow::default();
+        fresh.sample(10 * MS, 5);
+        assert_eq!(fresh.size(), INITIAL_WINDOW as usize);
     }
 }

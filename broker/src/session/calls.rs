@@ -209,7 +209,7 @@ impl Session {
                         caller: Arc::clone(&self.conn),
                         caller_call_id: call_id,
                         service,
-                        delivered: false,
+                        delivered: None,
                     },
                 );
                 theirs
@@ -293,17 +293,21 @@ impl Session {
         // A queued call's id is refused too: the provider never got it (it guessed the id).
         let (incoming, undelivered) = {
             let mut calls = self.conn.calls.lock();
-            if !calls
+            let Some(delivered) = calls
                 .incoming
                 .get(&reply.call_id)
-                .is_some_and(|incoming| incoming.delivered)
-            {
+                .and_then(|incoming| incoming.delivered)
+            else {
                 return;
-            }
+            };
             let Some(incoming) = calls.incoming.remove(&reply.call_id) else {
                 return;
             };
             calls.queued.answered(incoming.caller.id);
+            calls
+                .queued
+                .window
+                .sample(delivered.at.elapsed(), delivered.outstanding);
             (
                 incoming,
                 deliver(&mut calls, &self.conn, &self.inner.config),
@@ -352,7 +356,7 @@ pub(super) fn cancel_incoming(provider: &Conn, broker_call_id: u64, config: &Bro
         let Some(incoming) = calls.incoming.remove(&broker_call_id) else {
             return;
         };
-        if !incoming.delivered {
+        if incoming.delivered.is_none() {
             calls.queued.remove(incoming.caller.id, broker_call_id);
             return;
         }
@@ -376,22 +380,27 @@ pub(super) struct Undelivered {
 
 /// Delivers `provider`'s queued calls, in the order [`Fair`](crate::fair::Fair) picks, while
 /// fewer than the provider's window are delivered and unanswered, each caller up to its own
-/// window. Called with the provider's calls locked, so
-/// that its reply cannot overtake the entry being marked delivered.
+/// window: both as its [`DelayWindow`](crate::fair::DelayWindow) says, within the configured
+/// bounds. Called with the provider's calls locked, so that its reply cannot overtake the entry
+/// being marked delivered.
 fn deliver(calls: &mut Calls, provider: &Conn, config: &BrokerConfig) -> Vec<Undelivered> {
     let mut undelivered = Vec::new();
     // A window of 0 would deliver nothing, ever.
-    let caller_window = config.caller_delivery_window.max(1);
-    while calls.queued.delivered() < config.delivery_window.max(1) {
+    let window = calls
+        .queued
+        .window
+        .size()
+        .min(config.delivery_window)
+        .max(1);
+    let caller_window = window.min(config.caller_delivery_window).max(1);
+    while calls.queued.delivered() < window {
         let busy = calls.queued.delivered() > 0;
         let Some((broker_call_id, queued)) = calls.queued.peek(caller_window) else {
             break;
         };
+        let now = Instant::now();
         if let Some(broker_frame::Body::IncomingCall(call)) = &mut queued.frame.body {
-            let left_ms = queued
-                .deadline
-                .saturating_duration_since(Instant::now())
-                .as_millis();
+            let left_ms = queued.deadline.saturating_duration_since(now).as_millis();
             call.deadline_ms = u32::try_from(left_ms).unwrap_or(u32::MAX).max(1);
         }
         let failure = match provider.outbox.offer(&queued.frame) {
@@ -419,7 +428,10 @@ fn deliver(calls: &mut Calls, provider: &Conn, config: &BrokerConfig) -> Vec<Und
             None => {
                 calls.queued.deliver(caller);
                 if let Some(incoming) = calls.incoming.get_mut(&broker_call_id) {
-                    incoming.delivered = true;
+                    incoming.delivered = Some(Delivered {
+                        at: now,
+                        outstanding: calls.queued.delivered(),
+                    });
                 }
             }
             Some((status, why)) => {
