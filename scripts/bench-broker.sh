@@ -65,7 +65,7 @@ ulimit -n "$(ulimit -Hn)"
 
 say "building elastos (release) and the benchmark"
 # `elastos broker` runs the elastos-broker binary next to it (or $ELASTOS_BROKER).
-[[ $BUILD_ELASTOS == no ]] || (cd "$REPO_ROOT" && cargo build --release --quiet -p elastos -p elastos-broker --bins)
+[[ $BUILD_ELASTOS == no ]] || (cd "$REPO_ROOT" && cargo build --release --quiet -p elastos -p elastos-broker-daemon --bins)
 [[ -x $ELASTOS ]] || die "$ELASTOS is not an executable"
 (cd "$REPO_ROOT/bench" && CARGO_TARGET_DIR=$BENCH_TARGET_DIR cargo build --release --quiet)
 
