@@ -208,6 +208,8 @@ pub(crate) struct Delivered {
     pub(crate) at: Instant,
     /// Calls delivered to the provider and unanswered then, this one included.
     pub(crate) outstanding: usize,
+    /// Its delivery number, in [`Calls::queued`].
+    pub(crate) number: u64,
 }
 
 /// The calls of a connection, both ways. Locked briefly by its own reader and by the readers of

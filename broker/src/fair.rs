@@ -33,7 +33,7 @@
 
 use std::time::Duration;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use crate::ConnectionId;
 
@@ -147,6 +147,13 @@ pub(crate) struct Fair<T> {
     newcomers: usize,
     /// How many may be delivered.
     pub(crate) window: DelayWindow,
+    /// The delivery number of the next call delivered: calls are numbered in delivery order.
+    next_delivery: u64,
+    /// Delivery numbers of the calls delivered and not yet answered, cancelled or expired.
+    outstanding: BTreeSet<u64>,
+    /// One more than the highest delivery number answered: outstanding calls below it were
+    /// overtaken, held by the provider while it answered later ones.
+    answered_up_to: u64,
 }
 
 struct Caller<T> {
@@ -167,6 +174,9 @@ impl<T> Default for Fair<T> {
             turns: VecDeque::new(),
             newcomers: 0,
             window: DelayWindow::default(),
+            next_delivery: 0,
+            outstanding: BTreeSet::new(),
+            answered_up_to: 0,
         }
     }
 }
@@ -216,14 +226,38 @@ impl<T> Fair<T> {
         self.delivered
     }
 
-    /// Counts a call of `caller` as delivered.
-    pub(crate) fn deliver(&mut self, caller: ConnectionId) {
-        self.delivered += 1;
-        *self.delivered_by.entry(caller).or_default() += 1;
+    /// Delivered calls the provider holds while it answered calls delivered after them (long
+    /// polls, slow requests among fast ones). They do not count against the window: a window
+    /// sized for the provider's pace would otherwise be filled by calls that wait on something
+    /// else, and nobody's calls would go out until one of them ended. A provider that answers
+    /// in order (one serving a call at a time) holds none.
+    pub(crate) fn held(&self) -> usize {
+        self.outstanding.range(..self.answered_up_to).count()
     }
 
-    /// Counts a delivered call of `caller` as answered (or cancelled, or expired).
-    pub(crate) fn answered(&mut self, caller: ConnectionId) {
+    /// Counts a call of `caller` as delivered; returns its delivery number.
+    pub(crate) fn deliver(&mut self, caller: ConnectionId) -> u64 {
+        self.delivered += 1;
+        *self.delivered_by.entry(caller).or_default() += 1;
+        let number = self.next_delivery;
+        self.next_delivery += 1;
+        self.outstanding.insert(number);
+        number
+    }
+
+    /// Counts delivered call `number` of `caller` as answered by the provider. Returns whether
+    /// it had been overtaken (see [`Fair::held`]): its time then says nothing of the
+    /// provider's queue.
+    pub(crate) fn answered(&mut self, caller: ConnectionId, number: u64) -> bool {
+        self.withdrawn(caller, number);
+        let overtaken = number < self.answered_up_to;
+        self.answered_up_to = self.answered_up_to.max(number + 1);
+        overtaken
+    }
+
+    /// Counts delivered call `number` of `caller` as cancelled or expired.
+    pub(crate) fn withdrawn(&mut self, caller: ConnectionId, number: u64) {
+        self.outstanding.remove(&number);
         self.delivered = self.delivered.saturating_sub(1);
         if let Some(count) = self.delivered_by.get_mut(&caller) {
             *count = count.saturating_sub(1);
@@ -292,6 +326,7 @@ impl<T> Fair<T> {
         self.newcomers = 0;
         self.delivered = 0;
         self.delivered_by.clear();
+        self.outstanding.clear();
     }
 }
 
@@ -343,12 +378,12 @@ mod tests {
         let mut fair = Fair::default();
         let (busy, other) = (ConnectionId(1), ConnectionId(2));
         fair.push(busy, 1, 10, "busy");
-        fair.deliver(busy);
+        let number = fair.deliver(busy);
         assert!(fair.peek(1).is_none());
         fair.push(other, 2, 10, "other");
         assert_eq!(fair.peek(1).map(|(id, _)| id), Some(2));
         assert_eq!(fair.pop(), Some((other, "other")));
-        fair.answered(busy);
+        assert!(!fair.answered(busy, number));
         assert_eq!(fair.delivered(), 0);
         assert_eq!(fair.peek(1).map(|(id, _)| id), Some(1));
     }
@@ -511,5 +546,28 @@ mod tests {
         let mut fresh = DelayWindow::default();
         fresh.sample(10 * MS, 5);
         assert_eq!(fresh.size(), INITIAL_WINDOW as usize);
+    }
+
+    #[test]
+    fn calls_the_provider_holds_while_it_answers_later_ones_are_held() {
+        let mut fair: Fair<&str> = Fair::default();
+        let (poller, other) = (ConnectionId(1), ConnectionId(2));
+        let polls: Vec<u64> = (0..3).map(|_| fair.deliver(poller)).collect();
+        let quick = fair.deliver(other);
+        // In order so far: nothing is held.
+        assert_eq!(fair.held(), 0);
+        assert!(!fair.answered(other, quick));
+        assert_eq!((fair.held(), fair.delivered()), (3, 3));
+        // A held call answered at last was overtaken; a cancelled one is simply gone.
+        assert!(fair.answered(poller, polls[0]));
+        fair.withdrawn(poller, polls[1]);
+        assert_eq!((fair.held(), fair.delivered()), (1, 1));
+        // A provider answering in order never holds any.
+        let mut serial: Fair<&str> = Fair::default();
+        let first = serial.deliver(other);
+        let second = serial.deliver(other);
+        assert!(!serial.answered(other, first));
+        assert_eq!(serial.held(), 0);
+        assert!(!serial.answered(other, second));
     }
 }

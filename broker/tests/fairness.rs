@@ -338,3 +338,37 @@ async fn against_a_serial_provider_a_flood_keeps_a_newcomer_about_one_call_behin
     let ahead = flood_calls_served_ahead_of_a_steady_caller(Duration::from_millis(3), 10).await;
     assert!(ahead.iter().all(|&calls| calls <= 4), "{ahead:?}");
 }
+
+#[tokio::test]
+async fn calls_a_provider_holds_open_do_not_take_the_window_from_others() {
+    // A provider that holds calls open (long polls) while it answers others at once: the
+    // delay-sized window (8 calls at first) must not fill with the held ones, or nobody's calls
+    // would go out until one of them ended.
+    let (broker, mut provider) = broker_with_manual_provider(BrokerConfig::default()).await;
+    let mut steady = Client::connect(&broker, client_identity("steady")).await;
+    let (mut pollers, mut held) = (Vec::new(), Vec::new());
+    for n in 0..20 {
+        let mut poller = Client::connect(&broker, client_identity(&format!("poller-{n}"))).await;
+        poller.send_call(1, ECHO, "say", b"poll", 0).await;
+        pollers.push(poller);
+        steady.send_call(n, ECHO, "say", b"quick", 0).await;
+        // The provider holds the polls and answers the quick calls as they come.
+        loop {
+            let call = provider.incoming().await;
+            if call.payload == b"poll" {
+                held.push(call);
+            } else {
+                echo_back(&mut provider, call).await;
+                break;
+            }
+        }
+        assert_eq!(payload_of(&steady.reply().await), b"quick");
+    }
+    assert_eq!(held.len(), 20);
+    for call in held {
+        echo_back(&mut provider, call).await;
+    }
+    for poller in &mut pollers {
+        assert_eq!(payload_of(&poller.reply().await), b"poll");
+    }
+}

@@ -303,11 +303,12 @@ impl Session {
             let Some(incoming) = calls.incoming.remove(&reply.call_id) else {
                 return;
             };
-            calls.queued.answered(incoming.caller.id);
-            calls
-                .queued
-                .window
-                .sample(delivered.at.elapsed(), delivered.outstanding);
+            if !calls.queued.answered(incoming.caller.id, delivered.number) {
+                calls
+                    .queued
+                    .window
+                    .sample(delivered.at.elapsed(), delivered.outstanding);
+            }
             (
                 incoming,
                 deliver(&mut calls, &self.conn, &self.inner.config),
@@ -356,11 +357,11 @@ pub(super) fn cancel_incoming(provider: &Conn, broker_call_id: u64, config: &Bro
         let Some(incoming) = calls.incoming.remove(&broker_call_id) else {
             return;
         };
-        if incoming.delivered.is_none() {
+        let Some(delivered) = incoming.delivered else {
             calls.queued.remove(incoming.caller.id, broker_call_id);
             return;
-        }
-        calls.queued.answered(incoming.caller.id);
+        };
+        calls.queued.withdrawn(incoming.caller.id, delivered.number);
         // Under the lock, so that the cancel goes out before the call that takes the slot.
         provider.send(broker_frame::Body::Cancel(v1::Cancel {
             call_id: broker_call_id,
@@ -385,11 +386,8 @@ pub(super) struct Undelivered {
 /// being marked delivered.
 fn deliver(calls: &mut Calls, provider: &Conn, config: &BrokerConfig) -> Vec<Undelivered> {
     let mut undelivered = Vec::new();
-    // A window of 0 would deliver nothing, ever.
-    let window = calls
-        .queued
-        .window
-        .size()
+    // A window of 0 would deliver nothing, ever. Held calls do not count against it.
+    let window = (calls.queued.window.size() + calls.queued.held())
         .min(config.delivery_window)
         .max(1);
     let caller_window = window.min(config.caller_delivery_window).max(1);
@@ -426,11 +424,12 @@ fn deliver(calls: &mut Calls, provider: &Conn, config: &BrokerConfig) -> Vec<Und
         };
         match failure {
             None => {
-                calls.queued.deliver(caller);
+                let number = calls.queued.deliver(caller);
                 if let Some(incoming) = calls.incoming.get_mut(&broker_call_id) {
                     incoming.delivered = Some(Delivered {
                         at: now,
                         outstanding: calls.queued.delivered(),
+                        number,
                     });
                 }
             }
