@@ -57,6 +57,9 @@ pub(crate) const DELAY_SLACK: Duration = Duration::from_micros(100);
 /// benchmark's 4 clients x 32 in flight lost about half), not a queue worth fixing. It is also what a newcomer may wait behind others at a provider that is not serial.
 pub(crate) const DELAY_CEILING: Duration = Duration::from_millis(1);
 
+/// Answers of calls delivered alone that a window of 1 waits for before it tries 2.
+const PROBE_ANSWERS: f64 = 4.0;
+
 /// The window of a provider's [`DelayWindow`] before its first answers: small, so that a slow
 /// provider's first burst does not pile up inside it; a fast one grows past it in a few thousand
 /// calls.
@@ -73,7 +76,8 @@ const INITIAL_WINDOW: f64 = 8.0;
 /// calls outstanding only make each wait longer) or the delay is more than [`DELAY_CEILING`].
 /// Each late answer takes half a call off the window (a window of late answers halves it); any
 /// other grows it by one per window of answers, if at least half of it was in use (a caller
-/// making one call at a time says nothing about how many more the provider could take).
+/// making one call at a time says nothing about how many more the provider could take), and
+/// from 1 to 2 only after [`PROBE_ANSWERS`] answers.
 ///
 /// For a provider serving one call at a time in S, the call delivered with n outstanding
 /// answers after about n x S: at n = 2 the one call ahead cost S, so the window settles at 1-2,
@@ -128,8 +132,12 @@ impl DelayWindow {
             self.limit = (self.limit - 0.5).max(1.0);
         } else if 2 * outstanding >= self.size() {
             // Only a window in use may grow: a caller making one call at a time says nothing
-            // about how many more the provider could take.
-            self.limit += 1.0 / self.limit;
+            // about how many more the provider could take. And a call alone says the provider
+            // takes one; whether it takes two only a call with company tells, so a window of 1
+            // tries 2 after a few answers, not after each: a serial provider spends most of its
+            // time at 1, the newcomer's best case.
+            let answers = if outstanding == 1 { PROBE_ANSWERS } else { 1.0 };
+            self.limit += 1.0 / (answers * self.limit);
         }
     }
 }
@@ -475,6 +483,9 @@ mod tests {
             sizes[100..].iter().all(|&size| (1..=2).contains(&size)),
             "{sizes:?}"
         );
+        // Mostly 1: 2 is only tried now and then.
+        let ones = sizes[100..].iter().filter(|&&size| size == 1).count();
+        assert!(ones * 2 > sizes.len() - 100, "{sizes:?}");
         assert_eq!(window.base, Some(MS / 2));
     }
 
