@@ -12,12 +12,17 @@
 #   - dbus:    a private dbus-daemon, zbus client and server, method Echo(ay) -> ay.
 # For each: p50/p99 of CALLS sequential calls (after warm-up) and calls/s sequential, calls/s with
 # FLIGHT calls in flight from one client and from CLIENTS clients, medians over ROUNDS rounds; and
-# the broker's memory per idle connected app (IDLE_APPS attached). The benchmark itself is the
-# Cargo project bench/ (not a workspace member), built into BENCH_TARGET_DIR.
+# the broker's memory per idle connected app (IDLE_APPS attached). Then the flood scenario
+# (issue 12), elastos and D-Bus in turn, FLOOD_ROUNDS rounds: a service that serves one call at
+# a time in SERVICE_US µs; a well-behaved client's FLOOD_CALLS sequential calls, unloaded, then
+# while a flooder keeps FLOOD_IN_FLIGHT calls in flight against the same service: p50/p99 and
+# refusals. The benchmark itself is the Cargo project bench/ (not a workspace member), built
+# into BENCH_TARGET_DIR.
 #
 # Prints a markdown report and keeps it, with every round's numbers as JSON, in $BENCH_OUT.
 # Environment: ROUNDS (default 5), CALLS (20000), FLIGHT (32), FLIGHT_CALLS (200000),
-# CLIENTS (4), IDLE_APPS (1000), CARGO_TARGET_DIR (repo's target/, for the elastos binary),
+# CLIENTS (4), IDLE_APPS (1000), FLOOD_ROUNDS (3), FLOOD_CALLS (300), FLOOD_IN_FLIGHT (256),
+# SERVICE_US (500), CARGO_TARGET_DIR (repo's target/, for the elastos binary),
 # ELASTOS (an elastos binary to use instead of building $CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/elastos),
 # BENCH_TARGET_DIR ($CARGO_TARGET_DIR/bench-build), BENCH_OUT ($CARGO_TARGET_DIR/bench).
 set -euo pipefail
@@ -28,6 +33,10 @@ FLIGHT=${FLIGHT:-32}
 FLIGHT_CALLS=${FLIGHT_CALLS:-200000}
 CLIENTS=${CLIENTS:-4}
 IDLE_APPS=${IDLE_APPS:-1000}
+FLOOD_ROUNDS=${FLOOD_ROUNDS:-3}
+FLOOD_CALLS=${FLOOD_CALLS:-300}
+FLOOD_IN_FLIGHT=${FLOOD_IN_FLIGHT:-256}
+SERVICE_US=${SERVICE_US:-500}
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
 BENCH_TARGET_DIR=${BENCH_TARGET_DIR:-$CARGO_TARGET_DIR/bench-build}
@@ -35,7 +44,7 @@ BENCH_OUT=${BENCH_OUT:-$CARGO_TARGET_DIR/bench}
 BUILD_ELASTOS=${ELASTOS:+no}
 ELASTOS=${ELASTOS:-$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/elastos}
 BENCH=$BENCH_TARGET_DIR/x86_64-unknown-linux-gnu/release/elastos-broker-bench
-REPRODUCE="ROUNDS=$ROUNDS CALLS=$CALLS FLIGHT=$FLIGHT FLIGHT_CALLS=$FLIGHT_CALLS CLIENTS=$CLIENTS IDLE_APPS=$IDLE_APPS bash scripts/bench-broker.sh"
+REPRODUCE="ROUNDS=$ROUNDS CALLS=$CALLS FLIGHT=$FLIGHT FLIGHT_CALLS=$FLIGHT_CALLS CLIENTS=$CLIENTS IDLE_APPS=$IDLE_APPS FLOOD_ROUNDS=$FLOOD_ROUNDS FLOOD_CALLS=$FLOOD_CALLS FLOOD_IN_FLIGHT=$FLOOD_IN_FLIGHT SERVICE_US=$SERVICE_US bash scripts/bench-broker.sh"
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() {
@@ -56,7 +65,7 @@ ulimit -n "$(ulimit -Hn)"
 
 say "building elastos (release) and the benchmark"
 # `elastos broker` runs the elastos-broker binary next to it (or $ELASTOS_BROKER).
-[[ $BUILD_ELASTOS == no ]] || (cd "$REPO_ROOT" && cargo build --release --quiet -p elastos -p elastos-broker --bins)
+[[ $BUILD_ELASTOS == no ]] || (cd "$REPO_ROOT" && cargo build --release --quiet -p elastos -p elastos-broker-daemon --bins)
 [[ -x $ELASTOS ]] || die "$ELASTOS is not an executable"
 (cd "$REPO_ROOT/bench" && CARGO_TARGET_DIR=$BENCH_TARGET_DIR cargo build --release --quiet)
 
@@ -99,6 +108,9 @@ cat >"$WORK/dbus.conf" <<EOF
   <type>session</type>
   <listen>unix:path=$WORK/dbus.sock</listen>
   <auth>EXTERNAL</auth>
+  <!-- The flood keeps FLOOD_IN_FLIGHT calls waiting for replies: a lower bound on pending
+       replies per connection would refuse the flooder's excess instead of queueing it. -->
+  <limit name="max_replies_per_connection">50000</limit>
   <policy context="default">
     <allow send_destination="*" eavesdrop="true"/>
     <allow eavesdrop="true"/>
@@ -122,6 +134,8 @@ $(rustc --version | cut -d' ' -f1-2)"
 "$BENCH" run --control "$WORK/home/run/broker.sock" --broker-pid "$BROKER_PID" \
   --dbus "$DBUS_ADDRESS" --dbus-pid "$DBUS_PID" --dir "$WORK" --rounds "$ROUNDS" --calls "$CALLS" \
   --flight "$FLIGHT" --flight-calls "$FLIGHT_CALLS" --clients "$CLIENTS" --idle "$IDLE_APPS" \
+  --flood-rounds "$FLOOD_ROUNDS" --flood-calls "$FLOOD_CALLS" --flood-in-flight "$FLOOD_IN_FLIGHT" \
+  --service-us "$SERVICE_US" \
   --json "$BENCH_OUT/broker.json" >"$WORK/report.md" &
 BENCH_PID=$!
 PIDS+=("$BENCH_PID")

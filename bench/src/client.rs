@@ -1,7 +1,9 @@
 //! The measuring client, the same harness for every path:
 //! `client PATH MODE CALLS TARGET...` with PATH `relay` (TARGET: the relay's socket), `elastos`
-//! (the daemon's control socket, a client number) or `dbus` (the bus address); MODE `seq` (one
-//! call at a time, each timed) or `flight:K` (K calls in flight, throughput only).
+//! (the daemon's control socket, a client number) or `dbus` (the bus address), the elastos and
+//! dbus TARGETs followed by `slow` to call the slow service instead of the echo service; MODE
+//! `seq` (one call at a time, each timed), `flight:K` (K calls in flight, throughput only) or
+//! `flood:K` (K calls in flight until killed; CALLS is ignored).
 //!
 //! It connects, makes [`WARMUP_CALLS`] calls, prints `ready`, waits for a line on stdin, makes
 //! CALLS calls and prints a [`Outcome`] as one JSON line.
@@ -16,6 +18,9 @@ use crate::{arg, num_arg, PAYLOAD_LEN};
 
 /// Calls made before measuring: connections, caches, allocator and scheduler settle.
 pub const WARMUP_CALLS: u64 = 2_000;
+/// The same against the slow service, whose calls take 0.5 ms or more each (and, for a client
+/// that joins a flood of D-Bus calls, ~130 ms): the connection is what needs warming up.
+pub const SLOW_WARMUP_CALLS: u64 = 20;
 
 /// How calls are issued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,19 +29,26 @@ pub enum Mode {
     Sequential,
     /// This many calls unanswered at any time; only the total time is recorded.
     InFlight(usize),
+    /// This many calls unanswered at any time, a refused one sent again after 1 ms, until the
+    /// process is killed: the flooder of the flood scenario.
+    Flood(usize),
 }
 
 impl Mode {
     pub fn parse(text: &str) -> Result<Mode, String> {
+        let in_flight = |k: &str| match k.parse() {
+            Ok(k) if k > 0 => Ok(k),
+            _ => Err(format!(
+                "calls in flight must be a positive number, found {k:?}"
+            )),
+        };
         match text.split_once(':') {
             None if text == "seq" => Ok(Mode::Sequential),
-            Some(("flight", k)) => match k.parse() {
-                Ok(k) if k > 0 => Ok(Mode::InFlight(k)),
-                _ => Err(format!(
-                    "calls in flight must be a positive number, found {k:?}"
-                )),
-            },
-            _ => Err(format!("mode must be `seq` or `flight:K`, found {text:?}")),
+            Some(("flight", k)) => in_flight(k).map(Mode::InFlight),
+            Some(("flood", k)) => in_flight(k).map(Mode::Flood),
+            _ => Err(format!(
+                "mode must be `seq`, `flight:K` or `flood:K`, found {text:?}"
+            )),
         }
     }
 
@@ -44,6 +56,7 @@ impl Mode {
         match self {
             Mode::Sequential => "seq".into(),
             Mode::InFlight(k) => format!("flight:{k}"),
+            Mode::Flood(k) => format!("flood:{k}"),
         }
     }
 }
@@ -58,13 +71,16 @@ pub struct Outcome {
     /// Round-trip percentiles, in sequential mode.
     pub p50_ns: Option<u64>,
     pub p99_ns: Option<u64>,
+    /// Calls answered with an error (RESOURCE_EXHAUSTED, a D-Bus error) instead of the echo, in
+    /// sequential mode; they count in `calls` and their round trips in the percentiles.
+    pub refused: u64,
 }
 
 impl Outcome {
     pub fn to_json(self) -> serde_json::Value {
         serde_json::json!({
             "calls": self.calls, "start_ns": self.start_ns, "end_ns": self.end_ns,
-            "p50_ns": self.p50_ns, "p99_ns": self.p99_ns,
+            "p50_ns": self.p50_ns, "p99_ns": self.p99_ns, "refused": self.refused,
         })
     }
 
@@ -79,6 +95,7 @@ impl Outcome {
             end_ns: need("end_ns")?,
             p50_ns: field("p50_ns"),
             p99_ns: field("p99_ns"),
+            refused: need("refused")?,
         })
     }
 }
@@ -144,12 +161,12 @@ pub fn check_echo(reply: &[u8]) -> Result<(), String> {
     }
 }
 
-/// Warms up, waits for `go`, then measures, with `call` issuing one call (a future per call, run
-/// on the current thread: the client's runtime is `current_thread`).
+/// Warms up with `warmup` calls, waits for `go`, then measures, with `call` issuing one call (a
+/// future per call, run on the current thread: the client's runtime is `current_thread`).
 pub fn measure_async<F, Fut>(
     runtime: &tokio::runtime::Runtime,
     mode: Mode,
-    calls: u64,
+    (warmup, calls): (u64, u64),
     call: F,
 ) -> Result<Outcome, String>
 where
@@ -158,7 +175,7 @@ where
 {
     let local = tokio::task::LocalSet::new();
     local.block_on(runtime, async {
-        for _ in 0..WARMUP_CALLS {
+        for _ in 0..warmup {
             check_echo(&call(payload()).await?)?;
         }
         Ok::<_, String>(())
@@ -168,14 +185,40 @@ where
         match mode {
             Mode::Sequential => {
                 let mut samples = Vec::with_capacity(calls as usize);
+                let mut refused = 0;
                 let start_ns = monotonic_ns();
                 for _ in 0..calls {
                     let started = Instant::now();
-                    let reply = call(payload()).await?;
+                    let reply = call(payload()).await;
                     samples.push(started.elapsed().as_nanos() as u64);
-                    check_echo(&reply)?;
+                    match reply {
+                        Ok(reply) => check_echo(&reply)?,
+                        Err(_) => refused += 1,
+                    }
                 }
-                Ok(sequential_outcome(start_ns, samples))
+                let mut outcome = sequential_outcome(start_ns, samples);
+                outcome.refused = refused;
+                Ok(outcome)
+            }
+            Mode::Flood(k) => {
+                let workers: Vec<_> = (0..k)
+                    .map(|_| {
+                        let call = call.clone();
+                        tokio::task::spawn_local(async move {
+                            loop {
+                                if call(payload()).await.is_err() {
+                                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                for worker in workers {
+                    worker
+                        .await
+                        .map_err(|e| format!("a flooding task failed: {e}"))?;
+                }
+                Err("the flood ended".into())
             }
             Mode::InFlight(k) => {
                 let left = Rc::new(Cell::new(calls));
@@ -203,6 +246,7 @@ where
                     end_ns: monotonic_ns(),
                     p50_ns: None,
                     p99_ns: None,
+                    refused: 0,
                 })
             }
         }
@@ -219,5 +263,6 @@ pub fn sequential_outcome(start_ns: u64, mut samples: Vec<u64>) -> Outcome {
         end_ns,
         p50_ns: Some(quantile(&samples, 0.50)),
         p99_ns: Some(quantile(&samples, 0.99)),
+        refused: 0,
     }
 }

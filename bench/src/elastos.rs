@@ -5,6 +5,8 @@
 //!
 //! - `elastos-service CONTROL`: provides [`SERVICE`], method `echo` answers with the request's
 //!   payload (elastos-sdk, async, `current_thread` runtime).
+//! - `elastos-service CONTROL slow US`: provides [`SLOW_SERVICE`], whose `echo` takes US µs
+//!   (a thread sleep, which blocks the provider's only thread: calls are served one at a time).
 //! - `elastos-idle CONTROL N`: N apps that connect (handshake done) and then do nothing, for the
 //!   broker's memory per idle app; they stay until stdin closes.
 //! - the client (`client elastos CONTROL NUMBER`): calls `echo` with elastos-sdk's async API on a
@@ -14,6 +16,7 @@
 use std::io::{self, BufRead, BufReader, IoSlice, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::time::Duration;
 
 use elastos_sdk::{Context, IncomingCall, ServiceHandler, Status, Uuid};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
@@ -23,6 +26,8 @@ use crate::{arg, num_arg};
 
 /// The benchmark's service id.
 pub const SERVICE: Uuid = Uuid::from_u128(0x3b6f_2d1e_8c4a_4f57_9e21_6a0d_5c7b_e214);
+/// The slow service of the flood scenario.
+pub const SLOW_SERVICE: Uuid = Uuid::from_u128(0x3b6f_2d1e_8c4a_4f57_9e21_6a0d_5c7b_e215);
 /// A publisher key: any 32 bytes (nothing is signed here; the daemon trusts its control socket).
 const PUBLISHER: &str = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0";
 
@@ -79,20 +84,36 @@ async fn connect(control: &str, identity: serde_json::Value) -> Result<Context, 
         .map_err(|e| format!("handshake with the broker: {e}"))
 }
 
-struct Echo;
+/// Answers with the request's payload, after `service` (one call at a time, see the module).
+struct Echo {
+    service: Duration,
+}
 
 impl ServiceHandler for Echo {
     async fn handle(&self, call: IncomingCall) -> Result<Vec<u8>, Status> {
+        if !self.service.is_zero() {
+            std::thread::sleep(self.service);
+        }
         Ok(call.payload)
     }
 }
 
 pub fn service(args: &[String]) -> Result<(), String> {
     let control = arg(args, 0, "the daemon's control socket")?;
+    let (service, app_id, name, service_time) = if args.get(1).is_some_and(|a| a == "slow") {
+        let us: u64 = num_arg(args, 2, "service time in µs")?;
+        let time = Duration::from_micros(us);
+        (SLOW_SERVICE, 0x5e42, "bench-slow-service", time)
+    } else {
+        (SERVICE, 0x5e41, "bench-service", Duration::ZERO)
+    };
     let runtime = crate::runtime()?;
     runtime.block_on(async {
-        let ctx = connect(control, identity(0x5e41, "bench-service", &[SERVICE], &[])).await?;
-        ctx.register(SERVICE, &["echo"], &[], Echo)
+        let ctx = connect(control, identity(app_id, name, &[service], &[])).await?;
+        let echo = Echo {
+            service: service_time,
+        };
+        ctx.register(service, &["echo"], &[], echo)
             .await
             .map_err(|e| format!("register: {e}"))?;
         crate::say_ready();
@@ -129,16 +150,28 @@ pub fn idle(args: &[String]) -> Result<(), String> {
 pub fn client(target: &[String], mode: Mode, calls: u64) -> Result<Outcome, String> {
     let control = arg(target, 0, "the daemon's control socket")?;
     let number: u32 = num_arg(target, 1, "client number")?;
+    let slow = target.get(2).is_some_and(|a| a == "slow");
+    let service = if slow { SLOW_SERVICE } else { SERVICE };
     let runtime = crate::runtime()?;
     let name = format!("bench-client-{number}");
     let ctx = runtime.block_on(connect(
         control,
-        identity(0xc11e_0000 + u128::from(number), &name, &[], &[SERVICE]),
+        identity(
+            0xc11e_0000 + u128::from(number),
+            &name,
+            &[],
+            &[SERVICE, SLOW_SERVICE],
+        ),
     ))?;
-    client::measure_async(&runtime, mode, calls, move |payload| {
+    let warmup = if slow {
+        client::SLOW_WARMUP_CALLS
+    } else {
+        client::WARMUP_CALLS
+    };
+    client::measure_async(&runtime, mode, (warmup, calls), move |payload| {
         let ctx = ctx.clone();
         async move {
-            ctx.call(SERVICE, "echo", payload, None)
+            ctx.call(service, "echo", payload, None)
                 .await
                 .map_err(|e| format!("call: {e}"))
         }

@@ -8,7 +8,11 @@
 //!    `--flight-calls` calls) and with `--clients` clients of `--flight` in flight each
 //!    (`--flight-calls` in total), both unpinned; every path in turn, so that the machine's drift
 //!    spreads over all of them.
-//! 4. Prints a markdown report of the medians over the rounds, and the ratios the targets are
+//! 4. The flood scenario (issue 12), `--flood-rounds` rounds, for elastos and D-Bus in turn: a
+//!    slow service serving one call at a time in `--service-us` µs; a well-behaved client's
+//!    `--flood-calls` sequential calls unloaded, then again after a flooder has kept
+//!    `--flood-in-flight` calls in flight for `--flood-ramp-ms`, while it still does.
+//! 5. Prints a markdown report of the medians over the rounds, and the ratios the targets are
 //!    stated in; `--json FILE` keeps every round's numbers.
 
 use std::collections::BTreeMap;
@@ -38,6 +42,11 @@ struct Options {
     flight_calls: u64,
     clients: u64,
     idle: u32,
+    flood_rounds: usize,
+    flood_calls: u64,
+    flood_in_flight: usize,
+    service_us: u64,
+    flood_ramp_ms: u64,
     json: Option<String>,
 }
 
@@ -74,14 +83,26 @@ impl Options {
             flight_calls: num("flight-calls", take("flight-calls", Some("200000"))?)?,
             clients: num("clients", take("clients", Some("4"))?)?,
             idle: num("idle", take("idle", Some("1000"))?)?,
+            flood_rounds: num("flood-rounds", take("flood-rounds", Some("3"))?)?,
+            flood_calls: num("flood-calls", take("flood-calls", Some("300"))?)?,
+            flood_in_flight: num("flood-in-flight", take("flood-in-flight", Some("256"))?)?,
+            service_us: num("service-us", take("service-us", Some("500"))?)?,
+            flood_ramp_ms: num("flood-ramp-ms", take("flood-ramp-ms", Some("1000"))?)?,
             json: take("json", Some("")).ok().filter(|path| !path.is_empty()),
         };
         if let Some(unknown) = given.keys().next() {
             return Err(format!("unknown option --{unknown}"));
         }
-        if options.rounds == 0 || options.calls == 0 || options.flight == 0 || options.clients == 0
+        if options.rounds == 0
+            || options.calls == 0
+            || options.flight == 0
+            || options.clients == 0
+            || options.flood_calls == 0
+            || options.flood_in_flight == 0
         {
-            return Err("--rounds, --calls, --flight and --clients must be positive".into());
+            return Err("--rounds, --calls, --flight, --clients, --flood-calls and \
+                        --flood-in-flight must be positive"
+                .into());
         }
         Ok(options)
     }
@@ -164,14 +185,21 @@ impl Drop for Proc {
     }
 }
 
-/// The client arguments after `client PATH MODE CALLS`.
-fn target(options: &Options, path: &str, number: u64) -> Vec<String> {
-    match path {
+/// The client arguments after `client PATH MODE CALLS`; `slow` for the slow service.
+fn target(options: &Options, path: &str, number: u64, slow: bool) -> Vec<String> {
+    let mut target = match path {
         "relay" => vec![format!("{}/relay.sock", options.dir)],
         "elastos" => vec![options.control.clone(), number.to_string()],
         _ => vec![options.dbus.clone()],
+    };
+    if slow {
+        target.push("slow".into());
     }
+    target
 }
+
+/// The client number (elastos app identity) of the flooder.
+const FLOODER: u64 = 1000;
 
 /// One measurement: `clients` clients of `path` together, `calls` calls in all, run where
 /// `placement` says; their outcomes merged: calls over the span from the first start to the
@@ -180,6 +208,8 @@ struct Run<'a> {
     options: &'a Options,
     path: &'static str,
     hops: Hops,
+    /// Calls go to the slow service (and `hops.server` is its provider).
+    slow: bool,
 }
 
 impl Run<'_> {
@@ -201,7 +231,7 @@ impl Run<'_> {
                 mode_arg.clone(),
                 each.to_string(),
             ];
-            args.extend(target(options, path, number));
+            args.extend(target(options, path, number, self.slow));
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             procs.push(Proc::spawn(format!("{path} client {number}"), &args)?);
         }
@@ -231,7 +261,52 @@ impl Run<'_> {
                 .expect("clients > 0"),
             p50_ns: outcomes[0].p50_ns,
             p99_ns: outcomes[0].p99_ns,
+            refused: outcomes.iter().map(|o| o.refused).sum(),
         })
+    }
+
+    /// [`Run::measure`] of the echo service, where every call must succeed.
+    fn measure_echo(
+        &self,
+        mode: Mode,
+        clients: u64,
+        calls: u64,
+        placement: Placement,
+    ) -> Result<Outcome, String> {
+        let outcome = self.measure(mode, clients, calls, placement)?;
+        if outcome.refused > 0 {
+            return Err(format!(
+                "{} of the {} echo calls failed",
+                outcome.refused, self.path
+            ));
+        }
+        Ok(outcome)
+    }
+
+    /// One round of the flood scenario: the steady client unloaded, then under a flood.
+    fn flood(&self) -> Result<(Outcome, Outcome), String> {
+        let options = self.options;
+        let unloaded = self.measure(Mode::Sequential, 1, options.flood_calls, Placement::Unpinned)?;
+        let mut args = vec![
+            "client".to_owned(),
+            self.path.to_owned(),
+            Mode::Flood(options.flood_in_flight).to_arg(),
+            "0".to_owned(),
+        ];
+        args.extend(target(options, self.path, FLOODER, true));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut flooder = Proc::spawn(format!("{} flooder", self.path), &args)?;
+        flooder.wait_ready()?;
+        flooder.go()?;
+        std::thread::sleep(Duration::from_millis(options.flood_ramp_ms));
+        let flooded = self.measure(Mode::Sequential, 1, options.flood_calls, Placement::Unpinned);
+        drop(flooder);
+        // The flood's calls already at the provider drain (D-Bus: up to all of them).
+        std::thread::sleep(
+            Duration::from_micros(options.service_us) * options.flood_in_flight as u32
+                + Duration::from_millis(200),
+        );
+        Ok((unloaded, flooded?))
     }
 }
 
@@ -314,11 +389,20 @@ pub fn run(args: &[String]) -> Result<(), String> {
     eprintln!("==> starting the servers");
     let relay_server = format!("{}/relay-server.sock", options.dir);
     let relay_listen = format!("{}/relay.sock", options.dir);
+    let service_us = options.service_us.to_string();
     let mut servers = vec![
         Proc::spawn("relay server", &["relay-server", &relay_server])?,
         Proc::spawn("relay", &["relay", &relay_listen, &relay_server])?,
         Proc::spawn("elastos service", &["elastos-service", &options.control])?,
         Proc::spawn("zbus server", &["dbus-server", &options.dbus])?,
+        Proc::spawn(
+            "elastos slow service",
+            &["elastos-service", &options.control, "slow", &service_us],
+        )?,
+        Proc::spawn(
+            "zbus slow server",
+            &["dbus-server", &options.dbus, "slow", &service_us],
+        )?,
     ];
     for server in &mut servers {
         server.wait_ready()?;
@@ -331,6 +415,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 middle: servers[1].pid(),
                 server: servers[0].pid(),
             },
+            slow: false,
         },
         Run {
             options: &options,
@@ -339,6 +424,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 middle: options.broker_pid,
                 server: servers[2].pid(),
             },
+            slow: false,
         },
         Run {
             options: &options,
@@ -347,6 +433,27 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 middle: options.dbus_pid,
                 server: servers[3].pid(),
             },
+            slow: false,
+        },
+    ];
+    let flood_runs = [
+        Run {
+            options: &options,
+            path: "elastos",
+            hops: Hops {
+                middle: options.broker_pid,
+                server: servers[4].pid(),
+            },
+            slow: true,
+        },
+        Run {
+            options: &options,
+            path: "dbus",
+            hops: Hops {
+                middle: options.dbus_pid,
+                server: servers[5].pid(),
+            },
+            slow: true,
         },
     ];
 
@@ -362,7 +469,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                     run.path,
                     placement.describe()
                 );
-                let seq = run.measure(Mode::Sequential, 1, options.calls, placement)?;
+                let seq = run.measure_echo(Mode::Sequential, 1, options.calls, placement)?;
                 let [p50, p99, rate] = samples
                     .entry(run.path)
                     .or_default()
@@ -384,7 +491,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 "==> round {round}/{rounds}: {}, {} in flight",
                 run.path, options.flight
             );
-            let one = run.measure(mode, 1, options.flight_calls, Placement::Unpinned)?;
+            let one = run.measure_echo(mode, 1, options.flight_calls, Placement::Unpinned)?;
             samples
                 .entry(run.path)
                 .or_default()
@@ -397,7 +504,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 "==> round {round}/{rounds}: {}, {} clients x {} in flight",
                 run.path, options.clients, options.flight
             );
-            let many = run.measure(
+            let many = run.measure_echo(
                 mode,
                 options.clients,
                 options.flight_calls,
@@ -412,6 +519,23 @@ pub fn run(args: &[String]) -> Result<(), String> {
         }
         rounds_json.push(serde_json::Value::Object(round_json));
     }
+    let mut floods: BTreeMap<&str, Flood> = BTreeMap::new();
+    let mut floods_json = Vec::new();
+    for round in 1..=options.flood_rounds {
+        let mut round_json = serde_json::Map::new();
+        for run in &flood_runs {
+            eprintln!(
+                "==> flood round {round}/{}: {}, a steady client unloaded, then with {} calls \
+                 in flight from a flooder",
+                options.flood_rounds, run.path, options.flood_in_flight
+            );
+            let (unloaded, flooded) = run.flood()?;
+            floods.entry(run.path).or_default().push(&unloaded, &flooded);
+            round_json.insert(format!("{}_unloaded", run.path), unloaded.to_json());
+            round_json.insert(format!("{}_flooded", run.path), flooded.to_json());
+        }
+        floods_json.push(serde_json::Value::Object(round_json));
+    }
     for run in &runs {
         // The daemons outlive this process; leave them as they were.
         placement::apply(Placement::Unpinned, run.hops.middle, run.hops.server, &[])?;
@@ -419,6 +543,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     drop(servers);
 
     println!("{}", report(&options, &samples, &memory));
+    if options.flood_rounds > 0 {
+        println!("{}", flood_report(&options, &floods));
+    }
     if let Some(path) = &options.json {
         let json = serde_json::json!({
             "payload_bytes": crate::PAYLOAD_LEN,
@@ -427,6 +554,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "memory": { "idle_apps": memory.idle, "before_kib": [memory.before.0, memory.before.1],
                         "with_kib": [memory.with.0, memory.with.1] },
             "rounds": rounds_json,
+            "flood": { "service_us": options.service_us, "in_flight": options.flood_in_flight,
+                       "calls": options.flood_calls, "ramp_ms": options.flood_ramp_ms,
+                       "rounds": floods_json },
         });
         std::fs::write(path, format!("{json:#}\n")).map_err(|e| format!("{path}: {e}"))?;
     }
@@ -580,5 +710,77 @@ fn report(options: &Options, samples: &BTreeMap<&str, Samples>, memory: &Memory)
         memory.before.1,
         memory.with.1
     ));
+    out
+}
+
+/// The flood scenario's numbers of one path, a value per round: the steady client's p50 and p99
+/// in ms, unloaded and flooded, and its refusals.
+#[derive(Default)]
+struct Flood {
+    unloaded: [Vec<f64>; 2],
+    flooded: [Vec<f64>; 2],
+    refused: u64,
+}
+
+impl Flood {
+    fn push(&mut self, unloaded: &Outcome, flooded: &Outcome) {
+        let ms = |ns: Option<u64>| ns.unwrap_or(0) as f64 / 1e6;
+        self.unloaded[0].push(ms(unloaded.p50_ns));
+        self.unloaded[1].push(ms(unloaded.p99_ns));
+        self.flooded[0].push(ms(flooded.p50_ns));
+        self.flooded[1].push(ms(flooded.p99_ns));
+        self.refused += unloaded.refused + flooded.refused;
+    }
+}
+
+fn flood_report(options: &Options, floods: &BTreeMap<&str, Flood>) -> String {
+    let service_ms = options.service_us as f64 / 1e3;
+    let mut out = String::new();
+    let mut line = |text: String| {
+        out.push_str(&text);
+        out.push('\n');
+    };
+    line(format!(
+        "Flood (issue 12): a provider that serves one call at a time, {service_ms} ms each (a \
+         thread sleep); a well-behaved client's {} sequential 64-byte calls, unloaded, then while \
+         a flooder keeps {} calls in flight against the same provider (measured after {} ms of \
+         flood); medians over {} rounds. Target: flooded p99 ≤ 2 × unloaded p99 + {service_ms} \
+         ms, and no call refused.\n",
+        options.flood_calls, options.flood_in_flight, options.flood_ramp_ms, options.flood_rounds
+    ));
+    line(
+        "| path | unloaded p50 ms | unloaded p99 ms | flooded p50 ms | flooded p99 ms | \
+         flooded p99 / unloaded p99 | target | refused |"
+            .into(),
+    );
+    line("|---|---:|---:|---:|---:|---:|---|---:|".into());
+    let names = [
+        ("elastos", "elastos broker"),
+        ("dbus", "D-Bus, dbus-daemon"),
+    ];
+    for (path, name) in names {
+        let Some(flood) = floods.get(path) else {
+            continue;
+        };
+        let [u50, u99] = flood.unloaded.each_ref().map(|v| median(v));
+        let [f50, f99] = flood.flooded.each_ref().map(|v| median(v));
+        let target = 2.0 * u99 + service_ms;
+        let met = f99 <= target && flood.refused == 0;
+        line(format!(
+            "| {name} | {u50:.2} | {u99:.2} | {f50:.2} | {f99:.2} | {:.1}x | ≤ {target:.2} ms: {} \
+             | {} |",
+            f99 / u99,
+            if met { "met" } else { "missed" },
+            flood.refused
+        ));
+    }
+    if let (Some(elastos), Some(dbus)) = (floods.get("elastos"), floods.get("dbus")) {
+        line(String::new());
+        line(format!(
+            "Under the flood, D-Bus / elastos: p50 {:.1}x, p99 {:.1}x.",
+            median(&dbus.flooded[0]) / median(&elastos.flooded[0]),
+            median(&dbus.flooded[1]) / median(&elastos.flooded[1]),
+        ));
+    }
     out
 }

@@ -133,6 +133,7 @@ pub fn client(target: &[String], mode: Mode, calls: u64) -> Result<Outcome, Stri
             Ok(client::sequential_outcome(start_ns, samples))
         }
         Mode::InFlight(k) => pipelined(&mut stream, &request, k as u64, calls),
+        Mode::Flood(_) => Err("the relay has no slow service to flood".into()),
     }
 }
 
@@ -175,5 +176,6 @@ fn pipelined(
         end_ns: monotonic_ns(),
         p50_ns: None,
         p99_ns: None,
+        refused: 0,
     })
 }

@@ -201,7 +201,18 @@ pub(crate) struct Incoming {
     pub(crate) service: Uuid,
     /// Written to the provider; until then it waits in [`Calls::queued`], and the provider
     /// cannot answer it (it could guess the id).
-    pub(crate) delivered: bool,
+    pub(crate) delivered: Option<Delivered>,
+}
+
+/// When an incoming call was written to its provider, for the provider's
+/// [`DelayWindow`](crate::fair::DelayWindow).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Delivered {
+    pub(crate) at: Instant,
+    /// Calls delivered to the provider and unanswered then, this one included.
+    pub(crate) outstanding: usize,
+    /// Its delivery number, in [`Calls::queued`].
+    pub(crate) number: u64,
 }
 
 /// The calls of a connection, both ways. Locked briefly by its own reader and by the readers of

@@ -22,8 +22,9 @@
 //! - **Routing**: calls get a broker-assigned id on the provider's connection, a deadline
 //!   (DEADLINE_EXCEEDED to the caller and `cancel` to the provider when it passes), and are
 //!   answered exactly once. A provider's callers share it fairly: calls beyond a window (per
-//!   caller and per provider) delivered and unanswered wait in one queue per caller and go out in deficit round robin
-//!   by bytes, so a caller flooding a provider delays and gets refused only itself. Events fan out to subscribers; watchers hear `service_available`
+//!   caller and per provider, the provider's sized by its delay) delivered and unanswered wait in
+//!   one queue per caller and go out in deficit round robin by bytes, a caller with nothing
+//!   queued first, so a caller flooding a provider delays and gets refused only itself. Events fan out to subscribers; watchers hear `service_available`
 //!   and `provider_gone`, coalesced per service (the latest state replaces a notice not yet
 //!   written, so no other app can fill a watcher's queue); linked clients hear `provider_gone`.
 //! - **On-demand activation** through an [`Activator`]: concurrent requests for one service share
@@ -183,13 +184,13 @@ pub struct BrokerConfig {
     /// Most calls delivered to one provider connection and not yet answered (nor cancelled nor
     /// expired), from all its callers together; the others wait in one queue per caller and are
     /// delivered in deficit round robin by bytes as delivered ones are answered (see the `fair`
-    /// module). Large enough for a fast provider to stay pipelined with many callers.
-    /// Default 256.
+    /// module). The bound of a window sized by the provider's delay: a provider that queues
+    /// calls inside it (one serving a call at a time gets 1-2) gets fewer. Large enough for a
+    /// fast provider to stay pipelined with many callers. Default 256.
     pub delivery_window: usize,
-    /// Most calls of one caller delivered to one provider connection and not yet answered; its
-    /// others wait in its queue. Bounds the wait a newcomer has behind one caller's calls: about
-    /// this many times the provider's time per call, for a provider that serves one call at a
-    /// time. Default 32.
+    /// Most calls of one caller delivered to one provider connection and not yet answered (and
+    /// never more than the provider's delay-sized window); its others wait in its queue. Keeps
+    /// one caller from taking a fast provider's whole window. Default 32.
     pub caller_delivery_window: usize,
     /// Most bytes (payload, method name and 64 of overhead per call) one caller may have queued
     /// for one provider beyond the delivery window; a call beyond it is answered

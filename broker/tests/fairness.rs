@@ -96,7 +96,10 @@ async fn past_the_providers_window_callers_take_turns() {
     let (_flooder, mut steady, position) =
         steady_call_behind_a_flood(&broker, &mut provider, 50).await;
     // The call delivered first, then at most one 1 KiB quantum of the flooder's 70-byte calls
-    // (14), then the steady call; with one FIFO it came after all 50.
+    // (14), then the steady call; with one FIFO it came after all 50. (The flooder is still in
+    // its first turn here, so the steady call does not overtake it: see
+    // `against_a_serial_provider_a_flood_keeps_a_newcomer_about_one_call_behind` for a flood
+    // that has been going on.)
     assert!(position <= 16, "delivered {position}th");
     assert_eq!(payload_of(&steady.reply().await), b"steady");
 }
@@ -260,4 +263,112 @@ async fn a_provider_cannot_answer_a_call_it_was_not_given() {
     echo_back(&mut provider, second).await;
     let reply = client.reply().await;
     assert_eq!((reply.call_id, payload_of(&reply)), (2, &b"two"[..]));
+}
+
+/// A flooder keeps [`FLOOD_IN_FLIGHT`] calls in flight against a provider that serves one call
+/// at a time, each taking `service` (on the runtime's clock, so the broker runs meanwhile); then
+/// a steady caller makes `steady_calls` calls one after the other. Returns, for each steady
+/// call, how many of the flooder's calls the provider served between the steady call being
+/// sent and the steady call being served: its wait, in calls of the provider's work.
+async fn flood_calls_served_ahead_of_a_steady_caller(
+    service: Duration,
+    steady_calls: u64,
+) -> Vec<u64> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    const FLOOD_IN_FLIGHT: u64 = 256;
+    let (broker, mut provider) = broker_with_manual_provider(BrokerConfig::default()).await;
+    let flood_served = Arc::new(AtomicU64::new(0));
+    let (ahead_tx, mut ahead_rx) = tokio::sync::mpsc::unbounded_channel();
+    let served = Arc::clone(&flood_served);
+    let serving = tokio::spawn(async move {
+        loop {
+            let call = provider.incoming().await;
+            tokio::time::sleep(service).await;
+            let steady = call.caller.as_ref().expect("caller").app_name == "steady";
+            if steady {
+                let _ = ahead_tx.send(served.load(Ordering::SeqCst));
+            }
+            echo_back(&mut provider, call).await;
+            if !steady {
+                served.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    let mut flooder = Client::connect(&broker, client_identity("flooder")).await;
+    let flooding = tokio::spawn(async move {
+        for call_id in 0..FLOOD_IN_FLIGHT {
+            flooder.send_call(call_id, ECHO, "say", b"x", 0).await;
+        }
+        for call_id in FLOOD_IN_FLIGHT.. {
+            let reply = flooder.reply().await;
+            assert_eq!(status_of_reply(&reply), v1::Status::Ok, "{reply:?}");
+            flooder.send_call(call_id, ECHO, "say", b"x", 0).await;
+        }
+    });
+    // Long enough for the flood to fill every window the broker gives it, and for the broker to
+    // learn the provider's pace.
+    while flood_served.load(Ordering::SeqCst) < 100 {
+        tokio::time::sleep(service).await;
+    }
+    let mut steady = Client::connect(&broker, client_identity("steady")).await;
+    let mut ahead = Vec::new();
+    for call_id in 0..steady_calls {
+        let before = flood_served.load(Ordering::SeqCst);
+        steady.send_call(call_id, ECHO, "say", b"steady", 0).await;
+        assert_eq!(payload_of(&steady.reply().await), b"steady");
+        let at_service = ahead_rx
+            .recv()
+            .await
+            .expect("the provider served the steady call");
+        ahead.push(at_service - before);
+    }
+    serving.abort();
+    flooding.abort();
+    ahead
+}
+
+#[tokio::test]
+async fn against_a_serial_provider_a_flood_keeps_a_newcomer_about_one_call_behind() {
+    // 3 ms a call: far above the scheduling noise of a loaded test machine, so that the broker
+    // sees the provider queue. With a fixed window of 32 per caller, each steady call waited
+    // behind ~32 of the flooder's; the delay-based window keeps 1-2 delivered, and a caller with
+    // nothing queued gets the next free slot, so one call in progress and at most one queued
+    // are ahead of it (2); 4 leaves room for a noisy measurement of the provider's base time.
+    let ahead = flood_calls_served_ahead_of_a_steady_caller(Duration::from_millis(3), 10).await;
+    assert!(ahead.iter().all(|&calls| calls <= 4), "{ahead:?}");
+}
+
+#[tokio::test]
+async fn calls_a_provider_holds_open_do_not_take_the_window_from_others() {
+    // A provider that holds calls open (long polls) while it answers others at once: the
+    // delay-sized window (8 calls at first) must not fill with the held ones, or nobody's calls
+    // would go out until one of them ended.
+    let (broker, mut provider) = broker_with_manual_provider(BrokerConfig::default()).await;
+    let mut steady = Client::connect(&broker, client_identity("steady")).await;
+    let (mut pollers, mut held) = (Vec::new(), Vec::new());
+    for n in 0..20 {
+        let mut poller = Client::connect(&broker, client_identity(&format!("poller-{n}"))).await;
+        poller.send_call(1, ECHO, "say", b"poll", 0).await;
+        pollers.push(poller);
+        steady.send_call(n, ECHO, "say", b"quick", 0).await;
+        // The provider holds the polls and answers the quick calls as they come.
+        loop {
+            let call = provider.incoming().await;
+            if call.payload == b"poll" {
+                held.push(call);
+            } else {
+                echo_back(&mut provider, call).await;
+                break;
+            }
+        }
+        assert_eq!(payload_of(&steady.reply().await), b"quick");
+    }
+    assert_eq!(held.len(), 20);
+    for call in held {
+        echo_back(&mut provider, call).await;
+    }
+    for poller in &mut pollers {
+        assert_eq!(payload_of(&poller.reply().await), b"poll");
+    }
 }

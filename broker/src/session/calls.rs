@@ -212,7 +212,7 @@ impl Session {
                         caller: Arc::clone(&self.conn),
                         caller_call_id: call_id,
                         service,
-                        delivered: false,
+                        delivered: None,
                     },
                 );
                 theirs
@@ -296,17 +296,22 @@ impl Session {
         // A queued call's id is refused too: the provider never got it (it guessed the id).
         let (incoming, undelivered) = {
             let mut calls = self.conn.calls.lock();
-            if !calls
+            let Some(delivered) = calls
                 .incoming
                 .get(&reply.call_id)
-                .is_some_and(|incoming| incoming.delivered)
-            {
+                .and_then(|incoming| incoming.delivered)
+            else {
                 return;
-            }
+            };
             let Some(incoming) = calls.incoming.remove(&reply.call_id) else {
                 return;
             };
-            calls.queued.answered(incoming.caller.id);
+            if !calls.queued.answered(incoming.caller.id, delivered.number) {
+                calls
+                    .queued
+                    .window
+                    .sample(delivered.at.elapsed(), delivered.outstanding);
+            }
             (
                 incoming,
                 deliver(&mut calls, &self.conn, &self.inner.config),
@@ -356,11 +361,11 @@ pub(super) fn cancel_incoming(provider: &Conn, broker_call_id: u64, config: &Bro
         let Some(incoming) = calls.incoming.remove(&broker_call_id) else {
             return;
         };
-        if !incoming.delivered {
+        let Some(delivered) = incoming.delivered else {
             calls.queued.remove(incoming.caller.id, broker_call_id);
             return;
-        }
-        calls.queued.answered(incoming.caller.id);
+        };
+        calls.queued.withdrawn(incoming.caller.id, delivered.number);
         // Under the lock, so that the cancel goes out before the call that takes the slot.
         provider.send(broker_frame::Body::Cancel(v1::Cancel {
             call_id: broker_call_id,
@@ -380,22 +385,24 @@ pub(super) struct Undelivered {
 
 /// Delivers `provider`'s queued calls, in the order [`Fair`](crate::fair::Fair) picks, while
 /// fewer than the provider's window are delivered and unanswered, each caller up to its own
-/// window. Called with the provider's calls locked, so
-/// that its reply cannot overtake the entry being marked delivered.
+/// window: both as its [`DelayWindow`](crate::fair::DelayWindow) says, within the configured
+/// bounds. Called with the provider's calls locked, so that its reply cannot overtake the entry
+/// being marked delivered.
 fn deliver(calls: &mut Calls, provider: &Conn, config: &BrokerConfig) -> Vec<Undelivered> {
     let mut undelivered = Vec::new();
-    // A window of 0 would deliver nothing, ever.
-    let caller_window = config.caller_delivery_window.max(1);
-    while calls.queued.delivered() < config.delivery_window.max(1) {
+    // A window of 0 would deliver nothing, ever. Held calls do not count against it.
+    let window = (calls.queued.window.size() + calls.queued.held())
+        .min(config.delivery_window)
+        .max(1);
+    let caller_window = window.min(config.caller_delivery_window).max(1);
+    while calls.queued.delivered() < window {
         let busy = calls.queued.delivered() > 0;
         let Some((broker_call_id, queued)) = calls.queued.peek(caller_window) else {
             break;
         };
+        let now = Instant::now();
         if let Some(broker_frame::Body::IncomingCall(call)) = &mut queued.frame.body {
-            let left_ms = queued
-                .deadline
-                .saturating_duration_since(Instant::now())
-                .as_millis();
+            let left_ms = queued.deadline.saturating_duration_since(now).as_millis();
             call.deadline_ms = u32::try_from(left_ms).unwrap_or(u32::MAX).max(1);
         }
         let failure = match provider.outbox.offer(&queued.frame) {
@@ -421,9 +428,13 @@ fn deliver(calls: &mut Calls, provider: &Conn, config: &BrokerConfig) -> Vec<Und
         };
         match failure {
             None => {
-                calls.queued.deliver(caller);
+                let number = calls.queued.deliver(caller);
                 if let Some(incoming) = calls.incoming.get_mut(&broker_call_id) {
-                    incoming.delivered = true;
+                    incoming.delivered = Some(Delivered {
+                        at: now,
+                        outstanding: calls.queued.delivered(),
+                        number,
+                    });
                 }
             }
             Some((status, why)) => {
