@@ -79,8 +79,12 @@ pub enum Command {
         #[command(flatten)]
         format: FormatArg,
     },
-    /// Show your user ID (the key that signs your ownership ledger; made on first use).
+    /// Show your user ID (the key that signs your ownership ledger and encrypts your cloud
+    /// disk; made on first use), or move it to another machine (export, import).
+    #[command(args_conflicts_with_subcommands = true)]
     Id {
+        #[command(subcommand)]
+        command: Option<IdCommand>,
         #[command(flatten)]
         format: FormatArg,
     },
@@ -93,6 +97,44 @@ pub enum Command {
     /// Change settings.
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IdCommand {
+    /// Write your user key to FILE sealed with a passphrase (Argon2id, then
+    /// XChaCha20-Poly1305), to import it on your other machines.
+    Export {
+        /// The file to write (refused if it exists).
+        file: PathBuf,
+        #[command(flatten)]
+        passphrase: PassphraseArg,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Make the user key sealed in FILE (by `elastos id export`) this machine's user key. A
+    /// wrong passphrase changes nothing.
+    Import {
+        /// The export.
+        file: PathBuf,
+        #[command(flatten)]
+        passphrase: PassphraseArg,
+        /// Replace a different user key already here. The old key is kept beside it as
+        /// `user.key.replaced-<unix time>`; the ledger is re-signed by the new key (its records
+        /// are kept, the old ledger is kept as `ledger.replaced-<unix time>`).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+}
+
+/// Where the passphrase of `id export|import` comes from: the file, else `ELASTOS_PASSPHRASE`,
+/// else a prompt on the terminal (without echo).
+#[derive(Debug, Args)]
+pub struct PassphraseArg {
+    /// Read the passphrase from the first line of FILE instead of prompting.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

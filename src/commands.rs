@@ -108,7 +108,14 @@ pub fn try_main(cli: Cli) -> Result<u8, Failure> {
                 .map_err(Failure::from)
         }
         Command::Run(args) => run(args),
-        Command::Id { format } => identity_cmd::id(format.format).map_err(Failure::from),
+        Command::Id {
+            command: None,
+            format,
+        } => identity_cmd::id(format.format).map_err(Failure::from),
+        Command::Id {
+            command: Some(command),
+            ..
+        } => identity_cmd::id_move(command).map_err(Failure::from),
         Command::Ledger(command) => identity_cmd::ledger(command).map_err(Failure::from),
         Command::Trust(command) => identity_cmd::trust(command).map_err(Failure::from),
         Command::Config(command) => identity_cmd::config(command).map_err(Failure::from),
