@@ -473,24 +473,32 @@ fn key(command: KeyCommand) -> Result<u8> {
 fn policy_show(bundle: &Path, args: Vec<String>, format: Format) -> Result<u8> {
     let state = StateDirs::from_env()?;
     // Check only: inspecting a bundle's jail must not bind its app id to its publisher.
-    let plan = apps::prepare(
+    let prepared = apps::prepare(
         bundle,
         &args,
         &state.apps,
         &apps::host_env(),
         Admission::CheckOnly,
-    )?
-    .plan;
+    )?;
+    let (plan, home_sync) = (prepared.plan, prepared.manifest.home_sync());
     let publishers = identity_cmd::policy_name(TrustList::load(&state.apps.trust)?.policy);
     match format {
         Format::Json => {
             let mut value = serde_json::to_value(&plan).context("encoding JSON output")?;
             value["publishers"] = publishers.into();
+            value["home_sync"] = home_sync.into();
             print_json(&value)?
         }
         Format::Text => {
             print!("{}", plan.render_text());
             println!("publishers: {publishers} (elastos config set policy.publishers)");
+            if home_sync {
+                println!("home sync:  on: the home is a cache of your encrypted cloud disk (elastos cloud status)");
+            } else {
+                println!(
+                    "home sync:  off ([home] sync = false): the home stays on this machine only"
+                );
+            }
         }
     }
     Ok(0)
