@@ -97,6 +97,84 @@ pub enum Command {
     /// Change settings.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Your end-to-end encrypted cloud disk, of which every app's home is a cache: where it
+    /// is, what it holds, earlier versions of files.
+    #[command(subcommand)]
+    Cloud(CloudCommand),
+    /// Sync apps' homes with your cloud disk now, or show how far each is.
+    #[command(subcommand)]
+    Sync(SyncCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CloudCommand {
+    /// Choose the store of your cloud disk: DIR or file://DIR (a local directory, e.g. a mounted
+    /// drive), s3://BUCKET/PREFIX (S3-compatible; credentials from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY, else --credentials FILE, else AWS_SHARED_CREDENTIALS_FILE), or
+    /// webdav+http(s)://HOST/PATH. Without it, a directory under the state dir stands in.
+    Set {
+        /// The store.
+        url: String,
+        /// S3 only: the endpoint of an S3-compatible server (default: AWS).
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
+        /// S3 only: a file of credentials (mode 0600; `aws_access_key_id=...`,
+        /// `aws_secret_access_key=...`, `region=...` lines), used when AWS_ACCESS_KEY_ID is not
+        /// set.
+        #[arg(long, value_name = "FILE")]
+        credentials: Option<PathBuf>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Show the store, and per app: pending changes, last sync, conflicts, bytes.
+    Status {
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// List the versions of a file the cloud disk keeps (deleted files included, for the
+    /// retention period).
+    Versions {
+        /// The app: its id, or its name when no other app has it.
+        app: String,
+        /// The file, relative to the app's home.
+        path: String,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Bring back an app's home (or one PATH of it) as it was at a time (default: the latest
+    /// version), from the cloud disk. Files changed since are replaced; nothing is lost: the
+    /// replaced content stays among the versions.
+    Restore {
+        /// The app: its id, or its name when no other app has it.
+        app: String,
+        /// A file or directory, relative to the app's home (default: all of it).
+        path: Option<String>,
+        /// The time, RFC 3339 (e.g. 2026-12-02T15:00:00Z).
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// Sync now, both ways: one app, or every app whose home syncs.
+    Now {
+        /// The app: its id, or its name when no other app has it (default: all).
+        app: Option<String>,
+        /// Go on with a sync that would delete more than half of an app's files (it stops
+        /// without this and says so).
+        #[arg(long, alias = "confirm-delete")]
+        confirm_mass_delete: bool,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Per app: pending changes up and down, last sync, conflicts, bytes.
+    Status {
+        #[command(flatten)]
+        format: FormatArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]

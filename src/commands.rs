@@ -18,6 +18,7 @@ use elastos_loader::{BlockedSignals, FirstEvent, LaunchError};
 use serde::Serialize;
 
 use crate::broker_cmd;
+use crate::cloud_cmd;
 use crate::identity_cmd;
 
 use crate::cli::{BundleCommand, Cli, Command, Format, KeyCommand, PolicyCommand, RunArgs};
@@ -119,6 +120,8 @@ pub fn try_main(cli: Cli) -> Result<u8, Failure> {
         Command::Ledger(command) => identity_cmd::ledger(command).map_err(Failure::from),
         Command::Trust(command) => identity_cmd::trust(command).map_err(Failure::from),
         Command::Config(command) => identity_cmd::config(command).map_err(Failure::from),
+        Command::Cloud(command) => cloud_cmd::cloud(command).map_err(Failure::from),
+        Command::Sync(command) => cloud_cmd::sync(command).map_err(Failure::from),
         Command::Bundle(command) => bundle(command),
         Command::Key(command) => key(command).map_err(Failure::from),
         Command::Policy(PolicyCommand::Show {
@@ -158,6 +161,7 @@ impl VerifySpinner<'_> {
                     bar.finish_and_clear();
                 }
             }
+            StartPhase::Ready(_) => {}
         }
     }
 }
@@ -192,9 +196,22 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         bundle: &args.bundle,
         bar: None,
     };
+    // Whether a broker daemon runs, asked once the app is admitted; without one, this process
+    // syncs the app's home (the daemon does it otherwise).
+    let mut daemon = None;
+    let mut home_sync = None;
     // Before any other thread exists (the embedded broker's starts only once the app speaks),
     // so the jail is cloned from a single-threaded process.
-    let started = apps::start_app(&request, &mut |phase| spinner.observe(phase))?;
+    let started = apps::start_app(&request, &mut |phase| {
+        spinner.observe(phase);
+        if let StartPhase::Ready(prepared) = phase {
+            let link = BrokerLink::daemon(&state);
+            if link.is_none() {
+                home_sync = cloud_cmd::RunSync::before_run(&state, prepared);
+            }
+            daemon = Some(link);
+        }
+    })?;
     let (jail, identity, broker_end) = (started.jail, started.identity, started.broker_end);
     let facts = jail.facts();
     tracing::info!(
@@ -209,7 +226,7 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
     // The command line is done with: the launcher waits with as little memory as it can.
     drop(args);
     elastos_loader::release_free_heap();
-    let exit = match BrokerLink::daemon(&state) {
+    let exit = match daemon.flatten() {
         // The daemon lists the app from its start (`elastos ps`).
         Some(daemon) => {
             daemon.attach(broker_end, identity, &jail.handle(), pid)?;
@@ -236,6 +253,9 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         },
     };
     tracing::debug!(?exit, "app ended");
+    if let Some(home_sync) = home_sync {
+        home_sync.after_run();
+    }
     Ok(u8::try_from(exit.code()).unwrap_or(exit::ELASTOS_FAILED))
 }
 
