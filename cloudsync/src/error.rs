@@ -1,0 +1,67 @@
+//! The crate's one error type: every way a sync can fail, with the path, object or count that
+//! explains it.
+
+use std::path::PathBuf;
+
+/// Why a sync, status, versions or restore call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// The store address could not be parsed.
+    #[error("invalid store address {input:?}: {reason}; expected DIR, file://DIR, s3://BUCKET/PREFIX or webdav+http(s)://HOST/PATH")]
+    BadStoreUrl { input: String, reason: String },
+    /// S3 credentials are missing or their file is unsafe.
+    #[error("S3 credentials: {reason}")]
+    Credentials { reason: String },
+    /// The backend could not be built from the configuration.
+    #[error("cannot open the store {url}: {reason}")]
+    StoreConfig { url: String, reason: String },
+    /// The store failed after every retry (5xx, timeouts, connection refused).
+    #[error("store {op} of {object} failed after {attempts} attempts: {source}")]
+    Store {
+        op: &'static str,
+        object: String,
+        attempts: u32,
+        #[source]
+        source: object_store::Error,
+    },
+    /// An object the snapshot refers to is missing from the store.
+    #[error("store object {object} is missing (referenced by snapshot {version} of this home)")]
+    MissingObject { object: String, version: u64 },
+    /// An object failed authentication: modified, truncated, swapped with another object, or
+    /// written under another key. Never accepted.
+    #[error("store object {object} failed authentication ({what}): it was modified, truncated, swapped or replayed")]
+    Tampered { object: String, what: &'static str },
+    /// The store shows an older state than this device has already seen.
+    #[error("the store rolled back this home: it shows version {found} but this device has seen version {seen}; refusing to sync (restore the store or remove {state:?} to trust it again)")]
+    Rollback { seen: u64, found: u64, state: PathBuf },
+    /// A sync would delete more than half of the home's files.
+    #[error("safety stop: this sync would delete {deletes} of {files} files ({local_deletes} here, {remote_deletes} in the cloud); nothing was changed. Run it again with confirmation (e.g. `elastos sync now APP --confirm-delete`) if that is intended")]
+    MassDelete { deletes: usize, files: usize, local_deletes: usize, remote_deletes: usize },
+    /// Another process syncs this home with the same state directory right now.
+    #[error("home {home} is being synced by another process (lock {lock:?})")]
+    Busy { home: String, lock: PathBuf },
+    /// A path given by the caller is not a relative path inside the home.
+    #[error("path {path:?} is not a relative path inside the home (no `..`, no leading `/`)")]
+    BadPath { path: PathBuf },
+    /// No version of the path exists at the requested time.
+    #[error("nothing to restore: {what}")]
+    NothingToRestore { what: String },
+    /// Local file system error with the path it concerns.
+    #[error("{op} {path:?}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The device's state directory holds data this version cannot read.
+    #[error("corrupt sync state {path:?}: {reason}")]
+    State { path: PathBuf, reason: String },
+}
+
+impl SyncError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        SyncError::Io { op, path: path.into(), source }
+    }
+}
