@@ -54,9 +54,12 @@ fn settings(state: &StateDirs) -> Result<Option<CloudSettings>> {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    toml::from_str(&text)
-        .map(Some)
-        .with_context(|| format!("{} is not a valid cloud settings file; hint: write it again with `elastos cloud set`", path.display()))
+    toml::from_str(&text).map(Some).with_context(|| {
+        format!(
+            "{} is not a valid cloud settings file; hint: write it again with `elastos cloud set`",
+            path.display()
+        )
+    })
 }
 
 /// The store named by `settings`, with its credentials.
@@ -142,8 +145,12 @@ fn known_apps_file(state: &StateDirs) -> PathBuf {
 fn read_known_apps(state: &StateDirs) -> Result<BTreeMap<String, KnownApp>> {
     let path = known_apps_file(state);
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .with_context(|| format!("{} is not a list of apps; delete it, the next runs write it again", path.display())),
+        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{} is not a list of apps; delete it, the next runs write it again",
+                path.display()
+            )
+        }),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(BTreeMap::new()),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
@@ -215,9 +222,8 @@ fn home_key(publisher: &str, app_id: Uuid) -> String {
 fn app_homes(state: &StateDirs) -> Result<Vec<AppHome>> {
     let known = read_known_apps(state)?;
     let mut homes: BTreeMap<String, AppHome> = BTreeMap::new();
-    let home_of = |publisher: &str, app_id: Uuid| {
-        state.apps.homes.join(publisher).join(app_id.to_string())
-    };
+    let home_of =
+        |publisher: &str, app_id: Uuid| state.apps.homes.join(publisher).join(app_id.to_string());
     for (key, app) in &known {
         let Some((publisher, id)) = key.split_once('/') else {
             continue;
@@ -252,7 +258,10 @@ fn app_homes(state: &StateDirs) -> Result<Vec<AppHome>> {
             continue;
         };
         for app in apps.flatten() {
-            let Some(app_id) = app.file_name().to_str().and_then(|n| n.parse::<Uuid>().ok())
+            let Some(app_id) = app
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<Uuid>().ok())
             else {
                 continue;
             };
@@ -320,14 +329,17 @@ fn app_from_ledger(state: &StateDirs, app_id: Uuid) -> Result<Option<AppHome>> {
         return Ok(None);
     }
     let mut ledger = elastos_host::ownership::open_ledger(&state.apps)?;
-    let publisher = ledger.records()?.iter().find_map(|record| match &record.claim {
-        Claim::Bind {
-            app_id: bound,
-            publisher,
-            ..
-        } if *bound == app_id => Some(publisher.to_string()),
-        _ => None,
-    });
+    let publisher = ledger
+        .records()?
+        .iter()
+        .find_map(|record| match &record.claim {
+            Claim::Bind {
+                app_id: bound,
+                publisher,
+                ..
+            } if *bound == app_id => Some(publisher.to_string()),
+            _ => None,
+        });
     Ok(publisher.map(|publisher| AppHome {
         name: None,
         app_id,
@@ -379,10 +391,7 @@ fn sync_home(
 
 /// The command that confirms a mass delete of `app`, for the safety stop's message.
 fn confirm_command(app: &AppHome) -> String {
-    let name = app
-        .name
-        .clone()
-        .unwrap_or_else(|| app.app_id.to_string());
+    let name = app.name.clone().unwrap_or_else(|| app.app_id.to_string());
     format!("elastos sync now {name} --confirm-mass-delete")
 }
 
@@ -494,7 +503,9 @@ pub fn cloud(command: CloudCommand) -> Result<u8> {
             let engine = engine(&state, &store(&state)?)?;
             let versions = engine
                 .versions(&app.home_ref(), Path::new(&path))
-                .with_context(|| format!("cannot list the versions of {path} of {}", app.label()))?;
+                .with_context(|| {
+                    format!("cannot list the versions of {path} of {}", app.label())
+                })?;
             match format.format {
                 Format::Json => print_json(&versions)?,
                 Format::Text => {
@@ -697,14 +708,20 @@ pub fn sync(command: SyncCommand) -> Result<u8> {
                     }
                     for result in &results {
                         match (&result.report, &result.error) {
-                            (Some(report), _) => println!("{}", describe_report(&result.app, report)),
+                            (Some(report), _) => {
+                                println!("{}", describe_report(&result.app, report))
+                            }
                             (None, Some(error)) => eprintln!("elastos: {error}"),
                             (None, None) => {}
                         }
                     }
                 }
             }
-            Ok(if failed { crate::exit::ELASTOS_FAILED } else { 0 })
+            Ok(if failed {
+                crate::exit::ELASTOS_FAILED
+            } else {
+                0
+            })
         }
     }
 }
