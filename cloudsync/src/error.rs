@@ -34,19 +34,10 @@ pub enum SyncError {
     Tampered { object: String, what: &'static str },
     /// The store shows an older state than this device has already seen.
     #[error("the store rolled back this home: it shows version {found} but this device has seen version {seen}; refusing to sync (restore the store or remove {state:?} to trust it again)")]
-    Rollback {
-        seen: u64,
-        found: u64,
-        state: PathBuf,
-    },
+    Rollback { seen: u64, found: u64, state: PathBuf },
     /// A sync would delete more than half of the home's files.
     #[error("safety stop: this sync would delete {deletes} of {files} files ({local_deletes} here, {remote_deletes} in the cloud); nothing was changed. Run it again with confirmation (e.g. `elastos sync now APP --confirm-delete`) if that is intended")]
-    MassDelete {
-        deletes: usize,
-        files: usize,
-        local_deletes: usize,
-        remote_deletes: usize,
-    },
+    MassDelete { deletes: usize, files: usize, local_deletes: usize, remote_deletes: usize },
     /// Another process syncs this home with the same state directory right now.
     #[error("home {home} is being synced by another process (lock {lock:?})")]
     Busy { home: String, lock: PathBuf },
@@ -71,10 +62,6 @@ pub enum SyncError {
 
 impl SyncError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        SyncError::Io {
-            op,
-            path: path.into(),
-            source,
-        }
+        SyncError::Io { op, path: path.into(), source }
     }
 }

@@ -31,12 +31,12 @@
 #![allow(dead_code)]
 
 mod crypto;
-mod error;
 mod local;
+mod tree;
+mod error;
 mod report;
 mod store;
 pub mod time;
-mod tree;
 mod url;
 
 use std::path::{Path, PathBuf};
@@ -44,8 +44,7 @@ use std::time::{Duration, SystemTime};
 
 pub use error::SyncError;
 pub use report::{
-    Conflict, FileVersion, HomeRef, HomeStatus, Phase, Progress, SyncOptions, SyncReport,
-    VersionKind,
+    Conflict, FileVersion, HomeRef, HomeStatus, Phase, Progress, SyncOptions, SyncReport, VersionKind,
 };
 pub use url::{S3Credentials, StoreConfig, StoreUrl};
 
@@ -74,10 +73,7 @@ impl std::fmt::Debug for UserSecret {
 /// `STEM.conflict-DEVICE-YYYYMMDDTHHMMSSZ.EXT` (`.EXT` only when the name has one), e.g.
 /// `notes.conflict-3fa2b19c-20261207T153000Z.txt`.
 pub fn conflict_name(path: &Path, device: &str, at: SystemTime) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     // A leading dot is part of the stem (".bashrc" has no extension).
     let split = name.rfind('.').filter(|&i| i > 0);
     let (stem, ext) = match split {
@@ -104,11 +100,7 @@ pub struct SyncEngine {
 impl SyncEngine {
     /// Opens the store and this device's private state directory (created 0700 if missing: the
     /// per-home indexes, the highest version seen of each home, the device id).
-    pub fn open(
-        store: &StoreConfig,
-        secret: &UserSecret,
-        state_dir: &Path,
-    ) -> Result<Self, SyncError> {
+    pub fn open(store: &StoreConfig, secret: &UserSecret, state_dir: &Path) -> Result<Self, SyncError> {
         let _ = (store, secret, state_dir);
         todo!()
     }
@@ -120,12 +112,7 @@ impl SyncEngine {
 
     /// Two-way sync of `home` with the local directory `dir`. A missing or empty `dir` with a
     /// known remote is a lost cache: it is restored, never taken as "delete everything".
-    pub fn sync(
-        &self,
-        home: &HomeRef,
-        dir: &Path,
-        opts: &SyncOptions,
-    ) -> Result<SyncReport, SyncError> {
+    pub fn sync(&self, home: &HomeRef, dir: &Path, opts: &SyncOptions) -> Result<SyncReport, SyncError> {
         let _ = (home, dir, opts);
         todo!()
     }
@@ -168,24 +155,10 @@ mod tests {
     fn conflict_names() {
         let at = time::parse_rfc3339("2026-12-07T15:30:00Z").unwrap();
         let name = |p: &str| conflict_name(Path::new(p), "3fa2b19c", at);
-        assert_eq!(
-            name("notes.txt"),
-            Path::new("notes.conflict-3fa2b19c-20261207T153000Z.txt")
-        );
-        assert_eq!(
-            name("a/b/.bashrc"),
-            Path::new("a/b/.bashrc.conflict-3fa2b19c-20261207T153000Z")
-        );
-        assert_eq!(
-            name("x.tar.gz"),
-            Path::new("x.tar.conflict-3fa2b19c-20261207T153000Z.gz")
-        );
-        assert_eq!(
-            name("Makefile"),
-            Path::new("Makefile.conflict-3fa2b19c-20261207T153000Z")
-        );
-        assert!(is_conflict_name(
-            "notes.conflict-3fa2b19c-20261207T153000Z.txt"
-        ));
+        assert_eq!(name("notes.txt"), Path::new("notes.conflict-3fa2b19c-20261207T153000Z.txt"));
+        assert_eq!(name("a/b/.bashrc"), Path::new("a/b/.bashrc.conflict-3fa2b19c-20261207T153000Z"));
+        assert_eq!(name("x.tar.gz"), Path::new("x.tar.conflict-3fa2b19c-20261207T153000Z.gz"));
+        assert_eq!(name("Makefile"), Path::new("Makefile.conflict-3fa2b19c-20261207T153000Z"));
+        assert!(is_conflict_name("notes.conflict-3fa2b19c-20261207T153000Z.txt"));
     }
 }

@@ -78,68 +78,51 @@ fn transient(e: &object_store::Error) -> bool {
 impl Remote {
     pub(crate) fn open(config: &StoreConfig) -> Result<Self, SyncError> {
         let url = config.url.to_string();
-        let fail = |reason: String| SyncError::StoreConfig {
-            url: url.clone(),
-            reason,
-        };
+        let fail = |reason: String| SyncError::StoreConfig { url: url.clone(), reason };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| fail(format!("cannot start the I/O runtime: {e}")))?;
-        let (store, prefix, conditional_create): (Arc<dyn ObjectStore>, Option<ObjectPath>, bool) =
-            match &config.url {
-                StoreUrl::LocalDir(dir) => {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| SyncError::io("create store directory", dir, e))?;
-                    let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
-                        .map_err(|e| fail(e.to_string()))?;
-                    (Arc::new(store), None, true)
-                }
-                StoreUrl::S3 {
-                    bucket,
-                    prefix,
-                    endpoint,
-                } => {
-                    let creds = config.s3_credentials.as_ref().ok_or_else(|| SyncError::Credentials {
+        let (store, prefix, conditional_create): (Arc<dyn ObjectStore>, Option<ObjectPath>, bool) = match &config.url {
+            StoreUrl::LocalDir(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| SyncError::io("create store directory", dir, e))?;
+                let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
+                    .map_err(|e| fail(e.to_string()))?;
+                (Arc::new(store), None, true)
+            }
+            StoreUrl::S3 { bucket, prefix, endpoint } => {
+                let creds = config.s3_credentials.as_ref().ok_or_else(|| SyncError::Credentials {
                     reason: "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or give a 0600 credentials file".into(),
                 })?;
-                    let mut builder = object_store::aws::AmazonS3Builder::new()
-                        .with_bucket_name(bucket)
-                        .with_access_key_id(&creds.access_key_id)
-                        .with_secret_access_key(&creds.secret_access_key)
-                        .with_region(&creds.region)
-                        .with_retry(retry_config())
-                        .with_client_options(client_options());
-                    if let Some(endpoint) = endpoint {
-                        // Path-style requests: what self-hosted S3 servers (MinIO, rclone, SeaweedFS) expect.
-                        builder = builder
-                            .with_endpoint(endpoint)
-                            .with_allow_http(endpoint.starts_with("http://"))
-                            .with_virtual_hosted_style_request(false);
-                    }
-                    let store = builder.build().map_err(|e| fail(e.to_string()))?;
-                    let prefix = (!prefix.is_empty()).then(|| ObjectPath::from(prefix.as_str()));
-                    (Arc::new(store), prefix, true)
+                let mut builder = object_store::aws::AmazonS3Builder::new()
+                    .with_bucket_name(bucket)
+                    .with_access_key_id(&creds.access_key_id)
+                    .with_secret_access_key(&creds.secret_access_key)
+                    .with_region(&creds.region)
+                    .with_retry(retry_config())
+                    .with_client_options(client_options());
+                if let Some(endpoint) = endpoint {
+                    // Path-style requests: what self-hosted S3 servers (MinIO, rclone, SeaweedFS) expect.
+                    builder = builder
+                        .with_endpoint(endpoint)
+                        .with_allow_http(endpoint.starts_with("http://"))
+                        .with_virtual_hosted_style_request(false);
                 }
-                StoreUrl::WebDav { url: http } => {
-                    let store = object_store::http::HttpBuilder::new()
-                        .with_url(http)
-                        .with_retry(retry_config())
-                        .with_client_options(
-                            client_options().with_allow_http(http.starts_with("http://")),
-                        )
-                        .build()
-                        .map_err(|e| fail(e.to_string()))?;
-                    (Arc::new(store), None, false)
-                }
-            };
-        Ok(Remote {
-            store,
-            prefix,
-            runtime,
-            conditional_create: AtomicBool::new(conditional_create),
-            url,
-        })
+                let store = builder.build().map_err(|e| fail(e.to_string()))?;
+                let prefix = (!prefix.is_empty()).then(|| ObjectPath::from(prefix.as_str()));
+                (Arc::new(store), prefix, true)
+            }
+            StoreUrl::WebDav { url: http } => {
+                let store = object_store::http::HttpBuilder::new()
+                    .with_url(http)
+                    .with_retry(retry_config())
+                    .with_client_options(client_options().with_allow_http(http.starts_with("http://")))
+                    .build()
+                    .map_err(|e| fail(e.to_string()))?;
+                (Arc::new(store), None, false)
+            }
+        };
+        Ok(Remote { store, prefix, runtime, conditional_create: AtomicBool::new(conditional_create), url })
     }
 
     fn path(&self, name: &str) -> ObjectPath {
@@ -150,12 +133,7 @@ impl Remote {
     }
 
     /// Runs `op` with [`ATTEMPTS`] attempts and backoff between them.
-    fn attempt<T, F, Fut>(
-        &self,
-        op: &'static str,
-        name: &str,
-        f: F,
-    ) -> Result<T, object_store::Error>
+    fn attempt<T, F, Fut>(&self, op: &'static str, name: &str, f: F) -> Result<T, object_store::Error>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, object_store::Error>>,
@@ -176,12 +154,7 @@ impl Remote {
     }
 
     fn failed(op: &'static str, name: &str, source: object_store::Error) -> SyncError {
-        SyncError::Store {
-            op,
-            object: name.to_owned(),
-            attempts: ATTEMPTS,
-            source,
-        }
+        SyncError::Store { op, object: name.to_owned(), attempts: ATTEMPTS, source }
     }
 
     /// The object's bytes, or `None` when it does not exist.
@@ -223,12 +196,7 @@ impl Remote {
                 }
             }
         };
-        self.runtime.block_on(
-            futures::stream::iter(names)
-                .map(fetch)
-                .buffered(PARALLEL)
-                .try_collect(),
-        )
+        self.runtime.block_on(futures::stream::iter(names).map(fetch).buffered(PARALLEL).try_collect())
     }
 
     /// Writes several objects, [`PARALLEL`] at a time, replacing what is there (content-addressed
@@ -241,10 +209,7 @@ impl Remote {
                 let mut wait = Duration::from_millis(250);
                 let mut attempt = 1;
                 loop {
-                    match store
-                        .put(&path, PutPayload::from_bytes(bytes.clone()))
-                        .await
-                    {
+                    match store.put(&path, PutPayload::from_bytes(bytes.clone())).await {
                         Ok(_) => return Ok(()),
                         Err(e) if transient(&e) && attempt < ATTEMPTS => {
                             tracing::warn!(object = %name, attempt, error = %e, "store put failed; retrying");
@@ -257,12 +222,7 @@ impl Remote {
                 }
             }
         };
-        self.runtime.block_on(
-            futures::stream::iter(objects)
-                .map(put)
-                .buffer_unordered(PARALLEL)
-                .try_collect(),
-        )
+        self.runtime.block_on(futures::stream::iter(objects).map(put).buffer_unordered(PARALLEL).try_collect())
     }
 
     /// Writes `name` only if it does not exist yet: `Ok(false)` when it does. On a backend
@@ -271,17 +231,12 @@ impl Remote {
     pub(crate) fn create(&self, name: &str, bytes: Bytes) -> Result<bool, SyncError> {
         let path = self.path(name);
         if self.conditional_create.load(Ordering::Relaxed) {
-            let opts = || PutOptions {
-                mode: PutMode::Create,
-                ..Default::default()
-            };
-            match self.attempt("create", name, || {
-                self.store
-                    .put_opts(&path, PutPayload::from_bytes(bytes.clone()), opts())
-            }) {
+            let opts = || PutOptions { mode: PutMode::Create, ..Default::default() };
+            match self.attempt("create", name, || self.store.put_opts(&path, PutPayload::from_bytes(bytes.clone()), opts())) {
                 Ok(_) => return Ok(true),
-                Err(object_store::Error::AlreadyExists { .. })
-                | Err(object_store::Error::Precondition { .. }) => return Ok(false),
+                Err(object_store::Error::AlreadyExists { .. }) | Err(object_store::Error::Precondition { .. }) => {
+                    return Ok(false)
+                }
                 Err(object_store::Error::NotImplemented { .. }) => {
                     tracing::info!(store = %self.url, "no conditional writes; checking commits by reading back");
                     self.conditional_create.store(false, Ordering::Relaxed);
@@ -292,10 +247,8 @@ impl Remote {
         if self.get(name)?.is_some() {
             return Ok(false);
         }
-        self.attempt("put", name, || {
-            self.store.put(&path, PutPayload::from_bytes(bytes.clone()))
-        })
-        .map_err(|e| Self::failed("put", name, e))?;
+        self.attempt("put", name, || self.store.put(&path, PutPayload::from_bytes(bytes.clone())))
+            .map_err(|e| Self::failed("put", name, e))?;
         Ok(self.get(name)?.as_deref() == Some(&bytes[..]))
     }
 
@@ -318,17 +271,8 @@ impl Remote {
         let mut out: Vec<Listed> = metas
             .into_iter()
             .filter_map(|meta| {
-                let name = meta
-                    .location
-                    .prefix_match(&prefix)?
-                    .map(|p| p.as_ref().to_owned())
-                    .collect::<Vec<_>>()
-                    .join("/");
-                Some(Listed {
-                    name,
-                    size: meta.size,
-                    e_tag: meta.e_tag,
-                })
+                let name = meta.location.prefix_match(&prefix)?.map(|p| p.as_ref().to_owned()).collect::<Vec<_>>().join("/");
+                Some(Listed { name, size: meta.size, e_tag: meta.e_tag })
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
