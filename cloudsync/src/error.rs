@@ -16,6 +16,12 @@ pub enum SyncError {
     /// The backend could not be built from the configuration.
     #[error("cannot open the store {url}: {reason}")]
     StoreConfig { url: String, reason: String },
+    /// The store holds another user's data (its key check does not open with this key).
+    #[error("the store {url} belongs to another key: its key check does not authenticate with this user's key (wrong `elastos id`, or the wrong store)")]
+    WrongKey { url: String },
+    /// Another device committed again and again while this one tried to.
+    #[error("gave up after {attempts} attempts: another device kept committing to this home; try again")]
+    Contended { attempts: u32 },
     /// The store failed after every retry (5xx, timeouts, connection refused).
     #[error("store {op} of {object} failed after {attempts} attempts: {source}")]
     Store {

@@ -27,15 +27,16 @@
 //!   sync.
 
 #![forbid(unsafe_code)]
-// Skeleton commit: the engine that uses these modules follows.
-#![allow(dead_code)]
 
 mod crypto;
-mod local;
-mod tree;
+mod engine;
 mod error;
+mod local;
+mod merge;
 mod report;
+mod state;
 mod store;
+mod tree;
 pub mod time;
 mod url;
 
@@ -89,51 +90,185 @@ pub fn is_conflict_name(name: &str) -> bool {
     name.contains(".conflict-")
 }
 
-/// Syncs homes of one user with one store. Cheap to keep; blocking.
+/// Syncs homes of one user with one store. Blocking: from async code, call it on a blocking
+/// thread (`spawn_blocking`); it drives its own current-thread runtime for the store's I/O.
 pub struct SyncEngine {
-    #[allow(dead_code)] // skeleton: used by the engine
     remote: store::Remote,
-    #[allow(dead_code)]
     keys: crypto::Keys,
+    state: state::State,
+    device: String,
 }
+
+/// The object that proves a store belongs to this key.
+const KEY_CHECK: &str = "elastos-cloudsync";
+const KEY_CHECK_TEXT: &[u8] = b"elastos-cloudsync v1 key check";
 
 impl SyncEngine {
     /// Opens the store and this device's private state directory (created 0700 if missing: the
-    /// per-home indexes, the highest version seen of each home, the device id).
+    /// per-home indexes, the highest version seen of each home, the device id). Fails with
+    /// [`SyncError::WrongKey`] when the store was made with another user's key.
     pub fn open(store: &StoreConfig, secret: &UserSecret, state_dir: &Path) -> Result<Self, SyncError> {
-        let _ = (store, secret, state_dir);
-        todo!()
+        let remote = store::Remote::open(store)?;
+        let keys = crypto::Keys::new(secret);
+        let wrong_key = || SyncError::WrongKey { url: remote.url.clone() };
+        match remote.get(KEY_CHECK)? {
+            Some(sealed) => {
+                let text = keys.open(crypto::Kind::KeyCheck, KEY_CHECK, &sealed).map_err(|_| wrong_key())?;
+                if text != KEY_CHECK_TEXT {
+                    return Err(wrong_key());
+                }
+            }
+            None => {
+                let sealed = keys.seal(crypto::Kind::KeyCheck, KEY_CHECK, KEY_CHECK_TEXT);
+                if !remote.create(KEY_CHECK, bytes::Bytes::from(sealed))? {
+                    // Another device made it meanwhile: it must open with our key too.
+                    let sealed = remote.get(KEY_CHECK)?.ok_or_else(wrong_key)?;
+                    keys.open(crypto::Kind::KeyCheck, KEY_CHECK, &sealed).map_err(|_| wrong_key())?;
+                }
+            }
+        }
+        let device = state::State::device(state_dir)?;
+        let state = state::State::open(state_dir, &remote.url)?;
+        Ok(SyncEngine { remote, keys, state, device })
     }
 
     /// This device's short id, as used in conflict names and [`FileVersion::device`].
     pub fn device(&self) -> &str {
-        todo!()
+        &self.device
     }
 
-    /// Two-way sync of `home` with the local directory `dir`. A missing or empty `dir` with a
-    /// known remote is a lost cache: it is restored, never taken as "delete everything".
+    fn ctx(&self) -> engine::Ctx<'_> {
+        engine::Ctx { remote: &self.remote, keys: &self.keys, state: &self.state, device: &self.device }
+    }
+
+    /// Two-way sync of `home` with the local directory `dir` (created if missing). A missing or
+    /// empty `dir` with a known remote is a lost cache: it is restored, never taken as "delete
+    /// everything".
     pub fn sync(&self, home: &HomeRef, dir: &Path, opts: &SyncOptions) -> Result<SyncReport, SyncError> {
-        let _ = (home, dir, opts);
-        todo!()
+        let home_id = self.keys.home_id(home);
+        let _lock = self.state.lock(&home_id)?;
+        let ctx = self.ctx();
+        let mut report = SyncReport::default();
+        for _ in 0..engine::COMMIT_ATTEMPTS {
+            match ctx.sync_pass(&home_id, dir, opts, &mut report)? {
+                engine::Pass::Done(report) => return Ok(report),
+                engine::Pass::LostRace => tracing::info!(home = %home_id, "another device committed first; merging again"),
+            }
+        }
+        Err(SyncError::Contended { attempts: engine::COMMIT_ATTEMPTS })
     }
 
     /// Pending changes each way, last sync, conflict copies and size, without changing anything
-    /// (one small remote read when nothing changed remotely).
+    /// (one small remote read when nothing changed remotely; local files whose stat changed
+    /// count as pending without being read).
     pub fn status(&self, home: &HomeRef, dir: &Path) -> Result<HomeStatus, SyncError> {
-        let _ = (home, dir);
-        todo!()
+        let home_id = self.keys.home_id(home);
+        let ctx = self.ctx();
+        let index = self.state.load(&home_id)?;
+        let base = index.base();
+        let remote = match ctx.fetch_head(&home_id, &index)? {
+            engine::Fetched::Unchanged => None,
+            engine::Fetched::New { head, .. } => Some(head.snapshot),
+        };
+        let (local, changed) = match local::HomeDir::open(dir, false, None)? {
+            Some(home) => {
+                let scanned = ctx.scan(&home, &index, &base, None, &SyncOptions::default())?;
+                (scanned.tree, scanned.changed)
+            }
+            None => Default::default(),
+        };
+        let mut pending_up: Vec<PathBuf> = changed.iter().map(|p| tree::as_path(p).to_owned()).collect();
+        pending_up.extend(base.keys().filter(|p| !local.contains_key(*p) && !local.is_empty()).map(|p| tree::as_path(p).to_owned()));
+        pending_up.extend(local.iter().filter(|(p, n)| n.is_dir() && !base.contains_key(*p)).map(|(p, _)| tree::as_path(p).to_owned()));
+        pending_up.sort();
+        let pending_down = match &remote {
+            Some(snapshot) => snapshot
+                .live
+                .keys()
+                .chain(base.keys())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .filter(|p| !tree::same(snapshot.live.get(*p), base.get(*p)))
+                .map(|p| tree::as_path(p).to_owned())
+                .collect(),
+            None if local.is_empty() => base.keys().map(|p| tree::as_path(p).to_owned()).collect(),
+            None => Vec::new(),
+        };
+        let conflicts = local
+            .keys()
+            .filter(|p| tree::as_path(p).file_name().is_some_and(|n| is_conflict_name(&n.to_string_lossy())))
+            .map(|p| tree::as_path(p).to_owned())
+            .collect();
+        let head = remote.as_ref().or(index.head.as_ref());
+        Ok(HomeStatus {
+            synced_version: index.version(),
+            remote_version: head.map_or(0, |h| h.version),
+            last_sync: index.last_sync_ms.map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms)),
+            pending_up,
+            pending_down,
+            conflicts,
+            bytes: head.map_or(0, |h| h.live.values().map(tree::Node::size).sum()),
+            entries: head.map_or(0, |h| h.live.len() as u64),
+        })
+    }
+
+    /// Every snapshot of the home, oldest first (authenticated, version by version).
+    fn history(&self, home_id: &str) -> Result<Vec<tree::Snapshot>, SyncError> {
+        let ctx = self.ctx();
+        let index = self.state.load(home_id)?;
+        let versions = ctx.list_versions(home_id, 1)?;
+        let found = versions.last().map_or(0, |(v, _)| *v);
+        if found < index.highest_seen {
+            return Err(SyncError::Rollback { seen: index.highest_seen, found, state: self.state.dir().to_owned() });
+        }
+        let mut out = Vec::with_capacity(versions.len());
+        let mut parent: Option<[u8; 32]> = None;
+        for (version, _) in versions {
+            let (snapshot, hash, _) = ctx.read_snapshot(home_id, version)?;
+            if parent.is_some() && snapshot.parent != parent {
+                tracing::warn!(home = home_id, version, "snapshot chain broken here (two devices committed the same version)");
+            }
+            parent = Some(hash);
+            out.push(snapshot);
+        }
+        Ok(out)
     }
 
     /// Every version of `path` (relative to the home) in the store's history, newest first,
-    /// tombstones included.
+    /// deletions included ([`VersionKind::Deleted`]).
     pub fn versions(&self, home: &HomeRef, path: &Path) -> Result<Vec<FileVersion>, SyncError> {
-        let _ = (home, path);
-        todo!()
+        let rel = tree::rel_from_path(path).filter(|r| !r.is_empty()).ok_or_else(|| SyncError::BadPath { path: path.to_owned() })?;
+        let home_id = self.keys.home_id(home);
+        let mut out: Vec<FileVersion> = Vec::new();
+        let mut last: Option<Option<tree::Node>> = None;
+        for snapshot in self.history(&home_id)? {
+            let now = snapshot.live.get(&rel).cloned();
+            let changed = match (&last, &now) {
+                (None, None) => false,
+                (None, Some(_)) => true,
+                (Some(prev), now) => !(tree::same(prev.as_ref(), now.as_ref()) && prev.as_ref().map(tree::Node::size) == now.as_ref().map(tree::Node::size)),
+            };
+            if changed {
+                let time = std::time::UNIX_EPOCH + Duration::from_millis(snapshot.time_ms);
+                let (kind, size, mode) = match &now {
+                    Some(tree::Node::File { size, mode, .. }) => (VersionKind::File, *size, *mode),
+                    Some(tree::Node::Symlink { .. }) => (VersionKind::Symlink, 0, 0o777),
+                    Some(tree::Node::Dir { mode }) => (VersionKind::Dir, 0, *mode),
+                    None => (VersionKind::Deleted, 0, 0),
+                };
+                out.push(FileVersion { version: snapshot.version, time, kind, size, mode, device: snapshot.device.clone() });
+            }
+            last = Some(now);
+        }
+        out.reverse();
+        Ok(out)
     }
 
     /// Restores `path` (a file or a directory; `None`: the whole home) as it was at `at`
     /// (`None`: the newest version, deleted paths included) into `dir`, and commits the result
-    /// as a new version so other devices get it too.
+    /// as a new version so other devices get it too. The home is synced first, so a local
+    /// version that is replaced is in the store's history, never lost. Paths created after
+    /// `at` are kept.
     pub fn restore(
         &self,
         home: &HomeRef,
@@ -142,8 +277,47 @@ impl SyncEngine {
         at: Option<SystemTime>,
         opts: &SyncOptions,
     ) -> Result<SyncReport, SyncError> {
-        let _ = (home, dir, path, at, opts);
-        todo!()
+        let scope = match path {
+            Some(p) => tree::rel_from_path(p).ok_or_else(|| SyncError::BadPath { path: p.to_owned() })?,
+            None => Vec::new(),
+        };
+        let home_id = self.keys.home_id(home);
+        let first = self.sync(home, dir, opts)?;
+        let history = self.history(&home_id)?;
+        let what = || match path {
+            Some(p) => format!("{} has no version", p.display()),
+            None => "the home has no version".to_owned(),
+        };
+        let target = match at {
+            Some(at) => {
+                let at_ms = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+                history.iter().rev().find(|s| s.time_ms <= at_ms).ok_or_else(|| SyncError::NothingToRestore {
+                    what: format!("{} at {} (the oldest is newer)", what(), time::format_rfc3339(at)),
+                })?
+            }
+            None => history.last().ok_or_else(|| SyncError::NothingToRestore { what: what() })?,
+        };
+        let mut wanted: tree::Tree = target.live.iter().filter(|(p, _)| tree::is_within(p, &scope)).map(|(p, n)| (p.clone(), n.clone())).collect();
+        if at.is_none() {
+            for (p, t) in &target.deleted {
+                if tree::is_within(p, &scope) && !wanted.contains_key(p) {
+                    wanted.insert(p.clone(), t.last.clone());
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return Err(SyncError::NothingToRestore { what: what() });
+        }
+        let mut report = self.ctx().restore_into(&home_id, dir, &wanted, opts)?;
+        let second = self.sync(home, dir, opts)?;
+        report.version = second.version;
+        report.committed = second.committed;
+        report.uploaded = second.uploaded;
+        report.bytes_uploaded += first.bytes_uploaded + second.bytes_uploaded;
+        report.bytes_downloaded += first.bytes_downloaded + second.bytes_downloaded;
+        report.downloaded.extend(first.downloaded);
+        report.conflicts = first.conflicts;
+        Ok(report)
     }
 }
 

@@ -199,7 +199,7 @@ impl HomeDir {
         expect: Option<&LocalStat>,
         fill: impl FnOnce(&mut File) -> Result<(), SyncError>,
     ) -> Result<Option<LocalStat>, SyncError> {
-        let (dir, name) = split(rel);
+        let (dir, _) = split(rel);
         let dirfd = self.dir(dir, true).map_err(|e| self.err("create directory", dir, e))?;
         let tmp = temp_name()?;
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -262,6 +262,16 @@ impl HomeDir {
             let _ = rustix::fs::unlinkat(&dirfd, as_path(tmp.as_bytes()), AtFlags::empty());
         }
         result
+    }
+
+    /// Changes the permission bits of regular file `rel` if it still looks as `expect` says.
+    pub(crate) fn set_mode(&self, rel: &[u8], mode: u32, expect: Option<&LocalStat>) -> Result<Option<LocalStat>, SyncError> {
+        let (file, now) = self.open_file(rel)?;
+        if !expect.is_some_and(|e| e.unchanged(&now)) {
+            return Ok(None);
+        }
+        rustix::fs::fchmod(&file, Mode::from_raw_mode(mode & MODE_MASK)).map_err(|e| self.err("chmod", rel, e))?;
+        Ok(Some(fstat(&file).map_err(|e| self.err("stat", rel, e))?))
     }
 
     /// Makes `rel` a directory with `mode` (creating it or changing its mode). A file or link in
@@ -359,6 +369,11 @@ impl HomeDir {
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
+}
+
+/// What an open file looks like now.
+pub(crate) fn fstat(fd: impl AsFd) -> io::Result<LocalStat> {
+    Ok(LocalStat::from_stat(&rustix::fs::fstat(fd)?))
 }
 
 /// A path component is missing or is no longer a directory.
