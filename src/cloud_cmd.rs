@@ -551,7 +551,7 @@ pub fn cloud(command: CloudCommand) -> Result<u8> {
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }
-            let report = result.with_context(|| format!("cannot restore {}", app.label()))?;
+            let report = result.map_err(|error| sync_failure(&app, error))?;
             match format.format {
                 Format::Json => print_json(&report)?,
                 Format::Text => println!(

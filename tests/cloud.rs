@@ -420,32 +420,38 @@ fn a_mass_delete_stops_and_says_what_to_run() {
         "{}",
         stopped.stderr_text()
     );
-    // Nothing was deleted in the store: a restore brings the files back.
-    let restored = json(
-        &harness
-            .elastos()
-            .args(["cloud", "restore", "probe", "a", "--format", "json"])
-            .output(),
-    );
-    assert!(restored["version"].as_u64().unwrap() > 0);
-    assert_eq!(
-        std::fs::read_to_string(home.join("a")).unwrap(),
-        "content of a"
-    );
-    std::fs::remove_file(home.join("a")).unwrap();
+    // Nothing was deleted in the store: b's newest version there is still the file.
+    let versions = |harness: &Harness| {
+        json(
+            &harness
+                .elastos()
+                .args(["cloud", "versions", APP_ID, "b", "--format", "json"])
+                .output(),
+        )
+    };
+    let before = versions(&harness);
+    assert_eq!(before[0]["kind"], "file", "{before}");
     harness
         .elastos()
         .args(["sync", "now", "probe", "--confirm-mass-delete"])
         .output()
         .assert_code(0);
-    let versions = json(
+    let after = versions(&harness);
+    assert_eq!(after[0]["kind"], "deleted", "{after}");
+    assert_eq!(after[1]["kind"], "file", "{after}");
+    // A deleted file stays restorable.
+    let restored = json(
         &harness
             .elastos()
-            .args(["cloud", "versions", APP_ID, "b", "--format", "json"])
+            .args(["cloud", "restore", "probe", "b", "--format", "json"])
             .output(),
     );
-    assert_eq!(versions[0]["kind"], "deleted", "{versions}");
-    assert_eq!(versions[1]["kind"], "file", "{versions}");
+    assert!(restored["version"].as_u64().unwrap() > 0);
+    assert_eq!(
+        std::fs::read_to_string(home.join("b")).unwrap(),
+        "content of b"
+    );
+    assert!(!home.join("a").exists() && !home.join("c").exists());
 }
 
 /// `rclone serve s3` on 127.0.0.1, serving a temp dir with one bucket; killed on drop.
