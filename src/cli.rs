@@ -108,8 +108,9 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum CloudCommand {
-    /// Choose the store of your cloud disk: DIR or file://DIR (a local directory, e.g. a mounted
-    /// drive), s3://BUCKET/PREFIX (S3-compatible; credentials from AWS_ACCESS_KEY_ID and
+    /// Choose the store of your cloud disk.
+    ///
+    /// DIR or file://DIR (a local directory, e.g. a mounted drive), s3://BUCKET/PREFIX (S3-compatible; credentials from AWS_ACCESS_KEY_ID and
     /// AWS_SECRET_ACCESS_KEY, else --credentials FILE, else AWS_SHARED_CREDENTIALS_FILE), or
     /// webdav+http(s)://HOST/PATH. Without it, a directory under the state dir stands in.
     Set {
@@ -131,8 +132,8 @@ pub enum CloudCommand {
         #[command(flatten)]
         format: FormatArg,
     },
-    /// List the versions of a file the cloud disk keeps (deleted files included, for the
-    /// retention period).
+    /// List the versions of a file the cloud disk keeps, newest first (deletions included, for
+    /// the retention period).
     Versions {
         /// The app: its id, or its name when no other app has it.
         app: String,
@@ -141,9 +142,11 @@ pub enum CloudCommand {
         #[command(flatten)]
         format: FormatArg,
     },
-    /// Bring back an app's home (or one PATH of it) as it was at a time (default: the latest
-    /// version), from the cloud disk. Files changed since are replaced; nothing is lost: the
-    /// replaced content stays among the versions.
+    /// Bring back an app's home, or one PATH of it, as it was at a time.
+    ///
+    /// The default time is now: the newest version, deleted files included. The home is synced
+    /// first, so a local version that is replaced stays among the versions; files created after
+    /// the time are kept.
     Restore {
         /// The app: its id, or its name when no other app has it.
         app: String,

@@ -147,6 +147,12 @@ pub fn id_move(command: IdCommand) -> Result<u8> {
             let bytes = UserKey::read_export(&file)?;
             let incoming = UserKey::exported_user(&bytes)
                 .with_context(|| format!("cannot import {}", file.display()))?;
+            // Refused before the passphrase is asked for: the file names its user in clear.
+            if let Some(existing) = existing_user_key(&state)? {
+                if existing.user_id() != incoming && !force {
+                    return Err(replacing_refused(existing.user_id(), incoming));
+                }
+            }
             let secret = passphrase(&source, &format!("of {}", file.display()), false)?;
             let key =
                 UserKey::open_with_passphrase(&bytes, secret.as_bytes()).with_context(|| {
@@ -194,6 +200,31 @@ struct Imported {
     ledger_records: u64,
 }
 
+/// This machine's user key, if it has one.
+fn existing_user_key(state: &StateDirs) -> Result<Option<UserKey>> {
+    match UserKey::load(&state.user_key()) {
+        Ok(existing) => Ok(Some(existing)),
+        Err(elastos_identity::KeyError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(None)
+        }
+        Err(error) => Err(anyhow::Error::from(error)
+            .context("cannot read this machine's user key; nothing was changed")),
+    }
+}
+
+/// The refusal to replace user key `existing` by `incoming` without `--force`.
+fn replacing_refused(existing: UserId, incoming: UserId) -> anyhow::Error {
+    anyhow::anyhow!(
+        "this machine already has user key {existing}, and the export holds {incoming}: \
+         importing would replace it (your ledger would be re-signed by the new key, and whatever \
+         the old key encrypted on your cloud disk would stay readable only with it). Nothing was \
+         changed; to replace it, run again with --force (the old key and ledger are kept beside \
+         the new ones)"
+    )
+}
+
 /// Makes `key` this machine's user key. Over a different key only with `force`: the old key and
 /// ledger are moved aside (never deleted) and the old ledger's records are imported into a new
 /// ledger signed by the new key, so every app id keeps its owner. The old ledger is exported
@@ -201,18 +232,7 @@ struct Imported {
 fn install_user_key(state: &StateDirs, key: UserKey, force: bool) -> Result<Imported> {
     let dir = &state.apps.user_keys;
     let path = state.user_key();
-    let existing = match UserKey::load(&path) {
-        Ok(existing) => Some(existing),
-        Err(elastos_identity::KeyError::Io { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            None
-        }
-        Err(error) => {
-            return Err(anyhow::Error::from(error)
-                .context("cannot read this machine's user key; nothing was changed"))
-        }
-    };
+    let existing = existing_user_key(state)?;
     let mut report = Imported {
         user: key.user_id(),
         changed: true,
@@ -234,15 +254,7 @@ fn install_user_key(state: &StateDirs, key: UserKey, force: bool) -> Result<Impo
         return Ok(report);
     }
     if !force {
-        bail!(
-            "this machine already has user key {}, and the export holds {}: importing would \
-             replace it (your ledger would be re-signed by the new key, and whatever the old key \
-             encrypted on your cloud disk would stay readable only with it). Nothing was \
-             changed; to replace it, run again with --force (the old key and ledger are kept \
-             beside the new ones)",
-            existing.user_id(),
-            key.user_id()
-        );
+        return Err(replacing_refused(existing.user_id(), key.user_id()));
     }
     let time = now();
     report.replaced = Some(existing.user_id());
