@@ -613,8 +613,8 @@ fn print_statuses(apps: &[AppStatus]) {
         return;
     }
     println!(
-        "{:<44} {:>5} {:>5} {:>9} {:>12}  {:<20}  {}",
-        "APP", "UP", "DOWN", "CONFLICTS", "BYTES", "LAST SYNC", "VERSION"
+        "{:<44} {:>5} {:>5} {:>9} {:>12}  {:<20}  VERSION",
+        "APP", "UP", "DOWN", "CONFLICTS", "BYTES", "LAST SYNC"
     );
     for entry in apps {
         let label = entry.app.label();
