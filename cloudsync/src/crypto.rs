@@ -160,7 +160,7 @@ fn header(kind: Kind, nonce: &[u8; NONCE_LEN]) -> [u8; 4 + 1 + NONCE_LEN] {
 pub(crate) fn padded_len(len: usize) -> usize {
     let len = len.max(MIN_PADDED);
     let e = usize::BITS - 1 - len.leading_zeros(); // floor(log2 len)
-    let s = usize::BITS - e.leading_zeros(); // floor(log2 e) + 1
+    let s = u32::BITS - e.leading_zeros(); // floor(log2 e) + 1
     let last_bits = e - s;
     let mask = (1usize << last_bits) - 1;
     (len + mask) & !mask

@@ -113,6 +113,8 @@ impl Ctx<'_> {
         let versions = self.list_versions(home_id, known.min(index.highest_seen).max(1))?;
         let found = versions.last().map_or(0, |(v, _)| *v);
         if found < index.highest_seen {
+            // Name the newest version the store still has.
+            let found = self.list_versions(home_id, 1)?.last().map_or(0, |(v, _)| *v);
             return Err(SyncError::Rollback { seen: index.highest_seen, found, state: self.state.dir().to_owned() });
         }
         if found == 0 {
@@ -411,12 +413,11 @@ impl Ctx<'_> {
         }
         let mut uploads = Uploads::new(self);
         let scanned = self.scan(&home, &index, &base, Some((&mut uploads, report)), opts)?;
-        // A home that is missing or empty while the store has files is a lost cache: restore it.
-        if scanned.tree.is_empty() && !remote_tree.is_empty() && !base.is_empty() {
+        // A home that is missing, or empty and not the directory this device last synced, while
+        // the store has files, is a lost cache: restore it, never read it as "delete all".
+        let identity = home.identity()?;
+        if scanned.tree.is_empty() && !remote_tree.is_empty() && index.home_identity != Some(identity) {
             base.clear();
-            report.restored_lost_cache = true;
-        }
-        if scanned.tree.is_empty() && !remote_tree.is_empty() && index.head.is_none() {
             report.restored_lost_cache = true;
         }
         let now = SystemTime::now();
@@ -432,14 +433,13 @@ impl Ctx<'_> {
             now,
         });
 
-        // The safety stop, before anything changes.
+        // The safety stop, before anything changes: deletions this sync would commit to the
+        // store (deletions it applies locally come from a sync that was itself checked).
         let files = |t: &Tree| t.values().filter(|n| !n.is_dir()).count();
-        let local_deletes = scanned.tree.iter().filter(|(p, n)| !n.is_dir() && !plan.merged.contains_key(*p) && !plan.renames.iter().any(|(f, _)| f == *p)).count();
-        let remote_deletes = remote_tree.iter().filter(|(p, n)| !n.is_dir() && !plan.merged.contains_key(*p)).count();
-        let deletes = local_deletes + remote_deletes;
-        let total = files(&base).max(files(&remote_tree));
+        let deletes = remote_tree.iter().filter(|(p, n)| !n.is_dir() && !plan.merged.contains_key(*p)).count();
+        let total = files(&remote_tree);
         if !opts.confirm_mass_delete && deletes >= MASS_DELETE_MIN && deletes * 2 > total {
-            return Err(SyncError::MassDelete { deletes, files: total, local_deletes, remote_deletes });
+            return Err(SyncError::MassDelete { deletes, files: total });
         }
 
         // Local changes: conflict renames, deletions (deepest first), writes (parents first).
@@ -621,6 +621,7 @@ impl Ctx<'_> {
             .map(|(p, st)| (p, (st, recorded)))
             .collect();
         index.last_sync_ms = Some(recorded);
+        index.home_identity = Some(identity);
         self.state.save(home_id, &index)?;
         report.version = committed_version;
         report.busy = scanned.busy.iter().map(|p| as_path(p).to_owned()).collect();

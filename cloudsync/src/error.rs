@@ -41,9 +41,9 @@ pub enum SyncError {
     /// The store shows an older state than this device has already seen.
     #[error("the store rolled back this home: it shows version {found} but this device has seen version {seen}; refusing to sync (restore the store or remove {state:?} to trust it again)")]
     Rollback { seen: u64, found: u64, state: PathBuf },
-    /// A sync would delete more than half of the home's files.
-    #[error("safety stop: this sync would delete {deletes} of {files} files ({local_deletes} here, {remote_deletes} in the cloud); nothing was changed. Run it again with confirmation (e.g. `elastos sync now APP --confirm-delete`) if that is intended")]
-    MassDelete { deletes: usize, files: usize, local_deletes: usize, remote_deletes: usize },
+    /// A sync would delete more than half of the home's files in the store (at least three).
+    #[error("safety stop: this sync would delete {deletes} of the {files} files of this home in the cloud; nothing was changed. If that is intended, run it again confirmed (`elastos sync now APP --confirm-delete`); deleted files stay restorable for 30 days")]
+    MassDelete { deletes: usize, files: usize },
     /// Another process syncs this home with the same state directory right now.
     #[error("home {home} is being synced by another process (lock {lock:?})")]
     Busy { home: String, lock: PathBuf },

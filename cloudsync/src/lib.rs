@@ -99,6 +99,12 @@ pub struct SyncEngine {
     device: String,
 }
 
+impl std::fmt::Debug for SyncEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncEngine").field("store", &self.remote.url).field("device", &self.device).finish()
+    }
+}
+
 /// The object that proves a store belongs to this key.
 const KEY_CHECK: &str = "elastos-cloudsync";
 const KEY_CHECK_TEXT: &[u8] = b"elastos-cloudsync v1 key check";

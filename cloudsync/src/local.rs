@@ -106,6 +106,18 @@ impl HomeDir {
         Ok(Some(HomeDir { root, path: dir.to_owned(), owner }))
     }
 
+    /// Which directory this is: inode and birth time (when the file system records one). A home
+    /// that was deleted and made again has another identity, so an empty home tells "the cache
+    /// was lost" (restore it) from "the user deleted every file" (sync the deletions).
+    pub(crate) fn identity(&self) -> Result<(u64, Option<i64>), SyncError> {
+        use rustix::fs::StatxFlags;
+        let stx = rustix::fs::statx(&self.root, "", AtFlags::EMPTY_PATH, StatxFlags::INO | StatxFlags::BTIME)
+            .map_err(|e| SyncError::io("stat home", &self.path, e.into()))?;
+        let btime = (stx.stx_mask & StatxFlags::BTIME.bits() != 0)
+            .then(|| stx.stx_btime.tv_sec * 1_000_000_000 + i64::from(stx.stx_btime.tv_nsec));
+        Ok((stx.stx_ino, btime))
+    }
+
     pub(crate) fn full(&self, rel: &[u8]) -> PathBuf {
         self.path.join(as_path(rel))
     }

@@ -37,6 +37,9 @@ pub(crate) struct HomeIndex {
     pub base_overrides: BTreeMap<RelPath, Option<Node>>,
     /// What each synced path looked like locally right after the sync (or when last hashed).
     pub stats: BTreeMap<RelPath, (LocalStat, u64)>,
+    /// The home directory's identity (inode, birth time) at the last sync: an empty home with
+    /// another identity is a lost cache.
+    pub home_identity: Option<(u64, Option<i64>)>,
     /// Unix milliseconds of the last successful sync.
     pub last_sync_ms: Option<u64>,
 }
