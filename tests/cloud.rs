@@ -454,8 +454,9 @@ fn a_mass_delete_stops_and_says_what_to_run() {
     assert!(!home.join("a").exists() && !home.join("c").exists());
 }
 
-/// `rclone serve s3` on 127.0.0.1, serving a temp dir with one bucket; killed on drop.
-struct S3Server {
+/// `rclone serve s3|webdav` on 127.0.0.1, serving a temp dir (with one bucket for S3); killed on
+/// drop.
+struct RcloneServer {
     child: Child,
     port: u16,
     key: String,
@@ -465,8 +466,9 @@ struct S3Server {
 
 const BUCKET: &str = "elastos-test";
 
-impl S3Server {
-    fn start() -> S3Server {
+impl RcloneServer {
+    /// `protocol`: `s3` (with a random key) or `webdav` (anonymous).
+    fn start(protocol: &str) -> RcloneServer {
         let rclone = std::env::var_os("ELASTOS_RCLONE")
             .map(PathBuf::from)
             .or_else(|| {
@@ -491,11 +493,14 @@ impl S3Server {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new(&rclone)
-            .args(["serve", "s3", "--addr"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--auth-key")
-            .arg(format!("{key},{secret}"))
+        let mut command = Command::new(&rclone);
+        command
+            .args(["serve", protocol, "--addr"])
+            .arg(format!("127.0.0.1:{port}"));
+        if protocol == "s3" {
+            command.arg("--auth-key").arg(format!("{key},{secret}"));
+        }
+        let child = command
             .arg(dir.path())
             .env("RCLONE_CONFIG", dir.path().join("rclone.conf"))
             .stdout(Stdio::null())
@@ -508,7 +513,7 @@ impl S3Server {
                     rclone.display()
                 )
             });
-        let mut server = S3Server {
+        let mut server = RcloneServer {
             child,
             port,
             key,
@@ -520,13 +525,13 @@ impl S3Server {
         });
         assert!(
             ready && server.child.try_wait().unwrap().is_none(),
-            "rclone serve s3 did not start"
+            "rclone serve {protocol} did not start"
         );
         server
     }
 }
 
-impl Drop for S3Server {
+impl Drop for RcloneServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -535,7 +540,7 @@ impl Drop for S3Server {
 
 #[test]
 fn a_deleted_home_comes_back_from_a_real_s3_server() {
-    let server = S3Server::start();
+    let server = RcloneServer::start("s3");
     let harness = Harness::new(User::Root);
     let s3 = |invocation: &mut common::Invocation<'_>| {
         invocation
@@ -583,6 +588,37 @@ fn a_deleted_home_comes_back_from_a_real_s3_server() {
     out.assert_code(125);
     assert!(
         out.stderr_text().contains("AWS_ACCESS_KEY_ID"),
+        "{}",
+        out.stderr_text()
+    );
+}
+
+#[test]
+#[ignore = "cloudsync over WebDAV: after a commit the store shows version 0 (its snapshot listing \
+            comes back empty), so the next sync reports a rollback; run with --ignored once fixed"]
+fn a_deleted_home_comes_back_from_a_webdav_server() {
+    let server = RcloneServer::start("webdav");
+    // The collection exists, as a folder made in Nextcloud's web UI would: the engine's
+    // create-only PUT is answered 409 for a missing parent collection (reported to cloudsync).
+    std::fs::create_dir(server.dir.path().join("cloud")).unwrap();
+    let harness = Harness::new(User::Root);
+    harness
+        .elastos()
+        .args([
+            "cloud",
+            "set",
+            &format!("webdav+http://127.0.0.1:{}/cloud", server.port),
+        ])
+        .output()
+        .assert_code(0);
+    let bundle = probe_app(&harness, "");
+    probe(&harness, &bundle, &["home-put", "dav.txt", "webdav-secret"]);
+    assert_only_ciphertext(server.dir.path(), &["webdav-secret", "dav.txt", APP_ID]);
+    let home = home_of(&harness);
+    std::fs::remove_dir_all(&home).unwrap();
+    let out = probe(&harness, &bundle, &["home-get", "dav.txt"]);
+    assert!(
+        out.stdout_text().contains("webdav-secret"),
         "{}",
         out.stderr_text()
     );
