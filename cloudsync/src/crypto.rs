@@ -53,12 +53,14 @@ fn derive(secret: &UserSecret, info: &str) -> [u8; 32] {
     let hkdf = Hkdf::<Sha256>::new(Some(SALT), &secret.0);
     let mut out = [0u8; 32];
     // 32 bytes is far below HKDF-SHA256's 8160-byte limit.
-    hkdf.expand(info.as_bytes(), &mut out).expect("32-byte HKDF output");
+    hkdf.expand(info.as_bytes(), &mut out)
+        .expect("32-byte HKDF output");
     out
 }
 
 fn hmac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
-    let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    let mut mac =
+        <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
     for part in parts {
         mac.update(part);
     }
@@ -85,7 +87,10 @@ impl Keys {
     pub(crate) fn home_id(&self, home: &HomeRef) -> String {
         let publisher = home.publisher.as_bytes();
         let len = (publisher.len() as u64).to_le_bytes();
-        hex::encode(hmac(&self.home_name, &[&len, publisher, home.app_id.as_bytes()]))
+        hex::encode(hmac(
+            &self.home_name,
+            &[&len, publisher, home.app_id.as_bytes()],
+        ))
     }
 
     fn aead(&self, kind: Kind) -> &XChaCha20Poly1305 {
@@ -109,7 +114,13 @@ impl Keys {
         let aad = [&header[..], name.as_bytes()].concat();
         let ciphertext = self
             .aead(kind)
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: &padded, aad: &aad })
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: &padded,
+                    aad: &aad,
+                },
+            )
             .expect("XChaCha20-Poly1305 encrypts any length we produce");
         let mut out = Vec::with_capacity(header.len() + ciphertext.len());
         out.extend_from_slice(&header);
@@ -120,7 +131,10 @@ impl Keys {
     /// Authenticates and decrypts object `name`; any change of bytes, name, kind or length is
     /// [`SyncError::Tampered`].
     pub(crate) fn open(&self, kind: Kind, name: &str, sealed: &[u8]) -> Result<Vec<u8>, SyncError> {
-        let tampered = |what| SyncError::Tampered { object: name.to_owned(), what };
+        let tampered = |what| SyncError::Tampered {
+            object: name.to_owned(),
+            what,
+        };
         if sealed.len() < OVERHEAD + 8 {
             return Err(tampered("shorter than the smallest object"));
         }
@@ -134,7 +148,13 @@ impl Keys {
         let aad = [head, name.as_bytes()].concat();
         let padded = self
             .aead(kind)
-            .decrypt(XNonce::from_slice(&head[5..]), Payload { msg: ciphertext, aad: &aad })
+            .decrypt(
+                XNonce::from_slice(&head[5..]),
+                Payload {
+                    msg: ciphertext,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| tampered("authentication tag mismatch"))?;
         let len = u64::from_le_bytes(padded[..8].try_into().expect("8 bytes")) as usize;
         if len > padded.len() - 8 || padded_len(len + 8) != padded.len() {
@@ -179,22 +199,41 @@ mod tests {
         let k = keys(1);
         let data = b"hello, cloud".to_vec();
         let sealed = k.seal(Kind::Chunk, "chunks/ab/abcd", &data);
-        assert_eq!(k.open(Kind::Chunk, "chunks/ab/abcd", &sealed).unwrap(), data);
-        assert_eq!(sealed.len(), OVERHEAD + MIN_PADDED, "tiny objects are padded to the minimum");
+        assert_eq!(
+            k.open(Kind::Chunk, "chunks/ab/abcd", &sealed).unwrap(),
+            data
+        );
+        assert_eq!(
+            sealed.len(),
+            OVERHEAD + MIN_PADDED,
+            "tiny objects are padded to the minimum"
+        );
         // Swapped: another name.
-        assert!(matches!(k.open(Kind::Chunk, "chunks/ab/abce", &sealed), Err(SyncError::Tampered { .. })));
+        assert!(matches!(
+            k.open(Kind::Chunk, "chunks/ab/abce", &sealed),
+            Err(SyncError::Tampered { .. })
+        ));
         // Another kind.
         assert!(k.open(Kind::Snapshot, "chunks/ab/abcd", &sealed).is_err());
         // Another user's key.
-        assert!(keys(2).open(Kind::Chunk, "chunks/ab/abcd", &sealed).is_err());
+        assert!(keys(2)
+            .open(Kind::Chunk, "chunks/ab/abcd", &sealed)
+            .is_err());
         // Every single flipped byte, and every truncation.
         for i in 0..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 0x01;
-            assert!(k.open(Kind::Chunk, "chunks/ab/abcd", &bad).is_err(), "flip at {i}");
+            assert!(
+                k.open(Kind::Chunk, "chunks/ab/abcd", &bad).is_err(),
+                "flip at {i}"
+            );
         }
         for len in [0, 10, OVERHEAD, sealed.len() - 1] {
-            assert!(k.open(Kind::Chunk, "chunks/ab/abcd", &sealed[..len]).is_err(), "truncated to {len}");
+            assert!(
+                k.open(Kind::Chunk, "chunks/ab/abcd", &sealed[..len])
+                    .is_err(),
+                "truncated to {len}"
+            );
         }
     }
 
@@ -204,16 +243,29 @@ mod tests {
         assert_eq!(padded_len(512), 512);
         for len in [513, 1000, 4097, 100_000, 1 << 20, (1 << 22) + 7] {
             let p = padded_len(len);
-            assert!(p >= len && (p - len) as f64 <= len as f64 * 0.12, "{len} -> {p}");
+            assert!(
+                p >= len && (p - len) as f64 <= len as f64 * 0.12,
+                "{len} -> {p}"
+            );
         }
-        assert_eq!(padded_len(1_000_001), padded_len(1_000_002), "nearby sizes share a bucket");
+        assert_eq!(
+            padded_len(1_000_001),
+            padded_len(1_000_002),
+            "nearby sizes share a bucket"
+        );
     }
 
     #[test]
     fn ids_are_keyed() {
         assert_ne!(keys(1).chunk_id(b"x"), keys(2).chunk_id(b"x"));
-        let home = HomeRef { publisher: "p".into(), app_id: "a".into() };
-        let other = HomeRef { publisher: "pa".into(), app_id: "".into() };
+        let home = HomeRef {
+            publisher: "p".into(),
+            app_id: "a".into(),
+        };
+        let other = HomeRef {
+            publisher: "pa".into(),
+            app_id: "".into(),
+        };
         assert_ne!(keys(1).home_id(&home), keys(1).home_id(&other));
     }
 }

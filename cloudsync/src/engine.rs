@@ -49,7 +49,9 @@ pub(crate) fn chunk_name(id: &ChunkId) -> String {
 }
 
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What the store has for a home.
@@ -64,7 +66,7 @@ pub(crate) enum Fetched {
     /// The store has nothing newer than the index's head.
     Unchanged,
     /// A newer (or replaced) head; `forked`: it does not descend from the index's head.
-    New { head: Head, forked: bool },
+    New { head: Box<Head>, forked: bool },
 }
 
 pub(crate) struct Ctx<'a> {
@@ -76,24 +78,49 @@ pub(crate) struct Ctx<'a> {
 
 fn emit(opts: &SyncOptions, phase: Phase, done_bytes: u64, total_bytes: u64, path: Option<&[u8]>) {
     if let Some(progress) = &opts.progress {
-        progress(Progress { phase, done_bytes, total_bytes, path: path.map(|p| as_path(p).to_owned()) });
+        progress(Progress {
+            phase,
+            done_bytes,
+            total_bytes,
+            path: path.map(|p| as_path(p).to_owned()),
+        });
     }
 }
 
 impl Ctx<'_> {
-    pub(crate) fn read_snapshot(&self, home_id: &str, version: u64) -> Result<(Snapshot, [u8; 32], u64), SyncError> {
+    pub(crate) fn read_snapshot(
+        &self,
+        home_id: &str,
+        version: u64,
+    ) -> Result<(Snapshot, [u8; 32], u64), SyncError> {
         let name = snapshot_name(home_id, version);
-        let bytes = self.remote.get(&name)?.ok_or_else(|| SyncError::MissingObject { object: name.clone(), version })?;
+        let bytes = self
+            .remote
+            .get(&name)?
+            .ok_or_else(|| SyncError::MissingObject {
+                object: name.clone(),
+                version,
+            })?;
         let plain = self.keys.open(Kind::Snapshot, &name, &bytes)?;
-        let snapshot = Snapshot::decode(&plain).ok_or_else(|| SyncError::Tampered { object: name.clone(), what: "undecodable snapshot" })?;
+        let snapshot = Snapshot::decode(&plain).ok_or_else(|| SyncError::Tampered {
+            object: name.clone(),
+            what: "undecodable snapshot",
+        })?;
         if snapshot.version != version || snapshot.home != home_id {
-            return Err(SyncError::Tampered { object: name, what: "snapshot of another version or home" });
+            return Err(SyncError::Tampered {
+                object: name,
+                what: "snapshot of another version or home",
+            });
         }
         Ok((snapshot, Sha256::digest(&bytes).into(), bytes.len() as u64))
     }
 
     /// Every version of the home in the store, oldest first.
-    pub(crate) fn list_versions(&self, home_id: &str, after: u64) -> Result<Vec<(u64, crate::store::Listed)>, SyncError> {
+    pub(crate) fn list_versions(
+        &self,
+        home_id: &str,
+        after: u64,
+    ) -> Result<Vec<(u64, crate::store::Listed)>, SyncError> {
         let dir = snapshot_dir(home_id);
         let after_name = (after > 0).then(|| format!("{:016x}", after - 1));
         let listed = self.remote.list(&dir, after_name.as_deref())?;
@@ -101,40 +128,52 @@ impl Ctx<'_> {
         for entry in listed {
             match u64::from_str_radix(&entry.name, 16) {
                 Ok(v) if entry.name.len() == 16 && v > 0 => out.push((v, entry)),
-                _ => tracing::warn!(object = %entry.name, "ignoring a foreign object among the snapshots"),
+                _ => {
+                    tracing::warn!(object = %entry.name, "ignoring a foreign object among the snapshots")
+                }
             }
         }
         Ok(out)
     }
 
     /// The store's newest snapshot of the home, checked against what this device saw.
-    pub(crate) fn fetch_head(&self, home_id: &str, index: &HomeIndex) -> Result<Fetched, SyncError> {
+    pub(crate) fn fetch_head(
+        &self,
+        home_id: &str,
+        index: &HomeIndex,
+    ) -> Result<Fetched, SyncError> {
         let known = index.version();
         let versions = self.list_versions(home_id, known.min(index.highest_seen).max(1))?;
         let found = versions.last().map_or(0, |(v, _)| *v);
         if found < index.highest_seen {
             // Name the newest version the store still has.
-            let found = self.list_versions(home_id, 1)?.last().map_or(0, |(v, _)| *v);
-            return Err(SyncError::Rollback { seen: index.highest_seen, found, state: self.state.dir().to_owned() });
+            let found = self
+                .list_versions(home_id, 1)?
+                .last()
+                .map_or(0, |(v, _)| *v);
+            return Err(SyncError::Rollback {
+                seen: index.highest_seen,
+                found,
+                state: self.state.dir().to_owned(),
+            });
         }
         if found == 0 {
             return Ok(Fetched::Unchanged);
         }
         let (_, listed) = versions.last().expect("found > 0");
-        if found == known && listed.size == index.head_size && listed.e_tag.is_some() && listed.e_tag == index.head_e_tag {
+        if found == known
+            && listed.size == index.head_size
+            && listed.e_tag.is_some()
+            && listed.e_tag == index.head_e_tag
+        {
             return Ok(Fetched::Unchanged);
         }
         let (snapshot, hash, size) = self.read_snapshot(home_id, found)?;
-        if found == known && hash == index.head_hash {
-            return Ok(Fetched::New {
-                head: Head { snapshot, hash, size, e_tag: listed.e_tag.clone() },
-                forked: false,
-            });
-        }
         let forked = if known == 0 {
             false
         } else if found == known {
-            true
+            // Same version, other bytes (listed size or e-tag differed): replaced or not.
+            hash != index.head_hash
         } else if found == known + 1 {
             snapshot.parent != Some(index.head_hash)
         } else {
@@ -144,7 +183,15 @@ impl Ctx<'_> {
         if forked {
             tracing::warn!(home = home_id, version = known, "the snapshot this device built on was replaced by another device's; merging without a base");
         }
-        Ok(Fetched::New { head: Head { snapshot, hash, size, e_tag: listed.e_tag.clone() }, forked })
+        Ok(Fetched::New {
+            head: Box::new(Head {
+                snapshot,
+                hash,
+                size,
+                e_tag: listed.e_tag.clone(),
+            }),
+            forked,
+        })
     }
 }
 
@@ -159,7 +206,13 @@ pub(crate) struct Uploads<'a> {
 
 impl<'a> Uploads<'a> {
     fn new(ctx: &'a Ctx<'a>) -> Self {
-        Uploads { ctx, batch: Vec::new(), ids: Vec::new(), queued: BTreeSet::new(), bytes: 0 }
+        Uploads {
+            ctx,
+            batch: Vec::new(),
+            ids: Vec::new(),
+            queued: BTreeSet::new(),
+            bytes: 0,
+        }
     }
 
     fn add(&mut self, id: ChunkId, plain: &[u8], report: &mut SyncReport) -> Result<(), SyncError> {
@@ -214,13 +267,20 @@ impl Ctx<'_> {
         let entries = home.scan()?;
         let total: u64 = entries.iter().map(|(_, st)| st.size).sum();
         let mut done = 0u64;
-        let mut out = Scanned { tree: Tree::new(), stats: BTreeMap::new(), busy: BTreeSet::new(), changed: BTreeSet::new() };
+        let mut out = Scanned {
+            tree: Tree::new(),
+            stats: BTreeMap::new(),
+            busy: BTreeSet::new(),
+            changed: BTreeSet::new(),
+        };
         for (rel, st) in entries {
             let recorded = index.stats.get(&rel);
             let clean = recorded.is_some_and(|(old, at_ms)| {
-                old == &st && (st.mtime_ns / 1_000_000).abs_diff(*at_ms as i64) > RACY.as_millis() as u64
+                old == &st
+                    && (st.mtime_ns / 1_000_000).abs_diff(*at_ms as i64) > RACY.as_millis() as u64
             });
-            if !clean && st.kind != LocalKind::Dir {
+            // Racily clean files are hashed again, but only a different stat counts as pending.
+            if recorded.is_none_or(|(old, _)| old != &st) && st.kind != LocalKind::Dir {
                 out.changed.insert(rel.clone());
             }
             let node = match st.kind {
@@ -230,24 +290,34 @@ impl Ctx<'_> {
                     Err(_) => continue, // gone meanwhile
                 },
                 LocalKind::File => match (clean, base.get(&rel)) {
-                    (true, Some(Node::File { chunks, .. })) => {
-                        Node::File { size: st.size, mode: st.mode, mtime_ns: st.mtime_ns, chunks: chunks.clone() }
-                    }
+                    (true, Some(Node::File { chunks, .. })) => Node::File {
+                        size: st.size,
+                        mode: st.mode,
+                        mtime_ns: st.mtime_ns,
+                        chunks: chunks.clone(),
+                    },
                     _ => match uploads.as_mut() {
-                        None => Node::File { size: st.size, mode: st.mode, mtime_ns: st.mtime_ns, chunks: Vec::new() },
-                        Some((uploads, report)) => match self.read_file(home, &rel, uploads, report, opts)? {
-                            Some((node, st)) => {
-                                out.stats.insert(rel.clone(), st);
-                                out.tree.insert(rel.clone(), node);
-                                done += st.size;
-                                emit(opts, Phase::Scan, done, total, Some(&rel));
-                                continue;
-                            }
-                            None => {
-                                out.busy.insert(rel);
-                                continue;
-                            }
+                        None => Node::File {
+                            size: st.size,
+                            mode: st.mode,
+                            mtime_ns: st.mtime_ns,
+                            chunks: Vec::new(),
                         },
+                        Some((uploads, report)) => {
+                            match self.read_file(home, &rel, uploads, report, opts)? {
+                                Some((node, st)) => {
+                                    out.stats.insert(rel.clone(), st);
+                                    out.tree.insert(rel.clone(), node);
+                                    done += st.size;
+                                    emit(opts, Phase::Scan, done, total, Some(&rel));
+                                    continue;
+                                }
+                                None => {
+                                    out.busy.insert(rel);
+                                    continue;
+                                }
+                            }
+                        }
                     },
                 },
                 LocalKind::Other => continue,
@@ -273,24 +343,41 @@ impl Ctx<'_> {
             }
             let (file, before) = match home.open_file(rel) {
                 Ok(opened) => opened,
-                Err(SyncError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(SyncError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    return Ok(None)
+                }
                 Err(e) => return Err(e),
             };
             let mut chunks = Vec::new();
             let mut read = 0u64;
             let mut reader = std::io::BufReader::with_capacity(1 << 20, &file);
-            for chunk in fastcdc::v2020::StreamCDC::new(&mut reader, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
-                let chunk = chunk.map_err(|e| SyncError::io("read", home.full(rel), std::io::Error::other(e.to_string())))?;
+            for chunk in
+                fastcdc::v2020::StreamCDC::new(&mut reader, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK)
+            {
+                let chunk = chunk.map_err(|e| {
+                    SyncError::io("read", home.full(rel), std::io::Error::other(e.to_string()))
+                })?;
                 let id = self.keys.chunk_id(&chunk.data);
                 uploads.add(id, &chunk.data, report)?;
                 read += chunk.length as u64;
-                chunks.push(ChunkRef { id, len: chunk.length as u32 });
+                chunks.push(ChunkRef {
+                    id,
+                    len: chunk.length as u32,
+                });
                 emit(opts, Phase::Upload, read, before.size, Some(rel));
             }
-            let after_fd = crate::local::fstat(&file).map_err(|e| SyncError::io("stat", home.full(rel), e))?;
+            let after_fd =
+                crate::local::fstat(&file).map_err(|e| SyncError::io("stat", home.full(rel), e))?;
             let after_path = home.stat(rel)?;
             if after_fd == before && after_path == Some(before) && read == before.size {
-                let node = Node::File { size: before.size, mode: before.mode, mtime_ns: before.mtime_ns, chunks };
+                let node = Node::File {
+                    size: before.size,
+                    mode: before.mode,
+                    mtime_ns: before.mtime_ns,
+                    chunks,
+                };
                 return Ok(Some((node, before)));
             }
             tracing::debug!(path = %home.full(rel).display(), attempt, "file changed while read; retrying");
@@ -300,20 +387,32 @@ impl Ctx<'_> {
     }
 
     /// Fetches, authenticates and checks chunks (in the order given), [`PARALLEL`] at a time.
-    fn fetch_chunks(&self, refs: &[ChunkRef], report: &mut SyncReport, version: u64) -> Result<Vec<Vec<u8>>, SyncError> {
+    fn fetch_chunks(
+        &self,
+        refs: &[ChunkRef],
+        report: &mut SyncReport,
+        version: u64,
+    ) -> Result<Vec<Vec<u8>>, SyncError> {
         let names: Vec<String> = refs.iter().map(|c| chunk_name(&c.id)).collect();
         let got = self.remote.get_many(&names)?;
         let mut out = Vec::with_capacity(refs.len());
         for ((r, name), bytes) in refs.iter().zip(&names).zip(got) {
-            let bytes = bytes.ok_or_else(|| SyncError::MissingObject { object: name.clone(), version })?;
+            let bytes = bytes.ok_or_else(|| SyncError::MissingObject {
+                object: name.clone(),
+                version,
+            })?;
             report.bytes_downloaded += bytes.len() as u64;
             let plain = self.keys.open(Kind::Chunk, name, &bytes)?;
             if plain.len() != r.len as usize || self.keys.chunk_id(&plain) != r.id {
-                return Err(SyncError::Tampered { object: name.clone(), what: "chunk content does not match its id" });
+                return Err(SyncError::Tampered {
+                    object: name.clone(),
+                    what: "chunk content does not match its id",
+                });
             }
             out.push(plain);
         }
-        self.state.add_known(&refs.iter().map(|c| c.id).collect::<Vec<_>>())?;
+        self.state
+            .add_known(&refs.iter().map(|c| c.id).collect::<Vec<_>>())?;
         Ok(out)
     }
 
@@ -331,18 +430,31 @@ impl Ctx<'_> {
         version: u64,
         opts: &SyncOptions,
     ) -> Result<Option<LocalStat>, SyncError> {
-        let Node::File { size, mode, mtime_ns, chunks } = node else { unreachable!("download of a file") };
+        let Node::File {
+            size,
+            mode,
+            mtime_ns,
+            chunks,
+        } = node
+        else {
+            unreachable!("download of a file")
+        };
         home.write_file(rel, *mode, *mtime_ns, expect, |file: &mut File| {
             let mut written = 0u64;
             for window in chunks.chunks(PARALLEL) {
-                let missing: Vec<ChunkRef> = window.iter().filter(|c| !cache.contains_key(&c.id)).copied().collect();
+                let missing: Vec<ChunkRef> = window
+                    .iter()
+                    .filter(|c| !cache.contains_key(&c.id))
+                    .copied()
+                    .collect();
                 let fetched = self.fetch_chunks(&missing, report, version)?;
                 for (c, plain) in missing.iter().zip(fetched) {
                     cache.insert(c.id, plain);
                 }
                 for c in window {
                     let plain = &cache[&c.id];
-                    file.write_all(plain).map_err(|e| SyncError::io("write", home.full(rel), e))?;
+                    file.write_all(plain)
+                        .map_err(|e| SyncError::io("write", home.full(rel), e))?;
                     written += plain.len() as u64;
                 }
                 for c in window {
@@ -358,7 +470,13 @@ impl Ctx<'_> {
     }
 
     /// Prefetches the chunks of the next small files in one parallel batch.
-    fn prefetch(&self, files: &[&Node], cache: &mut HashMap<ChunkId, Vec<u8>>, report: &mut SyncReport, version: u64) -> Result<(), SyncError> {
+    fn prefetch(
+        &self,
+        files: &[&Node],
+        cache: &mut HashMap<ChunkId, Vec<u8>>,
+        report: &mut SyncReport,
+        version: u64,
+    ) -> Result<(), SyncError> {
         let mut refs: Vec<ChunkRef> = Vec::new();
         for node in files {
             if let Node::File { chunks, .. } = node {
@@ -391,21 +509,31 @@ pub(crate) enum Pass {
 }
 
 impl Ctx<'_> {
-    pub(crate) fn sync_pass(&self, home_id: &str, dir: &std::path::Path, opts: &SyncOptions, report: &mut SyncReport) -> Result<Pass, SyncError> {
+    pub(crate) fn sync_pass(
+        &self,
+        home_id: &str,
+        dir: &std::path::Path,
+        opts: &SyncOptions,
+        report: &mut SyncReport,
+    ) -> Result<Pass, SyncError> {
         let mut index = self.state.load(home_id)?;
         let fetched = self.fetch_head(home_id, &index)?;
         let home = HomeDir::open(dir, true, opts.owner)?.expect("created");
         let mut base = index.base();
         let (remote_head, forked) = match fetched {
             Fetched::Unchanged => (None, false),
-            Fetched::New { head, forked } => (Some(head), forked),
+            Fetched::New { head, forked } => (Some(*head), forked),
         };
         if forked {
             base.clear();
         }
         let remote_tree: Tree = match &remote_head {
             Some(h) => h.snapshot.live.clone(),
-            None => index.head.as_ref().map(|h| h.live.clone()).unwrap_or_default(),
+            None => index
+                .head
+                .as_ref()
+                .map(|h| h.live.clone())
+                .unwrap_or_default(),
         };
         if let Some(head) = &remote_head {
             let ids: Vec<ChunkId> = head.snapshot.live.values().flat_map(chunk_ids).collect();
@@ -416,13 +544,23 @@ impl Ctx<'_> {
         // A home that is missing, or empty and not the directory this device last synced, while
         // the store has files, is a lost cache: restore it, never read it as "delete all".
         let identity = home.identity()?;
-        if scanned.tree.is_empty() && !remote_tree.is_empty() && index.home_identity != Some(identity) {
+        if scanned.tree.is_empty()
+            && !remote_tree.is_empty()
+            && index.home_identity != Some(identity)
+        {
             base.clear();
             report.restored_lost_cache = true;
         }
         let now = SystemTime::now();
-        let remote_device = index.head.as_ref().map(|h| h.device.clone()).unwrap_or_default();
-        let remote_device = remote_head.as_ref().map(|h| h.snapshot.device.clone()).unwrap_or(remote_device);
+        let remote_device = index
+            .head
+            .as_ref()
+            .map(|h| h.device.clone())
+            .unwrap_or_default();
+        let remote_device = remote_head
+            .as_ref()
+            .map(|h| h.snapshot.device.clone())
+            .unwrap_or(remote_device);
         let plan = merge(&Sides {
             base: &base,
             local: &scanned.tree,
@@ -436,10 +574,16 @@ impl Ctx<'_> {
         // The safety stop, before anything changes: deletions this sync would commit to the
         // store (deletions it applies locally come from a sync that was itself checked).
         let files = |t: &Tree| t.values().filter(|n| !n.is_dir()).count();
-        let deletes = remote_tree.iter().filter(|(p, n)| !n.is_dir() && !plan.merged.contains_key(*p)).count();
+        let deletes = remote_tree
+            .iter()
+            .filter(|(p, n)| !n.is_dir() && !plan.merged.contains_key(*p))
+            .count();
         let total = files(&remote_tree);
         if !opts.confirm_mass_delete && deletes >= MASS_DELETE_MIN && deletes * 2 > total {
-            return Err(SyncError::MassDelete { deletes, files: total });
+            return Err(SyncError::MassDelete {
+                deletes,
+                files: total,
+            });
         }
 
         // Local changes: conflict renames, deletions (deepest first), writes (parents first).
@@ -461,8 +605,19 @@ impl Ctx<'_> {
                 skipped.insert(to.clone());
             }
         }
-        report.conflicts = plan.conflicts.iter().map(|(p, c)| Conflict { path: as_path(p).to_owned(), copy: as_path(c).to_owned() }).collect();
-        let deletions: Vec<RelPath> = local_after.keys().filter(|p| !plan.merged.contains_key(*p) && !skipped.contains(*p)).cloned().collect();
+        report.conflicts = plan
+            .conflicts
+            .iter()
+            .map(|(p, c)| Conflict {
+                path: as_path(p).to_owned(),
+                copy: as_path(c).to_owned(),
+            })
+            .collect();
+        let deletions: Vec<RelPath> = local_after
+            .keys()
+            .filter(|p| !plan.merged.contains_key(*p) && !skipped.contains(*p))
+            .cloned()
+            .collect();
         for path in deletions.iter().rev() {
             if home.remove(path, local_stats.get(path))? {
                 local_stats.remove(path);
@@ -477,9 +632,13 @@ impl Ctx<'_> {
         let writes: Vec<(&RelPath, &Node)> = plan
             .merged
             .iter()
-            .filter(|(p, n)| !skipped.contains(*p) && !local_after.get(*p).is_some_and(|l| local_same(l, n)))
+            .filter(|(p, n)| {
+                !skipped.contains(*p) && !local_after.get(*p).is_some_and(|l| local_same(l, n))
+            })
             .collect();
-        let version = remote_head.as_ref().map_or(index.version(), |h| h.snapshot.version);
+        let version = remote_head
+            .as_ref()
+            .map_or(index.version(), |h| h.snapshot.version);
         let mut cache: HashMap<ChunkId, Vec<u8>> = HashMap::new();
         let total_down: u64 = writes.iter().map(|(_, n)| n.size()).sum();
         let mut done_down = 0u64;
@@ -493,16 +652,33 @@ impl Ctx<'_> {
                     if small_file(node) && uncached(node) {
                         // The next small files' chunks in one parallel batch (at most 64 files
                         // under MIN_CHUNK each: 16 MiB).
-                        let next: Vec<&Node> = writes[i..].iter().map(|(_, n)| *n).filter(|n| small_file(n)).take(64).collect();
+                        let next: Vec<&Node> = writes[i..]
+                            .iter()
+                            .map(|(_, n)| *n)
+                            .filter(|n| small_file(n))
+                            .take(64)
+                            .collect();
                         cache.clear();
                         self.prefetch(&next, &mut cache, report, version)?;
                     }
                     match (local_after.get(*path), node) {
                         // Same content, other permissions: chmod, nothing to download.
-                        (Some(Node::File { chunks: have, .. }), Node::File { chunks: want, mode, .. }) if have == want => {
-                            home.set_mode(path, *mode, expect.as_ref())?
-                        }
-                        _ => self.download(&home, path, node, expect.as_ref(), &mut cache, report, version, opts)?,
+                        (
+                            Some(Node::File { chunks: have, .. }),
+                            Node::File {
+                                chunks: want, mode, ..
+                            },
+                        ) if have == want => home.set_mode(path, *mode, expect.as_ref())?,
+                        _ => self.download(
+                            &home,
+                            path,
+                            node,
+                            expect.as_ref(),
+                            &mut cache,
+                            report,
+                            version,
+                            opts,
+                        )?,
                     }
                 }
             };
@@ -545,28 +721,51 @@ impl Ctx<'_> {
             for node in commit_tree.values() {
                 for id in chunk_ids(node) {
                     if !self.state.is_known(&id) {
-                        return Err(SyncError::State { path: self.state.dir().to_owned(), reason: format!("chunk {} of the new snapshot was never uploaded", hex::encode(id)) });
+                        return Err(SyncError::State {
+                            path: self.state.dir().to_owned(),
+                            reason: format!(
+                                "chunk {} of the new snapshot was never uploaded",
+                                hex::encode(id)
+                            ),
+                        });
                     }
                 }
             }
             for path in &changed_remotely {
                 match (commit_tree.get(*path), remote_tree.get(*path)) {
                     (Some(n), _) if !n.is_dir() => report.uploaded.push(as_path(path).to_owned()),
-                    (None, Some(n)) if !n.is_dir() => report.deleted_remotely.push(as_path(path).to_owned()),
+                    (None, Some(n)) if !n.is_dir() => {
+                        report.deleted_remotely.push(as_path(path).to_owned())
+                    }
                     _ => {}
                 }
             }
-            let prior = remote_head.as_ref().map(|h| &h.snapshot).or(index.head.as_ref());
+            let prior = remote_head
+                .as_ref()
+                .map(|h| &h.snapshot)
+                .or(index.head.as_ref());
             let now_ms = now_ms();
-            let mut deleted: BTreeMap<RelPath, Tombstone> = prior.map(|p| p.deleted.clone()).unwrap_or_default();
+            let mut deleted: BTreeMap<RelPath, Tombstone> =
+                prior.map(|p| p.deleted.clone()).unwrap_or_default();
             for (path, node) in &remote_tree {
                 if !commit_tree.contains_key(path) {
-                    deleted.insert(path.clone(), Tombstone { deleted_ms: now_ms, last: node.clone() });
+                    deleted.insert(
+                        path.clone(),
+                        Tombstone {
+                            deleted_ms: now_ms,
+                            last: node.clone(),
+                        },
+                    );
                 }
             }
             let retention = crate::TOMBSTONE_RETENTION.as_millis() as u64;
-            deleted.retain(|path, t| !commit_tree.contains_key(path) && now_ms.saturating_sub(t.deleted_ms) < retention);
-            let parent_hash = remote_head.as_ref().map(|h| h.hash).or(index.head.as_ref().map(|_| index.head_hash));
+            deleted.retain(|path, t| {
+                !commit_tree.contains_key(path) && now_ms.saturating_sub(t.deleted_ms) < retention
+            });
+            let parent_hash = remote_head
+                .as_ref()
+                .map(|h| h.hash)
+                .or(index.head.as_ref().map(|_| index.head_hash));
             let snapshot = Snapshot {
                 home: home_id.to_owned(),
                 version: version + 1,
@@ -589,8 +788,17 @@ impl Ctx<'_> {
                 report.deleted_remotely.clear();
                 return Ok(Pass::LostRace);
             }
-            let e_tag = self.list_versions(home_id, version + 1)?.into_iter().find(|(v, _)| *v == version + 1).and_then(|(_, l)| l.e_tag);
-            new_head = Some(Head { snapshot, hash, size, e_tag });
+            let e_tag = self
+                .list_versions(home_id, version + 1)?
+                .into_iter()
+                .find(|(v, _)| *v == version + 1)
+                .and_then(|(_, l)| l.e_tag);
+            new_head = Some(Head {
+                snapshot,
+                hash,
+                size,
+                e_tag,
+            });
             committed_version = version + 1;
             report.committed = true;
             emit(opts, Phase::Commit, size, size, None);
@@ -644,7 +852,13 @@ fn local_same(local: &Node, want: &Node) -> bool {
 impl Ctx<'_> {
     /// Writes `wanted` (a past state) into the home, replacing what is there; the caller syncs
     /// before (so nothing local is lost) and after (to commit it).
-    pub(crate) fn restore_into(&self, home_id: &str, dir: &std::path::Path, wanted: &Tree, opts: &SyncOptions) -> Result<SyncReport, SyncError> {
+    pub(crate) fn restore_into(
+        &self,
+        home_id: &str,
+        dir: &std::path::Path,
+        wanted: &Tree,
+        opts: &SyncOptions,
+    ) -> Result<SyncReport, SyncError> {
         let _lock = self.state.lock(home_id)?;
         let home = HomeDir::open(dir, true, opts.owner)?.expect("created");
         let mut report = SyncReport::default();
@@ -654,7 +868,16 @@ impl Ctx<'_> {
             let written = match node {
                 Node::Dir { mode } => home.make_dir(path, *mode, expect.as_ref())?,
                 Node::Symlink { target } => home.write_symlink(path, target, expect.as_ref())?,
-                Node::File { .. } => self.download(&home, path, node, expect.as_ref(), &mut cache, &mut report, 0, opts)?,
+                Node::File { .. } => self.download(
+                    &home,
+                    path,
+                    node,
+                    expect.as_ref(),
+                    &mut cache,
+                    &mut report,
+                    0,
+                    opts,
+                )?,
             };
             match written {
                 None => report.busy.push(as_path(path).to_owned()),

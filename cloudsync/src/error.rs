@@ -20,7 +20,9 @@ pub enum SyncError {
     #[error("the store {url} belongs to another key: its key check does not authenticate with this user's key (wrong `elastos id`, or the wrong store)")]
     WrongKey { url: String },
     /// Another device committed again and again while this one tried to.
-    #[error("gave up after {attempts} attempts: another device kept committing to this home; try again")]
+    #[error(
+        "gave up after {attempts} attempts: another device kept committing to this home; try again"
+    )]
     Contended { attempts: u32 },
     /// The store failed after every retry (5xx, timeouts, connection refused).
     #[error("store {op} of {object} failed after {attempts} attempts: {source}")]
@@ -40,7 +42,11 @@ pub enum SyncError {
     Tampered { object: String, what: &'static str },
     /// The store shows an older state than this device has already seen.
     #[error("the store rolled back this home: it shows version {found} but this device has seen version {seen}; refusing to sync (restore the store or remove {state:?} to trust it again)")]
-    Rollback { seen: u64, found: u64, state: PathBuf },
+    Rollback {
+        seen: u64,
+        found: u64,
+        state: PathBuf,
+    },
     /// A sync would delete more than half of the home's files in the store (at least three).
     #[error("safety stop: this sync would delete {deletes} of the {files} files of this home in the cloud; nothing was changed. If that is intended, run it again confirmed (`elastos sync now APP --confirm-delete`); deleted files stay restorable for 30 days")]
     MassDelete { deletes: usize, files: usize },
@@ -68,6 +74,10 @@ pub enum SyncError {
 
 impl SyncError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        SyncError::Io { op, path: path.into(), source }
+        SyncError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 }

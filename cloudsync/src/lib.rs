@@ -36,8 +36,8 @@ mod merge;
 mod report;
 mod state;
 mod store;
-mod tree;
 pub mod time;
+mod tree;
 mod url;
 
 use std::path::{Path, PathBuf};
@@ -45,7 +45,8 @@ use std::time::{Duration, SystemTime};
 
 pub use error::SyncError;
 pub use report::{
-    Conflict, FileVersion, HomeRef, HomeStatus, Phase, Progress, SyncOptions, SyncReport, VersionKind,
+    Conflict, FileVersion, HomeRef, HomeStatus, Phase, Progress, SyncOptions, SyncReport,
+    VersionKind,
 };
 pub use url::{S3Credentials, StoreConfig, StoreUrl};
 
@@ -74,7 +75,10 @@ impl std::fmt::Debug for UserSecret {
 /// `STEM.conflict-DEVICE-YYYYMMDDTHHMMSSZ.EXT` (`.EXT` only when the name has one), e.g.
 /// `notes.conflict-3fa2b19c-20261207T153000Z.txt`.
 pub fn conflict_name(path: &Path, device: &str, at: SystemTime) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     // A leading dot is part of the stem (".bashrc" has no extension).
     let split = name.rfind('.').filter(|&i| i > 0);
     let (stem, ext) = match split {
@@ -101,7 +105,10 @@ pub struct SyncEngine {
 
 impl std::fmt::Debug for SyncEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SyncEngine").field("store", &self.remote.url).field("device", &self.device).finish()
+        f.debug_struct("SyncEngine")
+            .field("store", &self.remote.url)
+            .field("device", &self.device)
+            .finish()
     }
 }
 
@@ -113,13 +120,21 @@ impl SyncEngine {
     /// Opens the store and this device's private state directory (created 0700 if missing: the
     /// per-home indexes, the highest version seen of each home, the device id). Fails with
     /// [`SyncError::WrongKey`] when the store was made with another user's key.
-    pub fn open(store: &StoreConfig, secret: &UserSecret, state_dir: &Path) -> Result<Self, SyncError> {
+    pub fn open(
+        store: &StoreConfig,
+        secret: &UserSecret,
+        state_dir: &Path,
+    ) -> Result<Self, SyncError> {
         let remote = store::Remote::open(store)?;
         let keys = crypto::Keys::new(secret);
-        let wrong_key = || SyncError::WrongKey { url: remote.url.clone() };
+        let wrong_key = || SyncError::WrongKey {
+            url: remote.url.clone(),
+        };
         match remote.get(KEY_CHECK)? {
             Some(sealed) => {
-                let text = keys.open(crypto::Kind::KeyCheck, KEY_CHECK, &sealed).map_err(|_| wrong_key())?;
+                let text = keys
+                    .open(crypto::Kind::KeyCheck, KEY_CHECK, &sealed)
+                    .map_err(|_| wrong_key())?;
                 if text != KEY_CHECK_TEXT {
                     return Err(wrong_key());
                 }
@@ -129,13 +144,19 @@ impl SyncEngine {
                 if !remote.create(KEY_CHECK, bytes::Bytes::from(sealed))? {
                     // Another device made it meanwhile: it must open with our key too.
                     let sealed = remote.get(KEY_CHECK)?.ok_or_else(wrong_key)?;
-                    keys.open(crypto::Kind::KeyCheck, KEY_CHECK, &sealed).map_err(|_| wrong_key())?;
+                    keys.open(crypto::Kind::KeyCheck, KEY_CHECK, &sealed)
+                        .map_err(|_| wrong_key())?;
                 }
             }
         }
         let device = state::State::device(state_dir)?;
         let state = state::State::open(state_dir, &remote.url)?;
-        Ok(SyncEngine { remote, keys, state, device })
+        Ok(SyncEngine {
+            remote,
+            keys,
+            state,
+            device,
+        })
     }
 
     /// This device's short id, as used in conflict names and [`FileVersion::device`].
@@ -144,13 +165,23 @@ impl SyncEngine {
     }
 
     fn ctx(&self) -> engine::Ctx<'_> {
-        engine::Ctx { remote: &self.remote, keys: &self.keys, state: &self.state, device: &self.device }
+        engine::Ctx {
+            remote: &self.remote,
+            keys: &self.keys,
+            state: &self.state,
+            device: &self.device,
+        }
     }
 
     /// Two-way sync of `home` with the local directory `dir` (created if missing). A missing or
     /// empty `dir` with a known remote is a lost cache: it is restored, never taken as "delete
     /// everything".
-    pub fn sync(&self, home: &HomeRef, dir: &Path, opts: &SyncOptions) -> Result<SyncReport, SyncError> {
+    pub fn sync(
+        &self,
+        home: &HomeRef,
+        dir: &Path,
+        opts: &SyncOptions,
+    ) -> Result<SyncReport, SyncError> {
         let home_id = self.keys.home_id(home);
         let _lock = self.state.lock(&home_id)?;
         let ctx = self.ctx();
@@ -158,10 +189,14 @@ impl SyncEngine {
         for _ in 0..engine::COMMIT_ATTEMPTS {
             match ctx.sync_pass(&home_id, dir, opts, &mut report)? {
                 engine::Pass::Done(report) => return Ok(report),
-                engine::Pass::LostRace => tracing::info!(home = %home_id, "another device committed first; merging again"),
+                engine::Pass::LostRace => {
+                    tracing::info!(home = %home_id, "another device committed first; merging again")
+                }
             }
         }
-        Err(SyncError::Contended { attempts: engine::COMMIT_ATTEMPTS })
+        Err(SyncError::Contended {
+            attempts: engine::COMMIT_ATTEMPTS,
+        })
     }
 
     /// Pending changes each way, last sync, conflict copies and size, without changing anything
@@ -183,9 +218,21 @@ impl SyncEngine {
             }
             None => Default::default(),
         };
-        let mut pending_up: Vec<PathBuf> = changed.iter().map(|p| tree::as_path(p).to_owned()).collect();
-        pending_up.extend(base.keys().filter(|p| !local.contains_key(*p) && !local.is_empty()).map(|p| tree::as_path(p).to_owned()));
-        pending_up.extend(local.iter().filter(|(p, n)| n.is_dir() && !base.contains_key(*p)).map(|(p, _)| tree::as_path(p).to_owned()));
+        let mut pending_up: Vec<PathBuf> = changed
+            .iter()
+            .map(|p| tree::as_path(p).to_owned())
+            .collect();
+        pending_up.extend(
+            base.keys()
+                .filter(|p| !local.contains_key(*p) && !local.is_empty())
+                .map(|p| tree::as_path(p).to_owned()),
+        );
+        pending_up.extend(
+            local
+                .iter()
+                .filter(|(p, n)| n.is_dir() && !base.contains_key(*p))
+                .map(|(p, _)| tree::as_path(p).to_owned()),
+        );
         pending_up.sort();
         let pending_down = match &remote {
             Some(snapshot) => snapshot
@@ -202,14 +249,20 @@ impl SyncEngine {
         };
         let conflicts = local
             .keys()
-            .filter(|p| tree::as_path(p).file_name().is_some_and(|n| is_conflict_name(&n.to_string_lossy())))
+            .filter(|p| {
+                tree::as_path(p)
+                    .file_name()
+                    .is_some_and(|n| is_conflict_name(&n.to_string_lossy()))
+            })
             .map(|p| tree::as_path(p).to_owned())
             .collect();
         let head = remote.as_ref().or(index.head.as_ref());
         Ok(HomeStatus {
             synced_version: index.version(),
             remote_version: head.map_or(0, |h| h.version),
-            last_sync: index.last_sync_ms.map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms)),
+            last_sync: index
+                .last_sync_ms
+                .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms)),
             pending_up,
             pending_down,
             conflicts,
@@ -225,14 +278,22 @@ impl SyncEngine {
         let versions = ctx.list_versions(home_id, 1)?;
         let found = versions.last().map_or(0, |(v, _)| *v);
         if found < index.highest_seen {
-            return Err(SyncError::Rollback { seen: index.highest_seen, found, state: self.state.dir().to_owned() });
+            return Err(SyncError::Rollback {
+                seen: index.highest_seen,
+                found,
+                state: self.state.dir().to_owned(),
+            });
         }
         let mut out = Vec::with_capacity(versions.len());
         let mut parent: Option<[u8; 32]> = None;
         for (version, _) in versions {
             let (snapshot, hash, _) = ctx.read_snapshot(home_id, version)?;
             if parent.is_some() && snapshot.parent != parent {
-                tracing::warn!(home = home_id, version, "snapshot chain broken here (two devices committed the same version)");
+                tracing::warn!(
+                    home = home_id,
+                    version,
+                    "snapshot chain broken here (two devices committed the same version)"
+                );
             }
             parent = Some(hash);
             out.push(snapshot);
@@ -243,7 +304,11 @@ impl SyncEngine {
     /// Every version of `path` (relative to the home) in the store's history, newest first,
     /// deletions included ([`VersionKind::Deleted`]).
     pub fn versions(&self, home: &HomeRef, path: &Path) -> Result<Vec<FileVersion>, SyncError> {
-        let rel = tree::rel_from_path(path).filter(|r| !r.is_empty()).ok_or_else(|| SyncError::BadPath { path: path.to_owned() })?;
+        let rel = tree::rel_from_path(path)
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| SyncError::BadPath {
+                path: path.to_owned(),
+            })?;
         let home_id = self.keys.home_id(home);
         let mut out: Vec<FileVersion> = Vec::new();
         let mut last: Option<Option<tree::Node>> = None;
@@ -252,7 +317,11 @@ impl SyncEngine {
             let changed = match (&last, &now) {
                 (None, None) => false,
                 (None, Some(_)) => true,
-                (Some(prev), now) => !(tree::same(prev.as_ref(), now.as_ref()) && prev.as_ref().map(tree::Node::size) == now.as_ref().map(tree::Node::size)),
+                (Some(prev), now) => {
+                    !(tree::same(prev.as_ref(), now.as_ref())
+                        && prev.as_ref().map(tree::Node::size)
+                            == now.as_ref().map(tree::Node::size))
+                }
             };
             if changed {
                 let time = std::time::UNIX_EPOCH + Duration::from_millis(snapshot.time_ms);
@@ -262,7 +331,14 @@ impl SyncEngine {
                     Some(tree::Node::Dir { mode }) => (VersionKind::Dir, 0, *mode),
                     None => (VersionKind::Deleted, 0, 0),
                 };
-                out.push(FileVersion { version: snapshot.version, time, kind, size, mode, device: snapshot.device.clone() });
+                out.push(FileVersion {
+                    version: snapshot.version,
+                    time,
+                    kind,
+                    size,
+                    mode,
+                    device: snapshot.device.clone(),
+                });
             }
             last = Some(now);
         }
@@ -284,7 +360,9 @@ impl SyncEngine {
         opts: &SyncOptions,
     ) -> Result<SyncReport, SyncError> {
         let scope = match path {
-            Some(p) => tree::rel_from_path(p).ok_or_else(|| SyncError::BadPath { path: p.to_owned() })?,
+            Some(p) => {
+                tree::rel_from_path(p).ok_or_else(|| SyncError::BadPath { path: p.to_owned() })?
+            }
             None => Vec::new(),
         };
         let home_id = self.keys.home_id(home);
@@ -296,14 +374,31 @@ impl SyncEngine {
         };
         let target = match at {
             Some(at) => {
-                let at_ms = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-                history.iter().rev().find(|s| s.time_ms <= at_ms).ok_or_else(|| SyncError::NothingToRestore {
-                    what: format!("{} at {} (the oldest is newer)", what(), time::format_rfc3339(at)),
-                })?
+                let at_ms = at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                history
+                    .iter()
+                    .rev()
+                    .find(|s| s.time_ms <= at_ms)
+                    .ok_or_else(|| SyncError::NothingToRestore {
+                        what: format!(
+                            "{} at {} (the oldest is newer)",
+                            what(),
+                            time::format_rfc3339(at)
+                        ),
+                    })?
             }
-            None => history.last().ok_or_else(|| SyncError::NothingToRestore { what: what() })?,
+            None => history
+                .last()
+                .ok_or_else(|| SyncError::NothingToRestore { what: what() })?,
         };
-        let mut wanted: tree::Tree = target.live.iter().filter(|(p, _)| tree::is_within(p, &scope)).map(|(p, n)| (p.clone(), n.clone())).collect();
+        let mut wanted: tree::Tree = target
+            .live
+            .iter()
+            .filter(|(p, _)| tree::is_within(p, &scope))
+            .map(|(p, n)| (p.clone(), n.clone()))
+            .collect();
         if at.is_none() {
             for (p, t) in &target.deleted {
                 if tree::is_within(p, &scope) && !wanted.contains_key(p) {
@@ -335,10 +430,24 @@ mod tests {
     fn conflict_names() {
         let at = time::parse_rfc3339("2026-12-07T15:30:00Z").unwrap();
         let name = |p: &str| conflict_name(Path::new(p), "3fa2b19c", at);
-        assert_eq!(name("notes.txt"), Path::new("notes.conflict-3fa2b19c-20261207T153000Z.txt"));
-        assert_eq!(name("a/b/.bashrc"), Path::new("a/b/.bashrc.conflict-3fa2b19c-20261207T153000Z"));
-        assert_eq!(name("x.tar.gz"), Path::new("x.tar.conflict-3fa2b19c-20261207T153000Z.gz"));
-        assert_eq!(name("Makefile"), Path::new("Makefile.conflict-3fa2b19c-20261207T153000Z"));
-        assert!(is_conflict_name("notes.conflict-3fa2b19c-20261207T153000Z.txt"));
+        assert_eq!(
+            name("notes.txt"),
+            Path::new("notes.conflict-3fa2b19c-20261207T153000Z.txt")
+        );
+        assert_eq!(
+            name("a/b/.bashrc"),
+            Path::new("a/b/.bashrc.conflict-3fa2b19c-20261207T153000Z")
+        );
+        assert_eq!(
+            name("x.tar.gz"),
+            Path::new("x.tar.conflict-3fa2b19c-20261207T153000Z.gz")
+        );
+        assert_eq!(
+            name("Makefile"),
+            Path::new("Makefile.conflict-3fa2b19c-20261207T153000Z")
+        );
+        assert!(is_conflict_name(
+            "notes.conflict-3fa2b19c-20261207T153000Z.txt"
+        ));
     }
 }

@@ -49,7 +49,7 @@ impl LocalStat {
             kind,
             ino: st.st_ino,
             size: st.st_size as u64,
-            mtime_ns: st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64,
+            mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64,
             mode: st.st_mode & MODE_MASK,
         }
     }
@@ -77,18 +77,26 @@ fn split(rel: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-const DIR_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
 
 impl HomeDir {
     /// Opens `dir`; creates it (and its parents, mode 0700 for the home itself) when `create`.
     /// `None`: it does not exist and `create` is false.
-    pub(crate) fn open(dir: &Path, create: bool, owner: Option<(u32, u32)>) -> Result<Option<HomeDir>, SyncError> {
+    pub(crate) fn open(
+        dir: &Path,
+        create: bool,
+        owner: Option<(u32, u32)>,
+    ) -> Result<Option<HomeDir>, SyncError> {
         let open = || rustix::fs::open(dir, DIR_FLAGS, Mode::empty());
         let root = match open() {
             Ok(fd) => fd,
             Err(rustix::io::Errno::NOENT) if create => {
                 if let Some(parent) = dir.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| SyncError::io("create", parent, e))?;
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| SyncError::io("create", parent, e))?;
                 }
                 match rustix::fs::mkdir(dir, Mode::from_raw_mode(0o700)) {
                     Ok(()) | Err(rustix::io::Errno::EXIST) => {}
@@ -103,7 +111,11 @@ impl HomeDir {
             Err(rustix::io::Errno::NOENT) => return Ok(None),
             Err(e) => return Err(SyncError::io("open home", dir, e.into())),
         };
-        Ok(Some(HomeDir { root, path: dir.to_owned(), owner }))
+        Ok(Some(HomeDir {
+            root,
+            path: dir.to_owned(),
+            owner,
+        }))
     }
 
     /// Which directory this is: inode and birth time (when the file system records one). A home
@@ -111,8 +123,13 @@ impl HomeDir {
     /// was lost" (restore it) from "the user deleted every file" (sync the deletions).
     pub(crate) fn identity(&self) -> Result<(u64, Option<i64>), SyncError> {
         use rustix::fs::StatxFlags;
-        let stx = rustix::fs::statx(&self.root, "", AtFlags::EMPTY_PATH, StatxFlags::INO | StatxFlags::BTIME)
-            .map_err(|e| SyncError::io("stat home", &self.path, e.into()))?;
+        let stx = rustix::fs::statx(
+            &self.root,
+            "",
+            AtFlags::EMPTY_PATH,
+            StatxFlags::INO | StatxFlags::BTIME,
+        )
+        .map_err(|e| SyncError::io("stat home", &self.path, e.into()))?;
         let btime = (stx.stx_mask & StatxFlags::BTIME.bits() != 0)
             .then(|| stx.stx_btime.tv_sec * 1_000_000_000 + i64::from(stx.stx_btime.tv_nsec));
         Ok((stx.stx_ino, btime))
@@ -174,9 +191,12 @@ impl HomeDir {
     pub(crate) fn open_file(&self, rel: &[u8]) -> Result<(File, LocalStat), SyncError> {
         let (dir, name) = split(rel);
         let dirfd = self.dir(dir, false).map_err(|e| self.err("open", dir, e))?;
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
-        let fd = rustix::fs::openat(&dirfd, as_path(name), flags, Mode::empty()).map_err(|e| self.err("open", rel, e))?;
-        let st = LocalStat::from_stat(&rustix::fs::fstat(&fd).map_err(|e| self.err("stat", rel, e))?);
+        let flags =
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+        let fd = rustix::fs::openat(&dirfd, as_path(name), flags, Mode::empty())
+            .map_err(|e| self.err("open", rel, e))?;
+        let st =
+            LocalStat::from_stat(&rustix::fs::fstat(&fd).map_err(|e| self.err("stat", rel, e))?);
         if st.kind != LocalKind::File {
             return Err(self.err("open", rel, io::Error::other("not a regular file any more")));
         }
@@ -186,7 +206,8 @@ impl HomeDir {
     pub(crate) fn read_link(&self, rel: &[u8]) -> Result<Vec<u8>, SyncError> {
         let (dir, name) = split(rel);
         let dirfd = self.dir(dir, false).map_err(|e| self.err("open", dir, e))?;
-        let target = rustix::fs::readlinkat(&dirfd, as_path(name), Vec::new()).map_err(|e| self.err("readlink", rel, e))?;
+        let target = rustix::fs::readlinkat(&dirfd, as_path(name), Vec::new())
+            .map_err(|e| self.err("readlink", rel, e))?;
         Ok(target.into_bytes())
     }
 
@@ -212,15 +233,24 @@ impl HomeDir {
         fill: impl FnOnce(&mut File) -> Result<(), SyncError>,
     ) -> Result<Option<LocalStat>, SyncError> {
         let (dir, _) = split(rel);
-        let dirfd = self.dir(dir, true).map_err(|e| self.err("create directory", dir, e))?;
+        let dirfd = self
+            .dir(dir, true)
+            .map_err(|e| self.err("create directory", dir, e))?;
         let tmp = temp_name()?;
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = rustix::fs::openat(&dirfd, as_path(tmp.as_bytes()), flags, Mode::from_raw_mode(0o600))
-            .map_err(|e| self.err("create", rel, e))?;
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(
+            &dirfd,
+            as_path(tmp.as_bytes()),
+            flags,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| self.err("create", rel, e))?;
         let mut file = File::from(fd);
         let result = (|| {
             fill(&mut file)?;
-            rustix::fs::fchmod(&file, Mode::from_raw_mode(mode & MODE_MASK)).map_err(|e| self.err("chmod", rel, e))?;
+            rustix::fs::fchmod(&file, Mode::from_raw_mode(mode & MODE_MASK))
+                .map_err(|e| self.err("chmod", rel, e))?;
             if let Some((uid, gid)) = self.owner {
                 chown(&file, uid, gid).map_err(|e| self.err("chown", rel, e))?;
             }
@@ -229,7 +259,9 @@ impl HomeDir {
                 return Ok(None);
             }
             self.replace(&dirfd, &tmp, rel, expect)?;
-            Ok(Some(LocalStat::from_stat(&rustix::fs::fstat(&file).map_err(|e| self.err("stat", rel, e))?)))
+            Ok(Some(LocalStat::from_stat(
+                &rustix::fs::fstat(&file).map_err(|e| self.err("stat", rel, e))?,
+            )))
         })();
         if !matches!(result, Ok(Some(_))) {
             let _ = rustix::fs::unlinkat(&dirfd, as_path(tmp.as_bytes()), AtFlags::empty());
@@ -239,20 +271,36 @@ impl HomeDir {
 
     /// Renames `tmp` (in `dirfd`) onto `rel`; an empty directory in the way is removed first
     /// (a non-empty one means the plan was wrong, and the rename fails).
-    fn replace(&self, dirfd: &OwnedFd, tmp: &str, rel: &[u8], expect: Option<&LocalStat>) -> Result<(), SyncError> {
+    fn replace(
+        &self,
+        dirfd: &OwnedFd,
+        tmp: &str,
+        rel: &[u8],
+        expect: Option<&LocalStat>,
+    ) -> Result<(), SyncError> {
         let (_, name) = split(rel);
         if expect.is_some_and(|e| e.kind == LocalKind::Dir) {
-            rustix::fs::unlinkat(dirfd, as_path(name), AtFlags::REMOVEDIR).map_err(|e| self.err("remove directory", rel, e))?;
+            rustix::fs::unlinkat(dirfd, as_path(name), AtFlags::REMOVEDIR)
+                .map_err(|e| self.err("remove directory", rel, e))?;
         }
-        rustix::fs::renameat(dirfd, as_path(tmp.as_bytes()), dirfd, as_path(name)).map_err(|e| self.err("rename into place", rel, e))
+        rustix::fs::renameat(dirfd, as_path(tmp.as_bytes()), dirfd, as_path(name))
+            .map_err(|e| self.err("rename into place", rel, e))
     }
 
     /// Creates symlink `rel` -> `target` (never followed), replacing what `expect` describes.
-    pub(crate) fn write_symlink(&self, rel: &[u8], target: &[u8], expect: Option<&LocalStat>) -> Result<Option<LocalStat>, SyncError> {
+    pub(crate) fn write_symlink(
+        &self,
+        rel: &[u8],
+        target: &[u8],
+        expect: Option<&LocalStat>,
+    ) -> Result<Option<LocalStat>, SyncError> {
         let (dir, _) = split(rel);
-        let dirfd = self.dir(dir, true).map_err(|e| self.err("create directory", dir, e))?;
+        let dirfd = self
+            .dir(dir, true)
+            .map_err(|e| self.err("create directory", dir, e))?;
         let tmp = temp_name()?;
-        rustix::fs::symlinkat(as_path(target), &dirfd, as_path(tmp.as_bytes())).map_err(|e| self.err("symlink", rel, e))?;
+        rustix::fs::symlinkat(as_path(target), &dirfd, as_path(tmp.as_bytes()))
+            .map_err(|e| self.err("symlink", rel, e))?;
         if let Some((uid, gid)) = self.owner {
             rustix::fs::chownat(
                 &dirfd,
@@ -277,39 +325,61 @@ impl HomeDir {
     }
 
     /// Changes the permission bits of regular file `rel` if it still looks as `expect` says.
-    pub(crate) fn set_mode(&self, rel: &[u8], mode: u32, expect: Option<&LocalStat>) -> Result<Option<LocalStat>, SyncError> {
+    pub(crate) fn set_mode(
+        &self,
+        rel: &[u8],
+        mode: u32,
+        expect: Option<&LocalStat>,
+    ) -> Result<Option<LocalStat>, SyncError> {
         let (file, now) = self.open_file(rel)?;
         if !expect.is_some_and(|e| e.unchanged(&now)) {
             return Ok(None);
         }
-        rustix::fs::fchmod(&file, Mode::from_raw_mode(mode & MODE_MASK)).map_err(|e| self.err("chmod", rel, e))?;
+        rustix::fs::fchmod(&file, Mode::from_raw_mode(mode & MODE_MASK))
+            .map_err(|e| self.err("chmod", rel, e))?;
         Ok(Some(fstat(&file).map_err(|e| self.err("stat", rel, e))?))
     }
 
     /// Makes `rel` a directory with `mode` (creating it or changing its mode). A file or link in
     /// the way is replaced only if it still looks as `expect` says.
-    pub(crate) fn make_dir(&self, rel: &[u8], mode: u32, expect: Option<&LocalStat>) -> Result<Option<LocalStat>, SyncError> {
+    pub(crate) fn make_dir(
+        &self,
+        rel: &[u8],
+        mode: u32,
+        expect: Option<&LocalStat>,
+    ) -> Result<Option<LocalStat>, SyncError> {
         let now = self.stat(rel)?;
         if let Some(now) = now.filter(|n| n.kind != LocalKind::Dir) {
             if !expect.is_some_and(|e| e.unchanged(&now)) || !self.remove(rel, Some(&now))? {
                 return Ok(None);
             }
         }
-        let fd = self.dir(rel, true).map_err(|e| self.err("create directory", rel, e))?;
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & MODE_MASK)).map_err(|e| self.err("chmod", rel, e))?;
-        Ok(Some(LocalStat::from_stat(&rustix::fs::fstat(&fd).map_err(|e| self.err("stat", rel, e))?)))
+        let fd = self
+            .dir(rel, true)
+            .map_err(|e| self.err("create directory", rel, e))?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & MODE_MASK))
+            .map_err(|e| self.err("chmod", rel, e))?;
+        Ok(Some(LocalStat::from_stat(
+            &rustix::fs::fstat(&fd).map_err(|e| self.err("stat", rel, e))?,
+        )))
     }
 
     /// Removes `rel` if it still looks as `expect` says (a directory only when empty). `false`:
     /// it changed (or a directory is not empty), nothing removed.
     pub(crate) fn remove(&self, rel: &[u8], expect: Option<&LocalStat>) -> Result<bool, SyncError> {
-        let Some(expect) = expect else { return Ok(true) };
+        let Some(expect) = expect else {
+            return Ok(true);
+        };
         if !self.still(rel, Some(expect))? {
             return Ok(false);
         }
         let (dir, name) = split(rel);
         let dirfd = self.dir(dir, false).map_err(|e| self.err("open", dir, e))?;
-        let flags = if expect.kind == LocalKind::Dir { AtFlags::REMOVEDIR } else { AtFlags::empty() };
+        let flags = if expect.kind == LocalKind::Dir {
+            AtFlags::REMOVEDIR
+        } else {
+            AtFlags::empty()
+        };
         match rustix::fs::unlinkat(&dirfd, as_path(name), flags) {
             Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(true),
             Err(rustix::io::Errno::NOTEMPTY) | Err(rustix::io::Errno::EXIST) => Ok(false),
@@ -319,15 +389,25 @@ impl HomeDir {
 
     /// Renames `from` to `to` (same home), if `from` still looks as `expect` says and `to` is
     /// free.
-    pub(crate) fn rename(&self, from: &[u8], to: &[u8], expect: &LocalStat) -> Result<bool, SyncError> {
+    pub(crate) fn rename(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        expect: &LocalStat,
+    ) -> Result<bool, SyncError> {
         if !self.still(from, Some(expect))? || self.stat(to)?.is_some() {
             return Ok(false);
         }
         let (from_dir, from_name) = split(from);
         let (to_dir, to_name) = split(to);
-        let from_fd = self.dir(from_dir, false).map_err(|e| self.err("open", from_dir, e))?;
-        let to_fd = self.dir(to_dir, true).map_err(|e| self.err("create directory", to_dir, e))?;
-        rustix::fs::renameat(&from_fd, as_path(from_name), &to_fd, as_path(to_name)).map_err(|e| self.err("rename", from, e))?;
+        let from_fd = self
+            .dir(from_dir, false)
+            .map_err(|e| self.err("open", from_dir, e))?;
+        let to_fd = self
+            .dir(to_dir, true)
+            .map_err(|e| self.err("create directory", to_dir, e))?;
+        rustix::fs::renameat(&from_fd, as_path(from_name), &to_fd, as_path(to_name))
+            .map_err(|e| self.err("rename", from, e))?;
         Ok(true)
     }
 
@@ -347,7 +427,8 @@ impl HomeDir {
                 Err(e) => return Err(self.err("open", &dir, e)),
             };
             let mut names = Vec::new();
-            let reader = rustix::fs::Dir::read_from(&fd).map_err(|e| self.err("read directory", &dir, e))?;
+            let reader =
+                rustix::fs::Dir::read_from(&fd).map_err(|e| self.err("read directory", &dir, e))?;
             for entry in reader {
                 let entry = entry.map_err(|e| self.err("read directory", &dir, e))?;
                 let name = entry.file_name().to_bytes();
@@ -366,7 +447,11 @@ impl HomeDir {
                     Err(rustix::io::Errno::NOENT) => continue,
                     Err(e) => return Err(self.err("stat", &name, e)),
                 };
-                let rel = if dir.is_empty() { name } else { [&dir[..], b"/", &name[..]].concat() };
+                let rel = if dir.is_empty() {
+                    name
+                } else {
+                    [&dir[..], b"/", &name[..]].concat()
+                };
                 match st.kind {
                     LocalKind::Other => {
                         tracing::debug!(path = %self.full(&rel).display(), "not synced: not a file, directory or symlink");
@@ -391,24 +476,43 @@ pub(crate) fn fstat(fd: impl AsFd) -> io::Result<LocalStat> {
 /// A path component is missing or is no longer a directory.
 fn gone(e: &io::Error) -> bool {
     use rustix::io::Errno;
-    [Errno::NOENT, Errno::NOTDIR, Errno::LOOP].iter().any(|errno| e.raw_os_error() == Some(errno.raw_os_error()))
+    [Errno::NOENT, Errno::NOTDIR, Errno::LOOP]
+        .iter()
+        .any(|errno| e.raw_os_error() == Some(errno.raw_os_error()))
 }
 
 fn chown(fd: impl AsFd, uid: u32, gid: u32) -> io::Result<()> {
-    rustix::fs::fchown(fd, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)))?;
+    rustix::fs::fchown(
+        fd,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+    )?;
     Ok(())
 }
 
 fn set_mtime(fd: impl AsFd, mtime_ns: i64) -> io::Result<()> {
-    let mtime = Timespec { tv_sec: mtime_ns.div_euclid(1_000_000_000), tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _ };
+    let mtime = Timespec {
+        tv_sec: mtime_ns.div_euclid(1_000_000_000),
+        tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,
+    };
     // UTIME_OMIT leaves the access time alone.
-    let omit = Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT };
-    rustix::fs::futimens(fd, &Timestamps { last_access: omit, last_modification: mtime })?;
+    let omit = Timespec {
+        tv_sec: 0,
+        tv_nsec: rustix::fs::UTIME_OMIT,
+    };
+    rustix::fs::futimens(
+        fd,
+        &Timestamps {
+            last_access: omit,
+            last_modification: mtime,
+        },
+    )?;
     Ok(())
 }
 
 fn temp_name() -> Result<String, SyncError> {
     let mut r = [0u8; 8];
-    getrandom::getrandom(&mut r).map_err(|e| SyncError::io("random", PathBuf::new(), io::Error::other(e)))?;
+    getrandom::getrandom(&mut r)
+        .map_err(|e| SyncError::io("random", PathBuf::new(), io::Error::other(e)))?;
     Ok(format!("{TEMP_PREFIX}{}", hex::encode(r)))
 }

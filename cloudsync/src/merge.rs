@@ -28,11 +28,22 @@ pub(crate) struct Sides<'a> {
     pub now: SystemTime,
 }
 
-fn conflict_copy(path: &[u8], device: &str, now: SystemTime, taken: &dyn Fn(&[u8]) -> bool) -> RelPath {
+fn conflict_copy(
+    path: &[u8],
+    device: &str,
+    now: SystemTime,
+    taken: &dyn Fn(&[u8]) -> bool,
+) -> RelPath {
     use std::os::unix::ffi::OsStrExt;
     // A name already in use (two conflicts of one file in the same second): the next second's.
     (0u64..)
-        .map(|s| crate::conflict_name(as_path(path), device, now + std::time::Duration::from_secs(s)))
+        .map(|s| {
+            crate::conflict_name(
+                as_path(path),
+                device,
+                now + std::time::Duration::from_secs(s),
+            )
+        })
         .map(|p| p.as_os_str().as_bytes().to_vec())
         .find(|p| !taken(p))
         .expect("an unused second exists")
@@ -42,8 +53,14 @@ pub(crate) fn merge(s: &Sides) -> Plan {
     let mut merged = Tree::new();
     let mut renames = Vec::new();
     let mut conflicts = Vec::new();
-    let paths: BTreeSet<&RelPath> = s.base.keys().chain(s.local.keys()).chain(s.remote.keys()).collect();
-    let taken = |p: &[u8]| s.base.contains_key(p) || s.local.contains_key(p) || s.remote.contains_key(p);
+    let paths: BTreeSet<&RelPath> = s
+        .base
+        .keys()
+        .chain(s.local.keys())
+        .chain(s.remote.keys())
+        .collect();
+    let taken =
+        |p: &[u8]| s.base.contains_key(p) || s.local.contains_key(p) || s.remote.contains_key(p);
     let mut copies: BTreeMap<RelPath, Node> = BTreeMap::new();
     for path in paths {
         let (b, l, r) = (s.base.get(path), s.local.get(path), s.remote.get(path));
@@ -63,7 +80,9 @@ pub(crate) fn merge(s: &Sides) -> Plan {
                     (Some(l), Some(r)) if l.is_dir() && r.is_dir() => Some(r),
                     (Some(l), Some(r)) if l.is_dir() => {
                         // This device's directory keeps the name; the store's file moves aside.
-                        let copy = conflict_copy(path, s.remote_device, s.now, &|p| taken(p) || copies.contains_key(p));
+                        let copy = conflict_copy(path, s.remote_device, s.now, &|p| {
+                            taken(p) || copies.contains_key(p)
+                        });
                         copies.insert(copy.clone(), r.clone());
                         conflicts.push((path.clone(), copy));
                         Some(l)
@@ -71,7 +90,9 @@ pub(crate) fn merge(s: &Sides) -> Plan {
                     (Some(l), Some(r)) => {
                         // The store's version keeps the name (other devices already have it);
                         // this device's version moves aside, here and in the store.
-                        let copy = conflict_copy(path, s.device, s.now, &|p| taken(p) || copies.contains_key(p));
+                        let copy = conflict_copy(path, s.device, s.now, &|p| {
+                            taken(p) || copies.contains_key(p)
+                        });
                         copies.insert(copy.clone(), l.clone());
                         renames.push((path.clone(), copy.clone()));
                         conflicts.push((path.clone(), copy));
@@ -100,7 +121,9 @@ pub(crate) fn merge(s: &Sides) -> Plan {
                 Some(node) if node.is_dir() => {}
                 Some(_) => {
                     let node = merged.remove(&ancestor).expect("present");
-                    let copy = conflict_copy(&ancestor, s.device, s.now, &|p| taken(p) || merged.contains_key(p));
+                    let copy = conflict_copy(&ancestor, s.device, s.now, &|p| {
+                        taken(p) || merged.contains_key(p)
+                    });
                     if s.local.get(&ancestor) == Some(&node) {
                         renames.push((ancestor.clone(), copy.clone()));
                     }
@@ -115,10 +138,19 @@ pub(crate) fn merge(s: &Sides) -> Plan {
             }
         }
     }
-    Plan { merged, renames, conflicts }
+    Plan {
+        merged,
+        renames,
+        conflicts,
+    }
 }
 
 /// The directory node for `path` from whichever side has one (mode 0755 otherwise).
 fn dir_like(sides: &[&Tree], path: &[u8]) -> Node {
-    sides.iter().filter_map(|t| t.get(path)).find(|n| n.is_dir()).cloned().unwrap_or(Node::Dir { mode: 0o755 })
+    sides
+        .iter()
+        .filter_map(|t| t.get(path))
+        .find(|n| n.is_dir())
+        .cloned()
+        .unwrap_or(Node::Dir { mode: 0o755 })
 }

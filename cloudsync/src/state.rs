@@ -51,7 +51,11 @@ impl HomeIndex {
 
     /// The merge base: the head's tree with the overrides applied.
     pub(crate) fn base(&self) -> BTreeMap<RelPath, Node> {
-        let mut base = self.head.as_ref().map(|h| h.live.clone()).unwrap_or_default();
+        let mut base = self
+            .head
+            .as_ref()
+            .map(|h| h.live.clone())
+            .unwrap_or_default();
         for (path, node) in &self.base_overrides {
             match node {
                 Some(node) => base.insert(path.clone(), node.clone()),
@@ -94,7 +98,8 @@ impl State {
         match File::open(&path) {
             Ok(mut f) => {
                 let mut bytes = Vec::new();
-                f.read_to_end(&mut bytes).map_err(|e| SyncError::io("read", &path, e))?;
+                f.read_to_end(&mut bytes)
+                    .map_err(|e| SyncError::io("read", &path, e))?;
                 for record in bytes.chunks_exact(32) {
                     set.insert(record.try_into().expect("32 bytes"));
                 }
@@ -106,11 +111,21 @@ impl State {
         // aligned.
         if let Ok(meta) = std::fs::metadata(&path) {
             if meta.len() % 32 != 0 {
-                let f = OpenOptions::new().write(true).open(&path).map_err(|e| SyncError::io("open", &path, e))?;
-                f.set_len(meta.len() / 32 * 32).map_err(|e| SyncError::io("truncate", &path, e))?;
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| SyncError::io("open", &path, e))?;
+                f.set_len(meta.len() / 32 * 32)
+                    .map_err(|e| SyncError::io("truncate", &path, e))?;
             }
         }
-        Ok(State { dir, known: known::Known { set: std::sync::Mutex::new(set), path } })
+        Ok(State {
+            dir,
+            known: known::Known {
+                set: std::sync::Mutex::new(set),
+                path,
+            },
+        })
     }
 
     /// This device's short id (8 hex digits, random, made once per state directory).
@@ -118,15 +133,24 @@ impl State {
         create_private_dir(state_dir)?;
         let path = state_dir.join("device");
         match std::fs::read_to_string(&path) {
-            Ok(id) if id.trim().len() == 8 && id.trim().bytes().all(|b| b.is_ascii_hexdigit()) => Ok(id.trim().to_owned()),
-            Ok(_) => Err(SyncError::State { path, reason: "expected 8 hex digits".into() }),
+            Ok(id) if id.trim().len() == 8 && id.trim().bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Ok(id.trim().to_owned())
+            }
+            Ok(_) => Err(SyncError::State {
+                path,
+                reason: "expected 8 hex digits".into(),
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut r = [0u8; 4];
-                getrandom::getrandom(&mut r).map_err(|e| SyncError::io("random", &path, std::io::Error::other(e)))?;
+                getrandom::getrandom(&mut r)
+                    .map_err(|e| SyncError::io("random", &path, std::io::Error::other(e)))?;
                 let id = hex::encode(r);
                 write_atomically(&path, id.as_bytes())?;
                 // Another process may have raced us: whoever renamed last wins, both read it.
-                Ok(std::fs::read_to_string(&path).map_err(|e| SyncError::io("read", &path, e))?.trim().to_owned())
+                Ok(std::fs::read_to_string(&path)
+                    .map_err(|e| SyncError::io("read", &path, e))?
+                    .trim()
+                    .to_owned())
             }
             Err(e) => Err(SyncError::io("read", &path, e)),
         }
@@ -144,13 +168,22 @@ impl State {
     /// Remembers chunk ids as present in the store (only after they were written or read).
     pub(crate) fn add_known(&self, ids: &[ChunkId]) -> Result<(), SyncError> {
         let mut set = self.known.set.lock().expect("not poisoned");
-        let new: Vec<u8> = ids.iter().filter(|id| set.insert(**id)).flat_map(|id| id.iter().copied()).collect();
+        let new: Vec<u8> = ids
+            .iter()
+            .filter(|id| set.insert(**id))
+            .flat_map(|id| id.iter().copied())
+            .collect();
         if new.is_empty() {
             return Ok(());
         }
         let path = &self.known.path;
-        let mut f = OpenOptions::new().create(true).append(true).open(path).map_err(|e| SyncError::io("open", path, e))?;
-        f.write_all(&new).map_err(|e| SyncError::io("append", path, e))
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| SyncError::io("open", path, e))?;
+        f.write_all(&new)
+            .map_err(|e| SyncError::io("append", path, e))
     }
 
     fn index_path(&self, home_id: &str) -> PathBuf {
@@ -161,7 +194,12 @@ impl State {
     /// directory at a time; others wait up to a minute, then get [`SyncError::Busy`].
     pub(crate) fn lock(&self, home_id: &str) -> Result<File, SyncError> {
         let path = self.dir.join("homes").join(format!("{home_id}.lock"));
-        let f = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| SyncError::io("open", &path, e))?;
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| SyncError::io("open", &path, e))?;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
             match f.try_lock() {
@@ -169,8 +207,15 @@ impl State {
                 Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(50))
                 }
-                Err(std::fs::TryLockError::WouldBlock) => return Err(SyncError::Busy { home: home_id.to_owned(), lock: path }),
-                Err(std::fs::TryLockError::Error(e)) => return Err(SyncError::io("lock", &path, e)),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(SyncError::Busy {
+                        home: home_id.to_owned(),
+                        lock: path,
+                    })
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(SyncError::io("lock", &path, e))
+                }
             }
         }
     }
@@ -179,13 +224,23 @@ impl State {
         let path = self.index_path(home_id);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HomeIndex { format: INDEX_FORMAT, ..Default::default() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(HomeIndex {
+                    format: INDEX_FORMAT,
+                    ..Default::default()
+                })
+            }
             Err(e) => return Err(SyncError::io("read", &path, e)),
         };
-        let index: HomeIndex =
-            postcard::from_bytes(&bytes).map_err(|e| SyncError::State { path: path.clone(), reason: e.to_string() })?;
+        let index: HomeIndex = postcard::from_bytes(&bytes).map_err(|e| SyncError::State {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         if index.format != INDEX_FORMAT {
-            return Err(SyncError::State { path, reason: format!("index format {} (expected {INDEX_FORMAT})", index.format) });
+            return Err(SyncError::State {
+                path,
+                reason: format!("index format {} (expected {INDEX_FORMAT})", index.format),
+            });
         }
         Ok(index)
     }
@@ -201,5 +256,6 @@ fn create_private_dir(dir: &Path) -> Result<(), SyncError> {
 }
 
 fn write_atomically(path: &Path, data: &[u8]) -> Result<(), SyncError> {
-    fsutil::write_atomically(path, data, 0o600, fsutil::Replace::Yes).map_err(|e| SyncError::io("write", path, e))
+    fsutil::write_atomically(path, data, 0o600, fsutil::Replace::Yes)
+        .map_err(|e| SyncError::io("write", path, e))
 }

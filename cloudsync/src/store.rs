@@ -18,7 +18,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use crate::{StoreConfig, StoreUrl, SyncError};
 
 /// Uploads and downloads in flight at once. Each holds one sealed chunk (at most
-/// [`crate::chunker::MAX_CHUNK`] plus padding), which bounds the memory of a sync.
+/// [`crate::engine::MAX_CHUNK`] plus padding), which bounds the memory of a sync.
 pub(crate) const PARALLEL: usize = 4;
 /// Attempts of this layer around one request (each with `object_store`'s own retries inside).
 const ATTEMPTS: u32 = 3;
@@ -75,54 +75,97 @@ fn transient(e: &object_store::Error) -> bool {
     )
 }
 
+/// Runs `f` up to [`ATTEMPTS`] times while it fails with a [`transient`] error, waiting 250 ms,
+/// then 1 s, between attempts.
+async fn with_retries<T, F, Fut>(
+    op: &'static str,
+    name: &str,
+    f: F,
+) -> Result<T, object_store::Error>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, object_store::Error>>,
+{
+    let mut wait = Duration::from_millis(250);
+    let mut attempt = 1;
+    loop {
+        match f().await {
+            Err(e) if transient(&e) && attempt < ATTEMPTS => {
+                tracing::warn!(op, object = name, attempt, error = %e, "store request failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait *= 4;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Remote {
     pub(crate) fn open(config: &StoreConfig) -> Result<Self, SyncError> {
         let url = config.url.to_string();
-        let fail = |reason: String| SyncError::StoreConfig { url: url.clone(), reason };
+        let fail = |reason: String| SyncError::StoreConfig {
+            url: url.clone(),
+            reason,
+        };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| fail(format!("cannot start the I/O runtime: {e}")))?;
-        let (store, prefix, conditional_create): (Arc<dyn ObjectStore>, Option<ObjectPath>, bool) = match &config.url {
-            StoreUrl::LocalDir(dir) => {
-                std::fs::create_dir_all(dir).map_err(|e| SyncError::io("create store directory", dir, e))?;
-                let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
-                    .map_err(|e| fail(e.to_string()))?;
-                (Arc::new(store), None, true)
-            }
-            StoreUrl::S3 { bucket, prefix, endpoint } => {
-                let creds = config.s3_credentials.as_ref().ok_or_else(|| SyncError::Credentials {
+        let (store, prefix, conditional_create): (Arc<dyn ObjectStore>, Option<ObjectPath>, bool) =
+            match &config.url {
+                StoreUrl::LocalDir(dir) => {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| SyncError::io("create store directory", dir, e))?;
+                    let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
+                        .map_err(|e| fail(e.to_string()))?;
+                    (Arc::new(store), None, true)
+                }
+                StoreUrl::S3 {
+                    bucket,
+                    prefix,
+                    endpoint,
+                } => {
+                    let creds = config.s3_credentials.as_ref().ok_or_else(|| SyncError::Credentials {
                     reason: "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or give a 0600 credentials file".into(),
                 })?;
-                let mut builder = object_store::aws::AmazonS3Builder::new()
-                    .with_bucket_name(bucket)
-                    .with_access_key_id(&creds.access_key_id)
-                    .with_secret_access_key(&creds.secret_access_key)
-                    .with_region(&creds.region)
-                    .with_retry(retry_config())
-                    .with_client_options(client_options());
-                if let Some(endpoint) = endpoint {
-                    // Path-style requests: what self-hosted S3 servers (MinIO, rclone, SeaweedFS) expect.
-                    builder = builder
-                        .with_endpoint(endpoint)
-                        .with_allow_http(endpoint.starts_with("http://"))
-                        .with_virtual_hosted_style_request(false);
+                    let mut builder = object_store::aws::AmazonS3Builder::new()
+                        .with_bucket_name(bucket)
+                        .with_access_key_id(&creds.access_key_id)
+                        .with_secret_access_key(&creds.secret_access_key)
+                        .with_region(&creds.region)
+                        .with_retry(retry_config())
+                        .with_client_options(client_options());
+                    if let Some(endpoint) = endpoint {
+                        // Path-style requests: what self-hosted S3 servers (MinIO, rclone, SeaweedFS) expect.
+                        builder = builder
+                            .with_endpoint(endpoint)
+                            .with_allow_http(endpoint.starts_with("http://"))
+                            .with_virtual_hosted_style_request(false);
+                    }
+                    let store = builder.build().map_err(|e| fail(e.to_string()))?;
+                    let prefix = (!prefix.is_empty()).then(|| ObjectPath::from(prefix.as_str()));
+                    (Arc::new(store), prefix, true)
                 }
-                let store = builder.build().map_err(|e| fail(e.to_string()))?;
-                let prefix = (!prefix.is_empty()).then(|| ObjectPath::from(prefix.as_str()));
-                (Arc::new(store), prefix, true)
-            }
-            StoreUrl::WebDav { url: http } => {
-                let store = object_store::http::HttpBuilder::new()
-                    .with_url(http)
-                    .with_retry(retry_config())
-                    .with_client_options(client_options().with_allow_http(http.starts_with("http://")))
-                    .build()
-                    .map_err(|e| fail(e.to_string()))?;
-                (Arc::new(store), None, false)
-            }
-        };
-        Ok(Remote { store, prefix, runtime, conditional_create: AtomicBool::new(conditional_create), url })
+                StoreUrl::WebDav { url: http } => {
+                    let store = object_store::http::HttpBuilder::new()
+                        .with_url(http)
+                        .with_retry(retry_config())
+                        .with_client_options(
+                            client_options().with_allow_http(http.starts_with("http://")),
+                        )
+                        .build()
+                        .map_err(|e| fail(e.to_string()))?;
+                    (Arc::new(store), None, false)
+                }
+            };
+        Ok(Remote {
+            store,
+            prefix,
+            runtime,
+            conditional_create: AtomicBool::new(conditional_create),
+            url,
+        })
     }
 
     fn path(&self, name: &str) -> ObjectPath {
@@ -132,97 +175,75 @@ impl Remote {
         }
     }
 
-    /// Runs `op` with [`ATTEMPTS`] attempts and backoff between them.
-    fn attempt<T, F, Fut>(&self, op: &'static str, name: &str, f: F) -> Result<T, object_store::Error>
+    /// Runs `f` with [`with_retries`] on the runtime.
+    fn attempt<T, F, Fut>(
+        &self,
+        op: &'static str,
+        name: &str,
+        f: F,
+    ) -> Result<T, object_store::Error>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, object_store::Error>>,
     {
-        let mut wait = Duration::from_millis(250);
-        let mut attempt = 1;
-        loop {
-            match self.runtime.block_on(f()) {
-                Err(e) if transient(&e) && attempt < ATTEMPTS => {
-                    tracing::warn!(op, object = name, attempt, error = %e, "store request failed; retrying");
-                    std::thread::sleep(wait);
-                    wait *= 4;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        self.runtime.block_on(with_retries(op, name, f))
     }
 
     fn failed(op: &'static str, name: &str, source: object_store::Error) -> SyncError {
-        SyncError::Store { op, object: name.to_owned(), attempts: ATTEMPTS, source }
+        SyncError::Store {
+            op,
+            object: name.to_owned(),
+            attempts: ATTEMPTS,
+            source,
+        }
     }
 
-    /// The object's bytes, or `None` when it does not exist.
-    pub(crate) fn get(&self, name: &str) -> Result<Option<Bytes>, SyncError> {
+    /// One GET with retries: the bytes, or `None` when the object does not exist.
+    async fn fetch(&self, name: &str) -> Result<Option<Bytes>, SyncError> {
         let path = self.path(name);
-        let got = self.attempt("get", name, || async {
-            let result = self.store.get(&path).await?;
-            result.bytes().await
-        });
-        match got {
+        match with_retries("get", name, || async {
+            self.store.get(&path).await?.bytes().await
+        })
+        .await
+        {
             Ok(bytes) => Ok(Some(bytes)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(Self::failed("get", name, e)),
         }
     }
 
+    /// The object's bytes, or `None` when it does not exist.
+    pub(crate) fn get(&self, name: &str) -> Result<Option<Bytes>, SyncError> {
+        self.runtime.block_on(self.fetch(name))
+    }
+
     /// Fetches several objects, [`PARALLEL`] at a time, in the order given.
     pub(crate) fn get_many(&self, names: &[String]) -> Result<Vec<Option<Bytes>>, SyncError> {
-        let store = &self.store;
-        let fetch = |name: &String| {
-            let path = self.path(name);
-            let name = name.clone();
-            async move {
-                let mut wait = Duration::from_millis(250);
-                let mut attempt = 1;
-                loop {
-                    let got = async { store.get(&path).await?.bytes().await }.await;
-                    match got {
-                        Ok(bytes) => return Ok(Some(bytes)),
-                        Err(object_store::Error::NotFound { .. }) => return Ok(None),
-                        Err(e) if transient(&e) && attempt < ATTEMPTS => {
-                            tracing::warn!(object = %name, attempt, error = %e, "store get failed; retrying");
-                            tokio::time::sleep(wait).await;
-                            wait *= 4;
-                            attempt += 1;
-                        }
-                        Err(e) => return Err(Self::failed("get", &name, e)),
-                    }
-                }
-            }
-        };
-        self.runtime.block_on(futures::stream::iter(names).map(fetch).buffered(PARALLEL).try_collect())
+        let all = futures::stream::iter(names)
+            .map(|name| self.fetch(name))
+            .buffered(PARALLEL)
+            .try_collect();
+        self.runtime.block_on(all)
     }
 
     /// Writes several objects, [`PARALLEL`] at a time, replacing what is there (content-addressed
     /// objects: the same name always means the same plaintext).
     pub(crate) fn put_many(&self, objects: Vec<(String, Bytes)>) -> Result<(), SyncError> {
-        let store = &self.store;
-        let put = |(name, bytes): (String, Bytes)| {
+        let put = |(name, bytes): (String, Bytes)| async move {
             let path = self.path(&name);
-            async move {
-                let mut wait = Duration::from_millis(250);
-                let mut attempt = 1;
-                loop {
-                    match store.put(&path, PutPayload::from_bytes(bytes.clone())).await {
-                        Ok(_) => return Ok(()),
-                        Err(e) if transient(&e) && attempt < ATTEMPTS => {
-                            tracing::warn!(object = %name, attempt, error = %e, "store put failed; retrying");
-                            tokio::time::sleep(wait).await;
-                            wait *= 4;
-                            attempt += 1;
-                        }
-                        Err(e) => return Err(Self::failed("put", &name, e)),
-                    }
-                }
-            }
+            with_retries("put", &name, || {
+                self.store.put(&path, PutPayload::from_bytes(bytes.clone()))
+            })
+            .await
+            .map(drop)
+            .map_err(|e| Self::failed("put", &name, e))
         };
-        self.runtime.block_on(futures::stream::iter(objects).map(put).buffer_unordered(PARALLEL).try_collect())
+        self.runtime.block_on(
+            futures::stream::iter(objects)
+                .map(put)
+                .buffer_unordered(PARALLEL)
+                .try_collect(),
+        )
     }
 
     /// Writes `name` only if it does not exist yet: `Ok(false)` when it does. On a backend
@@ -231,12 +252,17 @@ impl Remote {
     pub(crate) fn create(&self, name: &str, bytes: Bytes) -> Result<bool, SyncError> {
         let path = self.path(name);
         if self.conditional_create.load(Ordering::Relaxed) {
-            let opts = || PutOptions { mode: PutMode::Create, ..Default::default() };
-            match self.attempt("create", name, || self.store.put_opts(&path, PutPayload::from_bytes(bytes.clone()), opts())) {
+            let opts = || PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            match self.attempt("create", name, || {
+                self.store
+                    .put_opts(&path, PutPayload::from_bytes(bytes.clone()), opts())
+            }) {
                 Ok(_) => return Ok(true),
-                Err(object_store::Error::AlreadyExists { .. }) | Err(object_store::Error::Precondition { .. }) => {
-                    return Ok(false)
-                }
+                Err(object_store::Error::AlreadyExists { .. })
+                | Err(object_store::Error::Precondition { .. }) => return Ok(false),
                 Err(object_store::Error::NotImplemented { .. }) => {
                     tracing::info!(store = %self.url, "no conditional writes; checking commits by reading back");
                     self.conditional_create.store(false, Ordering::Relaxed);
@@ -247,8 +273,10 @@ impl Remote {
         if self.get(name)?.is_some() {
             return Ok(false);
         }
-        self.attempt("put", name, || self.store.put(&path, PutPayload::from_bytes(bytes.clone())))
-            .map_err(|e| Self::failed("put", name, e))?;
+        self.attempt("put", name, || {
+            self.store.put(&path, PutPayload::from_bytes(bytes.clone()))
+        })
+        .map_err(|e| Self::failed("put", name, e))?;
         Ok(self.get(name)?.as_deref() == Some(&bytes[..]))
     }
 
@@ -271,8 +299,17 @@ impl Remote {
         let mut out: Vec<Listed> = metas
             .into_iter()
             .filter_map(|meta| {
-                let name = meta.location.prefix_match(&prefix)?.map(|p| p.as_ref().to_owned()).collect::<Vec<_>>().join("/");
-                Some(Listed { name, size: meta.size, e_tag: meta.e_tag })
+                let name = meta
+                    .location
+                    .prefix_match(&prefix)?
+                    .map(|p| p.as_ref().to_owned())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                Some(Listed {
+                    name,
+                    size: meta.size,
+                    e_tag: meta.e_tag,
+                })
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));

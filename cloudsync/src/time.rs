@@ -16,7 +16,10 @@ pub(crate) fn format_compact(t: SystemTime) -> String {
 }
 
 fn civil(t: SystemTime) -> (i64, u32, u32, u32, u32, u32) {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -27,18 +30,43 @@ fn civil(t: SystemTime) -> (i64, u32, u32, u32, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, (rem / 3600) as u32, (rem % 3600 / 60) as u32, (rem % 60) as u32)
+    (
+        y,
+        m,
+        d,
+        (rem / 3600) as u32,
+        (rem % 3600 / 60) as u32,
+        (rem % 60) as u32,
+    )
 }
 
 /// Parses an RFC 3339 time (`2026-12-02T15:00:00Z`, `...T15:00:00.5+01:00`).
 pub fn parse_rfc3339(input: &str) -> Result<SystemTime, String> {
     let err = || format!("{input:?} is not an RFC 3339 time (expected e.g. 2026-12-02T15:00:00Z)");
     let b = input.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return Err(err());
     }
-    let num = |r: std::ops::Range<usize>| input.get(r).and_then(|s| s.parse::<i64>().ok()).ok_or_else(err);
-    let (y, mo, d, h, mi, s) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    let num = |r: std::ops::Range<usize>| {
+        input
+            .get(r)
+            .and_then(|s| s.parse::<i64>().ok())
+            .ok_or_else(err)
+    };
+    let (y, mo, d, h, mi, s) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
         return Err(err());
     }
@@ -55,7 +83,10 @@ pub fn parse_rfc3339(input: &str) -> Result<SystemTime, String> {
     }
     let offset = match rest {
         "Z" | "z" => 0,
-        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && &rest[3..4] == ":" => {
+        _ if rest.len() == 6
+            && (rest.starts_with('+') || rest.starts_with('-'))
+            && &rest[3..4] == ":" =>
+        {
             let oh: i64 = rest[1..3].parse().map_err(|_| err())?;
             let om: i64 = rest[4..6].parse().map_err(|_| err())?;
             let sign = if rest.starts_with('-') { -1 } else { 1 };
@@ -63,7 +94,11 @@ pub fn parse_rfc3339(input: &str) -> Result<SystemTime, String> {
         }
         _ => return Err(err()),
     };
-    let (yy, mm) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
+    let (yy, mm) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
     let era = yy.div_euclid(400);
     let yoe = yy - era * 400;
     let doy = (153 * mm + 2) / 5 + d - 1;
@@ -75,13 +110,19 @@ pub fn parse_rfc3339(input: &str) -> Result<SystemTime, String> {
 }
 
 pub(crate) mod rfc3339 {
-    pub fn serialize<S: serde::Serializer>(t: &std::time::SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        t: &std::time::SystemTime,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_str(&super::format_rfc3339(*t))
     }
 }
 
 pub(crate) mod rfc3339_opt {
-    pub fn serialize<S: serde::Serializer>(t: &Option<std::time::SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        t: &Option<std::time::SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match t {
             Some(t) => s.serialize_some(&super::format_rfc3339(*t)),
             None => s.serialize_none(),
@@ -99,8 +140,21 @@ mod tests {
         assert_eq!(format_rfc3339(t), "2026-12-02T15:00:00Z");
         assert_eq!(format_compact(t), "20261202T150000Z");
         assert_eq!(parse_rfc3339("2026-12-02T16:00:00+01:00").unwrap(), t);
-        assert_eq!(parse_rfc3339("2024-02-29T00:00:00.25Z").unwrap().duration_since(UNIX_EPOCH).unwrap().subsec_millis(), 250);
-        for bad in ["", "2026-12-02", "2026-13-02T15:00:00Z", "2026-12-02T15:00:00", "yesterday"] {
+        assert_eq!(
+            parse_rfc3339("2024-02-29T00:00:00.25Z")
+                .unwrap()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .subsec_millis(),
+            250
+        );
+        for bad in [
+            "",
+            "2026-12-02",
+            "2026-13-02T15:00:00Z",
+            "2026-12-02T15:00:00",
+            "yesterday",
+        ] {
             assert!(parse_rfc3339(bad).is_err(), "{bad}");
         }
     }

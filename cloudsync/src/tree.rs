@@ -55,10 +55,19 @@ pub(crate) struct ChunkRef {
 /// What a path is.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Node {
-    File { size: u64, mode: u32, mtime_ns: i64, chunks: Vec<ChunkRef> },
+    File {
+        size: u64,
+        mode: u32,
+        mtime_ns: i64,
+        chunks: Vec<ChunkRef>,
+    },
     /// The link's target bytes, stored as they are; never followed.
-    Symlink { target: Vec<u8> },
-    Dir { mode: u32 },
+    Symlink {
+        target: Vec<u8>,
+    },
+    Dir {
+        mode: u32,
+    },
 }
 
 impl Node {
@@ -66,7 +75,18 @@ impl Node {
     /// same bytes agree).
     pub(crate) fn same(&self, other: &Node) -> bool {
         match (self, other) {
-            (Node::File { mode: m1, chunks: c1, .. }, Node::File { mode: m2, chunks: c2, .. }) => m1 == m2 && c1 == c2,
+            (
+                Node::File {
+                    mode: m1,
+                    chunks: c1,
+                    ..
+                },
+                Node::File {
+                    mode: m2,
+                    chunks: c2,
+                    ..
+                },
+            ) => m1 == m2 && c1 == c2,
             (a, b) => a == b,
         }
     }
@@ -133,7 +153,9 @@ impl Snapshot {
     pub(crate) fn decode(bytes: &[u8]) -> Option<Snapshot> {
         use std::io::Read;
         let mut plain = Vec::new();
-        flate2::read::DeflateDecoder::new(bytes).read_to_end(&mut plain).ok()?;
+        flate2::read::DeflateDecoder::new(bytes)
+            .read_to_end(&mut plain)
+            .ok()?;
         postcard::from_bytes(&plain).ok()
     }
 }

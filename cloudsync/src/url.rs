@@ -14,7 +14,11 @@ pub enum StoreUrl {
     /// A local directory standing in for the cloud disk (the default, no set-up).
     LocalDir(PathBuf),
     /// S3-compatible object storage; `endpoint` for non-AWS servers (`http://` allowed).
-    S3 { bucket: String, prefix: String, endpoint: Option<String> },
+    S3 {
+        bucket: String,
+        prefix: String,
+        endpoint: Option<String>,
+    },
     /// A WebDAV collection (Nextcloud's protocol); `url` is `http(s)://HOST/PATH`.
     WebDav { url: String },
 }
@@ -23,7 +27,11 @@ impl std::fmt::Display for StoreUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StoreUrl::LocalDir(dir) => write!(f, "file://{}", dir.display()),
-            StoreUrl::S3 { bucket, prefix, endpoint } => {
+            StoreUrl::S3 {
+                bucket,
+                prefix,
+                endpoint,
+            } => {
                 write!(f, "s3://{bucket}/{prefix}")?;
                 if let Some(endpoint) = endpoint {
                     write!(f, " (endpoint {endpoint})")?;
@@ -39,7 +47,10 @@ impl FromStr for StoreUrl {
     type Err = SyncError;
 
     fn from_str(input: &str) -> Result<Self, SyncError> {
-        let bad = |reason: &str| SyncError::BadStoreUrl { input: input.to_owned(), reason: reason.to_owned() };
+        let bad = |reason: &str| SyncError::BadStoreUrl {
+            input: input.to_owned(),
+            reason: reason.to_owned(),
+        };
         if input.is_empty() {
             return Err(bad("empty"));
         }
@@ -50,15 +61,23 @@ impl FromStr for StoreUrl {
             }
             let bucket_ok = bucket.len() >= 3
                 && bucket.len() <= 63
-                && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+                && bucket.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                });
             if !bucket_ok {
-                return Err(bad("a bucket name has 3 to 63 characters: lowercase letters, digits, '-' and '.'"));
+                return Err(bad(
+                    "a bucket name has 3 to 63 characters: lowercase letters, digits, '-' and '.'",
+                ));
             }
             let prefix = prefix.trim_matches('/');
             if prefix.split('/').any(|part| part == "." || part == "..") {
                 return Err(bad("the prefix may not contain `.` or `..` segments"));
             }
-            return Ok(StoreUrl::S3 { bucket: bucket.to_owned(), prefix: prefix.to_owned(), endpoint: None });
+            return Ok(StoreUrl::S3 {
+                bucket: bucket.to_owned(),
+                prefix: prefix.to_owned(),
+                endpoint: None,
+            });
         }
         if let Some(url) = input.strip_prefix("webdav+") {
             let host_path = url
@@ -68,7 +87,9 @@ impl FromStr for StoreUrl {
             if host_path.split('/').next().unwrap_or("").is_empty() {
                 return Err(bad("no host after webdav+http(s)://"));
             }
-            return Ok(StoreUrl::WebDav { url: url.trim_end_matches('/').to_owned() });
+            return Ok(StoreUrl::WebDav {
+                url: url.trim_end_matches('/').to_owned(),
+            });
         }
         let dir = match input.strip_prefix("file://") {
             Some(dir) => dir,
@@ -118,7 +139,10 @@ pub struct StoreConfig {
 impl StoreConfig {
     /// A configuration without credentials (local directories, anonymous WebDAV).
     pub fn new(url: StoreUrl) -> Self {
-        StoreConfig { url, s3_credentials: None }
+        StoreConfig {
+            url,
+            s3_credentials: None,
+        }
     }
 }
 
@@ -126,10 +150,21 @@ impl S3Credentials {
     /// From `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and (optional) `AWS_REGION`; `None`
     /// when the first two are not both set.
     pub fn from_env() -> Option<Self> {
-        let access_key_id = std::env::var("AWS_ACCESS_KEY_ID").ok().filter(|v| !v.is_empty())?;
-        let secret_access_key = std::env::var("AWS_SECRET_ACCESS_KEY").ok().filter(|v| !v.is_empty())?;
-        let region = std::env::var("AWS_REGION").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "us-east-1".into());
-        Some(S3Credentials { access_key_id, secret_access_key, region })
+        let access_key_id = std::env::var("AWS_ACCESS_KEY_ID")
+            .ok()
+            .filter(|v| !v.is_empty())?;
+        let secret_access_key = std::env::var("AWS_SECRET_ACCESS_KEY")
+            .ok()
+            .filter(|v| !v.is_empty())?;
+        let region = std::env::var("AWS_REGION")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "us-east-1".into());
+        Some(S3Credentials {
+            access_key_id,
+            secret_access_key,
+            region,
+        })
     }
 
     /// From a file of `KEY=VALUE` lines (`aws_access_key_id`, `aws_secret_access_key`,
@@ -138,7 +173,8 @@ impl S3Credentials {
     pub fn from_file(path: &Path) -> Result<Self, SyncError> {
         use std::os::unix::fs::PermissionsExt;
         let bad = |reason: String| SyncError::Credentials { reason };
-        let meta = std::fs::metadata(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(bad(format!(
@@ -147,16 +183,21 @@ impl S3Credentials {
                 path.display()
             )));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
         let (mut id, mut secret, mut region) = (None, None, None);
         for (number, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') || line.starts_with('[') {
                 continue;
             }
-            let (key, value) = line
-                .split_once('=')
-                .ok_or_else(|| bad(format!("{} line {}: expected KEY=VALUE", path.display(), number + 1)))?;
+            let (key, value) = line.split_once('=').ok_or_else(|| {
+                bad(format!(
+                    "{} line {}: expected KEY=VALUE",
+                    path.display(),
+                    number + 1
+                ))
+            })?;
             let value = value.trim().to_owned();
             match key.trim().to_ascii_lowercase().as_str() {
                 "aws_access_key_id" => id = Some(value),
@@ -172,8 +213,10 @@ impl S3Credentials {
             }
         }
         Ok(S3Credentials {
-            access_key_id: id.ok_or_else(|| bad(format!("{} has no aws_access_key_id", path.display())))?,
-            secret_access_key: secret.ok_or_else(|| bad(format!("{} has no aws_secret_access_key", path.display())))?,
+            access_key_id: id
+                .ok_or_else(|| bad(format!("{} has no aws_access_key_id", path.display())))?,
+            secret_access_key: secret
+                .ok_or_else(|| bad(format!("{} has no aws_secret_access_key", path.display())))?,
             region: region.unwrap_or_else(|| "us-east-1".into()),
         })
     }

@@ -6,7 +6,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use elastos_cloudsync::{HomeRef, StoreConfig, StoreUrl, SyncEngine, SyncError, SyncOptions, UserSecret};
+use elastos_cloudsync::{
+    HomeRef, StoreConfig, StoreUrl, SyncEngine, SyncError, SyncOptions, UserSecret,
+};
 
 struct Setup {
     _root: tempfile::TempDir,
@@ -27,11 +29,20 @@ fn setup() -> Setup {
     a.sync().unwrap();
     std::fs::write(a.home.join("one.txt"), b"first file, edited").unwrap();
     a.sync().unwrap();
-    Setup { _root: root, store, a, b }
+    Setup {
+        _root: root,
+        store,
+        a,
+        b,
+    }
 }
 
 fn objects(store: &Path, under: &str) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = store_objects(store).into_iter().map(|(n, _)| store.join(n)).filter(|p| p.strip_prefix(store).unwrap().starts_with(under)).collect();
+    let mut out: Vec<PathBuf> = store_objects(store)
+        .into_iter()
+        .map(|(n, _)| store.join(n))
+        .filter(|p| p.strip_prefix(store).unwrap().starts_with(under))
+        .collect();
     out.sort();
     out
 }
@@ -40,10 +51,17 @@ fn snapshots(store: &Path) -> Vec<PathBuf> {
     objects(store, "homes")
 }
 
-fn assert_refused(result: Result<elastos_cloudsync::SyncReport, SyncError>, what: &str) -> SyncError {
+fn assert_refused(
+    result: Result<elastos_cloudsync::SyncReport, SyncError>,
+    what: &str,
+) -> SyncError {
     match result {
         Ok(report) => panic!("{what}: accepted: {report:?}"),
-        Err(e @ (SyncError::Tampered { .. } | SyncError::Rollback { .. } | SyncError::MissingObject { .. })) => {
+        Err(
+            e @ (SyncError::Tampered { .. }
+            | SyncError::Rollback { .. }
+            | SyncError::MissingObject { .. }),
+        ) => {
             // Every refusal names what it refused.
             assert!(!e.to_string().is_empty());
             e
@@ -63,8 +81,16 @@ fn modified_chunk_is_refused_and_nothing_is_written() {
     }
     let e = assert_refused(s.b.sync(), "flipped chunk byte");
     assert!(matches!(e, SyncError::Tampered { .. }), "{e:?}");
-    let names: Vec<_> = std::fs::read_dir(&s.b.home).map(|d| d.map(|e| e.unwrap().file_name()).collect()).unwrap_or_default();
-    assert!(names.iter().all(|n| !n.to_string_lossy().ends_with(".txt") && !n.to_string_lossy().ends_with(".bin")), "nothing half-written: {names:?}");
+    let names: Vec<_> = std::fs::read_dir(&s.b.home)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.to_string_lossy().ends_with(".txt")
+                && !n.to_string_lossy().ends_with(".bin")),
+        "nothing half-written: {names:?}"
+    );
 }
 
 #[test]
@@ -74,7 +100,10 @@ fn truncated_chunk_is_refused() {
         let bytes = std::fs::read(&chunk).unwrap();
         std::fs::write(&chunk, &bytes[..bytes.len() - 17]).unwrap();
     }
-    assert!(matches!(assert_refused(s.b.sync(), "truncated chunk"), SyncError::Tampered { .. }));
+    assert!(matches!(
+        assert_refused(s.b.sync(), "truncated chunk"),
+        SyncError::Tampered { .. }
+    ));
 }
 
 #[test]
@@ -82,10 +111,16 @@ fn swapped_chunks_are_refused() {
     let s = setup();
     let chunks = objects(&s.store, "chunks");
     assert!(chunks.len() >= 2);
-    let (x, y) = (std::fs::read(&chunks[0]).unwrap(), std::fs::read(&chunks[1]).unwrap());
+    let (x, y) = (
+        std::fs::read(&chunks[0]).unwrap(),
+        std::fs::read(&chunks[1]).unwrap(),
+    );
     std::fs::write(&chunks[0], y).unwrap();
     std::fs::write(&chunks[1], x).unwrap();
-    assert!(matches!(assert_refused(s.b.sync(), "swapped chunks"), SyncError::Tampered { .. }));
+    assert!(matches!(
+        assert_refused(s.b.sync(), "swapped chunks"),
+        SyncError::Tampered { .. }
+    ));
 }
 
 #[test]
@@ -94,7 +129,10 @@ fn deleted_chunk_is_reported_missing() {
     for chunk in objects(&s.store, "chunks") {
         std::fs::remove_file(chunk).unwrap();
     }
-    assert!(matches!(assert_refused(s.b.sync(), "deleted chunks"), SyncError::MissingObject { .. }));
+    assert!(matches!(
+        assert_refused(s.b.sync(), "deleted chunks"),
+        SyncError::MissingObject { .. }
+    ));
 }
 
 #[test]
@@ -105,7 +143,10 @@ fn modified_snapshot_is_refused() {
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     std::fs::write(&head, bytes).unwrap();
-    assert!(matches!(assert_refused(s.b.sync(), "modified snapshot"), SyncError::Tampered { .. }));
+    assert!(matches!(
+        assert_refused(s.b.sync(), "modified snapshot"),
+        SyncError::Tampered { .. }
+    ));
 }
 
 #[test]
@@ -115,24 +156,44 @@ fn replayed_snapshot_under_a_new_version_is_refused() {
     // The store replays version 1 as version 3 (to undo the edit of version 2).
     let v3 = snaps[0].with_file_name(format!("{:016x}", 3));
     std::fs::copy(&snaps[0], &v3).unwrap();
-    assert!(matches!(assert_refused(s.a.sync(), "replayed snapshot"), SyncError::Tampered { .. }));
-    assert!(matches!(assert_refused(s.b.sync(), "replayed snapshot, new device"), SyncError::Tampered { .. }));
+    assert!(matches!(
+        assert_refused(s.a.sync(), "replayed snapshot"),
+        SyncError::Tampered { .. }
+    ));
+    assert!(matches!(
+        assert_refused(s.b.sync(), "replayed snapshot, new device"),
+        SyncError::Tampered { .. }
+    ));
 }
 
 #[test]
 fn snapshot_of_another_home_is_refused() {
     let s = setup();
     // Another app's home of the same user, then its snapshot moved over this home's head.
-    let other = HomeRef { publisher: "ed25519:other".into(), app_id: "other-app".into() };
+    let other = HomeRef {
+        publisher: "ed25519:other".into(),
+        app_id: "other-app".into(),
+    };
     let other_home = s.a.home.with_file_name("other-home");
     std::fs::create_dir_all(&other_home).unwrap();
     std::fs::write(other_home.join("x.txt"), b"other app").unwrap();
-    s.a.engine.sync(&other, &other_home, &SyncOptions::default()).unwrap();
-    let mine = snapshots(&s.store).into_iter().filter(|p| p.ends_with(format!("{:016x}", 2))).collect::<Vec<_>>();
-    let theirs = snapshots(&s.store).into_iter().find(|p| !mine.iter().any(|m| m.parent() == p.parent())).unwrap();
+    s.a.engine
+        .sync(&other, &other_home, &SyncOptions::default())
+        .unwrap();
+    let mine = snapshots(&s.store)
+        .into_iter()
+        .filter(|p| p.ends_with(format!("{:016x}", 2)))
+        .collect::<Vec<_>>();
+    let theirs = snapshots(&s.store)
+        .into_iter()
+        .find(|p| !mine.iter().any(|m| m.parent() == p.parent()))
+        .unwrap();
     let target = mine[0].with_file_name(format!("{:016x}", 3));
     std::fs::copy(theirs, target).unwrap();
-    assert!(matches!(assert_refused(s.a.sync(), "another home's snapshot"), SyncError::Tampered { .. }));
+    assert!(matches!(
+        assert_refused(s.a.sync(), "another home's snapshot"),
+        SyncError::Tampered { .. }
+    ));
 }
 
 #[test]
@@ -142,22 +203,49 @@ fn rolled_back_store_is_refused() {
     let head = snapshots(&s.store).pop().unwrap();
     std::fs::remove_file(&head).unwrap();
     let e = assert_refused(s.a.sync(), "rollback");
-    assert!(matches!(e, SyncError::Rollback { seen: 2, found: 1, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            SyncError::Rollback {
+                seen: 2,
+                found: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     // The local file keeps the edit.
-    assert_eq!(std::fs::read(s.a.home.join("one.txt")).unwrap(), b"first file, edited");
+    assert_eq!(
+        std::fs::read(s.a.home.join("one.txt")).unwrap(),
+        b"first file, edited"
+    );
     // And the whole home deleted from the store is a rollback too, not an empty remote.
     for snap in snapshots(&s.store) {
         std::fs::remove_file(snap).unwrap();
     }
-    assert!(matches!(s.a.sync(), Err(SyncError::Rollback { seen: 2, found: 0, .. })));
+    assert!(matches!(
+        s.a.sync(),
+        Err(SyncError::Rollback {
+            seen: 2,
+            found: 0,
+            ..
+        })
+    ));
 }
 
 #[test]
 fn another_users_key_is_refused() {
     let s = setup();
     let state = s.store.with_file_name("state-mallory");
-    let other = SyncEngine::open(&StoreConfig::new(StoreUrl::LocalDir(s.store.clone())), &UserSecret::from_bytes([7; 32]), &state);
-    assert!(matches!(other, Err(SyncError::WrongKey { .. })), "{other:?}");
+    let other = SyncEngine::open(
+        &StoreConfig::new(StoreUrl::LocalDir(s.store.clone())),
+        &UserSecret::from_bytes([7; 32]),
+        &state,
+    );
+    assert!(
+        matches!(other, Err(SyncError::WrongKey { .. })),
+        "{other:?}"
+    );
 }
 
 #[test]
@@ -166,7 +254,10 @@ fn store_holds_only_padded_ciphertext() {
     for (name, bytes) in store_objects(&s.store) {
         assert!(!name.contains("one") && !name.contains("two"), "{name}");
         assert!(bytes.starts_with(b"ECS1"), "{name}");
-        assert!(!bytes.windows(10).any(|w| w == b"first file"), "{name} shows plaintext");
+        assert!(
+            !bytes.windows(10).any(|w| w == b"first file"),
+            "{name} shows plaintext"
+        );
         // Padmé: the smallest object is 512 bytes of padded plaintext.
         assert!(bytes.len() >= 512, "{name} is {} bytes", bytes.len());
     }
@@ -174,13 +265,27 @@ fn store_holds_only_padded_ciphertext() {
     let root = tempfile::tempdir().unwrap();
     let other_store = root.path().join("store");
     let state = root.path().join("state");
-    let other = SyncEngine::open(&StoreConfig::new(StoreUrl::LocalDir(other_store.clone())), &UserSecret::from_bytes([9; 32]), &state).unwrap();
+    let other = SyncEngine::open(
+        &StoreConfig::new(StoreUrl::LocalDir(other_store.clone())),
+        &UserSecret::from_bytes([9; 32]),
+        &state,
+    )
+    .unwrap();
     let home = root.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
     std::fs::write(home.join("two.bin"), random_bytes(600_000, 5)).unwrap();
-    other.sync(&home_ref(), &home, &SyncOptions::default()).unwrap();
-    let mine: Vec<String> = store_objects(&s.store).into_iter().map(|(n, _)| n).filter(|n| n.starts_with("chunks")).collect();
+    other
+        .sync(&home_ref(), &home, &SyncOptions::default())
+        .unwrap();
+    let mine: Vec<String> = store_objects(&s.store)
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.starts_with("chunks"))
+        .collect();
     for (name, _) in store_objects(&other_store) {
-        assert!(!mine.contains(&name), "same chunk name across users: {name}");
+        assert!(
+            !mine.contains(&name),
+            "same chunk name across users: {name}"
+        );
     }
 }

@@ -40,7 +40,10 @@ struct World {
 }
 
 fn content(text: &str) -> Vec<u8> {
-    if let Some(args) = text.strip_prefix("@rand(").and_then(|t| t.strip_suffix(')')) {
+    if let Some(args) = text
+        .strip_prefix("@rand(")
+        .and_then(|t| t.strip_suffix(')'))
+    {
         let (size, seed) = args.split_once(',').expect("@rand(SIZE,SEED)");
         return random_bytes(size.trim().parse().unwrap(), seed.trim().parse().unwrap());
     }
@@ -52,7 +55,10 @@ fn expected_line(line: &str) -> String {
     match line.split_once(" = @rand(") {
         Some((path, rest)) => {
             let (args, mode) = rest.split_once(')').unwrap();
-            format!("{path} = {}{mode}", show_content(&content(&format!("@rand({args})"))))
+            format!(
+                "{path} = {}{mode}",
+                show_content(&content(&format!("@rand({args})")))
+            )
         }
         None => line.to_owned(),
     }
@@ -70,7 +76,14 @@ impl World {
             std::fs::create_dir_all(&d.home).unwrap();
             devices.insert(name.to_owned(), d);
         }
-        World { root, store, devices, labels, last: BTreeMap::new(), secrets: Vec::new() }
+        World {
+            root,
+            store,
+            devices,
+            labels,
+            last: BTreeMap::new(),
+            secrets: Vec::new(),
+        }
     }
 
     fn home(&self, dev: &str) -> &Path {
@@ -81,10 +94,17 @@ impl World {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["sync", dev, rest @ ..] => {
-                let opts = SyncOptions { confirm_mass_delete: rest.first() == Some(&"confirm"), ..Default::default() };
-                let result = self.devices[*dev].engine.sync(&home_ref(), self.home(dev), &opts);
+                let opts = SyncOptions {
+                    confirm_mass_delete: rest.first() == Some(&"confirm"),
+                    ..Default::default()
+                };
+                let result = self.devices[*dev]
+                    .engine
+                    .sync(&home_ref(), self.home(dev), &opts);
                 match (result, rest) {
-                    (Ok(report), ["fails", kind]) => return Err(format!("expected {kind}, got success {report:?}")),
+                    (Ok(report), ["fails", kind]) => {
+                        return Err(format!("expected {kind}, got success {report:?}"))
+                    }
                     (Err(e), ["fails", kind]) => {
                         let debug = format!("{e:?}");
                         if !debug.starts_with(kind) {
@@ -113,25 +133,44 @@ impl World {
                         // The time of snapshot v, from the versions of the home's root entry
                         // of any path: use the path's own versions.
                         let p = path.ok_or("restore at needs a path")?;
-                        let versions = engine.versions(&home_ref(), Path::new(p)).map_err(|e| e.to_string())?;
-                        Some(versions.iter().find(|fv| fv.version <= v).ok_or("no such version")?.time)
+                        let versions = engine
+                            .versions(&home_ref(), Path::new(p))
+                            .map_err(|e| e.to_string())?;
+                        Some(
+                            versions
+                                .iter()
+                                .find(|fv| fv.version <= v)
+                                .ok_or("no such version")?
+                                .time,
+                        )
                     }
                 };
                 let report = engine
-                    .restore(&home_ref(), self.home(dev), path.map(Path::new), at, &SyncOptions::default())
+                    .restore(
+                        &home_ref(),
+                        self.home(dev),
+                        path.map(Path::new),
+                        at,
+                        &SyncOptions::default(),
+                    )
                     .map_err(|e| format!("restore: {e}"))?;
                 self.last.insert(dev.to_string(), report);
             }
             ["expect", devs @ ..] => {
                 let want: Vec<String> = {
-                    let mut w: Vec<String> = block.iter().map(|l| expected_line(l.trim())).collect();
+                    let mut w: Vec<String> =
+                        block.iter().map(|l| expected_line(l.trim())).collect();
                     w.sort();
                     w
                 };
                 for dev in devs {
                     let got = listing(self.home(dev), &self.labels);
                     if got != want {
-                        return Err(format!("home {dev}:\n  got:\n    {}\n  want:\n    {}", got.join("\n    "), want.join("\n    ")));
+                        return Err(format!(
+                            "home {dev}:\n  got:\n    {}\n  want:\n    {}",
+                            got.join("\n    "),
+                            want.join("\n    ")
+                        ));
                     }
                 }
             }
@@ -158,17 +197,30 @@ impl World {
                     _ => return Err(format!("bad op {op}")),
                 };
                 if !ok {
-                    return Err(format!("last {dev} {field} is {v}, want {op} {n}; report {r:?}"));
+                    return Err(format!(
+                        "last {dev} {field} is {v}, want {op} {n}; report {r:?}"
+                    ));
                 }
             }
             ["versions", dev, path, kinds] => {
-                let got = self.devices[*dev].engine.versions(&home_ref(), Path::new(path)).map_err(|e| e.to_string())?;
-                let got: Vec<String> = got.iter().map(|v| format!("{:?}", v.kind).to_lowercase()).collect();
+                let got = self.devices[*dev]
+                    .engine
+                    .versions(&home_ref(), Path::new(path))
+                    .map_err(|e| e.to_string())?;
+                let got: Vec<String> = got
+                    .iter()
+                    .map(|v| format!("{:?}", v.kind).to_lowercase())
+                    .collect();
                 if got.join(",") != *kinds {
-                    return Err(format!("versions of {path}: got {}, want {kinds}", got.join(",")));
+                    return Err(format!(
+                        "versions of {path}: got {}, want {kinds}",
+                        got.join(",")
+                    ));
                 }
             }
-            [dev, op, args @ ..] if self.devices.contains_key(*dev) => self.change(dev, op, args)?,
+            [dev, op, args @ ..] if self.devices.contains_key(*dev) => {
+                self.change(dev, op, args)?
+            }
             _ => return Err(format!("unknown command: {line}")),
         }
         Ok(())
@@ -177,9 +229,16 @@ impl World {
     fn change(&mut self, dev: &str, op: &str, args: &[&str]) -> Result<(), String> {
         let home = self.home(dev).to_owned();
         let p = |i: usize| home.join(args[i]);
-        for a in args.iter().skip(if op == "chmod" || op == "patch" { 1 } else { 0 }) {
+        for a in args
+            .iter()
+            .skip(if op == "chmod" || op == "patch" { 1 } else { 0 })
+        {
             for part in a.split('/') {
-                if part.len() >= 5 && !part.starts_with('@') && !part.starts_with('.') && !part.contains("conflict") {
+                if part.len() >= 5
+                    && !part.starts_with('@')
+                    && !part.starts_with('.')
+                    && !part.contains("conflict")
+                {
                     self.secrets.push(part.as_bytes().to_vec());
                 }
             }
@@ -194,28 +253,48 @@ impl World {
                 if let Some(parent) = p(0).parent() {
                     std::fs::create_dir_all(parent).map_err(io)?;
                 }
-                let mut f = std::fs::OpenOptions::new().create(true).append(op == "append").write(true).truncate(op == "write").open(p(0)).map_err(io)?;
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(op == "append")
+                    .write(true)
+                    .truncate(op == "write")
+                    .open(p(0))
+                    .map_err(io)?;
                 std::io::Write::write_all(&mut f, &data).map_err(io)?;
-                std::fs::set_permissions(p(0), std::fs::Permissions::from_mode(0o644)).map_err(io)?;
+                std::fs::set_permissions(p(0), std::fs::Permissions::from_mode(0o644))
+                    .map_err(io)?;
             }
             "patch" => {
                 use std::io::{Seek, Write};
-                let mut f = std::fs::OpenOptions::new().write(true).open(p(0)).map_err(io)?;
-                f.seek(std::io::SeekFrom::Start(args[1].parse().unwrap())).map_err(io)?;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(p(0))
+                    .map_err(io)?;
+                f.seek(std::io::SeekFrom::Start(args[1].parse().unwrap()))
+                    .map_err(io)?;
                 f.write_all(args[2..].join(" ").as_bytes()).map_err(io)?;
             }
             "rm" => std::fs::remove_file(p(0)).map_err(io)?,
             "rmrf" => std::fs::remove_dir_all(p(0)).map_err(io)?,
             "mkdir" => {
                 std::fs::create_dir_all(p(0)).map_err(io)?;
-                std::fs::set_permissions(p(0), std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+                std::fs::set_permissions(p(0), std::fs::Permissions::from_mode(0o755))
+                    .map_err(io)?;
             }
             "mv" => std::fs::rename(p(0), p(1)).map_err(io)?,
-            "chmod" => std::fs::set_permissions(p(1), std::fs::Permissions::from_mode(u32::from_str_radix(args[0], 8).unwrap())).map_err(io)?,
+            "chmod" => std::fs::set_permissions(
+                p(1),
+                std::fs::Permissions::from_mode(u32::from_str_radix(args[0], 8).unwrap()),
+            )
+            .map_err(io)?,
             "ln" => std::os::unix::fs::symlink(args[0], p(1)).map_err(io)?,
             "touch" => {
-                let f = std::fs::File::options().write(true).open(p(0)).map_err(io)?;
-                f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(3600)).map_err(io)?;
+                let f = std::fs::File::options()
+                    .write(true)
+                    .open(p(0))
+                    .map_err(io)?;
+                f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(3600))
+                    .map_err(io)?;
             }
             "wipe" => std::fs::remove_dir_all(&home).map_err(io)?,
             "empty" => {
@@ -236,7 +315,10 @@ impl World {
                     return Err(format!("store object name {name} shows {s:?}"));
                 }
                 if bytes.windows(secret.len()).any(|w| w == &secret[..]) {
-                    return Err(format!("store object {name} contains plaintext {:?}", &s[..s.len().min(20)]));
+                    return Err(format!(
+                        "store object {name} contains plaintext {:?}",
+                        &s[..s.len().min(20)]
+                    ));
                 }
             }
         }
@@ -258,12 +340,21 @@ fn parse(text: &str) -> Vec<Scenario> {
             continue;
         }
         if let Some(name) = line.strip_prefix("=== ") {
-            out.push(Scenario { name: name.trim().to_owned(), lines: Vec::new() });
+            out.push(Scenario {
+                name: name.trim().to_owned(),
+                lines: Vec::new(),
+            });
         } else if line.starts_with(' ') || line.starts_with('\t') {
-            let last = out.last_mut().and_then(|s| s.lines.last_mut()).expect("indented line after a command");
+            let last = out
+                .last_mut()
+                .and_then(|s| s.lines.last_mut())
+                .expect("indented line after a command");
             last.2.push(line.trim().to_owned());
         } else {
-            out.last_mut().expect("a scenario header first").lines.push((number + 1, line.to_owned(), Vec::new()));
+            out.last_mut()
+                .expect("a scenario header first")
+                .lines
+                .push((number + 1, line.to_owned(), Vec::new()));
         }
     }
     out
@@ -271,9 +362,15 @@ fn parse(text: &str) -> Vec<Scenario> {
 
 #[test]
 fn golden_scenarios() {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios.txt")).unwrap();
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios.txt"))
+            .unwrap();
     let scenarios = parse(&text);
-    assert!(scenarios.len() >= 30, "at least 30 scenarios, found {}", scenarios.len());
+    assert!(
+        scenarios.len() >= 30,
+        "at least 30 scenarios, found {}",
+        scenarios.len()
+    );
     let only = std::env::var("SCENARIO").ok();
     let mut failures = Vec::new();
     for scenario in &scenarios {
@@ -284,7 +381,10 @@ fn golden_scenarios() {
         let mut failed = false;
         for (number, line, block) in &scenario.lines {
             if let Err(e) = world.run(line, block) {
-                failures.push(format!("{} (scenarios.txt:{number} `{line}`): {e}", scenario.name));
+                failures.push(format!(
+                    "{} (scenarios.txt:{number} `{line}`): {e}",
+                    scenario.name
+                ));
                 failed = true;
                 break;
             }
@@ -295,5 +395,11 @@ fn golden_scenarios() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {} scenarios failed:\n{}", failures.len(), scenarios.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} scenarios failed:\n{}",
+        failures.len(),
+        scenarios.len(),
+        failures.join("\n\n")
+    );
 }

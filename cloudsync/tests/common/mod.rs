@@ -10,7 +10,10 @@ use elastos_cloudsync::{HomeRef, StoreConfig, StoreUrl, SyncEngine, SyncOptions,
 pub const SECRET: [u8; 32] = [42; 32];
 
 pub fn home_ref() -> HomeRef {
-    HomeRef { publisher: "ed25519:publisher-of-test".into(), app_id: "0b4a6f1e-4a3c-4c1e-9d55-5d1b1e6f0c42".into() }
+    HomeRef {
+        publisher: "ed25519:publisher-of-test".into(),
+        app_id: "0b4a6f1e-4a3c-4c1e-9d55-5d1b1e6f0c42".into(),
+    }
 }
 
 /// One device: its own state directory and home, on a shared store.
@@ -23,14 +26,23 @@ pub struct Device {
 pub fn device(root: &Path, name: &str, store: &Path) -> Device {
     let state = root.join(format!("state-{name}"));
     let home = root.join(format!("home-{name}"));
-    let engine = SyncEngine::open(&StoreConfig::new(StoreUrl::LocalDir(store.to_owned())), &UserSecret::from_bytes(SECRET), &state)
-        .expect("open engine");
-    Device { engine, home, state }
+    let engine = SyncEngine::open(
+        &StoreConfig::new(StoreUrl::LocalDir(store.to_owned())),
+        &UserSecret::from_bytes(SECRET),
+        &state,
+    )
+    .expect("open engine");
+    Device {
+        engine,
+        home,
+        state,
+    }
 }
 
 impl Device {
     pub fn sync(&self) -> Result<elastos_cloudsync::SyncReport, elastos_cloudsync::SyncError> {
-        self.engine.sync(&home_ref(), &self.home, &SyncOptions::default())
+        self.engine
+            .sync(&home_ref(), &self.home, &SyncOptions::default())
     }
 }
 
@@ -81,13 +93,24 @@ fn walk(root: &Path, dir: &Path, devices: &BTreeMap<String, String>, out: &mut V
         let meta = std::fs::symlink_metadata(&path).unwrap();
         let mode = meta.permissions().mode() & 0o7777;
         if meta.file_type().is_symlink() {
-            out.push(format!("{rel} -> {}", std::fs::read_link(&path).unwrap().display()));
+            out.push(format!(
+                "{rel} -> {}",
+                std::fs::read_link(&path).unwrap().display()
+            ));
         } else if meta.is_dir() {
-            out.push(if mode == 0o755 { format!("{rel}/") } else { format!("{rel}/ (mode {mode:o})") });
+            out.push(if mode == 0o755 {
+                format!("{rel}/")
+            } else {
+                format!("{rel}/ (mode {mode:o})")
+            });
             walk(root, &path, devices, out);
         } else {
             let content = show_content(&std::fs::read(&path).unwrap());
-            out.push(if mode == 0o644 { format!("{rel} = {content}") } else { format!("{rel} = {content} (mode {mode:o})") });
+            out.push(if mode == 0o644 {
+                format!("{rel} = {content}")
+            } else {
+                format!("{rel} = {content} (mode {mode:o})")
+            });
         }
     }
 }
@@ -124,7 +147,13 @@ pub fn store_objects(store: &Path) -> Vec<(String, Vec<u8>)> {
             if path.is_dir() {
                 stack.push(path);
             } else {
-                out.push((path.strip_prefix(store).unwrap().to_string_lossy().into_owned(), std::fs::read(&path).unwrap()));
+                out.push((
+                    path.strip_prefix(store)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                    std::fs::read(&path).unwrap(),
+                ));
             }
         }
     }
@@ -140,18 +169,31 @@ fn listing_exact(home: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![home.to_owned()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries {
             let path = entry.unwrap().path();
-            let rel = path.strip_prefix(home).unwrap().to_string_lossy().into_owned();
+            let rel = path
+                .strip_prefix(home)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             let meta = std::fs::symlink_metadata(&path).unwrap();
             if meta.file_type().is_symlink() {
-                out.push(format!("L {rel} {}", std::fs::read_link(&path).unwrap().display()));
+                out.push(format!(
+                    "L {rel} {}",
+                    std::fs::read_link(&path).unwrap().display()
+                ));
             } else if meta.is_dir() {
                 out.push(format!("D {rel} {:o}", meta.mode() & 0o7777));
                 stack.push(path);
             } else {
-                out.push(format!("F {rel} {:o} {}", meta.mode() & 0o7777, sha256_hex(&std::fs::read(&path).unwrap())));
+                out.push(format!(
+                    "F {rel} {:o} {}",
+                    meta.mode() & 0o7777,
+                    sha256_hex(&std::fs::read(&path).unwrap())
+                ));
             }
         }
     }
