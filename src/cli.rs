@@ -83,8 +83,12 @@ pub enum Command {
         #[command(flatten)]
         format: FormatArg,
     },
-    /// Show your user ID (the key that signs your ownership ledger; made on first use).
+    /// Show your user ID (the key that signs your ownership ledger and encrypts your cloud
+    /// disk; made on first use), or move it to another machine (export, import).
+    #[command(args_conflicts_with_subcommands = true)]
     Id {
+        #[command(subcommand)]
+        command: Option<IdCommand>,
         #[command(flatten)]
         format: FormatArg,
     },
@@ -110,6 +114,125 @@ pub enum Command {
         #[command(flatten)]
         format: FormatArg,
     },
+    /// Your end-to-end encrypted cloud disk, of which every app's home is a cache: where it
+    /// is, what it holds, earlier versions of files.
+    #[command(subcommand)]
+    Cloud(CloudCommand),
+    /// Sync apps' homes with your cloud disk now, or show how far each is.
+    #[command(subcommand)]
+    Sync(SyncCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CloudCommand {
+    /// Choose the store of your cloud disk.
+    ///
+    /// DIR or file://DIR (a local directory, e.g. a mounted drive), s3://BUCKET/PREFIX (S3-compatible; credentials from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY, else --credentials FILE, else AWS_SHARED_CREDENTIALS_FILE), or
+    /// webdav+http(s)://HOST/PATH. Without it, a directory under the state dir stands in.
+    Set {
+        /// The store.
+        url: String,
+        /// S3 only: the endpoint of an S3-compatible server (default: AWS).
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
+        /// S3 only: a file of credentials (mode 0600; `aws_access_key_id=...`,
+        /// `aws_secret_access_key=...`, `region=...` lines), used when AWS_ACCESS_KEY_ID is not
+        /// set.
+        #[arg(long, value_name = "FILE")]
+        credentials: Option<PathBuf>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Show the store, and per app: pending changes, last sync, conflicts, bytes.
+    Status {
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// List the versions of a file the cloud disk keeps, newest first (deletions included, for
+    /// the retention period).
+    Versions {
+        /// The app: its id, or its name when no other app has it.
+        app: String,
+        /// The file, relative to the app's home.
+        path: String,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Bring back an app's home, or one PATH of it, as it was at a time.
+    ///
+    /// The default time is now: the newest version, deleted files included. The home is synced
+    /// first, so a local version that is replaced stays among the versions; files created after
+    /// the time are kept.
+    Restore {
+        /// The app: its id, or its name when no other app has it.
+        app: String,
+        /// A file or directory, relative to the app's home (default: all of it).
+        path: Option<String>,
+        /// The time, RFC 3339 (e.g. 2026-12-02T15:00:00Z).
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// Sync now, both ways: one app, or every app whose home syncs.
+    Now {
+        /// The app: its id, or its name when no other app has it (default: all).
+        app: Option<String>,
+        /// Go on with a sync that would delete more than half of an app's files (it stops
+        /// without this and says so).
+        #[arg(long, alias = "confirm-delete")]
+        confirm_mass_delete: bool,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Per app: pending changes up and down, last sync, conflicts, bytes.
+    Status {
+        #[command(flatten)]
+        format: FormatArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IdCommand {
+    /// Write your user key to FILE sealed with a passphrase (Argon2id, then
+    /// XChaCha20-Poly1305), to import it on your other machines.
+    Export {
+        /// The file to write (refused if it exists).
+        file: PathBuf,
+        #[command(flatten)]
+        passphrase: PassphraseArg,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Make the user key sealed in FILE (by `elastos id export`) this machine's user key. A
+    /// wrong passphrase changes nothing.
+    Import {
+        /// The export.
+        file: PathBuf,
+        #[command(flatten)]
+        passphrase: PassphraseArg,
+        /// Replace a different user key already here. The old key is kept beside it as
+        /// `user.key.replaced-<unix time>`; the ledger is re-signed by the new key (its records
+        /// are kept, the old ledger is kept as `ledger.replaced-<unix time>`).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+}
+
+/// Where the passphrase of `id export|import` comes from: the file, else `ELASTOS_PASSPHRASE`,
+/// else a prompt on the terminal (without echo).
+#[derive(Debug, Args)]
+pub struct PassphraseArg {
+    /// Read the passphrase from the first line of FILE instead of prompting.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -18,6 +18,7 @@ use elastos_loader::{BlockedSignals, FirstEvent, LaunchError};
 use serde::Serialize;
 
 use crate::broker_cmd;
+use crate::cloud_cmd;
 use crate::identity_cmd;
 use crate::ops_cmd;
 
@@ -112,10 +113,19 @@ pub fn try_main(cli: Cli) -> Result<u8, Failure> {
                 .map_err(Failure::from)
         }
         Command::Run(args) => run(args),
-        Command::Id { format } => identity_cmd::id(format.format).map_err(Failure::from),
+        Command::Id {
+            command: None,
+            format,
+        } => identity_cmd::id(format.format).map_err(Failure::from),
+        Command::Id {
+            command: Some(command),
+            ..
+        } => identity_cmd::id_move(command).map_err(Failure::from),
         Command::Ledger(command) => identity_cmd::ledger(command).map_err(Failure::from),
         Command::Trust(command) => identity_cmd::trust(command).map_err(Failure::from),
         Command::Config(command) => identity_cmd::config(command).map_err(Failure::from),
+        Command::Cloud(command) => cloud_cmd::cloud(command).map_err(Failure::from),
+        Command::Sync(command) => cloud_cmd::sync(command).map_err(Failure::from),
         Command::Bundle(command) => bundle(command),
         Command::Key(command) => key(command).map_err(Failure::from),
         Command::Policy(PolicyCommand::Show {
@@ -155,6 +165,7 @@ impl VerifySpinner<'_> {
                     bar.finish_and_clear();
                 }
             }
+            StartPhase::Ready(_) => {}
         }
     }
 }
@@ -189,9 +200,22 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         bundle: &args.bundle,
         bar: None,
     };
+    // Whether a broker daemon runs, asked once the app is admitted; without one, this process
+    // syncs the app's home (the daemon does it otherwise).
+    let mut daemon = None;
+    let mut home_sync = None;
     // Before any other thread exists (the embedded broker's starts only once the app speaks),
     // so the jail is cloned from a single-threaded process.
-    let started = apps::start_app(&request, &mut |phase| spinner.observe(phase))?;
+    let started = apps::start_app(&request, &mut |phase| {
+        spinner.observe(phase);
+        if let StartPhase::Ready(prepared) = phase {
+            let link = BrokerLink::daemon(&state);
+            if link.is_none() {
+                home_sync = cloud_cmd::RunSync::before_run(&state, prepared);
+            }
+            daemon = Some(link);
+        }
+    })?;
     let (jail, identity, broker_end) = (started.jail, started.identity, started.broker_end);
     let facts = jail.facts();
     tracing::info!(
@@ -206,7 +230,7 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
     // The command line is done with: the launcher waits with as little memory as it can.
     drop(args);
     elastos_loader::release_free_heap();
-    let exit = match BrokerLink::daemon(&state) {
+    let exit = match daemon.flatten() {
         // The daemon lists the app from its start (`elastos ps`).
         Some(daemon) => {
             daemon.attach(broker_end, identity, &jail.handle(), pid)?;
@@ -233,6 +257,9 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         },
     };
     tracing::debug!(?exit, "app ended");
+    if let Some(home_sync) = home_sync {
+        home_sync.after_run();
+    }
     Ok(u8::try_from(exit.code()).unwrap_or(exit::ELASTOS_FAILED))
 }
 
@@ -470,24 +497,32 @@ fn key(command: KeyCommand) -> Result<u8> {
 fn policy_show(bundle: &Path, args: Vec<String>, format: Format) -> Result<u8> {
     let state = StateDirs::from_env()?;
     // Check only: inspecting a bundle's jail must not bind its app id to its publisher.
-    let plan = apps::prepare(
+    let prepared = apps::prepare(
         bundle,
         &args,
         &state.apps,
         &apps::host_env(),
         Admission::CheckOnly,
-    )?
-    .plan;
+    )?;
+    let (plan, home_sync) = (prepared.plan, prepared.manifest.home_sync());
     let publishers = identity_cmd::policy_name(TrustList::load(&state.apps.trust)?.policy);
     match format {
         Format::Json => {
             let mut value = serde_json::to_value(&plan).context("encoding JSON output")?;
             value["publishers"] = publishers.into();
+            value["home_sync"] = home_sync.into();
             print_json(&value)?
         }
         Format::Text => {
             print!("{}", plan.render_text());
             println!("publishers: {publishers} (elastos config set policy.publishers)");
+            if home_sync {
+                println!("home sync:  on: the home is a cache of your encrypted cloud disk (elastos cloud status)");
+            } else {
+                println!(
+                    "home sync:  off ([home] sync = false): the home stays on this machine only"
+                );
+            }
         }
     }
     Ok(0)

@@ -7,12 +7,16 @@ use anyhow::{bail, Context, Result};
 use elastos_bundle::{InspectReport, PublisherKey};
 use elastos_host::ownership;
 use elastos_host::paths::StateDirs;
+use elastos_identity::fsutil::Replace;
 use elastos_identity::{
-    Claim, Ledger, Ownership, OwnershipError, Policy, PublisherId, Record, TrustList, UserKey,
+    Claim, Ledger, Ownership, OwnershipError, Policy, PublisherId, Record, TrustList, UserId,
+    UserKey, DEFAULT_KDF,
 };
 use serde::Serialize;
 
-use crate::cli::{ConfigCommand, ConfigKey, Format, LedgerCommand, TrustCommand};
+use crate::cli::{
+    ConfigCommand, ConfigKey, Format, IdCommand, LedgerCommand, PassphraseArg, TrustCommand,
+};
 use crate::commands::print_json;
 use crate::exit;
 
@@ -47,6 +51,248 @@ pub fn id(format: Format) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// The environment variable a passphrase is read from when no `--passphrase-file` is given.
+const PASSPHRASE_ENV: &str = "ELASTOS_PASSPHRASE";
+
+/// The passphrase of `id export|import`: `--passphrase-file` (its first line), else
+/// `ELASTOS_PASSPHRASE`, else a prompt on the terminal without echo (twice when `confirm`).
+fn passphrase(source: &PassphraseArg, what: &str, confirm: bool) -> Result<String> {
+    if let Some(file) = &source.passphrase_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the passphrase file {}", file.display()))?;
+        let line = text.lines().next().unwrap_or_default();
+        if line.is_empty() {
+            bail!(
+                "the passphrase file {} has an empty first line; expected the passphrase on it",
+                file.display()
+            );
+        }
+        return Ok(line.to_owned());
+    }
+    if let Some(value) = std::env::var_os(PASSPHRASE_ENV) {
+        let value = value
+            .into_string()
+            .map_err(|_| anyhow::anyhow!("{PASSPHRASE_ENV} is not valid UTF-8"))?;
+        if value.is_empty() {
+            bail!("{PASSPHRASE_ENV} is set but empty; expected the passphrase");
+        }
+        return Ok(value);
+    }
+    let prompt = |text: &str| {
+        rpassword::prompt_password(text).with_context(|| {
+            format!(
+                "no passphrase: cannot prompt on a terminal; expected --passphrase-file FILE or \
+                 {PASSPHRASE_ENV}"
+            )
+        })
+    };
+    let first = prompt(&format!("Passphrase {what}: "))?;
+    if first.is_empty() {
+        bail!("the passphrase is empty; expected at least one character");
+    }
+    if confirm && prompt("Same passphrase again: ")? != first {
+        bail!("the two passphrases differ; nothing was written");
+    }
+    Ok(first)
+}
+
+/// `elastos id export|import`.
+pub fn id_move(command: IdCommand) -> Result<u8> {
+    let state = StateDirs::from_env()?;
+    match command {
+        IdCommand::Export {
+            file,
+            passphrase: source,
+            format,
+        } => {
+            let (key, _) = UserKey::load_or_create(&state.apps.user_keys)?;
+            let secret = passphrase(&source, "to seal your user key with", true)?;
+            let sealed = key.seal_with_passphrase(secret.as_bytes(), DEFAULT_KDF)?;
+            elastos_identity::fsutil::write_atomically(&file, &sealed, 0o600, Replace::No)
+                .with_context(|| {
+                    format!(
+                        "cannot write {} (an existing file is never replaced)",
+                        file.display()
+                    )
+                })?;
+            #[derive(Serialize)]
+            struct Exported {
+                user: UserId,
+                file: PathBuf,
+            }
+            let report = Exported {
+                user: key.user_id(),
+                file,
+            };
+            match format.format {
+                Format::Json => print_json(&report)?,
+                Format::Text => println!(
+                    "exported user {} to {}; import it on another machine with `elastos id \
+                     import {}`",
+                    report.user,
+                    report.file.display(),
+                    report.file.display()
+                ),
+            }
+            Ok(0)
+        }
+        IdCommand::Import {
+            file,
+            passphrase: source,
+            force,
+            format,
+        } => {
+            let bytes = UserKey::read_export(&file)?;
+            let incoming = UserKey::exported_user(&bytes)
+                .with_context(|| format!("cannot import {}", file.display()))?;
+            // Refused before the passphrase is asked for: the file names its user in clear.
+            if let Some(existing) = existing_user_key(&state)? {
+                if existing.user_id() != incoming && !force {
+                    return Err(replacing_refused(existing.user_id(), incoming));
+                }
+            }
+            let secret = passphrase(&source, &format!("of {}", file.display()), false)?;
+            let key =
+                UserKey::open_with_passphrase(&bytes, secret.as_bytes()).with_context(|| {
+                    format!("cannot import {}; nothing was changed", file.display())
+                })?;
+            let report = install_user_key(&state, key, force)?;
+            match format.format {
+                Format::Json => print_json(&report)?,
+                Format::Text => {
+                    match &report.replaced {
+                        None if !report.changed => {
+                            println!("user {incoming} is already this machine's user key")
+                        }
+                        None => println!("imported user {incoming}"),
+                        Some(old) => println!("imported user {incoming}, replacing {old}"),
+                    }
+                    if let Some(kept) = &report.old_key_kept_at {
+                        println!("old key:    {}", kept.display());
+                    }
+                    if let Some(kept) = &report.old_ledger_kept_at {
+                        println!(
+                            "old ledger: {} ({} records re-signed by the new key)",
+                            kept.display(),
+                            report.ledger_records
+                        );
+                    }
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// What `elastos id import` did.
+#[derive(Serialize)]
+struct Imported {
+    user: UserId,
+    /// Whether the key file changed (false: the same key was already here).
+    changed: bool,
+    /// The different user key it replaced (`--force`).
+    replaced: Option<UserId>,
+    old_key_kept_at: Option<PathBuf>,
+    old_ledger_kept_at: Option<PathBuf>,
+    /// Records in the ledger afterwards.
+    ledger_records: u64,
+}
+
+/// This machine's user key, if it has one.
+fn existing_user_key(state: &StateDirs) -> Result<Option<UserKey>> {
+    match UserKey::load(&state.user_key()) {
+        Ok(existing) => Ok(Some(existing)),
+        Err(elastos_identity::KeyError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(None)
+        }
+        Err(error) => Err(anyhow::Error::from(error)
+            .context("cannot read this machine's user key; nothing was changed")),
+    }
+}
+
+/// The refusal to replace user key `existing` by `incoming` without `--force`.
+fn replacing_refused(existing: UserId, incoming: UserId) -> anyhow::Error {
+    anyhow::anyhow!(
+        "this machine already has user key {existing}, and the export holds {incoming}: \
+         importing would replace it (your ledger would be re-signed by the new key, and whatever \
+         the old key encrypted on your cloud disk would stay readable only with it). Nothing was \
+         changed; to replace it, run again with --force (the old key and ledger are kept beside \
+         the new ones)"
+    )
+}
+
+/// Makes `key` this machine's user key. Over a different key only with `force`: the old key and
+/// ledger are moved aside (never deleted) and the old ledger's records are imported into a new
+/// ledger signed by the new key, so every app id keeps its owner. The old ledger is exported
+/// before anything moves, so a failure there changes nothing.
+fn install_user_key(state: &StateDirs, key: UserKey, force: bool) -> Result<Imported> {
+    let dir = &state.apps.user_keys;
+    let path = state.user_key();
+    let existing = existing_user_key(state)?;
+    let mut report = Imported {
+        user: key.user_id(),
+        changed: true,
+        replaced: None,
+        old_key_kept_at: None,
+        old_ledger_kept_at: None,
+        ledger_records: 0,
+    };
+    let Some(existing) = existing else {
+        key.save(dir, Replace::No)?;
+        if Ledger::exists(&state.apps.ledger) {
+            // A ledger without its key: it cannot be re-signed; `ledger verify` tells the rest.
+            tracing::warn!(ledger = %state.apps.ledger.display(), "a ledger exists but its user key was missing");
+        }
+        return Ok(report);
+    };
+    if existing.user_id() == key.user_id() {
+        report.changed = false;
+        return Ok(report);
+    }
+    if !force {
+        return Err(replacing_refused(existing.user_id(), key.user_id()));
+    }
+    let time = now();
+    report.replaced = Some(existing.user_id());
+    let ledger_dir = &state.apps.ledger;
+    let pending_export = ledger_dir.with_file_name(format!("ledger.rekey-{time}.json"));
+    let had_ledger = Ledger::exists(ledger_dir);
+    if had_ledger {
+        let mut old = Ledger::open(ledger_dir, UserKey::from_secret_seed(existing.export_secret_seed()))
+            .context("cannot open the ledger with the old user key to carry its records over; nothing was changed")?;
+        old.export(&pending_export)
+            .context("cannot export the old ledger; nothing was changed")?;
+    }
+    let kept_key = path.with_file_name(format!("{}.replaced-{time}", UserKey::FILE_NAME));
+    std::fs::rename(&path, &kept_key)
+        .with_context(|| format!("cannot move the old key to {}", kept_key.display()))?;
+    report.old_key_kept_at = Some(kept_key);
+    key.save(dir, Replace::No)?;
+    if had_ledger {
+        let kept_ledger = ledger_dir.with_file_name(format!("ledger.replaced-{time}"));
+        std::fs::rename(ledger_dir, &kept_ledger)
+            .with_context(|| format!("cannot move the old ledger to {}", kept_ledger.display()))?;
+        report.old_ledger_kept_at = Some(kept_ledger.clone());
+        let mut ledger = Ledger::create(
+            ledger_dir,
+            UserKey::from_secret_seed(key.export_secret_seed()),
+        )?;
+        ledger.import(&pending_export).with_context(|| {
+            format!(
+                "cannot carry the old ledger's records over to the new key; the old ledger is \
+                 at {} and its export at {}",
+                kept_ledger.display(),
+                pending_export.display()
+            )
+        })?;
+        report.ledger_records = ledger.size();
+        let _ = std::fs::remove_file(&pending_export);
+    }
+    Ok(report)
 }
 
 #[derive(Serialize)]

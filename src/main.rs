@@ -6,6 +6,7 @@
 
 mod broker_cmd;
 mod cli;
+mod cloud_cmd;
 mod commands;
 mod identity_cmd;
 mod ops_cmd;

@@ -177,6 +177,11 @@ pub struct PreparedApp {
     pub digest: String,
     /// The services of its manifest it owns: what its broker identity lets it register.
     pub provides: Vec<Uuid>,
+    /// The publisher that owns its app id, by which its home is keyed (the signer, or a key the
+    /// signer rotated away from).
+    pub home_owner: [u8; 32],
+    /// Its home on the host ([`ownership::home_dir`]).
+    pub home: PathBuf,
     /// The jail.
     pub plan: JailPlan,
 }
@@ -257,6 +262,8 @@ pub fn prepare(
         publisher: *verified.publisher().as_bytes(),
         digest: verified.digest().to_string(),
         provides: admitted.provides,
+        home_owner: *admitted.home_owner.as_bytes(),
+        home,
         plan,
     })
 }
@@ -359,13 +366,16 @@ pub enum CeilingsSource {
     Parse(#[from] CeilingsError),
 }
 
-/// What [`start_app`] is doing, for a caller that shows progress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartPhase {
+/// What [`start_app`] is doing, for a caller that shows progress or prepares the home.
+#[derive(Debug, Clone, Copy)]
+pub enum StartPhase<'a> {
     /// Verifying (and, the first time, unpacking) the bundle: long for a large bundle.
     Verifying,
-    /// Done with the bundle; the jail is being built.
+    /// Done with the bundle (successfully or not).
     Verified,
+    /// The app is admitted and its home exists; its entry starts when the observer returns
+    /// (`elastos run` brings a synced home up to date here).
+    Ready(&'a PreparedApp),
 }
 
 /// What to start.
@@ -408,7 +418,7 @@ pub struct StartedApp {
 /// can (see [`elastos_loader::spawn`]): the app dies with that thread.
 pub fn start_app(
     request: &StartRequest<'_>,
-    observe: &mut dyn FnMut(StartPhase),
+    observe: &mut dyn FnMut(StartPhase<'_>),
 ) -> Result<StartedApp, AppError> {
     let pending = {
         // No cache file is open for writing while the jail's first process is cloned (it
@@ -432,6 +442,7 @@ pub fn start_app(
     );
     observe(StartPhase::Verified);
     let prepared = prepared?;
+    observe(StartPhase::Ready(&prepared));
     let (jail, broker_end) = pending.start(&prepared.plan)?;
     Ok(StartedApp {
         jail,

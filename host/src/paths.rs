@@ -16,6 +16,12 @@ pub struct StateDirs {
     pub broker_db: PathBuf,
     /// The broker daemon's control socket.
     pub control_socket: PathBuf,
+    /// The cloud disk's settings (`elastos cloud set`): `$ELASTOS_HOME/cloud.toml`, else
+    /// `$XDG_CONFIG_HOME/elastos/cloud.toml`.
+    pub cloud_config: PathBuf,
+    /// The cloud disk's local state (sync index, and the default store standing in for the
+    /// cloud disk): `$ELASTOS_HOME/cloud`, else `$XDG_DATA_HOME/elastos/cloud`.
+    pub cloud: PathBuf,
 }
 
 impl StateDirs {
@@ -41,6 +47,8 @@ impl StateDirs {
                 },
                 broker_db: root.join("broker.db"),
                 control_socket: root.join("run/broker.sock"),
+                cloud_config: root.join("cloud.toml"),
+                cloud: root.join("cloud"),
             });
         }
         let xdg = |var: &str, fallback: &str| -> Result<PathBuf, PathsError> {
@@ -71,6 +79,8 @@ impl StateDirs {
             },
             broker_db: data.join("broker.db"),
             control_socket: runtime_dir()?.join("broker.sock"),
+            cloud_config: config.join("cloud.toml"),
+            cloud: data.join("cloud"),
         })
     }
 

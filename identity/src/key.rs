@@ -203,6 +203,20 @@ impl UserKey {
         }
     }
 
+    /// Writes this key as `dir/user.key` (mode 0600; `dir` made 0700), atomically: a reader
+    /// sees the old key or the new one. With [`Replace::No`] an existing key file is kept and
+    /// the error is `AlreadyExists`.
+    pub fn save(&self, dir: &Path, replace: Replace) -> Result<(), KeyError> {
+        let path = dir.join(Self::FILE_NAME);
+        let io_error = |source| KeyError::Io {
+            path: path.clone(),
+            source,
+        };
+        create_private_dir(dir).map_err(io_error)?;
+        let text = key_file_text(USER_KEY_TAG, &self.signing.to_bytes());
+        write_atomically(&path, text.as_bytes(), 0o600, replace).map_err(io_error)
+    }
+
     /// Loads a key file written by [`UserKey::load_or_create`].
     pub fn load(path: &Path) -> Result<UserKey, KeyError> {
         let seed = read_key_file(path, USER_KEY_TAG).map_err(|error| match error {

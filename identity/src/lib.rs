@@ -48,13 +48,16 @@
 //!   absence ([`Ledger::open_for_run`], [`OwnershipError::LedgerMissing`]).
 //! - No trusted time: record times are the signer's word. Bundles carry no signing time yet, so
 //!   a revoked or rotated-away key is refused for all bundles when no time is given.
-//! - No key export/import with a passphrase. The CLI and the wiring into `run`, `install` and
-//!   activation live in the callers (`elastos-host`'s `ownership` module, `elastos`).
+//! - The user key moves between machines only sealed with a passphrase
+//!   ([`UserKey::seal_with_passphrase`]: Argon2id, then XChaCha20-Poly1305). The CLI and the
+//!   wiring into `run`, `install` and activation live in the callers (`elastos-host`'s
+//!   `ownership` module, `elastos`).
 //! - No publisher key handling beyond verifying its records: publisher secrets stay in the
 //!   bundle crate's key files; rotation and revocation take any [`RecordSigner`].
 
 #![forbid(unsafe_code)]
 
+mod export;
 pub mod fsutil;
 mod head;
 mod index;
@@ -68,6 +71,7 @@ mod trust;
 #[cfg(test)]
 mod format_tests;
 
+pub use export::{ExportError, KdfParams, DEFAULT_KDF, KEY_EXPORT_FORMAT};
 pub use head::{ConsistencyProof, InclusionProof, ProofError, SignedTreeHead, TREE_HEAD_DOMAIN};
 pub use key::{KeyError, PublisherId, RecordSigner, UserId, UserKey};
 pub use ledger::{

