@@ -318,6 +318,7 @@ pub fn launch_options(
         loader,
         allow_without_kernel_sandbox,
         no_cgroup,
+        attached: true,
     })
 }
 

@@ -30,6 +30,7 @@ mod error;
 mod identity;
 mod input;
 mod spawn;
+mod stdio;
 mod supervise;
 // The one module with `unsafe`: clone() and the raw syscalls of the pre-exec child, pidfd
 // signals, fcntl. Each block says why it is sound.

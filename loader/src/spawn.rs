@@ -38,6 +38,7 @@ use crate::cgroup::{AppCgroup, LimitMechanism};
 use crate::error::LaunchError;
 use crate::identity::HostIdentity;
 use crate::input::{loader_input, resolve_mounts, MAX_MOUNT_SOURCES};
+use crate::stdio::{self, Relay};
 use crate::supervise::{BlockedSignals, JailFacts, JailHandle, RunningJail};
 use crate::sys::{self, ChildSetup, ChildStep, CHILD_FAILURE_MAGIC};
 
@@ -50,6 +51,11 @@ pub struct LaunchOptions {
     pub allow_without_kernel_sandbox: bool,
     /// Never use a cgroup (rlimits only).
     pub no_cgroup: bool,
+    /// The app is the one the user runs (`elastos run`): it reads the launcher's stdin and gets a
+    /// terminal of its own where the launcher's stdio is one. Otherwise (a service started on
+    /// demand) its stdin is empty and its stdout and stderr are pipes. Either way the app never
+    /// holds the launcher's own fds (see `stdio`).
+    pub attached: bool,
 }
 
 /// As root, the home belongs to the app's own uid (it was created by root).
@@ -86,6 +92,7 @@ struct Pending {
     sources_write: OwnedFd,
     input_write: OwnedFd,
     report_read: OwnedFd,
+    relay: Relay,
     signals: BlockedSignals,
 }
 
@@ -120,7 +127,14 @@ pub fn spawn(ipc: OwnedFd, options: &LaunchOptions) -> Result<PendingJail, Launc
     // for an RCU grace period when the process has threads (the embedded broker), ~8 ms here.
     let floor = fds::FIRST_SOURCE + MAX_MOUNT_SOURCES as RawFd;
     let above = |fd: &OwnedFd| sys::dup_above(fd.as_raw_fd(), floor).map_err(LaunchError::Fds);
+    // The app's stdio replaces the launcher's own at 0, 1 and 2 (which the child closes only by
+    // placing these there): pipes or a pty of ours, never a host file.
+    let (app_stdio, relay) = stdio::connect(options.attached)?;
+    let [app_stdin, app_stdout, app_stderr] = &app_stdio;
     let handed: Vec<(OwnedFd, RawFd)> = vec![
+        (above(app_stdin)?, 0),
+        (above(app_stdout)?, 1),
+        (above(app_stderr)?, 2),
         (above(&ipc)?, fds::IPC),
         (above(&input_read)?, fds::INPUT),
         (above(&report_write)?, fds::REPORT),
@@ -130,7 +144,7 @@ pub fn spawn(ipc: OwnedFd, options: &LaunchOptions) -> Result<PendingJail, Launc
         above(&sources_read)?,
         above(&loader.into())?,
     );
-    drop((ipc, input_read));
+    drop((ipc, input_read, app_stdio));
 
     let mut setup = ChildSetup::new(
         sync_read.as_raw_fd(),
@@ -162,6 +176,7 @@ pub fn spawn(ipc: OwnedFd, options: &LaunchOptions) -> Result<PendingJail, Launc
         sources_write,
         input_write,
         report_read,
+        relay,
         signals,
     })))
 }
@@ -178,6 +193,7 @@ impl PendingJail {
             sources_write,
             input_write,
             report_read,
+            relay,
             signals,
         } = self.0.take().expect("a PendingJail is started once");
         // From here on the process belongs to `jail`, whose Drop kills and reaps it.
@@ -193,6 +209,7 @@ impl PendingJail {
             },
             handle,
             cgroup,
+            relay,
             signals,
         );
         prepare_home(plan, &identity)?;

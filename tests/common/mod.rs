@@ -260,6 +260,8 @@ pub struct Invocation<'a> {
     env: Vec<(OsString, OsString)>,
     stdin: Option<Vec<u8>>,
     extra_fd: Option<PathBuf>,
+    stdout_file: Option<std::fs::File>,
+    terminal: Option<std::os::fd::OwnedFd>,
 }
 
 impl<'a> Invocation<'a> {
@@ -278,6 +280,8 @@ impl<'a> Invocation<'a> {
             ],
             stdin: None,
             extra_fd: None,
+            stdout_file: None,
+            terminal: None,
         }
     }
 
@@ -309,10 +313,27 @@ impl<'a> Invocation<'a> {
         self
     }
 
+    /// The command's stdout is `file` (an open file description the caller may share).
+    pub fn stdout_to(&mut self, file: &std::fs::File) -> &mut Self {
+        self.stdout_file = Some(file.try_clone().expect("dup the stdout file"));
+        self
+    }
+
+    /// The command runs in a session of its own whose controlling terminal is the pty `slave`
+    /// (`setsid -c`), its stdin, stdout and stderr: as in a user's terminal. Its output is then
+    /// on the pty's master, not in [`Output`].
+    pub fn terminal(&mut self, slave: &std::os::fd::OwnedFd) -> &mut Self {
+        self.terminal = Some(slave.try_clone().expect("dup the pty slave"));
+        self
+    }
+
     /// The full command: `sh` opening the extra fd (as root, so the fd is one the user could
     /// not open itself), then `setpriv` to the user, then the program.
     fn command(&self) -> Command {
         let mut words: Vec<OsString> = Vec::new();
+        if self.terminal.is_some() {
+            words.extend(["setsid".into(), "-c".into()]);
+        }
         if let Some(file) = &self.extra_fd {
             words.extend([
                 "sh".into(),
@@ -351,6 +372,13 @@ impl<'a> Invocation<'a> {
             Stdio::null()
         });
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        if let Some(file) = &self.stdout_file {
+            command.stdout(file.try_clone().expect("dup the stdout file"));
+        }
+        if let Some(slave) = &self.terminal {
+            let slave = || slave.try_clone().expect("dup the pty slave");
+            command.stdin(slave()).stdout(slave()).stderr(slave());
+        }
         let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.describe()));
@@ -361,8 +389,8 @@ impl<'a> Invocation<'a> {
                 bytes
             })
         };
-        let stdout = collect(Box::new(child.stdout.take().expect("piped")));
-        let stderr = collect(Box::new(child.stderr.take().expect("piped")));
+        let stdout = child.stdout.take().map(|p| collect(Box::new(p)));
+        let stderr = child.stderr.take().map(|p| collect(Box::new(p)));
         let stdin = child
             .stdin
             .take()
@@ -375,8 +403,8 @@ impl<'a> Invocation<'a> {
             });
         Running {
             child: Some(child),
-            stdout: Some(stdout),
-            stderr: Some(stderr),
+            stdout,
+            stderr,
             stdin,
             what: self.describe(),
         }

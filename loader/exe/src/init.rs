@@ -114,8 +114,27 @@ pub fn run(input: &LoaderInput, report: i32) -> i32 {
     }
 }
 
+/// The app leads a session of its own whose controlling terminal is its stdio's terminal, if it
+/// has one: the pseudo-terminal the launcher made for it (it never gets the user's own, see the
+/// launcher's `stdio`). The terminal's signals (Ctrl-C, Ctrl-\) then reach the app's process
+/// group and not init, which would relay them a second time; and that group is orphaned (its
+/// parent, init, is in another session), so the kernel ignores Ctrl-Z, which would stop the app
+/// where no shell can continue it. Without a terminal the session is merely the app's own.
+fn take_terminal() {
+    // The app (pid 2) is not a process group leader, so setsid cannot fail.
+    if sys::setsid().is_err() {
+        return;
+    }
+    for fd in 0..=2 {
+        if sys::take_controlling_terminal(fd).is_ok() {
+            return;
+        }
+    }
+}
+
 /// The app's side: its own steps, then exec. Returns only on failure, with exec's errno.
 fn start_app(input: &LoaderInput, status: i32) -> Result<sys::Errno, JailError> {
+    take_terminal();
     jail::apply_rlimits(input)?;
     jail::enter_app_user_namespace(input)?;
     let dropped = jail::drop_privileges()?;

@@ -96,6 +96,8 @@ fn dispatch(args: &[String]) -> modes::ModeResult {
         "args" => modes::args(rest),
         "thread-bomb" => modes::thread_bomb(rest),
         "mem-bomb" => modes::mem_bomb(rest),
+        "stdio-host" => modes::stdio_host(),
+        "tty" => modes::tty(),
         other => Err(format!("unknown mode {other:?}")),
     }
 }
