@@ -703,3 +703,104 @@ pub fn parse_probe_lines(stdout: &str) -> Vec<ProbeResult> {
         })
         .collect()
 }
+
+/// A pseudo-terminal the test opens, standing for a user's terminal: the command under test gets
+/// its slave ([`Invocation::terminal`]); the test reads what it shows and types on the master.
+pub struct Pty {
+    master: std::fs::File,
+    pub slave: std::os::fd::OwnedFd,
+    shown: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Pty {
+    /// A new pty of `rows` x `cols`, its slave owned by `user` (a user owns the terminal they
+    /// log in on).
+    pub fn open(user: User, rows: u16, cols: u16) -> Pty {
+        let size = nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
+        let path = std::fs::read_link(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&pty.slave)
+        ))
+        .expect("the slave's path");
+        let Ids { uid, gid } = user.ids();
+        chown(&path, Some(uid), Some(gid)).expect("chown the pty slave");
+        let master = std::fs::File::from(pty.master);
+        let shown = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut reader = master.try_clone().expect("dup the master");
+        let collected = std::sync::Arc::clone(&shown);
+        // Reads until EIO (no slave fd left open) or the test process ends.
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                collected.lock().unwrap().extend_from_slice(&buffer[..n]);
+            }
+        });
+        Pty {
+            master,
+            slave: pty.slave,
+            shown,
+        }
+    }
+
+    /// Everything shown on the terminal so far.
+    pub fn shown(&self) -> String {
+        String::from_utf8_lossy(&self.shown.lock().unwrap()).into_owned()
+    }
+
+    /// Waits (up to the command timeout) until the terminal has shown `text`; returns all shown.
+    #[track_caller]
+    pub fn wait_for(&self, text: &str) -> String {
+        assert!(
+            eventually(COMMAND_TIMEOUT, || self.shown().contains(text)),
+            "the terminal never showed {text:?}; it showed:\n{}",
+            self.shown()
+        );
+        self.shown()
+    }
+
+    /// Types `bytes` on the terminal.
+    pub fn type_bytes(&self, bytes: &[u8]) {
+        (&self.master).write_all(bytes).expect("write to the pty");
+    }
+
+    /// Resizes the terminal (as a terminal emulator does: SIGWINCH to its foreground group).
+    pub fn resize(&self, rows: u16, cols: u16) {
+        let status = Command::new("stty")
+            .args(["rows", &rows.to_string(), "cols", &cols.to_string()])
+            .stdin(self.slave.try_clone().expect("dup the slave"))
+            .status()
+            .expect("stty runs");
+        assert!(status.success(), "stty failed");
+    }
+
+    /// The terminal's settings (line discipline flags and control characters).
+    pub fn settings(&self) -> String {
+        let settings = nix::sys::termios::tcgetattr(&self.slave).expect("tcgetattr");
+        format!(
+            "{:?} {:?} {:?} {:?} {:?}",
+            settings.input_flags,
+            settings.output_flags,
+            settings.control_flags,
+            settings.local_flags,
+            settings.control_chars
+        )
+    }
+
+    /// The terminal's device number.
+    pub fn rdev(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::File::from(self.slave.try_clone().expect("dup the slave"))
+            .metadata()
+            .expect("fstat the slave")
+            .rdev()
+    }
+}

@@ -98,6 +98,8 @@ fn dispatch(args: &[String]) -> modes::ModeResult {
         "mem-bomb" => modes::mem_bomb(rest),
         "stdio-host" => modes::stdio_host(),
         "tty" => modes::tty(),
+        "split" => modes::split(rest),
+        "close-stdout" => modes::close_stdout(),
         other => Err(format!("unknown mode {other:?}")),
     }
 }

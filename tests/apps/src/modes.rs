@@ -473,3 +473,31 @@ pub fn tty() -> ModeResult {
     }
     Ok(0)
 }
+
+/// `split N`: N lines `out I` on stdout and `err I` on stderr, alternating, each written at
+/// once (no buffering across the two).
+pub fn split(args: &[String]) -> ModeResult {
+    let lines: u64 = number(args, 0, "line count")?;
+    for i in 0..lines {
+        std::io::stdout()
+            .write_all(format!("out {i}\n").as_bytes())
+            .map_err(|e| format!("write stdout: {e}"))?;
+        std::io::stderr()
+            .write_all(format!("err {i}\n").as_bytes())
+            .map_err(|e| format!("write stderr: {e}"))?;
+    }
+    Ok(0)
+}
+
+/// `close-stdout`: `before` on stdout, closes it, then `after` on stderr: the app's end of its
+/// stdout, not the launcher's, is what closes.
+pub fn close_stdout() -> ModeResult {
+    let mut out = std::io::stdout().lock();
+    out.write_all(b"before\n")
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("write stdout: {e}"))?;
+    // SAFETY: closes fd 1; its buffer was flushed and nothing writes to stdout afterwards.
+    unsafe { libc::close(1) };
+    eprintln!("after");
+    Ok(0)
+}
