@@ -322,15 +322,17 @@ crun_net_row() {
     | [($net * 1000), ($net / $m["plain exec"]), ($net / $m["bwrap"])] | @tsv' "$1" |
     awk -F'\t' '{ printf "| crun run, wrapper cost subtracted | %.2f | (derived) | %.1f | %.2f |\n", $1, $2, $3 }'
 }
-# Markdown rows from the throughput JSON: name, median s, GiB/s, x plain exec, x bwrap.
+# Markdown rows from the throughput JSON: name, median s, GiB/s, x plain exec, x bwrap, and the
+# CPU seconds (user + system, mean) of the whole pipeline as hyperfine reports them (the rusage of
+# waited-for descendants), which a loaded machine disturbs less than the wall time.
 throughput_table() {
   jq -r --argjson mib "$STDOUT_MIB" '
     (.results | map({(.command): .median}) | add) as $m
     | .results[]
     | [.command, .median, ($mib / 1024 / .median), (.median / $m["plain exec"]),
-       (.median / $m["bwrap"])]
+       (.median / $m["bwrap"]), (.user + .system)]
     | @tsv' "$1" |
-    awk -F'\t' '{ printf "| %s | %.3f | %.2f | %.2f | %.2f |\n", $1, $2, $3, $4, $5 }'
+    awk -F'\t' '{ printf "| %s | %.3f | %.2f | %.2f | %.2f | %.3f |\n", $1, $2, $3, $4, $5, $6 }'
 }
 mib_per_app() { awk -v kib="$1" -v n="$IDLE_APPS" 'BEGIN { printf "%.2f", kib / n / 1024 }'; }
 
@@ -357,8 +359,8 @@ REPORT=$BENCH_OUT/results.md
   echo "$STDOUT_MIB MiB written to stdout, piped to a consumer, as root" \
     "(\`hyperfine --warmup 1 --runs $THROUGHPUT_RUNS\`; the shell's own cost is in every row):"
   echo
-  echo "| command | median s | GiB/s | x plain exec | x bwrap |"
-  echo "|---|---|---|---|---|"
+  echo "| command | median s | GiB/s | x plain exec | x bwrap | CPU s |"
+  echo "|---|---|---|---|---|---|"
   throughput_table "$BENCH_OUT/stdout-throughput.json"
   echo
   echo "Memory of $IDLE_APPS idle apps (a static binary sleeping), Pss per app, as root:"
