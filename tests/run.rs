@@ -301,8 +301,14 @@ fn interactive_terminal(user: User) {
         before,
         "the launcher did not put the terminal in raw mode"
     );
+    // Ctrl-Z: SIGTSTP, which the kernel ignores for the app's orphaned process group (nothing in
+    // the jail could continue it); the app still answers the resizes that follow (two: the
+    // launcher may pass on the first before the byte).
+    pty.type_bytes(&[0x1a]);
     pty.resize(30, 100);
     pty.wait_for("size=30x100");
+    pty.resize(31, 101);
+    pty.wait_for("size=31x101");
     pty.type_bytes(&[0x03]);
     let out = running.wait();
     out.assert_code(128 + libc::SIGINT);

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! launcher (host)                       child / loader (new user, mount, pid, net, ipc, uts ns)
-//! spawn: pipes, clone(CLONE_NEW*, ----> close every fd it was not given,
+//! spawn: pipes, the app's stdio     ----> close every fd it was not given (the launcher's
+//!        (stdio), clone(CLONE_NEW*,     stdio is replaced by the app's at 0-2),
 //!        CLONE_PIDFD)                   unshare(CLONE_NEWNET), wait on the sync pipe
 //! (elastos run: verify, plan the bundle)
 //! start: write the LoaderInput,
@@ -15,6 +16,7 @@
 //! close the input pipe ----------------> on EOF: joins the cgroup, pivot_root, cgroup
 //!                                        namespace, fork the app
 //! read reports until `ready` <---------- ... exec entry (report pipe closes on exec)
+//! wait: relay stdio, forward signals <--> the app
 //! ```
 //!
 //! The cgroup is made while the loader builds the filesystem (each takes ~0.2-0.4 ms here); the
