@@ -78,10 +78,13 @@ pub fn run(input: &LoaderInput, report: i32) -> i32 {
         return 125;
     };
     sys::close(status_write);
-    // Init needs none of the app's fds (stdio, IPC): holding them would keep pipes open.
-    for fd in 0..=fds::IPC {
-        sys::close(fd);
-    }
+    // Init reads nothing of the app's: its stdin and IPC socket close here (the launcher then
+    // sees the app close them itself). Its stdout and stderr stay open in init until init exits:
+    // the launcher relaying them then sees their EOF together with init's end, and wakes once
+    // when the app ends instead of up to three times (each wake-up of a launcher competing for a
+    // loaded CPU delays the end it waits for).
+    sys::close(0);
+    sys::close(fds::IPC);
     let _ = jail::drop_privileges();
     let _ = sys::prctl(linux_raw_sys::prctl::PR_SET_DUMPABLE, 0);
 
