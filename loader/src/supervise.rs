@@ -101,10 +101,10 @@ pub struct RunningJail {
     signals: BlockedSignals,
 }
 
-/// SIGINT, SIGTERM, SIGHUP, SIGCHLD and SIGWINCH blocked in this thread (so none is lost between clone and
-/// `wait`); unblocked on drop. A multi-threaded supervisor (the embedded broker) takes this
-/// before starting its other threads, which inherit the mask, so that these signals reach only
-/// [`RunningJail::wait`].
+/// SIGINT, SIGTERM, SIGHUP, SIGCHLD and SIGWINCH blocked in this thread (so none is lost between
+/// clone and `wait`); unblocked on drop. A multi-threaded supervisor (the embedded broker) takes
+/// this before starting its other threads, which inherit the mask, so that these signals reach
+/// only [`RunningJail::wait`].
 #[derive(Debug)]
 pub struct BlockedSignals(SigSet);
 
