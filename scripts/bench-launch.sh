@@ -15,9 +15,14 @@
 # 4. Idle memory: starts IDLE_APPS sleeping apps under elastos (and under bwrap, for comparison)
 #    and sums the proportional set size (Pss, /proc/PID/smaps_rollup) of each launcher and of its
 #    jailed processes.
+# 5. Stdout throughput, as root: the test binary writes STDOUT_MIB MiB (1 GiB) to its stdout, piped
+#    to a consumer (the same binary reading to EOF). Plain exec, `elastos run` (the app's stdout is
+#    a pipe of the launcher's, which splices it to its own stdout) and bwrap (the app writes to the
+#    host pipe directly), side by side in one hyperfine run of THROUGHPUT_RUNS runs.
 #
 # Prints a markdown report and keeps it, with hyperfine's JSON, in $BENCH_OUT.
-# Environment: RUNS (default 100), WARMUP (5), IDLE_APPS (10), CARGO_TARGET_DIR (repo's target/),
+# Environment: RUNS (default 100), WARMUP (5), IDLE_APPS (10), STDOUT_MIB (1024), THROUGHPUT_RUNS
+# (10), CARGO_TARGET_DIR (repo's target/),
 # BENCH_OUT ($CARGO_TARGET_DIR/bench), OLD_BIN (a directory with the `elastos` and
 # `elastos-loader` of another build, e.g. the last release: measured in the same runs, as
 # "elastos run (old)", so that a change is compared with what it replaces on the same machine).
@@ -26,6 +31,8 @@ set -euo pipefail
 RUNS=${RUNS:-100}
 WARMUP=${WARMUP:-5}
 IDLE_APPS=${IDLE_APPS:-10}
+STDOUT_MIB=${STDOUT_MIB:-1024}
+THROUGHPUT_RUNS=${THROUGHPUT_RUNS:-10}
 TEST_USER="elastos-test"
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
@@ -103,10 +110,16 @@ say "building the static test binary and its bundles in $WORK"
 mkdir -p "$WORK/app" "$WORK/bundle-src/bin" "$WORK/oci/rootfs" "$WORK/home-root" "$WORK/user/home"
 cat >"$WORK/true.c" <<'EOF'
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
-/* No argument: exit 0 at once. "pause": sleep until killed (exit 3 if sleeping is refused). */
+static char buffer[1 << 20];
+
+/* No argument: exit 0 at once. "pause": sleep until killed (exit 3 if sleeping is refused).
+   "write N": N MiB of 'x' to stdout, then exit 0 (4 on a failed write). "sink": read stdin to EOF
+   (exit 5 on a failed read). */
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "pause") == 0) {
         struct timespec hour = {3600, 0};
@@ -114,6 +127,24 @@ int main(int argc, char **argv) {
             if (nanosleep(&hour, NULL) != 0 && errno != EINTR)
                 return 3;
     }
+    if (argc > 2 && strcmp(argv[1], "write") == 0) {
+        memset(buffer, 'x', sizeof buffer);
+        for (long mib = atol(argv[2]); mib > 0; mib--)
+            for (size_t done = 0; done < sizeof buffer;) {
+                ssize_t n = write(1, buffer + done, sizeof buffer - done);
+                if (n < 0 && errno != EINTR)
+                    return 4;
+                done += n > 0 ? (size_t)n : 0;
+            }
+    }
+    if (argc > 1 && strcmp(argv[1], "sink") == 0)
+        for (;;) {
+            ssize_t n = read(0, buffer, sizeof buffer);
+            if (n == 0)
+                break;
+            if (n < 0 && errno != EINTR)
+                return 5;
+        }
     return 0;
 }
 EOF
@@ -155,6 +186,11 @@ bwrap_cmd() {
     "--ro-bind $WORK/app /app --bind $home /home/app --tmpfs /tmp --proc /proc --dev /dev" \
     "--chdir /home/app --setenv HOME /home/app /app/true"
 }
+# "write N" to a consumer: the throughput rows.
+SINK="$WORK/app/true sink"
+WRITE_PLAIN="$WORK/app/true write $STDOUT_MIB | $SINK"
+WRITE_ELASTOS="$ELASTOS run $BUNDLE -- write $STDOUT_MIB | $SINK"
+WRITE_BWRAP="$(bwrap_cmd "$WORK/home-root") write $STDOUT_MIB | $SINK"
 # crun refuses hybrid cgroups: detach the cgroup2 mount in a private mount namespace first. The
 # container id uses the shell's pid ($$), unique among live processes; crun run deletes the
 # container when it exits, so ids never pile up.
@@ -202,6 +238,17 @@ hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$BENCH_OUT/launch-
   -n "bwrap" "$BWRAP_ROOT" \
   -n "crun run (in wrapper)" "$CRUN" \
   -n "plain exec (in wrapper)" "$PLAIN_WRAPPED" >&2
+
+say "stdout throughput as root: $STDOUT_MIB MiB, $THROUGHPUT_RUNS runs each"
+for cmd in "$WRITE_PLAIN" "$WRITE_ELASTOS" "$WRITE_BWRAP"; do
+  timeout --kill-after=2 120 bash -o pipefail -c "$cmd" ||
+    die "this command failed (exit $?; 124 or 137: still running after 120 s): $cmd"
+done
+hyperfine --shell "bash -o pipefail" --warmup 1 --runs "$THROUGHPUT_RUNS" \
+  --export-json "$BENCH_OUT/stdout-throughput.json" \
+  -n "plain exec" "$WRITE_PLAIN" \
+  -n "elastos run" "$WRITE_ELASTOS" \
+  -n "bwrap" "$WRITE_BWRAP" >&2
 
 say "launch latency as $TEST_USER: $RUNS runs each"
 as_test_user hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$WORK/user/launch-user.json" \
@@ -275,6 +322,18 @@ crun_net_row() {
     | [($net * 1000), ($net / $m["plain exec"]), ($net / $m["bwrap"])] | @tsv' "$1" |
     awk -F'\t' '{ printf "| crun run, wrapper cost subtracted | %.2f | (derived) | %.1f | %.2f |\n", $1, $2, $3 }'
 }
+# Markdown rows from the throughput JSON: name, median s, GiB/s, x plain exec, x bwrap, and the
+# CPU seconds (user + system, mean) of the whole pipeline as hyperfine reports them (the rusage of
+# waited-for descendants), which a loaded machine disturbs less than the wall time.
+throughput_table() {
+  jq -r --argjson mib "$STDOUT_MIB" '
+    (.results | map({(.command): .median}) | add) as $m
+    | .results[]
+    | [.command, .median, ($mib / 1024 / .median), (.median / $m["plain exec"]),
+       (.median / $m["bwrap"]), (.user + .system)]
+    | @tsv' "$1" |
+    awk -F'\t' '{ printf "| %s | %.3f | %.2f | %.2f | %.2f | %.3f |\n", $1, $2, $3, $4, $5, $6 }'
+}
 mib_per_app() { awk -v kib="$1" -v n="$IDLE_APPS" 'BEGIN { printf "%.2f", kib / n / 1024 }'; }
 
 REPORT=$BENCH_OUT/results.md
@@ -296,6 +355,13 @@ REPORT=$BENCH_OUT/results.md
   echo "| command | median ms | mean ± sd ms | x plain exec | x bwrap |"
   echo "|---|---|---|---|---|"
   latency_table "$BENCH_OUT/launch-user.json"
+  echo
+  echo "$STDOUT_MIB MiB written to stdout, piped to a consumer, as root" \
+    "(\`hyperfine --warmup 1 --runs $THROUGHPUT_RUNS\`; the shell's own cost is in every row):"
+  echo
+  echo "| command | median s | GiB/s | x plain exec | x bwrap | CPU s |"
+  echo "|---|---|---|---|---|---|"
+  throughput_table "$BENCH_OUT/stdout-throughput.json"
   echo
   echo "Memory of $IDLE_APPS idle apps (a static binary sleeping), Pss per app, as root:"
   echo

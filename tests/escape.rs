@@ -776,3 +776,130 @@ fn the_apps_socket_belongs_to_the_jails_network_namespace_when_launched_by_root(
 fn the_apps_socket_belongs_to_the_jails_network_namespace_when_launched_by_an_unprivileged_user() {
     the_apps_socket_belongs_to_the_jails_network_namespace(User::Unprivileged);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Stdio: the app never holds a host file or the user's terminal (issue 14, part 1). These need
+// stdio the escape suite cannot give its probes (a host file as stdout, a terminal), so they run
+// the probe app's `stdio-host` and `tty` modes themselves, jailed and unjailed alike.
+
+/// `stdio-host` as `user` with stdout a fresh host file of the user's (mode 0644) while the
+/// test holds a shared lock on it; (what the probe reported, the file's mode after, whether the
+/// test's own description of the file got O_NONBLOCK).
+fn stdio_host_probe(harness: &Harness, name: &str, jailed: Option<&Path>) -> (String, u32, bool) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = harness.write(name, "", 0o644);
+    harness.own(&path);
+    let lock = std::fs::File::open(&path).unwrap();
+    let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockSharedNonblock)
+        .unwrap_or_else(|(_, e)| panic!("lock {}: {e}", path.display()));
+    let stdout = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let out = match jailed {
+        Some(bundle) => harness
+            .run(bundle, &["stdio-host"])
+            .stdout_to(&stdout)
+            .output(),
+        None => harness
+            .unjailed_probe(&harness.mkdir("unjailed-home"))
+            .arg("stdio-host")
+            .stdout_to(&stdout)
+            .output(),
+    };
+    out.assert_code(0);
+    let report = out
+        .stderr_text()
+        .lines()
+        .find(|line| line.starts_with("stdout="))
+        .unwrap_or_else(|| panic!("no report on stderr: {}", out.stderr_text()))
+        .to_owned();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+    let flags = nix::fcntl::fcntl(
+        std::os::fd::AsRawFd::as_raw_fd(&stdout),
+        nix::fcntl::FcntlArg::F_GETFL,
+    )
+    .unwrap();
+    drop(lock);
+    (report, mode, flags & libc::O_NONBLOCK != 0)
+}
+
+fn stdout_is_never_a_host_file(user: User) {
+    let harness = Harness::new(user);
+    let bundle = harness.probe_bundle(PROBE_STAGING, PROBE_APP_ID, "");
+    let (jailed, mode, nonblocking) = stdio_host_probe(&harness, "jailed-out.txt", Some(&bundle));
+    // The app's stdout is a pipe of the launcher's: its mode, lock and flags are the pipe's.
+    assert!(jailed.starts_with("stdout=fifo "), "{jailed}");
+    assert!(jailed.contains(" flock=ok "), "{jailed}");
+    assert_eq!(
+        mode, 0o644,
+        "the jailed app changed its host stdout's mode: {jailed}"
+    );
+    assert!(
+        !nonblocking,
+        "the jailed app flagged the host's open file: {jailed}"
+    );
+    // Unjailed, the same probe on the same kind of file changes the file (as the user owns it),
+    // meets the test's lock and flags the shared description: the checks above can fail.
+    let (unjailed, mode, nonblocking) = stdio_host_probe(&harness, "unjailed-out.txt", None);
+    assert!(unjailed.starts_with("stdout=regular "), "{unjailed}");
+    assert!(
+        unjailed.contains(&format!(" flock=errno {} ", libc::EWOULDBLOCK)),
+        "{unjailed}"
+    );
+    assert_ne!(mode, 0o644, "{unjailed}");
+    assert!(nonblocking, "{unjailed}");
+}
+
+#[test]
+fn stdout_is_never_a_host_file_when_launched_by_root() {
+    stdout_is_never_a_host_file(User::Root);
+}
+
+#[test]
+fn stdout_is_never_a_host_file_when_launched_by_an_unprivileged_user() {
+    stdout_is_never_a_host_file(User::Unprivileged);
+}
+
+/// The `tty` probe in the user's terminal (a pty the test opened); what it reported.
+fn tty_probe(harness: &Harness, user: User, jailed: Option<&Path>) -> (String, common::Pty) {
+    let pty = common::Pty::open(user, 24, 80);
+    let running = match jailed {
+        Some(bundle) => harness.run(bundle, &["tty"]).terminal(&pty.slave).spawn(),
+        None => harness
+            .unjailed_probe(&harness.mkdir("unjailed-home"))
+            .arg("tty")
+            .terminal(&pty.slave)
+            .spawn(),
+    };
+    let shown = pty.wait_for("ready");
+    pty.type_bytes(b"exit\r");
+    running.wait().assert_code(0);
+    (shown, pty)
+}
+
+fn the_terminal_is_never_the_users(user: User) {
+    let harness = Harness::new(user);
+    let bundle = harness.probe_bundle(PROBE_STAGING, PROBE_APP_ID, "");
+    let (jailed, pty) = tty_probe(&harness, user, Some(&bundle));
+    let users = format!("rdev={} ", pty.rdev());
+    // A terminal, but another one: the launcher's pty, whose foreground group and settings are
+    // the app's to change (TIOCSPGRP, TIOCSTI and the like reach only that one).
+    assert!(jailed.contains("isatty=1,1,1 "), "{jailed}");
+    assert!(
+        !jailed.contains(&users),
+        "the app holds the user's terminal: {jailed}"
+    );
+    let (unjailed, pty) = tty_probe(&harness, user, None);
+    assert!(
+        unjailed.contains(&format!("rdev={} ", pty.rdev())),
+        "{unjailed}"
+    );
+}
+
+#[test]
+fn the_terminal_is_never_the_users_when_launched_by_root() {
+    the_terminal_is_never_the_users(User::Root);
+}
+
+#[test]
+fn the_terminal_is_never_the_users_when_launched_by_an_unprivileged_user() {
+    the_terminal_is_never_the_users(User::Unprivileged);
+}

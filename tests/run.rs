@@ -215,20 +215,138 @@ fn large_stdout_arrives_byte_exact() {
     assert!(out.stdout.iter().all(|&b| b == b'x'), "stdout was altered");
 }
 
-#[test]
-fn stdin_passes_through() {
-    let input: Vec<u8> = (0..(1u32 << 20))
+/// A short digest of `bytes` for failure messages (the assertion compares the bytes themselves).
+fn digest(bytes: &[u8]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    format!("{} bytes, hash {:016x}", bytes.len(), hasher.finish())
+}
+
+fn stdin_passes_through(user: User) {
+    // 8 MiB: many times the pipes' capacity, so the relay's both directions fill and wait.
+    let input: Vec<u8> = (0..(8u32 << 20))
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
-    let (harness, bundle) = probe_app(User::Root);
+    let (harness, bundle) = probe_app(user);
     let out = harness.run(&bundle, &["cat"]).stdin(input.clone()).output();
     out.assert_code(0);
     assert!(
         out.stdout == input,
-        "stdin came out altered ({} bytes in, {} out)",
-        input.len(),
-        out.stdout.len()
+        "stdin came out altered: {} in, {} out",
+        digest(&input),
+        digest(&out.stdout)
     );
+}
+
+#[test]
+fn stdin_passes_through_byte_exact_when_launched_by_root() {
+    stdin_passes_through(User::Root);
+}
+
+#[test]
+fn stdin_passes_through_byte_exact_when_launched_by_an_unprivileged_user() {
+    stdin_passes_through(User::Unprivileged);
+}
+
+#[test]
+fn stdout_and_stderr_stay_apart() {
+    const LINES: usize = 2000;
+    for user in [User::Root, User::Unprivileged] {
+        let (harness, bundle) = probe_app(user);
+        let out = run_probe(&harness, &bundle, &["split", &LINES.to_string()]);
+        out.assert_code(0);
+        let wanted =
+            |stream: &str| -> Vec<String> { (0..LINES).map(|i| format!("{stream} {i}")).collect() };
+        let stdout: Vec<String> = out.stdout_text().lines().map(str::to_owned).collect();
+        assert_eq!(stdout, wanted("out"), "stdout as {user:?}");
+        // stderr also carries the launcher's own messages (first-run warnings).
+        let stderr: Vec<String> = out
+            .stderr_text()
+            .lines()
+            .filter(|line| line.starts_with("err ") || line.starts_with("out "))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(stderr, wanted("err"), "stderr as {user:?}");
+    }
+}
+
+#[test]
+fn the_app_closing_its_stdout_leaves_its_stderr_and_exit_code_intact() {
+    let (harness, bundle) = probe_app(User::Root);
+    let out = run_probe(&harness, &bundle, &["close-stdout"]);
+    out.assert_code(0);
+    assert_eq!(out.stdout_text(), "before\n");
+    assert!(
+        out.stderr_text().contains("after\n"),
+        "{}",
+        out.stderr_text()
+    );
+}
+
+/// An interactive session in a terminal the test owns: the app sees a terminal of its own with
+/// the user's window size, follows a resize, is interrupted by Ctrl-C typed as a byte, and the
+/// user's terminal gets its settings back.
+fn interactive_terminal(user: User) {
+    let (harness, bundle) = probe_app(user);
+    let pty = common::Pty::open(user, 24, 80);
+    let before = pty.settings();
+    let running = harness.run(&bundle, &["tty"]).terminal(&pty.slave).spawn();
+    let shown = pty.wait_for("ready");
+    assert!(shown.contains("isatty=1,1,1 "), "{shown}");
+    assert!(shown.contains("size=24x80"), "{shown}");
+    // Raw mode while the app runs: the user's terminal no longer echoes or makes signals itself.
+    assert_ne!(
+        pty.settings(),
+        before,
+        "the launcher did not put the terminal in raw mode"
+    );
+    // Ctrl-Z: SIGTSTP, which the kernel ignores for the app's orphaned process group (nothing in
+    // the jail could continue it); the app still answers the resizes that follow (two: the
+    // launcher may pass on the first before the byte).
+    pty.type_bytes(&[0x1a]);
+    pty.resize(30, 100);
+    pty.wait_for("size=30x100");
+    pty.resize(31, 101);
+    pty.wait_for("size=31x101");
+    pty.type_bytes(&[0x03]);
+    let out = running.wait();
+    out.assert_code(128 + libc::SIGINT);
+    assert_eq!(
+        pty.settings(),
+        before,
+        "the launcher left the terminal's settings changed"
+    );
+}
+
+#[test]
+fn an_interactive_app_gets_a_terminal_when_launched_by_root() {
+    interactive_terminal(User::Root);
+}
+
+#[test]
+fn an_interactive_app_gets_a_terminal_when_launched_by_an_unprivileged_user() {
+    interactive_terminal(User::Unprivileged);
+}
+
+#[test]
+fn typed_input_and_eof_reach_the_app_through_its_terminal() {
+    let (harness, bundle) = probe_app(User::Root);
+    let pty = common::Pty::open(User::Root, 24, 80);
+    let before = pty.settings();
+    let running = harness.run(&bundle, &["cat"]).terminal(&pty.slave).spawn();
+    // Typed once the launcher relays (its raw mode is the sign): the app's terminal is in
+    // canonical mode with echo, so a line comes back twice (the echo and cat's copy), and Ctrl-D
+    // at the start of a line is EOF.
+    assert!(
+        eventually(common::COMMAND_TIMEOUT, || pty.settings() != before),
+        "the launcher never put the terminal in raw mode"
+    );
+    pty.type_bytes(b"hello jail\r");
+    let shown = pty.wait_for("hello jail\r\nhello jail\r\n");
+    pty.type_bytes(&[0x04]);
+    running.wait().assert_code(0);
+    assert!(shown.matches("hello jail").count() >= 2, "{shown}");
 }
 
 #[test]
@@ -599,9 +717,9 @@ fn the_jail_is_a_session_of_its_own_and_cannot_take_the_users_terminal() {
         binaries().elastos.display(),
         bundle.display()
     ));
-    // The app's session is the jail's own (its init, pid 1 there, leads it)...
-    assert!(jailed.contains("sid=1 "), "{jailed}");
-    // ...so the user's terminal is not its controlling terminal, and it cannot make itself the
+    // The app leads a session of its own (pid 2 in the jail, under its init)...
+    assert!(jailed.contains("sid=2 pgrp=2 "), "{jailed}");
+    // ...whose terminal is the launcher's pty, not the user's; it cannot make itself any
     // terminal's foreground group.
     assert!(
         jailed.contains(&format!("tiocspgrp=errno {}", libc::ENOTTY)),

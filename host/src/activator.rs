@@ -107,7 +107,9 @@ struct LauncherState {
 const NOT_INSTALLED_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl AppLauncher {
-    /// A launcher for the `installed` apps, with the launch `options` of `elastos run`.
+    /// A launcher for the `installed` apps, with the launch `options` of `elastos run`; the
+    /// services it starts are never attached to its stdin or terminal (see
+    /// [`LaunchOptions::attached`]).
     pub fn new(
         dirs: AppDirs,
         installed: Arc<dyn InstalledApps>,
@@ -117,7 +119,10 @@ impl AppLauncher {
         AppLauncher(Arc::new(LauncherState {
             dirs,
             installed,
-            options,
+            options: LaunchOptions {
+                attached: false,
+                ..options
+            },
             host,
             next_instance: AtomicU64::new(1),
             running: Mutex::new(HashMap::new()),

@@ -343,6 +343,7 @@ pub fn launch_options(
         loader,
         allow_without_kernel_sandbox,
         no_cgroup,
+        attached: true,
     })
 }
 

@@ -44,6 +44,15 @@ pub enum LaunchError {
     /// Creating the pipes to the jail's first process, or numbering the fds it keeps, failed.
     #[error("cannot set up the jail's file descriptors")]
     Fds(#[source] io::Error),
+    /// Creating the app's stdin, stdout and stderr (pipes, or a pseudo-terminal) failed.
+    #[error("cannot connect the app's stdio: {what}")]
+    Stdio {
+        /// The step that failed.
+        what: &'static str,
+        /// Why it failed.
+        #[source]
+        source: io::Error,
+    },
     /// Writing the plan to the jail's first process, or reading its reports, failed.
     #[error("cannot hand the jail its plan")]
     HandOff(#[source] io::Error),
@@ -174,6 +183,10 @@ mod tests {
             },
             LaunchError::Fds(io()),
             LaunchError::HandOff(io()),
+            LaunchError::Stdio {
+                what: "opening a pseudo-terminal",
+                source: io(),
+            },
             LaunchError::Signals(nix::Error::EINVAL),
             LaunchError::Namespaces { source: io() },
             LaunchError::IdMap {
@@ -221,7 +234,7 @@ mod tests {
              permitted (os error 1)"
         );
         assert_eq!(jail.exit_code(), 125);
-        assert_eq!(errors[10].exit_code(), 127);
-        assert_eq!(errors[11].exit_code(), 126);
+        assert_eq!(errors[11].exit_code(), 127);
+        assert_eq!(errors[12].exit_code(), 126);
     }
 }

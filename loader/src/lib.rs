@@ -5,9 +5,10 @@
 //! jail; this crate's `unsafe` code and raw syscalls are all in [`sys`]. Modules: `spawn`
 //! (creating the jail's first process and handing it the plan), `input` (the plan flattened
 //! for the loader: pure, unit-tested without root), `supervise` (waiting, signals through
-//! pidfds), [`cgroup`] (limits), `identity` (the host uid an app runs as), `error`. The policy (what to
-//! mount, which syscalls, which Landlock rules) is decided by `elastos-policy`; this crate and the
-//! loader only carry it out:
+//! pidfds, the app's stdio relayed in the same poll loop), `stdio` (the app's pipes or
+//! pseudo-terminal: never the launcher's own fds), [`cgroup`] (limits), `identity` (the host uid
+//! an app runs as), `error`. The policy (what to mount, which syscalls, which Landlock rules) is
+//! decided by `elastos-policy`; this crate and the loader only carry it out:
 //!
 //! 1. launcher ([`spawn`], then [`PendingJail::start`]): clone()s the jail's first process into
 //!    new user, mount, pid, ipc and uts namespaces (it makes its network namespace itself, the
@@ -31,6 +32,7 @@ mod error;
 mod identity;
 mod input;
 mod spawn;
+mod stdio;
 mod supervise;
 // The one module with `unsafe`: clone() and the raw syscalls of the pre-exec child, pidfd
 // signals, fcntl. Each block says why it is sound.

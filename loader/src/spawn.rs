@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! launcher (host)                       child / loader (new user, mount, pid, net, ipc, uts ns)
-//! spawn: pipes, clone(CLONE_NEW*, ----> close every fd it was not given,
+//! spawn: pipes, the app's stdio     ----> close every fd it was not given (the launcher's
+//!        (stdio), clone(CLONE_NEW*,     stdio is replaced by the app's at 0-2),
 //!        CLONE_PIDFD)                   unshare(CLONE_NEWNET), socketpair (the app's fd 3),
 //!                                       its other end <---- over the channel (SCM_RIGHTS),
 //!                                       wait on the channel
@@ -18,6 +19,7 @@
 //!                                        namespace, fork the app
 //! read reports until `ready` <---------- ... exec entry (report pipe closes on exec)
 //! take the broker's end of fd 3 (waiting on the channel since the child sent it)
+//! wait: relay stdio, forward signals <--> the app
 //! ```
 //!
 //! The cgroup is made while the loader builds the filesystem (each takes ~0.2-0.4 ms here); the
@@ -41,6 +43,7 @@ use crate::cgroup::{AppCgroup, LimitMechanism};
 use crate::error::LaunchError;
 use crate::identity::HostIdentity;
 use crate::input::{loader_input, resolve_mounts, MAX_MOUNT_SOURCES};
+use crate::stdio::{self, Relay};
 use crate::supervise::{BlockedSignals, JailFacts, JailHandle, RunningJail};
 use crate::sys::{self, ChildSetup, ChildStep, CHILD_FAILURE_MAGIC};
 
@@ -53,6 +56,11 @@ pub struct LaunchOptions {
     pub allow_without_kernel_sandbox: bool,
     /// Never use a cgroup (rlimits only).
     pub no_cgroup: bool,
+    /// The app is the one the user runs (`elastos run`): it reads the launcher's stdin and gets a
+    /// terminal of its own where the launcher's stdio is one. Otherwise (a service started on
+    /// demand) its stdin is empty and its stdout and stderr are pipes. Either way the app never
+    /// holds the launcher's own fds (see `stdio`).
+    pub attached: bool,
 }
 
 /// As root, the home belongs to the app's own uid (it was created by root).
@@ -91,6 +99,7 @@ struct Pending {
     sources_write: OwnedFd,
     input_write: OwnedFd,
     report_read: OwnedFd,
+    relay: Relay,
     signals: BlockedSignals,
 }
 
@@ -135,7 +144,14 @@ pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
     // for an RCU grace period when the process has threads (the embedded broker), ~8 ms here.
     let floor = sys::FIXED_FDS_END;
     let above = |fd: &OwnedFd| sys::dup_above(fd.as_raw_fd(), floor).map_err(LaunchError::Fds);
+    // The app's stdio replaces the launcher's own at 0, 1 and 2 (which the child closes only by
+    // placing these there): pipes or a pty of ours, never a host file.
+    let (app_stdio, relay) = stdio::connect(options.attached)?;
+    let [app_stdin, app_stdout, app_stderr] = &app_stdio;
     let handed: Vec<(OwnedFd, RawFd)> = vec![
+        (above(app_stdin)?, 0),
+        (above(app_stdout)?, 1),
+        (above(app_stderr)?, 2),
         (above(&input_read)?, fds::INPUT),
         (above(&report_write)?, fds::REPORT),
     ];
@@ -144,7 +160,7 @@ pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
         above(&sources_read)?,
         above(&loader.into())?,
     );
-    drop(input_read);
+    drop((input_read, app_stdio));
 
     let mut setup = ChildSetup::new(
         child_channel.as_raw_fd(),
@@ -187,6 +203,7 @@ pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
         sources_write,
         input_write,
         report_read,
+        relay,
         signals,
     })))
 }
@@ -204,6 +221,7 @@ impl PendingJail {
             sources_write,
             input_write,
             report_read,
+            relay,
             signals,
         } = self.0.take().expect("a PendingJail is started once");
         // From here on the process belongs to `jail`, whose Drop kills and reaps it.
@@ -219,6 +237,7 @@ impl PendingJail {
             },
             handle,
             cgroup,
+            relay,
             signals,
         );
         prepare_home(plan, &identity)?;

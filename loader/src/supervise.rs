@@ -5,22 +5,29 @@
 use std::fmt;
 use std::fs::File;
 use std::io::{BufReader, Read};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use elastos_handoff::Report;
 use nix::sys::signal::{SigSet, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{recv, MsgFlags};
+use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::cgroup::{AppCgroup, LimitMechanism};
 use crate::error::LaunchError;
 use crate::identity::HostIdentity;
 use crate::spawn::parse_report;
+use crate::stdio::Relay;
 use crate::sys;
 
 /// Signals the launcher forwards to the app.
 const FORWARDED: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+
+/// Signals the supervisor takes without forwarding them: SIGCHLD (a wake-up) and SIGWINCH (the
+/// launcher's terminal was resized: the app's terminal follows, which signals the app itself).
+const TAKEN: [Signal; 2] = [Signal::SIGCHLD, Signal::SIGWINCH];
 
 /// What the loader reported once the jail was complete.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -85,6 +92,8 @@ pub struct RunningJail {
     facts: JailFacts,
     handle: JailHandle,
     cgroup: AppCgroup,
+    /// The app's stdio, relayed while the supervisor waits.
+    relay: Relay,
     reaped: bool,
     /// The loader's report pipe; after `Ready`, init reports how the app ended.
     reports: Option<BufReader<File>>,
@@ -92,10 +101,10 @@ pub struct RunningJail {
     signals: BlockedSignals,
 }
 
-/// SIGINT, SIGTERM, SIGHUP and SIGCHLD blocked in this thread (so none is lost between clone and
-/// `wait`); unblocked on drop. A multi-threaded supervisor (the embedded broker) takes this
-/// before starting its other threads, which inherit the mask, so that these signals reach only
-/// [`RunningJail::wait`].
+/// SIGINT, SIGTERM, SIGHUP, SIGCHLD and SIGWINCH blocked in this thread (so none is lost between
+/// clone and `wait`); unblocked on drop. A multi-threaded supervisor (the embedded broker) takes
+/// this before starting its other threads, which inherit the mask, so that these signals reach
+/// only [`RunningJail::wait`].
 #[derive(Debug)]
 pub struct BlockedSignals(SigSet);
 
@@ -103,7 +112,7 @@ impl BlockedSignals {
     /// Blocks the supervisor's signals in the calling thread.
     pub fn block() -> Result<BlockedSignals, LaunchError> {
         let mut set = SigSet::empty();
-        for signal in FORWARDED.iter().chain([&Signal::SIGCHLD]) {
+        for signal in FORWARDED.iter().chain(&TAKEN) {
             set.add(*signal);
         }
         set.thread_block().map_err(LaunchError::Signals)?;
@@ -115,7 +124,13 @@ impl BlockedSignals {
     /// Waits for the next of the blocked signals (for a supervisor that has no jail to wait for,
     /// such as the broker daemon waiting for SIGTERM).
     pub fn next(&self) -> Result<Signal, LaunchError> {
-        self.0.wait().map_err(LaunchError::Signals)
+        loop {
+            match self.0.wait().map_err(LaunchError::Signals)? {
+                // Blocked for the stdio relay only; to anyone else a resize means nothing.
+                Signal::SIGWINCH => {}
+                signal => return Ok(signal),
+            }
+        }
     }
 }
 
@@ -123,6 +138,12 @@ impl Drop for BlockedSignals {
     fn drop(&mut self) {
         let _ = self.0.thread_unblock();
     }
+}
+
+/// How [`RunningJail::supervise`] returned.
+enum Supervised {
+    Ended(AppExit),
+    Readable,
 }
 
 /// What [`RunningJail::wait_until_readable`] saw first.
@@ -159,12 +180,14 @@ impl RunningJail {
         facts: JailFacts,
         handle: JailHandle,
         cgroup: AppCgroup,
+        relay: Relay,
         signals: BlockedSignals,
     ) -> RunningJail {
         RunningJail {
             facts,
             handle,
             cgroup,
+            relay,
             reaped: false,
             reports: None,
             signals,
@@ -177,6 +200,7 @@ impl RunningJail {
         self.facts.landlock_abi = landlock_abi;
         self.facts.landlock_fully_enforced = fully;
         self.reports = Some(reports);
+        self.relay.start();
     }
 
     pub(crate) fn cgroup(&self) -> &AppCgroup {
@@ -194,57 +218,103 @@ impl RunningJail {
         self.handle.clone()
     }
 
-    /// Waits for the app to end, forwarding SIGINT, SIGTERM and SIGHUP to the jail's init, which
-    /// relays them to the app (see `init`). For the thread that owns the process's signals (see
-    /// [`BlockedSignals`]).
+    /// Waits for the app to end, relaying its stdio and forwarding SIGINT, SIGTERM and SIGHUP to
+    /// the jail's init, which relays them to the app (see `init`). For the thread that owns the
+    /// process's signals (see [`BlockedSignals`]).
     pub fn wait(mut self) -> Result<AppExit, LaunchError> {
-        let init = Pid::from_raw(self.facts.pid);
-        let waiting_for = self.signals.0;
-        let init_exit = loop {
-            if let Some(exit) = exit_of(waitpid(init, Some(WaitPidFlag::WNOHANG)))? {
-                break exit;
-            }
-            relay(
-                &self.handle,
-                waiting_for.wait().map_err(LaunchError::Signals)?,
-            );
-        };
-        Ok(self.ended(init_exit))
+        let signals = self.signal_fd()?;
+        match self.supervise(Some(&signals), None)? {
+            Supervised::Ended(exit) => Ok(exit),
+            Supervised::Readable => unreachable!("no fd was watched"),
+        }
     }
 
     /// Like [`RunningJail::wait`], but returns the still running jail as soon as `fd` has data to
     /// read: for a supervisor that acts only once the app speaks on its IPC socket (`elastos
     /// run` starts its embedded broker then). EOF on `fd` (the app closed it) is not data; the
     /// wait then goes on for the app's end.
-    pub fn wait_until_readable(self, fd: BorrowedFd<'_>) -> Result<FirstEvent, LaunchError> {
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        use nix::sys::signalfd::{SfdFlags, SignalFd};
-        use nix::sys::socket::{recv, MsgFlags};
-        let init = Pid::from_raw(self.facts.pid);
-        let signals = SignalFd::with_flags(&self.signals.0, SfdFlags::SFD_CLOEXEC)
-            .map_err(LaunchError::Signals)?;
-        loop {
-            if let Some(exit) = exit_of(waitpid(init, Some(WaitPidFlag::WNOHANG)))? {
-                let mut jail = self;
-                return Ok(FirstEvent::Ended(jail.ended(exit)));
+    pub fn wait_until_readable(mut self, fd: BorrowedFd<'_>) -> Result<FirstEvent, LaunchError> {
+        let signals = self.signal_fd()?;
+        Ok(match self.supervise(Some(&signals), Some(fd))? {
+            Supervised::Ended(exit) => FirstEvent::Ended(exit),
+            Supervised::Readable => FirstEvent::Readable(Box::new(self)),
+        })
+    }
+
+    /// Waits for the app to end, relaying its stdio, without handling signals: for supervisor
+    /// threads of a multi-threaded process (the broker's activated providers). Stop the app
+    /// through its [`RunningJail::handle`].
+    pub fn wait_blocking(mut self) -> Result<AppExit, LaunchError> {
+        match self.supervise(None, None)? {
+            Supervised::Ended(exit) => Ok(exit),
+            Supervised::Readable => unreachable!("no fd was watched"),
+        }
+    }
+
+    /// The supervisor's signals (see [`BlockedSignals`]) as an fd to poll.
+    fn signal_fd(&self) -> Result<SignalFd, LaunchError> {
+        SignalFd::with_flags(
+            &self.signals.0,
+            SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+        )
+        .map_err(LaunchError::Signals)
+    }
+
+    /// The supervisor's one loop, a poll(2) on: the jail's pidfd (readable once init, and with
+    /// it every process of the jail, has ended), `signals` (forwarded to init; SIGWINCH resizes
+    /// the app's terminal), `watched` and the stdio relay's fds. Once the app has ended, its
+    /// output is drained to EOF before init is reaped (a terminating signal then cuts the drain
+    /// short: a reader of the launcher's stdout that never reads must not keep it forever).
+    fn supervise(
+        &mut self,
+        signals: Option<&SignalFd>,
+        mut watched: Option<BorrowedFd<'_>>,
+    ) -> Result<Supervised, LaunchError> {
+        let pollfd = |fd: Option<RawFd>| libc::pollfd {
+            fd: fd.unwrap_or(-1),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let mut app_ended = false;
+        let mut fds: Vec<libc::pollfd> = Vec::new();
+        while !(app_ended && self.relay.finished()) {
+            fds.clear();
+            fds.push(pollfd(
+                (!app_ended).then(|| self.handle.as_fd().as_raw_fd()),
+            ));
+            fds.push(pollfd(signals.map(|s| s.as_fd().as_raw_fd())));
+            fds.push(pollfd(watched.map(|w| w.as_raw_fd())));
+            self.relay.poll_fds(&mut fds);
+            match sys::poll(&mut fds, -1) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => {
+                    return Err(LaunchError::Wait(nix::Error::from_raw(
+                        e.raw_os_error().unwrap_or(libc::EIO),
+                    )))
+                }
             }
-            let mut ready = [
-                PollFd::new(signals.as_fd(), PollFlags::POLLIN),
-                PollFd::new(fd, PollFlags::POLLIN),
-            ];
-            match poll(&mut ready, PollTimeout::NONE) {
-                Ok(_) | Err(nix::Error::EINTR) => {}
-                Err(e) => return Err(LaunchError::Signals(e)),
+            let ready = |i: usize| fds[i].revents != 0;
+            if ready(0) {
+                app_ended = true;
+                self.relay.app_ended();
             }
-            let has = |i: usize, flags: PollFlags| {
-                ready[i].revents().is_some_and(|r| r.intersects(flags))
-            };
-            let fd_ready = has(
-                1,
-                PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR,
-            );
-            let signal_ready = has(0, PollFlags::POLLIN);
-            if fd_ready {
+            if ready(1) {
+                let signals = signals.expect("polled only when given");
+                while let Some(info) = signals.read_signal().map_err(LaunchError::Signals)? {
+                    match Signal::try_from(info.ssi_signo as i32) {
+                        Ok(Signal::SIGCHLD) => {}
+                        Ok(Signal::SIGWINCH) => self.relay.window_changed(),
+                        // Nobody left to tell: stop draining the output.
+                        Ok(_) if app_ended => return Ok(Supervised::Ended(self.reap()?)),
+                        Ok(signal) => {
+                            let _ = self.handle.signal(signal);
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+            if let Some(fd) = watched.filter(|_| ready(2)) {
                 let mut byte = [0u8; 1];
                 let peeked = recv(
                     fd.as_raw_fd(),
@@ -252,30 +322,23 @@ impl RunningJail {
                     MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
                 );
                 if matches!(peeked, Ok(n) if n > 0) {
-                    return Ok(FirstEvent::Readable(Box::new(self)));
+                    return Ok(Supervised::Readable);
                 }
                 // EOF or an error: nothing will ever be read; wait for the end alone.
-                drop(signals);
-                return self.wait().map(FirstEvent::Ended);
+                watched = None;
             }
-            if signal_ready {
-                let info = signals.read_signal().map_err(LaunchError::Signals)?;
-                if let Some(signal) = info.and_then(|i| Signal::try_from(i.ssi_signo as i32).ok()) {
-                    relay(&self.handle, signal);
-                }
-            }
+            self.relay.advance(&fds[3..]);
         }
+        Ok(Supervised::Ended(self.reap()?))
     }
 
-    /// Waits for the app to end without handling signals: for supervisor threads of a
-    /// multi-threaded process (the broker's activated providers). Stop the app through its
-    /// [`RunningJail::handle`].
-    pub fn wait_blocking(mut self) -> Result<AppExit, LaunchError> {
+    /// Reaps init, which has ended (its pidfd said so), and says how the app ended.
+    fn reap(&mut self) -> Result<AppExit, LaunchError> {
         let init = Pid::from_raw(self.facts.pid);
         let init_exit = loop {
             match exit_of(waitpid(init, None)) {
                 Ok(Some(exit)) => break exit,
-                Ok(None) | Err(LaunchError::Wait(nix::Error::EINTR)) => continue,
+                Ok(None) | Err(LaunchError::Wait(nix::Error::EINTR)) => {}
                 Err(e) => return Err(e),
             }
         };
@@ -298,14 +361,6 @@ impl RunningJail {
                 _ => None,
             })
             .unwrap_or(init_exit)
-    }
-}
-
-/// A blocked signal the supervisor received: SIGCHLD only wakes it; the others go to the jail's
-/// init, which relays them to the app.
-fn relay(init: &JailHandle, signal: Signal) {
-    if signal != Signal::SIGCHLD {
-        let _ = init.signal(signal);
     }
 }
 

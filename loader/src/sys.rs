@@ -10,6 +10,7 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 
 /// The first mount source's fd in the loader (`handoff::fds::FIRST_SOURCE`).
 const FIRST_SOURCE_FD: RawFd = elastos_handoff::fds::FIRST_SOURCE;
@@ -654,4 +655,118 @@ pub fn landlock_abi() -> io::Result<u32> {
         return Err(io::Error::last_os_error());
     }
     Ok(u32::try_from(abi).unwrap_or(0))
+}
+
+/// Result of a raw call that returns a count or -1 with errno.
+fn count(ret: isize) -> io::Result<usize> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// splice(2) of up to `len` bytes from `from` to `to` (one of them a pipe) without copying them
+/// through user space; SPLICE_F_NONBLOCK: the pipe side never blocks (EAGAIN instead).
+pub fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: splice on integer arguments; null offsets mean "the files' own positions".
+    count(unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    })
+}
+
+/// read(2) into `buf`.
+pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a live, exclusively borrowed buffer of `buf.len()` bytes.
+    count(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) })
+}
+
+/// write(2) of `bytes`.
+pub fn write(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: `bytes` is a live buffer of `bytes.len()` bytes the kernel only reads.
+    count(unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) })
+}
+
+/// poll(2) on raw fds (which may be fds this process does not own, such as its stdio);
+/// `timeout_ms` -1 waits without limit.
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Result<usize> {
+    // SAFETY: `fds` is a live, exclusively borrowed array of `fds.len()` pollfds.
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    count(ready as isize)
+}
+
+/// A new pseudo-terminal: (master, slave), both close-on-exec, the master non-blocking. The slave
+/// is opened through the master (TIOCGPTPEER), not by a path under /dev/pts that another
+/// process could swap, and is nobody's controlling terminal (O_NOCTTY).
+pub fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
+    let master = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open("/dev/ptmx")?;
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one c_int from a live local.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: TIOCGPTPEER takes open flags as an integer and returns a new fd.
+    let slave = unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if slave < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the ioctl just created `slave`; nothing else owns it.
+    Ok((master.into(), unsafe { OwnedFd::from_raw_fd(slave) }))
+}
+
+/// The window size of the terminal `fd` (TIOCGWINSZ), if it is one.
+pub fn window_size(fd: RawFd) -> Option<libc::winsize> {
+    // SAFETY: an all-zero winsize is valid; TIOCGWINSZ fills the live local.
+    unsafe {
+        let mut size: libc::winsize = std::mem::zeroed();
+        (libc::ioctl(fd, libc::TIOCGWINSZ, &mut size) == 0).then_some(size)
+    }
+}
+
+/// Sets the window size of the terminal `fd` (TIOCSWINSZ); the kernel sends SIGWINCH to the
+/// terminal's foreground process group when it changed.
+pub fn set_window_size(fd: BorrowedFd<'_>, size: &libc::winsize) -> io::Result<()> {
+    // SAFETY: TIOCSWINSZ reads one winsize from a live reference.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, size) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// This process's stdin (0), stdout (1) or stderr (2).
+pub fn stdio(fd: RawFd) -> BorrowedFd<'static> {
+    assert!((0..=2).contains(&fd), "stdio is fds 0 to 2, not {fd}");
+    // SAFETY: fds 0-2 are open for the life of a Rust process (its runtime opens /dev/null on
+    // any that was closed at start) and no code of ours closes them.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+/// A new open file description of what the stdio fd `fd` is (a terminal), non-blocking: the
+/// launcher's terminal is shared with the user's shell through its stdio's descriptions, whose
+/// flags must not change, and a blocking read of a terminal may wait even after poll(2) said
+/// it was readable (a mode change in between, another reader).
+pub fn reopen_nonblocking(fd: RawFd) -> io::Result<OwnedFd> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(format!("/proc/self/fd/{fd}"))?;
+    Ok(file.into())
 }

@@ -266,6 +266,8 @@ pub struct Invocation<'a> {
     env: Vec<(OsString, OsString)>,
     stdin: Option<Vec<u8>>,
     extra_fd: Option<PathBuf>,
+    stdout_file: Option<std::fs::File>,
+    terminal: Option<std::os::fd::OwnedFd>,
 }
 
 impl<'a> Invocation<'a> {
@@ -284,6 +286,8 @@ impl<'a> Invocation<'a> {
             ],
             stdin: None,
             extra_fd: None,
+            stdout_file: None,
+            terminal: None,
         }
     }
 
@@ -315,10 +319,27 @@ impl<'a> Invocation<'a> {
         self
     }
 
+    /// The command's stdout is `file` (an open file description the caller may share).
+    pub fn stdout_to(&mut self, file: &std::fs::File) -> &mut Self {
+        self.stdout_file = Some(file.try_clone().expect("dup the stdout file"));
+        self
+    }
+
+    /// The command runs in a session of its own whose controlling terminal is the pty `slave`
+    /// (`setsid -c`), its stdin, stdout and stderr: as in a user's terminal. Its output is then
+    /// on the pty's master, not in [`Output`].
+    pub fn terminal(&mut self, slave: &std::os::fd::OwnedFd) -> &mut Self {
+        self.terminal = Some(slave.try_clone().expect("dup the pty slave"));
+        self
+    }
+
     /// The full command: `sh` opening the extra fd (as root, so the fd is one the user could
     /// not open itself), then `setpriv` to the user, then the program.
     fn command(&self) -> Command {
         let mut words: Vec<OsString> = Vec::new();
+        if self.terminal.is_some() {
+            words.extend(["setsid".into(), "-c".into()]);
+        }
         if let Some(file) = &self.extra_fd {
             words.extend([
                 "sh".into(),
@@ -357,6 +378,13 @@ impl<'a> Invocation<'a> {
             Stdio::null()
         });
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        if let Some(file) = &self.stdout_file {
+            command.stdout(file.try_clone().expect("dup the stdout file"));
+        }
+        if let Some(slave) = &self.terminal {
+            let slave = || slave.try_clone().expect("dup the pty slave");
+            command.stdin(slave()).stdout(slave()).stderr(slave());
+        }
         let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.describe()));
@@ -367,8 +395,8 @@ impl<'a> Invocation<'a> {
                 bytes
             })
         };
-        let stdout = collect(Box::new(child.stdout.take().expect("piped")));
-        let stderr = collect(Box::new(child.stderr.take().expect("piped")));
+        let stdout = child.stdout.take().map(|p| collect(Box::new(p)));
+        let stderr = child.stderr.take().map(|p| collect(Box::new(p)));
         let stdin = child
             .stdin
             .take()
@@ -381,8 +409,8 @@ impl<'a> Invocation<'a> {
             });
         Running {
             child: Some(child),
-            stdout: Some(stdout),
-            stderr: Some(stderr),
+            stdout,
+            stderr,
             stdin,
             what: self.describe(),
         }
@@ -680,4 +708,105 @@ pub fn parse_probe_lines(stdout: &str) -> Vec<ProbeResult> {
             }
         })
         .collect()
+}
+
+/// A pseudo-terminal the test opens, standing for a user's terminal: the command under test gets
+/// its slave ([`Invocation::terminal`]); the test reads what it shows and types on the master.
+pub struct Pty {
+    master: std::fs::File,
+    pub slave: std::os::fd::OwnedFd,
+    shown: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Pty {
+    /// A new pty of `rows` x `cols`, its slave owned by `user` (a user owns the terminal they
+    /// log in on).
+    pub fn open(user: User, rows: u16, cols: u16) -> Pty {
+        let size = nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
+        let path = std::fs::read_link(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&pty.slave)
+        ))
+        .expect("the slave's path");
+        let Ids { uid, gid } = user.ids();
+        chown(&path, Some(uid), Some(gid)).expect("chown the pty slave");
+        let master = std::fs::File::from(pty.master);
+        let shown = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut reader = master.try_clone().expect("dup the master");
+        let collected = std::sync::Arc::clone(&shown);
+        // Reads until EIO (no slave fd left open) or the test process ends.
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                collected.lock().unwrap().extend_from_slice(&buffer[..n]);
+            }
+        });
+        Pty {
+            master,
+            slave: pty.slave,
+            shown,
+        }
+    }
+
+    /// Everything shown on the terminal so far.
+    pub fn shown(&self) -> String {
+        String::from_utf8_lossy(&self.shown.lock().unwrap()).into_owned()
+    }
+
+    /// Waits (up to the command timeout) until the terminal has shown `text`; returns all shown.
+    #[track_caller]
+    pub fn wait_for(&self, text: &str) -> String {
+        assert!(
+            eventually(COMMAND_TIMEOUT, || self.shown().contains(text)),
+            "the terminal never showed {text:?}; it showed:\n{}",
+            self.shown()
+        );
+        self.shown()
+    }
+
+    /// Types `bytes` on the terminal.
+    pub fn type_bytes(&self, bytes: &[u8]) {
+        (&self.master).write_all(bytes).expect("write to the pty");
+    }
+
+    /// Resizes the terminal (as a terminal emulator does: SIGWINCH to its foreground group).
+    pub fn resize(&self, rows: u16, cols: u16) {
+        let status = Command::new("stty")
+            .args(["rows", &rows.to_string(), "cols", &cols.to_string()])
+            .stdin(self.slave.try_clone().expect("dup the slave"))
+            .status()
+            .expect("stty runs");
+        assert!(status.success(), "stty failed");
+    }
+
+    /// The terminal's settings (line discipline flags and control characters).
+    pub fn settings(&self) -> String {
+        let settings = nix::sys::termios::tcgetattr(&self.slave).expect("tcgetattr");
+        format!(
+            "{:?} {:?} {:?} {:?} {:?}",
+            settings.input_flags,
+            settings.output_flags,
+            settings.control_flags,
+            settings.local_flags,
+            settings.control_chars
+        )
+    }
+
+    /// The terminal's device number.
+    pub fn rdev(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::File::from(self.slave.try_clone().expect("dup the slave"))
+            .metadata()
+            .expect("fstat the slave")
+            .rdev()
+    }
 }

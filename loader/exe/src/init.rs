@@ -78,10 +78,13 @@ pub fn run(input: &LoaderInput, report: i32) -> i32 {
         return 125;
     };
     sys::close(status_write);
-    // Init needs none of the app's fds (stdio, IPC): holding them would keep pipes open.
-    for fd in 0..=fds::IPC {
-        sys::close(fd);
-    }
+    // Init reads nothing of the app's: its stdin and IPC socket close here (the launcher then
+    // sees the app close them itself). Its stdout and stderr stay open in init until init exits:
+    // the launcher relaying them then sees their EOF together with init's end, and wakes once
+    // when the app ends instead of up to three times (each wake-up of a launcher competing for a
+    // loaded CPU delays the end it waits for).
+    sys::close(0);
+    sys::close(fds::IPC);
     let _ = jail::drop_privileges();
     let _ = sys::prctl(linux_raw_sys::prctl::PR_SET_DUMPABLE, 0);
 
@@ -114,8 +117,27 @@ pub fn run(input: &LoaderInput, report: i32) -> i32 {
     }
 }
 
+/// The app leads a session of its own whose controlling terminal is its stdio's terminal, if it
+/// has one: the pseudo-terminal the launcher made for it (it never gets the user's own, see the
+/// launcher's `stdio`). The terminal's signals (Ctrl-C, Ctrl-\) then reach the app's process
+/// group and not init, which would relay them a second time; and that group is orphaned (its
+/// parent, init, is in another session), so the kernel ignores Ctrl-Z, which would stop the app
+/// where no shell can continue it. Without a terminal the session is merely the app's own.
+fn take_terminal() {
+    // The app (pid 2) is not a process group leader, so setsid cannot fail.
+    if sys::setsid().is_err() {
+        return;
+    }
+    for fd in 0..=2 {
+        if sys::take_controlling_terminal(fd).is_ok() {
+            return;
+        }
+    }
+}
+
 /// The app's side: its own steps, then exec. Returns only on failure, with exec's errno.
 fn start_app(input: &LoaderInput, status: i32) -> Result<sys::Errno, JailError> {
+    take_terminal();
     jail::apply_rlimits(input)?;
     jail::enter_app_user_namespace(input)?;
     let dropped = jail::drop_privileges()?;

@@ -569,3 +569,18 @@ pub fn wait_signal(set: SignalSet) -> Result<u32> {
 pub fn kill(pid: i32, signal: u32) {
     let _ = call_ints(k::__NR_kill, &[pid as usize, signal as usize]);
 }
+
+/// setsid(2): a new session and process group, led by the caller.
+pub fn setsid() -> Result<()> {
+    call_ints(k::__NR_setsid, &[]).map(drop)
+}
+
+/// ioctl(TIOCSCTTY, 0): the terminal `fd` becomes the controlling terminal of the caller's
+/// session (only if it is nobody's yet: 0 never steals one).
+pub fn take_controlling_terminal(fd: i32) -> Result<()> {
+    call_ints(
+        k::__NR_ioctl,
+        &[fd as usize, linux_raw_sys::ioctl::TIOCSCTTY as usize, 0],
+    )
+    .map(drop)
+}

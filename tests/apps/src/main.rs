@@ -101,6 +101,10 @@ fn dispatch(args: &[String]) -> modes::ModeResult {
         "hold-counters" => counters::hold_counters(),
         "counters-check" => counters::counters_check(),
         "socket-netns" => counters::socket_netns(rest),
+        "stdio-host" => modes::stdio_host(),
+        "tty" => modes::tty(),
+        "split" => modes::split(rest),
+        "close-stdout" => modes::close_stdout(),
         other => Err(format!("unknown mode {other:?}")),
     }
 }

@@ -361,3 +361,143 @@ pub fn terminal() -> ModeResult {
     println!("sid={sid} pgrp={pgrp} tiocspgrp={answer}");
     Ok(0)
 }
+
+/// The errno of the last failed call, as `errno N`.
+fn last_errno() -> String {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .map_or_else(|| "error".to_owned(), |e| format!("errno {e}"))
+}
+
+/// `stdio-host`: what the app can do to the file behind its stdout, reported on stderr as
+/// `stdout=TYPE fchmod-setuid=.. fchmod=.. flock=.. setfl=..`. Harmless to a pipe; to a host file
+/// it is what a hostile app would try: make it setuid (04755) or world-writable (0666), lock it
+/// (LOCK_NB: contends with a lock the harness holds) and flag it O_NONBLOCK (a flag of the open
+/// file description, which the harness shares).
+pub fn stdio_host() -> ModeResult {
+    let result = |ret: libc::c_int| {
+        if ret == 0 {
+            "ok".to_owned()
+        } else {
+            last_errno()
+        }
+    };
+    // SAFETY: fstat fills a live local stat; the other calls take integers.
+    let report = unsafe {
+        let mut stat: libc::stat = std::mem::zeroed();
+        let kind = if libc::fstat(1, &mut stat) != 0 {
+            last_errno()
+        } else {
+            match stat.st_mode & libc::S_IFMT {
+                libc::S_IFIFO => "fifo",
+                libc::S_IFREG => "regular",
+                libc::S_IFCHR => "chardev",
+                libc::S_IFSOCK => "socket",
+                _ => "other",
+            }
+            .to_owned()
+        };
+        let setuid = result(libc::fchmod(1, 0o4755));
+        let chmod = result(libc::fchmod(1, 0o666));
+        let flock = result(libc::flock(1, libc::LOCK_EX | libc::LOCK_NB));
+        let flags = libc::fcntl(1, libc::F_GETFL);
+        let setfl = result(libc::fcntl(1, libc::F_SETFL, flags | libc::O_NONBLOCK).min(0));
+        format!("stdout={kind} fchmod-setuid={setuid} fchmod={chmod} flock={flock} setfl={setfl}")
+    };
+    eprintln!("{report}");
+    Ok(0)
+}
+
+/// Window size of the terminal on fd 0, as `ROWSxCOLS` (or the errno).
+fn window_size() -> String {
+    // SAFETY: TIOCGWINSZ fills a live local winsize.
+    unsafe {
+        let mut size: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(0, libc::TIOCGWINSZ, &mut size) == 0 {
+            format!("{}x{}", size.ws_row, size.ws_col)
+        } else {
+            last_errno()
+        }
+    }
+}
+
+/// `tty`: for an interactive session on a terminal. Prints `isatty=I,O,E rdev=DEV size=RxC` and
+/// `ready`, then `size=RxC` at each SIGWINCH, until a signal with its default action (Ctrl-C's
+/// SIGINT) ends it; or, on a line `exit`, exits 0.
+pub fn tty() -> ModeResult {
+    let isatty: Vec<String> = (0..=2)
+        // SAFETY: isatty takes an integer.
+        .map(|fd| unsafe { libc::isatty(fd) }.to_string())
+        .collect();
+    // SAFETY: fstat fills a live local stat.
+    let rdev = unsafe {
+        let mut stat: libc::stat = std::mem::zeroed();
+        libc::fstat(0, &mut stat);
+        stat.st_rdev
+    };
+    println!(
+        "isatty={} rdev={rdev} size={}\nready",
+        isatty.join(","),
+        window_size()
+    );
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    // SIGWINCH is waited for by a thread of its own (blocked everywhere first, so it is never
+    // lost), the main thread reads lines.
+    // SAFETY: sigset operations on a live local; the mask applies to this thread and is
+    // inherited by the one spawned after it.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGWINCH);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    std::thread::spawn(move || loop {
+        let mut signal = 0;
+        // SAFETY: sigwait reads the live set and writes one int.
+        if unsafe { libc::sigwait(&set, &mut signal) } == 0 {
+            println!("size={}", window_size());
+            let _ = std::io::stdout().flush();
+        }
+    });
+    let mut line = String::new();
+    while std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?
+        > 0
+    {
+        if line.trim() == "exit" {
+            return Ok(0);
+        }
+        line.clear();
+    }
+    Ok(0)
+}
+
+/// `split N`: N lines `out I` on stdout and `err I` on stderr, alternating, each written at
+/// once (no buffering across the two).
+pub fn split(args: &[String]) -> ModeResult {
+    let lines: u64 = number(args, 0, "line count")?;
+    for i in 0..lines {
+        std::io::stdout()
+            .write_all(format!("out {i}\n").as_bytes())
+            .map_err(|e| format!("write stdout: {e}"))?;
+        std::io::stderr()
+            .write_all(format!("err {i}\n").as_bytes())
+            .map_err(|e| format!("write stderr: {e}"))?;
+    }
+    Ok(0)
+}
+
+/// `close-stdout`: `before` on stdout, closes it, then `after` on stderr: the app's end of its
+/// stdout, not the launcher's, is what closes.
+pub fn close_stdout() -> ModeResult {
+    let mut out = std::io::stdout().lock();
+    out.write_all(b"before\n")
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("write stdout: {e}"))?;
+    // SAFETY: closes fd 1; its buffer was flushed and nothing writes to stdout afterwards.
+    unsafe { libc::close(1) };
+    eprintln!("after");
+    Ok(0)
+}
