@@ -26,7 +26,7 @@
 //! loader waits for it only before it joins it (see `AppCgroup::self_join_files`).
 
 use std::ffi::CString;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -91,6 +91,9 @@ pub struct PendingJail(Option<Pending>);
 #[derive(Debug)]
 struct Pending {
     pid: i32,
+    /// The uid that owns the jail's user namespace, when it is not this process's (a root
+    /// launcher; see [`HostIdentity::namespace_owner`]).
+    namespace_owner: Option<u32>,
     handle: JailHandle,
     options: LaunchOptions,
     /// Our end of the channel: the child sends the broker's end of fd 3 on it, we send it the
@@ -182,7 +185,8 @@ pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS;
     let mut clone = || sys::spawn_jailed_child(flags, &mut setup);
-    let cloned = match HostIdentity::namespace_owner() {
+    let namespace_owner = HostIdentity::namespace_owner();
+    let cloned = match namespace_owner {
         Some(owner) => sys::as_namespace_owner(owner, clone).and_then(|cloned| cloned),
         None => clone(),
     };
@@ -197,6 +201,7 @@ pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
     ));
     Ok(PendingJail(Some(Pending {
         pid,
+        namespace_owner,
         handle: JailHandle::new(pidfd),
         options: options.clone(),
         channel,
@@ -215,6 +220,7 @@ impl PendingJail {
     pub fn start(mut self, plan: &JailPlan) -> Result<(RunningJail, OwnedFd), LaunchError> {
         let Pending {
             pid,
+            namespace_owner,
             handle,
             options,
             channel,
@@ -271,7 +277,7 @@ impl PendingJail {
             // Written before the loader runs when the pipe can hold it, so it never waits for us.
             let (input_write, pending_input) =
                 write_if_it_fits(input_write, framed).map_err(LaunchError::HandOff)?;
-            write_id_maps(pid, &identity)?;
+            write_id_maps(pid, namespace_owner, &identity)?;
             (&channel).write_all(&[1]).map_err(LaunchError::HandOff)?;
             // Closed after writing: EOF ends the list.
             File::from(sources_write)
@@ -364,11 +370,19 @@ fn write_if_it_fits(pipe: OwnedFd, bytes: Vec<u8>) -> io::Result<(OwnedFd, Optio
     Ok((file.into(), None))
 }
 
-fn write_id_maps(pid: i32, identity: &HostIdentity) -> Result<(), LaunchError> {
+fn write_id_maps(pid: i32, owner: Option<u32>, identity: &HostIdentity) -> Result<(), LaunchError> {
     let proc = PathBuf::from(format!("/proc/{pid}"));
     let write = |name: &str, value: String| {
         let file = proc.join(name);
-        fs::write(&file, value).map_err(|source| LaunchError::IdMap { file, source })
+        let opened = match owner {
+            // Root without CAP_SYS_ADMIN (a hardened unit) may write the maps of a namespace it
+            // does not own only through a file opened as that namespace's owner.
+            Some(owner) if name != "setgroups" => sys::open_as_namespace_owner(owner, &file),
+            _ => OpenOptions::new().write(true).open(&file),
+        };
+        opened
+            .and_then(|mut opened| opened.write_all(value.as_bytes()))
+            .map_err(|source| LaunchError::IdMap { file, source })
     };
     if !identity.launched_by_root {
         // Required before an unprivileged gid_map; also keeps the jail from dropping groups to

@@ -253,6 +253,61 @@ pub fn as_namespace_owner<T>(owner: libc::uid_t, f: impl FnOnce() -> T) -> io::R
     }
 }
 
+/// Opens `path` (a `/proc/PID/{uid,gid}_map` of a jail whose user namespace `owner` owns) for
+/// writing as the namespace's owner, with this thread's capabilities still in effect.
+///
+/// Why: the kernel lets an id map be written only through a file whose opener has
+/// CAP_SYS_ADMIN in the target namespace and CAP_SETUID/CAP_SETGID in its parent. Root has the
+/// first only by owning the namespace, or by holding CAP_SYS_ADMIN outright; a root launcher
+/// whose capability bounding set leaves CAP_SYS_ADMIN out (the systemd unit's) must therefore
+/// open the map as the owner. Changing the effective uid away from 0 empties the effective
+/// capability set, so it is refilled from the permitted set (which is unchanged) for the open.
+/// The file system uid stays 0, so the open is checked against root's access to the file.
+pub fn open_as_namespace_owner(
+    owner: libc::uid_t,
+    path: &std::path::Path,
+) -> io::Result<std::fs::File> {
+    as_namespace_owner(owner, || {
+        raise_permitted_capabilities()?;
+        std::fs::OpenOptions::new().write(true).open(path)
+    })?
+}
+
+/// Makes this thread's effective capability set its permitted set (capget/capset, version 3).
+fn raise_permitted_capabilities() -> io::Result<()> {
+    /// _LINUX_CAPABILITY_VERSION_3: two 32-bit words per set.
+    const VERSION_3: u32 = 0x2008_0522;
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget fills the two live `Data` words for this thread (pid 0) as version 3 says.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    for word in &mut data {
+        word.effective = word.permitted;
+    }
+    // SAFETY: capset reads the same two live words; effective within permitted is always allowed.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// (this thread's affinity, the same without the CPU it runs on), when that leaves any CPU.
 fn other_cpus() -> Option<(libc::cpu_set_t, libc::cpu_set_t)> {
     // SAFETY: an all-zero cpu_set_t is the empty set; the calls read or fill live sets of the
