@@ -2,7 +2,8 @@
 //! launch. `nochange setup DIR FILES` makes a home of FILES files under DIR and syncs it with a
 //! local store there until settled; `nochange sync DIR [ITERATIONS]` then opens the engine and
 //! syncs ITERATIONS times (default 1, for `strace -c`), printing the median and minimum µs of
-//! open + sync. Run it from a release build: `cargo run --release -p elastos-cloudsync --example
+//! open + sync. `nochange noop` exits at once: the start-up cost of a binary linking the engine
+//! (with or without the `remote` feature). Run it from a release build: `cargo run --release -p elastos-cloudsync --example
 //! nochange -- ...`.
 
 use std::path::Path;
@@ -30,7 +31,10 @@ fn home() -> HomeRef {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: nochange setup DIR FILES | nochange sync DIR [ITERATIONS]";
+    if args.first().map(String::as_str) == Some("noop") {
+        return;
+    }
+    let usage = "usage: nochange setup DIR FILES | nochange sync DIR [ITERATIONS] | nochange noop";
     let dir = Path::new(args.get(1).expect(usage));
     let homedir = dir.join("home");
     match args.first().map(String::as_str) {
