@@ -826,14 +826,19 @@ impl Ctx<'_> {
             }
         }
         let recorded = now_ms();
-        // A stat that is unchanged and was settled when recorded keeps its time: the next scan
-        // trusts it either way, and an index that did not change is not written again.
+        // A stat that is unchanged (and for a file, was settled when recorded) keeps its time:
+        // the next scan trusts it either way, and an index that did not change is not written.
         let stats: BTreeMap<RelPath, (LocalStat, u64)> = local_stats
             .into_iter()
             .filter(|(p, _)| !skipped.contains(p) && head_tree.is_some_and(|t| t.contains_key(p)))
             .map(|(p, st)| {
                 let at = match index.stats.get(&p) {
-                    Some((old, at)) if *old == st && settled(&st, *at) => *at,
+                    // Only a file's content is trusted from its stat.
+                    Some((old, at))
+                        if *old == st && (st.kind != LocalKind::File || settled(&st, *at)) =>
+                    {
+                        *at
+                    }
                     _ => recorded,
                 };
                 (p, (st, at))
