@@ -30,6 +30,12 @@ const READ_ATTEMPTS: u32 = 3;
 /// A file modified this close to when it was recorded may have changed again within the
 /// file system's timestamp granularity: it is hashed again next time ("racily clean").
 const RACY: Duration = Duration::from_secs(2);
+
+/// Whether a stat recorded at `at_ms` can be trusted: the file's mtime is more than [`RACY`]
+/// away from it (otherwise an edit in the same instant could have kept the stat).
+fn settled(st: &LocalStat, at_ms: u64) -> bool {
+    (st.mtime_ns / 1_000_000).abs_diff(at_ms as i64) > RACY.as_millis() as u64
+}
 /// Attempts of a whole sync when another device commits between our read and our write.
 pub(crate) const COMMIT_ATTEMPTS: u32 = 5;
 /// The safety stop trips above half the files, from this many deletions on.
@@ -275,10 +281,7 @@ impl Ctx<'_> {
         };
         for (rel, st) in entries {
             let recorded = index.stats.get(&rel);
-            let clean = recorded.is_some_and(|(old, at_ms)| {
-                old == &st
-                    && (st.mtime_ns / 1_000_000).abs_diff(*at_ms as i64) > RACY.as_millis() as u64
-            });
+            let clean = recorded.is_some_and(|(old, at_ms)| old == &st && settled(&st, *at_ms));
             // Racily clean files are hashed again, but only a different stat counts as pending.
             if recorded.is_none_or(|(old, _)| old != &st) && st.kind != LocalKind::Dir {
                 out.changed.insert(rel.clone());
@@ -806,6 +809,7 @@ impl Ctx<'_> {
 
         // The new index: head, base overrides for skipped paths, stats of what is now in place.
         let head = new_head.or(remote_head);
+        let head_moved = head.is_some();
         if let Some(head) = head {
             index.highest_seen = index.highest_seen.max(head.snapshot.version);
             index.head_hash = head.hash;
@@ -821,16 +825,41 @@ impl Ctx<'_> {
                 overrides.insert(path.clone(), old);
             }
         }
-        index.base_overrides = overrides;
         let recorded = now_ms();
-        index.stats = local_stats
+        // A stat that is unchanged (and for a file, was settled when recorded) keeps its time:
+        // the next scan trusts it either way, and an index that did not change is not written.
+        let stats: BTreeMap<RelPath, (LocalStat, u64)> = local_stats
             .into_iter()
             .filter(|(p, _)| !skipped.contains(p) && head_tree.is_some_and(|t| t.contains_key(p)))
-            .map(|(p, st)| (p, (st, recorded)))
+            .map(|(p, st)| {
+                let at = match index.stats.get(&p) {
+                    // Only a file's content is trusted from its stat.
+                    Some((old, at))
+                        if *old == st && (st.kind != LocalKind::File || settled(&st, *at)) =>
+                    {
+                        *at
+                    }
+                    _ => recorded,
+                };
+                (p, (st, at))
+            })
             .collect();
-        index.last_sync_ms = Some(recorded);
-        index.home_identity = Some(identity);
-        self.state.save(home_id, &index)?;
+        let unchanged = !head_moved
+            && overrides == index.base_overrides
+            && stats == index.stats
+            && index.home_identity == Some(identity)
+            && index.last_sync_ms.is_some();
+        if unchanged {
+            // The fast path of every launch: no rewrite, no fsync; the index's mtime records
+            // the time of this sync.
+            self.state.touch(home_id)?;
+        } else {
+            index.base_overrides = overrides;
+            index.stats = stats;
+            index.last_sync_ms = Some(recorded);
+            index.home_identity = Some(identity);
+            self.state.save(home_id, &index)?;
+        }
         report.version = committed_version;
         report.busy = scanned.busy.iter().map(|p| as_path(p).to_owned()).collect();
         Ok(Pass::Done(std::mem::take(report)))

@@ -25,6 +25,7 @@ pub enum SyncError {
     )]
     Contended { attempts: u32 },
     /// The store failed after every retry (5xx, timeouts, connection refused).
+    #[cfg(feature = "remote")]
     #[error("store {op} of {object} failed after {attempts} attempts: {source}")]
     Store {
         op: &'static str,

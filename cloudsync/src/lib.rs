@@ -1,10 +1,10 @@
 //! Two-way, end-to-end encrypted sync of app homes with the user's cloud disk.
 //!
 //! An app's home on this machine is a cache; the user's cloud disk (a local directory, an S3
-//! bucket or a WebDAV collection, through `object_store`) is the permanent copy. The store sees
-//! only padded ciphertext under keyed-hash names. The format, the key hierarchy, what the store
-//! learns, the conflict names and the handling of files that change while read are in
-//! `docs/cloud.md`.
+//! bucket or a WebDAV collection, through `object_store` with the `remote` feature) is the
+//! permanent copy. The store sees only padded ciphertext under keyed-hash names. The format, the
+//! key hierarchy, what the store learns, the conflict names and the handling of files that
+//! change while read are in `docs/cloud.md`.
 //!
 //! ```no_run
 //! use elastos_cloudsync::*;
@@ -95,7 +95,8 @@ pub fn is_conflict_name(name: &str) -> bool {
 }
 
 /// Syncs homes of one user with one store. Blocking: from async code, call it on a blocking
-/// thread (`spawn_blocking`); it drives its own current-thread runtime for the store's I/O.
+/// thread (`spawn_blocking`); for a network store it drives its own current-thread runtime, a
+/// local directory store is plain file calls.
 pub struct SyncEngine {
     remote: store::Remote,
     keys: crypto::Keys,

@@ -222,8 +222,13 @@ impl State {
 
     pub(crate) fn load(&self, home_id: &str) -> Result<HomeIndex, SyncError> {
         let path = self.index_path(home_id);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
+        let read = File::open(&path).and_then(|mut f| {
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes)?;
+            Ok((bytes, f.metadata()?.modified()?))
+        });
+        let (bytes, modified) = match read {
+            Ok(read) => read,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(HomeIndex {
                     format: INDEX_FORMAT,
@@ -232,7 +237,7 @@ impl State {
             }
             Err(e) => return Err(SyncError::io("read", &path, e)),
         };
-        let index: HomeIndex = postcard::from_bytes(&bytes).map_err(|e| SyncError::State {
+        let mut index: HomeIndex = postcard::from_bytes(&bytes).map_err(|e| SyncError::State {
             path: path.clone(),
             reason: e.to_string(),
         })?;
@@ -242,7 +247,31 @@ impl State {
                 reason: format!("index format {} (expected {INDEX_FORMAT})", index.format),
             });
         }
+        // A sync that changed nothing only touched the file (`touch`).
+        let touched_ms = modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        index.last_sync_ms = index.last_sync_ms.map(|ms| ms.max(touched_ms));
         Ok(index)
+    }
+
+    /// Records a sync that changed nothing: the index's mtime becomes the last sync time, without
+    /// rewriting or syncing the file.
+    pub(crate) fn touch(&self, home_id: &str) -> Result<(), SyncError> {
+        let path = self.index_path(home_id);
+        let now = rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        };
+        let times = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_OMIT,
+            },
+            last_modification: now,
+        };
+        rustix::fs::utimensat(rustix::fs::CWD, &path, &times, rustix::fs::AtFlags::empty())
+            .map_err(|e| SyncError::io("touch", path, e.into()))
     }
 
     pub(crate) fn save(&self, home_id: &str, index: &HomeIndex) -> Result<(), SyncError> {

