@@ -354,7 +354,7 @@ unprivileged_tests() {
 
 # The exposure scores of dist/'s services by `systemd-analyze security` (x10, its --threshold
 # unit): docs/operations.md reports them, and a change of the units that raises one fails here.
-SYSTEM_UNIT_EXPOSURE=30
+SYSTEM_UNIT_EXPOSURE=31
 USER_UNIT_EXPOSURE=73
 
 # Checks dist/'s systemd units (system and user) with Debian's systemd-analyze, which needs no
