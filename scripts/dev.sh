@@ -298,8 +298,23 @@ print_summary() {
   printf '  %-18s %8s s  %s\n' total "$(seconds "$total")" "$( ((status == 0)) && echo passed || echo FAILED)" >&2
 }
 
+# The jails' cgroup leaves (v1 memory and pids, v2 under /sys/fs/cgroup/elastos), one per line.
+cgroup_leaves() {
+  find /sys/fs/cgroup -mindepth 2 -maxdepth 3 -type d -path '*/elastos/*' 2>/dev/null | sort
+}
+
+# Fails when the tests left cgroups behind: every launcher removes its app's cgroup, also when
+# it is stopped, so a new leaf after the tests is a leak (a test that SIGKILLs its launcher, a
+# daemon that exits before its providers are reaped).
+check_no_cgroup_left() {
+  local left
+  left=$(comm -13 <(printf '%s\n' "$CGROUPS_BEFORE_TESTS") <(cgroup_leaves) | sed '/^$/d')
+  [[ -z $left ]] || { printf 'cgroups the tests left behind:\n%s\n' "$left" >&2; return 1; }
+}
+
 run_tests() {
   trap print_summary EXIT
+  CGROUPS_BEFORE_TESTS=$(cgroup_leaves)
   # Cheap checks first, so that they fail fast.
   stage fmt cargo fmt --all --check
   # Release, like every build here: elastos-loader (no_std) needs the release profile's
@@ -315,6 +330,7 @@ run_tests() {
   # asks for it (cargo unifies a crate's features across the workspace).
   stage test-unprivileged unprivileged_tests
   stage fuzz fuzz_smoke
+  stage cgroups check_no_cgroup_left
 }
 
 # Runs the test binaries of UNPRIVILEGED_TEST_CRATES as $TEST_USER, each in its crate's directory

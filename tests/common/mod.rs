@@ -464,16 +464,7 @@ impl Running {
     /// Ends the command: SIGTERM, up to `grace` to exit, then SIGKILL; how it ended. For
     /// daemons, which should shut down cleanly on SIGTERM.
     pub fn terminate(mut self, grace: Duration) -> Output {
-        let child = self.child.as_mut().expect("not yet waited for");
-        if matches!(child.try_wait(), Ok(None)) {
-            send_signal(child.id(), "TERM");
-            let deadline = Instant::now() + grace;
-            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            // Still running after the grace period: no more asking.
-            let _ = child.kill();
-        }
+        stop(self.child.as_mut().expect("not yet waited for"), grace);
         self.wait()
     }
 
@@ -523,10 +514,24 @@ impl Running {
     }
 }
 
+/// SIGTERM, then SIGKILL if `child` still runs after `grace`. SIGTERM first: a launcher killed
+/// outright cannot remove its app's cgroup, which would outlive the test.
+fn stop(child: &mut Child, grace: Duration) {
+    if matches!(child.try_wait(), Ok(None)) {
+        send_signal(child.id(), "TERM");
+        let deadline = Instant::now() + grace;
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Still running after the grace period: no more asking.
+        let _ = child.kill();
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         if let Some(child) = &mut self.child {
-            let _ = child.kill();
+            stop(child, Duration::from_secs(10));
             let _ = child.wait();
         }
     }
