@@ -31,6 +31,11 @@ pub fn daemon(args: BrokerArgs, log_level: Option<&str>, log_format: LogFormat) 
     if args.metrics_allow_non_loopback {
         command.arg("--metrics-allow-non-loopback");
     }
+    command
+        .arg("--log-max-size")
+        .arg(args.log_max_size.to_string())
+        .arg("--log-max-files")
+        .arg(args.log_max_files.to_string());
     if let Some(level) = log_level {
         command.env("ELASTOS_LOG", level);
     }
@@ -58,13 +63,11 @@ pub fn store_command(request: ControlRequest, state: &StateDirs, format: Format)
     Ok(0)
 }
 
-/// `ps`, `stop`, `services`: only a daemon has running apps to show.
+/// `services`: only a daemon has running apps to show.
 pub fn daemon_command(request: ControlRequest, state: &StateDirs, format: Format) -> Result<u8> {
     let value = daemon_request(&request, state)?;
     match format {
         Format::Json => print_json(&value)?,
-        // The table shows the apps; the daemon's own figures are in the JSON.
-        Format::Text if request == ControlRequest::Ps => print_text(&request, &value["apps"]),
         Format::Text => print_text(&request, &value),
     }
     Ok(0)
@@ -86,15 +89,6 @@ pub fn daemon_request(request: &ControlRequest, state: &StateDirs) -> Result<ser
 /// Columns (header, JSON field) of each listing, for people.
 fn columns(request: &ControlRequest) -> &'static [(&'static str, &'static str)] {
     match request {
-        ControlRequest::Ps | ControlRequest::Stop { .. } => &[
-            ("ID", "id"),
-            ("APP ID", "app_id"),
-            ("NAME", "name"),
-            ("PID", "pid"),
-            ("ORIGIN", "origin"),
-            ("UPTIME", "uptime_secs"),
-            ("SERVICES", "services"),
-        ],
         ControlRequest::Services => &[
             ("SERVICE", "service"),
             ("STATE", "state"),
@@ -120,7 +114,12 @@ fn print_text(request: &ControlRequest, value: &serde_json::Value) {
         serde_json::Value::Array(rows) => rows.iter().collect(),
         other => vec![other],
     };
-    let columns = columns(request);
+    print_table(columns(request), &rows);
+}
+
+/// A table for people, podman style: a header and aligned columns of `rows`' fields (header,
+/// JSON field); null and empty fields show as `-`, arrays comma-separated.
+pub fn print_table(columns: &[(&str, &str)], rows: &[&serde_json::Value]) {
     let cell = |row: &serde_json::Value, field: &str| match &row[field] {
         serde_json::Value::Null => "-".to_string(),
         serde_json::Value::String(s) => s.clone(),

@@ -68,16 +68,26 @@ pub enum Command {
         #[command(flatten)]
         format: FormatArg,
     },
-    /// List running apps connected to the broker daemon.
+    /// List the apps the broker daemon runs: detached ones (`run -d`) with their state,
+    /// restarts, memory and uptime, and the other apps connected to it.
     Ps {
+        /// Show exited detached apps too (kept until `elastos rm`).
+        #[arg(short, long)]
+        all: bool,
         #[command(flatten)]
         format: FormatArg,
     },
-    /// Stop a running app (connection id or app id, see `elastos ps`).
+    /// Stop a running app: SIGTERM, then SIGKILL after the timeout. A detached app is not
+    /// restarted by its policy after a stop.
     Stop {
-        /// Connection id or app UUID.
+        /// Instance id (or a unique prefix), app id or app name; or connection id (`elastos ps`).
         id: String,
+        /// Seconds to wait after SIGTERM before SIGKILL.
+        #[arg(short = 't', long = "time", value_name = "SECONDS", default_value_t = elastos_host::detached::DEFAULT_STOP_TIMEOUT_SECS)]
+        timeout: u64,
     },
+    #[command(flatten)]
+    Detached(DetachedCommand),
     /// List services: registered providers and installed ones that can be activated.
     Services {
         #[command(flatten)]
@@ -121,6 +131,64 @@ pub enum Command {
     /// Sync apps' homes with your cloud disk now, or show how far each is.
     #[command(subcommand)]
     Sync(SyncCommand),
+}
+
+/// The commands on detached apps (`elastos run -d`), podman style.
+#[derive(Debug, Subcommand)]
+pub enum DetachedCommand {
+    /// Print a detached app's output (stdout to stdout, stderr to stderr), kept by the daemon
+    /// with a size cap (see `elastos broker --log-max-size`).
+    Logs {
+        /// Instance id (or a unique prefix), app id or app name.
+        id: String,
+        /// Go on printing what the app writes, until it has exited for good (Ctrl-C to stop).
+        #[arg(short, long)]
+        follow: bool,
+        /// Print only the last N lines.
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
+        /// Prefix each line with the time the daemon read it (RFC 3339).
+        #[arg(short, long)]
+        timestamps: bool,
+    },
+    /// Send a signal to a detached app (its restart policy then decides as after any end).
+    Kill {
+        /// Instance id (or a unique prefix), app id or app name.
+        id: String,
+        /// KILL, TERM, INT, HUP, QUIT, USR1 or USR2 (the signals the jail's init relays), by
+        /// name or number.
+        #[arg(short, long, default_value = "KILL", value_parser = parse_signal)]
+        signal: i32,
+    },
+    /// Stop a detached app (SIGTERM, SIGKILL after the timeout) and start it again.
+    Restart {
+        /// Instance id (or a unique prefix), app id or app name.
+        id: String,
+        /// Seconds to wait after SIGTERM before SIGKILL.
+        #[arg(short = 't', long = "time", value_name = "SECONDS", default_value_t = elastos_host::detached::DEFAULT_STOP_TIMEOUT_SECS)]
+        timeout: u64,
+    },
+    /// Remove an exited detached app and its logs.
+    Rm {
+        /// Instance id (or a unique prefix), app id or app name.
+        id: String,
+        /// Kill it first (SIGKILL) if it runs.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Everything about a detached app as JSON: manifest, the jail in force (as `elastos policy
+    /// show` renders it), limits, cgroup, pid, uptime, restarts, runs and policy.
+    Inspect {
+        /// Instance id (or a unique prefix), app id or app name.
+        id: String,
+        /// Output format (JSON either way; accepted for podman's command line).
+        #[command(flatten)]
+        format: FormatArg,
+    },
+}
+
+fn parse_signal(text: &str) -> Result<i32, String> {
+    elastos_host::detached::parse_signal(text)
 }
 
 #[derive(Debug, Subcommand)]
@@ -319,6 +387,33 @@ pub struct BrokerArgs {
     /// and what the broker is doing is then visible beyond this machine.
     #[arg(long, requires = "metrics_addr")]
     pub metrics_allow_non_loopback: bool,
+    /// Rotate a detached app's log file at this size (bytes, or with a K, M or G suffix; at
+    /// least 64K). With --log-max-files, an app's logs take at most SIZE x N.
+    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_size)]
+    pub log_max_size: u64,
+    /// Log files kept per detached app, the current one included.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub log_max_files: u32,
+}
+
+/// A size in bytes: a number, or one with a K, M or G suffix (powers of 1024).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let upper = text.trim().to_ascii_uppercase();
+    let (number, unit) = match upper.trim_end_matches('B').strip_suffix(['K', 'M', 'G']) {
+        Some(number) => (number, upper.trim_end_matches('B').chars().last()),
+        None => (upper.as_str(), None),
+    };
+    let shift = match unit {
+        Some('K') => 10,
+        Some('M') => 20,
+        Some('G') => 30,
+        _ => 0,
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{text:?} is not a size (expected bytes, or e.g. 512K, 4M)"))
 }
 
 /// Output format for machine-readable commands.
@@ -355,6 +450,15 @@ pub struct RunArgs {
     /// without two of the jail's walls. Never needed on a supported kernel.
     #[arg(long)]
     pub dangerously_run_without_kernel_sandbox: bool,
+    /// Run it detached, supervised by the broker daemon (`elastos broker`), and print its
+    /// instance id. Its output goes to its log (`elastos logs`).
+    #[arg(short, long, conflicts_with_all = ["no_cgroup", "allow_downgrade", "dangerously_run_without_kernel_sandbox"])]
+    pub detach: bool,
+    /// With --detach: start it again after it ends: `no` (default), `on-failure[:N]` (a
+    /// non-zero exit or a signal; at most N restarts) or `always`. Restarts back off
+    /// exponentially, from 250 ms up to 30 s.
+    #[arg(long, value_name = "POLICY", requires = "detach", default_value = "no")]
+    pub restart: elastos_host::detached::RestartPolicy,
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,6 +17,7 @@ use elastos_identity::TrustList;
 use elastos_loader::{BlockedSignals, FirstEvent, LaunchError};
 use serde::Serialize;
 
+use crate::apps_cmd;
 use crate::broker_cmd;
 use crate::cloud_cmd;
 use crate::identity_cmd;
@@ -100,18 +101,14 @@ pub fn try_main(cli: Cli) -> Result<u8, Failure> {
             broker_cmd::store_command(ControlRequest::List, &state()?, format.format)
                 .map_err(Failure::from)
         }
-        Command::Ps { format } => {
-            broker_cmd::daemon_command(ControlRequest::Ps, &state()?, format.format)
-                .map_err(Failure::from)
-        }
+        Command::Ps { all, format } => apps_cmd::ps(all, format.format).map_err(Failure::from),
         Command::Services { format } => {
             broker_cmd::daemon_command(ControlRequest::Services, &state()?, format.format)
                 .map_err(Failure::from)
         }
-        Command::Stop { id } => {
-            broker_cmd::daemon_command(ControlRequest::Stop { id }, &state()?, Format::Text)
-                .map_err(Failure::from)
-        }
+        Command::Stop { id, timeout } => apps_cmd::stop(id, timeout).map_err(Failure::from),
+        Command::Detached(command) => apps_cmd::detached(command).map_err(Failure::from),
+        Command::Run(args) if args.detach => apps_cmd::run_detached(args).map_err(Failure::from),
         Command::Run(args) => run(args),
         Command::Id {
             command: None,

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+mod apps_cmd;
 mod broker_cmd;
 mod cli;
 mod cloud_cmd;

@@ -11,12 +11,14 @@ use elastos_broker::{
     ActivationError, Activator, AppIdentity, BoxFuture, Broker, ConnectionId, InstanceExit,
     InstanceId, Origin,
 };
-use elastos_loader::{AppExit, JailHandle, LaunchOptions};
+use elastos_loader::{AppExit, JailHandle, LaunchOptions, RunningJail};
 use elastos_policy::HostEnv;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use uuid::Uuid;
 
-use crate::apps::{start_app, AppDirs, AppError, InstalledApp, StartRequest};
+use crate::apps::{
+    start_app, AppDirs, AppError, InstalledApp, PreparedApp, StartPhase, StartRequest,
+};
 use crate::control::ControlRequest;
 
 /// Where an [`AppLauncher`] finds the installed apps.
@@ -173,7 +175,7 @@ impl Activator for AppLauncher {
                 .await
                 .map_err(|e| failed(crate::describe_error(&e)))?
                 .ok_or(ActivationError::NotInstalled { service })?;
-            let instance = InstanceId(launcher.0.next_instance.fetch_add(1, Ordering::Relaxed));
+            let instance = launcher.next_instance();
             let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Started>();
             let (supervisor, exits_to) = (launcher.clone(), broker.clone());
             let name = format!("elastos-app-{}", app.name);
@@ -235,8 +237,69 @@ impl AppLauncher {
         }
     }
 
-    /// The supervisor thread of one activated app: prepare, launch, report, wait, and tell
-    /// `broker` how it ended (requests waiting for it to register are answered with that).
+    /// A new instance id, unique among this launcher's runs (activations and detached runs).
+    pub fn next_instance(&self) -> InstanceId {
+        InstanceId(self.0.next_instance.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Starts one run of an app (through [`start_app`], like every start) as `instance` and
+    /// supervises it on the calling thread until it ends: the one supervision of the apps a
+    /// daemon runs, activated providers and detached runs alike. While it runs, it is what
+    /// [`Activator::stop`] and [`AppLauncher::stop_all`] reach. `started` gets the running jail
+    /// (to take its output), the broker's end of its fd 3, its identity and its prepared app
+    /// (manifest and plan) before the wait; when it returns false the app is stopped at once. Call it from a thread that lives as
+    /// long as the app (see [`start_app`]). An error before `started` was called is a failed
+    /// start.
+    pub fn run_supervised(
+        &self,
+        instance: InstanceId,
+        run: &SupervisedRun<'_>,
+        started: impl FnOnce(RunStarted<'_>) -> bool,
+    ) -> Result<AppExit, AppError> {
+        let options = LaunchOptions {
+            capture_output: run.capture_output,
+            ..self.0.options.clone()
+        };
+        let request = StartRequest {
+            bundle: run.bundle,
+            args: run.args,
+            dirs: &self.0.dirs,
+            host: &self.0.host,
+            options: &options,
+            allow_downgrade: false,
+        };
+        let mut prepared = None;
+        let started_app = start_app(&request, &mut |phase| {
+            if let StartPhase::Ready(app) = phase {
+                prepared = Some(app.clone());
+            }
+        })?;
+        let mut jail = started_app.jail;
+        self.0
+            .running
+            .lock()
+            .expect("not poisoned")
+            .insert(instance, jail.handle());
+        let keep = started(RunStarted {
+            jail: &mut jail,
+            broker_end: started_app.broker_end,
+            identity: started_app.identity,
+            prepared: prepared.expect("start_app reports Ready before it starts the entry"),
+        });
+        if !keep {
+            jail.handle().stop();
+        }
+        let exit = jail.wait_blocking();
+        self.0
+            .running
+            .lock()
+            .expect("not poisoned")
+            .remove(&instance);
+        Ok(exit?)
+    }
+
+    /// The supervisor thread of one activated app: launch, report, wait, and tell `broker` how
+    /// it ended (requests waiting for it to register are answered with that).
     fn supervise(
         &self,
         app: InstalledApp,
@@ -244,42 +307,27 @@ impl AppLauncher {
         started: tokio::sync::oneshot::Sender<Started>,
         broker: Broker,
     ) {
-        let request = StartRequest {
+        let run = SupervisedRun {
             bundle: &app.bundle,
             args: &[],
-            dirs: &self.0.dirs,
-            host: &self.0.host,
-            options: &self.0.options,
-            allow_downgrade: false,
+            capture_output: false,
         };
-        let jail = match start_app(&request, &mut |_| {}) {
-            Err(e) => {
+        let mut started = Some(started);
+        let ended = self.run_supervised(instance, &run, |run| {
+            let (stream, identity, pid) = (run.broker_end, run.identity, run.jail.facts().pid);
+            self.0.installed.record_activation(app.app_id);
+            tracing::info!(app = %app.app_id, name = %app.name, pid, %instance, "activated");
+            let waiting = started.take().expect("started once");
+            // Nobody waits any more (the activation timed out): do not leave it running.
+            waiting.send(Ok((stream, identity, pid as u32))).is_ok()
+        });
+        match ended {
+            Err(e) if started.is_some() => {
                 tracing::warn!(app = %app.app_id, error = %crate::describe_error(&e), "activation failed");
-                let _ = started.send(Err(crate::describe_error(&e)));
-                return;
-            }
-            Ok(started_app) => {
-                let (stream, identity, jail) = (
-                    started_app.broker_end,
-                    started_app.identity,
-                    started_app.jail,
-                );
-                let pid = jail.facts().pid;
-                self.0
-                    .running
-                    .lock()
-                    .expect("not poisoned")
-                    .insert(instance, jail.handle());
-                self.0.installed.record_activation(app.app_id);
-                tracing::info!(app = %app.app_id, name = %app.name, pid, %instance, "activated");
-                if started.send(Ok((stream, identity, pid as u32))).is_err() {
-                    // Nobody waits any more (the activation timed out): do not leave it running.
-                    jail.handle().stop();
+                if let Some(waiting) = started.take() {
+                    let _ = waiting.send(Err(crate::describe_error(&e)));
                 }
-                jail
             }
-        };
-        match jail.wait_blocking() {
             Ok(exit) => {
                 tracing::info!(app = %app.app_id, %instance, code = exit.code(), "activated app ended");
                 broker.instance_exited(
@@ -294,10 +342,30 @@ impl AppLauncher {
                 tracing::warn!(app = %app.app_id, %instance, error = %crate::describe_error(&e), "waiting for activated app")
             }
         }
-        self.0
-            .running
-            .lock()
-            .expect("not poisoned")
-            .remove(&instance);
     }
+}
+
+/// What [`AppLauncher::run_supervised`] hands its caller once the app runs.
+pub struct RunStarted<'a> {
+    /// The jail (its facts, its handle, its captured output).
+    pub jail: &'a mut RunningJail,
+    /// The broker's end of the app's fd 3.
+    pub broker_end: StdUnixStream,
+    /// Who the app is, from its verified bundle.
+    pub identity: AppIdentity,
+    /// The verified manifest and the plan of the jail it runs in.
+    pub prepared: PreparedApp,
+}
+
+/// One run for [`AppLauncher::run_supervised`]: what differs between an activation and a
+/// detached run.
+#[derive(Debug, Clone, Copy)]
+pub struct SupervisedRun<'a> {
+    /// The bundle file (verified again at every start).
+    pub bundle: &'a std::path::Path,
+    /// Arguments for the app's entry.
+    pub args: &'a [String],
+    /// Hand the app's stdout and stderr to the caller ([`RunningJail::take_output`]) instead of
+    /// relaying them to this process's.
+    pub capture_output: bool,
 }

@@ -344,6 +344,7 @@ pub fn launch_options(
         allow_without_kernel_sandbox,
         no_cgroup,
         attached: true,
+        capture_output: false,
     })
 }
 

@@ -1,6 +1,6 @@
 //! The broker daemon's control socket: how `elastos run` hands a jailed app's connection to a
-//! running broker, and how the `install`, `uninstall`, `list`, `ps`, `stop` and `services`
-//! commands talk to it.
+//! running broker, and how the `install`, `uninstall`, `list`, `ps`, `stop`, `services` and the
+//! detached-run commands (`run -d`, `logs`, `kill`, `restart`, `rm`, `inspect`) talk to it.
 //!
 //! One JSON [`ControlRequest`] per connection, one line; the answer is one JSON line,
 //! `{"ok": ...}` or `{"error": "..."}`. An `attach` request carries, as `SCM_RIGHTS` in the same
@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::apps::InstalledApp;
+use crate::detached::{DetachedRun, InstanceView};
 use elastos_broker::{AppIdentity, AppSnapshot, Broker, Origin, ServiceState};
 
 /// Longest request line accepted, in bytes.
@@ -81,10 +82,43 @@ pub enum ControlRequest {
     Uninstall { app_id: Uuid },
     /// Installed apps.
     List,
-    /// Running apps.
-    Ps,
-    /// Stop a running app (by connection id or app id).
-    Stop { id: String },
+    /// Running apps (their connections), and the detached instances: those running or
+    /// restarting, and with `all` the exited ones too.
+    Ps {
+        #[serde(default)]
+        all: bool,
+    },
+    /// Stop a running app: a detached instance (by instance id, a unique prefix of it, app id or
+    /// unique app name: SIGTERM, then SIGKILL after `timeout_secs`, default
+    /// [`DEFAULT_STOP_TIMEOUT_SECS`](crate::detached::DEFAULT_STOP_TIMEOUT_SECS)), or an app
+    /// `elastos run` attached (by connection id or app id). Answered once it has ended.
+    Stop {
+        id: String,
+        #[serde(default)]
+        timeout_secs: Option<u64>,
+    },
+    /// Run a bundle detached, supervised by the daemon; answered once it runs (or failed to
+    /// start), with its [`InstanceView`](crate::detached::InstanceView).
+    Run(DetachedRun),
+    /// Send a signal (one of [`KILLABLE`](crate::detached::KILLABLE)) to a detached instance.
+    /// The restart policy then decides as after any end.
+    Kill { id: String, signal: i32 },
+    /// Stop a detached instance (as [`ControlRequest::Stop`]) and start it again.
+    Restart {
+        id: String,
+        #[serde(default)]
+        timeout_secs: Option<u64>,
+    },
+    /// Forget an exited detached instance and delete its logs; with `force`, stop it first
+    /// (SIGKILL).
+    Rm {
+        id: String,
+        #[serde(default)]
+        force: bool,
+    },
+    /// Everything about a detached instance: manifest, the jail in force, limits, cgroup,
+    /// runs.
+    Inspect { id: String },
     /// Services and their providers.
     Services,
     /// The installed app providing a service (`null` if none); answered from the database.
@@ -441,6 +475,9 @@ pub struct AppView {
     pub uptime_secs: u64,
     /// Services it has registered.
     pub services: Vec<Uuid>,
+    /// The detached instance this connection is the current run of, if any.
+    #[serde(default)]
+    pub instance: Option<String>,
 }
 
 impl From<&AppSnapshot> for AppView {
@@ -456,6 +493,7 @@ impl From<&AppSnapshot> for AppView {
             },
             uptime_secs: app.since.elapsed().map(|d| d.as_secs()).unwrap_or(0),
             services: app.services.clone(),
+            instance: None,
         }
     }
 }
@@ -478,6 +516,9 @@ pub struct PsView {
     pub daemon: DaemonView,
     /// The running apps, by connection id.
     pub apps: Vec<AppView>,
+    /// The detached instances (exited ones only when asked for), oldest first.
+    #[serde(default)]
+    pub instances: Vec<InstanceView>,
 }
 
 /// This process's resident memory in bytes, from `VmRSS` in /proc/self/status.

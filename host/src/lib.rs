@@ -5,7 +5,9 @@
 //!   function every start of an app goes through (`elastos run`, on-demand activation, the
 //!   daemon's detached runs);
 //! - [`activator`]: the broker's [`elastos_broker::Activator`] that starts installed providers in
-//!   jails and supervises them;
+//!   jails and supervises them, and the same supervision for the daemon's detached runs;
+//! - [`detached`]: detached runs (`elastos run -d`): the requests and views, restart policies;
+//! - [`applog`]: the detached apps' logs, capped and rotated;
 //! - [`link`]: where an app's connection goes: the daemon, or a broker embedded in `elastos run`;
 //! - [`control`]: the daemon's control socket (`SO_PEERCRED`, `SCM_RIGHTS` attach), whose peers
 //!   are the user's own processes;
@@ -22,11 +24,13 @@
 #![deny(unsafe_code)]
 
 pub mod activator;
+pub mod applog;
 pub mod apps;
 // The one exception: the control socket receives app sockets as file descriptors (SCM_RIGHTS),
 // which takes `OwnedFd::from_raw_fd`. See the SAFETY comments there.
 #[allow(unsafe_code)]
 pub mod control;
+pub mod detached;
 pub mod kernel;
 pub mod link;
 pub mod logging;

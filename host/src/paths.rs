@@ -16,6 +16,9 @@ pub struct StateDirs {
     pub broker_db: PathBuf,
     /// The broker daemon's control socket.
     pub control_socket: PathBuf,
+    /// The logs of detached apps, one directory per instance: `$ELASTOS_HOME/logs`, else
+    /// `$XDG_STATE_HOME/elastos/logs`.
+    pub app_logs: PathBuf,
     /// The cloud disk's settings (`elastos cloud set`): `$ELASTOS_HOME/cloud.toml`, else
     /// `$XDG_CONFIG_HOME/elastos/cloud.toml`.
     pub cloud_config: PathBuf,
@@ -47,6 +50,7 @@ impl StateDirs {
                 },
                 broker_db: root.join("broker.db"),
                 control_socket: root.join("run/broker.sock"),
+                app_logs: root.join("logs"),
                 cloud_config: root.join("cloud.toml"),
                 cloud: root.join("cloud"),
             });
@@ -79,6 +83,7 @@ impl StateDirs {
             },
             broker_db: data.join("broker.db"),
             control_socket: runtime_dir()?.join("broker.sock"),
+            app_logs: xdg("XDG_STATE_HOME", ".local/state")?.join("elastos/logs"),
             cloud_config: config.join("cloud.toml"),
             cloud: data.join("cloud"),
         })

@@ -44,5 +44,6 @@ pub use error::LaunchError;
 pub use identity::{HostIdentity, ROOT_MODE_UID_BASE};
 pub use input::MAX_MOUNT_SOURCES;
 pub use spawn::{spawn, LaunchOptions, PendingJail};
+pub use stdio::CapturedOutput;
 pub use supervise::{AppExit, BlockedSignals, FirstEvent, JailFacts, JailHandle, RunningJail};
 pub use sys::release_free_heap;

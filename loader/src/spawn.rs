@@ -61,6 +61,10 @@ pub struct LaunchOptions {
     /// demand) its stdin is empty and its stdout and stderr are pipes. Either way the app never
     /// holds the launcher's own fds (see `stdio`).
     pub attached: bool,
+    /// A detached app (`elastos run -d`, never `attached`): its stdout and stderr are not
+    /// relayed to the launcher's but handed to the supervisor
+    /// ([`RunningJail::take_output`](crate::RunningJail::take_output)), which logs them.
+    pub capture_output: bool,
 }
 
 /// As root, the home belongs to the app's own uid (it was created by root).
@@ -149,7 +153,7 @@ pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
     let above = |fd: &OwnedFd| sys::dup_above(fd.as_raw_fd(), floor).map_err(LaunchError::Fds);
     // The app's stdio replaces the launcher's own at 0, 1 and 2 (which the child closes only by
     // placing these there): pipes or a pty of ours, never a host file.
-    let (app_stdio, relay) = stdio::connect(options.attached)?;
+    let (app_stdio, relay) = stdio::connect(options.attached, options.capture_output)?;
     let [app_stdin, app_stdout, app_stderr] = &app_stdio;
     let handed: Vec<(OwnedFd, RawFd)> = vec![
         (above(app_stdin)?, 0),

@@ -18,7 +18,9 @@
 //!   restores its terminal's settings when the relay is dropped: on every exit path but SIGKILL.
 //!
 //! A service started on demand (not attached) gets an empty stdin and never a terminal: the
-//! launcher's terminal belongs to the app the user started.
+//! launcher's terminal belongs to the app the user started. A detached app (`elastos run -d`)
+//! gets the same, and its stdout and stderr are not relayed at all: the read ends of its pipes
+//! go to the supervisor ([`CapturedOutput`]), which keeps them in the app's log.
 
 use std::io::{self, IsTerminal};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -59,8 +61,12 @@ fn is_terminal(fd: RawFd) -> bool {
 
 /// Creates the app's stdin, stdout and stderr (to be placed at its fds 0, 1 and 2) and the relay
 /// that connects them to the launcher's. `attached`: the app is the one the user runs (`elastos
-/// run`); otherwise a service started on demand (see the module doc).
-pub(crate) fn connect(attached: bool) -> Result<([OwnedFd; 3], Relay), LaunchError> {
+/// run`); otherwise a service started on demand (see the module doc). `capture` (never with
+/// `attached`): the output pipes' read ends are kept in the relay for
+/// [`Relay::take_captured`] instead of being relayed.
+pub(crate) fn connect(attached: bool, capture: bool) -> Result<([OwnedFd; 3], Relay), LaunchError> {
+    let capture = capture && !attached;
+    let mut captured = Vec::new();
     let terminal_fds: Vec<RawFd> = [STDIN, STDOUT, STDERR]
         .into_iter()
         .filter(|&fd| attached && is_terminal(fd))
@@ -105,7 +111,11 @@ pub(crate) fn connect(attached: bool) -> Result<([OwnedFd; 3], Relay), LaunchErr
         Some(_) if terminal_fds.contains(&fd) => slave(),
         _ => {
             let (read, write) = pipe(PipeEnd::Read, fd == STDOUT)?;
-            channels.push(Channel::new(fd, Arc::new(read), Direction::FromApp));
+            if capture {
+                captured.push(read);
+            } else {
+                channels.push(Channel::new(fd, Arc::new(read), Direction::FromApp));
+            }
             Ok(write)
         }
     };
@@ -125,10 +135,28 @@ pub(crate) fn connect(attached: bool) -> Result<([OwnedFd; 3], Relay), LaunchErr
             Direction::FromApp,
         ));
     }
+    let captured = match <[OwnedFd; 2]>::try_from(captured) {
+        Ok([stdout, stderr]) => Some(CapturedOutput { stdout, stderr }),
+        Err(_) => None,
+    };
     Ok((
         [app_stdin, app_stdout, app_stderr],
-        Relay { channels, terminal },
+        Relay {
+            channels,
+            terminal,
+            captured,
+        },
     ))
+}
+
+/// The read ends of a detached app's stdout and stderr pipes (non-blocking), for its supervisor
+/// to keep in a log. EOF on both once every process of the jail has closed them.
+#[derive(Debug)]
+pub struct CapturedOutput {
+    /// What the app writes to its fd 1.
+    pub stdout: OwnedFd,
+    /// What the app writes to its fd 2.
+    pub stderr: OwnedFd,
 }
 
 fn stdio_error(what: &'static str) -> impl FnOnce(io::Error) -> LaunchError {
@@ -424,6 +452,8 @@ impl Channel {
 pub struct Relay {
     channels: Vec<Channel>,
     terminal: Option<Terminal>,
+    /// A detached app's output, until its supervisor takes it.
+    captured: Option<CapturedOutput>,
 }
 
 impl Relay {
@@ -441,6 +471,11 @@ impl Relay {
                 terminal.saved = Some(saved);
             }
         }
+    }
+
+    /// A detached app's output pipes (once; `None` unless the launch asked to capture them).
+    pub(crate) fn take_captured(&mut self) -> Option<CapturedOutput> {
+        self.captured.take()
     }
 
     /// The launcher's terminal was resized: the app's follows.

@@ -19,7 +19,7 @@ use crate::cgroup::{AppCgroup, LimitMechanism};
 use crate::error::LaunchError;
 use crate::identity::HostIdentity;
 use crate::spawn::parse_report;
-use crate::stdio::Relay;
+use crate::stdio::{CapturedOutput, Relay};
 use crate::sys;
 
 /// Signals the launcher forwards to the app.
@@ -216,6 +216,12 @@ impl RunningJail {
     /// then reaches nobody).
     pub fn handle(&self) -> JailHandle {
         self.handle.clone()
+    }
+
+    /// The read ends of the app's stdout and stderr, once, when it was launched with
+    /// [`LaunchOptions::capture_output`](crate::LaunchOptions::capture_output).
+    pub fn take_output(&mut self) -> Option<CapturedOutput> {
+        self.relay.take_captured()
     }
 
     /// Waits for the app to end, relaying its stdio and forwarding SIGINT, SIGTERM and SIGHUP to

@@ -22,7 +22,10 @@ use elastos_host::paths::StateDirs;
 
 use crate::install::{install, uninstall, InstallError};
 use crate::store::{Store, StoreError};
+use crate::supervisor::Supervisor;
 use crate::{metrics, systemd};
+use elastos_host::applog::LogLimits;
+use elastos_host::detached::DEFAULT_STOP_TIMEOUT_SECS;
 
 /// The daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +65,8 @@ pub struct DaemonOptions {
     /// Serve the Prometheus metrics over HTTP here too (checked by
     /// [`metrics::check_address`](crate::metrics::check_address)).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// How much log each detached app keeps.
+    pub log_limits: LogLimits,
 }
 
 /// How long activated providers get to end after SIGTERM when the daemon stops, before
@@ -120,6 +125,14 @@ pub fn run(state: &StateDirs, options: &DaemonOptions) -> Result<(), DaemonError
         ..BrokerConfig::default()
     };
     let broker = Broker::new(config, Some(Arc::new(launcher.clone())));
+    let supervisor = Supervisor::new(
+        launcher.clone(),
+        broker.clone(),
+        runtime.handle().clone(),
+        state.app_logs.clone(),
+        options.log_limits,
+    );
+    let serving_supervisor = supervisor.clone();
     listener
         .set_nonblocking(true)
         .map_err(io("configure the control socket"))?;
@@ -178,6 +191,7 @@ pub fn run(state: &StateDirs, options: &DaemonOptions) -> Result<(), DaemonError
                 jails.clone(),
                 store.clone(),
                 dirs.clone(),
+                serving_supervisor.clone(),
             ));
         }
     });
@@ -189,8 +203,10 @@ pub fn run(state: &StateDirs, options: &DaemonOptions) -> Result<(), DaemonError
             break;
         }
     }
-    // The providers it activated go first, and their supervisors remove their cgroups: ending
-    // the process with them running left their cgroup directories behind.
+    // The apps it runs go first, and their supervisors remove their cgroups: ending the process
+    // with them running left their cgroup directories behind. Detached ones first, so that
+    // none is restarted meanwhile.
+    supervisor.shutdown(PROVIDER_STOP_GRACE);
     launcher.stop_all(PROVIDER_STOP_GRACE);
     runtime.shutdown_timeout(Duration::from_secs(2));
     // A socket systemd passed stays: it is systemd's, and the next connection starts us again.
@@ -280,6 +296,25 @@ impl LaunchedJails {
     }
 }
 
+/// Whether the jail of `handle` ended before `deadline` (its pidfd turns readable then).
+fn wait_for_exit(handle: &JailHandle, deadline: std::time::Instant) -> bool {
+    use std::os::fd::AsFd;
+    let timeout = deadline.saturating_duration_since(std::time::Instant::now());
+    let timeout =
+        nix::poll::PollTimeout::try_from(timeout.as_millis().min(i32::MAX as u128) as i32)
+            .unwrap_or(nix::poll::PollTimeout::MAX);
+    let mut fds = [nix::poll::PollFd::new(
+        handle.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    matches!(nix::poll::poll(&mut fds, timeout), Ok(n) if n > 0)
+}
+
+/// The first 12 digits of an instance id, as `elastos ps` shows it.
+fn instance_prefix(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
 /// How often the daemon looks whether a burst of connections has ended.
 const TRIM_PERIOD: Duration = Duration::from_secs(5);
 
@@ -304,6 +339,7 @@ async fn release_memory_after_bursts(broker: Broker, control: control::Incomplet
 /// One control connection: its request is read on the runtime, bounded by
 /// [`control::REQUEST_TIMEOUT`] and [`control::MAX_INCOMPLETE`] (`waiting`), and only a whole
 /// request takes a blocking thread (it may read the database or unpack a bundle).
+#[allow(clippy::too_many_arguments)]
 async fn serve_control(
     stream: tokio::net::UnixStream,
     waiting: control::Waiting,
@@ -312,6 +348,7 @@ async fn serve_control(
     jails: Arc<LaunchedJails>,
     store: Arc<Store>,
     dirs: AppDirs,
+    supervisor: Supervisor,
 ) {
     let answer = |result| async {
         // A peer that does not read its answer is not waited for either.
@@ -353,6 +390,7 @@ async fn serve_control(
                     store: &store,
                     dirs: &dirs,
                     runtime: &handle,
+                    supervisor: &supervisor,
                 };
                 handle_request(request, fds, &daemon)
             })
@@ -375,6 +413,7 @@ struct Serving<'a> {
     store: &'a Store,
     dirs: &'a AppDirs,
     runtime: &'a tokio::runtime::Handle,
+    supervisor: &'a Supervisor,
 }
 
 fn handle_request(
@@ -388,8 +427,11 @@ fn handle_request(
         store,
         dirs,
         runtime: handle,
+        supervisor,
         ..
     } = *daemon;
+    let timeout =
+        |secs: Option<u64>| Duration::from_secs(secs.unwrap_or(DEFAULT_STOP_TIMEOUT_SECS));
     match request {
         ControlRequest::Attach { identity, pid } => {
             // The app's socket, then its jail's pidfd: without one (a client that is no jail,
@@ -409,9 +451,10 @@ fn handle_request(
             }
             to_json(id.0)
         }
-        ControlRequest::Ps => {
-            let apps: Vec<control::AppView> =
+        ControlRequest::Ps { all } => {
+            let mut apps: Vec<control::AppView> =
                 broker.apps().iter().map(control::AppView::from).collect();
+            supervisor.mark_connections(&mut apps);
             to_json(control::PsView {
                 daemon: control::DaemonView {
                     pid: std::process::id(),
@@ -419,31 +462,61 @@ fn handle_request(
                     connections: apps.len(),
                 },
                 apps,
+                instances: supervisor.views(all),
             })
         }
+        ControlRequest::Run(spec) => to_json(supervisor.run(spec)?),
+        ControlRequest::Kill { id, signal } => to_json(supervisor.kill(&id, signal)?),
+        ControlRequest::Restart { id, timeout_secs } => {
+            to_json(supervisor.restart(&id, timeout(timeout_secs))?)
+        }
+        ControlRequest::Rm { id, force } => to_json(supervisor.remove(&id, force)?),
+        ControlRequest::Inspect { id } => supervisor.inspect(&id),
         ControlRequest::Services => {
             let installed = store
                 .installed()
                 .map_err(|e| elastos_host::describe_error(&e))?;
             to_json(control::service_views(broker, &installed))
         }
-        ControlRequest::Stop { id } => {
+        ControlRequest::Stop { id, timeout_secs } => {
             let matching: Vec<_> = broker
                 .apps()
                 .into_iter()
                 .filter(|app| app.id.to_string() == id || app.app_id.to_string() == id)
+                .filter(|app| !supervisor.owns_connection(app.id))
                 .collect();
+            if let Some(instance) = supervisor.find(&id)? {
+                if !matching.is_empty() {
+                    return Err(format!(
+                        "{id:?} is ambiguous: it names detached instance {} and connection {}; \
+                         give more of the instance id",
+                        instance_prefix(&supervisor.view(&instance).id),
+                        matching[0].id
+                    ));
+                }
+                return to_json(vec![supervisor.stop(&instance, timeout(timeout_secs))?]);
+            }
             if matching.is_empty() {
                 return Err(format!(
-                    "no running app with connection id or app id {id}; `elastos ps` lists them"
+                    "no running app with instance id, id prefix, app name, connection id or app \
+                     id {id:?}; `elastos ps` lists them"
                 ));
             }
+            let mut stopped = Vec::new();
             for app in &matching {
                 // The broker closes the connection first, so its peers hear STOPPED rather than
-                // see the app's socket close; then its jail ends the app.
+                // see the app's socket close; then its jail ends the app (SIGKILL after the
+                // timeout).
                 broker.disconnect(app.id);
                 if let Some(jail) = jails.take(app.id) {
                     jail.stop();
+                    stopped.push(jail);
+                }
+            }
+            let deadline = std::time::Instant::now() + timeout(timeout_secs);
+            for jail in stopped {
+                if !wait_for_exit(&jail, deadline) {
+                    jail.kill();
                 }
             }
             to_json(
@@ -485,8 +558,13 @@ pub fn store_request(
             json(serde_json::to_value(store.provider_of(service)?))
         }
         ControlRequest::Attach { .. }
-        | ControlRequest::Ps
+        | ControlRequest::Ps { .. }
         | ControlRequest::Stop { .. }
+        | ControlRequest::Run(_)
+        | ControlRequest::Kill { .. }
+        | ControlRequest::Restart { .. }
+        | ControlRequest::Rm { .. }
+        | ControlRequest::Inspect { .. }
         | ControlRequest::Metrics
         | ControlRequest::Services => Err(InstallError::App(AppError::InstalledApps(
             "running apps are only known to a broker daemon (`elastos broker`)".into(),

@@ -6,6 +6,7 @@
 //! ```text
 //! elastos-broker daemon [--idle-stop SECONDS] [--log-format text|json]
 //!                       [--metrics-addr ADDRESS:PORT [--metrics-allow-non-loopback]]
+//!                       [--log-max-size BYTES] [--log-max-files N]
 //! elastos-broker request '{"op":"list"}'     # one ControlRequest; prints the JSON result
 //! ```
 //! Under systemd (dist/), the daemon speaks sd_notify and takes its control socket from socket
@@ -22,8 +23,10 @@ mod daemon;
 mod install;
 mod metrics;
 mod store;
+mod supervisor;
 mod systemd;
 
+use elastos_host::applog::LogLimits;
 use elastos_host::control::ControlRequest;
 use elastos_host::logging::{self, LogFormat};
 use elastos_host::paths::StateDirs;
@@ -69,7 +72,12 @@ fn parse_daemon(args: &[&str]) -> Result<(DaemonOptions, LogFormat), (u8, String
     let mut options = DaemonOptions {
         idle_stop: elastos_broker::BrokerConfig::default().idle_stop_after,
         metrics_addr: None,
+        log_limits: LogLimits::default(),
     };
+    let (mut log_file_bytes, mut log_files) = (
+        options.log_limits.max_file_bytes,
+        options.log_limits.max_files,
+    );
     let mut format = LogFormat::Text;
     let mut allow_non_loopback = false;
     let mut args = args.iter();
@@ -103,14 +111,30 @@ fn parse_daemon(args: &[&str]) -> Result<(DaemonOptions, LogFormat), (u8, String
                 })?)
             }
             "--metrics-allow-non-loopback" => allow_non_loopback = true,
+            "--log-max-size" => {
+                let bytes = value()?;
+                log_file_bytes = bytes
+                    .parse()
+                    .map_err(|_| bad(format!("--log-max-size takes bytes, found {bytes:?}")))?
+            }
+            "--log-max-files" => {
+                let count = value()?;
+                log_files = count.parse().map_err(|_| {
+                    bad(format!(
+                        "--log-max-files takes a whole number, found {count:?}"
+                    ))
+                })?
+            }
             other => {
                 return Err(bad(format!(
                     "unknown daemon option {other:?}; expected --idle-stop, --log-format, \
-                     --metrics-addr or --metrics-allow-non-loopback"
+                     --metrics-addr, --metrics-allow-non-loopback, --log-max-size or \
+                     --log-max-files"
                 )))
             }
         }
     }
+    options.log_limits = LogLimits::new(log_file_bytes, log_files).map_err(bad)?;
     if let Some(address) = options.metrics_addr {
         metrics::check_address(address, allow_non_loopback).map_err(bad)?;
     }

@@ -92,6 +92,8 @@ fn dispatch(args: &[String]) -> modes::ModeResult {
         "stdout" => modes::stdout(rest),
         "cat" => modes::cat(),
         "sleep" => modes::sleep(rest),
+        "ignore-term" => modes::ignore_term(rest),
+        "ticker" => modes::ticker(rest),
         "env" => modes::env(),
         "fds" => modes::fds(),
         "status" => modes::status(),

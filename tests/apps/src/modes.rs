@@ -219,6 +219,54 @@ pub fn sleep(args: &[String]) -> ModeResult {
     Ok(0)
 }
 
+/// `ignore-term SECS`: ignore SIGTERM (saying so on stderr each time it comes), print `ready`,
+/// sleep: an app that only SIGKILL stops.
+pub fn ignore_term(args: &[String]) -> ModeResult {
+    let secs: u64 = number(args, 0, "seconds")?;
+    extern "C" fn on_term(_: libc::c_int) {
+        let said = b"TERM ignored\n";
+        // SAFETY: write(2) is async-signal-safe; the buffer is a static byte string.
+        unsafe { libc::write(2, said.as_ptr().cast(), said.len()) };
+    }
+    // SAFETY: installs a handler that only calls write(2) (async-signal-safe).
+    let previous =
+        unsafe { libc::signal(libc::SIGTERM, on_term as *const () as libc::sighandler_t) };
+    if previous == libc::SIG_ERR {
+        return Err("cannot install a SIGTERM handler".to_owned());
+    }
+    println!("ready");
+    std::io::stdout()
+        .flush()
+        .map_err(|e| format!("flush stdout: {e}"))?;
+    let until = std::time::Instant::now() + Duration::from_secs(secs);
+    // A signal cuts a sleep short: sleep again until the time is up.
+    while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+        std::thread::sleep(left);
+    }
+    Ok(0)
+}
+
+/// `ticker COUNT MILLIS [EXIT]`: print `tick N` (stdout) and `tock N` (stderr) COUNT times,
+/// MILLIS apart, then exit with EXIT (default 0).
+pub fn ticker(args: &[String]) -> ModeResult {
+    let count: u64 = number(args, 0, "count")?;
+    let millis: u64 = number(args, 1, "milliseconds")?;
+    let code: i32 = if args.len() > 2 {
+        number(args, 2, "exit code")?
+    } else {
+        0
+    };
+    for i in 0..count {
+        println!("tick {i}");
+        eprintln!("tock {i}");
+        std::io::stdout()
+            .flush()
+            .map_err(|e| format!("flush stdout: {e}"))?;
+        std::thread::sleep(Duration::from_millis(millis));
+    }
+    Ok(code)
+}
+
 /// `env`: print the environment, one NAME=VALUE per line.
 pub fn env() -> ModeResult {
     for (name, value) in std::env::vars_os() {

@@ -1,0 +1,789 @@
+//! Detached runs (`elastos run -d`): the daemon's instances, each supervised by a thread of its
+//! own through the activator's supervision ([`AppLauncher::run_supervised`], the same as an
+//! activated provider's), restarted by its policy with exponential backoff, its output kept in
+//! a capped, rotated log ([`elastos_host::applog`]).
+//!
+//! Instances live in the daemon's memory: a daemon that stops stops them, and the next one
+//! starts with none (it deletes the logs the previous one left, which are only found by
+//! instance id).
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use elastos_broker::{Broker, ConnectionId, Origin};
+use elastos_host::activator::{AppLauncher, RunStarted, SupervisedRun};
+use elastos_host::applog::{LogLimits, LogWriter, Stream};
+use elastos_host::control::{self, AppView};
+use elastos_host::detached::{
+    self, backoff_delay, DetachedRun, InstanceState, InstanceView, RunRecord, BACKOFF_RESET_AFTER,
+    MAX_RUN_RECORDS,
+};
+use elastos_loader::{CapturedOutput, JailFacts, JailHandle, LimitMechanism};
+use elastos_policy::{JailPlan, Manifest};
+use nix::sys::signal::Signal;
+use serde::Serialize;
+use uuid::Uuid;
+
+/// How long a stop waits for the app to be gone after SIGKILL (it only has to be reaped).
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// The daemon's detached instances.
+#[derive(Clone)]
+pub struct Supervisor(Arc<Shared>);
+
+struct Shared {
+    launcher: AppLauncher,
+    broker: Broker,
+    runtime: tokio::runtime::Handle,
+    logs: PathBuf,
+    log_limits: LogLimits,
+    /// Oldest first.
+    instances: Mutex<Vec<Arc<Instance>>>,
+    shutting_down: AtomicBool,
+}
+
+/// One detached instance: its fixed facts, and its life under a lock with a condition variable
+/// that every change of state notifies (stops and restarts wait on it).
+pub struct Instance {
+    id: String,
+    spec: DetachedRun,
+    created_at: u64,
+    log_dir: PathBuf,
+    log: Arc<Mutex<LogWriter>>,
+    live: Mutex<Live>,
+    changed: Condvar,
+}
+
+struct Live {
+    app_id: Uuid,
+    name: String,
+    state: InstanceState,
+    /// Restarts made by the policy.
+    restarts: u32,
+    /// Restarts in a row since a run lasted [`BACKOFF_RESET_AFTER`]: the backoff's exponent.
+    consecutive: u32,
+    current: Option<CurrentRun>,
+    exit_code: Option<i32>,
+    /// A stop was asked for: the policy does not restart it, a pending restart is cancelled.
+    stop_requested: bool,
+    /// The supervisor thread has ended (the state is `Exited` for good unless restarted).
+    supervised: bool,
+    runs: VecDeque<RunRecord>,
+    /// The manifest and plan of the latest run.
+    prepared: Option<(Manifest, JailPlan)>,
+    facts: Option<JailFacts>,
+}
+
+struct CurrentRun {
+    handle: JailHandle,
+    pid: u32,
+    since: Instant,
+    connection: Option<ConnectionId>,
+}
+
+/// A request about instances failed; the message is the control socket's answer.
+pub type Answer<T> = Result<T, String>;
+
+impl Supervisor {
+    /// Instances started through `launcher`, attached to `broker` on `runtime`, logged under
+    /// `logs` with `log_limits`. Deletes what a previous daemon left in `logs`.
+    pub fn new(
+        launcher: AppLauncher,
+        broker: Broker,
+        runtime: tokio::runtime::Handle,
+        logs: PathBuf,
+        log_limits: LogLimits,
+    ) -> Supervisor {
+        remove_stale_logs(&logs);
+        Supervisor(Arc::new(Shared {
+            launcher,
+            broker,
+            runtime,
+            logs,
+            log_limits,
+            instances: Mutex::new(Vec::new()),
+            shutting_down: AtomicBool::new(false),
+        }))
+    }
+
+    /// `elastos run -d`: starts `spec` and answers once its first run is up (its view) or
+    /// failed to start (the error; no instance is kept then).
+    pub fn run(&self, spec: DetachedRun) -> Answer<InstanceView> {
+        if !spec.bundle.is_absolute() {
+            return Err(format!(
+                "the bundle path must be absolute, found {}",
+                spec.bundle.display()
+            ));
+        }
+        let id = detached::new_instance_id().map_err(|e| format!("no instance id: {e}"))?;
+        let log_dir = self.0.logs.join(&id);
+        let log = LogWriter::open(&log_dir, self.0.log_limits)
+            .map_err(|e| elastos_host::describe_error(&e))?;
+        let instance = Arc::new(Instance {
+            id,
+            spec,
+            created_at: detached::now_ms() / 1000,
+            log_dir,
+            log: Arc::new(Mutex::new(log)),
+            live: Mutex::new(Live {
+                app_id: Uuid::nil(),
+                name: String::new(),
+                state: InstanceState::Running,
+                restarts: 0,
+                consecutive: 0,
+                current: None,
+                exit_code: None,
+                stop_requested: false,
+                supervised: true,
+                runs: VecDeque::new(),
+                prepared: None,
+                facts: None,
+            }),
+            changed: Condvar::new(),
+        });
+        self.0
+            .instances
+            .lock()
+            .expect("not poisoned")
+            .push(Arc::clone(&instance));
+        match self.start_supervisor(&instance) {
+            Ok(()) => Ok(self.view(&instance)),
+            Err(e) => {
+                self.forget(&instance);
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts the supervisor thread of `instance` and waits for its first run to be up.
+    fn start_supervisor(&self, instance: &Arc<Instance>) -> Answer<()> {
+        if self.0.shutting_down.load(Ordering::SeqCst) {
+            return Err("the broker daemon is stopping".into());
+        }
+        let (first_tx, first_rx) = std::sync::mpsc::channel();
+        let (supervisor, supervised) = (self.clone(), Arc::clone(instance));
+        std::thread::Builder::new()
+            .name(format!("elastos-run-{}", &instance.id[..12]))
+            .spawn(move || supervisor.supervise(&supervised, first_tx))
+            .map_err(|e| format!("cannot start a supervisor thread: {e}"))?;
+        first_rx
+            .recv()
+            .unwrap_or_else(|_| Err("the supervisor thread ended".into()))
+    }
+
+    /// The supervisor thread of one instance: runs, restarts by the policy after the backoff,
+    /// until it ends for good or is stopped. `first` hears how the first run started.
+    fn supervise(&self, instance: &Arc<Instance>, first: std::sync::mpsc::Sender<Answer<()>>) {
+        let mut first = Some(first);
+        let mut delay = Duration::ZERO;
+        loop {
+            let run = SupervisedRun {
+                bundle: &instance.spec.bundle,
+                args: &instance.spec.args,
+                capture_output: true,
+            };
+            let began = Instant::now();
+            let ended =
+                self.0
+                    .launcher
+                    .run_supervised(self.0.launcher.next_instance(), &run, |started| {
+                        let keep = self.started(instance, started, delay);
+                        if let Some(first) = first.take() {
+                            let _ = first.send(Ok(()));
+                        }
+                        keep
+                    });
+            let exit_code = match ended {
+                Ok(exit) => exit.code(),
+                Err(e) => {
+                    let message = elastos_host::describe_error(&e);
+                    if let Some(first) = first.take() {
+                        let mut live = instance.lock();
+                        live.supervised = false;
+                        live.state = InstanceState::Exited;
+                        let _ = first.send(Err(message));
+                        return;
+                    }
+                    // A restart that cannot start (the bundle changed or went away) is a failed
+                    // run like any other: the policy and its backoff decide.
+                    tracing::warn!(instance = %instance.id, error = %message, "restart failed");
+                    e.exit_code()
+                }
+            };
+            let mut live = instance.lock();
+            live.current = None;
+            live.exit_code = Some(exit_code);
+            let now = detached::now_ms();
+            match live.runs.back_mut() {
+                Some(run) if run.ended_at_ms.is_none() => {
+                    run.ended_at_ms = Some(now);
+                    run.exit_code = Some(exit_code);
+                }
+                // It never ran: a record of the failed start.
+                _ => push_run(
+                    &mut live.runs,
+                    RunRecord {
+                        started_at_ms: now,
+                        ended_at_ms: Some(now),
+                        exit_code: Some(exit_code),
+                        delay_ms: delay.as_millis() as u64,
+                    },
+                ),
+            }
+            tracing::info!(instance = %instance.id, app = %live.app_id, code = exit_code, "detached app ended");
+            if began.elapsed() >= BACKOFF_RESET_AFTER {
+                live.consecutive = 0;
+            }
+            let stopping = live.stop_requested || self.0.shutting_down.load(Ordering::SeqCst);
+            if stopping
+                || !instance
+                    .spec
+                    .restart
+                    .restarts_after(exit_code, live.restarts)
+            {
+                live.state = InstanceState::Exited;
+                live.supervised = false;
+                instance.changed.notify_all();
+                return;
+            }
+            delay = backoff_delay(live.consecutive);
+            live.consecutive = live.consecutive.saturating_add(1);
+            live.state = InstanceState::Restarting;
+            instance.changed.notify_all();
+            let deadline = Instant::now() + delay;
+            // The backoff, cut short by a stop: a crash loop sleeps here, it does not spin.
+            while !live.stop_requested && !self.0.shutting_down.load(Ordering::SeqCst) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                live = instance
+                    .changed
+                    .wait_timeout(live, left)
+                    .expect("not poisoned")
+                    .0;
+            }
+            if live.stop_requested || self.0.shutting_down.load(Ordering::SeqCst) {
+                live.state = InstanceState::Exited;
+                live.supervised = false;
+                instance.changed.notify_all();
+                return;
+            }
+            live.restarts += 1;
+            tracing::info!(instance = %instance.id, restart = live.restarts, ?delay, "restarting detached app");
+        }
+    }
+
+    /// A run of `instance` is up: its output goes to the log, its connection to the broker.
+    /// Whether it may go on (not when a stop came meanwhile).
+    fn started(&self, instance: &Instance, started: RunStarted<'_>, delay: Duration) -> bool {
+        let RunStarted {
+            jail,
+            broker_end,
+            identity,
+            prepared,
+        } = started;
+        let facts = jail.facts().clone();
+        if let Some(output) = jail.take_output() {
+            self.0
+                .runtime
+                .spawn(pump_output(output, Arc::clone(&instance.log)));
+        }
+        let pid = facts.pid as u32;
+        let connection = {
+            let _guard = self.0.runtime.enter();
+            match control::into_tokio(broker_end) {
+                Ok(stream) => Some(self.0.broker.attach(
+                    stream,
+                    identity.clone(),
+                    Origin::Launched { pid: Some(pid) },
+                )),
+                Err(e) => {
+                    tracing::warn!(instance = %instance.id, error = %e, "cannot serve the app's fd 3");
+                    None
+                }
+            }
+        };
+        let mut live = instance.lock();
+        live.app_id = identity.app_id;
+        live.name = identity.name;
+        live.state = InstanceState::Running;
+        live.current = Some(CurrentRun {
+            handle: jail.handle(),
+            pid,
+            since: Instant::now(),
+            connection,
+        });
+        push_run(
+            &mut live.runs,
+            RunRecord {
+                started_at_ms: detached::now_ms(),
+                ended_at_ms: None,
+                exit_code: None,
+                delay_ms: delay.as_millis() as u64,
+            },
+        );
+        live.prepared = Some((prepared.manifest, prepared.plan));
+        live.facts = Some(facts);
+        tracing::info!(instance = %instance.id, app = %live.app_id, pid, "detached app started");
+        instance.changed.notify_all();
+        !(live.stop_requested || self.0.shutting_down.load(Ordering::SeqCst))
+    }
+
+    /// The instance `id` names: its instance id, a unique prefix of it, its app id or (when
+    /// unique) its app name. `Ok(None)`: none does.
+    pub fn find(&self, id: &str) -> Answer<Option<Arc<Instance>>> {
+        let instances = self.0.instances.lock().expect("not poisoned");
+        if id.is_empty() {
+            return Err("an empty id names no app".into());
+        }
+        if let Some(exact) = instances.iter().find(|i| i.id == id) {
+            return Ok(Some(Arc::clone(exact)));
+        }
+        let by: [(&str, Box<dyn Fn(&Instance) -> bool>); 3] = [
+            (
+                "instance id prefix",
+                Box::new(|i: &Instance| i.id.starts_with(id)),
+            ),
+            (
+                "app id",
+                Box::new(|i: &Instance| i.lock().app_id.to_string() == id),
+            ),
+            ("app name", Box::new(|i: &Instance| i.lock().name == id)),
+        ];
+        for (what, matches) in by {
+            let found: Vec<&Arc<Instance>> = instances.iter().filter(|i| matches(i)).collect();
+            match found.as_slice() {
+                [] => continue,
+                [one] => return Ok(Some(Arc::clone(one))),
+                many => {
+                    let ids: Vec<String> = many
+                        .iter()
+                        .map(|i| format!("{} ({})", &i.id[..12], i.lock().state))
+                        .collect();
+                    return Err(format!(
+                        "{id:?} is ambiguous: the {what} of {} instances ({}); give more of the \
+                         instance id",
+                        many.len(),
+                        ids.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// [`Supervisor::find`], which must find one.
+    pub fn get(&self, id: &str) -> Answer<Arc<Instance>> {
+        self.find(id)?.ok_or_else(|| {
+            format!(
+                "no detached app with instance id, id prefix, app id or name {id:?}; `elastos ps \
+                 -a` lists them"
+            )
+        })
+    }
+
+    /// `elastos stop`: SIGTERM, SIGKILL after `timeout`; returns once the instance's supervisor
+    /// has ended (a pending restart is cancelled).
+    pub fn stop(&self, instance: &Instance, timeout: Duration) -> Answer<InstanceView> {
+        let mut live = instance.lock();
+        live.stop_requested = true;
+        instance.changed.notify_all();
+        if let Some(current) = &live.current {
+            current.handle.stop();
+        }
+        let deadline = Instant::now() + timeout;
+        live = wait_until(instance, live, deadline, |live| !live.supervised);
+        if live.supervised {
+            if let Some(current) = &live.current {
+                tracing::info!(instance = %instance.id, ?timeout, "still running after SIGTERM: SIGKILL");
+                current.handle.kill();
+            }
+            live = wait_until(instance, live, Instant::now() + KILL_GRACE, |live| {
+                !live.supervised
+            });
+        }
+        if live.supervised {
+            return Err(format!(
+                "instance {} did not end within {:?} of SIGKILL",
+                instance.id, KILL_GRACE
+            ));
+        }
+        drop(live);
+        Ok(self.view(instance))
+    }
+
+    /// `elastos kill`: `signal` to the running app's jail (init relays it to the app).
+    pub fn kill(&self, id: &str, signal: i32) -> Answer<InstanceView> {
+        let instance = self.get(id)?;
+        detached::KILLABLE
+            .iter()
+            .find(|(_, number)| *number == signal)
+            .ok_or_else(|| format!("signal {signal} cannot be sent to a jailed app"))?;
+        let signal = Signal::try_from(signal).map_err(|e| e.to_string())?;
+        {
+            let live = instance.lock();
+            let current = live.current.as_ref().ok_or_else(|| {
+                format!(
+                    "instance {} is {}, not running",
+                    &instance.id[..12],
+                    live.state
+                )
+            })?;
+            current
+                .handle
+                .signal(signal)
+                .map_err(|e| format!("cannot signal instance {}: {e}", instance.id))?;
+        }
+        Ok(self.view(&instance))
+    }
+
+    /// `elastos restart`: stop (as `elastos stop`) and start again; the policy's restart
+    /// count and backoff start over.
+    pub fn restart(&self, id: &str, timeout: Duration) -> Answer<InstanceView> {
+        let instance = self.get(id)?;
+        self.stop(&instance, timeout)?;
+        {
+            let mut live = instance.lock();
+            live.stop_requested = false;
+            live.supervised = true;
+            live.consecutive = 0;
+            live.state = InstanceState::Running;
+        }
+        self.start_supervisor(&instance)?;
+        Ok(self.view(&instance))
+    }
+
+    /// `elastos rm`: forgets an exited instance and deletes its logs; `force` stops it first
+    /// (SIGKILL at once).
+    pub fn remove(&self, id: &str, force: bool) -> Answer<InstanceView> {
+        let instance = self.get(id)?;
+        if force {
+            self.stop(&instance, Duration::ZERO)?;
+        }
+        let view = self.view(&instance);
+        if instance.lock().supervised {
+            return Err(format!(
+                "instance {} is {}: stop it first (`elastos stop`), or remove it with `elastos rm \
+                 --force`",
+                &instance.id[..12],
+                view.state
+            ));
+        }
+        self.forget(&instance);
+        Ok(view)
+    }
+
+    fn forget(&self, instance: &Arc<Instance>) {
+        self.0
+            .instances
+            .lock()
+            .expect("not poisoned")
+            .retain(|i| !Arc::ptr_eq(i, instance));
+        if let Err(e) = std::fs::remove_dir_all(&instance.log_dir) {
+            tracing::warn!(dir = %instance.log_dir.display(), error = %e, "cannot delete an instance's logs");
+        }
+    }
+
+    /// The instances for `elastos ps` (exited ones only with `all`), oldest first.
+    pub fn views(&self, all: bool) -> Vec<InstanceView> {
+        let instances: Vec<Arc<Instance>> = self.0.instances.lock().expect("not poisoned").clone();
+        instances
+            .iter()
+            .map(|i| self.view(i))
+            .filter(|view| all || view.state != InstanceState::Exited)
+            .collect()
+    }
+
+    /// Whether `connection` is the current run of an instance.
+    pub fn owns_connection(&self, connection: ConnectionId) -> bool {
+        let instances = self.0.instances.lock().expect("not poisoned").clone();
+        instances.iter().any(|instance| {
+            instance.lock().current.as_ref().and_then(|c| c.connection) == Some(connection)
+        })
+    }
+
+    /// Marks the connections of `apps` that are runs of instances.
+    pub fn mark_connections(&self, apps: &mut [AppView]) {
+        let instances = self.0.instances.lock().expect("not poisoned").clone();
+        for instance in instances {
+            let live = instance.lock();
+            let Some(connection) = live.current.as_ref().and_then(|c| c.connection) else {
+                continue;
+            };
+            for app in apps.iter_mut().filter(|app| app.id == connection.0) {
+                app.instance = Some(instance.id.clone());
+            }
+        }
+    }
+
+    /// How `elastos ps` shows `instance`.
+    pub fn view(&self, instance: &Instance) -> InstanceView {
+        let live = instance.lock();
+        let current = live.current.as_ref();
+        InstanceView {
+            id: instance.id.clone(),
+            app_id: live.app_id,
+            name: live.name.clone(),
+            state: live.state,
+            restart_policy: instance.spec.restart,
+            restarts: live.restarts,
+            pid: current.map(|c| c.pid),
+            memory_bytes: current.and_then(|c| {
+                let limits = live.facts.as_ref().map(|f| &f.limits);
+                memory_bytes(limits, c.pid)
+            }),
+            uptime_secs: current.map(|c| c.since.elapsed().as_secs()),
+            created_at: instance.created_at,
+            exit_code: live.exit_code,
+            connection: current.and_then(|c| c.connection).map(|c| c.0),
+            log_dir: instance.log_dir.clone(),
+        }
+    }
+
+    /// `elastos inspect`.
+    pub fn inspect(&self, id: &str) -> Answer<serde_json::Value> {
+        let instance = self.get(id)?;
+        let view = self.view(&instance);
+        let live = instance.lock();
+        let (manifest, plan) = match &live.prepared {
+            Some((manifest, plan)) => (Some(manifest), Some(plan)),
+            None => (None, None),
+        };
+        let inspected = Inspected {
+            instance: view,
+            bundle: &instance.spec.bundle,
+            args: &instance.spec.args,
+            manifest,
+            limits: plan.map(|p| &p.limits),
+            cgroup: live.facts.as_ref().and_then(|f| cgroup_paths(&f.limits)),
+            enforced: live.facts.as_ref(),
+            jail: plan,
+            runs: &live.runs,
+            log_limits: LogLimitsView {
+                max_file_bytes: self.0.log_limits.max_file_bytes,
+                max_files: self.0.log_limits.max_files,
+                cap_bytes: self.0.log_limits.cap_bytes(),
+            },
+        };
+        serde_json::to_value(&inspected).map_err(|e| e.to_string())
+    }
+
+    /// The daemon stops: no more restarts, every instance stopped (SIGTERM to all, SIGKILL to
+    /// those still running after `grace`), and their supervisors waited for (each removes its
+    /// app's cgroup).
+    pub fn shutdown(&self, grace: Duration) {
+        self.0.shutting_down.store(true, Ordering::SeqCst);
+        let instances = self.0.instances.lock().expect("not poisoned").clone();
+        let signal_all = |signal: fn(&JailHandle)| {
+            for instance in &instances {
+                let mut live = instance.lock();
+                live.stop_requested = true;
+                instance.changed.notify_all();
+                if let Some(current) = &live.current {
+                    signal(&current.handle);
+                }
+            }
+        };
+        let wait_all = |deadline: Instant| {
+            instances.iter().all(|instance| {
+                !wait_until(instance, instance.lock(), deadline, |live| !live.supervised).supervised
+            })
+        };
+        signal_all(JailHandle::stop);
+        if !wait_all(Instant::now() + grace) {
+            signal_all(JailHandle::kill);
+            wait_all(Instant::now() + KILL_GRACE);
+        }
+    }
+}
+
+impl Instance {
+    fn lock(&self) -> MutexGuard<'_, Live> {
+        self.live.lock().expect("not poisoned")
+    }
+}
+
+/// Waits on `instance`'s changes until `done` or `deadline`.
+fn wait_until<'a>(
+    instance: &'a Instance,
+    mut live: MutexGuard<'a, Live>,
+    deadline: Instant,
+    done: impl Fn(&Live) -> bool,
+) -> MutexGuard<'a, Live> {
+    while !done(&live) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        live = instance
+            .changed
+            .wait_timeout(live, left)
+            .expect("not poisoned")
+            .0;
+    }
+    live
+}
+
+fn push_run(runs: &mut VecDeque<RunRecord>, run: RunRecord) {
+    if runs.len() == MAX_RUN_RECORDS {
+        runs.pop_front();
+    }
+    runs.push_back(run);
+}
+
+/// What `elastos inspect` shows.
+#[derive(Serialize)]
+struct Inspected<'a> {
+    #[serde(flatten)]
+    instance: InstanceView,
+    bundle: &'a Path,
+    args: &'a [String],
+    /// The verified manifest of the latest run.
+    manifest: Option<&'a Manifest>,
+    /// The limits in force (the manifest's, after the host's ceilings).
+    limits: Option<&'a elastos_policy::ResourceLimits>,
+    /// The app's cgroup directories (none with rlimits).
+    cgroup: Option<Vec<&'a Path>>,
+    /// What the kernel enforced at the latest start: pid, Landlock ABI, how limits are held.
+    enforced: Option<&'a JailFacts>,
+    /// The jail's plan, as `elastos policy show --format json` renders it.
+    jail: Option<&'a JailPlan>,
+    /// The latest runs, oldest first.
+    runs: &'a VecDeque<RunRecord>,
+    log_limits: LogLimitsView,
+}
+
+#[derive(Serialize)]
+struct LogLimitsView {
+    max_file_bytes: u64,
+    max_files: u32,
+    cap_bytes: u64,
+}
+
+/// The cgroup directories of a jail, if it has any.
+fn cgroup_paths(limits: &LimitMechanism) -> Option<Vec<&Path>> {
+    match limits {
+        LimitMechanism::CgroupV2 { path, .. } => Some(vec![path]),
+        LimitMechanism::CgroupV1 { memory, pids, .. } => Some(vec![memory, pids]),
+        _ => None,
+    }
+}
+
+/// The memory a running jail uses: its cgroup's figure (memory.current on v2,
+/// memory.usage_in_bytes on v1), else the resident memory of init and its descendants.
+fn memory_bytes(limits: Option<&LimitMechanism>, pid: u32) -> Option<u64> {
+    let read = |path: PathBuf| std::fs::read_to_string(path).ok()?.trim().parse().ok();
+    let from_cgroup = match limits {
+        Some(LimitMechanism::CgroupV2 { path, .. }) => read(path.join("memory.current")),
+        Some(LimitMechanism::CgroupV1 { memory, .. }) => read(memory.join("memory.usage_in_bytes")),
+        _ => None,
+    };
+    from_cgroup.or_else(|| resident_tree_bytes(pid))
+}
+
+/// `VmRSS` of `pid` and its descendants (at most [`MAX_TREE`] processes), from /proc.
+fn resident_tree_bytes(pid: u32) -> Option<u64> {
+    const MAX_TREE: usize = 4096;
+    let mut pending = vec![pid];
+    let mut total = 0;
+    let mut seen = 0;
+    while let Some(pid) = pending.pop() {
+        seen += 1;
+        if seen > MAX_TREE {
+            break;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        total += status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|kib| kib.trim().strip_suffix("kB"))
+            .and_then(|kib| kib.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024;
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            pending.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+    }
+    Some(total)
+}
+
+/// Deletes the instance log directories a previous daemon left (32 hex digits each).
+fn remove_stale_logs(logs: &Path) {
+    let Ok(entries) = std::fs::read_dir(logs) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let is_instance = name
+            .to_str()
+            .is_some_and(|n| n.len() == 32 && n.bytes().all(|b| b.is_ascii_hexdigit()));
+        if is_instance {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Bytes read from an output pipe at a time: small, since every running detached app has two
+/// such reads pending (200 apps: 1.6 MiB).
+const PUMP_BUFFER: usize = 4096;
+
+/// Copies a detached app's stdout and stderr into its log until both end.
+async fn pump_output(output: CapturedOutput, log: Arc<Mutex<LogWriter>>) {
+    let CapturedOutput { stdout, stderr } = output;
+    tokio::join!(
+        pump(stdout, Stream::Stdout, &log),
+        pump(stderr, Stream::Stderr, &log)
+    );
+}
+
+async fn pump(pipe: OwnedFd, stream: Stream, log: &Mutex<LogWriter>) {
+    let pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(pipe) {
+        Ok(pipe) => pipe,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read a detached app's output");
+            return;
+        }
+    };
+    let mut buffer = [0u8; PUMP_BUFFER];
+    let mut failed = false;
+    loop {
+        if pipe.readable().await.is_err() {
+            break;
+        }
+        match pipe.try_read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => {
+                if let Err(e) = log
+                    .lock()
+                    .expect("not poisoned")
+                    .write(stream, &buffer[..n])
+                {
+                    // Said once; the app's output is still drained, so it never blocks on it.
+                    if !failed {
+                        tracing::warn!(error = %elastos_host::describe_error(&e), "cannot write a detached app's log");
+                        failed = true;
+                    }
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = log.lock().expect("not poisoned").finish(stream);
+}
