@@ -14,7 +14,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{binaries, eventually, Harness, Output, Running, User};
+use common::{binaries, eventually, Daemon, Harness, Output, Running, User};
 
 /// The service the provider bundle provides and the client bundle uses.
 const SERVICE: &str = "5e4f3a2b-1c0d-4e9f-8a7b-6c5d4e3f2a10";
@@ -263,72 +263,6 @@ fn rows_with<'a>(
         .iter()
         .filter(|row| row[key] == value)
         .collect()
-}
-
-/// The `elastos broker` daemon of one harness. Dropping it ends it (SIGTERM, then SIGKILL),
-/// which also ends the providers it activated.
-struct Daemon {
-    running: Option<Running>,
-    socket: PathBuf,
-}
-
-impl Daemon {
-    /// Starts the daemon, never stopping idle providers, and waits until its control socket
-    /// answers.
-    fn start(harness: &Harness) -> Daemon {
-        Daemon::stopping_idle_after(harness, 0)
-    }
-
-    /// Starts the daemon, stopping providers idle for `seconds` (0: never), and waits until its
-    /// control socket answers.
-    fn stopping_idle_after(harness: &Harness, seconds: u64) -> Daemon {
-        let running = harness
-            .elastos()
-            .args(["broker", "--idle-stop", &seconds.to_string()])
-            .env("ELASTOS_LOG", "info")
-            .spawn();
-        let mut daemon = Daemon {
-            running: Some(running),
-            socket: harness.elastos_home().join("run/broker.sock"),
-        };
-        let up = eventually(Duration::from_secs(10), || {
-            !daemon.running_mut().is_running() || UnixStream::connect(&daemon.socket).is_ok()
-        });
-        if !up || !daemon.running_mut().is_running() {
-            let out = daemon.stop();
-            panic!(
-                "the broker daemon did not come up (exit {:?}):\n{}",
-                out.code,
-                out.stderr_text()
-            );
-        }
-        daemon
-    }
-
-    fn running_mut(&mut self) -> &mut Running {
-        self.running.as_mut().expect("not stopped")
-    }
-
-    /// Whether the daemon process still runs and its control socket accepts connections.
-    fn is_serving(&mut self) -> bool {
-        self.running_mut().is_running() && UnixStream::connect(&self.socket).is_ok()
-    }
-
-    /// SIGTERM (SIGKILL after 5 s); how it ended, with its log.
-    fn stop(mut self) -> Output {
-        self.running
-            .take()
-            .expect("not stopped")
-            .terminate(Duration::from_secs(5))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(running) = self.running.take() {
-            running.terminate(Duration::from_secs(2));
-        }
-    }
 }
 
 /// `elastos install BUNDLE --format json`; the installed app's record.

@@ -586,6 +586,81 @@ pub fn send_signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill -s {signal} {pid} failed");
 }
 
+/// The `elastos broker` daemon of one harness. Dropping it ends it (SIGTERM, then SIGKILL after
+/// 10 s: the daemon gives its apps 5 s after SIGTERM, then SIGKILLs them and removes their
+/// cgroups), which also ends the apps it runs.
+pub struct Daemon {
+    running: Option<Running>,
+    pub socket: PathBuf,
+}
+
+impl Daemon {
+    /// Starts the daemon, never stopping idle providers, and waits until its control socket
+    /// answers.
+    pub fn start(harness: &Harness) -> Daemon {
+        Daemon::stopping_idle_after(harness, 0)
+    }
+
+    /// Starts the daemon, stopping providers idle for `seconds` (0: never), and waits until its
+    /// control socket answers.
+    pub fn stopping_idle_after(harness: &Harness, seconds: u64) -> Daemon {
+        Daemon::with_args(harness, &["--idle-stop", &seconds.to_string()])
+    }
+
+    /// Starts `elastos broker ARGS` and waits until its control socket answers.
+    pub fn with_args(harness: &Harness, args: &[&str]) -> Daemon {
+        let running = harness
+            .elastos()
+            .arg("broker")
+            .args(args)
+            .env("ELASTOS_LOG", "info")
+            .spawn();
+        let mut daemon = Daemon {
+            running: Some(running),
+            socket: harness.elastos_home().join("run/broker.sock"),
+        };
+        let up = eventually(Duration::from_secs(10), || {
+            !daemon.running_mut().is_running()
+                || std::os::unix::net::UnixStream::connect(&daemon.socket).is_ok()
+        });
+        if !up || !daemon.running_mut().is_running() {
+            let out = daemon.stop();
+            panic!(
+                "the broker daemon did not come up (exit {:?}):\n{}",
+                out.code,
+                out.stderr_text()
+            );
+        }
+        daemon
+    }
+
+    pub fn running_mut(&mut self) -> &mut Running {
+        self.running.as_mut().expect("not stopped")
+    }
+
+    /// Whether the daemon process still runs and its control socket accepts connections.
+    pub fn is_serving(&mut self) -> bool {
+        self.running_mut().is_running()
+            && std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
+    }
+
+    /// SIGTERM (SIGKILL after 5 s); how it ended, with its log.
+    pub fn stop(mut self) -> Output {
+        self.running
+            .take()
+            .expect("not stopped")
+            .terminate(Duration::from_secs(5))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.terminate(Duration::from_secs(10));
+        }
+    }
+}
+
 /// A process started only to be a target (`sleep`); ended with SIGTERM on drop.
 pub struct Sacrificial(Child);
 

@@ -1,0 +1,575 @@
+//! Detached apps under the broker daemon, operated like podman containers: `run -d`, `ps`,
+//! `logs`, `stop`, `kill`, `restart`, `rm`, `inspect`, restart policies and log rotation.
+//!
+//! Every test starts its own daemon (a [`Daemon`] guard: SIGTERM on drop, which stops the apps
+//! it runs and removes their cgroups) in its own `ELASTOS_HOME`; apps that ignore SIGTERM are
+//! stopped by the test itself before the guard runs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{eventually, Daemon, Harness, Output, User};
+
+const APP_ID: &str = "6f1f52c4-1d0b-4f43-9e55-0b7a1e5d3c21";
+
+/// A harness with a running daemon (`daemon_args` for `elastos broker`) and the probe bundle.
+fn setup(user: User, daemon_args: &[&str]) -> (Harness, Daemon, PathBuf) {
+    let harness = Harness::new(user);
+    let bundle = harness.probe_bundle("probe", APP_ID, "");
+    let daemon = Daemon::with_args(&harness, daemon_args);
+    (harness, daemon, bundle)
+}
+
+#[track_caller]
+fn ok(out: &Output) -> String {
+    out.assert_code(0);
+    out.stdout_text()
+}
+
+#[track_caller]
+fn json(out: &Output) -> serde_json::Value {
+    let text = ok(out);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// `elastos run -d [OPTIONS] BUNDLE -- ARGS`; the instance id it printed.
+#[track_caller]
+fn run_detached(harness: &Harness, options: &[&str], bundle: &Path, args: &[&str]) -> String {
+    let out = harness
+        .elastos()
+        .args(["run", "-d"])
+        .args(options)
+        .arg(bundle)
+        .arg("--")
+        .args(args)
+        .output();
+    let id = ok(&out).trim().to_string();
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "run -d printed {id:?}, not an instance id"
+    );
+    id
+}
+
+/// `elastos COMMAND ARGS`, which must succeed.
+#[track_caller]
+fn elastos(harness: &Harness, args: &[&str]) -> String {
+    ok(&harness.elastos().args(args).output())
+}
+
+/// `elastos COMMAND ARGS`, which must fail with 125; its stderr.
+#[track_caller]
+fn refused(harness: &Harness, args: &[&str]) -> String {
+    let out = harness.elastos().args(args).output();
+    out.assert_code(125);
+    out.stderr_text()
+}
+
+fn inspect(harness: &Harness, id: &str) -> serde_json::Value {
+    json(
+        &harness
+            .elastos()
+            .args(["inspect", id, "--format", "json"])
+            .output(),
+    )
+}
+
+/// The instance `id` in `ps -a --format json`.
+fn ps_row(harness: &Harness, id: &str) -> Option<serde_json::Value> {
+    let ps = json(
+        &harness
+            .elastos()
+            .args(["ps", "-a", "--format", "json"])
+            .output(),
+    );
+    ps["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .find(|row| row["id"] == id)
+        .cloned()
+}
+
+#[track_caller]
+fn wait_for_state(harness: &Harness, id: &str, state: &str) -> serde_json::Value {
+    let mut last = None;
+    let reached = eventually(Duration::from_secs(20), || {
+        last = ps_row(harness, id);
+        last.as_ref().is_some_and(|row| row["state"] == state)
+    });
+    assert!(reached, "instance {id} never became {state}: {last:#?}");
+    last.expect("a row")
+}
+
+/// `elastos logs ARGS` as (stdout, stderr).
+fn logs(harness: &Harness, args: &[&str]) -> (String, String) {
+    let out = harness.elastos().arg("logs").args(args).output();
+    out.assert_code(0);
+    (out.stdout_text(), out.stderr_text())
+}
+
+#[track_caller]
+fn wait_for_log(harness: &Harness, id: &str, text: &str) {
+    let mut seen = (String::new(), String::new());
+    let found = eventually(Duration::from_secs(20), || {
+        seen = logs(harness, &[id]);
+        seen.0.contains(text) || seen.1.contains(text)
+    });
+    assert!(found, "the log of {id} never showed {text:?}: {seen:?}");
+}
+
+/// No cgroup of this test's daemon is left once it has stopped (cgroup v1 and v2 places).
+fn assert_no_cgroups_of(pid: u32) {
+    let marker = format!("-{pid}-");
+    for parent in [
+        "/sys/fs/cgroup/memory/elastos",
+        "/sys/fs/cgroup/pids/elastos",
+        "/sys/fs/cgroup/elastos",
+    ] {
+        for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            assert!(
+                !name.contains(&marker),
+                "cgroup {parent}/{name} of daemon {pid} left behind"
+            );
+        }
+    }
+}
+
+fn daemon_pid(harness: &Harness) -> u32 {
+    let ps = json(&harness.elastos().args(["ps", "--format", "json"]).output());
+    ps["daemon"]["pid"].as_u64().expect("the daemon's pid") as u32
+}
+
+#[test]
+fn run_detached_then_ps_shows_it_running_with_memory() {
+    for user in [User::Root, User::Unprivileged] {
+        let (harness, daemon, bundle) = setup(user, &[]);
+        let pid = daemon_pid(&harness);
+        let id = run_detached(&harness, &[], &bundle, &["sleep", "60"]);
+        let row = wait_for_state(&harness, &id, "running");
+        assert_eq!(row["app_id"], APP_ID);
+        assert_eq!(row["name"], "probe");
+        assert_eq!(row["restarts"], 0);
+        assert_eq!(row["restart_policy"], "no");
+        assert!(row["pid"].as_u64().is_some(), "{row:#}");
+        let memory = row["memory_bytes"].as_u64().expect("memory while running");
+        // The probe and the jail's init: more than a page, less than the default limit.
+        assert!(memory > 4096 && memory < 512 << 20, "{user:?}: {memory}");
+        assert!(row["uptime_secs"].as_u64().is_some());
+        // Its connection is listed once, as the instance's.
+        let ps = json(&harness.elastos().args(["ps", "--format", "json"]).output());
+        let connections = ps["apps"].as_array().expect("apps");
+        assert_eq!(connections.len(), 1, "{ps:#}");
+        assert_eq!(connections[0]["instance"], id.as_str());
+        let table = elastos(&harness, &["ps"]);
+        let line = table
+            .lines()
+            .find(|line| line.starts_with(&id[..12]))
+            .unwrap_or_else(|| panic!("{table}"));
+        assert!(
+            line.contains("detached") && line.contains("running"),
+            "{line}"
+        );
+        assert!(line.contains("iB"), "no memory column: {line}");
+        assert_eq!(
+            table.lines().count(),
+            2,
+            "the connection is listed twice:\n{table}"
+        );
+
+        assert_eq!(elastos(&harness, &["stop", &id[..8]]).trim(), &id[..8]);
+        // `ps` lists running apps only; `ps -a` keeps the exited one, like podman's.
+        let ps = json(&harness.elastos().args(["ps", "--format", "json"]).output());
+        assert_eq!(ps["instances"], serde_json::json!([]), "{ps:#}");
+        let row = ps_row(&harness, &id).expect("ps -a lists it");
+        assert_eq!(row["state"], "exited");
+        assert_eq!(row["exit_code"], 128 + 15, "stopped by SIGTERM");
+        assert!(row["pid"].is_null() && row["memory_bytes"].is_null());
+        assert!(elastos(&harness, &["ps", "-a"]).contains("exited (143)"));
+        drop(daemon);
+        assert_no_cgroups_of(pid);
+    }
+}
+
+#[test]
+fn logs_tail_and_follow_see_the_output() {
+    let (harness, daemon, bundle) = setup(User::Root, &[]);
+    // 30 lines on each stream, 100 ms apart: `logs -f` starts while it runs and must end when
+    // it exits.
+    let id = run_detached(&harness, &[], &bundle, &["ticker", "30", "100"]);
+    let follow = harness.elastos().args(["logs", "-f", &id]).spawn();
+    let started = Instant::now();
+    let out = follow.wait();
+    out.assert_code(0);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "logs -f ended before the app did"
+    );
+    let ticks: Vec<String> = (0..30).map(|i| format!("tick {i}")).collect();
+    let tocks: Vec<String> = (0..30).map(|i| format!("tock {i}")).collect();
+    assert_eq!(out.stdout_text().lines().collect::<Vec<_>>(), ticks);
+    assert_eq!(out.stderr_text().lines().collect::<Vec<_>>(), tocks);
+    wait_for_state(&harness, &id, "exited");
+
+    let (all, errors) = logs(&harness, &[&id]);
+    assert_eq!(all.lines().collect::<Vec<_>>(), ticks);
+    assert_eq!(errors.lines().collect::<Vec<_>>(), tocks);
+    // --tail counts lines of both streams.
+    let (tail_out, tail_err) = logs(&harness, &["--tail", "2", &id]);
+    assert_eq!(
+        (tail_out.as_str(), tail_err.as_str()),
+        ("tick 29\n", "tock 29\n")
+    );
+    let (stamped, _) = logs(&harness, &["--timestamps", "--tail", "2", &id]);
+    let (time, line) = stamped.trim_end().split_once(' ').expect("a timestamp");
+    assert_eq!(line, "tick 29");
+    assert!(time.len() == 30 && time.ends_with('Z'), "{time}");
+    // By app name and app id too, when unique.
+    assert_eq!(logs(&harness, &["probe"]).0, all);
+    assert_eq!(logs(&harness, &[APP_ID]).0, all);
+    drop(daemon);
+}
+
+#[test]
+fn log_rotation_caps_the_size() {
+    let (harness, daemon, bundle) = setup(
+        User::Root,
+        &["--log-max-size", "64K", "--log-max-files", "2"],
+    );
+    // 1 MiB of output, sixteen times the cap.
+    let id = run_detached(&harness, &[], &bundle, &["stdout", "1048576"]);
+    wait_for_state(&harness, &id, "exited");
+    let dir = PathBuf::from(inspect(&harness, &id)["log_dir"].as_str().expect("log_dir"));
+    let files: Vec<(String, u64)> = std::fs::read_dir(&dir)
+        .expect("the log dir")
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    let total: u64 = files.iter().map(|(_, size)| size).sum();
+    assert!(total <= 128 * 1024, "{files:?}");
+    let mut names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["app.log", "app.log.1"]);
+    // What is kept is the end of the output, whole.
+    let (kept, _) = logs(&harness, &[&id]);
+    assert!(
+        kept.len() >= 64 * 1024 && kept.bytes().all(|b| b == b'x'),
+        "{}",
+        kept.len()
+    );
+    let inspected = inspect(&harness, &id);
+    assert_eq!(inspected["log_limits"]["cap_bytes"], 128 * 1024);
+    drop(daemon);
+}
+
+#[test]
+fn stop_sends_term_then_kill_after_the_timeout() {
+    let (harness, daemon, bundle) = setup(User::Root, &[]);
+    let pid = daemon_pid(&harness);
+    let id = run_detached(&harness, &[], &bundle, &["ignore-term", "120"]);
+    wait_for_log(&harness, &id, "ready");
+    let started = Instant::now();
+    elastos(&harness, &["stop", "-t", "2", &id]);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(8),
+        "stop -t 2 took {took:?}"
+    );
+    let (_, errors) = logs(&harness, &[&id]);
+    assert!(
+        errors.contains("TERM ignored"),
+        "SIGTERM never reached it: {errors:?}"
+    );
+    let row = ps_row(&harness, &id).expect("listed");
+    assert_eq!(row["state"], "exited");
+    assert_eq!(row["exit_code"], 128 + 9, "ended by SIGKILL");
+    drop(daemon);
+    assert_no_cgroups_of(pid);
+}
+
+#[test]
+fn kill_sends_the_signal_it_is_given() {
+    let (harness, daemon, bundle) = setup(User::Root, &[]);
+    let ignoring = run_detached(&harness, &[], &bundle, &["ignore-term", "120"]);
+    wait_for_log(&harness, &ignoring, "ready");
+    elastos(&harness, &["kill", "-s", "TERM", &ignoring]);
+    wait_for_log(&harness, &ignoring, "TERM ignored");
+    assert_eq!(ps_row(&harness, &ignoring).unwrap()["state"], "running");
+    // The default is KILL.
+    elastos(&harness, &["kill", &ignoring]);
+    let row = wait_for_state(&harness, &ignoring, "exited");
+    assert_eq!(row["exit_code"], 128 + 9);
+
+    let sleeper = run_detached(&harness, &[], &bundle, &["sleep", "60"]);
+    wait_for_state(&harness, &sleeper, "running");
+    elastos(&harness, &["kill", "-s", "sigusr1", &sleeper]);
+    let row = wait_for_state(&harness, &sleeper, "exited");
+    assert_eq!(row["exit_code"], 128 + 10, "died of SIGUSR1");
+    drop(daemon);
+}
+
+#[test]
+fn restart_starts_a_new_run() {
+    let (harness, daemon, bundle) = setup(User::Root, &[]);
+    let id = run_detached(&harness, &[], &bundle, &["sleep", "60"]);
+    let before = wait_for_state(&harness, &id, "running");
+    elastos(&harness, &["restart", "-t", "1", &id]);
+    let after = wait_for_state(&harness, &id, "running");
+    assert_ne!(before["pid"], after["pid"]);
+    assert_eq!(
+        after["restarts"], 0,
+        "a restart asked for is not the policy's"
+    );
+    let runs = inspect(&harness, &id)["runs"].clone();
+    assert_eq!(runs.as_array().unwrap().len(), 2, "{runs:#}");
+    assert_eq!(runs[0]["exit_code"], 128 + 15);
+    // An exited instance restarts too.
+    elastos(&harness, &["stop", &id]);
+    elastos(&harness, &["restart", &id]);
+    wait_for_state(&harness, &id, "running");
+    drop(daemon);
+}
+
+#[test]
+fn on_failure_2_restarts_exactly_twice_with_growing_delays_then_stays_exited() {
+    let (harness, daemon, bundle) = setup(User::Root, &[]);
+    let id = run_detached(
+        &harness,
+        &["--restart", "on-failure:2"],
+        &bundle,
+        &["exit", "3"],
+    );
+    let row = wait_for_state(&harness, &id, "exited");
+    assert_eq!(row["restarts"], 2);
+    assert_eq!(row["exit_code"], 3);
+    let inspected = inspect(&harness, &id);
+    assert_eq!(inspected["restart_policy"], "on-failure:2");
+    let runs = inspected["runs"].as_array().expect("runs").clone();
+    assert_eq!(runs.len(), 3, "{runs:#?}");
+    let delays: Vec<u64> = runs
+        .iter()
+        .map(|r| r["delay_ms"].as_u64().unwrap())
+        .collect();
+    assert_eq!(delays, [0, 250, 500], "250 ms doubling");
+    // Each restart really waited its delay after the run before ended.
+    for pair in runs.windows(2) {
+        let waited =
+            pair[1]["started_at_ms"].as_u64().unwrap() - pair[0]["ended_at_ms"].as_u64().unwrap();
+        let delay = pair[1]["delay_ms"].as_u64().unwrap();
+        assert!(
+            waited >= delay,
+            "waited {waited} ms for a {delay} ms backoff"
+        );
+    }
+    // And it stays exited.
+    std::thread::sleep(Duration::from_millis(1500));
+    let row = ps_row(&harness, &id).unwrap();
+    assert_eq!(
+        (row["state"].as_str(), row["restarts"].as_u64()),
+        (Some("exited"), Some(2))
+    );
+    // Exit 0 is no failure: no restart.
+    let fine = run_detached(
+        &harness,
+        &["--restart", "on-failure"],
+        &bundle,
+        &["exit", "0"],
+    );
+    let row = wait_for_state(&harness, &fine, "exited");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ps_row(&harness, &fine).unwrap()["restarts"], 0, "{row:#}");
+    drop(daemon);
+}
+
+#[test]
+fn always_restarts_until_stopped() {
+    let (harness, daemon, bundle) = setup(User::Root, &[]);
+    let pid = daemon_pid(&harness);
+    let id = run_detached(&harness, &["--restart", "always"], &bundle, &["exit", "0"]);
+    let restarted = eventually(Duration::from_secs(10), || {
+        ps_row(&harness, &id).is_some_and(|row| row["restarts"].as_u64() >= Some(2))
+    });
+    assert!(restarted, "{:#?}", ps_row(&harness, &id));
+    elastos(&harness, &["stop", &id]);
+    let row = wait_for_state(&harness, &id, "exited");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        ps_row(&harness, &id).unwrap()["restarts"],
+        row["restarts"],
+        "restarted after stop"
+    );
+    // `rm` forgets it and deletes its logs.
+    let dir = PathBuf::from(inspect(&harness, &id)["log_dir"].as_str().unwrap());
+    assert!(dir.is_dir());
+    elastos(&harness, &["rm", &id]);
+    assert!(ps_row(&harness, &id).is_none());
+    assert!(!dir.exists(), "its logs are left");
+    drop(daemon);
+    assert_no_cgroups_of(pid);
+}
+
+#[test]
+fn inspect_shows_manifest_jail_limits_cgroup_and_runs() {
+    let (harness, daemon, bundle) = setup(User::Root, &[]);
+    let id = run_detached(
+        &harness,
+        &["--restart", "on-failure:3"],
+        &bundle,
+        &["sleep", "60", "marker-word"],
+    );
+    wait_for_state(&harness, &id, "running");
+    let inspected = inspect(&harness, &id);
+    assert_eq!(inspected["id"], id.as_str());
+    assert_eq!(inspected["state"], "running");
+    assert_eq!(inspected["restart_policy"], "on-failure:3");
+    assert_eq!(inspected["restarts"], 0);
+    assert_eq!(
+        inspected["bundle"],
+        bundle.canonicalize().unwrap().to_str().unwrap()
+    );
+    assert_eq!(
+        inspected["args"],
+        serde_json::json!(["sleep", "60", "marker-word"])
+    );
+    assert_eq!(inspected["manifest"]["id"], APP_ID);
+    // The jail as `policy show --format json` renders it.
+    let policy = json(
+        &harness
+            .elastos()
+            .args(["policy", "show", "--format", "json"])
+            .arg(&bundle)
+            .args(["--", "sleep", "60", "marker-word"])
+            .output(),
+    );
+    for field in [
+        "mounts", "landlock", "seccomp", "limits", "env", "entry", "argv",
+    ] {
+        assert_eq!(inspected["jail"][field], policy[field], "jail.{field}");
+    }
+    assert_eq!(inspected["limits"], policy["limits"]);
+    assert!(inspected["limits"]["memory_bytes"].as_u64().unwrap() > 0);
+    // What the kernel enforces: the pid, Landlock, and the cgroups, which exist while it runs.
+    assert_eq!(inspected["enforced"]["pid"], inspected["pid"]);
+    assert!(inspected["enforced"]["landlock_abi"].as_u64().unwrap() > 0);
+    let cgroups = inspected["cgroup"]
+        .as_array()
+        .expect("cgroup paths as root");
+    assert!(!cgroups.is_empty());
+    for cgroup in cgroups {
+        assert!(Path::new(cgroup.as_str().unwrap()).is_dir(), "{cgroup}");
+    }
+    assert!(inspected["uptime_secs"].as_u64().is_some());
+    assert_eq!(inspected["runs"].as_array().unwrap().len(), 1);
+    assert!(inspected["log_limits"]["cap_bytes"].as_u64().unwrap() >= 64 * 1024);
+    elastos(&harness, &["stop", "-t", "0", &id]);
+    for cgroup in cgroups {
+        assert!(
+            !Path::new(cgroup.as_str().unwrap()).exists(),
+            "{cgroup} left after stop"
+        );
+    }
+    drop(daemon);
+}
+
+#[test]
+fn bad_ids_and_flags_get_clear_errors() {
+    let harness = Harness::new(User::Root);
+    let bundle = harness.probe_bundle("probe", APP_ID, "");
+    // No daemon: run -d says how to start one.
+    let error = refused(&harness, &["run", "-d", bundle.to_str().unwrap()]);
+    assert!(error.contains("elastos broker"), "{error}");
+    let daemon = Daemon::start(&harness);
+
+    let error = refused(&harness, &["run", "-d", "/nonexistent.bundle"]);
+    assert!(error.contains("cannot find bundle"), "{error}");
+    // A bundle the daemon refuses: the error comes back, and no instance is kept.
+    let garbage = harness.write("garbage.bundle", "not a bundle", 0o644);
+    let error = refused(&harness, &["run", "-d", garbage.to_str().unwrap()]);
+    assert!(error.contains("garbage.bundle"), "{error}");
+    let ps = json(
+        &harness
+            .elastos()
+            .args(["ps", "-a", "--format", "json"])
+            .output(),
+    );
+    assert_eq!(ps["instances"], serde_json::json!([]));
+
+    for command in ["logs", "kill", "inspect", "rm", "restart"] {
+        let error = refused(&harness, &[command, "nosuchapp"]);
+        assert!(
+            error.contains("no detached app") && error.contains("nosuchapp"),
+            "{command}: {error}"
+        );
+    }
+    let error = refused(&harness, &["stop", "nosuchapp"]);
+    assert!(error.contains("no running app"), "{error}");
+
+    // Two instances of one app: its name and app id are ambiguous, their ids are not.
+    let first = run_detached(&harness, &[], &bundle, &["sleep", "60"]);
+    let second = run_detached(&harness, &[], &bundle, &["sleep", "60"]);
+    for name in ["probe", APP_ID] {
+        let error = refused(&harness, &["inspect", name]);
+        assert!(
+            error.contains("ambiguous")
+                && error.contains(&first[..12])
+                && error.contains(&second[..12]),
+            "{error}"
+        );
+    }
+    let error = refused(&harness, &["inspect", ""]);
+    assert!(error.contains("empty id"), "{error}");
+    let error = refused(&harness, &["rm", &first]);
+    assert!(
+        error.contains("stop it first") && error.contains("--force"),
+        "{error}"
+    );
+    elastos(&harness, &["rm", "--force", &first]);
+    assert!(ps_row(&harness, &first).is_none());
+
+    // Flags the command line refuses: exit 125 (podman's code for its own failures), naming the
+    // value and what is expected.
+    for (args, expected) in [
+        (
+            vec!["run", "-d", "--restart", "sometimes", "x.bundle"],
+            "expected no, on-failure[:N] or always",
+        ),
+        (
+            vec!["run", "-d", "--restart", "on-failure:x", "x.bundle"],
+            "whole number",
+        ),
+        (vec!["run", "--restart", "always", "x.bundle"], "--detach"),
+        (vec!["kill", "-s", "STOP", &second], "expected one of KILL"),
+        (vec!["stop", "-t", "soon", &second], "soon"),
+        (vec!["logs", "--tail", "-1", &second], "-1"),
+        (vec!["broker", "--log-max-size", "lots"], "not a size"),
+        (vec!["broker", "--log-max-files", "0"], "0"),
+    ] {
+        let out = harness.elastos().args(&args).output();
+        out.assert_code(125);
+        assert!(
+            out.stderr_text().contains(expected),
+            "{args:?}: {}",
+            out.stderr_text()
+        );
+    }
+    // A log cap too small for the daemon.
+    let out = harness
+        .elastos()
+        .args(["broker", "--log-max-size", "1K"])
+        .output();
+    assert_ne!(out.code, Some(0));
+    assert!(
+        out.stderr_text().contains("at least 65536 bytes"),
+        "{}",
+        out.stderr_text()
+    );
+    drop(daemon);
+}
