@@ -344,19 +344,14 @@ impl Supervisor {
         if let Some(exact) = instances.iter().find(|i| i.id == id) {
             return Ok(Some(Arc::clone(exact)));
         }
-        let by: [(&str, Box<dyn Fn(&Instance) -> bool>); 3] = [
-            (
-                "instance id prefix",
-                Box::new(|i: &Instance| i.id.starts_with(id)),
-            ),
-            (
-                "app id",
-                Box::new(|i: &Instance| i.lock().app_id.to_string() == id),
-            ),
-            ("app name", Box::new(|i: &Instance| i.lock().name == id)),
+        type Matcher = fn(&Instance, &str) -> bool;
+        let by: [(&str, Matcher); 3] = [
+            ("instance id prefix", |i, id| i.id.starts_with(id)),
+            ("app id", |i, id| i.lock().app_id.to_string() == id),
+            ("app name", |i, id| i.lock().name == id),
         ];
         for (what, matches) in by {
-            let found: Vec<&Arc<Instance>> = instances.iter().filter(|i| matches(i)).collect();
+            let found: Vec<&Arc<Instance>> = instances.iter().filter(|i| matches(i, id)).collect();
             match found.as_slice() {
                 [] => continue,
                 [one] => return Ok(Some(Arc::clone(one))),
