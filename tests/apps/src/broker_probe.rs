@@ -15,9 +15,9 @@
 //! ```
 //!
 //! Every step prints one JSON line on stdout:
-//! `{"step":..,"outcome":..,"detail":..,"ms":..,"expected":..,"pass":..}`. `outcome` is `OK`, a
+//! `{"step":..,"outcome":..,"detail":..,"ms":..,"us":..,"expected":..,"pass":..}`. `outcome` is `OK`, a
 //! status name (`NOT_FOUND`, `PERMISSION_DENIED`, ..) or a word the step documents (`TIMEOUT`,
-//! `CLOSED`, ..); `ms` is how long the step took. A step written `STEP=OUTCOME` expects that
+//! `CLOSED`, ..); `ms` is how long the step took (`us` the same in µs). A step written `STEP=OUTCOME` expects that
 //! outcome (`pass` says whether it came). Exit code: 0 every expectation was met, 1 one was not,
 //! 2 bad arguments, 3 no connection to the broker.
 //!
@@ -141,6 +141,7 @@ impl Report {
             "outcome": outcome,
             "detail": detail,
             "ms": started.elapsed().as_millis() as u64,
+            "us": started.elapsed().as_micros() as u64,
             "expected": step.expected,
             "pass": pass,
         });
