@@ -803,3 +803,68 @@ async fn unregistering_stops_calls_reaching_the_handler() {
         Err(Error::NotPublishable { .. })
     ));
 }
+
+/// Takes [`Blocking`]'s time on the thread, the way a handler doing synchronous work does.
+struct Blocking(Duration);
+
+impl ServiceHandler for Blocking {
+    async fn handle(&self, call: IncomingCall) -> Result<Vec<u8>, Status> {
+        std::thread::sleep(self.0);
+        Ok(call.payload)
+    }
+}
+
+/// Issue 12: on a `current_thread` runtime, a reply used to leave only after the handler of the
+/// next call, already waiting to run, had blocked the thread too (the woken writer task ran
+/// behind it), so each reply came one service time late.
+#[tokio::test]
+async fn a_reply_leaves_when_its_handler_returns_though_the_next_handler_blocks() {
+    const WORK: Duration = Duration::from_millis(200);
+    let (app, broker) = std::os::unix::net::UnixStream::pair().unwrap();
+    broker.set_nonblocking(true).unwrap();
+    let mut peer = Peer::from_stream(tokio::net::UnixStream::from_std(broker).unwrap());
+    let (finished, finish) = tokio::sync::oneshot::channel::<()>();
+    // The provider, on a runtime of its own whose one thread its handlers block.
+    let provider = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            app.set_nonblocking(true).unwrap();
+            let app = tokio::net::UnixStream::from_std(app).unwrap();
+            let ctx = Context::connect(app).await.unwrap();
+            ctx.register(SERVICE, &["Work"], &[], Blocking(WORK))
+                .await
+                .unwrap();
+            let _ = finish.await;
+        });
+    });
+    peer.accept().await;
+    let ClientBody::Register(register) = peer.recv().await else {
+        panic!("expected a register")
+    };
+    let response = v1::Response {
+        request_id: register.request_id,
+        ..Default::default()
+    };
+    peer.send(BrokerBody::Response(response)).await;
+    peer.send(incoming(1, "Work", b"")).await;
+    peer.send(incoming(2, "Work", b"")).await;
+    let mut answered = Vec::new();
+    for _ in 0..2 {
+        let ClientBody::Reply(reply) = peer.recv().await else {
+            panic!("expected a reply")
+        };
+        answered.push((reply.call_id, std::time::Instant::now()));
+    }
+    let _ = finished.send(());
+    provider.join().unwrap();
+    assert_eq!([answered[0].0, answered[1].0], [1, 2]);
+    let apart = answered[1].1 - answered[0].1;
+    assert!(
+        apart >= WORK / 2,
+        "the first reply came only {apart:?} before the second: it waited for the second call's \
+         handler"
+    );
+}
