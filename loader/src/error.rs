@@ -249,7 +249,7 @@ mod tests {
              permitted (os error 1)"
         );
         assert_eq!(jail.exit_code(), 125);
-        assert_eq!(errors[11].exit_code(), 127);
-        assert_eq!(errors[12].exit_code(), 126);
+        assert_eq!(errors[12].exit_code(), 127);
+        assert_eq!(errors[13].exit_code(), 126);
     }
 }
