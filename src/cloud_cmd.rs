@@ -15,6 +15,7 @@ use elastos_host::apps::PreparedApp;
 use elastos_host::paths::StateDirs;
 use elastos_identity::fsutil::{create_private_dir, write_atomically, Replace};
 use elastos_identity::UserKey;
+use elastos_loader::subordinate::UserNamespace;
 use elastos_loader::{HostIdentity, SubordinateIds};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -779,9 +780,10 @@ fn in_user_namespace() -> bool {
 pub struct RunSync {
     engine: SyncEngine,
     app: AppHome,
-    /// The user's subordinate ids, when the app runs as them: its home is theirs, which this
-    /// user cannot read, so the sync runs in a user namespace where it is root over them.
-    through: Option<(SubordinateIds, HostIdentity)>,
+    /// When the app runs as subordinate ids of the user: its home is theirs, which this user
+    /// cannot read, so both syncs run in one user namespace where the user is root over them
+    /// (or why it could not be made).
+    through: Option<Result<UserNamespace, String>>,
 }
 
 impl RunSync {
@@ -819,7 +821,10 @@ impl RunSync {
         };
         let through = SubordinateIds::of_current_user().ok().and_then(|ids| {
             let identity = HostIdentity::for_app_home(&app.app_id, Some(&app.home), Some(&ids));
-            identity.subordinate.then_some((ids, identity))
+            identity.subordinate.then(|| {
+                ids.app_namespace(identity.uid, identity.gid)
+                    .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+            })
         });
         let run = RunSync {
             engine,
@@ -836,9 +841,9 @@ impl RunSync {
     }
 
     /// The sync as `elastos sync now APP`, run in a user namespace where this user is root and
-    /// the app's ids are mapped (an exec of elastos and two of newuidmap/newgidmap; the engine
-    /// cannot enter it in this process, which may have threads).
-    fn sync_as_the_apps_ids(&self, ids: &SubordinateIds, identity: &HostIdentity, when: &str) {
+    /// the app's ids are mapped (an exec of elastos; the engine cannot enter the namespace in
+    /// this process, which may have threads, and could not leave it).
+    fn sync_as_the_apps_ids(&self, namespace: &Result<UserNamespace, String>, when: &str) {
         let synced = std::env::current_exe()
             .context("cannot find the elastos executable")
             .and_then(|exe| {
@@ -847,8 +852,9 @@ impl RunSync {
                     .args(["sync", "now", &self.app.app_id.to_string()])
                     .stdin(std::process::Stdio::null())
                     .stdout(std::process::Stdio::null());
-                let status = ids
-                    .spawn_with_app_ids(command, identity.uid, identity.gid)?
+                let namespace = namespace.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+                let status = namespace
+                    .spawn(command)?
                     .wait()
                     .context("waiting for elastos sync now")?;
                 anyhow::ensure!(status.success(), "elastos sync now {status}");
@@ -863,8 +869,8 @@ impl RunSync {
     }
 
     fn sync(&self, when: &str) {
-        if let Some((ids, identity)) = &self.through {
-            return self.sync_as_the_apps_ids(ids, identity, when);
+        if let Some(namespace) = &self.through {
+            return self.sync_as_the_apps_ids(namespace, when);
         }
         match sync_home(&self.engine, &self.app, false) {
             Ok(report) => {
