@@ -8,10 +8,11 @@
 #                              # root again as the unprivileged test user, a short fuzz run of
 #                              # every fuzz target (skipped, with the reason, without nightly)
 #
-# Runs as root, or as a user with sudo (used only for apt-get, useradd and creating the target dir).
-# Idempotent: Debian packages are installed only when missing (and `apt-get update` runs only then),
-# the test user is created only when missing, cargo-fuzz is installed only when missing (and only if
-# a nightly toolchain exists), and cargo rebuilds only what changed; every cargo build is --locked.
+# Runs as root, or as a user with sudo (used only for apt-get, useradd, usermod and creating the
+# target dir). Idempotent: Debian packages are installed only when missing (and `apt-get update`
+# runs only then), the test user is created and given subordinate ids only when missing, cargo-fuzz
+# is installed only when missing (and only if a nightly toolchain exists), and cargo rebuilds only
+# what changed; every cargo build is --locked.
 # CARGO_TARGET_DIR defaults to the repo's target/; ELASTOS_HOME, when set, is used by the demo.
 # ELASTOS_FUZZ_SECONDS (default 30) is how long `test` fuzzes each fuzz target.
 set -euo pipefail
