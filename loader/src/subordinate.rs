@@ -259,7 +259,9 @@ impl SubordinateIds {
     /// user's own uid, or one just created) to the app's `uid` and `gid`, through a user
     /// namespace where this user is 0 and the app's ids are 1 (the user cannot chown to them
     /// otherwise). `chown -R -P` never follows a symbolic link, so nothing outside the home
-    /// changes hands; files of any other owner are left alone.
+    /// changes hands; files of any other owner are left alone. `chown -R` changes a directory
+    /// after its contents, so the home itself is the last to change in each pass: an
+    /// interrupted move leaves it with the user's uid or gid, and the next launch moves again.
     pub(crate) fn migrate_home(&self, home: &Path, uid: u32, gid: u32) -> Result<(), LaunchError> {
         let one = |first| IdRange { first, count: 1 };
         let namespace = self.namespace(one(uid), one(gid))?;
