@@ -774,6 +774,33 @@ fn in_user_namespace() -> bool {
         .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
 }
 
+/// Runs this command again in `elastos unshare`'s namespace when this user's apps run as its
+/// subordinate ids: their homes are theirs, which the user cannot read or write, and there the
+/// user is root over all of them (restored files get each home's owner, see `owner_of`). The
+/// command's exit code; None when it runs here (root, no subordinate ids, or already in a
+/// namespace).
+pub fn rerun_over_subordinate_homes() -> Result<Option<u8>> {
+    use std::os::unix::process::ExitStatusExt;
+    if nix::unistd::getuid().is_root() || in_user_namespace() {
+        return Ok(None);
+    }
+    let Ok(ids) = SubordinateIds::of_current_user() else {
+        return Ok(None);
+    };
+    let mut command =
+        std::process::Command::new(std::env::current_exe().context("cannot find elastos")?);
+    command.args(std::env::args_os().skip(1));
+    let status = ids
+        .unshare(command)?
+        .wait()
+        .context("waiting for elastos in the namespace of your subordinate ids")?;
+    Ok(Some(match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code).unwrap_or(125),
+        (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(125),
+        (None, None) => 125,
+    }))
+}
+
 /// The sync around one `elastos run` without a broker daemon: brought up to date before the app
 /// starts, pushed after it exits. Failures never stop the app: it runs on its local copy and the
 /// failure is reported.

@@ -124,6 +124,11 @@ pub fn try_main(cli: Cli) -> Result<u8, Failure> {
         Command::Ledger(command) => identity_cmd::ledger(command).map_err(Failure::from),
         Command::Trust(command) => identity_cmd::trust(command).map_err(Failure::from),
         Command::Config(command) => identity_cmd::config(command).map_err(Failure::from),
+        Command::Cloud(_) | Command::Sync(_)
+            if let Some(code) = cloud_cmd::rerun_over_subordinate_homes()? =>
+        {
+            Ok(code)
+        }
         Command::Cloud(command) => cloud_cmd::cloud(command).map_err(Failure::from),
         Command::Sync(command) => cloud_cmd::sync(command).map_err(Failure::from),
         Command::Unshare { command } => unshare(command).map_err(Failure::from),

@@ -243,6 +243,20 @@ fn an_unprivileged_apps_home_belongs_to_its_subordinate_ids_across_runs() {
         );
     }
 
+    // The user's own cloud commands reach the home too (they run again in that namespace).
+    let out = harness.elastos().args(["sync", "now", APP_ID]).output();
+    assert!(
+        !out.stderr_text().contains("ermission denied"),
+        "{}",
+        out.stderr_text()
+    );
+    out.assert_code(0);
+    harness
+        .elastos()
+        .args(["sync", "status"])
+        .output()
+        .assert_code(0);
+
     // `policy show` says which ids the app runs as.
     let policy = harness
         .elastos()
