@@ -51,8 +51,9 @@ impl IdRange {
     }
 }
 
-/// The first range of `owner` (a user name, or its uid in decimal) in a subid file's `text`
-/// (`owner:first:count` lines, as `newuidmap` reads them); malformed lines are skipped.
+/// The first range of the user `name`, whose uid is `id`, in a subid file's `text`
+/// (`owner:first:count` lines, the owner a user name or a uid in decimal, as `newuidmap` reads
+/// them); malformed lines are skipped.
 pub fn range_in(text: &str, name: &str, id: u32) -> Option<IdRange> {
     text.lines().find_map(|line| {
         let mut fields = line.trim().split(':');
