@@ -82,14 +82,16 @@ impl HostIdentity {
 
     /// The identity of `app_id`, whose home is `home`, when launched by the current user with
     /// `subordinate` ids (or without, see [`HostIdentity::for_app`]): one of them, stable per
-    /// app ([`SubordinateIds::ids_for`]).
+    /// app ([`SubordinateIds::ids_for`]). A jail without a home (whose files are all the
+    /// launcher's, such as a container's root filesystem) keeps the launcher's own uid: the
+    /// home is what records the app's id, and what it must own.
     pub fn for_app_home(
         app_id: &Uuid,
         home: Option<&Path>,
         subordinate: Option<&SubordinateIds>,
     ) -> HostIdentity {
-        match subordinate {
-            Some(ids) if !nix::unistd::getuid().is_root() => {
+        match (subordinate, home) {
+            (Some(ids), Some(home)) if !nix::unistd::getuid().is_root() => {
                 let (uid, gid) = ids.ids_for(app_id, home);
                 HostIdentity {
                     uid,

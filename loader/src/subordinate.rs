@@ -138,8 +138,7 @@ impl SubordinateIds {
     /// an id picked from the app's id (FNV-1a), moved on past any id that owns another app's home
     /// beside it, so that no two apps of this user share one. The gid has the uid's offset in
     /// the gid range (wrapped when that range is smaller).
-    pub fn ids_for(&self, app_id: &Uuid, home: Option<&Path>) -> (u32, u32) {
-        let home = home.unwrap_or(Path::new(""));
+    pub fn ids_for(&self, app_id: &Uuid, home: &Path) -> (u32, u32) {
         let offset = match std::fs::symlink_metadata(home) {
             Ok(meta) if self.uids.contains(meta.uid()) => meta.uid() - self.uids.first,
             _ => {
@@ -388,12 +387,12 @@ mod tests {
         // A range of two ids, the first of which owns another home beside this one.
         std::fs::create_dir_all(dir.path().join("publisher").join("other")).unwrap();
         let range = ids(own, 2);
-        let (uid, gid) = range.ids_for(&app, Some(&home));
+        let (uid, gid) = range.ids_for(&app, &home);
         assert_eq!(uid, own + 1, "the id of the other home is skipped");
         assert_eq!(gid, own + 1);
         std::fs::create_dir_all(&home).unwrap();
         assert_eq!(
-            range.ids_for(&app, Some(&home)).0,
+            range.ids_for(&app, &home).0,
             own,
             "an existing home keeps its owner's id"
         );
