@@ -8,10 +8,11 @@
 #                              # root again as the unprivileged test user, a short fuzz run of
 #                              # every fuzz target (skipped, with the reason, without nightly)
 #
-# Runs as root, or as a user with sudo (used only for apt-get, useradd and creating the target dir).
-# Idempotent: Debian packages are installed only when missing (and `apt-get update` runs only then),
-# the test user is created only when missing, cargo-fuzz is installed only when missing (and only if
-# a nightly toolchain exists), and cargo rebuilds only what changed; every cargo build is --locked.
+# Runs as root, or as a user with sudo (used only for apt-get, useradd, usermod and creating the
+# target dir). Idempotent: Debian packages are installed only when missing (and `apt-get update`
+# runs only then), the test user is created and given subordinate ids only when missing, cargo-fuzz
+# is installed only when missing (and only if a nightly toolchain exists), and cargo rebuilds only
+# what changed; every cargo build is --locked.
 # CARGO_TARGET_DIR defaults to the repo's target/; ELASTOS_HOME, when set, is used by the demo.
 # ELASTOS_FUZZ_SECONDS (default 30) is how long `test` fuzzes each fuzz target.
 set -euo pipefail
@@ -32,6 +33,7 @@ DEBIAN_PACKAGES=(
   dbus           # benchmarks: dbus-daemon, the broker's peer in scripts/bench-broker.sh
   iproute2       # ip(8), to inspect network namespaces
   util-linux     # setpriv, unshare, nsenter
+  uidmap         # newuidmap/newgidmap: an unprivileged launch maps the app to a subordinate id
   passwd         # useradd
   procps         # ps, pgrep
   systemd        # systemd-analyze (the units stage), systemd-socket-activate (tests/systemd.rs)
@@ -132,6 +134,23 @@ create_test_user() {
   as_root useradd --system --no-create-home --shell /usr/sbin/nologin "$TEST_USER"
 }
 
+# A range of subordinate uids and gids for the test user (/etc/subuid, /etc/subgid), so that its
+# launches map each app to an id of its own as a user's would (see docs/security.md, "kernel
+# counters"); given once, after every range already there.
+give_test_user_subordinate_ids() {
+  local kind file first
+  for kind in uid gid; do
+    file=/etc/sub$kind
+    if grep -qs -e "^$TEST_USER:" -e "^$(id -u "$TEST_USER"):" "$file"; then
+      continue
+    fi
+    first=$(awk -F: 'BEGIN { next_free = 100000 } $2 + $3 > next_free { next_free = $2 + $3 }
+      END { print next_free }' "$file" 2>/dev/null || echo 100000)
+    say "giving $TEST_USER the subordinate ${kind}s $first-$((first + 65535))"
+    as_root usermod "--add-sub${kind}s" "$first-$((first + 65535))" "$TEST_USER"
+  done
+}
+
 find_cargo() {
   if ! command -v cargo >/dev/null && [[ -x $HOME/.cargo/bin/cargo ]]; then
     PATH=$HOME/.cargo/bin:$PATH
@@ -180,6 +199,7 @@ setup() {
   install_missing_packages
   install_pypi_tools
   create_test_user
+  give_test_user_subordinate_ids
   find_cargo
   prepare_target_dir
 }

@@ -131,6 +131,24 @@ pub enum Command {
     /// Sync apps' homes with your cloud disk now, or show how far each is.
     #[command(subcommand)]
     Sync(SyncCommand),
+    /// Run a command as root of a user namespace in which your subordinate ids are mapped, as
+    /// `podman unshare` does. Launched by you, each app runs as one of your subordinate ids
+    /// (/etc/subuid, /etc/subgid), which own its home: this is how you read, copy or delete an
+    /// app's files (`elastos unshare rm -r HOME`). There, you are uid 0 and host id FIRST+N is
+    /// N+1.
+    #[command(
+        after_help = "Exit code: the command's (128+N if it died of signal N); 125 when \
+elastos failed."
+    )]
+    Unshare {
+        /// The command and its arguments (default: $SHELL, else /bin/sh).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 /// The commands on detached apps (`elastos run -d`), podman style.

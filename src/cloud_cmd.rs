@@ -15,7 +15,8 @@ use elastos_host::apps::PreparedApp;
 use elastos_host::paths::StateDirs;
 use elastos_identity::fsutil::{create_private_dir, write_atomically, Replace};
 use elastos_identity::UserKey;
-use elastos_loader::HostIdentity;
+use elastos_loader::subordinate::UserNamespace;
+use elastos_loader::{HostIdentity, SubordinateIds};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -202,11 +203,19 @@ impl AppHome {
 
     /// The owner its restored files get: as root, the app's own host uid.
     fn owner(&self) -> Option<(u32, u32)> {
-        owner_of(self.app_id)
+        owner_of(self.app_id, &self.home)
     }
 }
 
-fn owner_of(app_id: Uuid) -> Option<(u32, u32)> {
+fn owner_of(app_id: Uuid, home: &Path) -> Option<(u32, u32)> {
+    if in_user_namespace() {
+        // Run through `elastos unshare` (or `elastos run`'s sync of an app that runs as a
+        // subordinate id): restored files are the home's, which is the app's there.
+        use std::os::unix::fs::MetadataExt;
+        return std::fs::metadata(home)
+            .ok()
+            .map(|meta| (meta.uid(), meta.gid()));
+    }
     let identity = HostIdentity::for_app(&app_id);
     identity
         .launched_by_root
@@ -758,12 +767,50 @@ fn describe_report(app: &AppHome, report: &SyncReport) -> String {
     line
 }
 
+/// Whether this process runs in a user namespace other than the host's (as `elastos unshare`'s
+/// commands do), where uid 0 is not the host's root.
+fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
+}
+
+/// Runs this command again in `elastos unshare`'s namespace when this user's apps run as its
+/// subordinate ids: their homes are theirs, which the user cannot read or write, and there the
+/// user is root over all of them (restored files get each home's owner, see `owner_of`). The
+/// command's exit code; None when it runs here (root, no subordinate ids, or already in a
+/// namespace).
+pub fn rerun_over_subordinate_homes() -> Result<Option<u8>> {
+    use std::os::unix::process::ExitStatusExt;
+    if nix::unistd::getuid().is_root() || in_user_namespace() {
+        return Ok(None);
+    }
+    let Ok(ids) = SubordinateIds::of_current_user() else {
+        return Ok(None);
+    };
+    let mut command =
+        std::process::Command::new(std::env::current_exe().context("cannot find elastos")?);
+    command.args(std::env::args_os().skip(1));
+    let status = ids
+        .unshare(command)?
+        .wait()
+        .context("waiting for elastos in the namespace of your subordinate ids")?;
+    Ok(Some(match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code).unwrap_or(125),
+        (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(125),
+        (None, None) => 125,
+    }))
+}
+
 /// The sync around one `elastos run` without a broker daemon: brought up to date before the app
 /// starts, pushed after it exits. Failures never stop the app: it runs on its local copy and the
 /// failure is reported.
 pub struct RunSync {
     engine: SyncEngine,
     app: AppHome,
+    /// When the app runs as subordinate ids of the user: its home is theirs, which this user
+    /// cannot read, so both syncs run in one user namespace where the user is root over them
+    /// (or why it could not be made).
+    through: Option<Result<UserNamespace, String>>,
 }
 
 impl RunSync {
@@ -799,7 +846,18 @@ impl RunSync {
                 return None;
             }
         };
-        let run = RunSync { engine, app };
+        let through = SubordinateIds::of_current_user().ok().and_then(|ids| {
+            let identity = HostIdentity::for_app_home(&app.app_id, Some(&app.home), Some(&ids));
+            identity.subordinate.then(|| {
+                ids.app_namespace(identity.uid, identity.gid)
+                    .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+            })
+        });
+        let run = RunSync {
+            engine,
+            app,
+            through,
+        };
         run.sync("before the app starts");
         Some(run)
     }
@@ -809,7 +867,38 @@ impl RunSync {
         self.sync("after the app exited");
     }
 
+    /// The sync as `elastos sync now APP`, run in a user namespace where this user is root and
+    /// the app's ids are mapped (an exec of elastos; the engine cannot enter the namespace in
+    /// this process, which may have threads, and could not leave it).
+    fn sync_as_the_apps_ids(&self, namespace: &Result<UserNamespace, String>, when: &str) {
+        let synced = std::env::current_exe()
+            .context("cannot find the elastos executable")
+            .and_then(|exe| {
+                let mut command = std::process::Command::new(exe);
+                command
+                    .args(["sync", "now", &self.app.app_id.to_string()])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null());
+                let namespace = namespace.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+                let status = namespace
+                    .spawn(command)?
+                    .wait()
+                    .context("waiting for elastos sync now")?;
+                anyhow::ensure!(status.success(), "elastos sync now {status}");
+                Ok(())
+            });
+        if let Err(error) = synced {
+            eprintln!(
+                "elastos: cannot sync {}: {error:#} ({when}); the app's home stays as it is here",
+                self.app.label()
+            );
+        }
+    }
+
     fn sync(&self, when: &str) {
+        if let Some(namespace) = &self.through {
+            return self.sync_as_the_apps_ids(namespace, when);
+        }
         match sync_home(&self.engine, &self.app, false) {
             Ok(report) => {
                 if report.restored_lost_cache {

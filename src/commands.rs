@@ -121,8 +121,14 @@ pub fn try_main(cli: Cli) -> Result<u8, Failure> {
         Command::Ledger(command) => identity_cmd::ledger(command).map_err(Failure::from),
         Command::Trust(command) => identity_cmd::trust(command).map_err(Failure::from),
         Command::Config(command) => identity_cmd::config(command).map_err(Failure::from),
+        Command::Cloud(_) | Command::Sync(_)
+            if let Some(code) = cloud_cmd::rerun_over_subordinate_homes()? =>
+        {
+            Ok(code)
+        }
         Command::Cloud(command) => cloud_cmd::cloud(command).map_err(Failure::from),
         Command::Sync(command) => cloud_cmd::sync(command).map_err(Failure::from),
+        Command::Unshare { command } => unshare(command).map_err(Failure::from),
         Command::Bundle(command) => bundle(command),
         Command::Key(command) => key(command).map_err(Failure::from),
         Command::Policy(PolicyCommand::Show {
@@ -258,6 +264,86 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         home_sync.after_run();
     }
     Ok(u8::try_from(exit.code()).unwrap_or(exit::ELASTOS_FAILED))
+}
+
+/// The host uid and gid an app would run as, and why those (`policy show`).
+#[derive(Serialize)]
+struct HostIds {
+    uid: u32,
+    gid: u32,
+    /// `per-app` (launched by root), `subordinate` or `launcher` (the user's own ids).
+    kind: &'static str,
+    /// Why the launcher's own ids, when they are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fallback_reason: Option<String>,
+}
+
+impl HostIds {
+    fn of(app_id: &uuid::Uuid, home: &Path) -> HostIds {
+        let subordinate = elastos_loader::SubordinateIds::of_current_user();
+        let identity = elastos_loader::HostIdentity::for_app_home(
+            app_id,
+            Some(home),
+            subordinate.as_ref().ok(),
+        );
+        let (kind, fallback_reason) = match (identity.launched_by_root, identity.subordinate) {
+            (true, _) => ("per-app", None),
+            (false, true) => ("subordinate", None),
+            (false, false) => ("launcher", subordinate.err().map(|why| why.to_string())),
+        };
+        HostIds {
+            uid: identity.uid,
+            gid: identity.gid,
+            kind,
+            fallback_reason,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let ids = format!("uid {}, gid {}", self.uid, self.gid);
+        match (self.kind, &self.fallback_reason) {
+            ("per-app", _) => format!("{ids}: the app's own, never root's"),
+            ("subordinate", _) => format!(
+                "{ids}: subordinate ids of yours, the app's own: its pipe pages, processes, \
+                 pending signals and mqueue bytes count against it, not you (its files: \
+                 `elastos unshare`)"
+            ),
+            (_, reason) => format!(
+                "{ids}: yours ({}): the app's pipe pages, processes, pending signals and mqueue \
+                 bytes count against you (docs/security.md)",
+                reason.as_deref().unwrap_or("no subordinate ids")
+            ),
+        }
+    }
+}
+
+/// `elastos unshare [COMMAND...]`.
+fn unshare(command: Vec<std::ffi::OsString>) -> Result<u8> {
+    use std::os::unix::process::ExitStatusExt;
+    if nix::unistd::getuid().is_root() {
+        anyhow::bail!(
+            "elastos unshare is for users: launched by root, apps run as uids of their own whose \
+             files root reaches directly"
+        );
+    }
+    let ids = elastos_loader::SubordinateIds::of_current_user()
+        .context("elastos unshare maps your subordinate ids, and you have none here")?;
+    let mut words = command.into_iter();
+    let program = words
+        .next()
+        .or_else(|| std::env::var_os("SHELL"))
+        .unwrap_or_else(|| "/bin/sh".into());
+    let mut command = std::process::Command::new(&program);
+    command.args(words);
+    let status = ids
+        .unshare(command)?
+        .wait()
+        .with_context(|| format!("waiting for {}", program.to_string_lossy()))?;
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code).unwrap_or(exit::ELASTOS_FAILED),
+        (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(exit::ELASTOS_FAILED),
+        (None, None) => exit::ELASTOS_FAILED,
+    })
 }
 
 fn bundle(command: BundleCommand) -> Result<u8, Failure> {
@@ -503,15 +589,18 @@ fn policy_show(bundle: &Path, args: Vec<String>, format: Format) -> Result<u8> {
     )?;
     let (plan, home_sync) = (prepared.plan, prepared.manifest.home_sync());
     let publishers = identity_cmd::policy_name(TrustList::load(&state.apps.trust)?.policy);
+    let host_ids = HostIds::of(&plan.app_id, &prepared.home);
     match format {
         Format::Json => {
             let mut value = serde_json::to_value(&plan).context("encoding JSON output")?;
             value["publishers"] = publishers.into();
             value["home_sync"] = home_sync.into();
+            value["host_ids"] = serde_json::to_value(&host_ids).context("encoding JSON output")?;
             print_json(&value)?
         }
         Format::Text => {
             print!("{}", plan.render_text());
+            println!("host ids:   {}", host_ids.describe());
             println!("publishers: {publishers} (elastos config set policy.publishers)");
             if home_sync {
                 println!("home sync:  on: the home is a cache of your encrypted cloud disk (elastos cloud status)");

@@ -630,10 +630,25 @@ fn kernel_counters_are_charged_to_the_app(user: User) {
         check["sigqueue"], 0,
         "the launching user can queue a signal to itself"
     );
+    // Pipe pages are counted per host uid, not per namespace: the app runs as a uid of its own
+    // (launched by root: its per-app uid; by a user: a subordinate id of the user's, see
+    // loader/src/subordinate.rs), so it fills its own soft limit and the launching user's new
+    // pipes keep their full size. (Before subordinate ids, a user's app made them 8 KiB.)
+    let soft: i64 = std::fs::read_to_string("/proc/sys/fs/pipe-user-pages-soft")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        soft > 0 && held["pipe_pages"] >= soft,
+        "the app did not reach its pipe-user-pages-soft of {soft}: {held:?}"
+    );
+    assert_eq!(
+        check["pipe_size"], 65536,
+        "the launching user gets a full-size pipe"
+    );
     if user == User::Root {
-        // The app runs as a uid of its own, whose pipe pages are not root's, and its namespace
-        // is not root's either: none of its pending signals counts as root's.
-        assert_eq!(check["pipe_size"], 65536, "root gets a full-size pipe");
+        // Its namespace is not root's either: none of its pending signals counts as root's.
         assert!(
             check["user_pending_signals"] < PENDING_SIGNALS as i64,
             "the app's {} pending signals are counted as root's: {check:?}",

@@ -107,6 +107,168 @@ fn home_persists_across_runs_and_is_private_to_the_app() {
     );
 }
 
+/// The home of app `app_id` in `harness`'s state (`homes/<publisher>/<app id>`).
+fn home_of(harness: &Harness, app_id: &str) -> PathBuf {
+    let homes = harness.elastos_home().join("homes");
+    std::fs::read_dir(&homes)
+        .unwrap_or_else(|e| panic!("read {}: {e}", homes.display()))
+        .flatten()
+        .map(|publisher| publisher.path().join(app_id))
+        .find(|home| home.is_dir())
+        .unwrap_or_else(|| panic!("no home of {app_id} under {}", homes.display()))
+}
+
+/// The host owner (uid, gid) of `path`.
+fn owner(path: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let meta =
+        std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
+    (meta.uid(), meta.gid())
+}
+
+/// Every path under `dir`, `dir` included.
+fn tree(dir: &Path) -> Vec<PathBuf> {
+    let mut paths = vec![dir.to_path_buf()];
+    if dir.is_dir() && !dir.is_symlink() {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            paths.extend(tree(&entry.path()));
+        }
+    }
+    paths
+}
+
+// Launched by a user with subordinate ids (scripts/dev.sh gives the test user a range), each app
+// runs as one of them, so that the kernel's per-uid counters are the app's (tests/escape.rs,
+// `kernel_counters_are_charged_to_the_app_*`). Its home must then be that id's, from run to
+// run, also when an older elastos left it owned by the user's own uid; and the user still
+// reaches it through `elastos unshare`.
+#[test]
+fn an_unprivileged_apps_home_belongs_to_its_subordinate_ids_across_runs() {
+    let (harness, bundle) = probe_app(User::Unprivileged);
+    let (first_uid, uids) = common::test_user_subordinate_range("uid");
+    let (first_gid, gids) = common::test_user_subordinate_range("gid");
+    let user = User::Unprivileged.ids();
+    let value = unique_token("value");
+    run_probe(&harness, &bundle, &["home-put", "kept.txt", &value]).assert_code(0);
+    let home = home_of(&harness, APP_ID);
+    let (uid, gid) = owner(&home);
+    assert!(
+        (first_uid..first_uid + uids).contains(&uid)
+            && (first_gid..first_gid + gids).contains(&gid),
+        "the home belongs to {uid}:{gid}, not to a subordinate id of the user"
+    );
+    for path in tree(&home) {
+        assert_eq!(owner(&path), (uid, gid), "{}", path.display());
+    }
+    let again = run_probe(&harness, &bundle, &["home-get", "kept.txt"]);
+    assert_eq!(again.assert_code(0).stdout_text(), format!("{value}\n"));
+    assert_eq!(
+        owner(&home),
+        (uid, gid),
+        "the second run keeps the app's ids"
+    );
+
+    // Another app of the same user gets other ids.
+    let other = harness.probe_bundle("other", OTHER_APP_ID, "");
+    run_probe(&harness, &other, &["home-io"]).assert_code(0);
+    let other_ids = owner(&home_of(&harness, OTHER_APP_ID));
+    assert_ne!(other_ids.0, uid, "two apps of one user share a host uid");
+
+    // A home as an older elastos left it: everything the user's own, a private file and
+    // directory among it. The next run gives it all to the app, which still reads its files.
+    std::fs::create_dir(home.join("old-dir")).unwrap();
+    std::fs::write(home.join("old-dir").join("private.txt"), "older").unwrap();
+    std::fs::set_permissions(
+        home.join("old-dir").join("private.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", home.join("link")).unwrap();
+    for path in tree(&home) {
+        std::os::unix::fs::lchown(&path, Some(user.uid), Some(user.gid)).unwrap();
+    }
+    let passwd_owner = owner(Path::new("/etc/passwd"));
+    let out = run_probe(&harness, &bundle, &["home-get", "old-dir/private.txt"]);
+    assert_eq!(out.assert_code(0).stdout_text(), "older\n");
+    for path in tree(&home) {
+        assert_eq!(owner(&path), (uid, gid), "{} was not moved", path.display());
+    }
+    assert_eq!(
+        owner(Path::new("/etc/passwd")),
+        passwd_owner,
+        "a symbolic link in the home was followed"
+    );
+    let out = run_probe(&harness, &bundle, &["home-get", "kept.txt"]);
+    assert_eq!(out.assert_code(0).stdout_text(), format!("{value}\n"));
+
+    // The user reads and deletes the app's files through `elastos unshare`, where the app's
+    // host uid FIRST+N shows as N+1.
+    let shown = harness
+        .elastos()
+        .args(["unshare", "stat", "-c", "%u:%g"])
+        .arg(&home)
+        .output();
+    assert_eq!(
+        shown.assert_code(0).stdout_text(),
+        format!("{}:{}\n", uid - first_uid + 1, gid - first_gid + 1)
+    );
+    let read = harness
+        .elastos()
+        .args(["unshare", "cat"])
+        .arg(home.join("old-dir").join("private.txt"))
+        .output();
+    assert_eq!(read.assert_code(0).stdout_text(), "older");
+    harness
+        .elastos()
+        .args(["unshare", "rm", "-r"])
+        .arg(&home)
+        .output()
+        .assert_code(0);
+    assert!(!home.exists(), "elastos unshare rm -r left the home");
+    // The next run brings the lost home back from the cloud disk (the default store), synced in
+    // a namespace where the user is root over the app's ids; the files are the app's again.
+    let out = run_probe(&harness, &bundle, &["home-get", "kept.txt"]);
+    assert_eq!(out.assert_code(0).stdout_text(), format!("{value}\n"));
+    assert!(
+        !out.stderr_text().contains("cannot sync"),
+        "{}",
+        out.stderr_text()
+    );
+    for path in tree(&home) {
+        assert_eq!(
+            owner(&path),
+            (uid, gid),
+            "{} was restored as",
+            path.display()
+        );
+    }
+
+    // The user's own cloud commands reach the home too (they run again in that namespace).
+    let out = harness.elastos().args(["sync", "now", APP_ID]).output();
+    assert!(
+        !out.stderr_text().contains("ermission denied"),
+        "{}",
+        out.stderr_text()
+    );
+    out.assert_code(0);
+    harness
+        .elastos()
+        .args(["sync", "status"])
+        .output()
+        .assert_code(0);
+
+    // `policy show` says which ids the app runs as.
+    let policy = harness
+        .elastos()
+        .args(["policy", "show", "--format", "json"])
+        .arg(&bundle)
+        .output();
+    let policy: serde_json::Value =
+        serde_json::from_str(&policy.assert_code(0).stdout_text()).unwrap();
+    assert_eq!(policy["host_ids"]["kind"], "subordinate", "{policy}");
+    assert_eq!(policy["host_ids"]["uid"], uid, "{policy}");
+}
+
 #[test]
 fn clocks_tell_the_time() {
     let (harness, bundle) = probe_app(User::Root);

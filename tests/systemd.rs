@@ -656,6 +656,14 @@ fn info_names_the_kernel_features_and_what_a_run_then_enforces() {
         for name in ["namespaces", "seccomp", "privileges"] {
             assert_eq!(layer(name)["state"], "enforced", "{info}");
         }
+        // The host ids: root's apps get their own; the test user has a subordinate range
+        // (scripts/dev.sh), which info reads as newuidmap does.
+        assert_eq!(layer("ids")["state"], "enforced", "{info}");
+        if user == User::Unprivileged {
+            let (first, count) = common::test_user_subordinate_range("uid");
+            assert_eq!(kernel["subordinate_ids"]["uids"]["first"], first, "{info}");
+            assert_eq!(kernel["subordinate_ids"]["uids"]["count"], count, "{info}");
+        }
         // And for people: one line per layer.
         let text = harness.elastos().arg("info").output();
         text.assert_code(0);

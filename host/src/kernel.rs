@@ -37,6 +37,11 @@ pub struct KernelFeatures {
     pub user_namespaces: UserNamespaces,
     /// cgroups.
     pub cgroups: Cgroups,
+    /// This user's subordinate ids, which its apps run as (not looked up for root, whose apps
+    /// get uids of their own).
+    pub subordinate_ids: Option<elastos_loader::SubordinateIds>,
+    /// Why there are none, for a user without them: its apps run as its own uid.
+    pub subordinate_ids_missing: Option<String>,
 }
 
 /// Landlock, as its syscall answers.
@@ -153,6 +158,13 @@ impl KernelFeatures {
         let apparmor_restricted = flag("/proc/sys/kernel/apparmor_restrict_unprivileged_userns");
         let allowed_unprivileged =
             unprivileged_clone != Some(false) && apparmor_restricted != Some(true);
+        let (subordinate_ids, subordinate_ids_missing) = match root {
+            true => (None, None),
+            false => match elastos_loader::SubordinateIds::of_current_user() {
+                Ok(ids) => (Some(ids), None),
+                Err(why) => (None, Some(why.to_string())),
+            },
+        };
         KernelFeatures {
             release: read("/proc/sys/kernel/osrelease"),
             root,
@@ -174,6 +186,8 @@ impl KernelFeatures {
             cgroups: fs::read_to_string("/proc/self/mountinfo")
                 .map(|table| Cgroups::from_mountinfo(&table))
                 .unwrap_or_else(|_| Cgroups::from_mountinfo("")),
+            subordinate_ids,
+            subordinate_ids_missing,
         }
     }
 
@@ -185,6 +199,33 @@ impl KernelFeatures {
         };
         let skip_hint = "`elastos run` refuses to start; --dangerously-run-without-kernel-sandbox \
                          would run without it";
+        let ids = match (&self.subordinate_ids, &self.subordinate_ids_missing) {
+            _ if self.root => layer(
+                "ids",
+                LayerState::Enforced,
+                "each app runs as a host uid and gid of its own, never root's".into(),
+            ),
+            (Some(ids), _) => layer(
+                "ids",
+                LayerState::Enforced,
+                format!(
+                    "each app runs as a subordinate uid and gid of yours (of {}+{} in /etc/subuid, \
+                     {}+{} in /etc/subgid, mapped by newuidmap/newgidmap): its pipe pages, \
+                     processes, pending signals and mqueue bytes count against it, not you",
+                    ids.uids.first, ids.uids.count, ids.gids.first, ids.gids.count
+                ),
+            ),
+            (None, why) => layer(
+                "ids",
+                LayerState::Partial,
+                format!(
+                    "apps run as your own uid ({}): their pipe pages, processes, pending signals \
+                     and mqueue bytes count against you; give yourself subordinate ids \
+                     (usermod --add-subuids/--add-subgids) and install newuidmap (uidmap)",
+                    why.as_deref().unwrap_or("no subordinate ids")
+                ),
+            ),
+        };
         let mut layers = vec![if self.user_namespaces.usable {
             layer(
                 "namespaces",
@@ -290,6 +331,7 @@ impl KernelFeatures {
                     .into(),
             ),
         });
+        layers.push(ids);
         layers.push(layer(
             "privileges",
             LayerState::Enforced,

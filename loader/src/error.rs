@@ -79,6 +79,15 @@ pub enum LaunchError {
         #[source]
         source: io::Error,
     },
+    /// `newuidmap`/`newgidmap` (or a command run through them) failed.
+    #[error("{} failed: {message} (hint: the user's ranges in /etc/subuid and /etc/subgid must \
+             not overlap anyone's, and the helpers must be setuid root)", tool.display())]
+    IdMapHelper {
+        /// The program.
+        tool: PathBuf,
+        /// What went wrong (its exit status and stderr).
+        message: String,
+    },
     /// The cgroup for the limits could not be set up.
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
@@ -193,6 +202,12 @@ mod tests {
                 file: "/proc/1/uid_map".into(),
                 source: io(),
             },
+            LaunchError::IdMapHelper {
+                tool: "/usr/bin/newuidmap".into(),
+                message:
+                    "exit status: 1: newuidmap: uid range [0-1) -> [100000-100001) not allowed"
+                        .into(),
+            },
             LaunchError::Cgroup(CgroupError::Io {
                 path: "/sys/fs/cgroup/x".into(),
                 source: io(),
@@ -234,7 +249,7 @@ mod tests {
              permitted (os error 1)"
         );
         assert_eq!(jail.exit_code(), 125);
-        assert_eq!(errors[11].exit_code(), 127);
-        assert_eq!(errors[12].exit_code(), 126);
+        assert_eq!(errors[12].exit_code(), 127);
+        assert_eq!(errors[13].exit_code(), 126);
     }
 }

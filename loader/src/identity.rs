@@ -1,6 +1,10 @@
 //! Which host uid/gid a jail's processes are.
 
+use std::path::Path;
+
 use uuid::Uuid;
+
+use crate::subordinate::SubordinateIds;
 
 /// Which host uid/gid the jail's processes are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -11,6 +15,9 @@ pub struct HostIdentity {
     pub gid: u32,
     /// Launched by root: the jail gets its own unprivileged uid rather than root's.
     pub launched_by_root: bool,
+    /// Launched by a user, as one of its subordinate ids (see `crate::subordinate`) rather than
+    /// its own uid.
+    pub subordinate: bool,
 }
 
 /// First host uid of the range from which a root launcher gives each app its own uid.
@@ -21,7 +28,7 @@ pub const ROOT_MODE_UID_BASE: u32 = 0x5000_0000;
 pub const NAMESPACE_OWNER_UID_BASE: u32 = 0x5100_0000;
 
 /// FNV-1a, 24 bits: an offset into a uid range.
-fn uid_offset(bytes: &[u8]) -> u32 {
+pub(crate) fn uid_offset(bytes: &[u8]) -> u32 {
     let hash = bytes.iter().fold(0x811c_9dc5u32, |h, b| {
         (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
     });
@@ -61,13 +68,39 @@ impl HostIdentity {
                 uid: id,
                 gid: id,
                 launched_by_root: true,
+                subordinate: false,
             }
         } else {
             HostIdentity {
                 uid,
                 gid: nix::unistd::getgid().as_raw(),
                 launched_by_root: false,
+                subordinate: false,
             }
+        }
+    }
+
+    /// The identity of `app_id`, whose home is `home`, when launched by the current user with
+    /// `subordinate` ids (or without, see [`HostIdentity::for_app`]): one of them, stable per
+    /// app ([`SubordinateIds::ids_for`]). A jail without a home (whose files are all the
+    /// launcher's, such as a container's root filesystem) keeps the launcher's own uid: the
+    /// home is what records the app's id, and what it must own.
+    pub fn for_app_home(
+        app_id: &Uuid,
+        home: Option<&Path>,
+        subordinate: Option<&SubordinateIds>,
+    ) -> HostIdentity {
+        match (subordinate, home) {
+            (Some(ids), Some(home)) if !nix::unistd::getuid().is_root() => {
+                let (uid, gid) = ids.ids_for(app_id, home);
+                HostIdentity {
+                    uid,
+                    gid,
+                    launched_by_root: false,
+                    subordinate: true,
+                }
+            }
+            _ => HostIdentity::for_app(app_id),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! for the loader: pure, unit-tested without root), `supervise` (waiting, signals through
 //! pidfds, the app's stdio relayed in the same poll loop), `stdio` (the app's pipes or
 //! pseudo-terminal: never the launcher's own fds), [`cgroup`] (limits), `identity` (the host uid
-//! an app runs as), `error`. The policy (what to mount, which syscalls, which Landlock rules) is
+//! an app runs as), [`subordinate`] (a user's subordinate ids, which its apps run as), `error`. The policy (what to mount, which syscalls, which Landlock rules) is
 //! decided by `elastos-policy`; this crate and the loader only carry it out:
 //!
 //! 1. launcher ([`spawn`], then [`PendingJail::start`]): clone()s the jail's first process into
@@ -23,7 +23,8 @@
 //!    shares `elastos-handoff` (what crosses the exec) with this crate.
 //!
 //! Non-features: no network inside the jail (an empty net namespace is the point), no setuid
-//! helper (unprivileged users rely on user namespaces), no seccomp user-notification.
+//! helper of our own (unprivileged users rely on user namespaces, and on the system's
+//! `newuidmap`/`newgidmap` for their subordinate ids), no seccomp user-notification.
 
 #![deny(unsafe_code)]
 
@@ -33,6 +34,7 @@ mod identity;
 mod input;
 mod spawn;
 mod stdio;
+pub mod subordinate;
 mod supervise;
 // The one module with `unsafe`: clone() and the raw syscalls of the pre-exec child, pidfd
 // signals, fcntl. Each block says why it is sound.
@@ -45,5 +47,6 @@ pub use identity::{HostIdentity, ROOT_MODE_UID_BASE};
 pub use input::MAX_MOUNT_SOURCES;
 pub use spawn::{spawn, LaunchOptions, PendingJail};
 pub use stdio::CapturedOutput;
+pub use subordinate::{NoSubordinateIds, SubordinateIds};
 pub use supervise::{AppExit, BlockedSignals, FirstEvent, JailFacts, JailHandle, RunningJail};
 pub use sys::release_free_heap;

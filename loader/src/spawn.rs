@@ -44,6 +44,7 @@ use crate::error::LaunchError;
 use crate::identity::HostIdentity;
 use crate::input::{loader_input, resolve_mounts, MAX_MOUNT_SOURCES};
 use crate::stdio::{self, Relay};
+use crate::subordinate::SubordinateIds;
 use crate::supervise::{BlockedSignals, JailFacts, JailHandle, RunningJail};
 use crate::sys::{self, ChildSetup, ChildStep, CHILD_FAILURE_MAGIC};
 
@@ -67,22 +68,51 @@ pub struct LaunchOptions {
     pub capture_output: bool,
 }
 
-/// As root, the home belongs to the app's own uid (it was created by root).
-fn prepare_home(plan: &JailPlan, identity: &HostIdentity) -> Result<(), LaunchError> {
-    if !identity.launched_by_root {
-        return Ok(());
-    }
-    let home = plan.mounts.iter().find_map(|m| match m {
-        MountEntry::Bind { host, jail, .. } if jail == Path::new(jail_paths::HOME) => Some(host),
+/// The app's home on the host, if the plan mounts one.
+fn home_of(plan: &JailPlan) -> Option<&Path> {
+    plan.mounts.iter().find_map(|m| match m {
+        MountEntry::Bind { host, jail, .. } if jail == Path::new(jail_paths::HOME) => {
+            Some(host.as_path())
+        }
         _ => None,
-    });
-    if let Some(home) = home {
-        std::os::unix::fs::chown(home, Some(identity.uid), Some(identity.gid)).map_err(
+    })
+}
+
+/// Makes the home the app's: as root, by chown (root created it); as a user with subordinate
+/// ids, by moving whatever of it is still the user's own (a new home, or one an older elastos
+/// used as the user's uid) to the app's ids, once: afterwards its owner already is the app's.
+fn prepare_home(
+    home: Option<&Path>,
+    identity: &HostIdentity,
+    subordinate: Option<&SubordinateIds>,
+) -> Result<(), LaunchError> {
+    let Some(home) = home else {
+        return Ok(());
+    };
+    if identity.launched_by_root {
+        return std::os::unix::fs::chown(home, Some(identity.uid), Some(identity.gid)).map_err(
             |source| LaunchError::Home {
-                path: home.clone(),
+                path: home.to_path_buf(),
                 source,
             },
-        )?;
+        );
+    }
+    let Some(subordinate) = subordinate.filter(|_| identity.subordinate) else {
+        return Ok(());
+    };
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(home).map_err(|source| LaunchError::Home {
+        path: home.to_path_buf(),
+        source,
+    })?;
+    if (meta.uid(), meta.gid()) != (identity.uid, identity.gid) {
+        tracing::info!(
+            home = %home.display(),
+            uid = identity.uid,
+            gid = identity.gid,
+            "giving the app's home to its subordinate ids"
+        );
+        subordinate.migrate_home(home, identity.uid, identity.gid)?;
     }
     Ok(())
 }
@@ -98,6 +128,9 @@ struct Pending {
     /// The uid that owns the jail's user namespace, when it is not this process's (a root
     /// launcher; see [`HostIdentity::namespace_owner`]).
     namespace_owner: Option<u32>,
+    /// The launching user's subordinate ids, which the app runs as (None: root, or a user
+    /// without them, whose app runs as its own uid).
+    subordinate: Option<SubordinateIds>,
     handle: JailHandle,
     options: LaunchOptions,
     /// Our end of the channel: the child sends the broker's end of fd 3 on it, we send it the
@@ -169,6 +202,16 @@ pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
     );
     drop((input_read, app_stdio));
 
+    let root = nix::unistd::getuid().is_root();
+    // Known before clone: the child may drop the launcher's groups only if newgidmap writes
+    // its gid map (setgroups stays allowed then).
+    let subordinate = if root {
+        None
+    } else {
+        SubordinateIds::of_current_user()
+            .inspect_err(|why| tracing::debug!("the app runs as this user's own uid: {why}"))
+            .ok()
+    };
     let mut setup = ChildSetup::new(
         child_channel.as_raw_fd(),
         sources_read.as_raw_fd(),
@@ -177,7 +220,7 @@ pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
             .iter()
             .map(|(fd, to)| (fd.as_raw_fd(), *to))
             .collect(),
-        nix::unistd::getuid().is_root(),
+        root || subordinate.is_some(),
         loader.as_raw_fd(),
         vec![CString::from(c"elastos-loader")],
     );
@@ -206,6 +249,7 @@ pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
     Ok(PendingJail(Some(Pending {
         pid,
         namespace_owner,
+        subordinate,
         handle: JailHandle::new(pidfd),
         options: options.clone(),
         channel,
@@ -225,6 +269,7 @@ impl PendingJail {
         let Pending {
             pid,
             namespace_owner,
+            subordinate,
             handle,
             options,
             channel,
@@ -235,7 +280,8 @@ impl PendingJail {
             signals,
         } = self.0.take().expect("a PendingJail is started once");
         // From here on the process belongs to `jail`, whose Drop kills and reaps it.
-        let identity = HostIdentity::for_app(&plan.app_id);
+        let home = home_of(plan);
+        let identity = HostIdentity::for_app_home(&plan.app_id, home, subordinate.as_ref());
         let cgroup = AppCgroup::choose(&instance_name(plan), options.no_cgroup);
         let mut jail = RunningJail::new(
             JailFacts {
@@ -250,7 +296,15 @@ impl PendingJail {
             relay,
             signals,
         );
-        prepare_home(plan, &identity)?;
+        // newuidmap and newgidmap (~1 ms each) run while the rest of the plan is made; they
+        // are waited for only before the go-ahead.
+        let map_writers = match (&subordinate, identity.subordinate) {
+            (Some(subordinate), true) => {
+                Some(subordinate.write_maps(pid, identity.uid, identity.gid)?)
+            }
+            _ => None,
+        };
+        prepare_home(home, &identity, subordinate.as_ref())?;
         let (mounts, sources) = resolve_mounts(plan)?;
         if sources.len() > MAX_MOUNT_SOURCES {
             return Err(LaunchError::TooManyMountSources {
@@ -281,7 +335,10 @@ impl PendingJail {
             // Written before the loader runs when the pipe can hold it, so it never waits for us.
             let (input_write, pending_input) =
                 write_if_it_fits(input_write, framed).map_err(LaunchError::HandOff)?;
-            write_id_maps(pid, namespace_owner, &identity)?;
+            match map_writers {
+                Some(writers) => writers.wait()?,
+                None => write_id_maps(pid, namespace_owner, &identity)?,
+            }
             (&channel).write_all(&[1]).map_err(LaunchError::HandOff)?;
             // Closed after writing: EOF ends the list.
             File::from(sources_write)

@@ -32,7 +32,8 @@ pub const CHILD_FAILURE_MAGIC: u8 = 0xFF;
 pub enum ChildStep {
     /// Waiting for the launcher to write the id maps (EOF: the launcher gave up).
     AwaitIdMaps = 1,
-    /// Dropping the launcher's supplementary groups (root launcher only).
+    /// Dropping the launcher's supplementary groups (root launcher, or ids mapped by
+    /// newgidmap, which leaves setgroups allowed).
     ClearGroups = 2,
     /// Becoming uid/gid 0 of the new user namespace.
     SetIds = 3,
@@ -101,7 +102,9 @@ pub struct ChildSetup {
     /// (current fd, fixed number) pairs; the current fds are >= every fixed number and every
     /// mount source's number.
     pub fd_moves: Vec<(RawFd, RawFd)>,
-    /// Drop supplementary groups (only possible, and only needed, when the launcher is root).
+    /// Drop supplementary groups: possible when the launcher is root or the gid map was written
+    /// by newgidmap (setgroups stays allowed); otherwise setgroups is denied, and the jail keeps
+    /// the launcher's groups (mapped to nobody).
     pub clear_groups: bool,
     /// The loader executable, opened by the launcher.
     pub loader: RawFd,
@@ -824,4 +827,75 @@ pub fn reopen_nonblocking(fd: RawFd) -> io::Result<OwnedFd> {
         .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(format!("/proc/self/fd/{fd}"))?;
     Ok(file.into())
+}
+
+/// Creates a user namespace owned by this process's user, lets `write_maps` write its id maps
+/// (given the pid of the process that holds it), and returns an fd of it (`/proc/PID/ns/user`),
+/// which keeps it alive once that process is gone. For commands run in it ([`join_user_namespace`]):
+/// `elastos unshare`, and moving an app's home to its subordinate ids.
+///
+/// The holder is a fork-style raw clone(CLONE_NEWUSER) whose only code is read(2) and _exit(2)
+/// (this process may have other threads, so its copy may make nothing but raw syscalls): it
+/// waits for EOF on a pipe, which comes when the write end is dropped here.
+pub fn new_user_namespace(
+    write_maps: impl FnOnce(libc::pid_t) -> io::Result<()>,
+) -> io::Result<OwnedFd> {
+    let (wait_read, wait_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+    // SAFETY: a fork-style clone (no CLONE_VM, no new stack): the child gets a copy of this
+    // address space and runs on its copy of this stack. It makes only raw read/_exit calls on an
+    // fd it owns a copy of, and never returns from this function.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::CLONE_NEWUSER | libc::SIGCHLD,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid == 0 {
+        let mut byte = 0u8;
+        // SAFETY: raw close, read into a local byte, then _exit; all async-signal-safe. Its copy
+        // of the write end is closed first, or EOF would never come.
+        unsafe {
+            libc::close(wait_write.as_raw_fd());
+            while libc::read(wait_read.as_raw_fd(), (&mut byte as *mut u8).cast(), 1) != 0 {
+                if *libc::__errno_location() != libc::EINTR {
+                    break;
+                }
+            }
+            libc::_exit(0)
+        }
+    }
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let pid = pid as libc::pid_t;
+    let namespace = write_maps(pid)
+        .and_then(|()| std::fs::File::open(format!("/proc/{pid}/ns/user")).map(OwnedFd::from));
+    drop((wait_read, wait_write));
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    namespace
+}
+
+/// Makes `command` run in the user namespace `namespace` (from [`new_user_namespace`]), as its
+/// uid and gid 0 (this user, mapped there), with every capability in it and no supplementary
+/// groups. `namespace` must stay open until the command is spawned.
+pub fn join_user_namespace(command: &mut std::process::Command, namespace: BorrowedFd<'_>) {
+    use std::os::unix::process::CommandExt;
+    let fd = namespace.as_raw_fd();
+    // SAFETY: the closure runs in the forked child before exec, single-threaded, and makes only
+    // raw syscalls on integers (setns needs a single-threaded caller, which the child is).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::syscall(libc::SYS_setns, fd, libc::CLONE_NEWUSER) < 0
+                || libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
 }

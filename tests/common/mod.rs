@@ -80,6 +80,32 @@ impl User {
     }
 }
 
+/// The first subordinate range of [`TEST_USER`] in `/etc/subuid` or `/etc/subgid` (`kind` is
+/// `uid` or `gid`): (first, count). `scripts/dev.sh` gives it one; a test of subordinate ids
+/// fails without it rather than passing for nothing.
+pub fn test_user_subordinate_range(kind: &str) -> (u32, u32) {
+    let file = format!("/etc/sub{kind}");
+    let uid = test_user().uid.to_string();
+    std::fs::read_to_string(&file)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.trim().split(':').collect();
+            match fields[..] {
+                [owner, first, count] if owner == TEST_USER || owner == uid => {
+                    Some((first.parse().ok()?, count.parse().ok()?))
+                }
+                _ => None,
+            }
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{TEST_USER} has no range in {file}; `bash scripts/dev.sh test` gives it one \
+                 (usermod --add-sub{kind}s 100000-165535 {TEST_USER})"
+            )
+        })
+}
+
 fn id_of(flag: &str) -> Option<u32> {
     let out = Command::new("id").args([flag, TEST_USER]).output().ok()?;
     String::from_utf8(out.stdout).ok()?.trim().parse().ok()
