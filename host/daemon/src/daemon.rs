@@ -22,7 +22,7 @@ use elastos_host::paths::StateDirs;
 
 use crate::install::{install, uninstall, InstallError};
 use crate::store::{Store, StoreError};
-use crate::{metrics, systemd};
+use crate::{cloud, metrics, systemd};
 
 /// The daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +120,7 @@ pub fn run(state: &StateDirs, options: &DaemonOptions) -> Result<(), DaemonError
         ..BrokerConfig::default()
     };
     let broker = Broker::new(config, Some(Arc::new(launcher.clone())));
+    let cloud = Arc::new(cloud::CloudSync::start(state.clone(), broker.clone()));
     listener
         .set_nonblocking(true)
         .map_err(io("configure the control socket"))?;
@@ -178,6 +179,7 @@ pub fn run(state: &StateDirs, options: &DaemonOptions) -> Result<(), DaemonError
                 jails.clone(),
                 store.clone(),
                 dirs.clone(),
+                cloud.clone(),
             ));
         }
     });
@@ -312,6 +314,7 @@ async fn serve_control(
     jails: Arc<LaunchedJails>,
     store: Arc<Store>,
     dirs: AppDirs,
+    cloud: Arc<cloud::CloudSync>,
 ) {
     let answer = |result| async {
         // A peer that does not read its answer is not waited for either.
@@ -352,6 +355,7 @@ async fn serve_control(
                     jails: &jails,
                     store: &store,
                     dirs: &dirs,
+                    cloud: &cloud,
                     runtime: &handle,
                 };
                 handle_request(request, fds, &daemon)
@@ -374,6 +378,7 @@ struct Serving<'a> {
     jails: &'a Arc<LaunchedJails>,
     store: &'a Store,
     dirs: &'a AppDirs,
+    cloud: &'a cloud::CloudSync,
     runtime: &'a tokio::runtime::Handle,
 }
 
@@ -454,6 +459,12 @@ fn handle_request(
             )
         }
         ControlRequest::Metrics => to_json(metrics::exposition(broker, daemon.started)),
+        ControlRequest::CloudSync {
+            publisher,
+            app_id,
+            name,
+        } => to_json(daemon.cloud.sync_now(&publisher, app_id, name)?),
+        ControlRequest::CloudStatus => to_json(daemon.cloud.status()),
         other => store_request(other, store, dirs).map_err(|e| elastos_host::describe_error(&e)),
     }
 }
@@ -488,6 +499,8 @@ pub fn store_request(
         | ControlRequest::Ps
         | ControlRequest::Stop { .. }
         | ControlRequest::Metrics
+        | ControlRequest::CloudSync { .. }
+        | ControlRequest::CloudStatus
         | ControlRequest::Services => Err(InstallError::App(AppError::InstalledApps(
             "running apps are only known to a broker daemon (`elastos broker`)".into(),
         ))),

@@ -18,6 +18,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod cloud;
 mod daemon;
 mod install;
 mod metrics;
