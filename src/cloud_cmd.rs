@@ -221,7 +221,7 @@ pub fn cloud(command: CloudCommand) -> Result<u8> {
             let store = store(&state)?;
             let engine = engine(&state, &store)?;
             let key = UserKey::load(&state.user_key())?;
-            let apps = statuses(&state, &engine)?;
+            let apps = statuses(&state, Ok(&engine))?;
             #[derive(Serialize)]
             struct CloudStatus {
                 store: String,
@@ -414,7 +414,10 @@ fn daemon_views(state: &StateDirs) -> BTreeMap<String, serde_json::Value> {
         .collect()
 }
 
-fn statuses(state: &StateDirs, engine: &SyncEngine) -> Result<Vec<AppStatus>> {
+fn statuses(
+    state: &StateDirs,
+    engine: Result<&SyncEngine, &anyhow::Error>,
+) -> Result<Vec<AppStatus>> {
     let mut daemon = daemon_views(state);
     Ok(app_homes(state)?
         .into_iter()
@@ -428,7 +431,12 @@ fn statuses(state: &StateDirs, engine: &SyncEngine) -> Result<Vec<AppStatus>> {
                     daemon,
                 };
             }
-            match engine.status(&app.home_ref(), &app.home) {
+            let status = engine.map_err(|e| format!("{e:#}")).and_then(|engine| {
+                engine
+                    .status(&app.home_ref(), &app.home)
+                    .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+            });
+            match status {
                 Ok(status) => AppStatus {
                     app,
                     status: Some(status),
@@ -436,7 +444,7 @@ fn statuses(state: &StateDirs, engine: &SyncEngine) -> Result<Vec<AppStatus>> {
                     daemon,
                 },
                 Err(error) => AppStatus {
-                    error: Some(format!("{:#}", anyhow::Error::from(error))),
+                    error: Some(error),
                     app,
                     status: None,
                     daemon,
@@ -512,8 +520,9 @@ pub fn sync(command: SyncCommand) -> Result<u8> {
     let state = StateDirs::from_env()?;
     match command {
         SyncCommand::Status { format } => {
-            let engine = engine(&state, &store(&state)?)?;
-            let apps = statuses(&state, &engine)?;
+            // A store that cannot be reached is every home's error, beside what the daemon says.
+            let engine = store(&state).and_then(|store| engine(&state, &store));
+            let apps = statuses(&state, engine.as_ref())?;
             match format.format {
                 Format::Json => print_json(&apps)?,
                 Format::Text => print_statuses(&apps),
@@ -638,7 +647,7 @@ pub struct RunSync {
 /// Who syncs the home around a run.
 enum Syncer {
     /// This process, with its own engine (no daemon runs).
-    Engine(SyncEngine),
+    Engine(Box<SyncEngine>),
     /// The broker daemon, asked through its control socket.
     Daemon(ControlClient),
 }
@@ -673,7 +682,7 @@ impl RunSync {
         let by = match daemon {
             Some(daemon) => Syncer::Daemon(daemon),
             None => match store(state).and_then(|store| engine(state, &store)) {
-                Ok(engine) => Syncer::Engine(engine),
+                Ok(engine) => Syncer::Engine(Box::new(engine)),
                 Err(error) => {
                     eprintln!(
                         "elastos: {error:#}; {} runs on its local copy, unsynced",

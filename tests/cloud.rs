@@ -825,3 +825,97 @@ fn the_daemon_syncs_homes_continuously_and_tells_the_app_what_another_machine_ch
     assert_eq!(watched["daemon"]["watching"], "watched", "{watched:#}");
     assert_eq!(watched["daemon"]["last_error"], serde_json::Value::Null);
 }
+
+/// The daemon's view of app `id` in `elastos sync status --format json` of `harness`.
+fn daemon_view(harness: &Harness, id: &str) -> serde_json::Value {
+    let status = json(
+        &harness
+            .elastos()
+            .args(["sync", "status", "--format", "json"])
+            .output(),
+    );
+    status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["app_id"] == id)
+        .unwrap_or_else(|| panic!("no {id} in {status:#}"))["daemon"]
+        .clone()
+}
+
+#[test]
+fn a_failing_store_leaves_the_app_running_shows_in_sync_status_and_loses_nothing() {
+    const APP: &str = "7a9c3e5d-4f6b-4c8d-8e0f-2a3b4c5d6e7f";
+    let a = Harness::new(User::Root);
+    let shared = a.mkdir("shared-store");
+    a.elastos()
+        .args(["cloud", "set"])
+        .arg(&shared)
+        .output()
+        .assert_code(0);
+    let app = cloud_events_app(&a, APP, "steady");
+    let _daemon = start_daemon(&a);
+    let mut running = a.run(&app, &["client", "sleep:25000=OK"]).spawn();
+    assert!(eventually(Duration::from_secs(20), || {
+        std::fs::read_dir(a.elastos_home().join("homes")).is_ok_and(|mut d| d.next().is_some())
+            && home_of_app(&a, APP).is_dir()
+    }));
+    let home = home_of_app(&a, APP);
+
+    // The store breaks (its directory becomes a file: every request fails), then the app writes.
+    let away = a.path().join("shared-store.away");
+    std::fs::rename(&shared, &away).unwrap();
+    std::fs::write(&shared, "not a store").unwrap();
+    std::fs::write(
+        home.join("while-down.txt"),
+        "written while the store was down",
+    )
+    .unwrap();
+    let mut failing = serde_json::Value::Null;
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            failing = daemon_view(&a, APP);
+            failing["failures"].as_u64().is_some_and(|n| n >= 1)
+        }),
+        "the daemon's failure is not in sync status: {failing:#}"
+    );
+    assert!(failing["last_error"].as_str().is_some(), "{failing:#}");
+    assert!(failing["retry_in_ms"].as_u64().is_some(), "{failing:#}");
+    assert_eq!(failing["pending"], true, "{failing:#}");
+    let text = a.elastos().args(["sync", "status"]).output();
+    text.assert_code(0);
+    assert!(
+        text.stdout_text().contains("syncs failed, next try in"),
+        "{}",
+        text.stdout_text()
+    );
+    assert!(
+        running.is_running(),
+        "the app stopped while the store failed"
+    );
+
+    // The store is back: the retry sends what the app wrote.
+    std::fs::remove_file(&shared).unwrap();
+    std::fs::rename(&away, &shared).unwrap();
+    let mut healed = serde_json::Value::Null;
+    assert!(
+        eventually(Duration::from_secs(40), || {
+            healed = daemon_view(&a, APP);
+            healed["last_error"].is_null() && healed["pending"] == false
+        }),
+        "the daemon did not recover: {healed:#}"
+    );
+    let b = Harness::new(User::Root);
+    move_user_key(&a, &b);
+    b.elastos()
+        .args(["cloud", "set"])
+        .arg(&shared)
+        .output()
+        .assert_code(0);
+    b.run(&app, &["client"]).output().assert_code(0);
+    assert_eq!(
+        std::fs::read_to_string(home_of_app(&b, APP).join("while-down.txt")).unwrap(),
+        "written while the store was down"
+    );
+    running.wait().assert_code(0);
+}

@@ -72,7 +72,7 @@ pub enum CloudError {
     Key(#[from] KeyError),
     /// The store address or its credentials are not usable.
     #[error(transparent)]
-    Store(SyncError),
+    Store(Box<SyncError>),
     /// The store could not be opened.
     #[error("cannot open your cloud disk at {url}")]
     Open {
@@ -80,7 +80,7 @@ pub enum CloudError {
         url: String,
         /// Why.
         #[source]
-        source: SyncError,
+        source: Box<SyncError>,
     },
 }
 
@@ -133,12 +133,17 @@ pub fn settings(state: &StateDirs) -> Result<Option<CloudSettings>, CloudError> 
 
 /// The store named by `settings`, with its credentials.
 pub fn store_config(settings: &CloudSettings) -> Result<StoreConfig, CloudError> {
-    let mut url: StoreUrl = settings.store.parse().map_err(CloudError::Store)?;
+    let mut url: StoreUrl = settings
+        .store
+        .parse()
+        .map_err(|e| CloudError::Store(Box::new(e)))?;
     let mut s3_credentials = None;
     match &mut url {
         StoreUrl::S3 { endpoint, .. } => {
             endpoint.clone_from(&settings.endpoint);
-            let from_file = |file: &Path| S3Credentials::from_file(file).map_err(CloudError::Store);
+            let from_file = |file: &Path| {
+                S3Credentials::from_file(file).map_err(|e| CloudError::Store(Box::new(e)))
+            };
             s3_credentials = Some(match (S3Credentials::from_env(), &settings.credentials) {
                 (Some(credentials), _) => credentials,
                 (None, Some(file)) => from_file(file)?,
@@ -191,7 +196,7 @@ pub fn engine(state: &StateDirs, store: &CloudStore) -> Result<SyncEngine, Cloud
     let state_dir = state.cloud.join("state").join(&hex::encode(name)[..16]);
     SyncEngine::open(&store.config, &secret, &state_dir).map_err(|source| CloudError::Open {
         url: store.config.url.to_string(),
-        source,
+        source: Box::new(source),
     })
 }
 

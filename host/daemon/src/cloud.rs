@@ -673,15 +673,14 @@ impl Syncer {
             let watched = self.watcher.as_ref().is_some_and(|w| w.is_watched(&key));
             let app = self.homes[&key].app.clone();
             let changed = if watched {
-                match self.engine().and_then(|engine| {
-                    engine
-                        .remote_changed(&app.home_ref())
-                        .map_err(|e| elastos_host::describe_error(&e))
-                }) {
-                    Ok(changed) => changed,
-                    // The sync reports the error and sets the retry.
-                    Err(_) => true,
-                }
+                // On an error the sync below says what failed and sets the retry.
+                self.engine()
+                    .and_then(|engine| {
+                        engine
+                            .remote_changed(&app.home_ref())
+                            .map_err(|e| elastos_host::describe_error(&e))
+                    })
+                    .unwrap_or(true)
             } else {
                 true
             };

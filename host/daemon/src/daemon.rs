@@ -306,6 +306,8 @@ async fn release_memory_after_bursts(broker: Broker, control: control::Incomplet
 /// One control connection: its request is read on the runtime, bounded by
 /// [`control::REQUEST_TIMEOUT`] and [`control::MAX_INCOMPLETE`] (`waiting`), and only a whole
 /// request takes a blocking thread (it may read the database or unpack a bundle).
+// The daemon's shared handles, each connection's task gets a clone of every one.
+#[allow(clippy::too_many_arguments)]
 async fn serve_control(
     stream: tokio::net::UnixStream,
     waiting: control::Waiting,
