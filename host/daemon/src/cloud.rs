@@ -418,6 +418,14 @@ impl Watcher {
     }
 }
 
+/// How long to wait after `failures` failed syncs in a row: [`FIRST_BACKOFF`], doubling up to
+/// [`MAX_BACKOFF`].
+fn backoff(failures: u32) -> Duration {
+    FIRST_BACKOFF
+        .saturating_mul(1 << failures.saturating_sub(1).min(10))
+        .min(MAX_BACKOFF)
+}
+
 /// One home on the sync thread.
 struct Home {
     app: AppHome,
@@ -640,10 +648,7 @@ impl Syncer {
                     home.stopped = true;
                     home.dirty = None;
                 } else {
-                    let backoff = FIRST_BACKOFF
-                        .saturating_mul(1 << (home.failures - 1).min(10))
-                        .min(MAX_BACKOFF);
-                    home.retry_at = Some(now + backoff);
+                    home.retry_at = Some(now + backoff(home.failures));
                     // A failed sync is retried whether or not the home changes again.
                     if home.dirty.is_none() {
                         home.dirty = Some((now, now));
@@ -771,4 +776,56 @@ fn notify_app(broker: &Broker, app: &AppHome, report: &SyncReport) {
         event.encode_to_vec(),
     );
     tracing::debug!(home = %app.label(), connections = told, "told the app what changed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn home() -> Home {
+        Home {
+            app: AppHome {
+                name: None,
+                app_id: Uuid::nil(),
+                publisher: "00".repeat(32),
+                home: PathBuf::from("/nonexistent"),
+                sync: true,
+            },
+            dirty: None,
+            failures: 0,
+            retry_at: None,
+            last_error: None,
+            last_sync: None,
+            stopped: false,
+        }
+    }
+
+    #[test]
+    fn a_home_syncs_after_the_debounce_or_at_the_longest_delay() {
+        let mut h = home();
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        assert_eq!(h.due(), None, "nothing changed");
+        h.mark_dirty(t0);
+        assert_eq!(h.due(), Some(t0 + DEBOUNCE));
+        h.mark_dirty(t0 + s(1));
+        assert_eq!(
+            h.due(),
+            Some(t0 + s(1) + DEBOUNCE),
+            "a new change restarts it"
+        );
+        h.mark_dirty(t0 + s(29));
+        assert_eq!(h.due(), Some(t0 + MAX_DELAY), "changes that never pause");
+        h.retry_at = Some(t0 + s(60));
+        assert_eq!(h.due(), Some(t0 + s(60)), "a retry waits for its time");
+        h.stopped = true;
+        assert_eq!(h.due(), None, "a safety stop waits for the user");
+    }
+
+    #[test]
+    fn retries_back_off_from_5_s_to_5_min() {
+        let waits: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
 }
