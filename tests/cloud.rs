@@ -641,13 +641,17 @@ fn home_of_app(harness: &Harness, id: &str) -> PathBuf {
     home_of(harness).with_file_name(id)
 }
 
-/// `elastos broker` of `harness`, pulling every second; ends (SIGTERM) when dropped.
-fn start_daemon(harness: &Harness) -> common::Running {
-    let daemon = harness
-        .elastos()
+/// `elastos broker` of `harness`, pulling every second, with `env` added; ends (SIGTERM) when
+/// dropped.
+fn start_daemon_with(harness: &Harness, env: &[(&str, &str)]) -> common::Running {
+    let mut invocation = harness.elastos();
+    invocation
         .args(["broker"])
-        .env("ELASTOS_CLOUD_PULL_SECS", "1")
-        .spawn();
+        .env("ELASTOS_CLOUD_PULL_SECS", "1");
+    for (name, value) in env {
+        invocation.env(*name, *value);
+    }
+    let daemon = invocation.spawn();
     let socket = harness.elastos_home().join("run/broker.sock");
     assert!(
         eventually(Duration::from_secs(20), || {
@@ -656,6 +660,11 @@ fn start_daemon(harness: &Harness) -> common::Running {
         "the broker daemon did not come up"
     );
     daemon
+}
+
+/// `elastos broker` of `harness`, pulling every second; ends (SIGTERM) when dropped.
+fn start_daemon(harness: &Harness) -> common::Running {
+    start_daemon_with(harness, &[])
 }
 
 /// Waits until the file `out` (an app's stdout) holds a line containing `text`.
@@ -918,4 +927,51 @@ fn a_failing_store_leaves_the_app_running_shows_in_sync_status_and_loses_nothing
         "written while the store was down"
     );
     running.wait().assert_code(0);
+}
+
+#[test]
+fn with_a_store_that_never_answers_the_app_starts_and_ends_on_its_local_copy_in_bounded_time() {
+    const APP: &str = "8b0d4f6e-5a7c-4d9e-9f1a-3b4c5d6e7f80";
+    let a = Harness::new(User::Root);
+    let app = cloud_events_app(&a, APP, "patient");
+    // The home has files here (made with the default store, no daemon).
+    a.run(&app, &["client"]).output().assert_code(0);
+    std::fs::write(home_of_app(&a, APP).join("local.txt"), "here").unwrap();
+    // Then the cloud disk is an S3 endpoint that takes connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for connection in silent.incoming() {
+            held.push(connection);
+        }
+    });
+    std::fs::write(
+        a.elastos_home().join("cloud.toml"),
+        format!("store = \"s3://bucket/prefix\"\nendpoint = \"http://127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let _daemon = start_daemon_with(
+        &a,
+        &[
+            ("AWS_ACCESS_KEY_ID", "key"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+        ],
+    );
+    let started = std::time::Instant::now();
+    let out = a.run(&app, &["client"]).output();
+    let took = started.elapsed();
+    out.assert_code(0);
+    assert!(
+        out.stderr_text().contains("did not answer within 10 s"),
+        "{}",
+        out.stderr_text()
+    );
+    // Before and after the app: 10 s each at most, where the store's own timeouts and retries
+    // take minutes.
+    assert!(took < Duration::from_secs(35), "elastos run took {took:?}");
+    assert_eq!(
+        std::fs::read_to_string(home_of_app(&a, APP).join("local.txt")).unwrap(),
+        "here"
+    );
 }

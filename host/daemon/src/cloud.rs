@@ -23,6 +23,9 @@
 //!   --confirm-mass-delete`.
 //! - **Garbage collection:** once every [`GC_INTERVAL`], with the default retention (30 days)
 //!   and grace period (1 day): `elastos cloud gc`'s rules (docs/cloud.md).
+//! - **`elastos run`** asks for a sync before the app starts and after it exits, and waits at
+//!   most [`RUN_WAIT`] when the home has files here (a missing or empty home waits for its
+//!   restore).
 //! - **Events:** after a sync that changed a home from the store, the app (only that app) gets
 //!   a `HomeChanged` event on the broker's built-in cloud service (`proto/cloud.proto`).
 //!
@@ -54,6 +57,9 @@ pub const DEBOUNCE: Duration = Duration::from_secs(2);
 pub const MAX_DELAY: Duration = Duration::from_secs(30);
 /// How often the store is asked for other devices' changes (one listing per home).
 pub const PULL_INTERVAL: Duration = Duration::from_secs(60);
+/// How long `elastos run` waits for the daemon's sync of a home that has files here before it
+/// starts (or leaves) the app on its local copy; the sync goes on in the background.
+pub const RUN_WAIT: Duration = Duration::from_secs(10);
 /// How often the daemon collects garbage in the store (old snapshots, unreferenced chunks),
 /// the first time this long after it started.
 pub const GC_INTERVAL: Duration = Duration::from_secs(24 * 3600);
@@ -213,13 +219,26 @@ impl CloudSync {
             publisher: publisher.to_ascii_lowercase(),
             sync: true,
         };
+        // A home with files here can start on them; a missing or empty one waits for its
+        // restore, however long it takes.
+        let has_files = std::fs::read_dir(&app.home).is_ok_and(|mut d| d.next().is_some());
+        let stopped = || "the daemon's cloud sync thread has stopped".to_owned();
         let (reply, answer) = mpsc::channel();
         self.sender
             .send(Message::Sync { app, reply })
-            .map_err(|_| "the daemon's cloud sync thread has stopped".to_owned())?;
-        answer
-            .recv()
-            .map_err(|_| "the daemon's cloud sync thread has stopped".to_owned())?
+            .map_err(|_| stopped())?;
+        if !has_files {
+            return answer.recv().map_err(|_| stopped())?;
+        }
+        match answer.recv_timeout(RUN_WAIT) {
+            Ok(result) => result,
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(format!(
+                "the cloud disk did not answer within {} s (the daemon goes on syncing the home \
+                 in the background)",
+                RUN_WAIT.as_secs()
+            )),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(stopped()),
+        }
     }
 
     /// Every home the daemon syncs, as of the end of its last sync or pull.
