@@ -261,6 +261,20 @@ pub enum CloudCommand {
         #[command(flatten)]
         format: FormatArg,
     },
+    /// Delete old snapshots (beyond the retention period) and the chunks no snapshot needs, in
+    /// the whole store. Unreferenced chunks are deleted by a later run, at least the grace
+    /// period after one found them (the broker daemon runs this once a day).
+    Gc {
+        /// Keep every version younger than this (`30d`, `12h`, `90m`, `10s`).
+        #[arg(long, value_name = "DURATION", default_value = "30d")]
+        retention: String,
+        /// Delete an unreferenced chunk only this long after a run found it, and only if it was
+        /// not written within this long; longer than any one sync takes.
+        #[arg(long, value_name = "DURATION", default_value = "1d")]
+        grace: String,
+        #[command(flatten)]
+        format: FormatArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,289 +3,39 @@
 //! `elastos-cloudsync`'s; this module finds the store, the key and the homes.
 
 use std::collections::BTreeMap;
-use std::io::{ErrorKind, IsTerminal};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use elastos_cloudsync::{
-    HomeRef, HomeStatus, Progress, S3Credentials, StoreConfig, StoreUrl, SyncEngine, SyncError,
-    SyncOptions, SyncReport, UserSecret,
+    GcOptions, HomeStatus, Progress, SyncEngine, SyncError, SyncOptions, SyncReport,
 };
 use elastos_host::apps::PreparedApp;
+use elastos_host::cloud::{self, AppHome, CloudSettings, CloudStore, KnownApp};
+use elastos_host::control::{ControlClient, ControlRequest};
 use elastos_host::paths::StateDirs;
 use elastos_identity::fsutil::{create_private_dir, write_atomically, Replace};
 use elastos_identity::UserKey;
 use elastos_loader::subordinate::UserNamespace;
 use elastos_loader::{HostIdentity, SubordinateIds};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 
 use crate::cli::{CloudCommand, Format, SyncCommand};
 use crate::commands::print_json;
 
-/// The HKDF context of the cloud disk's root secret ([`UserKey::derive_key`]); every key of
-/// the store is derived from that secret by `elastos-cloudsync` (docs/cloud.md).
-const CLOUD_SECRET_CONTEXT: &str = "elastos/cloud-disk/encryption/v1";
-
-/// `cloud.toml`, written by `elastos cloud set`.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CloudSettings {
-    /// The store, as given to `cloud set` (DIR, file://DIR, s3://..., webdav+http(s)://...).
-    store: String,
-    /// S3: the endpoint of an S3-compatible server.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    endpoint: Option<String>,
-    /// S3: a 0600 file of credentials, used when AWS_ACCESS_KEY_ID is not set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    credentials: Option<PathBuf>,
+/// The store in force, for the commands.
+fn store(state: &StateDirs) -> Result<CloudStore> {
+    Ok(cloud::store(state)?)
 }
 
-/// The store in force: `cloud.toml`, else the local directory standing in for the cloud disk.
-struct Store {
-    config: StoreConfig,
-    /// Whether it is the default (no `cloud set` yet).
-    default: bool,
+/// The engine for `store`, for the commands.
+fn engine(state: &StateDirs, store: &CloudStore) -> Result<SyncEngine> {
+    Ok(cloud::engine(state, store)?)
 }
 
-fn settings(state: &StateDirs) -> Result<Option<CloudSettings>> {
-    let path = &state.cloud_config;
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    toml::from_str(&text).map(Some).with_context(|| {
-        format!(
-            "{} is not a valid cloud settings file; hint: write it again with `elastos cloud set`",
-            path.display()
-        )
-    })
-}
-
-/// The store named by `settings`, with its credentials.
-fn store_config(settings: &CloudSettings) -> Result<StoreConfig> {
-    let mut url: StoreUrl = settings.store.parse()?;
-    let mut s3_credentials = None;
-    match &mut url {
-        StoreUrl::S3 { endpoint, .. } => {
-            endpoint.clone_from(&settings.endpoint);
-            s3_credentials = Some(match (S3Credentials::from_env(), &settings.credentials) {
-                (Some(credentials), _) => credentials,
-                (None, Some(file)) => S3Credentials::from_file(file)?,
-                (None, None) => match std::env::var_os("AWS_SHARED_CREDENTIALS_FILE") {
-                    Some(file) => S3Credentials::from_file(Path::new(&file))?,
-                    None => bail!(
-                        "no S3 credentials for {}: set AWS_ACCESS_KEY_ID and \
-                         AWS_SECRET_ACCESS_KEY, or AWS_SHARED_CREDENTIALS_FILE, or give a 0600 \
-                         file with `elastos cloud set URL --credentials FILE`",
-                        settings.store
-                    ),
-                },
-            });
-        }
-        _ if settings.endpoint.is_some() => bail!(
-            "--endpoint is for s3:// stores only; {} is not one",
-            settings.store
-        ),
-        _ => {}
-    }
-    let mut config = StoreConfig::new(url);
-    config.s3_credentials = s3_credentials;
-    Ok(config)
-}
-
-fn store(state: &StateDirs) -> Result<Store> {
-    match settings(state)? {
-        Some(settings) => Ok(Store {
-            config: store_config(&settings)?,
-            default: false,
-        }),
-        None => Ok(Store {
-            config: StoreConfig::new(StoreUrl::LocalDir(default_store_dir(state))),
-            default: true,
-        }),
-    }
-}
-
-/// The local directory that stands in for the cloud disk until `cloud set`.
-fn default_store_dir(state: &StateDirs) -> PathBuf {
-    state.cloud.join("store")
-}
-
-/// The user key and the engine for `store`. The engine's state (index, versions seen) is kept
-/// per user and store, so that switching stores or keys never mixes their histories.
-fn engine(state: &StateDirs, store: &Store) -> Result<SyncEngine> {
-    use sha2::{Digest, Sha256};
-    let (key, created) = UserKey::load_or_create(&state.apps.user_keys)?;
-    if created {
-        tracing::warn!(user = %key.user_id(), "created your user key (elastos id); it encrypts your cloud disk");
-    }
-    let secret = UserSecret::from_bytes(key.derive_key(CLOUD_SECRET_CONTEXT));
-    let name = Sha256::digest(format!("{}\n{}", key.user_id(), store.config.url));
-    let state_dir = state.cloud.join("state").join(&hex::encode(name)[..16]);
-    SyncEngine::open(&store.config, &secret, &state_dir)
-        .with_context(|| format!("cannot open your cloud disk at {}", store.config.url))
-}
-
-/// What this machine knows of one app's home: its name and whether it syncs, as `elastos run`
-/// last saw its manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KnownApp {
-    name: String,
-    sync: bool,
-}
-
-/// `cloud/apps.json`: `"<publisher>/<app id>"` -> [`KnownApp`]. Written by `elastos run` only
-/// when an entry changes, read by the commands that take an app by name.
-fn known_apps_file(state: &StateDirs) -> PathBuf {
-    state.cloud.join("apps.json")
-}
-
-fn read_known_apps(state: &StateDirs) -> Result<BTreeMap<String, KnownApp>> {
-    let path = known_apps_file(state);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
-            format!(
-                "{} is not a list of apps; delete it, the next runs write it again",
-                path.display()
-            )
-        }),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(BTreeMap::new()),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
-}
-
-/// Records `app` in `cloud/apps.json` if it is new or changed.
-fn remember_app(state: &StateDirs, key: &str, app: KnownApp) -> Result<()> {
-    let mut apps = read_known_apps(state)?;
-    if apps.get(key) == Some(&app) {
-        return Ok(());
-    }
-    apps.insert(key.to_owned(), app);
-    create_private_dir(&state.cloud)
-        .with_context(|| format!("cannot create {}", state.cloud.display()))?;
-    let json = serde_json::to_vec_pretty(&apps).expect("the list of apps serializes");
-    let path = known_apps_file(state);
-    write_atomically(&path, &json, 0o600, Replace::Yes)
-        .with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// One app home the commands can act on.
-#[derive(Debug, Clone, Serialize)]
-struct AppHome {
-    /// Its name, when an `elastos run` here recorded it.
-    name: Option<String>,
-    app_id: Uuid,
-    /// The publisher that owns its id (homes are keyed by it).
-    publisher: String,
-    /// Its home on this machine (it may not exist: a lost cache).
-    home: PathBuf,
-    /// Whether its manifest lets it sync (`[home] sync`); true when not known.
-    sync: bool,
-}
-
-impl AppHome {
-    fn home_ref(&self) -> HomeRef {
-        HomeRef {
-            publisher: self.publisher.clone(),
-            app_id: self.app_id.to_string(),
-        }
-    }
-
-    fn label(&self) -> String {
-        match &self.name {
-            Some(name) => format!("{name} ({})", self.app_id),
-            None => self.app_id.to_string(),
-        }
-    }
-
-    /// The owner its restored files get: as root, the app's own host uid.
-    fn owner(&self) -> Option<(u32, u32)> {
-        owner_of(self.app_id, &self.home)
-    }
-}
-
-fn owner_of(app_id: Uuid, home: &Path) -> Option<(u32, u32)> {
-    if in_user_namespace() {
-        // Run through `elastos unshare` (or `elastos run`'s sync of an app that runs as a
-        // subordinate id): restored files are the home's, which is the app's there.
-        use std::os::unix::fs::MetadataExt;
-        return std::fs::metadata(home)
-            .ok()
-            .map(|meta| (meta.uid(), meta.gid()));
-    }
-    let identity = HostIdentity::for_app(&app_id);
-    identity
-        .launched_by_root
-        .then_some((identity.uid, identity.gid))
-}
-
-fn home_key(publisher: &str, app_id: Uuid) -> String {
-    format!("{publisher}/{app_id}")
-}
-
-/// Every home this machine knows: the homes on disk (`homes/<publisher>/<app id>`) and the apps
-/// `elastos run` recorded (whose home may be gone: a lost cache to restore).
 fn app_homes(state: &StateDirs) -> Result<Vec<AppHome>> {
-    let known = read_known_apps(state)?;
-    let mut homes: BTreeMap<String, AppHome> = BTreeMap::new();
-    let home_of =
-        |publisher: &str, app_id: Uuid| state.apps.homes.join(publisher).join(app_id.to_string());
-    for (key, app) in &known {
-        let Some((publisher, id)) = key.split_once('/') else {
-            continue;
-        };
-        let Ok(app_id) = id.parse::<Uuid>() else {
-            continue;
-        };
-        homes.insert(
-            key.clone(),
-            AppHome {
-                name: Some(app.name.clone()),
-                app_id,
-                publisher: publisher.to_owned(),
-                home: home_of(publisher, app_id),
-                sync: app.sync,
-            },
-        );
-    }
-    let publishers = match std::fs::read_dir(&state.apps.homes) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(homes.into_values().collect()),
-        Err(e) => {
-            return Err(e).with_context(|| format!("cannot list {}", state.apps.homes.display()))
-        }
-    };
-    for publisher in publishers.flatten() {
-        let name = publisher.file_name();
-        let Some(publisher_hex) = name.to_str().filter(|n| n.len() == 64) else {
-            continue;
-        };
-        let Ok(apps) = std::fs::read_dir(publisher.path()) else {
-            continue;
-        };
-        for app in apps.flatten() {
-            let Some(app_id) = app
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<Uuid>().ok())
-            else {
-                continue;
-            };
-            homes
-                .entry(home_key(publisher_hex, app_id))
-                .or_insert_with(|| AppHome {
-                    name: None,
-                    app_id,
-                    publisher: publisher_hex.to_owned(),
-                    home: home_of(publisher_hex, app_id),
-                    sync: true,
-                });
-        }
-    }
-    Ok(homes.into_values().collect())
+    Ok(cloud::app_homes(state)?)
 }
 
 /// The app `wanted` names: an app id, or a name only one known app has. An app id that never
@@ -436,8 +186,8 @@ pub fn cloud(command: CloudCommand) -> Result<u8> {
                 credentials,
             };
             // Checked before it is written: a store that cannot be opened is never saved.
-            let config = store_config(&settings)?;
-            let store = Store {
+            let config = cloud::store_config(&settings)?;
+            let store = CloudStore {
                 config,
                 default: false,
             };
@@ -473,7 +223,7 @@ pub fn cloud(command: CloudCommand) -> Result<u8> {
             let store = store(&state)?;
             let engine = engine(&state, &store)?;
             let key = UserKey::load(&state.user_key())?;
-            let apps = statuses(&state, &engine)?;
+            let apps = statuses(&state, Ok(&engine))?;
             #[derive(Serialize)]
             struct CloudStatus {
                 store: String,
@@ -536,6 +286,35 @@ pub fn cloud(command: CloudCommand) -> Result<u8> {
             }
             Ok(0)
         }
+        CloudCommand::Gc {
+            retention,
+            grace,
+            format,
+        } => {
+            let options = GcOptions {
+                retention: parse_duration("--retention", &retention)?,
+                grace: parse_duration("--grace", &grace)?,
+            };
+            let store = store(&state)?;
+            let report = engine(&state, &store)?
+                .gc(&options)
+                .with_context(|| format!("cannot collect garbage in {}", store.config.url))?;
+            match format.format {
+                Format::Json => print_json(&report)?,
+                Format::Text => println!(
+                    "{} homes: {} snapshots kept, {} deleted; {} chunks referenced, {} deleted, {} \
+                     unreferenced kept for a later run; {} bytes freed",
+                    report.homes,
+                    report.snapshots_kept,
+                    report.snapshots_deleted,
+                    report.chunks_referenced,
+                    report.chunks_deleted,
+                    report.chunks_marked,
+                    report.bytes_deleted
+                ),
+            }
+            Ok(0)
+        }
         CloudCommand::Restore {
             app,
             path,
@@ -577,6 +356,27 @@ pub fn cloud(command: CloudCommand) -> Result<u8> {
     }
 }
 
+/// A duration as `gc` takes it: a whole number and a unit, `s`, `m`, `h` or `d`.
+fn parse_duration(flag: &str, text: &str) -> Result<std::time::Duration> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => bail!("{flag} {text:?}: expected a whole number and a unit, s, m, h or d (e.g. 30d)"),
+    };
+    let number: u64 = number
+        .parse()
+        .with_context(|| format!("{flag} {text:?}: expected a whole number before the unit"))?;
+    Ok(std::time::Duration::from_secs(
+        number.saturating_mul(seconds),
+    ))
+}
+
 /// One app in `sync status` and `cloud status`.
 #[derive(Serialize)]
 struct AppStatus {
@@ -587,33 +387,99 @@ struct AppStatus {
     status: Option<HomeStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// The broker daemon's continuous sync of the home, when a daemon runs: `watching`,
+    /// `pending`, `last_sync`, `last_error`, `failures`, `retry_in_ms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    daemon: Option<serde_json::Value>,
 }
 
-fn statuses(state: &StateDirs, engine: &SyncEngine) -> Result<Vec<AppStatus>> {
+/// The daemon's view of each home it syncs, by home key (empty when no daemon runs).
+fn daemon_views(state: &StateDirs) -> BTreeMap<String, serde_json::Value> {
+    let Some(daemon) = ControlClient::connect(&state.control_socket) else {
+        return BTreeMap::new();
+    };
+    let views = match daemon.request(&ControlRequest::CloudStatus, &[]) {
+        Ok(serde_json::Value::Array(views)) => views,
+        Ok(_) => return BTreeMap::new(),
+        Err(e) => {
+            tracing::warn!(error = %e, "the broker daemon did not say how it syncs");
+            return BTreeMap::new();
+        }
+    };
+    views
+        .into_iter()
+        .filter_map(|view| {
+            let publisher = view.get("publisher")?.as_str()?;
+            let app_id = view.get("app_id")?.as_str()?.parse().ok()?;
+            Some((cloud::home_key(publisher, app_id), view))
+        })
+        .collect()
+}
+
+fn statuses(
+    state: &StateDirs,
+    engine: Result<&SyncEngine, &anyhow::Error>,
+) -> Result<Vec<AppStatus>> {
+    let mut daemon = daemon_views(state);
     Ok(app_homes(state)?
         .into_iter()
         .map(|app| {
+            let daemon = daemon.remove(&app.key());
             if !app.sync {
                 return AppStatus {
                     app,
                     status: None,
                     error: None,
+                    daemon,
                 };
             }
-            match engine.status(&app.home_ref(), &app.home) {
+            let status = engine.map_err(|e| format!("{e:#}")).and_then(|engine| {
+                engine
+                    .status(&app.home_ref(), &app.home)
+                    .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+            });
+            match status {
                 Ok(status) => AppStatus {
                     app,
                     status: Some(status),
                     error: None,
+                    daemon,
                 },
                 Err(error) => AppStatus {
-                    error: Some(format!("{:#}", anyhow::Error::from(error))),
+                    error: Some(error),
                     app,
                     status: None,
+                    daemon,
                 },
             }
         })
         .collect())
+}
+
+/// One line of how the daemon syncs a home, for people.
+fn describe_daemon_view(view: &serde_json::Value) -> String {
+    let watching = view["watching"].as_str().unwrap_or("?");
+    let how = match watching {
+        "watched" => "watched for changes".to_owned(),
+        "polled" => "scanned at every pull (past the inotify watch limit)".to_owned(),
+        _ => "not watched yet".to_owned(),
+    };
+    match view["last_error"].as_str() {
+        Some(error) => format!(
+            "daemon: {how}; the last {} syncs failed, next try in {} s: {error}",
+            view["failures"].as_u64().unwrap_or(0),
+            view["retry_in_ms"].as_u64().unwrap_or(0).div_ceil(1000)
+        ),
+        None => format!(
+            "daemon: {how}; last sync {}{}",
+            view["last_sync"].as_str().unwrap_or("not yet"),
+            if view["pending"].as_bool() == Some(true) {
+                "; local changes pending"
+            } else {
+                ""
+            }
+        ),
+    }
 }
 
 fn print_statuses(apps: &[AppStatus]) {
@@ -645,6 +511,9 @@ fn print_statuses(apps: &[AppStatus]) {
             (None, Some(error)) => println!("{label:<44} error: {error}"),
             (None, None) => println!("{label:<44} not synced ([home] sync = false)"),
         }
+        if let Some(view) = &entry.daemon {
+            println!("  {}", describe_daemon_view(view));
+        }
     }
 }
 
@@ -653,8 +522,9 @@ pub fn sync(command: SyncCommand) -> Result<u8> {
     let state = StateDirs::from_env()?;
     match command {
         SyncCommand::Status { format } => {
-            let engine = engine(&state, &store(&state)?)?;
-            let apps = statuses(&state, &engine)?;
+            // A store that cannot be reached is every home's error, beside what the daemon says.
+            let engine = store(&state).and_then(|store| engine(&state, &store));
+            let apps = statuses(&state, engine.as_ref())?;
             match format.format {
                 Format::Json => print_json(&apps)?,
                 Format::Text => print_statuses(&apps),
@@ -767,56 +637,37 @@ fn describe_report(app: &AppHome, report: &SyncReport) -> String {
     line
 }
 
-/// Whether this process runs in a user namespace other than the host's (as `elastos unshare`'s
-/// commands do), where uid 0 is not the host's root.
-fn in_user_namespace() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map")
-        .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
-}
-
-/// Runs this command again in `elastos unshare`'s namespace when this user's apps run as its
-/// subordinate ids: their homes are theirs, which the user cannot read or write, and there the
-/// user is root over all of them (restored files get each home's owner, see `owner_of`). The
-/// command's exit code; None when it runs here (root, no subordinate ids, or already in a
-/// namespace).
-pub fn rerun_over_subordinate_homes() -> Result<Option<u8>> {
-    use std::os::unix::process::ExitStatusExt;
-    if nix::unistd::getuid().is_root() || in_user_namespace() {
-        return Ok(None);
-    }
-    let Ok(ids) = SubordinateIds::of_current_user() else {
-        return Ok(None);
-    };
-    let mut command =
-        std::process::Command::new(std::env::current_exe().context("cannot find elastos")?);
-    command.args(std::env::args_os().skip(1));
-    let status = ids
-        .unshare(command)?
-        .wait()
-        .context("waiting for elastos in the namespace of your subordinate ids")?;
-    Ok(Some(match (status.code(), status.signal()) {
-        (Some(code), _) => u8::try_from(code).unwrap_or(125),
-        (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(125),
-        (None, None) => 125,
-    }))
-}
-
-/// The sync around one `elastos run` without a broker daemon: brought up to date before the app
-/// starts, pushed after it exits. Failures never stop the app: it runs on its local copy and the
-/// failure is reported.
+/// The sync around one `elastos run`: the home is brought up to date before the app starts and
+/// pushed after it exits, by this process when no broker daemon runs, else by the daemon (which
+/// also syncs it continuously while the app runs). Failures never stop the app: it runs on its
+/// local copy and the failure is reported.
 pub struct RunSync {
-    engine: SyncEngine,
     app: AppHome,
-    /// When the app runs as subordinate ids of the user: its home is theirs, which this user
-    /// cannot read, so both syncs run in one user namespace where the user is root over them
-    /// (or why it could not be made).
-    through: Option<Result<UserNamespace, String>>,
+    by: Syncer,
+}
+
+/// Who syncs the home around a run.
+enum Syncer {
+    /// This process, with its own engine (no daemon runs).
+    Engine(Box<SyncEngine>),
+    /// `elastos sync now APP`, in a user namespace where this user is root and the app's ids are
+    /// mapped (no daemon runs, and the app runs as subordinate ids of the user: its home is
+    /// theirs, which this user cannot read; the engine cannot enter the namespace in this
+    /// process, which may have threads, and could not leave it). Both syncs of the run share
+    /// the namespace; or why it could not be made.
+    Namespace(Result<UserNamespace, String>),
+    /// The broker daemon, asked through its control socket.
+    Daemon(ControlClient),
 }
 
 impl RunSync {
     /// Before the app starts: records its name and whether it syncs, and, when its home syncs,
-    /// brings the home up to date (restoring a lost one).
-    pub fn before_run(state: &StateDirs, prepared: &PreparedApp) -> Option<RunSync> {
+    /// brings the home up to date (restoring a lost one), through `daemon` when one runs.
+    pub fn before_run(
+        state: &StateDirs,
+        prepared: &PreparedApp,
+        daemon: Option<ControlClient>,
+    ) -> Option<RunSync> {
         let manifest = &prepared.manifest;
         let publisher = hex::encode(prepared.home_owner);
         let app = AppHome {
@@ -830,34 +681,37 @@ impl RunSync {
             name: manifest.name().to_owned(),
             sync: app.sync,
         };
-        if let Err(error) = remember_app(state, &home_key(&app.publisher, app.app_id), known) {
+        if let Err(error) = cloud::remember_app(state, &app.key(), known) {
             tracing::warn!("{error:#}");
         }
         if !app.sync {
             return None;
         }
-        let engine = match store(state).and_then(|store| engine(state, &store)) {
-            Ok(engine) => engine,
-            Err(error) => {
-                eprintln!(
-                    "elastos: {error:#}; {} runs on its local copy, unsynced",
-                    app.label()
-                );
-                return None;
-            }
-        };
-        let through = SubordinateIds::of_current_user().ok().and_then(|ids| {
+        let subordinate = || {
+            let ids = SubordinateIds::of_current_user().ok()?;
             let identity = HostIdentity::for_app_home(&app.app_id, Some(&app.home), Some(&ids));
             identity.subordinate.then(|| {
                 ids.app_namespace(identity.uid, identity.gid)
                     .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
             })
-        });
-        let run = RunSync {
-            engine,
-            app,
-            through,
         };
+        let by = match daemon {
+            Some(daemon) => Syncer::Daemon(daemon),
+            None => match subordinate() {
+                Some(namespace) => Syncer::Namespace(namespace),
+                None => match store(state).and_then(|store| engine(state, &store)) {
+                    Ok(engine) => Syncer::Engine(Box::new(engine)),
+                    Err(error) => {
+                        eprintln!(
+                            "elastos: {error:#}; {} runs on its local copy, unsynced",
+                            app.label()
+                        );
+                        return None;
+                    }
+                },
+            },
+        };
+        let run = RunSync { app, by };
         run.sync("before the app starts");
         Some(run)
     }
@@ -867,39 +721,41 @@ impl RunSync {
         self.sync("after the app exited");
     }
 
-    /// The sync as `elastos sync now APP`, run in a user namespace where this user is root and
-    /// the app's ids are mapped (an exec of elastos; the engine cannot enter the namespace in
-    /// this process, which may have threads, and could not leave it).
-    fn sync_as_the_apps_ids(&self, namespace: &Result<UserNamespace, String>, when: &str) {
-        let synced = std::env::current_exe()
-            .context("cannot find the elastos executable")
-            .and_then(|exe| {
-                let mut command = std::process::Command::new(exe);
-                command
-                    .args(["sync", "now", &self.app.app_id.to_string()])
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::null());
-                let namespace = namespace.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
-                let status = namespace
-                    .spawn(command)?
-                    .wait()
-                    .context("waiting for elastos sync now")?;
-                anyhow::ensure!(status.success(), "elastos sync now {status}");
-                Ok(())
-            });
-        if let Err(error) = synced {
-            eprintln!(
-                "elastos: cannot sync {}: {error:#} ({when}); the app's home stays as it is here",
-                self.app.label()
-            );
-        }
-    }
-
     fn sync(&self, when: &str) {
-        if let Some(namespace) = &self.through {
-            return self.sync_as_the_apps_ids(namespace, when);
-        }
-        match sync_home(&self.engine, &self.app, false) {
+        let result = match &self.by {
+            Syncer::Namespace(namespace) => {
+                if let Err(error) = self.sync_in(namespace) {
+                    eprintln!(
+                        "elastos: cannot sync {}: {error:#} ({when}); the app's home stays as it is here",
+                        self.app.label()
+                    );
+                }
+                return;
+            }
+            Syncer::Engine(engine) => {
+                sync_home(engine, &self.app, false).map_err(|e| sync_failure(&self.app, e))
+            }
+            Syncer::Daemon(daemon) => {
+                let request = ControlRequest::CloudSync {
+                    publisher: self.app.publisher.clone(),
+                    app_id: self.app.app_id,
+                    name: self.app.name.clone(),
+                };
+                daemon
+                    .request(&request, &[])
+                    .map_err(|e| {
+                        anyhow::Error::from(e).context(format!(
+                            "the broker daemon cannot sync {}",
+                            self.app.label()
+                        ))
+                    })
+                    .and_then(|json| {
+                        serde_json::from_value::<SyncReport>(json)
+                            .context("the broker daemon's sync report is not understood")
+                    })
+            }
+        };
+        match result {
             Ok(report) => {
                 if report.restored_lost_cache {
                     eprintln!(
@@ -918,10 +774,56 @@ impl RunSync {
                 }
                 tracing::debug!(when, ?report, "synced the home");
             }
-            Err(error) => eprintln!(
-                "elastos: {:#} ({when}); the app's home stays as it is here",
-                sync_failure(&self.app, error)
-            ),
+            Err(error) => {
+                eprintln!("elastos: {error:#} ({when}); the app's home stays as it is here")
+            }
         }
     }
+}
+
+impl RunSync {
+    /// `elastos sync now APP` in `namespace` (see [`Syncer::Namespace`]).
+    fn sync_in(&self, namespace: &Result<UserNamespace, String>) -> Result<()> {
+        let namespace = namespace.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut command = std::process::Command::new(
+            std::env::current_exe().context("cannot find the elastos executable")?,
+        );
+        command
+            .args(["sync", "now", &self.app.app_id.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        let status = namespace
+            .spawn(command)?
+            .wait()
+            .context("waiting for elastos sync now")?;
+        anyhow::ensure!(status.success(), "elastos sync now {status}");
+        Ok(())
+    }
+}
+
+/// Runs this command again in `elastos unshare`'s namespace when this user's apps run as its
+/// subordinate ids: their homes are theirs, which the user cannot read or write, and there the
+/// user is root over all of them (restored files get each home's owner, see
+/// [`AppHome::owner`]). The command's exit code; None when it runs here (root, no subordinate
+/// ids, or already in a namespace).
+pub fn rerun_over_subordinate_homes() -> Result<Option<u8>> {
+    use std::os::unix::process::ExitStatusExt;
+    if nix::unistd::getuid().is_root() || cloud::in_user_namespace() {
+        return Ok(None);
+    }
+    let Ok(ids) = SubordinateIds::of_current_user() else {
+        return Ok(None);
+    };
+    let mut command =
+        std::process::Command::new(std::env::current_exe().context("cannot find elastos")?);
+    command.args(std::env::args_os().skip(1));
+    let status = ids
+        .unshare(command)?
+        .wait()
+        .context("waiting for elastos in the namespace of your subordinate ids")?;
+    Ok(Some(match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code).unwrap_or(125),
+        (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(125),
+        (None, None) => 125,
+    }))
 }

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use elastos_bundle::{PublisherKey, UnpackLimits};
 use elastos_host::activator::AppLauncher;
 use elastos_host::apps::{self, AppError, StartPhase, StartRequest};
-use elastos_host::control::ControlRequest;
+use elastos_host::control::{ControlClient, ControlRequest};
 use elastos_host::link::BrokerLink;
 use elastos_host::ownership::Admission;
 use elastos_host::paths::{PathsError, StateDirs};
@@ -203,8 +203,8 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         bundle: &args.bundle,
         bar: None,
     };
-    // Whether a broker daemon runs, asked once the app is admitted; without one, this process
-    // syncs the app's home (the daemon does it otherwise).
+    // Whether a broker daemon runs, asked once the app is admitted; it syncs the app's home when
+    // it does, this process otherwise.
     let mut daemon = None;
     let mut home_sync = None;
     // Before any other thread exists (the embedded broker's starts only once the app speaks),
@@ -213,9 +213,10 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         spinner.observe(phase);
         if let StartPhase::Ready(prepared) = phase {
             let link = BrokerLink::daemon(&state);
-            if link.is_none() {
-                home_sync = cloud_cmd::RunSync::before_run(&state, prepared);
-            }
+            let control = link
+                .as_ref()
+                .and_then(|_| ControlClient::connect(&state.control_socket));
+            home_sync = cloud_cmd::RunSync::before_run(&state, prepared, control);
             daemon = Some(link);
         }
     })?;

@@ -620,3 +620,358 @@ fn a_deleted_home_comes_back_from_a_webdav_server() {
         out.stderr_text()
     );
 }
+
+/// The broker's built-in cloud service (proto/cloud.proto).
+const CLOUD_SERVICE: &str = "c10d5d15-7e4b-4f0a-9c3e-2b8d6a1f0e57";
+
+/// A bundle of `elastos-broker-probe` (a client of the cloud service) with app id `id`, packed
+/// by `harness`'s publisher key.
+fn cloud_events_app(harness: &Harness, id: &str, name: &str) -> PathBuf {
+    let manifest = format!(
+        "[app]\nid = \"{id}\"\nname = \"{name}\"\nversion = \"0.1.0\"\n\
+         entry = \"elastos-broker-probe\"\n\n[services]\nuses = [\"{CLOUD_SERVICE}\"]\n"
+    );
+    let probe = binaries().elastos.with_file_name("elastos-broker-probe");
+    let dir = harness.stage(name, &manifest, &[("elastos-broker-probe", &probe)]);
+    harness.pack(&dir)
+}
+
+/// The home of app `id` on the machine of `harness` (one publisher: the harness's).
+fn home_of_app(harness: &Harness, id: &str) -> PathBuf {
+    home_of(harness).with_file_name(id)
+}
+
+/// `elastos broker` of `harness`, pulling every second, with `env` added; ends (SIGTERM) when
+/// dropped.
+fn start_daemon_with(harness: &Harness, env: &[(&str, &str)]) -> common::Running {
+    let mut invocation = harness.elastos();
+    invocation
+        .args(["broker"])
+        .env("ELASTOS_CLOUD_PULL_SECS", "1");
+    for (name, value) in env {
+        invocation.env(*name, *value);
+    }
+    let daemon = invocation.spawn();
+    let socket = harness.elastos_home().join("run/broker.sock");
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        }),
+        "the broker daemon did not come up"
+    );
+    daemon
+}
+
+/// `elastos broker` of `harness`, pulling every second; ends (SIGTERM) when dropped.
+fn start_daemon(harness: &Harness) -> common::Running {
+    start_daemon_with(harness, &[])
+}
+
+/// Waits until the file `out` (an app's stdout) holds a line containing `text`.
+#[track_caller]
+fn wait_for_line(out: &Path, text: &str) {
+    assert!(
+        eventually(Duration::from_secs(30), || std::fs::read_to_string(out)
+            .is_ok_and(|s| s.contains(text))),
+        "no line with {text:?} in {}: {:?}",
+        out.display(),
+        std::fs::read_to_string(out)
+    );
+}
+
+/// The events the `cloudevent` steps of an app received (their details, parsed).
+fn cloud_events(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| {
+            line["step"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("cloudevent"))
+                && line["outcome"] == "OK"
+        })
+        .map(|line| serde_json::from_str(line["detail"].as_str().unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_daemon_syncs_homes_continuously_and_tells_the_app_what_another_machine_changed() {
+    const WATCHER: &str = "5e7a1c3b-2d4f-4a6b-8c9d-0e1f2a3b4c5d";
+    const BYSTANDER: &str = "6f8b2d4c-3e5a-4b7c-9dae-1f2a3b4c5d6e";
+    let a = Harness::new(User::Root);
+    let b = Harness::new(User::Root);
+    move_user_key(&a, &b);
+    let shared = a.mkdir("shared-store");
+    for machine in [&a, &b] {
+        machine
+            .elastos()
+            .args(["cloud", "set"])
+            .arg(&shared)
+            .output()
+            .assert_code(0);
+    }
+    let watcher = cloud_events_app(&a, WATCHER, "watcher");
+    let bystander = cloud_events_app(&a, BYSTANDER, "bystander");
+    let _daemon = start_daemon(&a);
+    let subscribe = format!("subscribe:{CLOUD_SERVICE}:Changes=OK");
+    let watcher_out = a.path().join("watcher.out");
+    let watcher_file = std::fs::File::create(&watcher_out).unwrap();
+    let watcher_run = a
+        .run(
+            &watcher,
+            &[
+                "client",
+                &subscribe,
+                "cloudevent:60000=OK",
+                "cloudevent:60000=OK",
+            ],
+        )
+        .stdout_to(&watcher_file)
+        .spawn();
+    // Another app of the same machine, subscribed too, hears nothing of the watcher's home.
+    let bystander_out = a.path().join("bystander.out");
+    let bystander_file = std::fs::File::create(&bystander_out).unwrap();
+    let bystander_run = a
+        .run(
+            &bystander,
+            &["client", &subscribe, "cloudevent:30000=TIMEOUT"],
+        )
+        .stdout_to(&bystander_file)
+        .spawn();
+    wait_for_line(&watcher_out, "subscribe");
+    wait_for_line(&bystander_out, "subscribe");
+
+    // A local change goes up on its own (inotify, debounced): B's first run brings it.
+    let a_home = home_of_app(&a, WATCHER);
+    std::fs::write(a_home.join("notes.txt"), "v1-from-a").unwrap();
+    std::fs::write(a_home.join("keep.txt"), "kept-until-b-deletes-it").unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            b.run(&watcher, &["client"]).output().assert_code(0);
+            let b_home = home_of_app(&b, WATCHER);
+            std::fs::read_to_string(b_home.join("keep.txt")).is_ok()
+                && std::fs::read_to_string(b_home.join("notes.txt"))
+                    .ok()
+                    .as_deref()
+                    == Some("v1-from-a")
+        }),
+        "A's daemon never uploaded the local change"
+    );
+    let b_home = home_of_app(&b, WATCHER);
+
+    // B changes, creates and deletes; A's daemon pulls it and tells the app.
+    std::fs::write(b_home.join("notes.txt"), "v2-from-b").unwrap();
+    std::fs::write(b_home.join("new.txt"), "new-from-b").unwrap();
+    std::fs::remove_file(b_home.join("keep.txt")).unwrap();
+    b.elastos()
+        .args(["sync", "now", WATCHER])
+        .output()
+        .assert_code(0);
+    assert!(eventually(Duration::from_secs(30), || {
+        std::fs::read_to_string(a_home.join("new.txt")).is_ok()
+    }));
+    assert!(
+        eventually(Duration::from_secs(10), || cloud_events(
+            &std::fs::read_to_string(&watcher_out).unwrap()
+        )
+        .len()
+            == 1),
+        "{:?}",
+        std::fs::read_to_string(&watcher_out)
+    );
+
+    // Both machines change notes.txt: A's version is kept as a conflict copy, and said so.
+    std::fs::write(a_home.join("notes.txt"), "v3-from-a").unwrap();
+    std::fs::write(b_home.join("notes.txt"), "v3-from-b").unwrap();
+    b.elastos()
+        .args(["sync", "now", WATCHER])
+        .output()
+        .assert_code(0);
+    let out = watcher_run.wait();
+    out.assert_code(0);
+    let events = cloud_events(&std::fs::read_to_string(&watcher_out).unwrap());
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(
+        events[0]["changed"],
+        serde_json::json!(["new.txt", "notes.txt"]),
+        "{events:?}"
+    );
+    assert_eq!(events[0]["deleted"], serde_json::json!(["keep.txt"]));
+    assert_eq!(events[0]["conflicts"], serde_json::json!([]));
+    let conflicts = events[1]["conflicts"].as_array().unwrap();
+    assert_eq!(conflicts.len(), 1, "{events:?}");
+    assert_eq!(conflicts[0][0], "notes.txt");
+    let copy = conflicts[0][1].as_str().unwrap();
+    assert!(
+        copy.starts_with("notes.conflict-") && copy.ends_with("Z.txt"),
+        "{copy}"
+    );
+    assert!(events[1]["version"].as_u64() > events[0]["version"].as_u64());
+    assert_eq!(
+        std::fs::read_to_string(a_home.join("notes.txt")).unwrap(),
+        "v3-from-b"
+    );
+    assert_eq!(
+        std::fs::read_to_string(a_home.join(copy)).unwrap(),
+        "v3-from-a"
+    );
+
+    let out = bystander_run.wait();
+    out.assert_code(0);
+    assert!(cloud_events(&std::fs::read_to_string(&bystander_out).unwrap()).is_empty());
+
+    let status = json(
+        &a.elastos()
+            .args(["sync", "status", "--format", "json"])
+            .output(),
+    );
+    let watched = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["app_id"] == WATCHER)
+        .expect("the watcher's home in sync status");
+    assert_eq!(watched["daemon"]["watching"], "watched", "{watched:#}");
+    assert_eq!(watched["daemon"]["last_error"], serde_json::Value::Null);
+}
+
+/// The daemon's view of app `id` in `elastos sync status --format json` of `harness`.
+fn daemon_view(harness: &Harness, id: &str) -> serde_json::Value {
+    let status = json(
+        &harness
+            .elastos()
+            .args(["sync", "status", "--format", "json"])
+            .output(),
+    );
+    status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["app_id"] == id)
+        .unwrap_or_else(|| panic!("no {id} in {status:#}"))["daemon"]
+        .clone()
+}
+
+#[test]
+fn a_failing_store_leaves_the_app_running_shows_in_sync_status_and_loses_nothing() {
+    const APP: &str = "7a9c3e5d-4f6b-4c8d-8e0f-2a3b4c5d6e7f";
+    let a = Harness::new(User::Root);
+    let shared = a.mkdir("shared-store");
+    a.elastos()
+        .args(["cloud", "set"])
+        .arg(&shared)
+        .output()
+        .assert_code(0);
+    let app = cloud_events_app(&a, APP, "steady");
+    let _daemon = start_daemon(&a);
+    let mut running = a.run(&app, &["client", "sleep:25000=OK"]).spawn();
+    assert!(eventually(Duration::from_secs(20), || {
+        std::fs::read_dir(a.elastos_home().join("homes")).is_ok_and(|mut d| d.next().is_some())
+            && home_of_app(&a, APP).is_dir()
+    }));
+    let home = home_of_app(&a, APP);
+
+    // The store breaks (its directory becomes a file: every request fails), then the app writes.
+    let away = a.path().join("shared-store.away");
+    std::fs::rename(&shared, &away).unwrap();
+    std::fs::write(&shared, "not a store").unwrap();
+    std::fs::write(
+        home.join("while-down.txt"),
+        "written while the store was down",
+    )
+    .unwrap();
+    let mut failing = serde_json::Value::Null;
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            failing = daemon_view(&a, APP);
+            failing["failures"].as_u64().is_some_and(|n| n >= 1)
+        }),
+        "the daemon's failure is not in sync status: {failing:#}"
+    );
+    assert!(failing["last_error"].as_str().is_some(), "{failing:#}");
+    assert!(failing["retry_in_ms"].as_u64().is_some(), "{failing:#}");
+    assert_eq!(failing["pending"], true, "{failing:#}");
+    let text = a.elastos().args(["sync", "status"]).output();
+    text.assert_code(0);
+    assert!(
+        text.stdout_text().contains("syncs failed, next try in"),
+        "{}",
+        text.stdout_text()
+    );
+    assert!(
+        running.is_running(),
+        "the app stopped while the store failed"
+    );
+
+    // The store is back: the retry sends what the app wrote.
+    std::fs::remove_file(&shared).unwrap();
+    std::fs::rename(&away, &shared).unwrap();
+    let mut healed = serde_json::Value::Null;
+    assert!(
+        eventually(Duration::from_secs(40), || {
+            healed = daemon_view(&a, APP);
+            healed["last_error"].is_null() && healed["pending"] == false
+        }),
+        "the daemon did not recover: {healed:#}"
+    );
+    let b = Harness::new(User::Root);
+    move_user_key(&a, &b);
+    b.elastos()
+        .args(["cloud", "set"])
+        .arg(&shared)
+        .output()
+        .assert_code(0);
+    b.run(&app, &["client"]).output().assert_code(0);
+    assert_eq!(
+        std::fs::read_to_string(home_of_app(&b, APP).join("while-down.txt")).unwrap(),
+        "written while the store was down"
+    );
+    running.wait().assert_code(0);
+}
+
+#[test]
+fn with_a_store_that_never_answers_the_app_starts_and_ends_on_its_local_copy_in_bounded_time() {
+    const APP: &str = "8b0d4f6e-5a7c-4d9e-9f1a-3b4c5d6e7f80";
+    let a = Harness::new(User::Root);
+    let app = cloud_events_app(&a, APP, "patient");
+    // The home has files here (made with the default store, no daemon).
+    a.run(&app, &["client"]).output().assert_code(0);
+    std::fs::write(home_of_app(&a, APP).join("local.txt"), "here").unwrap();
+    // Then the cloud disk is an S3 endpoint that takes connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for connection in silent.incoming() {
+            held.push(connection);
+        }
+    });
+    std::fs::write(
+        a.elastos_home().join("cloud.toml"),
+        format!("store = \"s3://bucket/prefix\"\nendpoint = \"http://127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let _daemon = start_daemon_with(
+        &a,
+        &[
+            ("AWS_ACCESS_KEY_ID", "key"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+        ],
+    );
+    let started = std::time::Instant::now();
+    let out = a.run(&app, &["client"]).output();
+    let took = started.elapsed();
+    out.assert_code(0);
+    assert!(
+        out.stderr_text().contains("did not answer within 10 s"),
+        "{}",
+        out.stderr_text()
+    );
+    // Before and after the app: 10 s each at most, where the store's own timeouts and retries
+    // take minutes.
+    assert!(took < Duration::from_secs(35), "elastos run took {took:?}");
+    assert_eq!(
+        std::fs::read_to_string(home_of_app(&a, APP).join("local.txt")).unwrap(),
+        "here"
+    );
+}

@@ -59,6 +59,7 @@
 #![deny(unsafe_code)]
 
 mod activation;
+mod builtin;
 mod conn;
 mod denials;
 mod fair;

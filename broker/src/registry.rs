@@ -50,6 +50,29 @@ pub(crate) struct Subscriber {
     pub(crate) dropped: AtomicU64,
 }
 
+impl Subscriber {
+    /// Queues `frame` (an `Event`) for this subscriber, with its count of events dropped since
+    /// the last one it got; a full queue drops it and counts it. Returns whether it was queued.
+    pub(crate) fn deliver(&self, frame: &mut v1::BrokerFrame) -> bool {
+        let dropped = self.dropped.load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(broker_frame::Body::Event(event)) = &mut frame.body {
+            event.dropped = dropped;
+        }
+        match self.conn.outbox.offer(frame) {
+            Ok(()) => {
+                self.dropped
+                    .fetch_sub(dropped, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            Err(_) => {
+                self.dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                false
+            }
+        }
+    }
+}
+
 /// An activation under way; requests for the service wait on `done`.
 pub(crate) struct Activation {
     pub(crate) id: u64,

@@ -33,6 +33,8 @@ pub(crate) enum Kind {
     Chunk = 2,
     /// A home's snapshot.
     Snapshot = 3,
+    /// The garbage collector's state (`gc/mark`, `gc/candidates`), under the snapshot key.
+    GcState = 4,
 }
 
 /// A chunk id: HMAC-SHA256 of the plaintext under the user's chunk-id key. Equal content of
@@ -97,7 +99,7 @@ impl Keys {
         match kind {
             Kind::KeyCheck => &self.check_aead,
             Kind::Chunk => &self.chunk_aead,
-            Kind::Snapshot => &self.snapshot_aead,
+            Kind::Snapshot | Kind::GcState => &self.snapshot_aead,
         }
     }
 

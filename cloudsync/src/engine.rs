@@ -183,8 +183,14 @@ impl Ctx<'_> {
         } else if found == known + 1 {
             snapshot.parent != Some(index.head_hash)
         } else {
-            let (next, _, _) = self.read_snapshot(home_id, known + 1)?;
-            next.parent != Some(index.head_hash)
+            match self.read_snapshot(home_id, known + 1) {
+                Ok((next, _, _)) => next.parent != Some(index.head_hash),
+                // Garbage collection deleted it (this device was away longer than the
+                // retention period): without the chain, merge without a base, which keeps both
+                // sides' files rather than lose any.
+                Err(SyncError::MissingObject { .. }) => true,
+                Err(e) => return Err(e),
+            }
         };
         if forked {
             tracing::warn!(home = home_id, version = known, "the snapshot this device built on was replaced by another device's; merging without a base");
@@ -520,6 +526,9 @@ impl Ctx<'_> {
         report: &mut SyncReport,
     ) -> Result<Pass, SyncError> {
         let mut index = self.state.load(home_id)?;
+        // After a garbage collection, chunks this device remembers may be gone: it trusts only
+        // the chunks of the newest snapshot (never collected) and those it uploads (see gc.rs).
+        let collected = self.state.gc_epoch_changed(self.gc_epoch()?)?;
         let fetched = self.fetch_head(home_id, &index)?;
         let home = HomeDir::open(dir, true, opts.owner)?.expect("created");
         let mut base = index.base();
@@ -538,8 +547,8 @@ impl Ctx<'_> {
                 .map(|h| h.live.clone())
                 .unwrap_or_default(),
         };
-        if let Some(head) = &remote_head {
-            let ids: Vec<ChunkId> = head.snapshot.live.values().flat_map(chunk_ids).collect();
+        if remote_head.is_some() || collected {
+            let ids: Vec<ChunkId> = remote_tree.values().flat_map(chunk_ids).collect();
             self.state.add_known(&ids)?;
         }
         let mut uploads = Uploads::new(self);

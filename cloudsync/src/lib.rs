@@ -17,10 +17,13 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Garbage collection
+//! [`SyncEngine::gc`] deletes snapshots older than the retention period (keeping each home's
+//! newest, and its newest older than the period) and then, in two runs a grace period apart,
+//! chunks no snapshot references; without a lock, safe against other devices syncing meanwhile
+//! and against a crash at any point (see `gc.rs` and `docs/cloud.md`).
+//!
 //! # Non-features
-//! - No garbage collection of chunks: chunk objects are immutable and never deleted, so every
-//!   version stays restorable; tombstones leave the tree after [`TOMBSTONE_RETENTION`], their
-//!   snapshots stay.
 //! - No protection against a store that withholds new snapshots from a device that never saw
 //!   them (a rollback is detected only against what this device's state has seen).
 //! - No continuous mode: the caller (broker, `elastos run`, `elastos sync now`) decides when to
@@ -31,6 +34,7 @@
 mod crypto;
 mod engine;
 mod error;
+mod gc;
 mod local;
 mod merge;
 mod report;
@@ -44,6 +48,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 pub use error::SyncError;
+pub use gc::{GcOptions, GcReport};
 pub use report::{
     Conflict, FileVersion, HomeRef, HomeStatus, Phase, Progress, SyncOptions, SyncReport,
     VersionKind,
@@ -200,6 +205,18 @@ impl SyncEngine {
         })
     }
 
+    /// Whether the store holds a version of the home this device has not synced yet: one
+    /// listing of the home's snapshots when it does not (the broker daemon's periodic pull asks
+    /// this before it scans a home). A store that rolled back is an error, as in [`Self::sync`].
+    pub fn remote_changed(&self, home: &HomeRef) -> Result<bool, SyncError> {
+        let home_id = self.keys.home_id(home);
+        let index = self.state.load(&home_id)?;
+        Ok(matches!(
+            self.ctx().fetch_head(&home_id, &index)?,
+            engine::Fetched::New { .. }
+        ))
+    }
+
     /// Pending changes each way, last sync, conflict copies and size, without changing anything
     /// (one small remote read when nothing changed remotely; local files whose stat changed
     /// count as pending without being read).
@@ -270,6 +287,11 @@ impl SyncEngine {
             bytes: head.map_or(0, |h| h.live.values().map(tree::Node::size).sum()),
             entries: head.map_or(0, |h| h.live.len() as u64),
         })
+    }
+
+    /// Collects garbage in the whole store (every home of this user): see [`GcOptions`].
+    pub fn gc(&self, opts: &GcOptions) -> Result<GcReport, SyncError> {
+        self.ctx().gc(opts)
     }
 
     /// Every snapshot of the home, oldest first (authenticated, version by version).

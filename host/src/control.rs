@@ -125,6 +125,18 @@ pub enum ControlRequest {
     ProviderOf { service: Uuid },
     /// The broker's metrics: one string, Prometheus' text exposition format.
     Metrics,
+    /// Sync the home of app `app_id` of publisher `publisher` (hex key) with the cloud disk now,
+    /// and watch it from then on (`elastos run` asks before the app starts and after it exits);
+    /// answered with the engine's report. Its `name` is for messages.
+    CloudSync {
+        publisher: String,
+        app_id: Uuid,
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// The daemon's continuous sync of each home: watched or polled, pending, last sync, last
+    /// error and next retry.
+    CloudStatus,
 }
 
 /// The answer: exactly one of the two.

@@ -11,6 +11,7 @@
 //! - [`link`]: where an app's connection goes: the daemon, or a broker embedded in `elastos run`;
 //! - [`control`]: the daemon's control socket (`SO_PEERCRED`, `SCM_RIGHTS` attach), whose peers
 //!   are the user's own processes;
+//! - [`cloud`]: the cloud disk's store, key and app homes, for the commands and the daemon;
 //! - [`ownership`]: the ID ledger's decision before every start and install: who owns an app
 //!   id, its home and its services;
 //! - [`paths`]: where state lives and where the companion binaries are;
@@ -26,6 +27,7 @@
 pub mod activator;
 pub mod applog;
 pub mod apps;
+pub mod cloud;
 // The one exception: the control socket receives app sockets as file descriptors (SCM_RIGHTS),
 // which takes `OwnedFd::from_raw_fd`. See the SAFETY comments there.
 #[allow(unsafe_code)]

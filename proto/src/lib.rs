@@ -15,6 +15,8 @@
 //!   bytes it has not received, and [`encode_frame`].
 //! - [`handshake`]: [`SUPPORTED_VERSIONS`] and [`v1::ClientHello::negotiate`].
 //! - [`validate`]: [`check_client_frame`], the rules one frame can be checked against on its own.
+//! - [`cloud`]: the built-in service of the cloud disk (`cloud.proto`): its well-known id, topic
+//!   and event payload.
 //!
 //! Not here, on purpose:
 //! - No I/O and no async runtime: the caller owns the socket, so the broker (tokio) and a blocking
@@ -39,6 +41,24 @@ pub mod validate;
 /// schema's comments.
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/elastos.v1.rs"));
+}
+
+/// The payloads of the broker's built-in services: services whose provider is the broker itself,
+/// not an app. Their ids are fixed, and no app may register them.
+pub mod cloud {
+    /// The cloud disk's service (`proto/cloud.proto`): an app subscribes to its topic
+    /// [`CHANGES_TOPIC`] and hears what each sync changed in its own home.
+    pub const CLOUD_SYNC_SERVICE: [u8; 16] = [
+        0xc1, 0x0d, 0x5d, 0x15, 0x7e, 0x4b, 0x4f, 0x0a, 0x9c, 0x3e, 0x2b, 0x8d, 0x6a, 0x1f, 0x0e,
+        0x57,
+    ];
+    /// The topic of [`CLOUD_SYNC_SERVICE`] that carries [`v1::HomeChanged`] events.
+    pub const CHANGES_TOPIC: &str = "Changes";
+
+    /// Generated from `cloud.proto`.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/elastos.cloud.v1.rs"));
+    }
 }
 
 impl v1::client_frame::Body {

@@ -11,6 +11,13 @@ impl Session {
             let denied = self.deny("call", service, "uses");
             return self.reply_error(call_id, denied);
         }
+        if builtin::find(&service).is_some() {
+            let none = error(
+                v1::Status::NotFound,
+                format!("service {service} is built into the broker and has no methods"),
+            );
+            return self.reply_error(call_id, none);
+        }
         let refused = {
             let calls = self.conn.calls.lock();
             if calls.outgoing.contains_key(&call_id) {

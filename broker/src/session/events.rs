@@ -35,18 +35,7 @@ impl Session {
             })),
         };
         for subscriber in subscribers {
-            let dropped = subscriber.dropped.load(Ordering::Relaxed);
-            if let Some(broker_frame::Body::Event(event)) = &mut frame.body {
-                event.dropped = dropped;
-            }
-            match subscriber.conn.outbox.offer(&frame) {
-                Ok(()) => {
-                    subscriber.dropped.fetch_sub(dropped, Ordering::Relaxed);
-                }
-                Err(_) => {
-                    subscriber.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            subscriber.deliver(&mut frame);
         }
         Ok(())
     }
@@ -68,6 +57,9 @@ impl Session {
                     format!("this connection already holds {MAX_SUBSCRIPTIONS} subscriptions"),
                 )),
             );
+        }
+        if let Some(builtin) = builtin::find(&service) {
+            return self.subscribe_builtin(request_id, builtin, key, new);
         }
         let inner = Arc::clone(&self.inner);
         let mut registry = inner.registry.write();
@@ -121,6 +113,44 @@ impl Session {
         }
         drop(registry);
         self.links.insert(service);
+        self.respond(request_id, Ok(Some(info)));
+    }
+
+    /// A subscription to a service the broker provides: nothing to start, no provider to link
+    /// to (it never goes away).
+    fn subscribe_builtin(
+        &mut self,
+        request_id: u64,
+        builtin: &Builtin,
+        key: (Uuid, String),
+        new: bool,
+    ) {
+        if !builtin.has_topic(&key.1) {
+            return self.respond(
+                request_id,
+                Err(error(
+                    v1::Status::NotFound,
+                    format!("service {} has no topic {:?}", key.0, key.1),
+                )),
+            );
+        }
+        let info = builtin.info(key.0);
+        if new {
+            self.inner
+                .registry
+                .write()
+                .services
+                .entry(key.0)
+                .or_default()
+                .subscribers
+                .entry(key.1.clone())
+                .or_default()
+                .push(Subscriber {
+                    conn: Arc::clone(&self.conn),
+                    dropped: Default::default(),
+                });
+            self.subscriptions.insert(key);
+        }
         self.respond(request_id, Ok(Some(info)));
     }
 

@@ -9,6 +9,9 @@ impl Session {
             let denied = self.deny("lookup", service, "uses");
             return self.respond(lookup.request_id, Err(denied));
         }
+        if let Some(builtin) = builtin::find(&service) {
+            return self.respond(lookup.request_id, Ok(Some(builtin.info(service))));
+        }
         let inner = Arc::clone(&self.inner);
         let mut registry = inner.registry.write();
         if let Some(provider) = registry

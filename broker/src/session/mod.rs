@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::activation::{self, ActivationState};
+use crate::builtin::{self, Builtin};
 use crate::conn::{Calls, CloseReason, Conn, Delivered, Incoming, Outgoing, Queued, Route};
 use crate::denials::{self, Denials, Verdict};
 use crate::fair;

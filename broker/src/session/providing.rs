@@ -6,6 +6,15 @@ impl Session {
     pub(super) fn register(&mut self, register: v1::Register) {
         let service = service_id(&register.service_id);
         let request_id = register.request_id;
+        if builtin::find(&service).is_some() {
+            return self.respond(
+                request_id,
+                Err(error(
+                    v1::Status::PermissionDenied,
+                    format!("service {service} is built into the broker; no app may register it"),
+                )),
+            );
+        }
         if !self.conn.may_provide(&service) {
             let denied = self.deny("register", service, "provides");
             return self.respond(request_id, Err(denied));

@@ -102,10 +102,74 @@ impl DirStore {
             out.push(Listed {
                 e_tag: Some(format!("{:x}-{:x}-{:x}", meta.ino(), mtime_us, meta.len())),
                 size: meta.len(),
+                modified: meta.modified().ok(),
                 name,
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// Every object under `dir/` at any depth, named relative to it.
+    pub(super) fn list_all(&self, dir: &str) -> Result<Vec<Listed>, SyncError> {
+        let mut out = Vec::new();
+        let mut stack = vec![String::new()];
+        while let Some(sub) = stack.pop() {
+            let at = if sub.is_empty() {
+                dir.to_owned()
+            } else {
+                format!("{dir}/{sub}")
+            };
+            let path = self.path(&at);
+            let entries = match std::fs::read_dir(&path) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(SyncError::io("list store directory", path, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| SyncError::io("list store directory", &path, e))?;
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                if name.starts_with('.') || name.contains('#') {
+                    continue;
+                }
+                let rel = if sub.is_empty() {
+                    name
+                } else {
+                    format!("{sub}/{name}")
+                };
+                match entry.file_type() {
+                    Ok(t) if t.is_dir() => stack.push(rel),
+                    Ok(t) if t.is_file() => {
+                        let meta = match entry.metadata() {
+                            Ok(meta) => meta,
+                            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                            Err(e) => {
+                                return Err(SyncError::io("stat store object", entry.path(), e))
+                            }
+                        };
+                        out.push(Listed {
+                            name: rel,
+                            size: meta.len(),
+                            e_tag: None,
+                            modified: meta.modified().ok(),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    pub(super) fn delete(&self, name: &str) -> Result<(), SyncError> {
+        let path = self.path(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(SyncError::io("delete store object", path, e)),
+        }
     }
 }

@@ -24,6 +24,8 @@ pub(crate) struct Listed {
     pub name: String,
     pub size: u64,
     pub e_tag: Option<String>,
+    /// When the object was last written, as the store says.
+    pub modified: Option<std::time::SystemTime>,
 }
 
 enum Backend {
@@ -93,6 +95,25 @@ impl Remote {
             Backend::Dir(d) => d.create(name, &bytes),
             #[cfg(feature = "remote")]
             Backend::Object(o) => o.create(name, bytes),
+        }
+    }
+
+    /// Every object under `dir/`, at any depth, named relative to `dir/` (`a/b`), sorted.
+    pub(crate) fn list_all(&self, dir: &str) -> Result<Vec<Listed>, SyncError> {
+        match &self.backend {
+            Backend::Dir(d) => d.list_all(dir),
+            // Object stores list every object under a prefix, at any depth.
+            #[cfg(feature = "remote")]
+            Backend::Object(o) => o.list(dir, None),
+        }
+    }
+
+    /// Deletes `name`; an object that is already gone is no error.
+    pub(crate) fn delete(&self, name: &str) -> Result<(), SyncError> {
+        match &self.backend {
+            Backend::Dir(d) => d.delete(name),
+            #[cfg(feature = "remote")]
+            Backend::Object(o) => o.delete(name),
         }
     }
 

@@ -266,6 +266,15 @@ impl ObjectRemote {
         Ok(self.get(name)?.as_deref() == Some(&bytes[..]))
     }
 
+    /// Deletes `name`; an object already gone is no error.
+    pub(super) fn delete(&self, name: &str) -> Result<(), SyncError> {
+        let path = self.path(name);
+        match self.attempt("delete", name, || self.store.delete(&path)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Self::failed("delete", name, e)),
+        }
+    }
+
     /// Objects under `dir/` whose names sort after `dir/after` (all when `None`), sorted.
     pub(super) fn list(&self, dir: &str, after: Option<&str>) -> Result<Vec<Listed>, SyncError> {
         let prefix = self.path(dir);
@@ -295,6 +304,7 @@ impl ObjectRemote {
                     name,
                     size: meta.size,
                     e_tag: meta.e_tag,
+                    modified: Some(meta.last_modified.into()),
                 })
             })
             .collect();

@@ -23,7 +23,7 @@ use elastos_host::paths::StateDirs;
 use crate::install::{install, uninstall, InstallError};
 use crate::store::{Store, StoreError};
 use crate::supervisor::Supervisor;
-use crate::{metrics, systemd};
+use crate::{cloud, metrics, systemd};
 use elastos_host::applog::LogLimits;
 use elastos_host::detached::DEFAULT_STOP_TIMEOUT_SECS;
 
@@ -133,6 +133,7 @@ pub fn run(state: &StateDirs, options: &DaemonOptions) -> Result<(), DaemonError
         options.log_limits,
     );
     let serving_supervisor = supervisor.clone();
+    let cloud = Arc::new(cloud::CloudSync::start(state.clone(), broker.clone()));
     listener
         .set_nonblocking(true)
         .map_err(io("configure the control socket"))?;
@@ -192,6 +193,7 @@ pub fn run(state: &StateDirs, options: &DaemonOptions) -> Result<(), DaemonError
                 store.clone(),
                 dirs.clone(),
                 serving_supervisor.clone(),
+                cloud.clone(),
             ));
         }
     });
@@ -339,6 +341,7 @@ async fn release_memory_after_bursts(broker: Broker, control: control::Incomplet
 /// One control connection: its request is read on the runtime, bounded by
 /// [`control::REQUEST_TIMEOUT`] and [`control::MAX_INCOMPLETE`] (`waiting`), and only a whole
 /// request takes a blocking thread (it may read the database or unpack a bundle).
+// The daemon's shared handles, each connection's task gets a clone of every one.
 #[allow(clippy::too_many_arguments)]
 async fn serve_control(
     stream: tokio::net::UnixStream,
@@ -349,6 +352,7 @@ async fn serve_control(
     store: Arc<Store>,
     dirs: AppDirs,
     supervisor: Supervisor,
+    cloud: Arc<cloud::CloudSync>,
 ) {
     let answer = |result| async {
         // A peer that does not read its answer is not waited for either.
@@ -389,6 +393,7 @@ async fn serve_control(
                     jails: &jails,
                     store: &store,
                     dirs: &dirs,
+                    cloud: &cloud,
                     runtime: &handle,
                     supervisor: &supervisor,
                 };
@@ -412,6 +417,7 @@ struct Serving<'a> {
     jails: &'a Arc<LaunchedJails>,
     store: &'a Store,
     dirs: &'a AppDirs,
+    cloud: &'a cloud::CloudSync,
     runtime: &'a tokio::runtime::Handle,
     supervisor: &'a Supervisor,
 }
@@ -527,6 +533,12 @@ fn handle_request(
             )
         }
         ControlRequest::Metrics => to_json(metrics::exposition(broker, daemon.started)),
+        ControlRequest::CloudSync {
+            publisher,
+            app_id,
+            name,
+        } => to_json(daemon.cloud.sync_now(&publisher, app_id, name)?),
+        ControlRequest::CloudStatus => to_json(daemon.cloud.status()),
         other => store_request(other, store, dirs).map_err(|e| elastos_host::describe_error(&e)),
     }
 }
@@ -566,6 +578,8 @@ pub fn store_request(
         | ControlRequest::Rm { .. }
         | ControlRequest::Inspect { .. }
         | ControlRequest::Metrics
+        | ControlRequest::CloudSync { .. }
+        | ControlRequest::CloudStatus
         | ControlRequest::Services => Err(InstallError::App(AppError::InstalledApps(
             "running apps are only known to a broker daemon (`elastos broker`)".into(),
         ))),

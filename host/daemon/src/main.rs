@@ -19,6 +19,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod cloud;
 mod daemon;
 mod install;
 mod metrics;

@@ -332,7 +332,8 @@ struct Client {
 /// | `call:S:METHOD[:PAYLOAD[:DEADLINE]]` | one call | reply as text |
 /// | `big:S:BYTES` | echoes BYTES patterned bytes | `MISMATCH` if they differ |
 /// | `register:S` | registers S (method `echo`) | |
-/// | `subscribe:S` / `event:S:WAIT` | subscribes to `tick` / waits for an event | payload; `TIMEOUT`, `ENDED` |
+/// | `subscribe:S[:TOPIC]` / `event:S:WAIT` | subscribes to TOPIC (default `tick`) / waits for an event | payload; `TIMEOUT`, `ENDED` |
+/// | `cloudevent:WAIT` | waits for an event of the broker's cloud service (after `subscribe:CLOUD:Changes`) | the `HomeChanged` as JSON (`version`, `changed`, `deleted`, `conflicts` as `[path, copy]`, paths as text); `TIMEOUT`, `ENDED` |
 /// | `watch:S` / `available:S:WAIT` | watches S / waits for a provider | provider name; `TIMEOUT`, `ENDED` |
 /// | `gone:S:WAIT` | waits for the provider of the last lookup of S to go | reason; `TIMEOUT` |
 /// | `drop:S:AFTER` | calls `sleep` 10 s, drops the call after AFTER | `DROPPED` |
@@ -457,7 +458,14 @@ impl Client {
                     Err(e) => failed(&e),
                 }
             }
-            "subscribe" => match self.ctx.subscribe(step.service(), TOPIC).await {
+            "subscribe" => match self
+                .ctx
+                .subscribe(
+                    step.service(),
+                    step.args.get(1).map_or(TOPIC, String::as_str),
+                )
+                .await
+            {
                 Ok(subscription) => {
                     self.subscriptions.insert(step.service(), subscription);
                     ok("")
@@ -474,6 +482,40 @@ impl Client {
                 };
                 match tokio::time::timeout(wait, subscription.next()).await {
                     Ok(Some(event)) => ok(shown(&event.payload)),
+                    Ok(None) => ("ENDED".to_owned(), String::new()),
+                    Err(_) => ("TIMEOUT".to_owned(), String::new()),
+                }
+            }
+            "cloudevent" => {
+                let wait = Duration::from_millis(number(step.arg(0), "wait"));
+                let service = Uuid::from_bytes(elastos_proto::cloud::CLOUD_SYNC_SERVICE);
+                let Some(subscription) = self.subscriptions.get_mut(&service) else {
+                    fail(
+                        USAGE,
+                        &format!(
+                            "{}: no subscribe step to the cloud service before it",
+                            step.text
+                        ),
+                    );
+                };
+                match tokio::time::timeout(wait, subscription.next()).await {
+                    Ok(Some(event)) => {
+                        use prost::Message as _;
+                        match elastos_proto::cloud::v1::HomeChanged::decode(&event.payload[..]) {
+                            Ok(changed) => {
+                                let text = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
+                                let detail = serde_json::json!({
+                                    "version": changed.version,
+                                    "changed": changed.changed.iter().map(|p| text(p)).collect::<Vec<_>>(),
+                                    "deleted": changed.deleted.iter().map(|p| text(p)).collect::<Vec<_>>(),
+                                    "conflicts": changed.conflicts.iter().map(|c| [text(&c.path), text(&c.copy)]).collect::<Vec<_>>(),
+                                    "dropped": event.dropped,
+                                });
+                                ok(detail.to_string())
+                            }
+                            Err(e) => ("UNDECODABLE".to_owned(), e.to_string()),
+                        }
+                    }
                     Ok(None) => ("ENDED".to_owned(), String::new()),
                     Err(_) => ("TIMEOUT".to_owned(), String::new()),
                 }
