@@ -251,6 +251,7 @@ impl AppLauncher {
             host: &self.0.host,
             options: &self.0.options,
             allow_downgrade: false,
+            overrides: elastos_policy::LimitOverrides::default(),
         };
         let jail = match start_app(&request, &mut |_| {}) {
             Err(e) => {

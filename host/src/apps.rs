@@ -13,7 +13,8 @@ use elastos_bundle::{open_verified_cached, BundleError, UnpackLimits};
 use elastos_identity::{KeyError, OwnershipError, TrustError};
 use elastos_loader::{LaunchError, LaunchOptions, RunningJail};
 use elastos_policy::{
-    Ceilings, CeilingsError, EntryLinkage, ExcessError, HostEnv, JailPlan, Manifest, PolicyError,
+    Ceilings, CeilingsError, EntryLinkage, ExcessError, HostEnv, JailPlan, LimitOverrides,
+    Manifest, OverrideError, PolicyError,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -113,6 +114,9 @@ pub enum AppError {
     /// The manifest asks for more than a ceiling allows.
     #[error(transparent)]
     Excess(#[from] ExcessError),
+    /// A limit given on the command line is above its ceiling.
+    #[error(transparent)]
+    Override(#[from] OverrideError),
     /// The jail could not be started.
     #[error(transparent)]
     Launch(#[from] LaunchError),
@@ -214,13 +218,15 @@ pub fn create_private_dir(dir: &Path) -> Result<(), AppError> {
 /// unchanged since it was verified, its verification record), unpacks it once into the cache,
 /// asks the ID ledger whether its publisher may use its app id ([`ownership::admit`]), creates
 /// the app's home (keyed by the publisher that owns the id) and builds the plan of its jail.
-/// With [`Admission::CheckOnly`] nothing is recorded and the home is not created.
+/// With [`Admission::CheckOnly`] nothing is recorded and the home is not created. The
+/// manifest's limits are held to the ceilings, then replaced by `overrides` (the command line's).
 pub fn prepare(
     bundle: &Path,
     args: &[String],
     dirs: &AppDirs,
     host: &HostEnv,
     admission: Admission,
+    overrides: &LimitOverrides,
 ) -> Result<PreparedApp, AppError> {
     let (verified, unpacked) =
         open_verified_cached(bundle, &dirs.bundles, &UnpackLimits::default())
@@ -233,9 +239,11 @@ pub fn prepare(
         if unpacked.freshly_unpacked() { "unpacked bundle" } else { "bundle already unpacked" }
     );
     let mut manifest = verified.manifest().clone();
-    for capped in manifest.apply_ceilings(&ceilings(dirs)?)? {
+    let ceilings = ceilings(dirs)?;
+    for capped in manifest.apply_ceilings(&ceilings)? {
         tracing::warn!(app = %manifest.id(), "{capped}");
     }
+    manifest.apply_overrides(&ceilings, overrides)?;
     let admitted = ownership::admit(
         dirs,
         bundle,
@@ -394,6 +402,8 @@ pub struct StartRequest<'a> {
     pub options: &'a LaunchOptions,
     /// Accept a version older than the highest one seen (`--allow-downgrade`).
     pub allow_downgrade: bool,
+    /// The command line's limits, replacing the manifest's (`--memory`, `--cpus`, `--pids`).
+    pub overrides: LimitOverrides,
 }
 
 /// An app whose entry runs in its jail.
@@ -440,6 +450,7 @@ pub fn start_app(
         request.dirs,
         request.host,
         admission,
+        &request.overrides,
     );
     observe(StartPhase::Verified);
     let prepared = prepared?;

@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use elastos_handoff::landlock_fs::ABI_WANTED as LANDLOCK_ABI_WANTED;
-use elastos_loader::cgroup::AppCgroup;
+use elastos_loader::cgroup::{AppCgroup, CgroupFs};
 use elastos_loader::LimitMechanism;
 use serde::Serialize;
 
@@ -121,7 +121,7 @@ impl HostReport {
     /// Detects the features of this host.
     pub fn detect() -> HostReport {
         let kernel = KernelFeatures::detect();
-        let run = kernel.layers(AppCgroup::choose("elastos-info", false).mechanism());
+        let run = kernel.layers(AppCgroup::choose(&CgroupFs::detect(), "elastos-info", false).mechanism());
         HostReport { kernel, run }
     }
 }
@@ -244,52 +244,22 @@ impl KernelFeatures {
                 format!("no seccomp filter mode (CONFIG_SECCOMP_FILTER); {skip_hint}"),
             )
         });
-        let swap = |limited: bool| {
-            if limited {
-                "swap included"
-            } else {
-                "swap not accounted by this kernel: the app may grow in swap"
+        let complete = match limits {
+            LimitMechanism::CgroupV2 { swap_limited, .. }
+            | LimitMechanism::CgroupV1 { swap_limited, .. } => {
+                *swap_limited && limits.cpu_limited()
             }
+            LimitMechanism::Rlimits => false,
         };
-        layers.push(match limits {
-            LimitMechanism::CgroupV2 { path, swap_limited } => layer(
-                "limits",
-                if *swap_limited {
-                    LayerState::Enforced
-                } else {
-                    LayerState::Partial
-                },
-                format!(
-                    "cgroup v2 under {} (memory.max, pids.max; {})",
-                    path.parent().unwrap_or(Path::new("/")).display(),
-                    swap(*swap_limited)
-                ),
-            ),
-            LimitMechanism::CgroupV1 {
-                memory,
-                swap_limited,
-                ..
-            } => layer(
-                "limits",
-                if *swap_limited {
-                    LayerState::Enforced
-                } else {
-                    LayerState::Partial
-                },
-                format!(
-                    "cgroup v1 memory and pids controllers under {} ({})",
-                    memory.parent().unwrap_or(Path::new("/")).display(),
-                    swap(*swap_limited)
-                ),
-            ),
-            LimitMechanism::Rlimits => layer(
-                "limits",
-                LayerState::Partial,
-                "no usable cgroup for this user: RLIMIT_AS (address space, not resident \
-                 memory) and RLIMIT_NPROC instead"
-                    .into(),
-            ),
-        });
+        layers.push(layer(
+            "limits",
+            if complete {
+                LayerState::Enforced
+            } else {
+                LayerState::Partial
+            },
+            limits.describe(),
+        ));
         layers.push(layer(
             "privileges",
             LayerState::Enforced,

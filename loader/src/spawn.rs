@@ -39,7 +39,7 @@ use elastos_policy::{jail_paths, JailPlan, MountEntry};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
-use crate::cgroup::{AppCgroup, LimitMechanism};
+use crate::cgroup::{AppCgroup, CgroupFs, LimitMechanism};
 use crate::error::LaunchError;
 use crate::identity::HostIdentity;
 use crate::input::{loader_input, resolve_mounts, MAX_MOUNT_SOURCES};
@@ -104,6 +104,11 @@ struct Pending {
     report_read: OwnedFd,
     relay: Relay,
     signals: BlockedSignals,
+    /// The cgroup filesystem, as found at spawn.
+    cgroups: CgroupFs,
+    /// The app's cgroup v2 leaf, made before the clone so that the process was created in it;
+    /// `None` elsewhere (v1 leaves are made in [`PendingJail::start`], named after the app).
+    cgroup: Option<AppCgroup>,
 }
 
 /// Creates a jail's first process in new user, mount, pid, net, ipc and uts namespaces, before
@@ -184,11 +189,32 @@ pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS;
-    let mut clone = || sys::spawn_jailed_child(flags, &mut setup);
+    let cgroups = CgroupFs::detect();
+    // cgroup v2: the leaf exists before the process, which is cloned into it.
+    let mut cgroup = (cgroups.unified && !options.no_cgroup)
+        .then(|| AppCgroup::choose(&cgroups, &instance_name(None), false));
+    let leaf = match &cgroup {
+        Some(cgroup) => cgroup.open_leaf()?,
+        None => None,
+    };
     let namespace_owner = HostIdentity::namespace_owner();
-    let cloned = match namespace_owner {
-        Some(owner) => sys::as_namespace_owner(owner, clone).and_then(|cloned| cloned),
-        None => clone(),
+    let mut clone = |into: Option<&OwnedFd>| {
+        let mut clone = || sys::spawn_jailed_child(flags, &mut setup, into.map(|fd| fd.as_fd()));
+        match namespace_owner {
+            Some(owner) => sys::as_namespace_owner(owner, clone).and_then(|cloned| cloned),
+            None => clone(),
+        }
+    };
+    let cloned = match clone(leaf.as_ref()) {
+        // No clone3 here (an old kernel, or a seccomp filter around us): a plain clone, and
+        // the launcher moves the process into its leaf (`cgroup.procs`) before it goes on.
+        Err(e) if leaf.is_some() && e.raw_os_error() == Some(libc::ENOSYS) => clone(None),
+        cloned => {
+            if let (Ok(_), Some(cgroup)) = (&cloned, cgroup.as_mut()) {
+                cgroup.cloned_into();
+            }
+            cloned
+        }
     };
     let (pid, pidfd) = cloned.map_err(|source| LaunchError::Namespaces { source })?;
     drop((
@@ -210,6 +236,8 @@ pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
         report_read,
         relay,
         signals,
+        cgroups,
+        cgroup,
     })))
 }
 
@@ -229,10 +257,18 @@ impl PendingJail {
             report_read,
             relay,
             signals,
+            cgroups,
+            cgroup,
         } = self.0.take().expect("a PendingJail is started once");
         // From here on the process belongs to `jail`, whose Drop kills and reaps it.
         let identity = HostIdentity::for_app(&plan.app_id);
-        let cgroup = AppCgroup::choose(&instance_name(plan), options.no_cgroup);
+        let cgroup = cgroup.unwrap_or_else(|| {
+            AppCgroup::choose(
+                &cgroups,
+                &instance_name(Some(plan)),
+                options.no_cgroup,
+            )
+        });
         let mut jail = RunningJail::new(
             JailFacts {
                 pid,
@@ -316,12 +352,16 @@ impl Drop for PendingJail {
     }
 }
 
-/// The name of one instance's cgroup: the app, this launcher and a sequence number, so that two
-/// instances of one app started by one process (the daemon) never share one.
-fn instance_name(plan: &JailPlan) -> String {
+/// The name of one instance's cgroup: the app (when known: a v2 leaf is made before the bundle
+/// is read), this launcher and a sequence number, so that two instances of one app started by
+/// one process (the daemon) never share one.
+fn instance_name(plan: Option<&JailPlan>) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     let sequence = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("{}-{}-{sequence}", plan.app_id, std::process::id())
+    match plan {
+        Some(plan) => format!("{}-{}-{sequence}", plan.app_id, std::process::id()),
+        None => format!("{}-{sequence}", std::process::id()),
+    }
 }
 
 /// The child's failure record, if one is already on the report pipe (the child is gone).

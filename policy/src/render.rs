@@ -5,8 +5,11 @@ use std::fmt::Write;
 use std::path::Path;
 
 use crate::linkage::EntryLinkage;
+use crate::manifest::format_cpus;
 use crate::plan::jail_paths::APP;
-use crate::plan::{JailPlan, MountEntry, PathAccess, JAIL_GID, JAIL_HOSTNAME, JAIL_UID};
+use crate::plan::{
+    JailPlan, MountEntry, PathAccess, CPU_PERIOD_US, JAIL_GID, JAIL_HOSTNAME, JAIL_UID,
+};
 use crate::syscalls::ArgCheck;
 
 impl JailPlan {
@@ -124,6 +127,15 @@ impl JailPlan {
             ["memory".to_owned(), bytes_label(self.limits.memory_bytes)],
             ["threads".to_owned(), self.limits.threads.to_string()],
             ["open files".to_owned(), self.limits.open_files.to_string()],
+            [
+                "cpu".to_owned(),
+                format!(
+                    "{} CPU{} ({} us of CPU time every {CPU_PERIOD_US} us)",
+                    format_cpus(self.limits.cpu_millis),
+                    if self.limits.cpu_millis == 1000 { "" } else { "s" },
+                    self.limits.cpu_quota_us()
+                ),
+            ],
         ];
         write_table(out, "  ", &[], &limits)?;
         writeln!(
@@ -406,6 +418,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("  open files  1024\n"));
+        assert!(
+            text.contains("  cpu         1 CPU (100000 us of CPU time every 100000 us)\n"),
+            "{text}"
+        );
         let inotify = text
             .lines()
             .find(|line| line.starts_with("  user.max_inotify_instances "))
