@@ -219,7 +219,8 @@ pub fn create_private_dir(dir: &Path) -> Result<(), AppError> {
 /// asks the ID ledger whether its publisher may use its app id ([`ownership::admit`]), creates
 /// the app's home (keyed by the publisher that owns the id) and builds the plan of its jail.
 /// With [`Admission::CheckOnly`] nothing is recorded and the home is not created. The
-/// manifest's limits are held to the ceilings, then replaced by `overrides` (the command line's).
+/// manifest's limits are replaced by `overrides` (the command line's), then held to the
+/// ceilings.
 pub fn prepare(
     bundle: &Path,
     args: &[String],
@@ -240,10 +241,12 @@ pub fn prepare(
     );
     let mut manifest = verified.manifest().clone();
     let ceilings = ceilings(dirs)?;
+    // The command line first: a limit it sets is the user's choice, checked against its
+    // ceiling under the flag's name, and what the manifest asked for it no longer matters.
+    manifest.apply_overrides(&ceilings, overrides)?;
     for capped in manifest.apply_ceilings(&ceilings)? {
         tracing::warn!(app = %manifest.id(), "{capped}");
     }
-    manifest.apply_overrides(&ceilings, overrides)?;
     let admitted = ownership::admit(
         dirs,
         bundle,

@@ -6,7 +6,7 @@
 //! ([`AppCgroup::choose`]).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use elastos_handoff::landlock_fs::ABI_WANTED as LANDLOCK_ABI_WANTED;
 use elastos_loader::cgroup::{AppCgroup, CgroupFs};
@@ -334,7 +334,7 @@ mod tests {
         assert_eq!(cgroups.v1_controllers, ["cpu", "memory"]);
         assert_eq!(
             cgroups.v2_mount.as_deref(),
-            Some(Path::new("/sys/fs/cgroup/unified"))
+            Some(std::path::Path::new("/sys/fs/cgroup/unified"))
         );
         let unified =
             "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot";

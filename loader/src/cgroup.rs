@@ -52,11 +52,15 @@ pub enum LimitMechanism {
         cpu_limited: bool,
     },
     /// cgroup v1 memory, pids and cpu controllers (memory.limit_in_bytes,
-    /// memory.memsw.limit_in_bytes, pids.max, cpu.cfs_quota_us and cpu.cfs_period_us).
+    /// memory.memsw.limit_in_bytes, pids.max, cpu.cfs_quota_us and cpu.cfs_period_us). On a
+    /// hybrid host, `unified` is the app's leaf in the cgroup2 tree beside them: no limits
+    /// there, but the app is cloned into it, cannot leave it, and the kernel counts its CPU
+    /// time there (`cpu.stat`).
     CgroupV1 {
         memory: PathBuf,
         pids: PathBuf,
         cpu: Option<PathBuf>,
+        unified: Option<PathBuf>,
         swap_limited: bool,
     },
     /// No usable cgroup: RLIMIT_AS and RLIMIT_NPROC inside the jail. RLIMIT_AS counts address
@@ -181,15 +185,25 @@ pub struct CgroupFs {
     /// The launcher's pid, written to a `cgroup.procs` when it moves itself (see
     /// [`LAUNCHER_LEAF`]).
     pub pid: u32,
+    /// On a hybrid host, as root: the cgroup2 mount beside the v1 controllers
+    /// (`/sys/fs/cgroup/unified`), where the app gets a leaf without limits (see
+    /// [`LimitMechanism::CgroupV1`]).
+    pub hybrid_v2: Option<PathBuf>,
 }
 
 impl CgroupFs {
     /// The real cgroup filesystem, as this process sees it.
     pub fn detect() -> CgroupFs {
         let root = PathBuf::from(CGROUP_ROOT);
-        let unified = nix::sys::statfs::statfs(&root)
-            .map(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
-            .unwrap_or(false);
+        let is_cgroup2 = |path: &Path| {
+            nix::sys::statfs::statfs(path)
+                .map(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
+                .unwrap_or(false)
+        };
+        let unified = is_cgroup2(&root);
+        let privileged = nix::unistd::geteuid().is_root();
+        let hybrid_v2 = Some(root.join("unified"))
+            .filter(|mount| !unified && privileged && is_cgroup2(mount));
         let own = fs::read_to_string("/proc/self/cgroup").ok().and_then(|text| {
             text.lines()
                 .find_map(|l| l.strip_prefix("0::"))
@@ -198,9 +212,10 @@ impl CgroupFs {
         CgroupFs {
             root,
             unified,
-            privileged: nix::unistd::geteuid().is_root(),
+            privileged,
             own,
             pid: std::process::id(),
+            hybrid_v2,
         }
     }
 
@@ -225,6 +240,7 @@ impl CgroupFs {
                 memory: leaf("memory"),
                 pids: leaf("pids"),
                 cpu: root.join("cpu").is_dir().then(|| leaf("cpu")),
+                unified: self.hybrid_v2.as_ref().map(|v2| v2.join("elastos").join(name)),
                 swap_limited: root.join("memory").join(V1_MEMSW_LIMIT).exists(),
             };
         }
@@ -315,18 +331,25 @@ fn enable_controllers(dir: &Path, offered: &[String]) -> Option<Vec<String>> {
 }
 
 /// The app's cgroup(s); removed on drop.
+///
+/// Made in two steps around the clone of the jail's first process: [`AppCgroup::before_clone`]
+/// makes the cgroup2 leaf the process is cloned into (on a v2 host the app's cgroup, on a hybrid
+/// one its leaf in the cgroup2 tree); [`AppCgroup::name_after_app`] chooses the v1 leaves once
+/// the app is known, and [`AppCgroup::apply`] writes the limits.
 #[derive(Debug)]
 pub struct AppCgroup {
     mechanism: LimitMechanism,
-    /// The jail's first process was cloned into the v2 leaf (`CLONE_INTO_CGROUP`), so its pid
+    /// The cgroup2 leaf made before the clone, if any.
+    clone_leaf: Option<PathBuf>,
+    /// The jail's first process was cloned into `clone_leaf` (`CLONE_INTO_CGROUP`), so its pid
     /// need not be written to `cgroup.procs`.
     cloned_into: bool,
 }
 
 impl AppCgroup {
     /// Chooses how the limits are enforced and where the app's cgroup(s) go in `cgroups`
-    /// (see [`LimitMechanism`]), creating none of the app's yet, so that the launcher can
-    /// create them while the jail is being built. `disabled` forces rlimits.
+    /// (see [`LimitMechanism`]), creating none of the app's: what a launch would do (`elastos
+    /// info`, `policy show`). `disabled` forces rlimits.
     pub fn choose(cgroups: &CgroupFs, name: &str, disabled: bool) -> AppCgroup {
         let mechanism = if disabled {
             LimitMechanism::Rlimits
@@ -335,33 +358,89 @@ impl AppCgroup {
         };
         AppCgroup {
             mechanism,
+            clone_leaf: None,
             cloned_into: false,
         }
     }
 
-    /// cgroup v2: creates the leaf and opens it for `clone3(CLONE_INTO_CGROUP)`; `None`
-    /// elsewhere (v1 leaves are joined by the jail's first process itself, see
-    /// [`AppCgroup::self_join_files`]).
-    pub fn open_leaf(&self) -> Result<Option<OwnedFd>, CgroupError> {
-        let LimitMechanism::CgroupV2 { path, .. } = &self.mechanism else {
-            return Ok(None);
+    /// Before the jail's first process exists: makes the cgroup2 leaf `name` to clone it into
+    /// and returns it with an `O_PATH` fd of the leaf for `clone3(CLONE_INTO_CGROUP)`. On a v2
+    /// host that leaf is the app's cgroup; on a hybrid host (as root) a leaf of the cgroup2
+    /// tree, best effort (the v1 controllers hold the limits, see
+    /// [`AppCgroup::name_after_app`]); elsewhere there is none.
+    pub fn before_clone(
+        cgroups: &CgroupFs,
+        name: &str,
+        disabled: bool,
+    ) -> Result<(AppCgroup, Option<OwnedFd>), CgroupError> {
+        let mut cgroup = AppCgroup::choose(cgroups, name, disabled || !cgroups.unified);
+        cgroup.clone_leaf = match &cgroup.mechanism {
+            LimitMechanism::CgroupV2 { path, .. } => Some(path.clone()),
+            _ if disabled => None,
+            _ => cgroups.hybrid_v2.as_ref().and_then(|v2| {
+                let parent = v2.join("elastos");
+                match make_dir(&parent) {
+                    Ok(()) => Some(parent.join(name)),
+                    Err(error) => {
+                        tracing::debug!(%error, "no leaf in the cgroup2 tree beside v1");
+                        None
+                    }
+                }
+            }),
         };
-        make_dir(path)?;
-        let leaf = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|source| CgroupError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        Ok(Some(leaf.into()))
+        let Some(leaf) = &cgroup.clone_leaf else {
+            return Ok((cgroup, None));
+        };
+        let opened = make_dir(leaf).and_then(|()| {
+            fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+                .open(leaf)
+                .map_err(|source| CgroupError::Io {
+                    path: leaf.clone(),
+                    source,
+                })
+        });
+        match opened {
+            Ok(fd) => Ok((cgroup, Some(fd.into()))),
+            Err(e) if cgroups.unified => Err(e),
+            Err(error) => {
+                tracing::debug!(%error, "no leaf in the cgroup2 tree beside v1");
+                cgroup.clone_leaf = None;
+                Ok((cgroup, None))
+            }
+        }
     }
 
     /// Records that the jail's first process was cloned into the leaf of
-    /// [`AppCgroup::open_leaf`].
+    /// [`AppCgroup::before_clone`].
     pub fn cloned_into(&mut self) {
         self.cloned_into = true;
+    }
+
+    /// Once the app is known: on a host without cgroup v2 at its root, chooses the v1 leaves
+    /// (named `name`, after the app), or rlimits; the hybrid leaf made before the clone is kept
+    /// beside them. Does nothing on a v2 host, whose leaf is the app's cgroup already.
+    pub fn name_after_app(&mut self, cgroups: &CgroupFs, name: &str, disabled: bool) {
+        if cgroups.unified {
+            return;
+        }
+        self.mechanism = match AppCgroup::choose(cgroups, name, disabled).mechanism.clone() {
+            LimitMechanism::CgroupV1 {
+                memory,
+                pids,
+                cpu,
+                swap_limited,
+                ..
+            } => LimitMechanism::CgroupV1 {
+                memory,
+                pids,
+                cpu,
+                unified: self.clone_leaf.clone().filter(|_| self.cloned_into),
+                swap_limited,
+            },
+            other => other,
+        };
     }
 
     /// The `tasks` files through which the jail's first process joins the cgroups itself (cgroup
@@ -411,6 +490,7 @@ impl AppCgroup {
                 pids,
                 cpu,
                 swap_limited,
+                ..
             } => {
                 for leaf in [Some(memory), Some(pids), cpu.as_ref()].into_iter().flatten() {
                     if let Some(parent) = leaf.parent() {
@@ -450,8 +530,9 @@ impl AppCgroup {
         &self.mechanism
     }
 
+    /// Every directory of the app's, the leaf made before the clone included (once).
     fn dirs(&self) -> Vec<&Path> {
-        match &self.mechanism {
+        let mut dirs: Vec<&Path> = match &self.mechanism {
             LimitMechanism::CgroupV2 { path, .. } => vec![path],
             LimitMechanism::CgroupV1 {
                 memory, pids, cpu, ..
@@ -461,7 +542,11 @@ impl AppCgroup {
                 .map(PathBuf::as_path)
                 .collect(),
             LimitMechanism::Rlimits => vec![],
+        };
+        if let Some(leaf) = self.clone_leaf.as_deref().filter(|leaf| !dirs.contains(leaf)) {
+            dirs.push(leaf);
         }
+        dirs
     }
 }
 
@@ -560,6 +645,7 @@ mod tests {
             privileged,
             own: Some(own.into()),
             pid: 4242,
+            hybrid_v2: None,
         }
     }
 
@@ -616,7 +702,8 @@ mod tests {
             ],
         );
         let before = tree(root);
-        let mut cgroup = AppCgroup::choose(&simulated(root, true, "init.scope"), "app-1", false);
+        let fs = simulated(root, true, "init.scope");
+        let (mut cgroup, fd) = AppCgroup::before_clone(&fs, "app-1", false).unwrap();
         let leaf = root.join("elastos/app-1");
         assert_eq!(cgroup.mechanism(), &v2(leaf.clone(), true, true));
         let chosen = tree(root);
@@ -624,20 +711,20 @@ mod tests {
             changes(&before, &chosen),
             [
                 change("cgroup.subtree_control", "+cpu +memory +pids"),
+                change("elastos/app-1", "<dir>"),
                 change("elastos/cgroup.subtree_control", "+cpu +memory +pids"),
             ],
-            "controllers enabled down to the leaf's parent; nothing of the app's yet"
+            "controllers enabled down to the leaf's parent, the leaf made before the clone"
         );
+        assert!(fd.is_some(), "an fd of the leaf for CLONE_INTO_CGROUP");
         assert!(cgroup.self_join_files().is_empty(), "v2: nothing to join by hand");
-
-        let fd = cgroup.open_leaf().unwrap();
-        assert!(fd.is_some() && leaf.is_dir(), "the leaf exists before the clone");
         cgroup.cloned_into();
+        cgroup.name_after_app(&fs, "app-with-its-id", false);
+        assert_eq!(cgroup.mechanism(), &v2(leaf.clone(), true, true), "v2: named already");
         cgroup.apply(&limits(), 777, 1234).unwrap();
         assert_eq!(
             changes(&chosen, &tree(root)),
             [
-                change("elastos/app-1", "<dir>"),
                 change("elastos/app-1/cpu.max", "20000 100000"),
                 change("elastos/app-1/memory.max", "67108864"),
                 change("elastos/app-1/memory.swap.max", "0"),
@@ -648,7 +735,9 @@ mod tests {
 
         kernel_drops_interface_files(&leaf);
         drop(cgroup);
-        assert_eq!(tree(root), chosen, "the leaf is gone, its parents stay");
+        let mut left = chosen.clone();
+        left.remove("elastos/app-1");
+        assert_eq!(tree(root), left, "the leaf is gone, its parents stay");
     }
 
     #[test]
@@ -717,7 +806,6 @@ mod tests {
             [change(&format!("{slice}/cgroup.subtree_control"), "+cpu")],
             "only the missing controller is enabled; the launcher stays where it is"
         );
-        cgroup.open_leaf().unwrap();
         cgroup.apply(&limits(), 777, 1000).unwrap();
         let written: Vec<String> = changes(&chosen, &tree(root))
             .into_iter()
@@ -808,7 +896,10 @@ mod tests {
         for (privileged, own) in [(true, "init.scope"), (false, "delegated"), (false, "")] {
             let cgroup = AppCgroup::choose(&simulated(root, privileged, own), "app-5", false);
             assert_eq!(cgroup.mechanism(), &LimitMechanism::Rlimits, "{own}");
-            assert!(cgroup.open_leaf().unwrap().is_none());
+            drop(cgroup);
+            let fs = simulated(root, privileged, own);
+            let (cgroup, fd) = AppCgroup::before_clone(&fs, "app-5", false).unwrap();
+            assert!(fd.is_none(), "{own}");
             drop(cgroup);
             assert_eq!(tree(root), before, "{own}");
         }
@@ -817,11 +908,93 @@ mod tests {
     }
 
     #[test]
+    fn a_hybrid_host_clones_into_a_cgroup2_leaf_and_limits_with_v1_controllers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for controller in ["memory", "pids", "cpu"] {
+            cgroup(root, controller, &[("tasks", "")]);
+        }
+        cgroup(root, "unified", &[("cgroup.controllers", "hugetlb")]);
+        let fs = CgroupFs {
+            root: root.to_owned(),
+            unified: false,
+            privileged: true,
+            own: Some("".into()),
+            pid: 4242,
+            hybrid_v2: Some(root.join("unified")),
+        };
+        let before = tree(root);
+        let (mut cgroup, fd) = AppCgroup::before_clone(&fs, "4242-1", false).unwrap();
+        assert!(fd.is_some());
+        assert_eq!(cgroup.mechanism(), &LimitMechanism::Rlimits, "not chosen yet");
+        let cloned = tree(root);
+        assert_eq!(
+            changes(&before, &cloned),
+            [
+                change("unified/elastos", "<dir>"),
+                change("unified/elastos/4242-1", "<dir>")
+            ],
+            "no controller enabled in the cgroup2 tree: it only holds the process"
+        );
+        cgroup.cloned_into();
+        cgroup.name_after_app(&fs, "app-1-4242-1", false);
+        let leaf = |controller: &str| root.join(controller).join("elastos/app-1-4242-1");
+        assert_eq!(
+            cgroup.mechanism(),
+            &LimitMechanism::CgroupV1 {
+                memory: leaf("memory"),
+                pids: leaf("pids"),
+                cpu: Some(leaf("cpu")),
+                unified: Some(root.join("unified/elastos/4242-1")),
+                swap_limited: false,
+            }
+        );
+        assert_eq!(
+            cgroup.self_join_files(),
+            [leaf("memory"), leaf("pids"), leaf("cpu")].map(|leaf| leaf.join("tasks"))
+        );
+        // What the kernel makes in each new v1 cgroup and the launcher hands to the jail.
+        for controller in ["memory", "pids", "cpu"] {
+            self::cgroup(root, &format!("{controller}/elastos/app-1-4242-1"), &[("tasks", "")]);
+        }
+        let cloned = tree(root);
+        cgroup.apply(&limits(), 777, 1234).unwrap();
+        for tasks in cgroup.self_join_files() {
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(fs::metadata(&tasks).unwrap().uid(), 1234, "{}", tasks.display());
+        }
+        let applied = tree(root);
+        assert_eq!(
+            changes(&cloned, &applied),
+            [
+                change("cpu/elastos/app-1-4242-1/cpu.cfs_period_us", "100000"),
+                change("cpu/elastos/app-1-4242-1/cpu.cfs_quota_us", "20000"),
+                change("memory/elastos/app-1-4242-1/memory.limit_in_bytes", "67108864"),
+                change("pids/elastos/app-1-4242-1/pids.max", "33"),
+            ]
+        );
+        for controller in ["memory", "pids", "cpu"] {
+            kernel_drops_interface_files(&leaf(controller));
+        }
+        drop(cgroup);
+        let left: Vec<String> = changes(&before, &tree(root))
+            .into_iter()
+            .map(|(path, _)| path)
+            .collect();
+        assert_eq!(
+            left,
+            ["cpu/elastos", "memory/elastos", "pids/elastos", "unified/elastos"],
+            "every leaf removed, the cgroup2 one too; the parents stay"
+        );
+    }
+
+    #[test]
     fn every_mechanism_says_whether_the_cpu_is_limited() {
         let v1 = |cpu: Option<PathBuf>| LimitMechanism::CgroupV1 {
             memory: "/c/memory/elastos/a".into(),
             pids: "/c/pids/elastos/a".into(),
             cpu,
+            unified: None,
             swap_limited: true,
         };
         assert!(v1(Some("/c/cpu/elastos/a".into())).describe().contains("CPU rate limited"));

@@ -106,9 +106,12 @@ struct Pending {
     signals: BlockedSignals,
     /// The cgroup filesystem, as found at spawn.
     cgroups: CgroupFs,
-    /// The app's cgroup v2 leaf, made before the clone so that the process was created in it;
-    /// `None` elsewhere (v1 leaves are made in [`PendingJail::start`], named after the app).
-    cgroup: Option<AppCgroup>,
+    /// The app's cgroup as far as it is known before the app is: the cgroup2 leaf the process
+    /// was cloned into, if any (v1 leaves are chosen in [`PendingJail::start`], named after
+    /// the app).
+    cgroup: AppCgroup,
+    /// This instance's number, in the names of its cgroups.
+    instance: u64,
 }
 
 /// Creates a jail's first process in new user, mount, pid, net, ipc and uts namespaces, before
@@ -190,13 +193,14 @@ pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS;
     let cgroups = CgroupFs::detect();
-    // cgroup v2: the leaf exists before the process, which is cloned into it.
-    let mut cgroup = (cgroups.unified && !options.no_cgroup)
-        .then(|| AppCgroup::choose(&cgroups, &instance_name(None), false));
-    let leaf = match &cgroup {
-        Some(cgroup) => cgroup.open_leaf()?,
-        None => None,
-    };
+    static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
+    let instance = NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed);
+    // The cgroup2 leaf exists before the process, which is cloned into it.
+    let (mut cgroup, leaf) = AppCgroup::before_clone(
+        &cgroups,
+        &format!("{}-{instance}", std::process::id()),
+        options.no_cgroup,
+    )?;
     let namespace_owner = HostIdentity::namespace_owner();
     let mut clone = |into: Option<&OwnedFd>| {
         let mut clone = || sys::spawn_jailed_child(flags, &mut setup, into.map(|fd| fd.as_fd()));
@@ -210,7 +214,7 @@ pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
         // the launcher moves the process into its leaf (`cgroup.procs`) before it goes on.
         Err(e) if leaf.is_some() && e.raw_os_error() == Some(libc::ENOSYS) => clone(None),
         cloned => {
-            if let (Ok(_), Some(cgroup)) = (&cloned, cgroup.as_mut()) {
+            if cloned.is_ok() && leaf.is_some() {
                 cgroup.cloned_into();
             }
             cloned
@@ -238,6 +242,7 @@ pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
         signals,
         cgroups,
         cgroup,
+        instance,
     })))
 }
 
@@ -258,17 +263,14 @@ impl PendingJail {
             relay,
             signals,
             cgroups,
-            cgroup,
+            mut cgroup,
+            instance,
         } = self.0.take().expect("a PendingJail is started once");
         // From here on the process belongs to `jail`, whose Drop kills and reaps it.
         let identity = HostIdentity::for_app(&plan.app_id);
-        let cgroup = cgroup.unwrap_or_else(|| {
-            AppCgroup::choose(
-                &cgroups,
-                &instance_name(Some(plan)),
-                options.no_cgroup,
-            )
-        });
+        // Two instances of one app started by one process (the daemon) never share a cgroup.
+        let name = format!("{}-{}-{instance}", plan.app_id, std::process::id());
+        cgroup.name_after_app(&cgroups, &name, options.no_cgroup);
         let mut jail = RunningJail::new(
             JailFacts {
                 pid,
@@ -352,17 +354,6 @@ impl Drop for PendingJail {
     }
 }
 
-/// The name of one instance's cgroup: the app (when known: a v2 leaf is made before the bundle
-/// is read), this launcher and a sequence number, so that two instances of one app started by
-/// one process (the daemon) never share one.
-fn instance_name(plan: Option<&JailPlan>) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    let sequence = NEXT.fetch_add(1, Ordering::Relaxed);
-    match plan {
-        Some(plan) => format!("{}-{}-{sequence}", plan.app_id, std::process::id()),
-        None => format!("{}-{sequence}", std::process::id()),
-    }
-}
 
 /// The child's failure record, if one is already on the report pipe (the child is gone).
 fn child_failure_record(reports: &mut BufReader<File>, sources: &[PathBuf]) -> Option<LaunchError> {

@@ -325,8 +325,9 @@ impl LimitOverrides {
 }
 
 impl Ceilings {
-    /// Replaces `limits` (a manifest's, already held to the ceilings) with the command line's
-    /// `overrides`; the first override above its ceiling is an error and `limits` is unchanged.
+    /// Replaces `limits` (a manifest's) with the command line's `overrides`; the first
+    /// override above its ceiling is an error and `limits` is unchanged. The limits it does not
+    /// set are left for [`Ceilings::apply`].
     pub fn apply_overrides(
         &self,
         overrides: &LimitOverrides,

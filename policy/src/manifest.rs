@@ -319,7 +319,8 @@ impl Manifest {
     }
 
     /// Replaces `[limits]` with the command line's `overrides`, each held to its ceiling (see
-    /// [`Ceilings::apply_overrides`]). Call it after [`Manifest::apply_ceilings`].
+    /// [`Ceilings::apply_overrides`]). Call it before [`Manifest::apply_ceilings`], so that a
+    /// limit the user lowered by hand is not refused for what the manifest asked.
     pub fn apply_overrides(
         &mut self,
         ceilings: &Ceilings,
