@@ -513,8 +513,9 @@ fn policy_show(bundle: &Path, args: Vec<String>, limits: LimitArgs, format: Form
     let (plan, home_sync) = (prepared.plan, prepared.manifest.home_sync());
     let publishers = identity_cmd::policy_name(TrustList::load(&state.apps.trust)?.policy);
     // How `elastos run` by this user would enforce the limits here (it chooses the same way).
-    let mechanism =
-        AppCgroup::choose(&CgroupFs::detect(), "elastos-policy-show", false).mechanism().clone();
+    let mechanism = AppCgroup::choose(&CgroupFs::detect(), "elastos-policy-show", false)
+        .mechanism()
+        .clone();
     match format {
         Format::Json => {
             let mut value = serde_json::to_value(&plan).context("encoding JSON output")?;

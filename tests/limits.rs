@@ -72,21 +72,29 @@ fn a_busy_loop_under_cpus_0_2_gets_about_a_fifth_of_a_cpu() {
     let zero_lines: Vec<String> = in_leaf
         .iter()
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok())
-        .filter_map(|text| text.lines().find(|l| l.starts_with("0::")).map(String::from))
+        .filter_map(|text| {
+            text.lines()
+                .find(|l| l.starts_with("0::"))
+                .map(String::from)
+        })
         .collect();
     // Let the quota settle (the first period may be a full one), then measure.
     std::thread::sleep(Duration::from_millis(300));
     let (start, used_before) = (Instant::now(), cpu_usage_usec(&leaf));
     std::thread::sleep(Duration::from_millis(1500));
     let (elapsed, used_after) = (start.elapsed(), cpu_usage_usec(&leaf));
-    let quota = std::fs::read_to_string(
-        Path::new(CGROUP_ROOT).join(format!("cpu/elastos/{APP_ID}-{launcher}-1/cpu.cfs_quota_us")),
-    )
+    let quota = std::fs::read_to_string(Path::new(CGROUP_ROOT).join(format!(
+        "cpu/elastos/{APP_ID}-{launcher}-1/cpu.cfs_quota_us"
+    )))
     .or_else(|_| std::fs::read_to_string(leaf.join("cpu.max")));
     let out = running.wait();
     let log = out.stderr_text();
     out.assert_code(0);
-    assert!(both_in, "the jail's processes never showed up in {}: {in_leaf:?}\n{log}", leaf.display());
+    assert!(
+        both_in,
+        "the jail's processes never showed up in {}: {in_leaf:?}\n{log}",
+        leaf.display()
+    );
     let expected_line = format!("0::/elastos/{launcher}-1");
     assert!(
         !zero_lines.is_empty() && zero_lines.iter().all(|line| *line == expected_line),
@@ -101,6 +109,7 @@ fn a_busy_loop_under_cpus_0_2_gets_about_a_fifth_of_a_cpu() {
         panic!("no usage_usec in {}/cpu.stat", leaf.display());
     };
     let share = (after - before) as f64 / elapsed.as_micros() as f64;
+    println!("CPU share of a busy loop under cpus = 0.2: {share:.3}");
     // 0.2 of a CPU, give or take what a busy machine and the period's rounding make of it.
     assert!(
         (0.12..=0.28).contains(&share),
@@ -140,13 +149,21 @@ fn command_line_limits_override_the_manifest_within_the_ceilings() {
         .unwrap_or_else(|| panic!("unexpected thread-bomb output {text:?}"));
     assert!(started < 8, "{started} threads started under --pids 8");
     // --memory: a 256 MiB bomb under the default 512 MiB would pass; under 32 MiB it stops.
-    let out = run(&["--memory", "32MiB"], &["mem-bomb", &(256u64 << 20).to_string()]);
+    let out = run(
+        &["--memory", "32MiB"],
+        &["mem-bomb", &(256u64 << 20).to_string()],
+    );
     let stopped = match out.code {
         Some(0) => out.stdout_text().contains("then:"),
         Some(code) => code == 128 + libc::SIGKILL,
         None => false,
     };
-    assert!(stopped, "a 256 MiB bomb under --memory 32MiB: {:?} {}", out.code, out.stdout_text());
+    assert!(
+        stopped,
+        "a 256 MiB bomb under --memory 32MiB: {:?} {}",
+        out.code,
+        out.stdout_text()
+    );
     // What policy show says a run with these flags would get.
     let shown = harness
         .elastos()
@@ -154,8 +171,14 @@ fn command_line_limits_override_the_manifest_within_the_ceilings() {
         .arg(&bundle)
         .output();
     let text = shown.assert_code(0).stdout_text();
-    assert!(text.contains("  cpu         0.5 CPUs (50000 us of CPU time every 100000 us)\n"), "{text}");
-    assert!(text.contains("  memory      1 GiB (1073741824 bytes)\n"), "{text}");
+    assert!(
+        text.contains("  cpu         0.5 CPUs (50000 us of CPU time every 100000 us)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  memory      1 GiB (1073741824 bytes)\n"),
+        "{text}"
+    );
     assert!(text.contains("limits in force here: cgroup v"), "{text}");
 
     // Above the user's own ceilings: refused, naming the flag, the value and the ceiling.
@@ -163,8 +186,14 @@ fn command_line_limits_override_the_manifest_within_the_ceilings() {
     std::fs::write(&limits, "cpus = 1\nthreads = 32\n").expect("user ceilings");
     harness.own(&limits);
     for (flags, said) in [
-        (["--cpus", "1.5"], "`--cpus 1.5` is above this host's ceiling of 1"),
-        (["--pids", "64"], "`--pids 64` is above this host's ceiling of 32"),
+        (
+            ["--cpus", "1.5"],
+            "`--cpus 1.5` is above this host's ceiling of 1",
+        ),
+        (
+            ["--pids", "64"],
+            "`--pids 64` is above this host's ceiling of 32",
+        ),
         (
             ["--memory", "64GiB"],
             "`--memory 68719476736 bytes` is above this host's ceiling of",
@@ -172,14 +201,19 @@ fn command_line_limits_override_the_manifest_within_the_ceilings() {
     ] {
         let out = run(&flags, &["exit", "0"]);
         out.assert_code(125);
-        assert!(out.stderr_text().contains(said), "{flags:?}: {}", out.stderr_text());
+        assert!(
+            out.stderr_text().contains(said),
+            "{flags:?}: {}",
+            out.stderr_text()
+        );
     }
     // The manifest's own 256 threads are above the user's 32: refused under the manifest's
     // name, unless the command line lowers them.
     let out = run(&[], &["exit", "0"]);
     out.assert_code(125);
     assert!(
-        out.stderr_text().contains("`limits.threads` = 256 is above this host's ceiling of 32"),
+        out.stderr_text()
+            .contains("`limits.threads` = 256 is above this host's ceiling of 32"),
         "{}",
         out.stderr_text()
     );
@@ -195,7 +229,10 @@ fn command_line_limits_override_the_manifest_within_the_ceilings() {
         let out = run(&flags, &["exit", "0"]);
         let said = out.stderr_text();
         assert_ne!(out.code, Some(0), "{flags:?}");
-        assert!(said.contains(flags[0]) && said.contains(expected), "{flags:?}: {said}");
+        assert!(
+            said.contains(flags[0]) && said.contains(expected),
+            "{flags:?}: {said}"
+        );
     }
 }
 
@@ -205,7 +242,11 @@ fn command_line_limits_override_the_manifest_within_the_ceilings() {
 fn policy_show_says_when_the_cpu_rate_is_not_limited() {
     let harness = Harness::new(User::Unprivileged);
     let bundle = harness.probe_bundle("plain", APP_ID, "cpus = 2");
-    let out = harness.elastos().args(["policy", "show"]).arg(&bundle).output();
+    let out = harness
+        .elastos()
+        .args(["policy", "show"])
+        .arg(&bundle)
+        .output();
     let text = out.assert_code(0).stdout_text();
     assert!(text.contains("  cpu         2 CPUs"), "{text}");
     assert!(text.contains("CPU rate NOT limited"), "{text}");

@@ -121,7 +121,8 @@ impl HostReport {
     /// Detects the features of this host.
     pub fn detect() -> HostReport {
         let kernel = KernelFeatures::detect();
-        let run = kernel.layers(AppCgroup::choose(&CgroupFs::detect(), "elastos-info", false).mechanism());
+        let run = kernel
+            .layers(AppCgroup::choose(&CgroupFs::detect(), "elastos-info", false).mechanism());
         HostReport { kernel, run }
     }
 }

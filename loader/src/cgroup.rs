@@ -202,13 +202,15 @@ impl CgroupFs {
         };
         let unified = is_cgroup2(&root);
         let privileged = nix::unistd::geteuid().is_root();
-        let hybrid_v2 = Some(root.join("unified"))
-            .filter(|mount| !unified && privileged && is_cgroup2(mount));
-        let own = fs::read_to_string("/proc/self/cgroup").ok().and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("0::"))
-                .map(|own| PathBuf::from(own.trim_start_matches('/')))
-        });
+        let hybrid_v2 =
+            Some(root.join("unified")).filter(|mount| !unified && privileged && is_cgroup2(mount));
+        let own = fs::read_to_string("/proc/self/cgroup")
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix("0::"))
+                    .map(|own| PathBuf::from(own.trim_start_matches('/')))
+            });
         CgroupFs {
             root,
             unified,
@@ -240,7 +242,10 @@ impl CgroupFs {
                 memory: leaf("memory"),
                 pids: leaf("pids"),
                 cpu: root.join("cpu").is_dir().then(|| leaf("cpu")),
-                unified: self.hybrid_v2.as_ref().map(|v2| v2.join("elastos").join(name)),
+                unified: self
+                    .hybrid_v2
+                    .as_ref()
+                    .map(|v2| v2.join("elastos").join(name)),
                 swap_limited: root.join("memory").join(V1_MEMSW_LIMIT).exists(),
             };
         }
@@ -284,7 +289,10 @@ impl CgroupFs {
                 .is_ok()
         };
         if let Some(parent) = own.parent().filter(|p| *p != self.root && writable(p)) {
-            return Some((parent.to_owned(), words(&parent.join("cgroup.controllers"))?));
+            return Some((
+                parent.to_owned(),
+                words(&parent.join("cgroup.controllers"))?,
+            ));
         }
         if !writable(&own) || own == self.root {
             return None;
@@ -492,7 +500,10 @@ impl AppCgroup {
                 swap_limited,
                 ..
             } => {
-                for leaf in [Some(memory), Some(pids), cpu.as_ref()].into_iter().flatten() {
+                for leaf in [Some(memory), Some(pids), cpu.as_ref()]
+                    .into_iter()
+                    .flatten()
+                {
                     if let Some(parent) = leaf.parent() {
                         make_dir(parent)?;
                     }
@@ -543,7 +554,11 @@ impl AppCgroup {
                 .collect(),
             LimitMechanism::Rlimits => vec![],
         };
-        if let Some(leaf) = self.clone_leaf.as_deref().filter(|leaf| !dirs.contains(leaf)) {
+        if let Some(leaf) = self
+            .clone_leaf
+            .as_deref()
+            .filter(|leaf| !dirs.contains(leaf))
+        {
             dirs.push(leaf);
         }
         dirs
@@ -717,10 +732,17 @@ mod tests {
             "controllers enabled down to the leaf's parent, the leaf made before the clone"
         );
         assert!(fd.is_some(), "an fd of the leaf for CLONE_INTO_CGROUP");
-        assert!(cgroup.self_join_files().is_empty(), "v2: nothing to join by hand");
+        assert!(
+            cgroup.self_join_files().is_empty(),
+            "v2: nothing to join by hand"
+        );
         cgroup.cloned_into();
         cgroup.name_after_app(&fs, "app-with-its-id", false);
-        assert_eq!(cgroup.mechanism(), &v2(leaf.clone(), true, true), "v2: named already");
+        assert_eq!(
+            cgroup.mechanism(),
+            &v2(leaf.clone(), true, true),
+            "v2: named already"
+        );
         cgroup.apply(&limits(), 777, 1234).unwrap();
         assert_eq!(
             changes(&chosen, &tree(root)),
@@ -748,12 +770,18 @@ mod tests {
         cgroup(
             root,
             "",
-            &[("cgroup.controllers", enabled), ("cgroup.subtree_control", enabled)],
+            &[
+                ("cgroup.controllers", enabled),
+                ("cgroup.subtree_control", enabled),
+            ],
         );
         cgroup(
             root,
             "elastos",
-            &[("cgroup.controllers", enabled), ("cgroup.subtree_control", enabled)],
+            &[
+                ("cgroup.controllers", enabled),
+                ("cgroup.subtree_control", enabled),
+            ],
         );
         let before = tree(root);
         let cgroup = AppCgroup::choose(&simulated(root, true, "init.scope"), "app-2", false);
@@ -794,7 +822,11 @@ mod tests {
                 ("memory.swap.max", "max"),
             ],
         );
-        cgroup(root, &format!("{slice}/term.scope"), &[("cgroup.procs", "4242\n")]);
+        cgroup(
+            root,
+            &format!("{slice}/term.scope"),
+            &[("cgroup.procs", "4242\n")],
+        );
         let before = tree(root);
         let own = format!("{slice}/term.scope");
         let cgroup = AppCgroup::choose(&simulated(root, false, &own), "app-3", false);
@@ -843,11 +875,7 @@ mod tests {
             ],
         );
         let before = tree(root);
-        let cgroup = AppCgroup::choose(
-            &simulated(root, false, "elastos.service"),
-            "app-4",
-            false,
-        );
+        let cgroup = AppCgroup::choose(&simulated(root, false, "elastos.service"), "app-4", false);
         let leaf = root.join("elastos.service/app-4");
         assert_eq!(
             cgroup.mechanism(),
@@ -878,7 +906,11 @@ mod tests {
         );
         kernel_drops_interface_files(&leaf);
         drop(cgroup);
-        assert_eq!(tree(root), chosen, "the launcher's own leaf stays: it lives there");
+        assert_eq!(
+            tree(root),
+            chosen,
+            "the launcher's own leaf stays: it lives there"
+        );
     }
 
     #[test]
@@ -889,7 +921,10 @@ mod tests {
         cgroup(
             root,
             "",
-            &[("cgroup.controllers", "hugetlb"), ("cgroup.subtree_control", "")],
+            &[
+                ("cgroup.controllers", "hugetlb"),
+                ("cgroup.subtree_control", ""),
+            ],
         );
         cgroup(root, "delegated", &[("cgroup.controllers", "cpu")]);
         let before = tree(root);
@@ -926,7 +961,11 @@ mod tests {
         let before = tree(root);
         let (mut cgroup, fd) = AppCgroup::before_clone(&fs, "4242-1", false).unwrap();
         assert!(fd.is_some());
-        assert_eq!(cgroup.mechanism(), &LimitMechanism::Rlimits, "not chosen yet");
+        assert_eq!(
+            cgroup.mechanism(),
+            &LimitMechanism::Rlimits,
+            "not chosen yet"
+        );
         let cloned = tree(root);
         assert_eq!(
             changes(&before, &cloned),
@@ -955,13 +994,22 @@ mod tests {
         );
         // What the kernel makes in each new v1 cgroup and the launcher hands to the jail.
         for controller in ["memory", "pids", "cpu"] {
-            self::cgroup(root, &format!("{controller}/elastos/app-1-4242-1"), &[("tasks", "")]);
+            self::cgroup(
+                root,
+                &format!("{controller}/elastos/app-1-4242-1"),
+                &[("tasks", "")],
+            );
         }
         let cloned = tree(root);
         cgroup.apply(&limits(), 777, 1234).unwrap();
         for tasks in cgroup.self_join_files() {
             use std::os::unix::fs::MetadataExt;
-            assert_eq!(fs::metadata(&tasks).unwrap().uid(), 1234, "{}", tasks.display());
+            assert_eq!(
+                fs::metadata(&tasks).unwrap().uid(),
+                1234,
+                "{}",
+                tasks.display()
+            );
         }
         let applied = tree(root);
         assert_eq!(
@@ -969,7 +1017,10 @@ mod tests {
             [
                 change("cpu/elastos/app-1-4242-1/cpu.cfs_period_us", "100000"),
                 change("cpu/elastos/app-1-4242-1/cpu.cfs_quota_us", "20000"),
-                change("memory/elastos/app-1-4242-1/memory.limit_in_bytes", "67108864"),
+                change(
+                    "memory/elastos/app-1-4242-1/memory.limit_in_bytes",
+                    "67108864"
+                ),
                 change("pids/elastos/app-1-4242-1/pids.max", "33"),
             ]
         );
@@ -983,7 +1034,12 @@ mod tests {
             .collect();
         assert_eq!(
             left,
-            ["cpu/elastos", "memory/elastos", "pids/elastos", "unified/elastos"],
+            [
+                "cpu/elastos",
+                "memory/elastos",
+                "pids/elastos",
+                "unified/elastos"
+            ],
             "every leaf removed, the cgroup2 one too; the parents stay"
         );
     }
@@ -997,15 +1053,21 @@ mod tests {
             unified: None,
             swap_limited: true,
         };
-        assert!(v1(Some("/c/cpu/elastos/a".into())).describe().contains("CPU rate limited"));
+        assert!(v1(Some("/c/cpu/elastos/a".into()))
+            .describe()
+            .contains("CPU rate limited"));
         assert!(v1(None).describe().contains("CPU rate NOT limited"));
         assert!(
             v1(None).describe().contains("under /c/*/elastos ("),
             "{}",
             v1(None).describe()
         );
-        assert!(LimitMechanism::Rlimits.describe().contains("CPU rate NOT limited"));
+        assert!(LimitMechanism::Rlimits
+            .describe()
+            .contains("CPU rate NOT limited"));
         let leaf = v2("/c/elastos/a".into(), true, true);
-        assert!(leaf.describe().starts_with("cgroup v2 under /c/elastos (memory.max"));
+        assert!(leaf
+            .describe()
+            .starts_with("cgroup v2 under /c/elastos (memory.max"));
     }
 }

@@ -3,9 +3,10 @@
 //!
 //! ```text
 //! launcher (host)                       child / loader (new user, mount, pid, net, ipc, uts ns)
-//! spawn: pipes, the app's stdio     ----> close every fd it was not given (the launcher's
-//!        (stdio), clone(CLONE_NEW*,     stdio is replaced by the app's at 0-2),
-//!        CLONE_PIDFD)                   unshare(CLONE_NEWNET), socketpair (the app's fd 3),
+//! spawn: pipes, the app's stdio,        close every fd it was not given (the launcher's
+//!        a cgroup2 leaf (v2, hybrid)    stdio is replaced by the app's at 0-2),
+//!        clone3(CLONE_NEW*,        ---> unshare(CLONE_NEWNET), socketpair (the app's fd 3),
+//!        CLONE_PIDFD, INTO_CGROUP)
 //!                                       its other end <---- over the channel (SCM_RIGHTS),
 //!                                       wait on the channel
 //! (elastos run: verify, plan the bundle)
@@ -14,16 +15,18 @@
 //! go-ahead, the host paths -------------> restore CPU affinity, open the host paths at fds 6+,
 //!                                        become uid 0 of the namespace, PDEATHSIG,
 //!                                        execveat(loader)
-//! create the cgroup                      loader reads the input, builds the filesystem;
-//! close the input pipe ----------------> on EOF: joins the cgroup, pivot_root, cgroup
+//! the limits (v1: its cgroups)          loader reads the input, builds the filesystem;
+//! close the input pipe ----------------> on EOF: joins the v1 cgroups, pivot_root, cgroup
 //!                                        namespace, fork the app
 //! read reports until `ready` <---------- ... exec entry (report pipe closes on exec)
 //! take the broker's end of fd 3 (waiting on the channel since the child sent it)
 //! wait: relay stdio, forward signals <--> the app
 //! ```
 //!
-//! The cgroup is made while the loader builds the filesystem (each takes ~0.2-0.4 ms here); the
-//! loader waits for it only before it joins it (see `AppCgroup::self_join_files`).
+//! The limits are written while the loader builds the filesystem (each takes ~0.2-0.4 ms here);
+//! the loader waits for them only before it goes on to the app (v1: joins its cgroups, see
+//! `AppCgroup::self_join_files`). On cgroup v2, and in the cgroup2 tree of a hybrid host, the
+//! process is created in its leaf (`AppCgroup::before_clone`), so no pid is ever moved.
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -353,7 +356,6 @@ impl Drop for PendingJail {
         }
     }
 }
-
 
 /// The child's failure record, if one is already on the report pipe (the child is gone).
 fn child_failure_record(reports: &mut BufReader<File>, sources: &[PathBuf]) -> Option<LaunchError> {

@@ -333,22 +333,25 @@ impl Ceilings {
         overrides: &LimitOverrides,
         limits: &mut ResourceLimits,
     ) -> Result<(), OverrideError> {
-        let bytes = |value: u64| format!("{value} bytes");
-        let count = |value: u64| value.to_string();
-        let checks: [(&'static str, &'static str, Option<u64>, u64, &dyn Fn(u64) -> String); 3] = [
-            ("--memory", "memory", overrides.memory_bytes, self.memory_bytes, &bytes),
-            ("--cpus", "cpus", overrides.cpu_millis, self.cpu_millis, &format_cpus),
-            ("--pids", "threads", overrides.threads, self.threads, &count),
-        ];
-        for (flag, key, value, ceiling, show) in checks {
-            if let Some(value) = value.filter(|value| *value > ceiling) {
-                return Err(OverrideError {
-                    flag,
-                    value: show(value),
-                    ceiling: show(ceiling),
-                    key,
-                });
-            }
+        let refused = |flag, key, value: u64, ceiling: u64, show: fn(u64) -> String| {
+            Err(OverrideError {
+                flag,
+                value: show(value),
+                ceiling: show(ceiling),
+                key,
+            })
+        };
+        let above = |value: Option<u64>, ceiling| value.filter(|value| *value > ceiling);
+        if let Some(value) = above(overrides.memory_bytes, self.memory_bytes) {
+            return refused("--memory", "memory", value, self.memory_bytes, |v| {
+                format!("{v} bytes")
+            });
+        }
+        if let Some(value) = above(overrides.cpu_millis, self.cpu_millis) {
+            return refused("--cpus", "cpus", value, self.cpu_millis, format_cpus);
+        }
+        if let Some(value) = above(overrides.threads, self.threads) {
+            return refused("--pids", "threads", value, self.threads, |v| v.to_string());
         }
         limits.memory_bytes = overrides.memory_bytes.unwrap_or(limits.memory_bytes);
         limits.cpu_millis = overrides.cpu_millis.unwrap_or(limits.cpu_millis);
@@ -525,10 +528,15 @@ mod tests {
             ),
         ] {
             let mut before = asked;
-            let err = ceilings.apply_overrides(&overrides, &mut before).unwrap_err();
+            let err = ceilings
+                .apply_overrides(&overrides, &mut before)
+                .unwrap_err();
             assert_eq!(before, asked, "refused: unchanged");
             assert!(err.to_string().starts_with(message), "{err}");
-            assert!(err.to_string().contains("/etc/elastos/limits.toml"), "{err}");
+            assert!(
+                err.to_string().contains("/etc/elastos/limits.toml"),
+                "{err}"
+            );
         }
         // Refused even where the administrator lets manifests be capped.
         let capping = Ceilings::parse("threads = 64\non_excess = \"cap\"").unwrap();
@@ -546,7 +554,9 @@ mod tests {
             .unwrap_err()
             .contains("at least 16MiB"));
         assert_eq!(LimitOverrides::parse_cpus("0.2"), Ok(200));
-        assert!(LimitOverrides::parse_cpus("0").unwrap_err().contains("0.01"));
+        assert!(LimitOverrides::parse_cpus("0")
+            .unwrap_err()
+            .contains("0.01"));
         assert_eq!(LimitOverrides::parse_pids("16"), Ok(16));
         assert!(LimitOverrides::parse_pids("0")
             .unwrap_err()

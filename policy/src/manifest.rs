@@ -890,7 +890,11 @@ mod tests {
             let manifest = parse(&format!("[limits]\n{text}\n")).unwrap();
             assert_eq!(manifest.limits().cpu_millis, millis, "{text}");
         }
-        assert_eq!(parse("").unwrap().limits().cpu_millis, 1000, "default: one CPU");
+        assert_eq!(
+            parse("").unwrap().limits().cpu_millis,
+            1000,
+            "default: one CPU"
+        );
         for (text, found) in [
             ("cpus = 0", "0"),
             ("cpus = 0.001", "0.001"),
@@ -908,7 +912,11 @@ mod tests {
                     found: f,
                     expected,
                 }) => {
-                    assert_eq!((field.as_str(), f.as_str()), ("limits.cpus", found), "{text}");
+                    assert_eq!(
+                        (field.as_str(), f.as_str()),
+                        ("limits.cpus", found),
+                        "{text}"
+                    );
                     assert_eq!(expected, CPUS_EXPECTED);
                 }
                 other => panic!("{text}: {other:?}"),

@@ -132,7 +132,11 @@ impl JailPlan {
                 format!(
                     "{} CPU{} ({} us of CPU time every {CPU_PERIOD_US} us)",
                     format_cpus(self.limits.cpu_millis),
-                    if self.limits.cpu_millis == 1000 { "" } else { "s" },
+                    if self.limits.cpu_millis == 1000 {
+                        ""
+                    } else {
+                        "s"
+                    },
                     self.limits.cpu_quota_us()
                 ),
             ],
