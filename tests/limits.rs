@@ -260,3 +260,102 @@ fn policy_show_says_when_the_cpu_rate_is_not_limited() {
     assert_eq!(value["limits"]["cpu_millis"], 2000);
     assert_eq!(value["limit_mechanism"]["mechanism"], "rlimits");
 }
+
+/// Unmounts, when dropped, every mount under a directory (the homes' quota images a test's
+/// launches mounted), deepest first, before the harness removes the directory.
+struct UnmountUnder(PathBuf);
+
+impl Drop for UnmountUnder {
+    fn drop(&mut self) {
+        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4).map(str::to_owned))
+            .filter(|point| Path::new(point).starts_with(&self.0))
+            .collect();
+        mounts.sort_by_key(|point| std::cmp::Reverse(point.len()));
+        for point in mounts {
+            let _ = std::process::Command::new("umount").arg(&point).status();
+        }
+    }
+}
+
+/// The home of the app `APP_ID` under a harness's `ELASTOS_HOME` (one publisher).
+fn home_of(harness: &Harness) -> PathBuf {
+    let mut found = Vec::new();
+    let mut dirs = vec![harness.elastos_home()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.file_name().is_some_and(|name| name == APP_ID) {
+                found.push(path);
+            } else if path.is_dir() && !path.is_symlink() {
+                dirs.push(path);
+            }
+        }
+    }
+    assert_eq!(found.len(), 1, "one home of {APP_ID}: {found:?}");
+    found.remove(0)
+}
+
+/// An app writing past its `[home] quota` (4 MiB) gets ENOSPC, what it wrote stays within the
+/// quota, and the host's disk holds no more of it than the quota: the home is a 4 MiB ext4 image
+/// (sparse) mounted at the home. Its files persist across runs and across an unmount (a reboot).
+#[test]
+fn an_app_writing_past_its_home_quota_gets_enospc_and_the_disk_no_more() {
+    let harness = Harness::new(User::Root);
+    let _unmount = UnmountUnder(harness.path().to_owned());
+    let manifest = format!(
+        "{}\n[home]\nquota = \"4MiB\"\n",
+        common::probe_manifest(APP_ID, "elastos-probe", "")
+    );
+    let dir = harness.stage("quota", &manifest, &[("elastos-probe", &common::binaries().probe)]);
+    let bundle = harness.pack(&dir);
+    let out = harness.run(&bundle, &["fill-home", &(16u64 << 20).to_string()]).output();
+    let text = out.assert_code(0).stdout_text();
+    let written: u64 = text
+        .strip_prefix("fill-home: wrote ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected fill-home output {text:?}"));
+    assert!(
+        text.contains("No space left on device") || text.contains("Disk quota exceeded"),
+        "{text}"
+    );
+    assert!(
+        (1u64 << 20..=4 << 20).contains(&written),
+        "{written} bytes written under a 4 MiB quota"
+    );
+    println!("{}", text.trim_end());
+    let home = harness_home_checked(&harness);
+    let image = home.with_file_name(format!("{APP_ID}.img"));
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&image).expect("the home's image");
+    assert_eq!(meta.len(), 4 << 20, "the image is the quota's size");
+    assert!(
+        meta.blocks() * 512 <= 4 << 20,
+        "the host's disk holds {} bytes of it",
+        meta.blocks() * 512
+    );
+    // The next run finds the home mounted, and its files.
+    harness.run(&bundle, &["home-put", "note", "kept"]).output().assert_code(0);
+    // As after a reboot: unmounted, mounted again at the next start.
+    let status = std::process::Command::new("umount").arg(&home).status().unwrap();
+    assert!(status.success(), "umount {}", home.display());
+    let out = harness.run(&bundle, &["home-get", "note"]).output();
+    assert_eq!(out.assert_code(0).stdout_text(), "kept\n");
+}
+
+/// The app's home, checked to be a mount of its own (the quota image).
+fn harness_home_checked(harness: &Harness) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let home = home_of(harness);
+    let device = |path: &Path| std::fs::metadata(path).unwrap().dev();
+    assert_ne!(
+        device(&home),
+        device(home.parent().unwrap()),
+        "{} is a mount of its own",
+        home.display()
+    );
+    home
+}

@@ -6,7 +6,8 @@
 //! (creating the jail's first process and handing it the plan), `input` (the plan flattened
 //! for the loader: pure, unit-tested without root), `supervise` (waiting, signals through
 //! pidfds, the app's stdio relayed in the same poll loop), `stdio` (the app's pipes or
-//! pseudo-terminal: never the launcher's own fds), [`cgroup`] (limits), `identity` (the host uid
+//! pseudo-terminal: never the launcher's own fds), [`cgroup`] (limits), [`home_quota`] (the
+//! home as an image of the quota's size), `identity` (the host uid
 //! an app runs as), `error`. The policy (what to mount, which syscalls, which Landlock rules) is
 //! decided by `elastos-policy`; this crate and the loader only carry it out:
 //!
@@ -29,6 +30,7 @@
 
 pub mod cgroup;
 mod error;
+pub mod home_quota;
 mod identity;
 mod input;
 mod spawn;

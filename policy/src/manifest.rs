@@ -25,6 +25,7 @@
 //!
 //! [home]              # optional
 //! sync = true
+//! quota = "1GiB"
 //! ```
 //!
 //! | key | type and unit | default | meaning |
@@ -41,6 +42,7 @@
 //! | `limits.cpus` | CPUs: a number or a string of one, with at most 3 decimals, 0.01 to 1024 | `"1"` | CPU time of the whole app per unit of wall-clock time: `"0.5"` is half of one CPU, `"2"` two CPUs' worth, over a 100 ms period (cgroup `cpu.max`, v1 `cpu.cfs_quota_us`). Enforced only where the app gets a cgroup with the cpu controller (see `elastos policy show`); rlimits have no rate limit. |
 //! | `env.<NAME>` | string, no NUL | none | Extra environment variables. Names match `[A-Za-z_][A-Za-z0-9_]*`; `HOME`, `PATH`, `ELASTOS_*` and `LD_*` are reserved (set by elastos, or steering the dynamic loader). They may override the defaults for `LANG` and `TERM`. |
 //! | `home.sync` | boolean | `true` | Whether the app's home is synced with the user's encrypted cloud disk (`elastos cloud`). `false` for a home that is only a cache: it stays on this machine and is lost with it. |
+//! | `home.quota` | bytes, as `limits.memory`, at least 4 MiB | none | The most the app's home may hold, its filesystem's own bookkeeping included: past it, writes fail with `ENOSPC`. Launched by root, the home is then an ext4 image of that size (`<home>.img`), mounted at the home from the app's first start on each boot; launched by another user it is not enforced, and `elastos policy show` says so. Fixed at the first start: a later manifest asking for another size keeps the image's. |
 //!
 //! Any other key, anywhere, is an error naming the key, its table and its line: a typo must not
 //! silently drop a limit.
@@ -95,6 +97,8 @@ pub struct Manifest {
     env: BTreeMap<String, String>,
     /// `home.sync`.
     home_sync: bool,
+    /// `home.quota`, in bytes.
+    home_quota: Option<u64>,
 }
 
 /// Why a manifest was rejected.
@@ -205,6 +209,7 @@ struct RawManifest {
 #[serde(deny_unknown_fields, expecting = "the [home] table")]
 struct RawHome {
     sync: Option<bool>,
+    quota: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -269,6 +274,7 @@ impl Manifest {
             limits: check_limits(raw.limits)?,
             env: check_env(raw.env)?,
             home_sync: raw.home.sync.unwrap_or(true),
+            home_quota: raw.home.quota.map(|value| check_home_quota(&value)).transpose()?,
         })
     }
 
@@ -332,6 +338,11 @@ impl Manifest {
     /// `home.sync`: whether the app's home is synced with the user's cloud disk (default true).
     pub fn home_sync(&self) -> bool {
         self.home_sync
+    }
+
+    /// `home.quota`: the most the app's home may hold, in bytes (none by default).
+    pub fn home_quota(&self) -> Option<u64> {
+        self.home_quota
     }
 
     /// `[env]`: extra variables, none of them reserved.
@@ -669,6 +680,27 @@ pub fn format_cpus(millis: u64) -> String {
     text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
+/// The smallest `home.quota`: an ext4 filesystem smaller than this has little room left for
+/// files after its own bookkeeping.
+pub const MIN_HOME_QUOTA_BYTES: u64 = 4 * MIB;
+
+fn check_home_quota(value: &toml::Value) -> Result<u64, ManifestError> {
+    let bytes = match value {
+        toml::Value::Integer(bytes) => u64::try_from(*bytes).ok(),
+        toml::Value::String(text) => parse_memory(text),
+        _ => None,
+    };
+    bytes
+        .filter(|bytes| *bytes >= MIN_HOME_QUOTA_BYTES)
+        .ok_or_else(|| {
+            invalid(
+                "home.quota",
+                shown_value(value),
+                format!("{MEMORY_EXPECTED}, at least 4MiB"),
+            )
+        })
+}
+
 /// Bytes in `512MiB`, `512 MiB`, `2G` or `1000`; `None` if malformed or too large.
 pub fn parse_memory(text: &str) -> Option<u64> {
     let text = text.trim();
@@ -796,6 +828,28 @@ mod tests {
             bad.to_string().contains("services.uses") && bad.to_string().contains("64 hex digits"),
             "{bad}"
         );
+    }
+
+    #[test]
+    fn the_home_quota_is_bytes_of_at_least_4_mib() {
+        assert_eq!(parse("").unwrap().home_quota(), None, "none by default");
+        assert_eq!(
+            parse("[home]\nquota = \"8MiB\"\n").unwrap().home_quota(),
+            Some(8 * MIB)
+        );
+        assert_eq!(
+            parse("[home]\nquota = 4194304\n").unwrap().home_quota(),
+            Some(4 * MIB)
+        );
+        for (text, found) in [
+            ("quota = \"1MiB\"", "\"1MiB\""),
+            ("quota = \"lots\"", "\"lots\""),
+            ("quota = -1", "-1"),
+            ("quota = true", "a boolean"),
+        ] {
+            let (field, f) = invalid_field(parse(&format!("[home]\n{text}\n")));
+            assert_eq!((field.as_str(), f.as_str()), ("home.quota", found), "{text}");
+        }
     }
 
     #[test]

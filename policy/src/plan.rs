@@ -55,6 +55,8 @@ pub struct JailPlan {
     pub seccomp: SeccompProgram,
     /// Resource limits from the manifest.
     pub limits: ResourceLimits,
+    /// `home.quota` of the manifest, in bytes: the home is an image of that size (root only).
+    pub home_quota: Option<u64>,
     /// Environment of the entry, already scrubbed and complete (name, value).
     pub env: Vec<(String, String)>,
     /// Absolute jail path of the entry executable (under [`jail_paths::APP`]).
@@ -236,6 +238,7 @@ impl JailPlan {
             landlock_scoped: true,
             seccomp: SeccompProgram::compile(),
             limits,
+            home_quota: manifest.home_quota(),
             env: environment(manifest, host),
             entry,
             entry_linkage,

@@ -142,6 +142,18 @@ impl JailPlan {
             ],
         ];
         write_table(out, "  ", &[], &limits)?;
+        match self.home_quota {
+            Some(bytes) => writeln!(
+                out,
+                "  home quota  {}: launched by root, an ext4 image of that size mounted at the \
+                 home (writes past it fail with ENOSPC); launched by another user, NOT enforced",
+                bytes_label(bytes)
+            )?,
+            None => writeln!(
+                out,
+                "  home quota  none: the app can fill the disk its home is on ([home] quota)"
+            )?,
+        }
         writeln!(
             out,
             "\nkernel counters (the same for every app; charged to the app, not its launcher):"
