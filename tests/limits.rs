@@ -309,9 +309,15 @@ fn an_app_writing_past_its_home_quota_gets_enospc_and_the_disk_no_more() {
         "{}\n[home]\nquota = \"4MiB\"\n",
         common::probe_manifest(APP_ID, "elastos-probe", "")
     );
-    let dir = harness.stage("quota", &manifest, &[("elastos-probe", &common::binaries().probe)]);
+    let dir = harness.stage(
+        "quota",
+        &manifest,
+        &[("elastos-probe", &common::binaries().probe)],
+    );
     let bundle = harness.pack(&dir);
-    let out = harness.run(&bundle, &["fill-home", &(16u64 << 20).to_string()]).output();
+    let out = harness
+        .run(&bundle, &["fill-home", &(16u64 << 20).to_string()])
+        .output();
     let text = out.assert_code(0).stdout_text();
     let written: u64 = text
         .strip_prefix("fill-home: wrote ")
@@ -338,9 +344,15 @@ fn an_app_writing_past_its_home_quota_gets_enospc_and_the_disk_no_more() {
         meta.blocks() * 512
     );
     // The next run finds the home mounted, and its files.
-    harness.run(&bundle, &["home-put", "note", "kept"]).output().assert_code(0);
+    harness
+        .run(&bundle, &["home-put", "note", "kept"])
+        .output()
+        .assert_code(0);
     // As after a reboot: unmounted, mounted again at the next start.
-    let status = std::process::Command::new("umount").arg(&home).status().unwrap();
+    let status = std::process::Command::new("umount")
+        .arg(&home)
+        .status()
+        .unwrap();
     assert!(status.success(), "umount {}", home.display());
     let out = harness.run(&bundle, &["home-get", "note"]).output();
     assert_eq!(out.assert_code(0).stdout_text(), "kept\n");

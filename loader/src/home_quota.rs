@@ -7,8 +7,8 @@
 //! elastos's to do. An image needs nothing of the host filesystem, survives a crash (ext4's
 //! journal; the image is a file of the host's), costs nothing at a start once mounted (one
 //! `stat` to see it is), and keeps the home a directory of the host, so everything that reads it
-//! there (the cloud disk's sync) is unchanged. It costs a `mkfs` once per app and a loop mount
-//! once per boot (~30-60 ms here), and needs root (loop devices and ext4 mounts): launched by
+//! there (the cloud disk's sync) is unchanged. It costs a `mkfs` once per app (20-50 ms here)
+//! and a loop mount once per boot (15-45 ms), and needs root (loop devices and ext4 mounts): launched by
 //! another user, the quota is not enforced and the launcher says so.
 //!
 //! The mount lives in the host's mount namespace until the next boot (or an `umount` of the
@@ -122,10 +122,7 @@ fn make_image(
     // Sparse: the disk holds only what the app writes (and the filesystem's bookkeeping).
     file.set_len(quota_bytes).map_err(io_error(&partial))?;
     drop(file);
-    let has_files = fs::read_dir(home)
-        .map_err(io_error(home))?
-        .next()
-        .is_some();
+    let has_files = fs::read_dir(home).map_err(io_error(home))?.next().is_some();
     let mut mkfs = Command::new("mkfs.ext4");
     // -m 0: no blocks reserved for root, the quota is the app's; root_owner: the home's root
     // directory is the app's, as a plain home is.
@@ -178,7 +175,9 @@ mod tests {
     #[test]
     fn the_image_sits_beside_the_home() {
         assert_eq!(
-            image_path(Path::new("/h/homes/pub/0b8e1f7c-3c1d-4a55-9d0e-5f7f5e2a9c11")),
+            image_path(Path::new(
+                "/h/homes/pub/0b8e1f7c-3c1d-4a55-9d0e-5f7f5e2a9c11"
+            )),
             Path::new("/h/homes/pub/0b8e1f7c-3c1d-4a55-9d0e-5f7f5e2a9c11.img")
         );
     }

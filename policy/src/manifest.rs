@@ -274,7 +274,11 @@ impl Manifest {
             limits: check_limits(raw.limits)?,
             env: check_env(raw.env)?,
             home_sync: raw.home.sync.unwrap_or(true),
-            home_quota: raw.home.quota.map(|value| check_home_quota(&value)).transpose()?,
+            home_quota: raw
+                .home
+                .quota
+                .map(|value| check_home_quota(&value))
+                .transpose()?,
         })
     }
 
@@ -848,7 +852,11 @@ mod tests {
             ("quota = true", "a boolean"),
         ] {
             let (field, f) = invalid_field(parse(&format!("[home]\n{text}\n")));
-            assert_eq!((field.as_str(), f.as_str()), ("home.quota", found), "{text}");
+            assert_eq!(
+                (field.as_str(), f.as_str()),
+                ("home.quota", found),
+                "{text}"
+            );
         }
     }
 

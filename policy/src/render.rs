@@ -438,6 +438,19 @@ mod tests {
             text.contains("  cpu         1 CPU (100000 us of CPU time every 100000 us)\n"),
             "{text}"
         );
+        assert!(
+            text.contains("  home quota  none: the app can fill the disk its home is on"),
+            "{text}"
+        );
+        let mut quota = plan.clone();
+        quota.home_quota = Some(8 << 20);
+        assert!(
+            quota
+                .render_text()
+                .contains("  home quota  8 MiB (8388608 bytes): launched by root, an ext4 image"),
+            "{}",
+            quota.render_text()
+        );
         let inotify = text
             .lines()
             .find(|line| line.starts_with("  user.max_inotify_instances "))
