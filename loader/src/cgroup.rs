@@ -140,7 +140,7 @@ const LAUNCHER_LEAF: &str = "elastos-launcher";
 #[non_exhaustive]
 pub enum CgroupError {
     /// Creating, writing or removing a cgroup file failed.
-    #[error("cgroup file {path} (hint: set ELASTOS_CGROUP=none to use rlimits)")]
+    #[error("cgroup file {path} (hint: `elastos run --no-cgroup` limits with rlimits instead)")]
     Io {
         /// The cgroup file or directory.
         path: PathBuf,
