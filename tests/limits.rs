@@ -371,3 +371,38 @@ fn harness_home_checked(harness: &Harness) -> PathBuf {
     );
     home
 }
+
+/// Launched by an unprivileged user, a home quota cannot be enforced (no loop devices, no ext4
+/// mounts): the app runs, the launch log says the quota is not enforced, and no image is made.
+#[test]
+fn a_home_quota_launched_unprivileged_is_reported_not_enforced() {
+    let harness = Harness::new(User::Unprivileged);
+    let manifest = format!(
+        "{}\n[home]\nquota = \"4MiB\"\n",
+        common::probe_manifest(APP_ID, "elastos-probe", "")
+    );
+    let dir = harness.stage(
+        "quota",
+        &manifest,
+        &[("elastos-probe", &common::binaries().probe)],
+    );
+    let bundle = harness.pack(&dir);
+    let out = harness.run(&bundle, &["home-put", "note", "kept"]).output();
+    let log = out.assert_code(0).stderr_text();
+    assert!(
+        log.contains("the home quota is not enforced: it needs root"),
+        "{log}"
+    );
+    let home = home_of(&harness);
+    assert!(!home.with_file_name(format!("{APP_ID}.img")).exists());
+    let shown = harness
+        .elastos()
+        .args(["policy", "show"])
+        .arg(&bundle)
+        .output();
+    let text = shown.assert_code(0).stdout_text();
+    assert!(
+        text.contains("launched by another user, NOT enforced"),
+        "{text}"
+    );
+}

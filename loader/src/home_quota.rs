@@ -74,10 +74,28 @@ pub fn ensure_mounted(
 ) -> Result<HomeMount, HomeQuotaError> {
     let parent = home.parent().unwrap_or(Path::new("/"));
     let device = |path: &Path| fs::metadata(path).map(|m| m.dev()).map_err(io_error(path));
-    if device(home)? != device(parent)? {
+    let mounted = || Ok::<_, HomeQuotaError>(device(home)? != device(parent)?);
+    if mounted()? {
         return Ok(HomeMount::AlreadyMounted);
     }
+    // Two starts of one app at once (`elastos run` and the daemon's activation, or two
+    // activations) would both make the image and mount it twice: one at a time, and the second
+    // finds it mounted.
     let image = image_path(home);
+    let mut lock = image.as_os_str().to_owned();
+    lock.push(".lock");
+    let lock = PathBuf::from(lock);
+    let _locked = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock)
+        .and_then(|file| file.lock().map(|()| file))
+        .map_err(io_error(&lock))?;
+    if mounted()? {
+        return Ok(HomeMount::AlreadyMounted);
+    }
     if !image.exists() {
         make_image(home, &image, quota_bytes, owner)?;
     }
