@@ -406,3 +406,39 @@ fn a_home_quota_launched_unprivileged_is_reported_not_enforced() {
         "{text}"
     );
 }
+
+/// The host's `home_quota` ceiling is the quota of an app whose manifest asks for none: saying
+/// nothing does not let an app fill the disk.
+#[test]
+fn the_hosts_home_quota_holds_an_app_that_asks_for_none() {
+    let harness = Harness::new(User::Root);
+    let _unmount = UnmountUnder(harness.path().to_owned());
+    let limits = harness.elastos_home().join("limits.toml");
+    std::fs::write(&limits, "home_quota = \"4MiB\"\n").expect("user ceilings");
+    harness.own(&limits);
+    let bundle = harness.probe_bundle("silent", APP_ID, "");
+    let out = harness
+        .run(&bundle, &["fill-home", &(16u64 << 20).to_string()])
+        .output();
+    let text = out.assert_code(0).stdout_text();
+    assert!(text.contains("No space left on device"), "{text}");
+    harness_home_checked(&harness);
+    // A manifest asking for more than the ceiling is refused, naming both.
+    let manifest = format!(
+        "{}\n[home]\nquota = \"1GiB\"\n",
+        common::probe_manifest(APP_ID, "elastos-probe", "")
+    );
+    let dir = harness.stage(
+        "greedy",
+        &manifest,
+        &[("elastos-probe", &common::binaries().probe)],
+    );
+    let out = harness.run(&harness.pack(&dir), &["exit", "0"]).output();
+    out.assert_code(125);
+    assert!(
+        out.stderr_text()
+            .contains("`home.quota` = 1073741824 is above this host's ceiling of 4194304"),
+        "{}",
+        out.stderr_text()
+    );
+}

@@ -10,6 +10,7 @@
 //! threads = 1024        # the most limits.threads may ask
 //! open_files = 4096     # the most limits.open_files may ask
 //! cpus = 4              # the most limits.cpus may ask (same units)
+//! home_quota = "2GiB"   # the most home.quota may ask, and the quota of a home without one
 //! on_excess = "refuse"  # "refuse" the bundle (default) or "cap" its limits at the ceilings
 //! ```
 //!
@@ -19,6 +20,7 @@
 //! | `threads` | integer, 1 to 65536 | `1024` | ceiling of `limits.threads` |
 //! | `open_files` | integer, 16 to 65536 | `4096` | ceiling of `limits.open_files` |
 //! | `cpus` | CPUs, as `limits.cpus` of a manifest (0.01 to 1024) | `4` | ceiling of `limits.cpus` |
+//! | `home_quota` | bytes, as `home.quota` of a manifest (at least 4 MiB) | none | ceiling of `home.quota`, and the quota of every app whose manifest sets none (enforced for apps launched by root: see `elastos_loader::home_quota`) |
 //! | `on_excess` | `"refuse"` or `"cap"` | `"refuse"` | what happens to a bundle that asks for more |
 //!
 //! Every key is optional; an unknown key is an error naming it and its line, as in a manifest,
@@ -37,7 +39,7 @@ use serde::Deserialize;
 
 use crate::manifest::{
     cpus_value, format_cpus, parse_memory, toml_problem, TomlProblem, CPUS_EXPECTED,
-    MEMORY_EXPECTED, MIN_MEMORY_BYTES, OPEN_FILES_RANGE, THREADS_RANGE,
+    MEMORY_EXPECTED, MIN_HOME_QUOTA_BYTES, MIN_MEMORY_BYTES, OPEN_FILES_RANGE, THREADS_RANGE,
 };
 use crate::plan::ResourceLimits;
 
@@ -58,6 +60,9 @@ pub struct Ceilings {
     pub open_files: u64,
     /// Ceiling of `limits.cpus`, in thousandths of a CPU.
     pub cpu_millis: u64,
+    /// Ceiling of `home.quota`, in bytes, and the quota of a home whose manifest sets none;
+    /// `None`: no ceiling, and no quota unless the manifest asks for one.
+    pub home_quota_bytes: Option<u64>,
     /// What happens to a manifest that asks for more.
     pub on_excess: OnExcess,
 }
@@ -81,6 +86,7 @@ impl Default for Ceilings {
             threads: 1024,
             open_files: 4096,
             cpu_millis: 4000,
+            home_quota_bytes: None,
             on_excess: OnExcess::Refuse,
         }
     }
@@ -145,7 +151,7 @@ pub enum CeilingsError {
     /// A key the format does not define.
     #[error(
         "unknown key `{key}` at line {line} of the ceilings file; hint: the keys are memory, \
-         threads, open_files, cpus and on_excess (see elastos_policy::ceilings)"
+         threads, open_files, cpus, home_quota and on_excess (see elastos_policy::ceilings)"
     )]
     UnknownKey {
         /// The unknown key (dotted if inside a table).
@@ -188,6 +194,7 @@ struct RawCeilings {
     threads: Option<i64>,
     open_files: Option<i64>,
     cpus: Option<toml::Value>,
+    home_quota: Option<toml::Value>,
     on_excess: Option<String>,
 }
 
@@ -197,6 +204,7 @@ struct CeilingsFile {
     threads: Option<u64>,
     open_files: Option<u64>,
     cpu_millis: Option<u64>,
+    home_quota_bytes: Option<u64>,
     on_excess: Option<OnExcess>,
 }
 
@@ -211,6 +219,7 @@ impl Ceilings {
             threads: file.threads.unwrap_or(default.threads),
             open_files: file.open_files.unwrap_or(default.open_files),
             cpu_millis: file.cpu_millis.unwrap_or(default.cpu_millis),
+            home_quota_bytes: file.home_quota_bytes.or(default.home_quota_bytes),
             on_excess: file.on_excess.unwrap_or(default.on_excess),
         })
     }
@@ -225,6 +234,11 @@ impl Ceilings {
             threads: lower(self.threads, file.threads),
             open_files: lower(self.open_files, file.open_files),
             cpu_millis: lower(self.cpu_millis, file.cpu_millis),
+            // No ceiling is the highest of all: the user's file may set one.
+            home_quota_bytes: match (self.home_quota_bytes, file.home_quota_bytes) {
+                (Some(current), Some(new)) => Some(current.min(new)),
+                (current, new) => current.or(new),
+            },
             on_excess: match (self.on_excess, file.on_excess) {
                 (OnExcess::Cap, Some(OnExcess::Refuse)) => OnExcess::Refuse,
                 (current, _) => current,
@@ -360,6 +374,32 @@ impl Ceilings {
     }
 }
 
+impl Ceilings {
+    /// Holds a manifest's `home.quota` to the `home_quota` ceiling: none asked gets the
+    /// ceiling; more than it is refused or, with [`OnExcess::Cap`], lowered to it and returned.
+    pub fn apply_home_quota(&self, quota: &mut Option<u64>) -> Result<Option<Excess>, ExcessError> {
+        let Some(ceiling) = self.home_quota_bytes else {
+            return Ok(None);
+        };
+        let Some(requested) = quota.filter(|asked| *asked > ceiling) else {
+            *quota = Some(quota.unwrap_or(ceiling));
+            return Ok(None);
+        };
+        let excess = Excess {
+            field: "home.quota",
+            requested,
+            ceiling,
+        };
+        match self.on_excess {
+            OnExcess::Refuse => Err(ExcessError { excess }),
+            OnExcess::Cap => {
+                *quota = Some(ceiling);
+                Ok(Some(excess))
+            }
+        }
+    }
+}
+
 fn parse(text: &str) -> Result<CeilingsFile, CeilingsError> {
     let raw: RawCeilings = toml::from_str(text).map_err(|e| match toml_problem(text, &e) {
         TomlProblem::Syntax { line, message } => CeilingsError::Syntax { line, message },
@@ -436,9 +476,27 @@ fn parse(text: &str) -> Result<CeilingsFile, CeilingsError> {
             })
         })
         .transpose()?;
+    let home_quota_bytes = raw
+        .home_quota
+        .map(|value| {
+            let bytes = match &value {
+                toml::Value::Integer(bytes) => u64::try_from(*bytes).ok(),
+                toml::Value::String(text) => parse_memory(text),
+                _ => None,
+            };
+            bytes
+                .filter(|bytes| *bytes >= MIN_HOME_QUOTA_BYTES)
+                .ok_or_else(|| CeilingsError::InvalidValue {
+                    key: "home_quota",
+                    found: value.to_string(),
+                    expected: format!("{MEMORY_EXPECTED}, at least 4MiB"),
+                })
+        })
+        .transpose()?;
     Ok(CeilingsFile {
         memory_bytes,
         cpu_millis,
+        home_quota_bytes,
         threads: count("threads", raw.threads, THREADS_RANGE)?,
         open_files: count("open_files", raw.open_files, OPEN_FILES_RANGE)?,
         on_excess,
@@ -478,6 +536,64 @@ mod tests {
         let capping = Ceilings::parse("cpus = 2.5\non_excess = \"cap\"").unwrap();
         assert_eq!(capping.apply(&mut asked).unwrap()[0].field, "limits.cpus");
         assert_eq!(asked.cpu_millis, 2500);
+    }
+
+    #[test]
+    fn the_home_quota_ceiling_is_also_the_quota_of_a_home_without_one() {
+        assert_eq!(Ceilings::default().home_quota_bytes, None);
+        let mut none = None;
+        assert_eq!(Ceilings::default().apply_home_quota(&mut none), Ok(None));
+        assert_eq!(none, None, "no ceiling: no quota unless asked");
+        let system = Ceilings::parse("home_quota = \"1GiB\"").unwrap();
+        assert_eq!(system.home_quota_bytes, Some(GIB));
+        assert_eq!(
+            Ceilings::default()
+                .lowered_by("home_quota = \"64MiB\"")
+                .unwrap()
+                .home_quota_bytes,
+            Some(64 << 20),
+            "the user may set one where the administrator set none"
+        );
+        assert_eq!(
+            system
+                .lowered_by("home_quota = \"8GiB\"")
+                .unwrap()
+                .home_quota_bytes,
+            Some(GIB),
+            "only lowers"
+        );
+        let mut unset = None;
+        system.apply_home_quota(&mut unset).unwrap();
+        assert_eq!(
+            unset,
+            Some(GIB),
+            "a manifest without a quota gets the ceiling"
+        );
+        let mut small = Some(8 << 20);
+        system.apply_home_quota(&mut small).unwrap();
+        assert_eq!(small, Some(8 << 20));
+        let mut greedy = Some(2 * GIB);
+        let err = system.apply_home_quota(&mut greedy).unwrap_err();
+        assert_eq!(greedy, Some(2 * GIB), "refused: unchanged");
+        assert!(err
+            .to_string()
+            .starts_with("`home.quota` = 2147483648 is above this host's ceiling of 1073741824"));
+        let capping = Ceilings::parse("home_quota = \"1GiB\"\non_excess = \"cap\"").unwrap();
+        assert_eq!(
+            capping
+                .apply_home_quota(&mut greedy)
+                .unwrap()
+                .map(|e| e.field),
+            Some("home.quota")
+        );
+        assert_eq!(greedy, Some(GIB));
+        assert!(matches!(
+            Ceilings::parse("home_quota = \"1MiB\""),
+            Err(CeilingsError::InvalidValue {
+                key: "home_quota",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -585,6 +701,7 @@ mod tests {
                 threads: 64,
                 open_files: 20000,
                 cpu_millis: 4000,
+                home_quota_bytes: None,
                 on_excess: OnExcess::Cap,
             }
         );
@@ -735,7 +852,7 @@ mod tests {
             }
             .to_string(),
             "unknown key `k` at line 3 of the ceilings file; hint: the keys are memory, threads, \
-             open_files, cpus and on_excess (see elastos_policy::ceilings)"
+             open_files, cpus, home_quota and on_excess (see elastos_policy::ceilings)"
         );
     }
 }

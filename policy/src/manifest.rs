@@ -42,7 +42,7 @@
 //! | `limits.cpus` | CPUs: a number or a string of one, with at most 3 decimals, 0.01 to 1024 | `"1"` | CPU time of the whole app per unit of wall-clock time: `"0.5"` is half of one CPU, `"2"` two CPUs' worth, over a 100 ms period (cgroup `cpu.max`, v1 `cpu.cfs_quota_us`). Enforced only where the app gets a cgroup with the cpu controller (see `elastos policy show`); rlimits have no rate limit. |
 //! | `env.<NAME>` | string, no NUL | none | Extra environment variables. Names match `[A-Za-z_][A-Za-z0-9_]*`; `HOME`, `PATH`, `ELASTOS_*` and `LD_*` are reserved (set by elastos, or steering the dynamic loader). They may override the defaults for `LANG` and `TERM`. |
 //! | `home.sync` | boolean | `true` | Whether the app's home is synced with the user's encrypted cloud disk (`elastos cloud`). `false` for a home that is only a cache: it stays on this machine and is lost with it. |
-//! | `home.quota` | bytes, as `limits.memory`, at least 4 MiB | none | The most the app's home may hold, its filesystem's own bookkeeping included: past it, writes fail with `ENOSPC`. Launched by root, the home is then an ext4 image of that size (`<home>.img`), mounted at the home from the app's first start on each boot; launched by another user it is not enforced, and `elastos policy show` says so. Fixed at the first start: a later manifest asking for another size keeps the image's. |
+//! | `home.quota` | bytes, as `limits.memory`, at least 4 MiB | none (the host's `home_quota` ceiling, when it sets one) | The most the app's home may hold, its filesystem's own bookkeeping included: past it, writes fail with `ENOSPC`. Launched by root, the home is then an ext4 image of that size (`<home>.img`), mounted at the home from the app's first start on each boot; launched by another user it is not enforced, and `elastos policy show` says so. Fixed at the first start: a later manifest asking for another size keeps the image's. |
 //!
 //! Any other key, anywhere, is an error naming the key, its table and its line: a typo must not
 //! silently drop a limit.
@@ -324,8 +324,15 @@ impl Manifest {
 
     /// Holds `[limits]` to the host's ceilings: refused, or capped and the capping returned,
     /// as the ceilings say (see [`Ceilings::apply`]). Call it before planning the jail.
+    ///
+    /// The ceilings' `home_quota`, when the administrator (or the user) sets one, is also the
+    /// quota of a manifest that asks for none: an app cannot escape it by saying nothing.
     pub fn apply_ceilings(&mut self, ceilings: &Ceilings) -> Result<Vec<Excess>, ExcessError> {
-        ceilings.apply(&mut self.limits)
+        let mut excesses = ceilings.apply(&mut self.limits)?;
+        if let Some(excess) = ceilings.apply_home_quota(&mut self.home_quota)? {
+            excesses.push(excess);
+        }
+        Ok(excesses)
     }
 
     /// Replaces `[limits]` with the command line's `overrides`, each held to its ceiling (see
