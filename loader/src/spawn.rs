@@ -213,9 +213,15 @@ pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
         }
     };
     let cloned = match clone(leaf.as_ref()) {
-        // No clone3 here (an old kernel, or a seccomp filter around us): a plain clone, and
-        // the launcher moves the process into its leaf (`cgroup.procs`) before it goes on.
-        Err(e) if leaf.is_some() && e.raw_os_error() == Some(libc::ENOSYS) => clone(None),
+        // No clone3 here (ENOSYS: before Linux 5.3, or a seccomp filter around us), or no
+        // CLONE_INTO_CGROUP (E2BIG: before 5.7, which does not know the `cgroup` field): a plain
+        // clone, and the launcher moves the process into its leaf (`cgroup.procs`) before it
+        // goes on.
+        Err(e)
+            if leaf.is_some() && matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::E2BIG)) =>
+        {
+            clone(None)
+        }
         cloned => {
             if cloned.is_ok() && leaf.is_some() {
                 cgroup.cloned_into();

@@ -165,8 +165,8 @@ impl ChildSetup {
 ///
 /// With `cgroup` (an `O_PATH` fd of a cgroup v2 directory), the child is created in that cgroup
 /// (`clone3` with `CLONE_INTO_CGROUP`, Linux 5.7): it never runs anywhere else. `ENOSYS` then
-/// means the kernel (or a seccomp filter around us) has no `clone3`; the caller may retry
-/// without a cgroup.
+/// means the kernel (or a seccomp filter around us) has no `clone3`, `E2BIG` that it has no
+/// `CLONE_INTO_CGROUP`; the caller may retry without a cgroup.
 pub fn spawn_jailed_child(
     flags: libc::c_int,
     setup: &mut ChildSetup,
