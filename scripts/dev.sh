@@ -32,8 +32,9 @@ DEBIAN_PACKAGES=(
   jq             # benchmarks: edits the OCI spec, reads hyperfine's JSON
   dbus           # benchmarks: dbus-daemon, the broker's peer in scripts/bench-broker.sh
   iproute2       # ip(8), to inspect network namespaces
-  util-linux     # setpriv, unshare, nsenter
+  util-linux     # setpriv, unshare, nsenter; mount and loop devices (home quota images)
   uidmap         # newuidmap/newgidmap: an unprivileged launch maps the app to a subordinate id
+  e2fsprogs      # mkfs.ext4: a home with [home] quota is an ext4 image (tests/limits.rs)
   passwd         # useradd
   procps         # ps, pgrep
   systemd        # systemd-analyze (the units stage), systemd-socket-activate (tests/systemd.rs)

@@ -37,6 +37,7 @@ pub fn run_detached(args: RunArgs) -> Result<u8> {
         bundle,
         args: args.args,
         restart: args.restart,
+        overrides: args.limits.overrides(),
     });
     let instance: InstanceView = serde_json::from_value(daemon_request(&request, &state)?)
         .context("the daemon's answer to run is not an instance")?;

@@ -491,6 +491,34 @@ pub struct RunArgs {
     /// exponentially, from 250 ms up to 30 s.
     #[arg(long, value_name = "POLICY", requires = "detach", default_value = "no")]
     pub restart: elastos_host::detached::RestartPolicy,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// The manifest's limits, overridden for this run (higher or lower), within the host's
+/// ceilings (/etc/elastos/limits.toml; an override above one is refused, naming it).
+#[derive(Debug, Clone, Copy, Args)]
+pub struct LimitArgs {
+    /// Memory of the whole app, as `limits.memory` (e.g. 256MiB, 1GiB; at least 16MiB).
+    #[arg(long, value_name = "BYTES", value_parser = elastos_policy::LimitOverrides::parse_memory)]
+    pub memory: Option<u64>,
+    /// CPU time of the whole app per unit of time, as `limits.cpus` (e.g. 0.5, 2).
+    #[arg(long, value_name = "CPUS", value_parser = elastos_policy::LimitOverrides::parse_cpus)]
+    pub cpus: Option<u64>,
+    /// Tasks (processes and threads) of the app, as `limits.threads`.
+    #[arg(long, value_name = "N", value_parser = elastos_policy::LimitOverrides::parse_pids)]
+    pub pids: Option<u64>,
+}
+
+impl LimitArgs {
+    /// The overrides these flags ask for.
+    pub fn overrides(&self) -> elastos_policy::LimitOverrides {
+        elastos_policy::LimitOverrides {
+            memory_bytes: self.memory,
+            cpu_millis: self.cpus,
+            threads: self.pids,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -582,6 +610,8 @@ pub enum PolicyCommand {
         /// Arguments the app would get.
         #[arg(last = true)]
         args: Vec<String>,
+        #[command(flatten)]
+        limits: LimitArgs,
         #[command(flatten)]
         format: FormatArg,
     },

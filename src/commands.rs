@@ -14,6 +14,7 @@ use elastos_host::link::BrokerLink;
 use elastos_host::ownership::Admission;
 use elastos_host::paths::{PathsError, StateDirs};
 use elastos_identity::TrustList;
+use elastos_loader::cgroup::{AppCgroup, CgroupFs};
 use elastos_loader::{BlockedSignals, FirstEvent, LaunchError};
 use serde::Serialize;
 
@@ -23,7 +24,9 @@ use crate::cloud_cmd;
 use crate::identity_cmd;
 use crate::ops_cmd;
 
-use crate::cli::{BundleCommand, Cli, Command, Format, KeyCommand, PolicyCommand, RunArgs};
+use crate::cli::{
+    BundleCommand, Cli, Command, Format, KeyCommand, LimitArgs, PolicyCommand, RunArgs,
+};
 use crate::exit;
 
 /// A failed command: the error to print and the exit code.
@@ -134,8 +137,9 @@ pub fn try_main(cli: Cli) -> Result<u8, Failure> {
         Command::Policy(PolicyCommand::Show {
             bundle,
             args,
+            limits,
             format,
-        }) => policy_show(&bundle, args, format.format).map_err(Failure::from),
+        }) => policy_show(&bundle, args, limits, format.format).map_err(Failure::from),
     }
 }
 
@@ -198,6 +202,7 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         host: &host,
         options: &options,
         allow_downgrade: args.allow_downgrade,
+        overrides: args.limits.overrides(),
     };
     let mut spinner = VerifySpinner {
         bundle: &args.bundle,
@@ -578,7 +583,7 @@ fn key(command: KeyCommand) -> Result<u8> {
     Ok(0)
 }
 
-fn policy_show(bundle: &Path, args: Vec<String>, format: Format) -> Result<u8> {
+fn policy_show(bundle: &Path, args: Vec<String>, limits: LimitArgs, format: Format) -> Result<u8> {
     let state = StateDirs::from_env()?;
     // Check only: inspecting a bundle's jail must not bind its app id to its publisher.
     let prepared = apps::prepare(
@@ -587,21 +592,29 @@ fn policy_show(bundle: &Path, args: Vec<String>, format: Format) -> Result<u8> {
         &state.apps,
         &apps::host_env(),
         Admission::CheckOnly,
+        &limits.overrides(),
     )?;
     let (plan, home_sync) = (prepared.plan, prepared.manifest.home_sync());
     let publishers = identity_cmd::policy_name(TrustList::load(&state.apps.trust)?.policy);
     let host_ids = HostIds::of(&plan.app_id, &prepared.home);
+    // How `elastos run` by this user would enforce the limits here (it chooses the same way).
+    let mechanism = AppCgroup::choose(&CgroupFs::detect(), "elastos-policy-show", false)
+        .mechanism()
+        .clone();
     match format {
         Format::Json => {
             let mut value = serde_json::to_value(&plan).context("encoding JSON output")?;
             value["publishers"] = publishers.into();
             value["home_sync"] = home_sync.into();
             value["host_ids"] = serde_json::to_value(&host_ids).context("encoding JSON output")?;
+            value["limit_mechanism"] =
+                serde_json::to_value(&mechanism).context("encoding JSON output")?;
             print_json(&value)?
         }
         Format::Text => {
             print!("{}", plan.render_text());
             println!("host ids:   {}", host_ids.describe());
+            println!("limits in force here: {}", mechanism.describe());
             println!("publishers: {publishers} (elastos config set policy.publishers)");
             if home_sync {
                 println!("home sync:  on: the home is a cache of your encrypted cloud disk (elastos cloud status)");

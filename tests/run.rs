@@ -588,14 +588,16 @@ fn killing_the_launcher_kills_the_app() {
     let out = running.wait();
     assert_eq!(out.code, None, "the launcher should have died of SIGKILL");
     let gone = eventually(Duration::from_secs(5), || !app_alive(&token, launcher));
-    // `elastos run` starts one instance: the first of its process.
+    // `elastos run` starts one instance: the first of its process (its v1 leaves are named
+    // after the app, its leaf in a cgroup2 tree after the launcher alone).
     remove_app_cgroups(&format!("{APP_ID}-{launcher}-1"));
+    remove_app_cgroups(&format!("{launcher}-1"));
     assert!(gone, "the app survived SIGKILL of its launcher");
 }
 
 /// Removes the cgroups `/sys/fs/cgroup/*/elastos/NAME` that a SIGKILLed launcher could not
-/// remove itself (NAME is its `<app id>-<launcher pid>-<instance>`), waiting for the killed app
-/// to be reaped.
+/// remove itself (NAME is its `<app id>-<launcher pid>-<instance>`, or `<launcher
+/// pid>-<instance>` in a cgroup2 tree), waiting for the killed app to be reaped.
 fn remove_app_cgroups(name: &str) {
     let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else {
         return;

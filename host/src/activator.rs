@@ -267,6 +267,7 @@ impl AppLauncher {
             host: &self.0.host,
             options: &options,
             allow_downgrade: false,
+            overrides: run.overrides,
         };
         let mut prepared = None;
         let started_app = start_app(&request, &mut |phase| {
@@ -311,6 +312,7 @@ impl AppLauncher {
             bundle: &app.bundle,
             args: &[],
             capture_output: false,
+            overrides: elastos_policy::LimitOverrides::default(),
         };
         let mut started = Some(started);
         let ended = self.run_supervised(instance, &run, |run| {
@@ -368,4 +370,6 @@ pub struct SupervisedRun<'a> {
     /// Hand the app's stdout and stderr to the caller ([`RunningJail::take_output`]) instead of
     /// relaying them to this process's.
     pub capture_output: bool,
+    /// Limits given on the command line (`run -d --memory ...`), over the manifest's.
+    pub overrides: elastos_policy::LimitOverrides,
 }

@@ -13,7 +13,8 @@ use elastos_bundle::{open_verified_cached, BundleError, UnpackLimits};
 use elastos_identity::{KeyError, OwnershipError, TrustError};
 use elastos_loader::{LaunchError, LaunchOptions, RunningJail};
 use elastos_policy::{
-    Ceilings, CeilingsError, EntryLinkage, ExcessError, HostEnv, JailPlan, Manifest, PolicyError,
+    Ceilings, CeilingsError, EntryLinkage, ExcessError, HostEnv, JailPlan, LimitOverrides,
+    Manifest, OverrideError, PolicyError,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -113,9 +114,15 @@ pub enum AppError {
     /// The manifest asks for more than a ceiling allows.
     #[error(transparent)]
     Excess(#[from] ExcessError),
+    /// A limit given on the command line is above its ceiling.
+    #[error(transparent)]
+    Override(#[from] OverrideError),
     /// The jail could not be started.
     #[error(transparent)]
     Launch(#[from] LaunchError),
+    /// The manifest's home quota could not be put in place.
+    #[error(transparent)]
+    HomeQuota(#[from] elastos_loader::home_quota::HomeQuotaError),
     /// The installed apps could not be read.
     #[error("cannot read the installed apps: {0}")]
     InstalledApps(String),
@@ -182,6 +189,9 @@ pub struct PreparedApp {
     pub home_owner: [u8; 32],
     /// Its home on the host ([`ownership::home_dir`]).
     pub home: PathBuf,
+    /// Its home was mounted (its quota image) by this preparation: a jail's first process
+    /// cloned before does not see that mount.
+    pub home_mounted_now: bool,
     /// The jail.
     pub plan: JailPlan,
 }
@@ -214,13 +224,16 @@ pub fn create_private_dir(dir: &Path) -> Result<(), AppError> {
 /// unchanged since it was verified, its verification record), unpacks it once into the cache,
 /// asks the ID ledger whether its publisher may use its app id ([`ownership::admit`]), creates
 /// the app's home (keyed by the publisher that owns the id) and builds the plan of its jail.
-/// With [`Admission::CheckOnly`] nothing is recorded and the home is not created.
+/// With [`Admission::CheckOnly`] nothing is recorded and the home is not created. The
+/// manifest's limits are replaced by `overrides` (the command line's), then held to the
+/// ceilings.
 pub fn prepare(
     bundle: &Path,
     args: &[String],
     dirs: &AppDirs,
     host: &HostEnv,
     admission: Admission,
+    overrides: &LimitOverrides,
 ) -> Result<PreparedApp, AppError> {
     let (verified, unpacked) =
         open_verified_cached(bundle, &dirs.bundles, &UnpackLimits::default())
@@ -233,7 +246,11 @@ pub fn prepare(
         if unpacked.freshly_unpacked() { "unpacked bundle" } else { "bundle already unpacked" }
     );
     let mut manifest = verified.manifest().clone();
-    for capped in manifest.apply_ceilings(&ceilings(dirs)?)? {
+    let ceilings = ceilings(dirs)?;
+    // The command line first: a limit it sets is the user's choice, checked against its
+    // ceiling under the flag's name, and what the manifest asked for it no longer matters.
+    manifest.apply_overrides(&ceilings, overrides)?;
+    for capped in manifest.apply_ceilings(&ceilings)? {
         tracing::warn!(app = %manifest.id(), "{capped}");
     }
     let admitted = ownership::admit(
@@ -245,8 +262,10 @@ pub fn prepare(
         admission,
     )?;
     let home = ownership::home_dir(dirs, admitted.home_owner, manifest.id());
+    let mut home_mounted_now = false;
     if admission != Admission::CheckOnly {
         create_private_dir(&home)?;
+        home_mounted_now = enforce_home_quota(&manifest, &home)?;
     }
     let entry = unpacked.root().join(manifest.entry());
     let plan = JailPlan::build(
@@ -264,8 +283,26 @@ pub fn prepare(
         provides: admitted.provides,
         home_owner: *admitted.home_owner.as_bytes(),
         home,
+        home_mounted_now,
         plan,
     })
+}
+
+/// Puts the manifest's `[home] quota` in place (see `elastos_loader::home_quota`): as root, the
+/// home becomes the mount of its image; launched by another user it cannot be, and is not
+/// enforced (said in the log and by `elastos policy show`). Whether the home was mounted now.
+fn enforce_home_quota(manifest: &Manifest, home: &Path) -> Result<bool, AppError> {
+    use elastos_loader::home_quota::{ensure_mounted, HomeMount};
+    let Some(quota) = manifest.home_quota() else {
+        return Ok(false);
+    };
+    let identity = elastos_loader::HostIdentity::for_app(&manifest.id());
+    if !identity.launched_by_root {
+        tracing::warn!(app = %manifest.id(), quota, "the home quota is not enforced: it needs root");
+        return Ok(false);
+    }
+    let mounted = ensure_mounted(home, quota, (identity.uid, identity.gid))?;
+    Ok(mounted == HomeMount::MountedNow)
 }
 
 /// How the bundle's entry is linked, from its first bytes (see [`EntryLinkage`]).
@@ -395,6 +432,8 @@ pub struct StartRequest<'a> {
     pub options: &'a LaunchOptions,
     /// Accept a version older than the highest one seen (`--allow-downgrade`).
     pub allow_downgrade: bool,
+    /// The command line's limits, replacing the manifest's (`--memory`, `--cpus`, `--pids`).
+    pub overrides: LimitOverrides,
 }
 
 /// An app whose entry runs in its jail.
@@ -422,14 +461,15 @@ pub fn start_app(
     request: &StartRequest<'_>,
     observe: &mut dyn FnMut(StartPhase<'_>),
 ) -> Result<StartedApp, AppError> {
-    let pending = {
+    let spawn = || {
         // No cache file is open for writing while the jail's first process is cloned (it
         // copies every fd of this process until it closes what it was not given).
         let _no_writers = elastos_bundle::exec_fork_lock()
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        elastos_loader::spawn(request.options)?
+        elastos_loader::spawn(request.options)
     };
+    let mut pending = spawn()?;
     observe(StartPhase::Verifying);
     let admission = Admission::Record {
         allow_downgrade: request.allow_downgrade,
@@ -441,9 +481,17 @@ pub fn start_app(
         request.dirs,
         request.host,
         admission,
+        &request.overrides,
     );
     observe(StartPhase::Verified);
     let prepared = prepared?;
+    if prepared.home_mounted_now {
+        // The home's quota image was mounted after the clone (its first start since boot): the
+        // process waiting in its copy of the mount namespace would see the empty directory
+        // beneath, so a new one takes its place.
+        drop(pending);
+        pending = spawn()?;
+    }
     observe(StartPhase::Ready(&prepared));
     let (jail, broker_end) = pending.start(&prepared.plan)?;
     Ok(StartedApp {

@@ -115,8 +115,8 @@ impl From<RestartPolicy> for String {
     }
 }
 
-/// What `elastos run -d` asks the daemon to run. New fields (limit overrides) come with
-/// `#[serde(default)]`, so that older clients' requests still parse.
+/// What `elastos run -d` asks the daemon to run. New fields come with `#[serde(default)]`, so
+/// that older clients' requests still parse.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DetachedRun {
     /// The bundle file, absolute (the daemon reads it, and again at every restart).
@@ -127,6 +127,10 @@ pub struct DetachedRun {
     /// When to start it again after it ends.
     #[serde(default)]
     pub restart: RestartPolicy,
+    /// `--memory`, `--cpus`, `--pids`: over the manifest's limits, within the daemon's
+    /// ceilings (checked again at every start).
+    #[serde(default)]
+    pub overrides: elastos_policy::LimitOverrides,
 }
 
 /// Where an instance is in its life.

@@ -6,10 +6,10 @@
 //! ([`AppCgroup::choose`]).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use elastos_handoff::landlock_fs::ABI_WANTED as LANDLOCK_ABI_WANTED;
-use elastos_loader::cgroup::AppCgroup;
+use elastos_loader::cgroup::{AppCgroup, CgroupFs};
 use elastos_loader::LimitMechanism;
 use serde::Serialize;
 
@@ -126,7 +126,8 @@ impl HostReport {
     /// Detects the features of this host.
     pub fn detect() -> HostReport {
         let kernel = KernelFeatures::detect();
-        let run = kernel.layers(AppCgroup::choose("elastos-info", false).mechanism());
+        let run = kernel
+            .layers(AppCgroup::choose(&CgroupFs::detect(), "elastos-info", false).mechanism());
         HostReport { kernel, run }
     }
 }
@@ -285,52 +286,22 @@ impl KernelFeatures {
                 format!("no seccomp filter mode (CONFIG_SECCOMP_FILTER); {skip_hint}"),
             )
         });
-        let swap = |limited: bool| {
-            if limited {
-                "swap included"
-            } else {
-                "swap not accounted by this kernel: the app may grow in swap"
+        let complete = match limits {
+            LimitMechanism::CgroupV2 { swap_limited, .. }
+            | LimitMechanism::CgroupV1 { swap_limited, .. } => {
+                *swap_limited && limits.cpu_limited()
             }
+            LimitMechanism::Rlimits => false,
         };
-        layers.push(match limits {
-            LimitMechanism::CgroupV2 { path, swap_limited } => layer(
-                "limits",
-                if *swap_limited {
-                    LayerState::Enforced
-                } else {
-                    LayerState::Partial
-                },
-                format!(
-                    "cgroup v2 under {} (memory.max, pids.max; {})",
-                    path.parent().unwrap_or(Path::new("/")).display(),
-                    swap(*swap_limited)
-                ),
-            ),
-            LimitMechanism::CgroupV1 {
-                memory,
-                swap_limited,
-                ..
-            } => layer(
-                "limits",
-                if *swap_limited {
-                    LayerState::Enforced
-                } else {
-                    LayerState::Partial
-                },
-                format!(
-                    "cgroup v1 memory and pids controllers under {} ({})",
-                    memory.parent().unwrap_or(Path::new("/")).display(),
-                    swap(*swap_limited)
-                ),
-            ),
-            LimitMechanism::Rlimits => layer(
-                "limits",
-                LayerState::Partial,
-                "no usable cgroup for this user: RLIMIT_AS (address space, not resident \
-                 memory) and RLIMIT_NPROC instead"
-                    .into(),
-            ),
-        });
+        layers.push(layer(
+            "limits",
+            if complete {
+                LayerState::Enforced
+            } else {
+                LayerState::Partial
+            },
+            limits.describe(),
+        ));
         layers.push(ids);
         layers.push(layer(
             "privileges",
@@ -406,7 +377,7 @@ mod tests {
         assert_eq!(cgroups.v1_controllers, ["cpu", "memory"]);
         assert_eq!(
             cgroups.v2_mount.as_deref(),
-            Some(Path::new("/sys/fs/cgroup/unified"))
+            Some(std::path::Path::new("/sys/fs/cgroup/unified"))
         );
         let unified =
             "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot";

@@ -6,8 +6,10 @@
 //! (creating the jail's first process and handing it the plan), `input` (the plan flattened
 //! for the loader: pure, unit-tested without root), `supervise` (waiting, signals through
 //! pidfds, the app's stdio relayed in the same poll loop), `stdio` (the app's pipes or
-//! pseudo-terminal: never the launcher's own fds), [`cgroup`] (limits), `identity` (the host uid
-//! an app runs as), [`subordinate`] (a user's subordinate ids, which its apps run as), `error`. The policy (what to mount, which syscalls, which Landlock rules) is
+//! pseudo-terminal: never the launcher's own fds), [`cgroup`] (limits), [`home_quota`] (the
+//! home as an image of the quota's size), `identity` (the host uid an app runs as),
+//! [`subordinate`] (a user's subordinate ids, which its apps run as), `error`. The policy (what
+//! to mount, which syscalls, which Landlock rules) is
 //! decided by `elastos-policy`; this crate and the loader only carry it out:
 //!
 //! 1. launcher ([`spawn`], then [`PendingJail::start`]): clone()s the jail's first process into
@@ -30,6 +32,7 @@
 
 pub mod cgroup;
 mod error;
+pub mod home_quota;
 mod identity;
 mod input;
 mod spawn;

@@ -3,9 +3,10 @@
 //!
 //! ```text
 //! launcher (host)                       child / loader (new user, mount, pid, net, ipc, uts ns)
-//! spawn: pipes, the app's stdio     ----> close every fd it was not given (the launcher's
-//!        (stdio), clone(CLONE_NEW*,     stdio is replaced by the app's at 0-2),
-//!        CLONE_PIDFD)                   unshare(CLONE_NEWNET), socketpair (the app's fd 3),
+//! spawn: pipes, the app's stdio,        close every fd it was not given (the launcher's
+//!        a cgroup2 leaf (v2, hybrid)    stdio is replaced by the app's at 0-2),
+//!        clone3(CLONE_NEW*,        ---> unshare(CLONE_NEWNET), socketpair (the app's fd 3),
+//!        CLONE_PIDFD, INTO_CGROUP)
 //!                                       its other end <---- over the channel (SCM_RIGHTS),
 //!                                       wait on the channel
 //! (elastos run: verify, plan the bundle)
@@ -14,16 +15,18 @@
 //! go-ahead, the host paths -------------> restore CPU affinity, open the host paths at fds 6+,
 //!                                        become uid 0 of the namespace, PDEATHSIG,
 //!                                        execveat(loader)
-//! create the cgroup                      loader reads the input, builds the filesystem;
-//! close the input pipe ----------------> on EOF: joins the cgroup, pivot_root, cgroup
+//! the limits (v1: its cgroups)          loader reads the input, builds the filesystem;
+//! close the input pipe ----------------> on EOF: joins the v1 cgroups, pivot_root, cgroup
 //!                                        namespace, fork the app
 //! read reports until `ready` <---------- ... exec entry (report pipe closes on exec)
 //! take the broker's end of fd 3 (waiting on the channel since the child sent it)
 //! wait: relay stdio, forward signals <--> the app
 //! ```
 //!
-//! The cgroup is made while the loader builds the filesystem (each takes ~0.2-0.4 ms here); the
-//! loader waits for it only before it joins it (see `AppCgroup::self_join_files`).
+//! The limits are written while the loader builds the filesystem (each takes ~0.2-0.4 ms here);
+//! the loader waits for them only before it goes on to the app (v1: joins its cgroups, see
+//! `AppCgroup::self_join_files`). On cgroup v2, and in the cgroup2 tree of a hybrid host, the
+//! process is created in its leaf (`AppCgroup::before_clone`), so no pid is ever moved.
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -39,7 +42,7 @@ use elastos_policy::{jail_paths, JailPlan, MountEntry};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
-use crate::cgroup::{AppCgroup, LimitMechanism};
+use crate::cgroup::{AppCgroup, CgroupFs, LimitMechanism};
 use crate::error::LaunchError;
 use crate::identity::HostIdentity;
 use crate::input::{loader_input, resolve_mounts, MAX_MOUNT_SOURCES};
@@ -141,6 +144,14 @@ struct Pending {
     report_read: OwnedFd,
     relay: Relay,
     signals: BlockedSignals,
+    /// The cgroup filesystem, as found at spawn.
+    cgroups: CgroupFs,
+    /// The app's cgroup as far as it is known before the app is: the cgroup2 leaf the process
+    /// was cloned into, if any (v1 leaves are chosen in [`PendingJail::start`], named after
+    /// the app).
+    cgroup: AppCgroup,
+    /// This instance's number, in the names of its cgroups.
+    instance: u64,
 }
 
 /// Creates a jail's first process in new user, mount, pid, net, ipc and uts namespaces, before
@@ -231,11 +242,39 @@ pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS;
-    let mut clone = || sys::spawn_jailed_child(flags, &mut setup);
+    let cgroups = CgroupFs::detect();
+    static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
+    let instance = NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed);
+    // The cgroup2 leaf exists before the process, which is cloned into it.
+    let (mut cgroup, leaf) = AppCgroup::before_clone(
+        &cgroups,
+        &format!("{}-{instance}", std::process::id()),
+        options.no_cgroup,
+    )?;
     let namespace_owner = HostIdentity::namespace_owner();
-    let cloned = match namespace_owner {
-        Some(owner) => sys::as_namespace_owner(owner, clone).and_then(|cloned| cloned),
-        None => clone(),
+    let mut clone = |into: Option<&OwnedFd>| {
+        let mut clone = || sys::spawn_jailed_child(flags, &mut setup, into.map(|fd| fd.as_fd()));
+        match namespace_owner {
+            Some(owner) => sys::as_namespace_owner(owner, clone).and_then(|cloned| cloned),
+            None => clone(),
+        }
+    };
+    let cloned = match clone(leaf.as_ref()) {
+        // No clone3 here (ENOSYS: before Linux 5.3, or a seccomp filter around us), or no
+        // CLONE_INTO_CGROUP (E2BIG: before 5.7, which does not know the `cgroup` field): a plain
+        // clone, and the launcher moves the process into its leaf (`cgroup.procs`) before it
+        // goes on.
+        Err(e)
+            if leaf.is_some() && matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::E2BIG)) =>
+        {
+            clone(None)
+        }
+        cloned => {
+            if cloned.is_ok() && leaf.is_some() {
+                cgroup.cloned_into();
+            }
+            cloned
+        }
     };
     let (pid, pidfd) = cloned.map_err(|source| LaunchError::Namespaces { source })?;
     drop((
@@ -258,6 +297,9 @@ pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
         report_read,
         relay,
         signals,
+        cgroups,
+        cgroup,
+        instance,
     })))
 }
 
@@ -278,11 +320,16 @@ impl PendingJail {
             report_read,
             relay,
             signals,
+            cgroups,
+            mut cgroup,
+            instance,
         } = self.0.take().expect("a PendingJail is started once");
         // From here on the process belongs to `jail`, whose Drop kills and reaps it.
         let home = home_of(plan);
         let identity = HostIdentity::for_app_home(&plan.app_id, home, subordinate.as_ref());
-        let cgroup = AppCgroup::choose(&instance_name(plan), options.no_cgroup);
+        // Two instances of one app started by one process (the daemon) never share a cgroup.
+        let name = format!("{}-{}-{instance}", plan.app_id, std::process::id());
+        cgroup.name_after_app(&cgroups, &name, options.no_cgroup);
         let mut jail = RunningJail::new(
             JailFacts {
                 pid,
@@ -375,14 +422,6 @@ impl Drop for PendingJail {
             let _ = waitpid(Pid::from_raw(pending.pid), None);
         }
     }
-}
-
-/// The name of one instance's cgroup: the app, this launcher and a sequence number, so that two
-/// instances of one app started by one process (the daemon) never share one.
-fn instance_name(plan: &JailPlan) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    let sequence = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("{}-{}-{sequence}", plan.app_id, std::process::id())
 }
 
 /// The child's failure record, if one is already on the report pipe (the child is gone).

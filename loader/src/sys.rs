@@ -165,9 +165,15 @@ impl ChildSetup {
 /// namespace while the caller goes on (verifying the bundle), and the scheduler, left alone,
 /// often queues a new child behind its running parent. The child restores the caller's affinity
 /// before it execs the loader.
+///
+/// With `cgroup` (an `O_PATH` fd of a cgroup v2 directory), the child is created in that cgroup
+/// (`clone3` with `CLONE_INTO_CGROUP`, Linux 5.7): it never runs anywhere else. `ENOSYS` then
+/// means the kernel (or a seccomp filter around us) has no `clone3`, `E2BIG` that it has no
+/// `CLONE_INTO_CGROUP`; the caller may retry without a cgroup.
 pub fn spawn_jailed_child(
     flags: libc::c_int,
     setup: &mut ChildSetup,
+    cgroup: Option<BorrowedFd<'_>>,
 ) -> io::Result<(libc::pid_t, OwnedFd)> {
     let elsewhere = other_cpus();
     setup.affinity = elsewhere.map(|(original, _)| original);
@@ -193,6 +199,10 @@ pub fn spawn_jailed_child(
         envp: &envp,
     };
     let mut pidfd: libc::c_int = -1;
+    if let Some(cgroup) = cgroup {
+        let pid = clone_into_cgroup(flags, cgroup, &mut pidfd, &mut child)?;
+        return Ok(adopt_child(pid, pidfd, elsewhere));
+    }
     // SAFETY: the stack is a live, exclusively owned allocation; clone() without CLONE_VM gives
     // the child a copy-on-write copy of this address space, so `child` and the pointers inside it
     // stay valid in the child until it execs or exits, and the parent frees nothing the child
@@ -214,13 +224,88 @@ pub fn spawn_jailed_child(
     if pid < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: clone() succeeded, so `pidfd` is a new descriptor that nothing else owns.
+    Ok(adopt_child(pid, pidfd, elsewhere))
+}
+
+/// The parent's side once the child exists: its pidfd owned, and the child moved to another
+/// CPU than ours when there is one.
+fn adopt_child(
+    pid: libc::pid_t,
+    pidfd: libc::c_int,
+    elsewhere: Option<(libc::cpu_set_t, libc::cpu_set_t)>,
+) -> (libc::pid_t, OwnedFd) {
+    // SAFETY: the clone succeeded, so `pidfd` is a new descriptor that nothing else owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     if let Some((_, others)) = elsewhere {
         // SAFETY: a live cpu_set_t of the size we pass. Failure only costs the parallelism.
         unsafe { libc::sched_setaffinity(pid, std::mem::size_of_val(&others), &others) };
     }
-    Ok((pid, pidfd))
+    (pid, pidfd)
+}
+
+/// `struct clone_args` of clone3(2), up to `cgroup` (CLONE_ARGS_SIZE_VER2, 88 bytes).
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// CLONE_INTO_CGROUP (uapi/linux/sched.h; not in the libc crate for every target).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// clone3() of the jail's first process into `cgroup`, fork-style (no new stack: the child
+/// runs on its copy of ours); the child runs [`child_main`] and never returns here. Returns the
+/// child's pid; the pidfd is stored in `pidfd`.
+fn clone_into_cgroup(
+    flags: libc::c_int,
+    cgroup: BorrowedFd<'_>,
+    pidfd: &mut libc::c_int,
+    child: &mut ChildContext<'_>,
+) -> io::Result<libc::pid_t> {
+    let args = CloneArgs {
+        flags: (flags as u64) | libc::CLONE_PIDFD as u64 | CLONE_INTO_CGROUP,
+        pidfd: pidfd as *mut libc::c_int as u64,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: cgroup.as_raw_fd() as u64,
+    };
+    // SAFETY: clone3 reads `args` (a live struct of the size we pass) and writes the pidfd to
+    // the live c_int it points to. Without CLONE_VM and with no stack given, the child is a
+    // fork-style copy of this process running on its copy of this very stack, so every pointer
+    // in `child` stays valid there. The child runs only `child_main`, which makes
+    // async-signal-safe raw syscalls (see the module doc) and ends in execve or _exit: it
+    // never returns into the caller's frames, which belong to a multi-threaded parent.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if pid == 0 {
+        child_main((child as *mut ChildContext).cast());
+        // SAFETY: _exit(2) ends this child; child_main only returns after writing its record.
+        unsafe { libc::_exit(125) }
+    }
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pid as libc::pid_t)
 }
 
 /// Runs `f` (which clones the jail's first process) with this thread's effective uid set to

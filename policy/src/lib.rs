@@ -39,12 +39,14 @@ mod render;
 pub mod seccomp;
 pub mod syscalls;
 
-pub use ceilings::{Ceilings, CeilingsError, Excess, ExcessError, OnExcess};
+pub use ceilings::{
+    Ceilings, CeilingsError, Excess, ExcessError, LimitOverrides, OnExcess, OverrideError,
+};
 pub use linkage::EntryLinkage;
 pub use manifest::{Manifest, ManifestError};
 pub use plan::{
-    jail_paths, HostEnv, JailPlan, LandlockRule, MountEntry, PathAccess, ResourceLimits, IPC_FD,
-    JAIL_GID, JAIL_HOSTNAME, JAIL_UID,
+    jail_paths, HostEnv, JailPlan, LandlockRule, MountEntry, PathAccess, ResourceLimits,
+    CPU_PERIOD_US, IPC_FD, JAIL_GID, JAIL_HOSTNAME, JAIL_UID,
 };
 pub use seccomp::{BpfInstruction, IoctlRow, SeccompProgram, SyscallRow};
 

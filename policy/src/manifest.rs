@@ -18,12 +18,14 @@
 //! memory = "512MiB"
 //! threads = 256
 //! open_files = 1024
+//! cpus = "1"
 //!
 //! [env]               # optional
 //! GREETING = "hello"
 //!
 //! [home]              # optional
 //! sync = true
+//! quota = "1GiB"
 //! ```
 //!
 //! | key | type and unit | default | meaning |
@@ -37,8 +39,10 @@
 //! | `limits.memory` | bytes: an integer, or a string with unit `B`, `KiB`, `MiB`, `GiB` (powers of 1024) or `K`/`KB`, `M`/`MB`, `G`/`GB` (powers of 1000) | `"512MiB"` | Memory of the whole app; at least 16 MiB. Exceeding it fails allocations or kills the app, never the host. |
 //! | `limits.threads` | integer, 1 to 65536 | `256` | Threads of the app including the main one. Bounds how much kernel memory and scheduler time it can claim. |
 //! | `limits.open_files` | integer, 16 to 65536 | `1024` | Open file descriptors (`RLIMIT_NOFILE`), including stdin/stdout/stderr and the IPC socket (fd 3). |
+//! | `limits.cpus` | CPUs: a number or a string of one, with at most 3 decimals, 0.01 to 1024 | `"1"` | CPU time of the whole app per unit of wall-clock time: `"0.5"` is half of one CPU, `"2"` two CPUs' worth, over a 100 ms period (cgroup `cpu.max`, v1 `cpu.cfs_quota_us`). Enforced only where the app gets a cgroup with the cpu controller (see `elastos policy show`); rlimits have no rate limit. |
 //! | `env.<NAME>` | string, no NUL | none | Extra environment variables. Names match `[A-Za-z_][A-Za-z0-9_]*`; `HOME`, `PATH`, `ELASTOS_*` and `LD_*` are reserved (set by elastos, or steering the dynamic loader). They may override the defaults for `LANG` and `TERM`. |
 //! | `home.sync` | boolean | `true` | Whether the app's home is synced with the user's encrypted cloud disk (`elastos cloud`). `false` for a home that is only a cache: it stays on this machine and is lost with it. |
+//! | `home.quota` | bytes, as `limits.memory`, at least 4 MiB | none (the host's `home_quota` ceiling, when it sets one) | The most the app's home may hold, its filesystem's own bookkeeping included: past it, writes fail with `ENOSPC`. Launched by root, the home is then an ext4 image of that size (`<home>.img`), mounted at the home from the app's first start on each boot; launched by another user it is not enforced, and `elastos policy show` says so. Fixed at the first start: a later manifest asking for another size keeps the image's. |
 //!
 //! Any other key, anywhere, is an error naming the key, its table and its line: a typo must not
 //! silently drop a limit.
@@ -51,7 +55,7 @@ use serde::{Deserialize, Serialize};
 use toml_edit::TableLike;
 use uuid::Uuid;
 
-use crate::ceilings::{Ceilings, Excess, ExcessError};
+use crate::ceilings::{Ceilings, Excess, ExcessError, LimitOverrides, OverrideError};
 use crate::plan::ResourceLimits;
 
 const MIB: u64 = 1 << 20;
@@ -61,6 +65,7 @@ pub const DEFAULT_LIMITS: ResourceLimits = ResourceLimits {
     memory_bytes: 512 * MIB,
     threads: 256,
     open_files: 1024,
+    cpu_millis: 1000,
 };
 /// The smallest `limits.memory`: below this, dynamically linked programs barely start.
 pub const MIN_MEMORY_BYTES: u64 = 16 * MIB;
@@ -68,6 +73,12 @@ pub const MIN_MEMORY_BYTES: u64 = 16 * MIB;
 pub const THREADS_RANGE: RangeInclusive<u64> = 1..=65536;
 /// Accepted `limits.open_files` (16: room for stdio, the IPC socket and a few files).
 pub const OPEN_FILES_RANGE: RangeInclusive<u64> = 16..=65536;
+/// Accepted `limits.cpus`, in thousandths of a CPU: 0.01 CPU (1 ms per 100 ms period, the
+/// kernel's smallest quota) to 1024 CPUs.
+pub const CPU_MILLIS_RANGE: RangeInclusive<u64> = 10..=1_024_000;
+/// What `limits.cpus` (and `--cpus`) accept.
+pub const CPUS_EXPECTED: &str =
+    "a number of CPUs from 0.01 to 1024 with at most 3 decimals, like 1.5 or \"0.25\"";
 /// Longest `app.name`.
 pub const NAME_MAX_LEN: usize = 64;
 
@@ -86,6 +97,8 @@ pub struct Manifest {
     env: BTreeMap<String, String>,
     /// `home.sync`.
     home_sync: bool,
+    /// `home.quota`, in bytes.
+    home_quota: Option<u64>,
 }
 
 /// Why a manifest was rejected.
@@ -196,6 +209,7 @@ struct RawManifest {
 #[serde(deny_unknown_fields, expecting = "the [home] table")]
 struct RawHome {
     sync: Option<bool>,
+    quota: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -240,6 +254,7 @@ struct RawLimits {
     memory: Option<toml::Value>,
     threads: Option<i64>,
     open_files: Option<i64>,
+    cpus: Option<toml::Value>,
 }
 
 impl Manifest {
@@ -259,6 +274,11 @@ impl Manifest {
             limits: check_limits(raw.limits)?,
             env: check_env(raw.env)?,
             home_sync: raw.home.sync.unwrap_or(true),
+            home_quota: raw
+                .home
+                .quota
+                .map(|value| check_home_quota(&value))
+                .transpose()?,
         })
     }
 
@@ -304,13 +324,36 @@ impl Manifest {
 
     /// Holds `[limits]` to the host's ceilings: refused, or capped and the capping returned,
     /// as the ceilings say (see [`Ceilings::apply`]). Call it before planning the jail.
+    ///
+    /// The ceilings' `home_quota`, when the administrator (or the user) sets one, is also the
+    /// quota of a manifest that asks for none: an app cannot escape it by saying nothing.
     pub fn apply_ceilings(&mut self, ceilings: &Ceilings) -> Result<Vec<Excess>, ExcessError> {
-        ceilings.apply(&mut self.limits)
+        let mut excesses = ceilings.apply(&mut self.limits)?;
+        if let Some(excess) = ceilings.apply_home_quota(&mut self.home_quota)? {
+            excesses.push(excess);
+        }
+        Ok(excesses)
+    }
+
+    /// Replaces `[limits]` with the command line's `overrides`, each held to its ceiling (see
+    /// [`Ceilings::apply_overrides`]). Call it before [`Manifest::apply_ceilings`], so that a
+    /// limit the user lowered by hand is not refused for what the manifest asked.
+    pub fn apply_overrides(
+        &mut self,
+        ceilings: &Ceilings,
+        overrides: &LimitOverrides,
+    ) -> Result<(), OverrideError> {
+        ceilings.apply_overrides(overrides, &mut self.limits)
     }
 
     /// `home.sync`: whether the app's home is synced with the user's cloud disk (default true).
     pub fn home_sync(&self) -> bool {
         self.home_sync
+    }
+
+    /// `home.quota`: the most the app's home may hold, in bytes (none by default).
+    pub fn home_quota(&self) -> Option<u64> {
+        self.home_quota
     }
 
     /// `[env]`: extra variables, none of them reserved.
@@ -601,11 +644,76 @@ fn check_limits(raw: RawLimits) -> Result<ResourceLimits, ManifestError> {
             DEFAULT_LIMITS.open_files,
             OPEN_FILES_RANGE,
         )?,
+        cpu_millis: match raw.cpus {
+            None => DEFAULT_LIMITS.cpu_millis,
+            Some(value) => cpus_value(&value)
+                .ok_or_else(|| invalid("limits.cpus", shown_value(&value), CPUS_EXPECTED))?,
+        },
     })
 }
 
+/// `limits.cpus` in thousandths of a CPU, from a TOML integer, float or string.
+pub(crate) fn cpus_value(value: &toml::Value) -> Option<u64> {
+    match value {
+        toml::Value::Integer(cpus) => parse_cpus(&cpus.to_string()),
+        // The float's shortest decimal form ("1.5"), so 0.1 is 100, never 99.
+        toml::Value::Float(cpus) => parse_cpus(&cpus.to_string()),
+        toml::Value::String(text) => parse_cpus(text),
+        _ => None,
+    }
+}
+
+fn shown_value(value: &toml::Value) -> String {
+    match value {
+        toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::String(_) => {
+            value.to_string()
+        }
+        other => format!("a {}", other.type_str()),
+    }
+}
+
+/// Thousandths of a CPU in `1`, `1.5`, `0.25` or `2.000`: decimal digits only (no sign, no
+/// exponent), at most 3 after the point, within [`CPU_MILLIS_RANGE`]; `None` otherwise.
+pub fn parse_cpus(text: &str) -> Option<u64> {
+    let (whole, fraction) = text.trim().split_once('.').unwrap_or((text.trim(), ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(fraction) || fraction.len() > 3 {
+        return None;
+    }
+    let fraction = format!("{fraction:0<3}").parse::<u64>().ok()?;
+    let millis = whole.parse::<u64>().ok()?.checked_mul(1000)? + fraction;
+    CPU_MILLIS_RANGE.contains(&millis).then_some(millis)
+}
+
+/// `1500` thousandths as `1.5`: how `limits.cpus` is written.
+pub fn format_cpus(millis: u64) -> String {
+    let text = format!("{}.{:03}", millis / 1000, millis % 1000);
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// The smallest `home.quota`: an ext4 filesystem smaller than this has little room left for
+/// files after its own bookkeeping.
+pub const MIN_HOME_QUOTA_BYTES: u64 = 4 * MIB;
+
+fn check_home_quota(value: &toml::Value) -> Result<u64, ManifestError> {
+    let bytes = match value {
+        toml::Value::Integer(bytes) => u64::try_from(*bytes).ok(),
+        toml::Value::String(text) => parse_memory(text),
+        _ => None,
+    };
+    bytes
+        .filter(|bytes| *bytes >= MIN_HOME_QUOTA_BYTES)
+        .ok_or_else(|| {
+            invalid(
+                "home.quota",
+                shown_value(value),
+                format!("{MEMORY_EXPECTED}, at least 4MiB"),
+            )
+        })
+}
+
 /// Bytes in `512MiB`, `512 MiB`, `2G` or `1000`; `None` if malformed or too large.
-pub(crate) fn parse_memory(text: &str) -> Option<u64> {
+pub fn parse_memory(text: &str) -> Option<u64> {
     let text = text.trim();
     let digits = text
         .find(|c: char| !c.is_ascii_digit())
@@ -734,6 +842,32 @@ mod tests {
     }
 
     #[test]
+    fn the_home_quota_is_bytes_of_at_least_4_mib() {
+        assert_eq!(parse("").unwrap().home_quota(), None, "none by default");
+        assert_eq!(
+            parse("[home]\nquota = \"8MiB\"\n").unwrap().home_quota(),
+            Some(8 * MIB)
+        );
+        assert_eq!(
+            parse("[home]\nquota = 4194304\n").unwrap().home_quota(),
+            Some(4 * MIB)
+        );
+        for (text, found) in [
+            ("quota = \"1MiB\"", "\"1MiB\""),
+            ("quota = \"lots\"", "\"lots\""),
+            ("quota = -1", "-1"),
+            ("quota = true", "a boolean"),
+        ] {
+            let (field, f) = invalid_field(parse(&format!("[home]\n{text}\n")));
+            assert_eq!(
+                (field.as_str(), f.as_str()),
+                ("home.quota", found),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn the_home_syncs_unless_the_manifest_says_otherwise() {
         assert!(parse("").unwrap().home_sync());
         assert!(parse("[home]\n").unwrap().home_sync());
@@ -773,7 +907,7 @@ mod tests {
     fn full_manifest_from_the_module_docs() {
         let manifest = parse(
             "[services]\nprovides = [\"6f1c2a57-2b1e-4f0e-9d43-0c7a3e5b8f21\"]\nuses = []\n\
-             [limits]\nmemory = \"1GiB\"\nthreads = 8\nopen_files = 64\n\
+             [limits]\nmemory = \"1GiB\"\nthreads = 8\nopen_files = 64\ncpus = \"1.5\"\n\
              [env]\nGREETING = \"hello\"\nLANG = \"de_DE.UTF-8\"\n",
         )
         .unwrap();
@@ -783,7 +917,8 @@ mod tests {
             ResourceLimits {
                 memory_bytes: 1 << 30,
                 threads: 8,
-                open_files: 64
+                open_files: 64,
+                cpu_millis: 1500,
             }
         );
         assert_eq!(manifest.env()["GREETING"], "hello");
@@ -811,6 +946,58 @@ mod tests {
     }
 
     #[test]
+    fn cpus_are_a_number_or_a_string_of_one_in_thousandths() {
+        for (text, millis) in [
+            ("cpus = 2", 2000),
+            ("cpus = 1.5", 1500),
+            ("cpus = 0.1", 100),
+            ("cpus = \"0.25\"", 250),
+            ("cpus = \"0.01\"", 10),
+            ("cpus = \" 3.000 \"", 3000),
+            ("cpus = 1024", 1_024_000),
+        ] {
+            let manifest = parse(&format!("[limits]\n{text}\n")).unwrap();
+            assert_eq!(manifest.limits().cpu_millis, millis, "{text}");
+        }
+        assert_eq!(
+            parse("").unwrap().limits().cpu_millis,
+            1000,
+            "default: one CPU"
+        );
+        for (text, found) in [
+            ("cpus = 0", "0"),
+            ("cpus = 0.001", "0.001"),
+            ("cpus = \"0.0001\"", "\"0.0001\""),
+            ("cpus = 1025", "1025"),
+            ("cpus = -1", "-1"),
+            ("cpus = \"1e3\"", "\"1e3\""),
+            ("cpus = \"half\"", "\"half\""),
+            ("cpus = \".5\"", "\".5\""),
+            ("cpus = true", "a boolean"),
+        ] {
+            match parse(&format!("[limits]\n{text}\n")) {
+                Err(ManifestError::InvalidValue {
+                    field,
+                    found: f,
+                    expected,
+                }) => {
+                    assert_eq!(
+                        (field.as_str(), f.as_str()),
+                        ("limits.cpus", found),
+                        "{text}"
+                    );
+                    assert_eq!(expected, CPUS_EXPECTED);
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        for (millis, text) in [(1500, "1.5"), (2000, "2"), (10, "0.01"), (250, "0.25")] {
+            assert_eq!(format_cpus(millis), text);
+            assert_eq!(parse_cpus(text), Some(millis));
+        }
+    }
+
+    #[test]
     fn unknown_keys_name_the_key_its_table_and_line() {
         for (extra, table, key, line) in [
             ("[app2]\n", "", "app2", 6),
@@ -831,10 +1018,10 @@ mod tests {
                 other => panic!("{extra}: {other:?}"),
             }
         }
-        let dotted = Manifest::from_toml(&format!("limits.cpus = 2\n{APP}")).unwrap_err();
+        let dotted = Manifest::from_toml(&format!("limits.cpu = 2\n{APP}")).unwrap_err();
         assert!(
             matches!(&dotted, ManifestError::UnknownKey { table, key, line: 1, .. }
-            if table == "limits" && key == "cpus")
+            if table == "limits" && key == "cpu")
         );
         let inline = Manifest::from_toml("app = { id = \"x\", colour = 1 }\n").unwrap_err();
         assert!(

@@ -55,6 +55,8 @@ pub struct JailPlan {
     pub seccomp: SeccompProgram,
     /// Resource limits from the manifest.
     pub limits: ResourceLimits,
+    /// `home.quota` of the manifest, in bytes: the home is an image of that size (root only).
+    pub home_quota: Option<u64>,
     /// Environment of the entry, already scrubbed and complete (name, value).
     pub env: Vec<(String, String)>,
     /// Absolute jail path of the entry executable (under [`jail_paths::APP`]).
@@ -136,6 +138,20 @@ pub struct ResourceLimits {
     pub threads: u64,
     /// Maximum number of open file descriptors.
     pub open_files: u64,
+    /// CPU time per unit of wall-clock time, in thousandths of a CPU (1500: one and a half
+    /// CPUs): cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us`, over [`CPU_PERIOD_US`].
+    pub cpu_millis: u64,
+}
+
+/// The period of the app's CPU quota, in microseconds (the kernel's default CFS period): its
+/// quota is `cpu_millis * CPU_PERIOD_US / 1000` of CPU time in every such period.
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+impl ResourceLimits {
+    /// The CPU time the app may use in each [`CPU_PERIOD_US`], in microseconds.
+    pub fn cpu_quota_us(&self) -> u64 {
+        self.cpu_millis * CPU_PERIOD_US / 1000
+    }
 }
 
 /// The parts of the launching user's environment that carry into the jail; everything else of
@@ -222,6 +238,7 @@ impl JailPlan {
             landlock_scoped: true,
             seccomp: SeccompProgram::compile(),
             limits,
+            home_quota: manifest.home_quota(),
             env: environment(manifest, host),
             entry,
             entry_linkage,

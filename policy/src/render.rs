@@ -5,8 +5,11 @@ use std::fmt::Write;
 use std::path::Path;
 
 use crate::linkage::EntryLinkage;
+use crate::manifest::format_cpus;
 use crate::plan::jail_paths::APP;
-use crate::plan::{JailPlan, MountEntry, PathAccess, JAIL_GID, JAIL_HOSTNAME, JAIL_UID};
+use crate::plan::{
+    JailPlan, MountEntry, PathAccess, CPU_PERIOD_US, JAIL_GID, JAIL_HOSTNAME, JAIL_UID,
+};
 use crate::syscalls::ArgCheck;
 
 impl JailPlan {
@@ -124,8 +127,33 @@ impl JailPlan {
             ["memory".to_owned(), bytes_label(self.limits.memory_bytes)],
             ["threads".to_owned(), self.limits.threads.to_string()],
             ["open files".to_owned(), self.limits.open_files.to_string()],
+            [
+                "cpu".to_owned(),
+                format!(
+                    "{} CPU{} ({} us of CPU time every {CPU_PERIOD_US} us)",
+                    format_cpus(self.limits.cpu_millis),
+                    if self.limits.cpu_millis == 1000 {
+                        ""
+                    } else {
+                        "s"
+                    },
+                    self.limits.cpu_quota_us()
+                ),
+            ],
         ];
         write_table(out, "  ", &[], &limits)?;
+        match self.home_quota {
+            Some(bytes) => writeln!(
+                out,
+                "  home quota  {}: launched by root, an ext4 image of that size mounted at the \
+                 home (writes past it fail with ENOSPC); launched by another user, NOT enforced",
+                bytes_label(bytes)
+            )?,
+            None => writeln!(
+                out,
+                "  home quota  none: the app can fill the disk its home is on ([home] quota)"
+            )?,
+        }
         writeln!(
             out,
             "\nkernel counters (the same for every app; charged to the app, not its launcher):"
@@ -406,6 +434,23 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("  open files  1024\n"));
+        assert!(
+            text.contains("  cpu         1 CPU (100000 us of CPU time every 100000 us)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  home quota  none: the app can fill the disk its home is on"),
+            "{text}"
+        );
+        let mut quota = plan.clone();
+        quota.home_quota = Some(8 << 20);
+        assert!(
+            quota
+                .render_text()
+                .contains("  home quota  8 MiB (8388608 bytes): launched by root, an ext4 image"),
+            "{}",
+            quota.render_text()
+        );
         let inotify = text
             .lines()
             .find(|line| line.starts_with("  user.max_inotify_instances "))

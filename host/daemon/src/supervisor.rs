@@ -185,6 +185,7 @@ impl Supervisor {
                 bundle: &instance.spec.bundle,
                 args: &instance.spec.args,
                 capture_output: true,
+                overrides: instance.spec.overrides,
             };
             let began = Instant::now();
             let ended =

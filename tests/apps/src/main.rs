@@ -100,6 +100,8 @@ fn dispatch(args: &[String]) -> modes::ModeResult {
         "args" => modes::args(rest),
         "thread-bomb" => modes::thread_bomb(rest),
         "mem-bomb" => modes::mem_bomb(rest),
+        "spin" => modes::spin(rest),
+        "fill-home" => modes::fill_home(rest),
         "hold-counters" => counters::hold_counters(),
         "counters-check" => counters::counters_check(),
         "socket-netns" => counters::socket_netns(rest),

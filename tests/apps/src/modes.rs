@@ -391,6 +391,40 @@ pub fn mem_bomb(args: &[String]) -> ModeResult {
     Ok(1)
 }
 
+/// `spin SECONDS`: a busy loop on one thread for SECONDS of wall-clock time (the CPU limit's
+/// test reads how much CPU time the app's cgroup was given meanwhile).
+pub fn spin(args: &[String]) -> ModeResult {
+    let secs: f64 = number(args, 0, "seconds")?;
+    let end = std::time::Instant::now() + Duration::from_secs_f64(secs);
+    let mut turns: u64 = 0;
+    while std::time::Instant::now() < end {
+        turns = std::hint::black_box(turns.wrapping_add(1));
+    }
+    println!("spin: {turns} turns");
+    Ok(0)
+}
+
+/// `fill-home BYTES`: writes $HOME/fill 64 KiB at a time (each flushed to the disk with
+/// fdatasync) up to BYTES; prints how far it got and the error that stopped it. Exit 0 when
+/// a write failed before BYTES (the quota held), 1 when all of it was written.
+pub fn fill_home(args: &[String]) -> ModeResult {
+    let wanted: u64 = number(args, 0, "byte count")?;
+    let path = format!("{}/fill", home()?);
+    let mut file = std::fs::File::create(&path).map_err(|e| format!("create {path}: {e}"))?;
+    let chunk = vec![0x5a_u8; 64 << 10];
+    let mut written: u64 = 0;
+    while written < wanted {
+        let result = file.write_all(&chunk).and_then(|()| file.sync_data());
+        if let Err(e) = result {
+            println!("fill-home: wrote {written} of {wanted} bytes, then: {e}");
+            return Ok(0);
+        }
+        written += chunk.len() as u64;
+    }
+    println!("fill-home: wrote all {wanted} bytes");
+    Ok(1)
+}
+
 /// `terminal`: the app's session and what its stdin terminal says when the app tries to become
 /// its foreground process group (TIOCSPGRP, with the app's own group: harmless, it only moves
 /// the terminal's foreground to where it already runs, when the terminal is its own).
