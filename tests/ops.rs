@@ -573,3 +573,39 @@ fn bad_ids_and_flags_get_clear_errors() {
     );
     drop(daemon);
 }
+
+/// `run -d --memory --cpus --pids` reach the daemon's start of the app (and every restart): the
+/// jail it reports and the cgroup it made hold the overrides, not the manifest's limits.
+#[test]
+fn run_detached_with_limit_flags_gets_those_limits() {
+    let (harness, daemon, bundle) = setup(User::Root, &[]);
+    let id = run_detached(
+        &harness,
+        &["--memory", "48MiB", "--cpus", "0.5", "--pids", "9"],
+        &bundle,
+        &["sleep", "60"],
+    );
+    wait_for_state(&harness, &id, "running");
+    let limits = &inspect(&harness, &id)["limits"];
+    assert_eq!(limits["memory_bytes"], 48 << 20, "{limits}");
+    assert_eq!(limits["cpu_millis"], 500, "{limits}");
+    assert_eq!(limits["threads"], 9, "{limits}");
+    let cgroups = inspect(&harness, &id)["cgroup"].clone();
+    let memory_file = cgroups
+        .as_array()
+        .expect("cgroup paths as root")
+        .iter()
+        .map(|path| Path::new(path.as_str().unwrap()).to_path_buf())
+        .flat_map(|dir| [dir.join("memory.max"), dir.join("memory.limit_in_bytes")])
+        .find(|file| file.exists())
+        .expect("a memory cgroup of the app");
+    let limit = std::fs::read_to_string(&memory_file).unwrap();
+    assert_eq!(
+        limit.trim(),
+        (48u64 << 20).to_string(),
+        "{}",
+        memory_file.display()
+    );
+    elastos(&harness, &["stop", "-t", "0", &id]);
+    drop(daemon);
+}
