@@ -39,7 +39,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use elastos_loader::LimitMechanism;
-use elastos_oci::{Rootfs, State, Status, OCI_VERSION};
+use elastos_oci::{Host, State, Status, OCI_VERSION};
 use elastos_policy::JailPlan;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
@@ -73,6 +73,19 @@ enum OciCommand {
 const DEFAULT_ROOT: &str = "/run/elastos-oci";
 /// How long `create` waits for the shim's jail, and `start` for the process to run.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The shim's socket in the container's directory: `start` asks on it.
+const SHIM_SOCKET: &str = "shim.sock";
+/// `create`'s socket in the container's directory, on which the shim says its jail exists.
+const NOTIFY_SOCKET: &str = "notify.sock";
+
+/// `name` in the container's directory `dir`, as a path relative to this process's working
+/// directory, made `dir`: a socket's path must fit in 108 bytes, and an engine's state root and
+/// 64-character ids do not.
+fn in_dir(dir: &Path, name: &str) -> std::io::Result<PathBuf> {
+    std::env::set_current_dir(dir)?;
+    Ok(PathBuf::from(name))
+}
 
 /// Whether this invocation is the OCI runtime: the program is called `elastos-runc`, or its
 /// first argument is `oci`. Returns the arguments for [`main`] (program name first).
@@ -343,10 +356,15 @@ fn signal_process(pid: i32, started: u64, signal: Signal) -> Result<bool> {
     }
 }
 
-/// The rootfs, as the host reads it, for [`elastos_oci::translate`].
-struct HostRootfs(PathBuf);
+/// The rootfs and the runtime's other containers, as the host sees them, for
+/// [`elastos_oci::translate`].
+struct HostView {
+    rootfs: PathBuf,
+    /// The runtime's state root.
+    root: PathBuf,
+}
 
-impl HostRootfs {
+impl HostView {
     /// `path` (absolute, as the container sees it) resolved inside the rootfs: symlinks are
     /// followed with the rootfs as their `/`, never out of it.
     fn resolve(&self, path: &Path) -> Option<PathBuf> {
@@ -368,7 +386,7 @@ impl HostRootfs {
             }
             let host = resolved
                 .iter()
-                .fold(self.0.clone(), |p, n| p.join(n))
+                .fold(self.rootfs.clone(), |p, n| p.join(n))
                 .join(&name);
             let meta = fs::symlink_metadata(&host).ok()?;
             if !meta.file_type().is_symlink() {
@@ -389,13 +407,13 @@ impl HostRootfs {
                 _ => None,
             }));
         }
-        Some(resolved.iter().fold(self.0.clone(), |p, n| p.join(n)))
+        Some(resolved.iter().fold(self.rootfs.clone(), |p, n| p.join(n)))
     }
 }
 
-impl Rootfs for HostRootfs {
+impl Host for HostView {
     fn top_level(&self) -> Vec<String> {
-        fs::read_dir(&self.0)
+        fs::read_dir(&self.rootfs)
             .into_iter()
             .flatten()
             .flatten()
@@ -405,6 +423,29 @@ impl Rootfs for HostRootfs {
 
     fn is_file(&self, path: &Path) -> bool {
         self.resolve(path).is_some_and(|p| p.is_file())
+    }
+
+    fn is_container_namespace(&self, path: &Path) -> bool {
+        let pid: Option<i32> = path
+            .strip_prefix("/proc")
+            .ok()
+            .and_then(|rest| rest.components().next())
+            .and_then(|pid| pid.as_os_str().to_str()?.parse().ok());
+        let Some(pid) = pid.filter(|_| path.parent().is_some_and(|p| p.ends_with("ns"))) else {
+            return false;
+        };
+        fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                Container::open(&self.root, entry.file_name().to_str()?).ok()
+            })
+            .any(|c| {
+                let r = &c.record;
+                (r.shim_pid == pid && alive(pid, r.shim_started))
+                    || (r.jail_pid == Some(pid) && r.jail_started.is_some_and(|t| alive(pid, t)))
+            })
     }
 }
 
@@ -427,16 +468,21 @@ fn create(
         ));
     }
     let bundle = std::path::absolute(&args.bundle)?;
+    // Absolute now: the sockets are made from inside the container's directory (see `in_dir`).
+    let pid_file = args.pid_file.as_deref().map(std::path::absolute).transpose()?;
     let spec_path = bundle.join("config.json");
     let spec_bytes =
         fs::read(&spec_path).with_context(|| format!("reading {}", spec_path.display()))?;
     let spec = elastos_oci::parse_spec(&spec_bytes)?;
     let root_path = spec.root().as_ref().map(|r| bundle.join(r.path()));
-    let rootfs = HostRootfs(root_path.unwrap_or_else(|| bundle.join("rootfs")));
-    if !rootfs.0.is_dir() {
-        bail!("the rootfs {} is not a directory", rootfs.0.display());
+    let host = HostView {
+        rootfs: root_path.unwrap_or_else(|| bundle.join("rootfs")),
+        root: root.to_owned(),
+    };
+    if !host.rootfs.is_dir() {
+        bail!("the rootfs {} is not a directory", host.rootfs.display());
     }
-    let translation = elastos_oci::translate(&spec, id, &bundle, &rootfs)?;
+    let translation = elastos_oci::translate(&spec, id, &bundle, &host)?;
     for warning in &translation.warnings {
         log.warn(&warning.to_string());
     }
@@ -455,14 +501,14 @@ fn create(
     }
     let made = (|| {
         fs::write(dir.join("plan.json"), serde_json::to_vec(&plan)?)?;
-        let notify = UnixListener::bind(dir.join("notify.sock"))?;
-        let shim = start_shim(root, global, id)?;
+        let notify = UnixListener::bind(in_dir(&dir, NOTIFY_SOCKET)?)?;
+        // The shim fills in its own pid and start time.
         let record = Record {
             id: id.clone(),
             bundle: bundle.clone(),
             status: Status::Creating,
-            shim_pid: shim as i32,
-            shim_started: start_time(shim as i32).map_or(0, |(t, _)| t),
+            shim_pid: 0,
+            shim_started: 0,
             jail_pid: None,
             jail_started: None,
             cgroups: Vec::new(),
@@ -473,12 +519,13 @@ fn create(
             record,
         }
         .save()?;
+        let shim = start_shim(root, global, id)?;
         let answer = handshake(&notify, shim as i32)?;
-        let _ = fs::remove_file(dir.join("notify.sock"));
+        let _ = fs::remove_file(dir.join(NOTIFY_SOCKET));
         if answer != "created" {
             bail!("{}", answer.strip_prefix("error: ").unwrap_or(&answer));
         }
-        if let Some(pid_file) = &args.pid_file {
+        if let Some(pid_file) = &pid_file {
             write_atomically(pid_file, shim.to_string().as_bytes())
                 .with_context(|| format!("writing the pid file {}", pid_file.display()))?;
         }
@@ -571,7 +618,7 @@ fn shim(root: &Path, id: &str, log: &Log) -> u8 {
             log.error(&message);
             // `create` waits for this answer while the jail is being made.
             if let Ok(dir) = Container::dir(root, id) {
-                if let Ok(mut notify) = UnixStream::connect(dir.join("notify.sock")) {
+                if let Ok(mut notify) = in_dir(&dir, NOTIFY_SOCKET).and_then(UnixStream::connect) {
                     let _ = writeln!(notify, "error: {message}");
                 }
             }
@@ -591,12 +638,12 @@ fn shim_run(root: &Path, id: &str, log: &Log) -> Result<u8> {
     let mut options = elastos_host::apps::launch_options(false, false)?;
     options.attached = true;
     let pending = elastos_loader::spawn(&options)?;
-    let control_path = dir.join("shim.sock");
-    let _ = fs::remove_file(&control_path);
-    let control = UnixListener::bind(&control_path)?;
+    let control = UnixListener::bind(in_dir(&dir, SHIM_SOCKET)?)?;
     container.record.status = Status::Created;
+    container.record.shim_pid = std::process::id() as i32;
+    container.record.shim_started = start_time(container.record.shim_pid).map_or(0, |(t, _)| t);
     container.save()?;
-    let mut notify = UnixStream::connect(dir.join("notify.sock"))
+    let mut notify = UnixStream::connect(in_dir(&dir, NOTIFY_SOCKET)?)
         .context("telling create that the jail exists")?;
     writeln!(notify, "created")?;
     drop(notify);
@@ -690,7 +737,7 @@ fn start(root: &Path, id: &str) -> Result<u8> {
     if status != Status::Created {
         bail!("container {id} is {}, not created", status_name(status));
     }
-    let mut stream = UnixStream::connect(container.dir.join("shim.sock"))
+    let mut stream = UnixStream::connect(in_dir(&container.dir, SHIM_SOCKET)?)
         .with_context(|| format!("reaching the shim of container {id}"))?;
     writeln!(stream, "start")?;
     stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;

@@ -6,8 +6,8 @@
 //!
 //! - **refused** (an [`OciError::Refused`] naming the field): whatever would give the container
 //!   more than the jail gives any app: a privilege-granting capability (`CAP_SYS_ADMIN`,
-//!   `CAP_SYS_PTRACE`, ...), joining an existing namespace (`linux.namespaces[].path`: the host's
-//!   network, another container's pid namespace), a device beyond the stateless ones, a bind of
+//!   `CAP_SYS_PTRACE`, ...), a host namespace (`linux.namespaces[].path` naming one, or an
+//!   isolating namespace left out, which means the host's), a device beyond the stateless ones, a bind of
 //!   the host's /proc, /sys or /dev, a filesystem type other than bind and tmpfs, host hooks, a
 //!   terminal (not supported yet);
 //! - **dropped with a warning** ([`Warning`]): what engines ask for by default and the jail
@@ -30,7 +30,7 @@ mod translate;
 use std::path::PathBuf;
 
 pub use oci_spec::runtime::Spec;
-pub use translate::{translate, Rootfs, Translation};
+pub use translate::{translate, Host, Translation};
 
 /// The OCI runtime-spec version this runtime implements (`elastos oci state`, `features`).
 pub const OCI_VERSION: &str = "1.2.0";

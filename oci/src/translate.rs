@@ -12,12 +12,15 @@ use oci_spec::runtime::{
 
 use crate::{app_id, OciError, Warning, ORDINARY_CAPABILITIES};
 
-/// What the host tells about the container's rootfs.
-pub trait Rootfs {
-    /// The names at its top level.
+/// What the host tells about the container's rootfs and its other containers.
+pub trait Host {
+    /// The names at the rootfs's top level.
     fn top_level(&self) -> Vec<String>;
-    /// Whether `path` (absolute, as the container sees it) is a file in it.
+    /// Whether `path` (absolute, as the container sees it) is a file in the rootfs.
     fn is_file(&self, path: &Path) -> bool;
+    /// Whether `path` (`/proc/PID/ns/KIND`) is a namespace of another container of this runtime
+    /// (a Kubernetes pod's sandbox, which the pod's containers are told to join).
+    fn is_container_namespace(&self, path: &Path) -> bool;
 }
 
 /// A spec translated: the jail to build and what of the spec it does not do.
@@ -48,7 +51,8 @@ const ENGINE_FILES: &[&str] = &[
     "/run/.containerenv",
     "/run/secrets",
 ];
-/// The namespaces an engine makes for a container: the jail makes every one of them anyway.
+/// The namespaces an engine makes for a container, and the jail for every app: a spec without
+/// one asks to share the host's.
 const ISOLATING_NAMESPACES: &[LinuxNamespaceType] = &[
     LinuxNamespaceType::Pid,
     LinuxNamespaceType::Network,
@@ -68,7 +72,7 @@ pub fn translate(
     spec: &Spec,
     container_id: &str,
     bundle: &Path,
-    rootfs: &dyn Rootfs,
+    host: &dyn Host,
 ) -> Result<Translation, OciError> {
     crate::validate_id(container_id)?;
     let mut warnings = Vec::new();
@@ -154,11 +158,11 @@ pub fn translate(
     }
     env.entry("ELASTOS_IPC_FD".to_owned())
         .or_insert_with(|| elastos_policy::IPC_FD.to_string());
-    let entry = resolve_program(&args[0], &workdir, &env, rootfs)?;
+    let entry = resolve_program(&args[0], &workdir, &env, host)?;
 
     let mut limits = DEFAULT_LIMITS;
     let mut seccomp_denied = BTreeSet::new();
-    let top_level: BTreeSet<String> = rootfs.top_level().into_iter().collect();
+    let top_level: BTreeSet<String> = host.top_level().into_iter().collect();
     let mut mounts = Vec::new();
     for (i, mount) in spec.mounts().iter().flatten().enumerate() {
         if let Some(m) = translate_mount(i, mount, &top_level, &mut warn)? {
@@ -169,6 +173,17 @@ pub fn translate(
     if let Some(linux) = spec.linux() {
         for (i, ns) in linux.namespaces().iter().flatten().enumerate() {
             if let Some(path) = ns.path() {
+                if host.is_container_namespace(path) {
+                    warn(
+                        &format!("linux.namespaces[{i}].path"),
+                        format!(
+                            "{} not joined: it is another container's (a pod's sandbox); each \
+                             jail has its own, empty of devices and of other processes",
+                            path.display()
+                        ),
+                    );
+                    continue;
+                }
                 return Err(refused(
                     format!("linux.namespaces[{i}].path"),
                     &path.display().to_string(),
@@ -186,16 +201,18 @@ pub fn translate(
             .flatten()
             .map(|ns| ns.typ().to_string())
             .collect();
-        for kind in ISOLATING_NAMESPACES {
-            if !asked.contains(&kind.to_string()) {
-                warn(
-                    "linux.namespaces",
-                    format!(
-                        "no {kind} namespace asked for (the host's would be shared): the jail \
-                         makes its own all the same"
-                    ),
-                );
-            }
+        if let Some(kind) = ISOLATING_NAMESPACES
+            .iter()
+            .find(|kind| !asked.contains(&kind.to_string()))
+        {
+            return Err(refused(
+                "linux.namespaces",
+                &format!("no {kind} namespace"),
+                &format!(
+                    "without one the container would share the host's {kind} namespace, which \
+                     the jail never does (podman --network host, --pid host, ...)"
+                ),
+            ));
         }
         if linux.uid_mappings().iter().flatten().next().is_some()
             || linux.gid_mappings().iter().flatten().next().is_some()
@@ -541,7 +558,7 @@ fn resolve_program(
     program: &str,
     workdir: &Path,
     env: &BTreeMap<String, String>,
-    rootfs: &dyn Rootfs,
+    rootfs: &dyn Host,
 ) -> Result<PathBuf, OciError> {
     if program.contains('/') {
         let path = workdir.join(program);

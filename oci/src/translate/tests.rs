@@ -8,12 +8,17 @@ const PODMAN: &str = include_str!("../../tests/specs/podman-4.3.1.json");
 /// A rootfs with `bin/hello` and `bin/sh`, and the given top-level names.
 struct FakeRootfs(Vec<&'static str>);
 
-impl Rootfs for FakeRootfs {
+impl Host for FakeRootfs {
+    fn is_container_namespace(&self, path: &Path) -> bool {
+        path == Path::new("/proc/4242/ns/net")
+    }
     fn top_level(&self) -> Vec<String> {
         self.0.iter().map(|s| s.to_string()).collect()
     }
     fn is_file(&self, path: &Path) -> bool {
-        path == Path::new("/bin/hello") || path == Path::new("/usr/bin/sh")
+        ["/bin/hello", "/usr/bin/sh", "/bin/elastos-probe"]
+            .iter()
+            .any(|p| path == Path::new(p))
     }
 }
 
@@ -157,16 +162,26 @@ fn joining_a_host_namespace_is_refused() {
 }
 
 #[test]
-fn a_missing_namespace_is_made_anyway_with_a_warning() {
+fn a_missing_namespace_is_the_hosts_and_refused() {
     let mut spec = podman_spec();
-    spec["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}]);
+    spec["linux"]["namespaces"] =
+        serde_json::json!([{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]);
+    assert_eq!(
+        refused_field(&spec),
+        ("linux.namespaces".into(), "no net namespace".into())
+    );
+}
+
+#[test]
+fn a_pod_sandboxs_namespace_is_not_joined() {
+    let mut spec = podman_spec();
+    spec["linux"]["namespaces"][1] =
+        serde_json::json!({"type": "network", "path": "/proc/4242/ns/net"});
     let translation = run(&spec).unwrap();
-    let missing = translation
+    assert!(translation
         .warnings
         .iter()
-        .filter(|w| w.field == "linux.namespaces")
-        .count();
-    assert_eq!(missing, 4);
+        .any(|w| w.field == "linux.namespaces[1].path" && w.message.contains("not joined")));
 }
 
 #[test]
@@ -336,4 +351,39 @@ fn a_bad_container_id_is_refused_before_anything_else() {
         translate(&spec, "../x", Path::new("/b"), &FakeRootfs(vec![])),
         Err(OciError::InvalidId { .. })
     ));
+}
+
+/// The spec containerd 1.6.20 gave its runtime for `ctr run --rootfs DIR ID /bin/elastos-probe
+/// run fork`.
+const CONTAINERD: &str = include_str!("../../tests/specs/containerd-1.6.20.json");
+
+#[test]
+fn containerds_default_spec_runs_with_its_14_capabilities_dropped() {
+    let spec = parse_spec(CONTAINERD.as_bytes()).unwrap();
+    let translation = translate(
+        &spec,
+        "c1",
+        Path::new("/state/c1"),
+        &FakeRootfs(vec!["bin", "run"]),
+    )
+    .unwrap();
+    let jail = &translation.jail;
+    assert_eq!(jail.rootfs, Path::new("/state/c1/rootfs"));
+    assert_eq!(jail.argv, ["/bin/elastos-probe", "run", "fork"]);
+    // Its tmpfs on /run replaces the image's /run.
+    assert_eq!(
+        jail.mounts,
+        [ContainerMount::Tmpfs {
+            jail: "/run".into(),
+            size_bytes: DEFAULT_TMPFS_BYTES
+        }]
+    );
+    let caps = translation
+        .warnings
+        .iter()
+        .find(|w| w.field == "process.capabilities")
+        .expect("the capabilities are dropped with a warning");
+    assert_eq!(caps.message.matches("CAP_").count(), 14, "{}", caps.message);
+    // No seccomp profile in the spec: the jail's own, whole.
+    assert!(jail.seccomp_denied.is_empty());
 }
