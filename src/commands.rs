@@ -81,11 +81,13 @@ pub fn try_main(cli: Cli) -> Result<u8, Failure> {
         Command::Oci { args } => {
             let mut all = vec![std::ffi::OsString::from("elastos oci")];
             all.extend(args);
-            Ok(if crate::oci_cmd::main(all) == std::process::ExitCode::SUCCESS {
-                0
-            } else {
-                1
-            })
+            Ok(
+                if crate::oci_cmd::main(all) == std::process::ExitCode::SUCCESS {
+                    0
+                } else {
+                    1
+                },
+            )
         }
         Command::Install {
             bundle,

@@ -91,7 +91,10 @@ fn in_dir(dir: &Path, name: &str) -> std::io::Result<PathBuf> {
 /// first argument is `oci`. Returns the arguments for [`main`] (program name first).
 pub fn invocation(args: &[OsString]) -> Option<Vec<OsString>> {
     let program = args.first().map(Path::new)?;
-    if program.file_name().is_some_and(|name| name == "elastos-runc") {
+    if program
+        .file_name()
+        .is_some_and(|name| name == "elastos-runc")
+    {
         return Some(args.to_vec());
     }
     if args.get(1).is_some_and(|arg| arg == "oci") {
@@ -356,12 +359,30 @@ fn signal_process(pid: i32, started: u64, signal: Signal) -> Result<bool> {
     }
 }
 
-/// The rootfs and the runtime's other containers, as the host sees them, for
-/// [`elastos_oci::translate`].
+/// The rootfs, the host's namespaces and the runtime's other containers, as the host sees
+/// them, for [`elastos_oci::translate`].
 struct HostView {
     rootfs: PathBuf,
     /// The runtime's state root.
     root: PathBuf,
+}
+
+impl HostView {
+    /// Whether `pid` is the shim or the jail's init of a container of this runtime: what an
+    /// engine names as a pod sandbox's process (containerd's CRI passes the pid of the sandbox's
+    /// pid file, our shim, which runs in the host's namespaces).
+    fn is_our_container(&self, pid: i32) -> bool {
+        fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| Container::open(&self.root, entry.file_name().to_str()?).ok())
+            .any(|c| {
+                let r = &c.record;
+                (r.shim_pid == pid && alive(pid, r.shim_started))
+                    || (r.jail_pid == Some(pid) && r.jail_started.is_some_and(|t| alive(pid, t)))
+            })
+    }
 }
 
 impl HostView {
@@ -425,27 +446,31 @@ impl Host for HostView {
         self.resolve(path).is_some_and(|p| p.is_file())
     }
 
-    fn is_container_namespace(&self, path: &Path) -> bool {
-        let pid: Option<i32> = path
+    fn is_host_namespace(&self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let pid = path
             .strip_prefix("/proc")
             .ok()
             .and_then(|rest| rest.components().next())
-            .and_then(|pid| pid.as_os_str().to_str()?.parse().ok());
-        let Some(pid) = pid.filter(|_| path.parent().is_some_and(|p| p.ends_with("ns"))) else {
+            .and_then(|pid| pid.as_os_str().to_str()?.parse::<i32>().ok());
+        if pid.is_some_and(|pid| self.is_our_container(pid)) {
             return false;
+        }
+        let Ok(named) = fs::metadata(path) else {
+            // Unreadable: it cannot be told apart from the host's.
+            return true;
         };
-        fs::read_dir(&self.root)
-            .into_iter()
+        // pid 1's, and the runtime's own: it runs where the engine runs, on the host (pid 1's
+        // may be unreadable to a root without CAP_SYS_PTRACE).
+        let host: Vec<(u64, u64)> = ["/proc/1/ns", "/proc/self/ns"]
+            .iter()
+            .flat_map(fs::read_dir)
             .flatten()
             .flatten()
-            .filter_map(|entry| {
-                Container::open(&self.root, entry.file_name().to_str()?).ok()
-            })
-            .any(|c| {
-                let r = &c.record;
-                (r.shim_pid == pid && alive(pid, r.shim_started))
-                    || (r.jail_pid == Some(pid) && r.jail_started.is_some_and(|t| alive(pid, t)))
-            })
+            .filter_map(|entry| fs::metadata(entry.path()).ok())
+            .map(|m| (m.dev(), m.ino()))
+            .collect();
+        host.is_empty() || host.contains(&(named.dev(), named.ino()))
     }
 }
 
@@ -469,7 +494,11 @@ fn create(
     }
     let bundle = std::path::absolute(&args.bundle)?;
     // Absolute now: the sockets are made from inside the container's directory (see `in_dir`).
-    let pid_file = args.pid_file.as_deref().map(std::path::absolute).transpose()?;
+    let pid_file = args
+        .pid_file
+        .as_deref()
+        .map(std::path::absolute)
+        .transpose()?;
     let spec_path = bundle.join("config.json");
     let spec_bytes =
         fs::read(&spec_path).with_context(|| format!("reading {}", spec_path.display()))?;
@@ -512,7 +541,12 @@ fn create(
             jail_pid: None,
             jail_started: None,
             cgroups: Vec::new(),
-            annotations: spec.annotations().clone().unwrap_or_default().into_iter().collect(),
+            annotations: spec
+                .annotations()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
         };
         Container {
             dir: dir.clone(),

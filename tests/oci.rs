@@ -27,7 +27,10 @@ static ENGINE: Mutex<()> = Mutex::new(());
 
 /// The cgroup hierarchies the jail uses here (cgroup v1 memory and pids; see
 /// `elastos_loader::cgroup`).
-const JAIL_CGROUPS: &[&str] = &["/sys/fs/cgroup/memory/elastos", "/sys/fs/cgroup/pids/elastos"];
+const JAIL_CGROUPS: &[&str] = &[
+    "/sys/fs/cgroup/memory/elastos",
+    "/sys/fs/cgroup/pids/elastos",
+];
 
 fn jail_cgroups() -> BTreeSet<PathBuf> {
     JAIL_CGROUPS
@@ -62,7 +65,8 @@ impl Leftovers {
             jail_cgroups().difference(&self.cgroups).collect::<Vec<_>>()
         );
         assert!(
-            eventually(Duration::from_secs(10), || processes_with(token, &[]).is_empty()),
+            eventually(Duration::from_secs(10), || processes_with(token, &[])
+                .is_empty()),
             "processes left behind: {:?}",
             processes_with(token, &[])
         );
@@ -267,7 +271,11 @@ fn podman_runs_containers_in_the_jail() {
         .unwrap();
     assert!(packed.success());
     podman
-        .command(&["import", &tar.display().to_string(), "localhost/elastos-probe:test"])
+        .command(&[
+            "import",
+            &tar.display().to_string(),
+            "localhost/elastos-probe:test",
+        ])
         .assert_code(0);
 
     // Jailed: no process creation (the child would _exit(0) at once), no socket.
@@ -324,6 +332,22 @@ fn podman_runs_containers_in_the_jail() {
 
     // The runtime's state lived under the private /run of each podman call (podman's cleanup
     // calls the runtime without its `--runtime-flag`s, so it runs with the default root).
+    // The test's own network namespace: the host's (pid 1's may be unreadable here).
+    let own_net = format!("ns:/proc/{}/ns/net", std::process::id());
+    let host_net_path = podman.run(
+        &["--network", &own_net],
+        &["/bin/elastos-probe", "exit", "0"],
+    );
+    assert_ne!(host_net_path.code, Some(0));
+    assert!(
+        host_net_path.stderr_text().contains(&format!(
+            "config.json linux.namespaces[1].path = {}: refused: joining the host's",
+            own_net.trim_start_matches("ns:")
+        )),
+        "{}",
+        host_net_path.stderr_text()
+    );
+
     leftovers.assert_none(&fixture.token(), None);
 }
 
@@ -392,7 +416,11 @@ impl Containerd {
     fn run(&self, fixture: &Fixture, id: &str, options: &[&str], command: &[&str]) -> Output {
         let runtime = fixture.runtime.display().to_string();
         let rootfs = fixture.rootfs.display().to_string();
-        let fifos = fixture.harness.mkdir("containerd/fifo").display().to_string();
+        let fifos = fixture
+            .harness
+            .mkdir("containerd/fifo")
+            .display()
+            .to_string();
         let mut args = vec![
             "run",
             "--rm",
@@ -442,7 +470,12 @@ fn containerd_runs_containers_in_the_jail() {
     {
         let containerd = Containerd::start(&fixture);
 
-        let fork = containerd.run(&fixture, "c-fork", &[], &["/bin/elastos-probe", "run", "fork"]);
+        let fork = containerd.run(
+            &fixture,
+            "c-fork",
+            &[],
+            &["/bin/elastos-probe", "run", "fork"],
+        );
         fork.assert_code(0);
         let fork = probe_line(&fork, "fork");
         assert_eq!((fork.ret, fork.errno), (-1, libc::ENOSYS), "{fork:?}");
@@ -456,7 +489,12 @@ fn containerd_runs_containers_in_the_jail() {
         assert_eq!(socket.ret, -1, "{socket:?}");
 
         containerd
-            .run(&fixture, "c-exit", &[], &["/bin/elastos-probe", "exit", "5"])
+            .run(
+                &fixture,
+                "c-exit",
+                &[],
+                &["/bin/elastos-probe", "exit", "5"],
+            )
             .assert_code(5);
 
         // Refused with the field named: ctr's --privileged asks for every capability, and
@@ -501,7 +539,11 @@ fn containerd_runs_containers_in_the_jail() {
                     "run",
                     "-d",
                     "--fifo-dir",
-                    &fixture.harness.mkdir("containerd/fifo").display().to_string(),
+                    &fixture
+                        .harness
+                        .mkdir("containerd/fifo")
+                        .display()
+                        .to_string(),
                     "--runc-binary",
                     &runtime,
                     "--rootfs",
@@ -523,7 +565,10 @@ fn containerd_runs_containers_in_the_jail() {
             listed.stdout_text()
         );
         containerd
-            .ctr(&fixture, &["task", "kill", "--signal", "SIGTERM", "c-sleep"])
+            .ctr(
+                &fixture,
+                &["task", "kill", "--signal", "SIGTERM", "c-sleep"],
+            )
             .assert_code(0);
         assert!(
             eventually(Duration::from_secs(20), || {
@@ -574,8 +619,14 @@ fn the_runtime_alone_creates_starts_reports_and_deletes() {
     let call = std::cell::Cell::new(0);
     let runtime = |args: &[&str]| -> Output {
         call.set(call.get() + 1);
-        let out = fixture.harness.path().join(format!("call-{}.out", call.get()));
-        let err = fixture.harness.path().join(format!("call-{}.err", call.get()));
+        let out = fixture
+            .harness
+            .path()
+            .join(format!("call-{}.out", call.get()));
+        let err = fixture
+            .harness
+            .path()
+            .join(format!("call-{}.err", call.get()));
         let status = Command::new(&fixture.runtime)
             .arg("--root")
             .arg(&fixture.state_root)
@@ -597,10 +648,34 @@ fn the_runtime_alone_creates_starts_reports_and_deletes() {
         output.assert_code(0);
         serde_json::from_slice(&output.stdout).expect("state is JSON")
     };
+    // Also on failure: whatever the test created goes.
+    struct DeleteOnDrop<'a>(&'a Fixture);
+    impl Drop for DeleteOnDrop<'_> {
+        fn drop(&mut self) {
+            for id in ["r1", "r2"] {
+                let _ = Command::new(&self.0.runtime)
+                    .arg("--root")
+                    .arg(&self.0.state_root)
+                    .args(["delete", "--force", id])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+    let _cleanup = DeleteOnDrop(&fixture);
     let pid_file = fixture.harness.path().join("pid");
     let bundle_arg = bundle.display().to_string();
     let pid_arg = pid_file.display().to_string();
-    runtime(&["create", "--bundle", &bundle_arg, "--pid-file", &pid_arg, "r1"]).assert_code(0);
+    runtime(&[
+        "create",
+        "--bundle",
+        &bundle_arg,
+        "--pid-file",
+        &pid_arg,
+        "r1",
+    ])
+    .assert_code(0);
     let created = state("r1");
     assert_eq!(created["status"], "created");
     let pid: i64 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
@@ -628,10 +703,16 @@ fn the_runtime_alone_creates_starts_reports_and_deletes() {
     // Running: delete without --force is refused.
     let busy = runtime(&["delete", "r1"]);
     assert_ne!(busy.code, Some(0));
-    assert!(busy.stderr_text().contains("container r1 is running"), "{}", busy.stderr_text());
+    assert!(
+        busy.stderr_text().contains("container r1 is running"),
+        "{}",
+        busy.stderr_text()
+    );
 
     runtime(&["kill", "r1", "KILL"]).assert_code(0);
-    assert!(eventually(Duration::from_secs(10), || state("r1")["status"] == "stopped"));
+    assert!(eventually(Duration::from_secs(10), || state("r1")
+        ["status"]
+        == "stopped"));
     runtime(&["delete", "r1"]).assert_code(0);
     let gone = runtime(&["state", "r1"]);
     assert!(gone.stderr_text().contains("container r1 does not exist"));

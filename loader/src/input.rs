@@ -9,9 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use elastos_handoff::{LandlockRule, LoaderInput, ResolvedMount, RuleAccess, SockFilter};
-use elastos_policy::{
-    JailPlan, MountEntry, PathAccess, JAIL_GID, JAIL_HOSTNAME, JAIL_UID,
-};
+use elastos_policy::{JailPlan, MountEntry, PathAccess, JAIL_GID, JAIL_HOSTNAME, JAIL_UID};
 
 use crate::error::LaunchError;
 

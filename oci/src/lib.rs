@@ -6,14 +6,15 @@
 //!
 //! - **refused** (an [`OciError::Refused`] naming the field): whatever would give the container
 //!   more than the jail gives any app: a privilege-granting capability (`CAP_SYS_ADMIN`,
-//!   `CAP_SYS_PTRACE`, ...), a host namespace (`linux.namespaces[].path` naming one, or an
-//!   isolating namespace left out, which means the host's), a device beyond the stateless ones, a bind of
+//!   `CAP_SYS_PTRACE`, ...), a host namespace (`linux.namespaces[].path` naming one of pid 1's,
+//!   or an isolating namespace left out, which means the host's), a device beyond the stateless ones, a bind of
 //!   the host's /proc, /sys or /dev, a filesystem type other than bind and tmpfs, host hooks, a
 //!   terminal (not supported yet);
 //! - **dropped with a warning** ([`Warning`]): what engines ask for by default and the jail
 //!   cannot give without weakening itself: the ordinary capabilities (podman asks for 11, docker
 //!   and containerd for 14: the jail grants none), sysfs, cgroupfs, devpts and mqueue mounts, the
-//!   engine's /etc/hosts-style files inside the read-only image, sysctls, LSM labels, limits it
+//!   engine's /etc/hosts-style files inside the read-only image, another container's namespace
+//!   (a Kubernetes pod's sandbox: the jail makes its own instead, never joining one), sysctls, LSM labels, limits it
 //!   does not enforce (CPU, block I/O);
 //! - **mapped**: the process (argv, environment, working directory), the rootfs (read-only as
 //!   `/`), volumes (binds: read-only, or writable and never executable) and tmpfs mounts, the

@@ -18,9 +18,10 @@ pub trait Host {
     fn top_level(&self) -> Vec<String>;
     /// Whether `path` (absolute, as the container sees it) is a file in the rootfs.
     fn is_file(&self, path: &Path) -> bool;
-    /// Whether `path` (`/proc/PID/ns/KIND`) is a namespace of another container of this runtime
-    /// (a Kubernetes pod's sandbox, which the pod's containers are told to join).
-    fn is_container_namespace(&self, path: &Path) -> bool;
+    /// Whether `path` (`/proc/PID/ns/KIND`, a bind-mounted namespace file) names one of the
+    /// host's own namespaces (those of pid 1), or cannot be told apart from one; a process of
+    /// another container of this runtime (a pod's sandbox) is not the host.
+    fn is_host_namespace(&self, path: &Path) -> bool;
 }
 
 /// A spec translated: the jail to build and what of the spec it does not do.
@@ -97,7 +98,10 @@ pub fn translate(
             ));
         }
     }
-    let root = spec.root().as_ref().ok_or_else(|| invalid("root", "missing"))?;
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| invalid("root", "missing"))?;
     let rootfs_path = bundle.join(root.path());
     if root.readonly() != Some(true) {
         warn(
@@ -173,13 +177,17 @@ pub fn translate(
     if let Some(linux) = spec.linux() {
         for (i, ns) in linux.namespaces().iter().flatten().enumerate() {
             if let Some(path) = ns.path() {
-                if host.is_container_namespace(path) {
+                // The jail never joins a namespace: another container's (a Kubernetes pod's
+                // sandbox, a CNI network namespace) is replaced by the jail's own, a narrowing;
+                // the host's is refused, since the container expects the host's resources.
+                if !host.is_host_namespace(path) {
                     warn(
                         &format!("linux.namespaces[{i}].path"),
                         format!(
-                            "{} not joined: it is another container's (a pod's sandbox); each \
-                             jail has its own, empty of devices and of other processes",
-                            path.display()
+                            "{} not joined: the jail makes its own {} namespace (shared with \
+                             no other container)",
+                            path.display(),
+                            ns.typ()
                         ),
                     );
                     continue;
@@ -188,8 +196,8 @@ pub fn translate(
                     format!("linux.namespaces[{i}].path"),
                     &path.display().to_string(),
                     &format!(
-                        "joining an existing {} namespace (the host's or another container's) \
-                         is not allowed: the jail always makes its own",
+                        "joining the host's {} namespace is not allowed: the jail always makes \
+                         its own",
                         ns.typ()
                     ),
                 ));
@@ -243,7 +251,8 @@ pub fn translate(
             ));
         }
         if linux.sysctl().as_ref().is_some_and(|s| !s.is_empty()) {
-            let names: BTreeSet<&String> = linux.sysctl().iter().flatten().map(|(k, _)| k).collect();
+            let names: BTreeSet<&String> =
+                linux.sysctl().iter().flatten().map(|(k, _)| k).collect();
             warn(
                 "linux.sysctl",
                 format!("not applied: {names:?} (the jail changes no kernel setting)"),
@@ -393,7 +402,12 @@ fn translate_mount(
             &format!("{shown:?} is not an absolute path below / without `..`"),
         ));
     }
-    let options: Vec<&str> = mount.options().iter().flatten().map(String::as_str).collect();
+    let options: Vec<&str> = mount
+        .options()
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
     let typ = mount.typ().as_deref().unwrap_or("");
     let is_bind = typ == "bind" || options.iter().any(|o| *o == "bind" || *o == "rbind");
     // The jail's own /proc, /dev and /dev/shm stand in for the engine's.
@@ -425,10 +439,7 @@ fn translate_mount(
     // Below a top-level entry of the read-only image, a mount point cannot be made.
     if depth > 1 && top_level.contains(&top) && !JAIL_OWNED_TOP_LEVEL.contains(&top.as_str()) {
         if ENGINE_FILES.iter().any(|f| destination.starts_with(f)) {
-            warn(
-                &field,
-                format!("{shown} left out: the image is read-only"),
-            );
+            warn(&field, format!("{shown} left out: the image is read-only"));
             return Ok(None);
         }
         return Err(refused(
@@ -446,8 +457,16 @@ fn translate_mount(
             .source()
             .as_ref()
             .filter(|s| s.is_absolute())
-            .ok_or_else(|| invalid(&format!("{field}.source"), "a bind needs an absolute source"))?;
-        if ["/proc", "/sys", "/dev"].iter().any(|p| source.starts_with(p)) {
+            .ok_or_else(|| {
+                invalid(
+                    &format!("{field}.source"),
+                    "a bind needs an absolute source",
+                )
+            })?;
+        if ["/proc", "/sys", "/dev"]
+            .iter()
+            .any(|p| source.starts_with(p))
+        {
             return Err(refused(
                 format!("{field}.source"),
                 &source.display().to_string(),
@@ -464,7 +483,14 @@ fn translate_mount(
         let size_bytes = options
             .iter()
             .find_map(|o| o.strip_prefix("size="))
-            .map(|size| parse_size(size).ok_or_else(|| invalid(&format!("{field}.options"), &format!("size={size} is not a size (e.g. 65536k, 64m)"))))
+            .map(|size| {
+                parse_size(size).ok_or_else(|| {
+                    invalid(
+                        &format!("{field}.options"),
+                        &format!("size={size} is not a size (e.g. 65536k, 64m)"),
+                    )
+                })
+            })
             .transpose()?
             .unwrap_or(DEFAULT_TMPFS_BYTES);
         return Ok(Some(ContainerMount::Tmpfs { jail, size_bytes }));

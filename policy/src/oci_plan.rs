@@ -219,9 +219,11 @@ mod tests {
             container_id: "c1".into(),
             app_id: Uuid::nil(),
             rootfs: "/b/rootfs".into(),
-            rootfs_entries: ["bin", "etc", "usr", "dev", "proc", "tmp", "run", "..", "a/b"]
-                .map(String::from)
-                .to_vec(),
+            rootfs_entries: [
+                "bin", "etc", "usr", "dev", "proc", "tmp", "run", "..", "a/b",
+            ]
+            .map(String::from)
+            .to_vec(),
             mounts,
             limits: DEFAULT_LIMITS,
             env: vec![("PATH".into(), "/bin".into())],
@@ -296,7 +298,9 @@ mod tests {
             },
         ]))
         .unwrap();
-        assert!(!binds(&plan).iter().any(|(_, jail, _)| *jail == Path::new("/run")));
+        assert!(!binds(&plan)
+            .iter()
+            .any(|(_, jail, _)| *jail == Path::new("/run")));
         let access = |path: &str| {
             plan.landlock
                 .iter()

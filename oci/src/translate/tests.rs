@@ -9,8 +9,8 @@ const PODMAN: &str = include_str!("../../tests/specs/podman-4.3.1.json");
 struct FakeRootfs(Vec<&'static str>);
 
 impl Host for FakeRootfs {
-    fn is_container_namespace(&self, path: &Path) -> bool {
-        path == Path::new("/proc/4242/ns/net")
+    fn is_host_namespace(&self, path: &Path) -> bool {
+        path.starts_with("/proc/1/")
     }
     fn top_level(&self) -> Vec<String> {
         self.0.iter().map(|s| s.to_string()).collect()
@@ -50,7 +50,9 @@ fn podmans_default_spec_runs_with_its_capabilities_dropped() {
     assert_eq!(jail.entry, Path::new("/bin/hello"));
     assert_eq!(jail.argv, ["/bin/hello"]);
     assert_eq!(jail.workdir, Path::new("/"));
-    assert!(jail.rootfs.starts_with("/var/lib/containers/storage/vfs/dir"));
+    assert!(jail
+        .rootfs
+        .starts_with("/var/lib/containers/storage/vfs/dir"));
     assert_eq!(jail.limits.threads, 2048, "pids.limit, under RLIMIT_NPROC");
     assert_eq!(jail.limits.open_files, 20000);
     assert_eq!(jail.limits.memory_bytes, DEFAULT_LIMITS.memory_bytes);
@@ -90,7 +92,10 @@ fn podmans_default_spec_runs_with_its_capabilities_dropped() {
         ]
     );
     let caps = &translation.warnings[1].message;
-    assert!(caps.contains("CAP_CHOWN") && caps.contains("CAP_SYS_CHROOT"), "{caps}");
+    assert!(
+        caps.contains("CAP_CHOWN") && caps.contains("CAP_SYS_CHROOT"),
+        "{caps}"
+    );
     // Its seccomp profile allows fork and socket, so ours stays as it is for those; it never
     // allows what ours denies.
     assert!(!jail.seccomp_denied.contains("read"));
@@ -158,7 +163,7 @@ fn joining_a_host_namespace_is_refused() {
         ("linux.namespaces[1].path".into(), "/proc/1/ns/net".into())
     );
     let message = run(&spec).unwrap_err().to_string();
-    assert!(message.contains("existing net namespace"), "{message}");
+    assert!(message.contains("the host's net namespace"), "{message}");
 }
 
 #[test]
@@ -173,7 +178,7 @@ fn a_missing_namespace_is_the_hosts_and_refused() {
 }
 
 #[test]
-fn a_pod_sandboxs_namespace_is_not_joined() {
+fn another_containers_namespace_is_not_joined() {
     let mut spec = podman_spec();
     spec["linux"]["namespaces"][1] =
         serde_json::json!({"type": "network", "path": "/proc/4242/ns/net"});
@@ -211,7 +216,10 @@ fn mounts_of_host_kernel_interfaces_or_other_types_are_refused() {
     spec["mounts"] = serde_json::json!([
         {"destination": "/data", "type": "overlay", "source": "overlay", "options": []}
     ]);
-    assert_eq!(refused_field(&spec), ("mounts[0].type".into(), "overlay".into()));
+    assert_eq!(
+        refused_field(&spec),
+        ("mounts[0].type".into(), "overlay".into())
+    );
     spec["mounts"] = serde_json::json!([
         {"destination": "/usr/share/data", "type": "bind", "source": "/srv", "options": ["ro"]}
     ]);
@@ -222,7 +230,9 @@ fn mounts_of_host_kernel_interfaces_or_other_types_are_refused() {
     spec["mounts"] = serde_json::json!([
         {"destination": "/data/../etc", "type": "bind", "source": "/srv"}
     ]);
-    assert!(matches!(run(&spec), Err(OciError::Invalid { field, .. }) if field == "mounts[0].destination"));
+    assert!(
+        matches!(run(&spec), Err(OciError::Invalid { field, .. }) if field == "mounts[0].destination")
+    );
 }
 
 #[test]
@@ -275,7 +285,9 @@ fn limits_come_from_the_spec() {
         .iter()
         .any(|w| w.field == "linux.resources.cpu"));
     spec["linux"]["resources"]["memory"] = serde_json::json!({"limit": 4096});
-    assert!(matches!(run(&spec), Err(OciError::Invalid { field, .. }) if field == "linux.resources.memory.limit"));
+    assert!(
+        matches!(run(&spec), Err(OciError::Invalid { field, .. }) if field == "linux.resources.memory.limit")
+    );
 }
 
 #[test]
@@ -320,7 +332,10 @@ fn the_program_is_looked_up_in_the_specs_path() {
     assert_eq!(run(&spec).unwrap().jail.entry, Path::new("/usr/bin/sh"));
     spec["process"]["args"] = serde_json::json!(["nothere"]);
     let message = run(&spec).unwrap_err().to_string();
-    assert!(message.contains("\"nothere\": executable file not found"), "{message}");
+    assert!(
+        message.contains("\"nothere\": executable file not found"),
+        "{message}"
+    );
     spec["process"]["args"] = serde_json::json!([]);
     assert!(matches!(run(&spec), Err(OciError::Invalid { field, .. }) if field == "process.args"));
 }
@@ -341,7 +356,9 @@ fn terminals_and_hooks_are_refused() {
 #[test]
 fn a_broken_spec_is_a_parse_error() {
     let err = parse_spec(b"{\"process\": 3}").unwrap_err();
-    assert!(err.to_string().starts_with("config.json is not a valid OCI runtime spec"));
+    assert!(err
+        .to_string()
+        .starts_with("config.json is not a valid OCI runtime spec"));
 }
 
 #[test]
