@@ -689,7 +689,7 @@ fn shim_run(root: &Path, id: &str, log: &Log) -> Result<u8> {
         return Ok(128 + Signal::SIGTERM as u8);
     };
     let started = pending.start(&plan);
-    let (jail, _broker_end) = match started {
+    let (jail, broker_end) = match started {
         Ok(started) => started,
         Err(e) => {
             let error = anyhow::Error::from(e).context("starting the container's process");
@@ -717,10 +717,51 @@ fn shim_run(root: &Path, id: &str, log: &Log) -> Result<u8> {
     container.save()?;
     let _ = writeln!(starter, "ok");
     drop(starter);
+    attach_to_broker(broker_end, &plan, &jail, log);
     let exit = jail.wait()?;
     container.record.status = Status::Stopped;
     container.save()?;
     Ok(u8::try_from(exit.code()).unwrap_or(125))
+}
+
+/// Hands the container's fd 3 (the broker's end) to the broker daemon, when one runs: found from
+/// the default state directories (`$ELASTOS_HOME`, else the user's), never from an inherited fd.
+/// An image is signed by no publisher: its connection may use and provide no service (an
+/// all-zero publisher key, which no bundle has). Without a daemon the end is closed: the
+/// process reads EOF on fd 3.
+fn attach_to_broker(
+    broker_end: std::os::fd::OwnedFd,
+    plan: &JailPlan,
+    jail: &elastos_loader::RunningJail,
+    log: &Log,
+) {
+    use elastos_host::control::{ControlClient, ControlRequest, IdentityWire};
+    let Some(client) = elastos_host::paths::StateDirs::from_env()
+        .ok()
+        .and_then(|state| ControlClient::connect(&state.control_socket))
+    else {
+        return;
+    };
+    let request = ControlRequest::Attach {
+        identity: IdentityWire {
+            app_id: plan.app_id,
+            name: format!("oci:{}", plan.app_name),
+            publisher: "0".repeat(64),
+            provides: Vec::new(),
+            uses: Vec::new(),
+            pins: Vec::new(),
+        },
+        pid: Some(jail.facts().pid as u32),
+    };
+    let handle = jail.handle();
+    if let Err(e) = client.request(
+        &request,
+        &[broker_end.as_raw_fd(), handle.as_fd().as_raw_fd()],
+    ) {
+        log.warn(&format!(
+            "the broker daemon did not take the container's fd 3: {e}"
+        ));
+    }
 }
 
 /// Waits on the shim's socket for `start`; `None` when SIGTERM, SIGINT or SIGHUP came first.

@@ -728,3 +728,69 @@ fn the_runtime_alone_creates_starts_reports_and_deletes() {
     assert_eq!(features["linux"]["capabilities"], serde_json::json!([]));
     leftovers.assert_none(&fixture.token(), Some(&fixture.state_root));
 }
+
+#[test]
+fn a_running_broker_daemon_gets_the_containers_fd_3() {
+    let _one = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    let leftovers = Leftovers::before();
+    let fixture = Fixture::new();
+    let harness = &fixture.harness;
+    let socket = harness.elastos_home().join("run/broker.sock");
+    let daemon = harness.elastos().arg("broker").spawn();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        }),
+        "the broker daemon did not come up"
+    );
+    let bundle = harness.mkdir("bundle");
+    let spec = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": fixture.rootfs, "readonly": true},
+        "process": {
+            "cwd": "/",
+            "args": ["/bin/elastos-probe", "sleep", "60"],
+            "user": {"uid": 0, "gid": 0}
+        },
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"},
+                                 {"type": "uts"}, {"type": "mount"}]}
+    });
+    std::fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
+    // As an engine calls it, but with the harness's ELASTOS_HOME: that is where the daemon is.
+    let runtime = |args: &[&str]| -> bool {
+        let log = harness.path().join("runtime.log");
+        let status = Command::new(&fixture.runtime)
+            .arg("--root")
+            .arg(&fixture.state_root)
+            .args(args)
+            .env("ELASTOS_HOME", harness.elastos_home())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .status()
+            .unwrap();
+        if !status.success() {
+            eprintln!(
+                "{args:?}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        status.success()
+    };
+    let bundle_arg = bundle.display().to_string();
+    assert!(runtime(&["create", "--bundle", &bundle_arg, "b1"]));
+    assert!(runtime(&["start", "b1"]));
+    let listed = eventually(Duration::from_secs(10), || {
+        harness
+            .elastos()
+            .args(["ps", "--format", "json"])
+            .output()
+            .stdout_text()
+            .contains("oci:b1")
+    });
+    let deleted = runtime(&["delete", "--force", "b1"]);
+    drop(daemon);
+    assert!(listed, "the container's connection is not in `elastos ps`");
+    assert!(deleted);
+    leftovers.assert_none(&fixture.token(), Some(&fixture.state_root));
+}
