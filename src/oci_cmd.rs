@@ -217,6 +217,26 @@ impl Log {
         }
     }
 
+    /// What of a spec the jail does not do: each in the log; without one, a single line on
+    /// stderr naming the fields (an engine shows the runtime's stderr at every run).
+    fn warnings(&self, warnings: &[elastos_oci::Warning]) {
+        if warnings.is_empty() {
+            return;
+        }
+        if self.file.is_some() {
+            for warning in warnings {
+                self.write("warning", &warning.to_string());
+            }
+            return;
+        }
+        let fields: Vec<&str> = warnings.iter().map(|w| w.field.as_str()).collect();
+        eprintln!(
+            "elastos oci: warning: config.json fields not applied as asked (the jail does less): \
+             {} (details with --log FILE)",
+            fields.join(", ")
+        );
+    }
+
     fn error(&self, message: &str) {
         self.write("error", message);
         eprintln!("elastos oci: {message}");
@@ -512,9 +532,7 @@ fn create(
         bail!("the rootfs {} is not a directory", host.rootfs.display());
     }
     let translation = elastos_oci::translate(&spec, id, &bundle, &host)?;
-    for warning in &translation.warnings {
-        log.warn(&warning.to_string());
-    }
+    log.warnings(&translation.warnings);
     let plan = JailPlan::for_container(&translation.jail)?;
 
     fs::DirBuilder::new()
