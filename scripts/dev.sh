@@ -40,6 +40,9 @@ DEBIAN_PACKAGES=(
   systemd        # systemd-analyze (the units stage), systemd-socket-activate (tests/systemd.rs)
   python3-venv   # a virtualenv for the PyPI tools below
   restic         # benchmarks: the cloud disk's closest peer (scripts/bench-sync.sh)
+  podman         # tests/oci.rs: elastos as podman's OCI runtime
+  containerd     # tests/oci.rs: elastos as containerd's runtime (and ctr)
+  runc           # the OCI peer of scripts/bench-oci.sh
 )
 
 # Tools from PyPI, in a virtualenv of their own under $TOOLS_DIR (installed only when missing):

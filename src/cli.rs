@@ -63,6 +63,15 @@ pub enum Command {
         #[command(flatten)]
         format: FormatArg,
     },
+    /// The OCI runtime (runc's command line) for podman, containerd and Kubernetes: `elastos oci
+    /// create|start|state|kill|delete|features`; also installed as `elastos-runc`. See `elastos
+    /// oci --help`.
+    #[command(disable_help_flag = true)]
+    Oci {
+        /// The runtime's own arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// List installed apps.
     List {
         #[command(flatten)]

@@ -81,6 +81,18 @@ pub fn try_main(cli: Cli) -> Result<u8, Failure> {
             .map_err(Failure::from),
         Command::Metrics { format } => ops_cmd::metrics(&state()?, format).map_err(Failure::from),
         Command::Info { format } => ops_cmd::info(format.format).map_err(Failure::from),
+        // Reached only after options of ours (`elastos --log-level X oci ...`): as runc would.
+        Command::Oci { args } => {
+            let mut all = vec![std::ffi::OsString::from("elastos oci")];
+            all.extend(args);
+            Ok(
+                if crate::oci_cmd::main(all) == std::process::ExitCode::SUCCESS {
+                    0
+                } else {
+                    1
+                },
+            )
+        }
         Command::Install {
             bundle,
             allow_downgrade,

@@ -10,6 +10,7 @@ mod cli;
 mod cloud_cmd;
 mod commands;
 mod identity_cmd;
+mod oci_cmd;
 mod ops_cmd;
 
 use std::process::ExitCode;
@@ -27,7 +28,13 @@ pub mod exit {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // `elastos oci` and `elastos-runc` take runc's global options (`--log`, `--log-format`,
+    // `--root`), which clash with ours: they are parsed apart.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(oci_args) = oci_cmd::invocation(&args) {
+        return oci_cmd::main(oci_args);
+    }
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();

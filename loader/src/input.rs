@@ -9,9 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use elastos_handoff::{LandlockRule, LoaderInput, ResolvedMount, RuleAccess, SockFilter};
-use elastos_policy::{
-    jail_paths, JailPlan, MountEntry, PathAccess, JAIL_GID, JAIL_HOSTNAME, JAIL_UID,
-};
+use elastos_policy::{JailPlan, MountEntry, PathAccess, JAIL_GID, JAIL_HOSTNAME, JAIL_UID};
 
 use crate::error::LaunchError;
 
@@ -110,7 +108,7 @@ pub(crate) fn loader_input(
         mounts,
         cgroup_tasks: cgroup_tasks.iter().map(|path| bytes(path)).collect(),
         hostname: JAIL_HOSTNAME.into(),
-        home: jail_paths::HOME.into(),
+        home: bytes(&plan.workdir),
         jail_uid: JAIL_UID,
         jail_gid: JAIL_GID,
         landlock: plan
@@ -308,7 +306,7 @@ mod tests {
         assert_eq!(input.entry, b"/app/bin/t");
         assert_eq!(input.argv, vec![b"t".to_vec(), b"one".to_vec()]);
         assert_eq!(input.hostname, JAIL_HOSTNAME.as_bytes());
-        assert_eq!(input.home, jail_paths::HOME.as_bytes());
+        assert_eq!(input.home, elastos_policy::jail_paths::HOME.as_bytes());
         assert_eq!((input.jail_uid, input.jail_gid), (JAIL_UID, JAIL_GID));
         assert_eq!(input.seccomp.len(), plan.seccomp.bpf.len());
         assert_eq!(input.seccomp[0].k, plan.seccomp.bpf[0].k);

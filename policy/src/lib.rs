@@ -9,6 +9,7 @@
 //! - [`seccomp`]: compiling that table to BPF ([`SeccompProgram`]).
 //! - [`linkage`]: how the entry is linked ([`EntryLinkage`], from bytes of its ELF header that
 //!   the host reads), which decides whether the dynamic loader is executable in the jail.
+//! - [`oci_plan`]: the [`JailPlan`] of an OCI container (`elastos oci`): its image as `/`.
 //! - [`plan`]: the [`JailPlan`], the contract between the launcher and the loader: mounts,
 //!   Landlock rules, seccomp program, limits, environment, entry and argv. It renders as text
 //!   for `elastos policy show` ([`JailPlan::render_text`]) and serializes to JSON.
@@ -34,6 +35,7 @@ mod bpf;
 pub mod ceilings;
 pub mod linkage;
 pub mod manifest;
+pub mod oci_plan;
 pub mod plan;
 mod render;
 pub mod seccomp;
@@ -44,6 +46,7 @@ pub use ceilings::{
 };
 pub use linkage::EntryLinkage;
 pub use manifest::{Manifest, ManifestError};
+pub use oci_plan::{ContainerJail, ContainerMount};
 pub use plan::{
     jail_paths, HostEnv, JailPlan, LandlockRule, MountEntry, PathAccess, ResourceLimits,
     CPU_PERIOD_US, IPC_FD, JAIL_GID, JAIL_HOSTNAME, JAIL_UID,

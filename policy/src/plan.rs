@@ -65,6 +65,14 @@ pub struct JailPlan {
     pub entry_linkage: EntryLinkage,
     /// argv of the entry; `argv[0]` is the entry's file name.
     pub argv: Vec<String>,
+    /// The directory the entry starts in: the home for a bundle, the spec's `process.cwd` for an
+    /// OCI container (see [`crate::oci_plan`]).
+    #[serde(default = "default_workdir")]
+    pub workdir: PathBuf,
+}
+
+fn default_workdir() -> PathBuf {
+    jail_paths::HOME.into()
 }
 
 /// One step of building the jail's filesystem.
@@ -245,6 +253,7 @@ impl JailPlan {
             argv: std::iter::once(entry_name)
                 .chain(args.iter().cloned())
                 .collect(),
+            workdir: default_workdir(),
         })
     }
 }
@@ -256,16 +265,6 @@ fn mounts(bundle_root: &Path, home: &Path, memory_bytes: u64) -> Vec<MountEntry>
         writable: false,
         optional: true,
     };
-    let tmpfs = |jail: &str, size_bytes, mode| MountEntry::Tmpfs {
-        jail: jail.into(),
-        size_bytes,
-        mode,
-    };
-    let symlink = |jail: &str, target: &str| MountEntry::Symlink {
-        target: target.into(),
-        jail: jail.into(),
-    };
-
     let mut mounts: Vec<MountEntry> = SYSTEM_DIRS.iter().map(|dir| host_ro(dir)).collect();
     mounts.push(MountEntry::Dir {
         jail: "/etc".into(),
@@ -287,9 +286,27 @@ fn mounts(bundle_root: &Path, home: &Path, memory_bytes: u64) -> Vec<MountEntry>
             jail: jail_paths::HOME.into(),
             writable: true,
         },
+    ]);
+    mounts.extend(scratch_mounts(memory_bytes));
+    mounts
+}
+
+/// What every jail has besides its programs: a private /tmp, a /dev of stateless devices with
+/// its own /dev/shm, and a procfs of its own pid namespace.
+pub(crate) fn scratch_mounts(memory_bytes: u64) -> Vec<MountEntry> {
+    let tmpfs = |jail: &str, size_bytes, mode| MountEntry::Tmpfs {
+        jail: jail.into(),
+        size_bytes,
+        mode,
+    };
+    let symlink = |jail: &str, target: &str| MountEntry::Symlink {
+        target: target.into(),
+        jail: jail.into(),
+    };
+    let mut mounts = vec![
         tmpfs(jail_paths::TMP, memory_bytes.min(TMP_MAX_BYTES), 0o1777),
         tmpfs("/dev", DEV_BYTES, 0o755),
-    ]);
+    ];
     mounts.extend(DEVICES.iter().map(|dev| MountEntry::Device {
         host: dev.into(),
         jail: dev.into(),
@@ -355,6 +372,20 @@ fn landlock_rules(entry_linkage: &EntryLinkage) -> Vec<LandlockRule> {
             false,
             "the app's persistent home; what it writes can never be executed",
         ),
+    ]);
+    rules.extend(scratch_rules());
+    rules
+}
+
+/// The Landlock rules of [`scratch_mounts`].
+pub(crate) fn scratch_rules() -> Vec<LandlockRule> {
+    let rule = |path: &str, access, optional, reason: &str| LandlockRule {
+        path: path.into(),
+        access,
+        optional,
+        reason: reason.to_owned(),
+    };
+    vec![
         rule(
             jail_paths::TMP,
             PathAccess::ReadWrite,
@@ -379,8 +410,7 @@ fn landlock_rules(entry_linkage: &EntryLinkage) -> Vec<LandlockRule> {
             false,
             "procfs of its own pid namespace: only itself",
         ),
-    ]);
-    rules
+    ]
 }
 
 /// The complete environment of the entry, sorted by name. Nothing of the host's leaks in except

@@ -15,6 +15,8 @@
 //! The result is kept next to the human-readable rows it came from, so `elastos policy show`
 //! prints what the loader installs.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
 pub use crate::bpf::BpfInstruction;
@@ -71,10 +73,20 @@ const AUDIT_ARCH: u32 = 0xc000_00b7;
 impl SeccompProgram {
     /// Compiles the allow-list for the build architecture.
     pub fn compile() -> SeccompProgram {
+        Self::compile_without(&BTreeSet::new())
+    }
+
+    /// Compiles the allow-list less the syscalls named in `removed`: a narrower filter, for a
+    /// caller with its own reasons to deny more (an OCI spec's seccomp profile). Names that are
+    /// not in the allow-list are denied already and change nothing; nothing can be added.
+    pub fn compile_without(removed: &BTreeSet<String>) -> SeccompProgram {
         let mut rows = Vec::new();
         let mut ioctls = Vec::new();
         let mut by_number = Vec::new();
         for (group, syscall) in allowed_syscalls() {
+            if removed.contains(syscall.name()) {
+                continue;
+            }
             if let ArgCheck::IoctlIn(requests) = syscall.check {
                 ioctls.extend(requests.iter().map(|i| IoctlRow {
                     name: i.request.name.to_owned(),
@@ -707,5 +719,24 @@ mod tests {
         assert!(hex.starts_with("0020000000000004"), "ld [4] (arch) first");
         let back: SeccompProgram = serde_json::from_value(json).unwrap();
         assert_eq!(&back, program());
+    }
+
+    #[test]
+    fn a_narrowed_program_denies_the_removed_calls_and_keeps_the_rest() {
+        let removed: BTreeSet<String> = ["getpid".to_owned(), "not_a_syscall".to_owned()].into();
+        let narrowed = SeccompProgram::compile_without(&removed);
+        let verdict_of = |nr: i64| {
+            let data = SeccompData {
+                nr: nr as i32,
+                arch: TEST_AUDIT_ARCH,
+                args: [0; 6],
+            };
+            Verdict::of(run(&narrowed.bpf, &data).action)
+        };
+        assert_eq!(verdict_of(libc::SYS_getpid), ENOSYS);
+        assert_eq!(verdict_of(libc::SYS_read), Verdict::Allow);
+        assert_eq!(verdict(libc::SYS_getpid, [0; 6]), Verdict::Allow);
+        assert_eq!(narrowed.rows.len() + 1, program().rows.len());
+        assert!(narrowed.rows.iter().all(|row| row.name != "getpid"));
     }
 }

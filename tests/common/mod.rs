@@ -574,6 +574,17 @@ pub struct Output {
 }
 
 impl Output {
+    /// The output of a command run some other way (its stdio in files).
+    pub fn of(status: ExitStatus, stdout: Vec<u8>, stderr: Vec<u8>, what: String) -> Output {
+        Output {
+            code: status.code(),
+            status,
+            stdout,
+            stderr,
+            what,
+        }
+    }
+
     pub fn stdout_text(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }

@@ -1,0 +1,613 @@
+//! The field-by-field translation of a spec (see the crate doc for the rules).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path, PathBuf};
+
+use elastos_policy::manifest::DEFAULT_LIMITS;
+use elastos_policy::oci_plan::JAIL_OWNED_TOP_LEVEL;
+use elastos_policy::{ContainerJail, ContainerMount, ResourceLimits};
+use oci_spec::runtime::{
+    Capabilities, LinuxNamespaceType, LinuxSeccomp, LinuxSeccompAction, PosixRlimitType, Spec,
+};
+
+use crate::{app_id, OciError, Warning, ORDINARY_CAPABILITIES};
+
+/// What the host tells about the container's rootfs and its other containers.
+pub trait Host {
+    /// The names at the rootfs's top level.
+    fn top_level(&self) -> Vec<String>;
+    /// Whether `path` (absolute, as the container sees it) is a file in the rootfs.
+    fn is_file(&self, path: &Path) -> bool;
+    /// Whether `path` (`/proc/PID/ns/KIND`, a bind-mounted namespace file) names one of the
+    /// host's own namespaces (those of pid 1), or cannot be told apart from one; a process of
+    /// another container of this runtime (a pod's sandbox) is not the host.
+    fn is_host_namespace(&self, path: &Path) -> bool;
+}
+
+/// A spec translated: the jail to build and what of the spec it does not do.
+#[derive(Debug, Clone)]
+pub struct Translation {
+    /// The jail.
+    pub jail: ContainerJail,
+    /// What was dropped, each with its field.
+    pub warnings: Vec<Warning>,
+}
+
+/// The devices the jail gives every app (`elastos_policy::plan`'s stateless devices).
+const JAIL_DEVICES: &[&str] = &[
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+];
+/// Devices engines list that the jail leaves out: a terminal of the host's would be a way out.
+const DROPPED_DEVICES: &[&str] = &["/dev/tty", "/dev/console", "/dev/ptmx"];
+/// Files engines bind into the image's /etc and /run: harmless to leave out of a jail without
+/// a network, and impossible to add to a read-only image.
+const ENGINE_FILES: &[&str] = &[
+    "/etc/hosts",
+    "/etc/hostname",
+    "/etc/resolv.conf",
+    "/run/.containerenv",
+    "/run/secrets",
+];
+/// The namespaces an engine makes for a container, and the jail for every app: a spec without
+/// one asks to share the host's.
+const ISOLATING_NAMESPACES: &[LinuxNamespaceType] = &[
+    LinuxNamespaceType::Pid,
+    LinuxNamespaceType::Network,
+    LinuxNamespaceType::Ipc,
+    LinuxNamespaceType::Uts,
+    LinuxNamespaceType::Mount,
+];
+/// `PATH` when the spec's environment has none (runc's default).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const MIB: u64 = 1 << 20;
+/// A tmpfs of the spec without `size=`: like the jail's own /tmp, bounded.
+const DEFAULT_TMPFS_BYTES: u64 = 64 * MIB;
+
+/// Translates `spec` for the container `container_id`, whose bundle directory is `bundle`
+/// (absolute).
+pub fn translate(
+    spec: &Spec,
+    container_id: &str,
+    bundle: &Path,
+    host: &dyn Host,
+) -> Result<Translation, OciError> {
+    crate::validate_id(container_id)?;
+    let mut warnings = Vec::new();
+    let mut warn = |field: &str, message: String| {
+        warnings.push(Warning {
+            field: field.to_owned(),
+            message,
+        })
+    };
+    if let Some(hooks) = spec.hooks() {
+        let named = serde_json::to_value(hooks).unwrap_or_default();
+        if let Some((kind, _)) = named
+            .as_object()
+            .into_iter()
+            .flatten()
+            .find(|(_, list)| list.as_array().is_some_and(|l| !l.is_empty()))
+        {
+            return Err(refused(
+                format!("hooks.{kind}"),
+                "(hooks)",
+                "elastos oci runs no programs on the host for a container",
+            ));
+        }
+    }
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| invalid("root", "missing"))?;
+    let rootfs_path = bundle.join(root.path());
+    if root.readonly() != Some(true) {
+        warn(
+            "root.readonly",
+            "false asked for: the image is mounted read-only all the same (write to /tmp, a \
+             tmpfs or a volume)"
+                .into(),
+        );
+    }
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| invalid("process", "missing: nothing to run"))?;
+    if process.terminal() == Some(true) {
+        return Err(refused(
+            "process.terminal",
+            "true",
+            "a terminal (podman run -t, ctr run -t) is not supported by elastos oci yet; run \
+             without one",
+        ));
+    }
+    let args = process
+        .args()
+        .as_ref()
+        .filter(|args| !args.is_empty())
+        .ok_or_else(|| invalid("process.args", "empty: nothing to run"))?;
+    let workdir = process.cwd().clone();
+    if !workdir.is_absolute() {
+        return Err(invalid(
+            "process.cwd",
+            &format!("{} is not an absolute path", workdir.display()),
+        ));
+    }
+    check_capabilities(process.capabilities().as_ref(), &mut warn)?;
+    for (field, label) in [
+        (process.apparmor_profile(), "process.apparmorProfile"),
+        (process.selinux_label(), "process.selinuxLabel"),
+    ] {
+        if field.as_deref().is_some_and(|v| !v.is_empty()) {
+            warn(
+                label,
+                "not applied: elastos confines with Landlock and seccomp, not LSM labels".into(),
+            );
+        }
+    }
+
+    let mut env = BTreeMap::new();
+    for (i, entry) in process.env().iter().flatten().enumerate() {
+        match entry.split_once('=') {
+            Some((name, value)) if !name.is_empty() => {
+                env.insert(name.to_owned(), value.to_owned());
+            }
+            _ => warn(
+                &format!("process.env[{i}]"),
+                format!("{entry:?} is not NAME=VALUE; left out"),
+            ),
+        }
+    }
+    env.entry("ELASTOS_IPC_FD".to_owned())
+        .or_insert_with(|| elastos_policy::IPC_FD.to_string());
+    let entry = resolve_program(&args[0], &workdir, &env, host)?;
+
+    let mut limits = DEFAULT_LIMITS;
+    let mut seccomp_denied = BTreeSet::new();
+    let top_level: BTreeSet<String> = host.top_level().into_iter().collect();
+    let mut mounts = Vec::new();
+    for (i, mount) in spec.mounts().iter().flatten().enumerate() {
+        if let Some(m) = translate_mount(i, mount, &top_level, &mut warn)? {
+            mounts.push(m);
+        }
+    }
+
+    if let Some(linux) = spec.linux() {
+        for (i, ns) in linux.namespaces().iter().flatten().enumerate() {
+            if let Some(path) = ns.path() {
+                // The jail never joins a namespace: another container's (a Kubernetes pod's
+                // sandbox, a CNI network namespace) is replaced by the jail's own, a narrowing;
+                // the host's is refused, since the container expects the host's resources.
+                if !host.is_host_namespace(path) {
+                    warn(
+                        &format!("linux.namespaces[{i}].path"),
+                        format!(
+                            "{} not joined: the jail makes its own {} namespace (shared with \
+                             no other container)",
+                            path.display(),
+                            ns.typ()
+                        ),
+                    );
+                    continue;
+                }
+                return Err(refused(
+                    format!("linux.namespaces[{i}].path"),
+                    &path.display().to_string(),
+                    &format!(
+                        "joining the host's {} namespace is not allowed: the jail always makes \
+                         its own",
+                        ns.typ()
+                    ),
+                ));
+            }
+        }
+        let asked: BTreeSet<String> = linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .map(|ns| ns.typ().to_string())
+            .collect();
+        if let Some(kind) = ISOLATING_NAMESPACES
+            .iter()
+            .find(|kind| !asked.contains(&kind.to_string()))
+        {
+            return Err(refused(
+                "linux.namespaces",
+                &format!("no {kind} namespace"),
+                &format!(
+                    "without one the container would share the host's {kind} namespace, which \
+                     the jail never does (podman --network host, --pid host, ...)"
+                ),
+            ));
+        }
+        if linux.uid_mappings().iter().flatten().next().is_some()
+            || linux.gid_mappings().iter().flatten().next().is_some()
+        {
+            warn(
+                "linux.uidMappings",
+                "not applied: the jail maps its own ids (the process is uid 1000 of its user \
+                 namespace)"
+                    .into(),
+            );
+        }
+        for (i, device) in linux.devices().iter().flatten().enumerate() {
+            let path = device.path().to_string_lossy();
+            if JAIL_DEVICES.contains(&path.as_ref()) {
+                continue;
+            }
+            if DROPPED_DEVICES.contains(&path.as_ref()) {
+                warn(
+                    &format!("linux.devices[{i}]"),
+                    format!("{path} left out: the jail gives no terminal device"),
+                );
+                continue;
+            }
+            return Err(refused(
+                format!("linux.devices[{i}]"),
+                &path,
+                "the jail gives only /dev/null, zero, full, random and urandom",
+            ));
+        }
+        if linux.sysctl().as_ref().is_some_and(|s| !s.is_empty()) {
+            let names: BTreeSet<&String> =
+                linux.sysctl().iter().flatten().map(|(k, _)| k).collect();
+            warn(
+                "linux.sysctl",
+                format!("not applied: {names:?} (the jail changes no kernel setting)"),
+            );
+        }
+        if let Some(resources) = linux.resources() {
+            if let Some(memory) = resources.memory().as_ref().and_then(|m| m.limit()) {
+                if memory > 0 {
+                    limits.memory_bytes = memory as u64;
+                }
+            }
+            if let Some(pids) = resources.pids() {
+                if pids.limit() > 0 {
+                    limits.threads = pids.limit() as u64;
+                }
+            }
+            let unenforced = [
+                ("cpu", resources.cpu().is_some()),
+                ("blockIO", resources.block_io().is_some()),
+                ("hugepageLimits", resources.hugepage_limits().is_some()),
+                ("network", resources.network().is_some()),
+                ("rdma", resources.rdma().is_some()),
+                ("unified", resources.unified().is_some()),
+            ];
+            for (name, set) in unenforced {
+                if set {
+                    warn(
+                        &format!("linux.resources.{name}"),
+                        "not enforced by elastos oci (memory, pids and open files are)".into(),
+                    );
+                }
+            }
+        }
+        if let Some(seccomp) = linux.seccomp() {
+            seccomp_denied = narrowing(seccomp, &mut warn);
+        }
+    }
+    for rlimit in process.rlimits().iter().flatten() {
+        match rlimit.typ() {
+            PosixRlimitType::RlimitNofile => limits.open_files = rlimit.soft(),
+            PosixRlimitType::RlimitNproc => limits.threads = limits.threads.min(rlimit.soft()),
+            _ => {}
+        }
+    }
+    check_limits(&limits)?;
+
+    Ok(Translation {
+        jail: ContainerJail {
+            container_id: container_id.to_owned(),
+            app_id: app_id(container_id),
+            rootfs: rootfs_path,
+            rootfs_entries: top_level.into_iter().collect(),
+            mounts,
+            limits,
+            env: env.into_iter().collect(),
+            entry,
+            argv: args.clone(),
+            workdir,
+            seccomp_denied,
+        },
+        warnings,
+    })
+}
+
+fn refused(field: impl Into<String>, value: &str, reason: &str) -> OciError {
+    OciError::Refused {
+        field: field.into(),
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn invalid(field: &str, reason: &str) -> OciError {
+    OciError::Invalid {
+        field: field.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// Refuses any capability beyond [`ORDINARY_CAPABILITIES`]; warns that the ordinary ones are
+/// dropped.
+fn check_capabilities(
+    capabilities: Option<&oci_spec::runtime::LinuxCapabilities>,
+    warn: &mut dyn FnMut(&str, String),
+) -> Result<(), OciError> {
+    let Some(caps) = capabilities else {
+        return Ok(());
+    };
+    let sets: [(&str, &Option<Capabilities>); 5] = [
+        ("bounding", caps.bounding()),
+        ("effective", caps.effective()),
+        ("permitted", caps.permitted()),
+        ("inheritable", caps.inheritable()),
+        ("ambient", caps.ambient()),
+    ];
+    let mut dropped = BTreeSet::new();
+    for (set, list) in sets {
+        let names: BTreeSet<String> = list
+            .iter()
+            .flatten()
+            .map(|cap| format!("CAP_{cap}"))
+            .collect();
+        if let Some(privileged) = names
+            .iter()
+            .find(|name| !ORDINARY_CAPABILITIES.contains(&name.as_str()))
+        {
+            return Err(refused(
+                format!("process.capabilities.{set}"),
+                privileged,
+                "a privilege-granting capability: the jail never grants a capability, and a \
+                 container that needs this one cannot run in it (only the ordinary ones engines \
+                 ask for by default are dropped instead)",
+            ));
+        }
+        dropped.extend(names);
+    }
+    if !dropped.is_empty() {
+        let list: Vec<String> = dropped.into_iter().collect();
+        warn(
+            "process.capabilities",
+            format!(
+                "dropped: {} (the jail grants no capability)",
+                list.join(", ")
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// One mount of the spec: `Ok(None)` when the jail provides it itself or leaves it out.
+fn translate_mount(
+    i: usize,
+    mount: &oci_spec::runtime::Mount,
+    top_level: &BTreeSet<String>,
+    warn: &mut dyn FnMut(&str, String),
+) -> Result<Option<ContainerMount>, OciError> {
+    let field = format!("mounts[{i}]");
+    let destination = mount.destination();
+    let shown = destination.display().to_string();
+    let normal = destination.is_absolute()
+        && destination
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if !normal || destination == Path::new("/") {
+        return Err(invalid(
+            &format!("{field}.destination"),
+            &format!("{shown:?} is not an absolute path below / without `..`"),
+        ));
+    }
+    let options: Vec<&str> = mount
+        .options()
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    let typ = mount.typ().as_deref().unwrap_or("");
+    let is_bind = typ == "bind" || options.iter().any(|o| *o == "bind" || *o == "rbind");
+    // The jail's own /proc, /dev and /dev/shm stand in for the engine's.
+    if matches!(shown.as_str(), "/proc" | "/dev" | "/dev/shm") {
+        return Ok(None);
+    }
+    if matches!(typ, "sysfs" | "cgroup" | "cgroup2" | "devpts" | "mqueue") && !is_bind {
+        warn(
+            &field,
+            format!("{typ} on {shown} left out: the jail has no {typ}"),
+        );
+        return Ok(None);
+    }
+    let top = destination
+        .components()
+        .find_map(|c| match c {
+            Component::Normal(name) => Some(name.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .expect("a normal path below / has a first component");
+    let depth = destination.components().count() - 1;
+    if top == "proc" {
+        return Err(refused(
+            format!("{field}.destination"),
+            &shown,
+            "/proc is the jail's own procfs",
+        ));
+    }
+    // Below a top-level entry of the read-only image, a mount point cannot be made.
+    if depth > 1 && top_level.contains(&top) && !JAIL_OWNED_TOP_LEVEL.contains(&top.as_str()) {
+        if ENGINE_FILES.iter().any(|f| destination.starts_with(f)) {
+            warn(&field, format!("{shown} left out: the image is read-only"));
+            return Ok(None);
+        }
+        return Err(refused(
+            format!("{field}.destination"),
+            &shown,
+            &format!(
+                "inside the read-only image (/{top} is the image's); mount volumes at a path the \
+                 image does not have"
+            ),
+        ));
+    }
+    let jail: PathBuf = destination.clone();
+    if is_bind {
+        let source = mount
+            .source()
+            .as_ref()
+            .filter(|s| s.is_absolute())
+            .ok_or_else(|| {
+                invalid(
+                    &format!("{field}.source"),
+                    "a bind needs an absolute source",
+                )
+            })?;
+        if ["/proc", "/sys", "/dev"]
+            .iter()
+            .any(|p| source.starts_with(p))
+        {
+            return Err(refused(
+                format!("{field}.source"),
+                &source.display().to_string(),
+                "the host's kernel interfaces and devices never enter the jail",
+            ));
+        }
+        return Ok(Some(ContainerMount::Bind {
+            host: source.clone(),
+            jail,
+            writable: !options.contains(&"ro"),
+        }));
+    }
+    if typ == "tmpfs" {
+        let size_bytes = options
+            .iter()
+            .find_map(|o| o.strip_prefix("size="))
+            .map(|size| {
+                parse_size(size).ok_or_else(|| {
+                    invalid(
+                        &format!("{field}.options"),
+                        &format!("size={size} is not a size (e.g. 65536k, 64m)"),
+                    )
+                })
+            })
+            .transpose()?
+            .unwrap_or(DEFAULT_TMPFS_BYTES);
+        return Ok(Some(ContainerMount::Tmpfs { jail, size_bytes }));
+    }
+    Err(refused(
+        format!("{field}.type"),
+        typ,
+        "the jail mounts only binds and tmpfs",
+    ))
+}
+
+/// A tmpfs size: bytes, or with a k, m or g suffix.
+fn parse_size(text: &str) -> Option<u64> {
+    let (digits, unit) = match text.char_indices().last()? {
+        (i, 'k' | 'K') => (&text[..i], 1 << 10),
+        (i, 'm' | 'M') => (&text[..i], 1 << 20),
+        (i, 'g' | 'G') => (&text[..i], 1 << 30),
+        _ => (text, 1),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(unit)
+}
+
+/// The syscalls the spec's profile denies, to remove from the jail's allow-list.
+fn narrowing(seccomp: &LinuxSeccomp, warn: &mut dyn FnMut(&str, String)) -> BTreeSet<String> {
+    let allows = |action: LinuxSeccompAction| {
+        matches!(
+            action,
+            LinuxSeccompAction::ScmpActAllow | LinuxSeccompAction::ScmpActLog
+        )
+    };
+    let rules = seccomp.syscalls().iter().flatten();
+    let conditional = rules
+        .clone()
+        .filter(|rule| rule.args().as_ref().is_some_and(|a| !a.is_empty()))
+        .count();
+    if seccomp.listener_path().is_some() {
+        warn(
+            "linux.seccomp.listenerPath",
+            "not applied: the jail has no seccomp notifications".into(),
+        );
+    }
+    if allows(seccomp.default_action()) {
+        // An allow-list-by-default profile: its unconditional denials are removed from ours.
+        if conditional > 0 {
+            warn(
+                "linux.seccomp.syscalls",
+                format!(
+                    "{conditional} rule(s) conditional on arguments not applied (the jail's own \
+                     argument checks stay)"
+                ),
+            );
+        }
+        return rules
+            .filter(|rule| !allows(rule.action()))
+            .filter(|rule| rule.args().as_ref().is_none_or(|a| a.is_empty()))
+            .flat_map(|rule| rule.names().iter().cloned())
+            .collect();
+    }
+    // A deny-by-default profile (podman's, docker's): what it never allows, ours loses. A call
+    // it allows only with some arguments keeps the jail's own check for those.
+    let allowed: BTreeSet<&str> = rules
+        .clone()
+        .filter(|rule| allows(rule.action()))
+        .flat_map(|rule| rule.names().iter().map(String::as_str))
+        .collect();
+    elastos_policy::syscalls::allowed_syscalls()
+        .map(|(_, syscall)| syscall.name())
+        .filter(|name| !allowed.contains(name))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Limits the jail cannot take.
+fn check_limits(limits: &ResourceLimits) -> Result<(), OciError> {
+    if limits.memory_bytes < elastos_policy::manifest::MIN_MEMORY_BYTES {
+        return Err(invalid(
+            "linux.resources.memory.limit",
+            &format!(
+                "{} bytes is below the jail's minimum of {} MiB",
+                limits.memory_bytes,
+                elastos_policy::manifest::MIN_MEMORY_BYTES / MIB
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `process.args[0]` as a path in the container: as given when it has a `/`, else the first
+/// match in the spec's `PATH` (runc's rule).
+fn resolve_program(
+    program: &str,
+    workdir: &Path,
+    env: &BTreeMap<String, String>,
+    rootfs: &dyn Host,
+) -> Result<PathBuf, OciError> {
+    if program.contains('/') {
+        let path = workdir.join(program);
+        return if rootfs.is_file(&path) {
+            Ok(path)
+        } else {
+            Err(OciError::ProgramNotFound {
+                program: program.to_owned(),
+                searched: path.display().to_string(),
+            })
+        };
+    }
+    let path_var = env.get("PATH").map_or(DEFAULT_PATH, String::as_str);
+    path_var
+        .split(':')
+        .filter(|dir| dir.starts_with('/'))
+        .map(|dir| Path::new(dir).join(program))
+        .find(|candidate| rootfs.is_file(candidate))
+        .ok_or_else(|| OciError::ProgramNotFound {
+            program: program.to_owned(),
+            searched: format!("PATH={path_var}"),
+        })
+}
+
+#[cfg(test)]
+mod tests;

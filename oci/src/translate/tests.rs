@@ -1,0 +1,406 @@
+use super::*;
+use crate::parse_spec;
+
+/// The spec podman 4.3.1 gave its runtime for `podman run --network none --ulimit
+/// nofile=20000:20000 --ulimit nproc=32768:32768 IMAGE /bin/hello` (host paths shortened).
+const PODMAN: &str = include_str!("../../tests/specs/podman-4.3.1.json");
+
+/// A rootfs with `bin/hello` and `bin/sh`, and the given top-level names.
+struct FakeRootfs(Vec<&'static str>);
+
+impl Host for FakeRootfs {
+    fn is_host_namespace(&self, path: &Path) -> bool {
+        path.starts_with("/proc/1/")
+    }
+    fn top_level(&self) -> Vec<String> {
+        self.0.iter().map(|s| s.to_string()).collect()
+    }
+    fn is_file(&self, path: &Path) -> bool {
+        ["/bin/hello", "/usr/bin/sh", "/bin/elastos-probe"]
+            .iter()
+            .any(|p| path == Path::new(p))
+    }
+}
+
+fn podman_spec() -> serde_json::Value {
+    serde_json::from_str(PODMAN).unwrap()
+}
+
+fn run(spec: &serde_json::Value) -> Result<Translation, OciError> {
+    let spec = parse_spec(spec.to_string().as_bytes())?;
+    translate(
+        &spec,
+        "c1",
+        Path::new("/bundle"),
+        &FakeRootfs(vec!["bin", "usr"]),
+    )
+}
+
+fn refused_field(spec: &serde_json::Value) -> (String, String) {
+    match run(spec) {
+        Err(OciError::Refused { field, value, .. }) => (field, value),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn podmans_default_spec_runs_with_its_capabilities_dropped() {
+    let translation = run(&podman_spec()).expect("podman's default spec is accepted");
+    let jail = &translation.jail;
+    assert_eq!(jail.entry, Path::new("/bin/hello"));
+    assert_eq!(jail.argv, ["/bin/hello"]);
+    assert_eq!(jail.workdir, Path::new("/"));
+    assert!(jail
+        .rootfs
+        .starts_with("/var/lib/containers/storage/vfs/dir"));
+    assert_eq!(jail.limits.threads, 2048, "pids.limit, under RLIMIT_NPROC");
+    assert_eq!(jail.limits.open_files, 20000);
+    assert_eq!(jail.limits.memory_bytes, DEFAULT_LIMITS.memory_bytes);
+    let env: BTreeMap<&str, &str> = jail
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(env["container"], "podman");
+    assert_eq!(env["ELASTOS_IPC_FD"], "3");
+    // The engine's files are bound where the image has no /etc or /run; /dev/shm, /proc,
+    // /dev are the jail's; sysfs, devpts, mqueue, cgroup are left out.
+    let destinations: Vec<&Path> = jail.mounts.iter().map(ContainerMount::jail).collect();
+    assert_eq!(
+        destinations,
+        ["/run/.containerenv", "/etc/hostname", "/etc/hosts"].map(Path::new)
+    );
+    assert!(jail
+        .mounts
+        .iter()
+        .all(|m| matches!(m, ContainerMount::Bind { writable: true, .. })));
+    let fields: Vec<&str> = translation
+        .warnings
+        .iter()
+        .map(|w| w.field.as_str())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "root.readonly",
+            "process.capabilities",
+            "mounts[2]",
+            "mounts[3]",
+            "mounts[4]",
+            "mounts[9]",
+            "linux.sysctl"
+        ]
+    );
+    let caps = &translation.warnings[1].message;
+    assert!(
+        caps.contains("CAP_CHOWN") && caps.contains("CAP_SYS_CHROOT"),
+        "{caps}"
+    );
+    // Its seccomp profile allows fork and socket, so ours stays as it is for those; it never
+    // allows what ours denies.
+    assert!(!jail.seccomp_denied.contains("read"));
+    assert!(!jail.seccomp_denied.contains("clone"));
+}
+
+#[test]
+fn the_images_own_etc_keeps_the_engines_files_out() {
+    let spec = parse_spec(PODMAN.as_bytes()).unwrap();
+    let translation = translate(
+        &spec,
+        "c1",
+        Path::new("/bundle"),
+        &FakeRootfs(vec!["bin", "etc", "run"]),
+    )
+    .unwrap();
+    assert!(translation.jail.mounts.is_empty());
+    assert_eq!(
+        translation
+            .warnings
+            .iter()
+            .filter(|w| w.message.contains("the image is read-only"))
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn privilege_granting_capabilities_are_refused_with_their_field() {
+    for (set, cap) in [
+        ("bounding", "CAP_SYS_ADMIN"),
+        ("effective", "CAP_SYS_PTRACE"),
+        ("ambient", "CAP_NET_ADMIN"),
+        ("permitted", "CAP_SYS_MODULE"),
+    ] {
+        let mut spec = podman_spec();
+        let list = spec["process"]["capabilities"][set]
+            .as_array_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
+        let mut list = list;
+        list.push(cap.into());
+        spec["process"]["capabilities"][set] = list.into();
+        assert_eq!(
+            refused_field(&spec),
+            (format!("process.capabilities.{set}"), cap.to_owned())
+        );
+    }
+    let mut spec = podman_spec();
+    spec["process"]["capabilities"]["bounding"] = serde_json::json!(["CAP_SYS_ADMIN"]);
+    let message = run(&spec).unwrap_err().to_string();
+    assert!(
+        message.starts_with("config.json process.capabilities.bounding = CAP_SYS_ADMIN: refused"),
+        "{message}"
+    );
+}
+
+#[test]
+fn joining_a_host_namespace_is_refused() {
+    let mut spec = podman_spec();
+    spec["linux"]["namespaces"][1] =
+        serde_json::json!({"type": "network", "path": "/proc/1/ns/net"});
+    assert_eq!(
+        refused_field(&spec),
+        ("linux.namespaces[1].path".into(), "/proc/1/ns/net".into())
+    );
+    let message = run(&spec).unwrap_err().to_string();
+    assert!(message.contains("the host's net namespace"), "{message}");
+}
+
+#[test]
+fn a_missing_namespace_is_the_hosts_and_refused() {
+    let mut spec = podman_spec();
+    spec["linux"]["namespaces"] =
+        serde_json::json!([{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]);
+    assert_eq!(
+        refused_field(&spec),
+        ("linux.namespaces".into(), "no net namespace".into())
+    );
+}
+
+#[test]
+fn another_containers_namespace_is_not_joined() {
+    let mut spec = podman_spec();
+    spec["linux"]["namespaces"][1] =
+        serde_json::json!({"type": "network", "path": "/proc/4242/ns/net"});
+    let translation = run(&spec).unwrap();
+    assert!(translation
+        .warnings
+        .iter()
+        .any(|w| w.field == "linux.namespaces[1].path" && w.message.contains("not joined")));
+}
+
+#[test]
+fn devices_beyond_the_stateless_ones_are_refused() {
+    let mut spec = podman_spec();
+    spec["linux"]["devices"] = serde_json::json!([
+        {"path": "/dev/null", "type": "c", "major": 1, "minor": 3},
+        {"path": "/dev/tty", "type": "c", "major": 5, "minor": 0},
+        {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}
+    ]);
+    assert_eq!(
+        refused_field(&spec),
+        ("linux.devices[2]".into(), "/dev/fuse".into())
+    );
+}
+
+#[test]
+fn mounts_of_host_kernel_interfaces_or_other_types_are_refused() {
+    let mut spec = podman_spec();
+    spec["mounts"] = serde_json::json!([
+        {"destination": "/host-sys", "type": "bind", "source": "/sys", "options": ["rbind"]}
+    ]);
+    assert_eq!(
+        refused_field(&spec),
+        ("mounts[0].source".into(), "/sys".into())
+    );
+    spec["mounts"] = serde_json::json!([
+        {"destination": "/data", "type": "overlay", "source": "overlay", "options": []}
+    ]);
+    assert_eq!(
+        refused_field(&spec),
+        ("mounts[0].type".into(), "overlay".into())
+    );
+    spec["mounts"] = serde_json::json!([
+        {"destination": "/usr/share/data", "type": "bind", "source": "/srv", "options": ["ro"]}
+    ]);
+    assert_eq!(
+        refused_field(&spec),
+        ("mounts[0].destination".into(), "/usr/share/data".into())
+    );
+    spec["mounts"] = serde_json::json!([
+        {"destination": "/data/../etc", "type": "bind", "source": "/srv"}
+    ]);
+    assert!(
+        matches!(run(&spec), Err(OciError::Invalid { field, .. }) if field == "mounts[0].destination")
+    );
+}
+
+#[test]
+fn volumes_and_tmpfs_are_mapped() {
+    let mut spec = podman_spec();
+    spec["mounts"] = serde_json::json!([
+        {"destination": "/data", "type": "bind", "source": "/srv/data", "options": ["rbind", "ro"]},
+        {"destination": "/cache", "type": "bind", "source": "/srv/cache", "options": ["rbind", "rw"]},
+        {"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]},
+        {"destination": "/dev/termination-log", "type": "bind", "source": "/srv/t", "options": ["rbind"]}
+    ]);
+    let jail = run(&spec).unwrap().jail;
+    assert_eq!(
+        jail.mounts,
+        [
+            ContainerMount::Bind {
+                host: "/srv/data".into(),
+                jail: "/data".into(),
+                writable: false
+            },
+            ContainerMount::Bind {
+                host: "/srv/cache".into(),
+                jail: "/cache".into(),
+                writable: true
+            },
+            ContainerMount::Tmpfs {
+                jail: "/run".into(),
+                size_bytes: 1 << 20
+            },
+            ContainerMount::Bind {
+                host: "/srv/t".into(),
+                jail: "/dev/termination-log".into(),
+                writable: true
+            },
+        ]
+    );
+}
+
+#[test]
+fn limits_come_from_the_spec() {
+    let mut spec = podman_spec();
+    spec["linux"]["resources"]["memory"] = serde_json::json!({"limit": 64 << 20});
+    spec["linux"]["resources"]["pids"] = serde_json::json!({"limit": 32});
+    spec["linux"]["resources"]["cpu"] = serde_json::json!({"quota": 50000, "period": 100000});
+    let translation = run(&spec).unwrap();
+    assert_eq!(translation.jail.limits.memory_bytes, 64 << 20);
+    assert_eq!(translation.jail.limits.threads, 32);
+    assert!(translation
+        .warnings
+        .iter()
+        .any(|w| w.field == "linux.resources.cpu"));
+    spec["linux"]["resources"]["memory"] = serde_json::json!({"limit": 4096});
+    assert!(
+        matches!(run(&spec), Err(OciError::Invalid { field, .. }) if field == "linux.resources.memory.limit")
+    );
+}
+
+#[test]
+fn a_seccomp_profile_only_narrows() {
+    let mut spec = podman_spec();
+    // Deny by default, allow only read and write (and a call the jail never allows).
+    spec["linux"]["seccomp"] = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "syscalls": [{"names": ["read", "write", "reboot"], "action": "SCMP_ACT_ALLOW"}]
+    });
+    let denied = run(&spec).unwrap().jail.seccomp_denied;
+    assert!(!denied.contains("read") && !denied.contains("write"));
+    assert!(denied.contains("getpid") && denied.contains("openat"));
+    let plan = elastos_policy::JailPlan::for_container(&run(&spec).unwrap().jail).unwrap();
+    let names: BTreeSet<&str> = plan.seccomp.rows.iter().map(|r| r.name.as_str()).collect();
+    assert!(names.contains("read") && !names.contains("reboot") && !names.contains("getpid"));
+
+    // Allow by default, deny getpid unconditionally and kill conditionally.
+    spec["linux"]["seccomp"] = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [
+            {"names": ["getpid"], "action": "SCMP_ACT_ERRNO"},
+            {"names": ["kill"], "action": "SCMP_ACT_ERRNO",
+             "args": [{"index": 1, "value": 9, "op": "SCMP_CMP_EQ"}]}
+        ]
+    });
+    let translation = run(&spec).unwrap();
+    assert_eq!(
+        translation.jail.seccomp_denied,
+        BTreeSet::from(["getpid".to_owned()])
+    );
+    assert!(translation
+        .warnings
+        .iter()
+        .any(|w| w.field == "linux.seccomp.syscalls"));
+}
+
+#[test]
+fn the_program_is_looked_up_in_the_specs_path() {
+    let mut spec = podman_spec();
+    spec["process"]["args"] = serde_json::json!(["sh", "-c", "true"]);
+    assert_eq!(run(&spec).unwrap().jail.entry, Path::new("/usr/bin/sh"));
+    spec["process"]["args"] = serde_json::json!(["nothere"]);
+    let message = run(&spec).unwrap_err().to_string();
+    assert!(
+        message.contains("\"nothere\": executable file not found"),
+        "{message}"
+    );
+    spec["process"]["args"] = serde_json::json!([]);
+    assert!(matches!(run(&spec), Err(OciError::Invalid { field, .. }) if field == "process.args"));
+}
+
+#[test]
+fn terminals_and_hooks_are_refused() {
+    let mut spec = podman_spec();
+    spec["process"]["terminal"] = true.into();
+    assert_eq!(
+        refused_field(&spec),
+        ("process.terminal".into(), "true".into())
+    );
+    let mut spec = podman_spec();
+    spec["hooks"] = serde_json::json!({"prestart": [{"path": "/usr/bin/true"}]});
+    assert_eq!(refused_field(&spec).0, "hooks.prestart");
+}
+
+#[test]
+fn a_broken_spec_is_a_parse_error() {
+    let err = parse_spec(b"{\"process\": 3}").unwrap_err();
+    assert!(err
+        .to_string()
+        .starts_with("config.json is not a valid OCI runtime spec"));
+}
+
+#[test]
+fn a_bad_container_id_is_refused_before_anything_else() {
+    let spec = parse_spec(PODMAN.as_bytes()).unwrap();
+    assert!(matches!(
+        translate(&spec, "../x", Path::new("/b"), &FakeRootfs(vec![])),
+        Err(OciError::InvalidId { .. })
+    ));
+}
+
+/// The spec containerd 1.6.20 gave its runtime for `ctr run --rootfs DIR ID /bin/elastos-probe
+/// run fork`.
+const CONTAINERD: &str = include_str!("../../tests/specs/containerd-1.6.20.json");
+
+#[test]
+fn containerds_default_spec_runs_with_its_14_capabilities_dropped() {
+    let spec = parse_spec(CONTAINERD.as_bytes()).unwrap();
+    let translation = translate(
+        &spec,
+        "c1",
+        Path::new("/state/c1"),
+        &FakeRootfs(vec!["bin", "run"]),
+    )
+    .unwrap();
+    let jail = &translation.jail;
+    assert_eq!(jail.rootfs, Path::new("/state/c1/rootfs"));
+    assert_eq!(jail.argv, ["/bin/elastos-probe", "run", "fork"]);
+    // Its tmpfs on /run replaces the image's /run.
+    assert_eq!(
+        jail.mounts,
+        [ContainerMount::Tmpfs {
+            jail: "/run".into(),
+            size_bytes: DEFAULT_TMPFS_BYTES
+        }]
+    );
+    let caps = translation
+        .warnings
+        .iter()
+        .find(|w| w.field == "process.capabilities")
+        .expect("the capabilities are dropped with a warning");
+    assert_eq!(caps.message.matches("CAP_").count(), 14, "{}", caps.message);
+    // No seccomp profile in the spec: the jail's own, whole.
+    assert!(jail.seccomp_denied.is_empty());
+}

@@ -1,0 +1,796 @@
+//! `elastos oci` as the OCI runtime of podman and containerd (Debian's packages), end to end:
+//! the engine calls `elastos-runc` (a symlink to `elastos`) as it would call runc, with an
+//! image made from a local rootfs holding only the static `elastos-probe`.
+//!
+//! Each engine runs the way ../shared/MACHINE.md says it must on this machine: podman inside a
+//! private mount namespace with a tmpfs on /run and /var/lib and without the hybrid cgroup2
+//! mount, its storage and run roots in the harness's temp dir; containerd on a private socket,
+//! state and root dir, in a mount namespace with its own /run, stopped by a guard. The tests
+//! prove that the process ran jailed (no fork, no socket, no capability, seccomp filtering),
+//! that its stdout and exit code come back through the engine, that a spec asking for
+//! CAP_SYS_ADMIN or the host's network is refused with a message naming the field, and that
+//! nothing is left behind (jail cgroups, mounts, shims, state).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::{binaries, eventually, parse_probe_lines, processes_with, Harness, Output, User};
+
+/// One engine test at a time: each checks that the jail cgroups it caused are gone, which a
+/// concurrent one would blur.
+static ENGINE: Mutex<()> = Mutex::new(());
+
+/// The cgroup hierarchies the jail uses here (cgroup v1 memory and pids; see
+/// `elastos_loader::cgroup`).
+const JAIL_CGROUPS: &[&str] = &[
+    "/sys/fs/cgroup/memory/elastos",
+    "/sys/fs/cgroup/pids/elastos",
+];
+
+fn jail_cgroups() -> BTreeSet<PathBuf> {
+    JAIL_CGROUPS
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten())
+        .map(|entry| entry.path())
+        .filter(|path| path.is_dir())
+        .collect()
+}
+
+/// What a test must leave as it found it.
+struct Leftovers {
+    cgroups: BTreeSet<PathBuf>,
+}
+
+impl Leftovers {
+    fn before() -> Leftovers {
+        Leftovers {
+            cgroups: jail_cgroups(),
+        }
+    }
+
+    /// No new jail cgroup, no process or mount naming `token`, an empty runtime state root.
+    #[track_caller]
+    fn assert_none(&self, token: &str, state_root: Option<&Path>) {
+        let gone = eventually(Duration::from_secs(10), || {
+            jail_cgroups().is_subset(&self.cgroups)
+        });
+        assert!(
+            gone,
+            "jail cgroups left behind: {:?}",
+            jail_cgroups().difference(&self.cgroups).collect::<Vec<_>>()
+        );
+        assert!(
+            eventually(Duration::from_secs(10), || processes_with(token, &[])
+                .is_empty()),
+            "processes left behind: {:?}",
+            processes_with(token, &[])
+        );
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mounts.contains(token),
+            "mounts left behind:\n{}",
+            mounts
+                .lines()
+                .filter(|l| l.contains(token))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let states: Vec<_> = state_root
+            .into_iter()
+            .flat_map(std::fs::read_dir)
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(states.is_empty(), "runtime state left behind: {states:?}");
+    }
+}
+
+/// The runtime binary as engines call it, and a rootfs of the static probe.
+struct Fixture {
+    harness: Harness,
+    runtime: PathBuf,
+    rootfs: PathBuf,
+    /// The runtime's `--root`.
+    state_root: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let harness = Harness::new(User::Root);
+        let runtime = harness.path().join("elastos-runc");
+        std::os::unix::fs::symlink(&binaries().elastos, &runtime).unwrap();
+        let rootfs = harness.mkdir("rootfs");
+        std::fs::create_dir(rootfs.join("bin")).unwrap();
+        std::fs::copy(&binaries().probe, rootfs.join("bin/elastos-probe")).unwrap();
+        let state_root = harness.mkdir("oci-root");
+        Fixture {
+            harness,
+            runtime,
+            rootfs,
+            state_root,
+        }
+    }
+
+    /// The harness's temp dir: in every path of the test, so in the command line of every
+    /// process it starts.
+    fn token(&self) -> String {
+        self.harness.path().display().to_string()
+    }
+}
+
+fn require(tool: &str) {
+    assert!(
+        Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success(),
+        "{tool} is missing: install the Debian packages of scripts/dev.sh (podman, containerd)"
+    );
+}
+
+/// podman as MACHINE.md says it runs here, with its roots in the fixture's temp dir.
+struct Podman<'a> {
+    fixture: &'a Fixture,
+}
+
+impl Podman<'_> {
+    fn command(&self, args: &[&str]) -> Output {
+        let dir = self.fixture.harness.path();
+        let mut invocation = self.fixture.harness.program("unshare");
+        invocation.args([
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount -t tmpfs -o mode=755 tmpfs /run && mount -t tmpfs tmpfs /var/lib && \
+             { umount -l /sys/fs/cgroup/unified 2>/dev/null; true; } && exec \"$@\"",
+            "sh",
+            "podman",
+        ]);
+        for (flag, sub) in [
+            ("--root", "p/root"),
+            ("--runroot", "p/rr"),
+            ("--tmpdir", "p/tmp"),
+            ("--network-config-dir", "p/net"),
+        ] {
+            invocation.arg(flag).arg(dir.join(sub));
+        }
+        invocation.args([
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "none",
+        ]);
+        invocation.args(args);
+        invocation.output()
+    }
+
+    /// `podman run --rm` of the probe image with elastos as the runtime.
+    fn run(&self, options: &[&str], command: &[&str]) -> Output {
+        let runtime = self.fixture.runtime.display().to_string();
+        let mut args = vec![
+            "--runtime",
+            runtime.as_str(),
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            "--cgroup-parent",
+            "/elastos-oci-test",
+            "--ulimit",
+            "nofile=20000:20000",
+            "--ulimit",
+            "nproc=32768:32768",
+        ];
+        if !options.iter().any(|o| o.starts_with("--network")) {
+            args.extend(["--network", "none"]);
+        }
+        args.extend(options);
+        args.push("localhost/elastos-probe:test");
+        args.extend(command);
+        self.command(&args)
+    }
+}
+
+/// The cgroups conmon makes under `--cgroup-parent` (the engine's, not the jail's): removed
+/// deepest first.
+fn remove_engine_cgroups(parent: &str) {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|controller| controller.path().join(parent.trim_start_matches('/')))
+        .filter(|dir| dir.is_dir())
+        .flat_map(|dir| {
+            let mut all = vec![dir.clone()];
+            all.extend(
+                std::fs::read_dir(&dir)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir()),
+            );
+            all
+        })
+        .collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for dir in dirs {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
+struct EngineCgroups(&'static str);
+
+impl Drop for EngineCgroups {
+    fn drop(&mut self) {
+        remove_engine_cgroups(self.0);
+    }
+}
+
+fn probe_line(output: &Output, probe: &str) -> common::ProbeResult {
+    parse_probe_lines(&output.stdout_text())
+        .into_iter()
+        .find(|r| r.probe == probe)
+        .unwrap_or_else(|| {
+            panic!(
+                "no {probe} line in stdout:\n{}\nstderr:\n{}",
+                output.stdout_text(),
+                output.stderr_text()
+            )
+        })
+}
+
+#[test]
+fn podman_runs_containers_in_the_jail() {
+    require("podman");
+    let _one = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    let _engine_cgroups = EngineCgroups("/elastos-oci-test");
+    let leftovers = Leftovers::before();
+    let fixture = Fixture::new();
+    let podman = Podman { fixture: &fixture };
+    let tar = fixture.harness.path().join("rootfs.tar");
+    let packed = Command::new("tar")
+        .arg("-C")
+        .arg(&fixture.rootfs)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(packed.success());
+    podman
+        .command(&[
+            "import",
+            &tar.display().to_string(),
+            "localhost/elastos-probe:test",
+        ])
+        .assert_code(0);
+
+    // Jailed: no process creation (the child would _exit(0) at once), no socket.
+    let fork = podman.run(&[], &["/bin/elastos-probe", "run", "fork"]);
+    fork.assert_code(0);
+    let fork = probe_line(&fork, "fork");
+    assert_eq!((fork.ret, fork.errno), (-1, libc::ENOSYS), "{fork:?}");
+    let udp = podman.run(&[], &["/bin/elastos-probe", "run", "inet-udp"]);
+    let udp = probe_line(&udp, "inet-udp");
+    assert_eq!((udp.ret, udp.errno), (-1, libc::ENOSYS), "{udp:?}");
+    // No capability (podman asked for 11), seccomp filtering, no_new_privs.
+    let status = podman.run(&[], &["/bin/elastos-probe", "status"]);
+    status.assert_code(0);
+    let text = status.stdout_text();
+    for line in [
+        "CapEff:\t0000000000000000",
+        "CapBnd:\t0000000000000000",
+        "NoNewPrivs:\t1",
+        "Seccomp:\t2",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+
+    // Exit codes and stdout come back through the engine.
+    podman
+        .run(&[], &["/bin/elastos-probe", "exit", "7"])
+        .assert_code(7);
+    let args = podman.run(&[], &["/bin/elastos-probe", "args", "through", "podman"]);
+    args.assert_code(0);
+    assert_eq!(args.stdout_text(), "through\npodman\n");
+
+    // Refused, with the field named.
+    let admin = podman.run(
+        &["--cap-add", "SYS_ADMIN"],
+        &["/bin/elastos-probe", "exit", "0"],
+    );
+    assert_ne!(admin.code, Some(0));
+    assert!(
+        admin
+            .stderr_text()
+            .contains("config.json process.capabilities.bounding = CAP_SYS_ADMIN: refused"),
+        "{}",
+        admin.stderr_text()
+    );
+    let host_net = podman.run(&["--network", "host"], &["/bin/elastos-probe", "exit", "0"]);
+    assert_ne!(host_net.code, Some(0));
+    assert!(
+        host_net
+            .stderr_text()
+            .contains("config.json linux.namespaces = no net namespace: refused"),
+        "{}",
+        host_net.stderr_text()
+    );
+
+    // The runtime's state lived under the private /run of each podman call (podman's cleanup
+    // calls the runtime without its `--runtime-flag`s, so it runs with the default root).
+    // The test's own network namespace: the host's (pid 1's may be unreadable here).
+    let own_net = format!("ns:/proc/{}/ns/net", std::process::id());
+    let host_net_path = podman.run(
+        &["--network", &own_net],
+        &["/bin/elastos-probe", "exit", "0"],
+    );
+    assert_ne!(host_net_path.code, Some(0));
+    assert!(
+        host_net_path.stderr_text().contains(&format!(
+            "config.json linux.namespaces[1].path = {}: refused: joining the host's",
+            own_net.trim_start_matches("ns:")
+        )),
+        "{}",
+        host_net_path.stderr_text()
+    );
+
+    leftovers.assert_none(&fixture.token(), None);
+}
+
+/// containerd on a private socket, root and state dir, in a mount namespace with its own /run
+/// (where its shims keep the runtime's state); killed with its shims on drop.
+struct Containerd {
+    child: Child,
+    socket: PathBuf,
+    token: String,
+}
+
+impl Containerd {
+    fn start(fixture: &Fixture) -> Containerd {
+        let dir = fixture.harness.mkdir("containerd");
+        let socket = dir.join("containerd.sock");
+        let config = format!(
+            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{socket}\"\n[ttrpc]\n  address = \"{ttrpc}\"\n\
+             [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n",
+            root = dir.join("root").display(),
+            state = dir.join("state").display(),
+            socket = socket.display(),
+            ttrpc = dir.join("ttrpc.sock").display(),
+        );
+        let config_path = dir.join("config.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+        let child = Command::new("unshare")
+            .args([
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                "mount -t tmpfs -o mode=755 tmpfs /run && exec containerd --config \"$0\"",
+            ])
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start containerd");
+        let containerd = Containerd {
+            child,
+            socket,
+            token: fixture.token(),
+        };
+        assert!(
+            eventually(Duration::from_secs(30), || containerd.socket.exists()),
+            "containerd did not listen on {}: see {}",
+            containerd.socket.display(),
+            dir.join("containerd.log").display()
+        );
+        containerd
+    }
+
+    fn ctr(&self, fixture: &Fixture, args: &[&str]) -> Output {
+        let mut invocation = fixture.harness.program("ctr");
+        invocation.arg("--address").arg(&self.socket);
+        invocation.args(args);
+        invocation.output()
+    }
+
+    /// `ctr run --rm` of the fixture's rootfs with elastos as the runtime.
+    fn run(&self, fixture: &Fixture, id: &str, options: &[&str], command: &[&str]) -> Output {
+        let runtime = fixture.runtime.display().to_string();
+        let rootfs = fixture.rootfs.display().to_string();
+        let fifos = fixture
+            .harness
+            .mkdir("containerd/fifo")
+            .display()
+            .to_string();
+        let mut args = vec![
+            "run",
+            "--rm",
+            "--fifo-dir",
+            &fifos,
+            "--runc-binary",
+            runtime.as_str(),
+        ];
+        // ctr's options come before the rootfs (`--rootfs` is a flag: the path is the first
+        // positional argument, where an image's name would be).
+        args.extend(options);
+        args.extend(["--rootfs", rootfs.as_str(), id]);
+        args.extend(command);
+        self.ctr(fixture, &args)
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        // Its shims outlive it by design: they name its socket on their command lines.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = eventually(Duration::from_secs(10), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        });
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in processes_with(&self.socket.display().to_string(), &[]) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        let _ = eventually(Duration::from_secs(10), || {
+            processes_with(&self.token, &[]).is_empty()
+        });
+    }
+}
+
+#[test]
+fn containerd_runs_containers_in_the_jail() {
+    require("containerd");
+    require("ctr");
+    let _one = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    let leftovers = Leftovers::before();
+    let fixture = Fixture::new();
+    {
+        let containerd = Containerd::start(&fixture);
+
+        let fork = containerd.run(
+            &fixture,
+            "c-fork",
+            &[],
+            &["/bin/elastos-probe", "run", "fork"],
+        );
+        fork.assert_code(0);
+        let fork = probe_line(&fork, "fork");
+        assert_eq!((fork.ret, fork.errno), (-1, libc::ENOSYS), "{fork:?}");
+        let socket = containerd.run(
+            &fixture,
+            "c-socket",
+            &[],
+            &["/bin/elastos-probe", "run", "unix-stream-connect"],
+        );
+        let socket = probe_line(&socket, "unix-stream-connect");
+        assert_eq!(socket.ret, -1, "{socket:?}");
+
+        containerd
+            .run(
+                &fixture,
+                "c-exit",
+                &[],
+                &["/bin/elastos-probe", "exit", "5"],
+            )
+            .assert_code(5);
+
+        // Refused with the field named: ctr's --privileged asks for every capability, and
+        // --net-host for the host's network namespace.
+        let privileged = containerd.run(
+            &fixture,
+            "c-privileged",
+            &["--privileged"],
+            &["/bin/elastos-probe", "exit", "0"],
+        );
+        assert_ne!(privileged.code, Some(0));
+        assert!(
+            privileged
+                .stderr_text()
+                .contains("config.json process.capabilities.bounding = CAP_"),
+            "{}",
+            privileged.stderr_text()
+        );
+        let host_net = containerd.run(
+            &fixture,
+            "c-host-net",
+            &["--net-host"],
+            &["/bin/elastos-probe", "exit", "0"],
+        );
+        assert_ne!(host_net.code, Some(0));
+        assert!(
+            host_net
+                .stderr_text()
+                .contains("config.json linux.namespaces = no net namespace: refused"),
+            "{}",
+            host_net.stderr_text()
+        );
+
+        // Detached, then killed through the runtime (SIGTERM relayed to the process by the
+        // jail's init) and deleted: its exit status is the signal's.
+        let rootfs = fixture.rootfs.display().to_string();
+        let runtime = fixture.runtime.display().to_string();
+        containerd
+            .ctr(
+                &fixture,
+                &[
+                    "run",
+                    "-d",
+                    "--fifo-dir",
+                    &fixture
+                        .harness
+                        .mkdir("containerd/fifo")
+                        .display()
+                        .to_string(),
+                    "--runc-binary",
+                    &runtime,
+                    "--rootfs",
+                    &rootfs,
+                    "c-sleep",
+                    "/bin/elastos-probe",
+                    "sleep",
+                    "60",
+                ],
+            )
+            .assert_code(0);
+        let listed = containerd.ctr(&fixture, &["task", "ls"]);
+        assert!(
+            listed
+                .stdout_text()
+                .lines()
+                .any(|l| l.starts_with("c-sleep") && l.contains("RUNNING")),
+            "{}",
+            listed.stdout_text()
+        );
+        containerd
+            .ctr(
+                &fixture,
+                &["task", "kill", "--signal", "SIGTERM", "c-sleep"],
+            )
+            .assert_code(0);
+        assert!(
+            eventually(Duration::from_secs(20), || {
+                containerd
+                    .ctr(&fixture, &["task", "ls"])
+                    .stdout_text()
+                    .lines()
+                    .any(|l| l.starts_with("c-sleep") && l.contains("STOPPED"))
+            }),
+            "c-sleep did not stop on SIGTERM"
+        );
+        containerd
+            .ctr(&fixture, &["task", "delete", "c-sleep"])
+            .assert_code(0);
+        containerd
+            .ctr(&fixture, &["container", "delete", "c-sleep"])
+            .assert_code(0);
+    }
+    // The runtime's state lived under the engine's private /run: the shims' and jails' ends
+    // are what is left to check.
+    leftovers.assert_none(&fixture.token(), None);
+}
+
+#[test]
+fn the_runtime_alone_creates_starts_reports_and_deletes() {
+    let _one = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    let leftovers = Leftovers::before();
+    let fixture = Fixture::new();
+    let bundle = fixture.harness.mkdir("bundle");
+    let spec = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": fixture.rootfs, "readonly": true},
+        "process": {
+            "cwd": "/",
+            "args": ["/bin/elastos-probe", "sleep", "60"],
+            "env": ["PATH=/bin"],
+            "user": {"uid": 0, "gid": 0}
+        },
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"},
+                           {"type": "uts"}, {"type": "mount"}],
+            "resources": {"memory": {"limit": 67108864}, "pids": {"limit": 16}}
+        }
+    });
+    std::fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
+    // Plain commands with their output in files: `create` leaves the shim holding its stdio,
+    // as runc leaves the container's process (an engine hands it the container's stdio).
+    let call = std::cell::Cell::new(0);
+    let runtime = |args: &[&str]| -> Output {
+        call.set(call.get() + 1);
+        let out = fixture
+            .harness
+            .path()
+            .join(format!("call-{}.out", call.get()));
+        let err = fixture
+            .harness
+            .path()
+            .join(format!("call-{}.err", call.get()));
+        let status = Command::new(&fixture.runtime)
+            .arg("--root")
+            .arg(&fixture.state_root)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .status()
+            .unwrap();
+        Output::of(
+            status,
+            std::fs::read(&out).unwrap(),
+            std::fs::read(&err).unwrap(),
+            format!("elastos-runc {}", args.join(" ")),
+        )
+    };
+    let state = |id: &str| -> serde_json::Value {
+        let output = runtime(&["state", id]);
+        output.assert_code(0);
+        serde_json::from_slice(&output.stdout).expect("state is JSON")
+    };
+    // Also on failure: whatever the test created goes.
+    struct DeleteOnDrop<'a>(&'a Fixture);
+    impl Drop for DeleteOnDrop<'_> {
+        fn drop(&mut self) {
+            for id in ["r1", "r2"] {
+                let _ = Command::new(&self.0.runtime)
+                    .arg("--root")
+                    .arg(&self.0.state_root)
+                    .args(["delete", "--force", id])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+    let _cleanup = DeleteOnDrop(&fixture);
+    let pid_file = fixture.harness.path().join("pid");
+    let bundle_arg = bundle.display().to_string();
+    let pid_arg = pid_file.display().to_string();
+    runtime(&[
+        "create",
+        "--bundle",
+        &bundle_arg,
+        "--pid-file",
+        &pid_arg,
+        "r1",
+    ])
+    .assert_code(0);
+    let created = state("r1");
+    assert_eq!(created["status"], "created");
+    let pid: i64 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    assert_eq!(created["pid"], pid);
+    assert_eq!(created["bundle"], bundle_arg.as_str());
+    // The same id twice is refused.
+    let again = runtime(&["create", "--bundle", &bundle_arg, "r1"]);
+    assert!(again.stderr_text().contains("container r1 already exists"));
+
+    runtime(&["start", "r1"]).assert_code(0);
+    assert_eq!(state("r1")["status"], "running");
+    // The spec's limits are the jail's: 64 MiB, and 16 tasks plus the jail's init.
+    let cgroups: Vec<PathBuf> = jail_cgroups()
+        .difference(&leftovers.cgroups)
+        .cloned()
+        .collect();
+    let limit = |file: &str| -> Option<String> {
+        cgroups
+            .iter()
+            .find_map(|dir| std::fs::read_to_string(dir.join(file)).ok())
+            .map(|s| s.trim().to_owned())
+    };
+    assert_eq!(limit("memory.limit_in_bytes").as_deref(), Some("67108864"));
+    assert_eq!(limit("pids.max").as_deref(), Some("17"));
+    // Running: delete without --force is refused.
+    let busy = runtime(&["delete", "r1"]);
+    assert_ne!(busy.code, Some(0));
+    assert!(
+        busy.stderr_text().contains("container r1 is running"),
+        "{}",
+        busy.stderr_text()
+    );
+
+    runtime(&["kill", "r1", "KILL"]).assert_code(0);
+    assert!(eventually(Duration::from_secs(10), || state("r1")
+        ["status"]
+        == "stopped"));
+    runtime(&["delete", "r1"]).assert_code(0);
+    let gone = runtime(&["state", "r1"]);
+    assert!(gone.stderr_text().contains("container r1 does not exist"));
+    runtime(&["delete", "--force", "r1"]).assert_code(0);
+
+    // A created container deleted with --force: the jail waiting for `start` goes too.
+    runtime(&["create", "--bundle", &bundle_arg, "r2"]).assert_code(0);
+    runtime(&["delete", "--force", "r2"]).assert_code(0);
+
+    let features = runtime(&["features"]);
+    features.assert_code(0);
+    let features: serde_json::Value = serde_json::from_slice(&features.stdout).unwrap();
+    assert_eq!(features["linux"]["capabilities"], serde_json::json!([]));
+    leftovers.assert_none(&fixture.token(), Some(&fixture.state_root));
+}
+
+#[test]
+fn a_running_broker_daemon_gets_the_containers_fd_3() {
+    let _one = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    let leftovers = Leftovers::before();
+    let fixture = Fixture::new();
+    let harness = &fixture.harness;
+    let socket = harness.elastos_home().join("run/broker.sock");
+    let daemon = harness.elastos().arg("broker").spawn();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        }),
+        "the broker daemon did not come up"
+    );
+    let bundle = harness.mkdir("bundle");
+    let spec = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": fixture.rootfs, "readonly": true},
+        "process": {
+            "cwd": "/",
+            "args": ["/bin/elastos-probe", "sleep", "60"],
+            "user": {"uid": 0, "gid": 0}
+        },
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"},
+                                 {"type": "uts"}, {"type": "mount"}]}
+    });
+    std::fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
+    // As an engine calls it, but with the harness's ELASTOS_HOME: that is where the daemon is.
+    let runtime = |args: &[&str]| -> bool {
+        let log = harness.path().join("runtime.log");
+        let status = Command::new(&fixture.runtime)
+            .arg("--root")
+            .arg(&fixture.state_root)
+            .args(args)
+            .env("ELASTOS_HOME", harness.elastos_home())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .status()
+            .unwrap();
+        if !status.success() {
+            eprintln!(
+                "{args:?}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        status.success()
+    };
+    let bundle_arg = bundle.display().to_string();
+    assert!(runtime(&["create", "--bundle", &bundle_arg, "b1"]));
+    assert!(runtime(&["start", "b1"]));
+    let listed = eventually(Duration::from_secs(10), || {
+        harness
+            .elastos()
+            .args(["ps", "--format", "json"])
+            .output()
+            .stdout_text()
+            .contains("oci:b1")
+    });
+    let deleted = runtime(&["delete", "--force", "b1"]);
+    drop(daemon);
+    assert!(listed, "the container's connection is not in `elastos ps`");
+    assert!(deleted);
+    leftovers.assert_none(&fixture.token(), Some(&fixture.state_root));
+}
