@@ -15,10 +15,10 @@
 //!   and containerd for 14: the jail grants none), sysfs, cgroupfs, devpts and mqueue mounts, the
 //!   engine's /etc/hosts-style files inside the read-only image, another container's namespace
 //!   (a Kubernetes pod's sandbox: the jail makes its own instead, never joining one), sysctls, LSM labels, limits it
-//!   does not enforce (CPU, block I/O);
+//!   does not enforce (CPU shares and sets, block I/O);
 //! - **mapped**: the process (argv, environment, working directory), the rootfs (read-only as
 //!   `/`), volumes (binds: read-only, or writable and never executable) and tmpfs mounts, the
-//!   memory, pids and open-file limits, and the spec's seccomp profile, which only ever removes
+//!   memory, pids, open-file and CPU quota (`--cpus`) limits, and the spec's seccomp profile, which only ever removes
 //!   syscalls from the jail's allow-list ([`elastos_policy::SeccompProgram::compile_without`]).
 //!
 //! The outcome is an [`elastos_policy::ContainerJail`], planned by

@@ -269,8 +269,30 @@ pub fn translate(
                     limits.threads = pids.limit() as u64;
                 }
             }
+            let mut cpu_unenforced = false;
+            if let Some(cpu) = resources.cpu() {
+                // `--cpus N`: quota/period is the CPUs' worth the container may use, which is
+                // what the jail's `limits.cpus` is (a quota of 0 or less is no limit).
+                match (cpu.quota(), cpu.period()) {
+                    (Some(quota), Some(period)) if quota > 0 && period > 0 => {
+                        let millis = (quota as u64).saturating_mul(1000) / period;
+                        limits.cpu_millis = millis.clamp(
+                            *elastos_policy::manifest::CPU_MILLIS_RANGE.start(),
+                            *elastos_policy::manifest::CPU_MILLIS_RANGE.end(),
+                        );
+                    }
+                    _ => {}
+                }
+                cpu_unenforced = cpu.shares().is_some()
+                    || cpu.cpus().is_some()
+                    || cpu.mems().is_some()
+                    || cpu.realtime_runtime().is_some()
+                    || cpu.realtime_period().is_some()
+                    || cpu.idle().is_some()
+                    || cpu.burst().is_some();
+            }
             let unenforced = [
-                ("cpu", resources.cpu().is_some()),
+                ("cpu", cpu_unenforced),
                 ("blockIO", resources.block_io().is_some()),
                 ("hugepageLimits", resources.hugepage_limits().is_some()),
                 ("network", resources.network().is_some()),
@@ -281,7 +303,7 @@ pub fn translate(
                 if set {
                     warn(
                         &format!("linux.resources.{name}"),
-                        "not enforced by elastos oci (memory, pids and open files are)".into(),
+                        "not enforced by elastos oci (memory, pids, open files and the CPU quota are)".into(),
                     );
                 }
             }

@@ -193,6 +193,8 @@ impl JailPlan {
             landlock_scoped: true,
             seccomp: SeccompProgram::compile_without(&container.seccomp_denied),
             limits: container.limits,
+            // A container keeps nothing between runs: it has no home (volumes are the spec's).
+            home_quota: None,
             env: container.env.clone(),
             entry: container.entry.clone(),
             // The whole image is executable, its own dynamic loader included: the host's loader

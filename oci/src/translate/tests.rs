@@ -280,6 +280,13 @@ fn limits_come_from_the_spec() {
     let translation = run(&spec).unwrap();
     assert_eq!(translation.jail.limits.memory_bytes, 64 << 20);
     assert_eq!(translation.jail.limits.threads, 32);
+    assert_eq!(translation.jail.limits.cpu_millis, 500, "quota / period");
+    assert!(!translation
+        .warnings
+        .iter()
+        .any(|w| w.field == "linux.resources.cpu"));
+    spec["linux"]["resources"]["cpu"] = serde_json::json!({"shares": 512});
+    let translation = run(&spec).unwrap();
     assert!(translation
         .warnings
         .iter()
