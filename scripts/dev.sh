@@ -73,6 +73,7 @@ UNPRIVILEGED_TEST_CRATES=(
   elastos-handoff       # the launcher/loader record, encoded and decoded
   elastos-identity      # the ID ledger in temp dirs
   elastos-testapps      # the probes' unit tests
+  elastos-oci           # the OCI spec translation: pure
 )
 
 # How long the test command fuzzes each fuzz target, in seconds.
