@@ -35,7 +35,9 @@ pub fn daemon(args: BrokerArgs, log_level: Option<&str>, log_format: LogFormat) 
         .arg("--log-max-size")
         .arg(args.log_max_size.to_string())
         .arg("--log-max-files")
-        .arg(args.log_max_files.to_string());
+        .arg(args.log_max_files.to_string())
+        .arg("--warm-jails")
+        .arg(args.warm_jails.to_string());
     if let Some(level) = log_level {
         command.env("ELASTOS_LOG", level);
     }

@@ -408,6 +408,8 @@ pub struct StartedApp {
     /// `elastos_loader::spawn`). What the app writes waits in the socket until a broker serves
     /// it.
     pub broker_end: StdUnixStream,
+    /// Whether it started from a warm jail of the daemon's pool ([`crate::pool`]).
+    pub warm: bool,
 }
 
 /// Starts an app: the one path of every start (`elastos run`, on-demand activation, detached
@@ -422,7 +424,12 @@ pub fn start_app(
     request: &StartRequest<'_>,
     observe: &mut dyn FnMut(StartPhase<'_>),
 ) -> Result<StartedApp, AppError> {
-    let pending = {
+    // A warm jail parked ahead of time by the daemon's pool, when this is a pooled thread.
+    let parked = crate::pool::take_parked(request.options);
+    let warm = parked.is_some();
+    let pending = if let Some(parked) = parked {
+        parked
+    } else {
         // No cache file is open for writing while the jail's first process is cloned (it
         // copies every fd of this process until it closes what it was not given).
         let _no_writers = elastos_bundle::exec_fork_lock()
@@ -450,5 +457,6 @@ pub fn start_app(
         jail,
         identity: prepared.identity(),
         broker_end: broker_end.into(),
+        warm,
     })
 }

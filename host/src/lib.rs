@@ -36,6 +36,7 @@ pub mod link;
 pub mod logging;
 pub mod ownership;
 pub mod paths;
+pub mod pool;
 
 /// An error and its chain of causes on one line, `outer: cause: root cause`: for messages that
 /// cross a process boundary as text (the control socket's answers, the helper's stderr). No
