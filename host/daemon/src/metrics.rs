@@ -124,7 +124,10 @@ pub fn exposition(broker: &Broker, started: SystemTime, pool: Option<PoolStats>)
             ),
         ];
         for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
         }
         let name = "elastos_starts_total";
         let _ = writeln!(

@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 
 use elastos_broker::{Broker, ConnectionId, Origin};
 use elastos_host::activator::{AppLauncher, RunStarted, SupervisedRun};
-use elastos_host::pool::{JailPool, PoolStats};
 use elastos_host::applog::{LogLimits, LogWriter, Stream};
 use elastos_host::control::{self, AppView};
 use elastos_host::detached::{
     self, backoff_delay, DetachedRun, InstanceState, InstanceView, RunRecord, BACKOFF_RESET_AFTER,
     MAX_RUN_RECORDS,
 };
+use elastos_host::pool::{JailPool, PoolStats};
 use elastos_loader::{CapturedOutput, JailFacts, JailHandle, LimitMechanism};
 use elastos_policy::{JailPlan, Manifest};
 use nix::sys::signal::Signal;
