@@ -48,7 +48,10 @@ pub fn daemon(args: BrokerArgs, log_level: Option<&str>, log_format: LogFormat) 
 /// The `elastos-broker` binary (next to `elastos`, or `ELASTOS_BROKER`).
 pub fn broker_binary() -> Result<StoreHelper> {
     let executable = companion_binary("ELASTOS_BROKER", "elastos-broker")?;
-    Ok(StoreHelper { executable })
+    let index = StateDirs::from_env()
+        .ok()
+        .map(|state| elastos_host::installed_index::index_path(&state.broker_db));
+    Ok(StoreHelper { executable, index })
 }
 
 /// `install`, `uninstall`, `list`: through the daemon when it runs (it holds the database),

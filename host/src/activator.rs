@@ -41,6 +41,9 @@ pub trait InstalledApps: Send + Sync + 'static {
 pub struct StoreHelper {
     /// The `elastos-broker` executable.
     pub executable: PathBuf,
+    /// The installed-apps index beside the database ([`crate::installed_index`]): asked first,
+    /// the helper only when it is missing or unreadable.
+    pub index: Option<PathBuf>,
 }
 
 impl StoreHelper {
@@ -72,6 +75,15 @@ impl StoreHelper {
 
 impl InstalledApps for StoreHelper {
     fn provider_of(&self, service: Uuid) -> Result<Option<InstalledApp>, AppError> {
+        if let Some(index) = &self.index {
+            match crate::installed_index::provider_of(index, service) {
+                Ok(found) => return Ok(found),
+                Err(e @ crate::installed_index::IndexError::Missing(_)) => {
+                    tracing::debug!(error = %e, "asking the database")
+                }
+                Err(e) => tracing::warn!(error = %e, "asking the database"),
+            }
+        }
         let value = self.request(&ControlRequest::ProviderOf { service })?;
         serde_json::from_value(value).map_err(|e| AppError::Helper {
             executable: self.executable.clone(),

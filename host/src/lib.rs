@@ -31,6 +31,7 @@ pub mod apps;
 #[allow(unsafe_code)]
 pub mod control;
 pub mod detached;
+pub mod installed_index;
 pub mod kernel;
 pub mod link;
 pub mod logging;
