@@ -90,6 +90,7 @@ pub struct JailPool(Arc<PoolState>);
 
 struct PoolState {
     size: usize,
+    recycle_after: Duration,
     options: LaunchOptions,
     slots: Mutex<Slots>,
     changed: Condvar,
@@ -134,6 +135,12 @@ pub struct PoolStats {
     pub idle_pss_bytes: u64,
 }
 
+/// How long a jail stays parked before it is replaced by a fresh one. A parked jail's process is
+/// a copy-on-write clone of the daemon: every page the daemon dirties afterwards is copied for it,
+/// so its memory grows with the daemon's activity (0.6 MiB of Pss when parked, ~2 MiB after a
+/// few hundred starts here). One clone a minute per parked jail (~1 ms) bounds that.
+const RECYCLE_AFTER: Duration = Duration::from_secs(60);
+
 /// After this many failed spawns in a row the pool stops refilling a kind: a kernel refusing
 /// namespaces would otherwise be asked again at every start.
 const MAX_FAILED_REFILLS: u64 = 8;
@@ -142,8 +149,18 @@ impl JailPool {
     /// A pool of `size` warm jails of each kind, launched with `options` (those of the daemon's
     /// launcher); filled in the background. `size` 0: no pool, every start is cold.
     pub fn new(size: usize, options: LaunchOptions) -> JailPool {
+        JailPool::recycling_after(size, options, RECYCLE_AFTER)
+    }
+
+    /// [`JailPool::new`], each parked jail replaced after `recycle_after` unclaimed.
+    pub fn recycling_after(
+        size: usize,
+        options: LaunchOptions,
+        recycle_after: Duration,
+    ) -> JailPool {
         let pool = JailPool(Arc::new(PoolState {
             size,
+            recycle_after,
             options,
             slots: Mutex::new(Slots::default()),
             changed: Condvar::new(),
@@ -254,49 +271,80 @@ impl JailPool {
         }
     }
 
-    /// The body of a parked thread: clone the jail, wait for a job, run it with the jail.
+    /// The body of a parked thread: clone the jail, wait for a job, run it with the jail. A jail
+    /// parked for [`RECYCLE_AFTER`] is replaced by a fresh one on the same thread (see there).
     fn park(&self, kind: JailKind) {
         let live = LiveThread::enter(&self.0);
-        let began = Instant::now();
-        let spawned = {
-            let _no_writers = elastos_bundle::exec_fork_lock()
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            elastos_loader::spawn(&kind.options(&self.0.options))
-        };
-        let (jobs, job) = mpsc::channel::<StartJob>();
-        let jail = {
-            let mut slots = self.lock();
-            slots.warming[kind.index()] -= 1;
-            self.0.changed.notify_all();
-            match spawned {
-                Ok(jail) if !slots.stopping => {
-                    self.0.spawn_failures.store(0, Ordering::Relaxed);
-                    slots.parked[kind.index()].push(Parked {
-                        jobs,
-                        pid: jail.pid(),
-                    });
-                    jail
+        loop {
+            let began = Instant::now();
+            let spawned = {
+                let _no_writers = elastos_bundle::exec_fork_lock()
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                elastos_loader::spawn(&kind.options(&self.0.options))
+            };
+            let (jobs, job) = mpsc::channel::<StartJob>();
+            let jail = {
+                let mut slots = self.lock();
+                slots.warming[kind.index()] -= 1;
+                self.0.changed.notify_all();
+                match spawned {
+                    Ok(jail) if !slots.stopping => {
+                        self.0.spawn_failures.store(0, Ordering::Relaxed);
+                        slots.parked[kind.index()].push(Parked {
+                            jobs,
+                            pid: jail.pid(),
+                        });
+                        jail
+                    }
+                    Ok(_) => return,
+                    Err(e) => {
+                        self.0.spawn_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %crate::describe_error(&e), "cannot make a warm jail");
+                        return;
+                    }
                 }
-                Ok(_) => return,
-                Err(e) => {
-                    self.0.spawn_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %crate::describe_error(&e), "cannot make a warm jail");
-                    return;
+            };
+            let pid = jail.pid();
+            tracing::debug!(?kind, pid, took = ?began.elapsed(), "warm jail parked");
+            let taken = match job.recv_timeout(self.0.recycle_after) {
+                Ok(job) => Some(job),
+                Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let mut slots = self.lock();
+                    let stopping = slots.stopping;
+                    let parked = &mut slots.parked[kind.index()];
+                    match parked.iter().position(|p| p.pid == pid) {
+                        // Still unclaimed: out of the list first, so no job can come, then
+                        // replaced (counted as warming until the new one is parked).
+                        Some(index) if !stopping => {
+                            parked.remove(index);
+                            slots.warming[kind.index()] += 1;
+                            drop(slots);
+                            drop(jail);
+                            tracing::debug!(?kind, pid, "warm jail recycled");
+                            continue;
+                        }
+                        // A job was sent meanwhile (or the pool stops): take it as usual.
+                        _ => {
+                            drop(slots);
+                            job.recv().ok()
+                        }
+                    }
                 }
+            };
+            match taken {
+                Some(job) => {
+                    PARKED.with(|parked| *parked.borrow_mut() = Some((kind, jail)));
+                    drop(live);
+                    job();
+                    // A job that did not start an app (it failed before) leaves the jail: kill it.
+                    PARKED.with(|parked| drop(parked.borrow_mut().take()));
+                }
+                // The pool stops: the jail is killed and reaped before the thread counts as gone.
+                None => drop((jail, live)),
             }
-        };
-        tracing::debug!(?kind, pid = jail.pid(), took = ?began.elapsed(), "warm jail parked");
-        match job.recv() {
-            Ok(job) => {
-                PARKED.with(|parked| *parked.borrow_mut() = Some((kind, jail)));
-                drop(live);
-                job();
-                // A job that did not start an app (it failed before) leaves the jail: kill it.
-                PARKED.with(|parked| drop(parked.borrow_mut().take()));
-            }
-            // The pool stops: the jail is killed and reaped before the thread counts as gone.
-            Err(mpsc::RecvError) => drop((jail, live)),
+            return;
         }
     }
 }
@@ -335,4 +383,100 @@ fn pss_bytes(pid: i32) -> Option<u64> {
         .parse::<u64>()
         .ok()?;
     Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// Options whose loader is never run: a parked jail execs it only at start.
+    fn options() -> LaunchOptions {
+        LaunchOptions {
+            loader: "/bin/true".into(),
+            allow_without_kernel_sandbox: false,
+            no_cgroup: true,
+            attached: false,
+            capture_output: true,
+        }
+    }
+
+    fn parked_pids(pool: &JailPool) -> Vec<i32> {
+        pool.lock().parked.iter().flatten().map(|p| p.pid).collect()
+    }
+
+    fn eventually(mut condition: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if condition() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    #[test]
+    fn parked_jails_are_recycled_and_reaped_at_shutdown() {
+        let pool = JailPool::recycling_after(1, options(), Duration::from_millis(200));
+        assert!(eventually(|| parked_pids(&pool).len() == 2));
+        let first = parked_pids(&pool);
+        let stats = pool.stats();
+        assert_eq!((stats.size, stats.parked), (1, 2));
+        assert!(stats.idle_pss_bytes > 0, "{stats:?}");
+        // Both replaced by fresh ones, and the old ones killed and reaped.
+        assert!(eventually(|| {
+            let now = parked_pids(&pool);
+            now.len() == 2 && now.iter().all(|pid| !first.contains(pid))
+        }));
+        assert!(first
+            .iter()
+            .all(|pid| !Path::new(&format!("/proc/{pid}")).exists()));
+        let last = parked_pids(&pool);
+        pool.shutdown(Duration::from_secs(5));
+        assert_eq!(pool.0.live_threads(), 0);
+        assert!(last
+            .iter()
+            .all(|pid| !Path::new(&format!("/proc/{pid}")).exists()));
+        // A stopped pool parks no more, and a start runs cold.
+        let (done, finished) = mpsc::channel();
+        let detached = options();
+        pool.run(
+            &detached,
+            "cold".into(),
+            Box::new(move || done.send(take_parked(&options()).is_none()).unwrap()),
+        )
+        .unwrap();
+        assert!(finished.recv().unwrap(), "a stopped pool handed out a jail");
+        assert_eq!(pool.stats().cold_starts, 1);
+    }
+
+    #[test]
+    fn a_job_gets_the_jail_of_its_kind_only() {
+        let pool = JailPool::new(1, options());
+        assert!(eventually(|| parked_pids(&pool).len() == 2));
+        let (sent, received) = mpsc::channel();
+        let activation = LaunchOptions {
+            capture_output: false,
+            ..options()
+        };
+        let asked = activation.clone();
+        pool.run(
+            &activation,
+            "job".into(),
+            Box::new(move || {
+                let wrong_kind = take_parked(&options()).is_some();
+                let right_kind = take_parked(&asked).map(|jail| jail.pid());
+                sent.send((wrong_kind, right_kind)).unwrap();
+            }),
+        )
+        .unwrap();
+        let (wrong_kind, right_kind) = received.recv().unwrap();
+        assert!(!wrong_kind);
+        assert!(right_kind.is_some_and(|pid| pid > 0));
+        assert_eq!(pool.stats().warm_starts, 1);
+        // Refilled.
+        assert!(eventually(|| parked_pids(&pool).len() == 2));
+        pool.shutdown(Duration::from_secs(5));
+    }
 }
