@@ -424,6 +424,7 @@ pub fn start_app(
     request: &StartRequest<'_>,
     observe: &mut dyn FnMut(StartPhase<'_>),
 ) -> Result<StartedApp, AppError> {
+    let began = std::time::Instant::now();
     // A warm jail parked ahead of time by the daemon's pool, when this is a pooled thread.
     let parked = crate::pool::take_parked(request.options);
     let warm = parked.is_some();
@@ -437,6 +438,7 @@ pub fn start_app(
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         elastos_loader::spawn(request.options)?
     };
+    let cloned = began.elapsed();
     observe(StartPhase::Verifying);
     let admission = Admission::Record {
         allow_downgrade: request.allow_downgrade,
@@ -451,8 +453,20 @@ pub fn start_app(
     );
     observe(StartPhase::Verified);
     let prepared = prepared?;
+    let planned = began.elapsed();
     observe(StartPhase::Ready(&prepared));
+    let ready = began.elapsed();
     let (jail, broker_end) = pending.start(&prepared.plan)?;
+    // Where a start's time goes (scripts/bench-activation.sh and docs/benchmarks.md use it).
+    tracing::debug!(
+        app = %prepared.manifest.id(),
+        warm,
+        clone_us = cloned.as_micros() as u64,
+        verify_plan_us = (planned - cloned).as_micros() as u64,
+        observer_us = (ready - planned).as_micros() as u64,
+        loader_to_exec_us = (began.elapsed() - ready).as_micros() as u64,
+        "app started"
+    );
     Ok(StartedApp {
         jail,
         identity: prepared.identity(),
