@@ -10,7 +10,9 @@
 # the client sees it: lookup in the installed apps, verify (cache hit), clone, plan, loader, app
 # start, handshake, register); the call is then a call to a running one. The provider is stopped
 # between rounds, so every round activates it. The three setups are interleaved round by round:
-# the machine's load hits each alike. Prints a markdown table of medians.
+# the machine's load hits each alike. Prints a markdown table of medians, and where the start of a
+# jail went (the `app started` debug line of host/src/apps.rs: clone, verify and plan, loader to
+# the app's exec), from the daemons' logs and the embedded broker's.
 set -euo pipefail
 ROUNDS=${ROUNDS:-30}
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -45,6 +47,7 @@ stage client 1c8e0d2f-3a4b-4c5d-9e7f-8091a2b3c4d5 "[services]
 uses = [\"$SERVICE\"]"
 
 SETUPS=(warm cold embedded)
+export ELASTOS_LOG=info,elastos_host::apps=debug
 for setup in "${SETUPS[@]}"; do
   export ELASTOS_HOME=$WORK/$setup
   "$ELASTOS" install "$WORK/provider.bundle" >/dev/null
@@ -61,13 +64,13 @@ for round in $(seq $((ROUNDS + 3))); do
   for setup in "${SETUPS[@]}"; do
     export ELASTOS_HOME=$WORK/$setup
     "$ELASTOS" run "$WORK/client.bundle" -- client "lookup:$SERVICE" "call:$SERVICE:echo:x" \
-      >"$WORK/out" 2>/dev/null || true
+      >"$WORK/out" 2>>"$WORK/embedded.log" || true
     ((round > 3)) && grep '^{' "$WORK/out" | sed "s/^/$setup /" >>"$WORK/steps"
     [[ $setup == embedded ]] || "$ELASTOS" stop "$PROVIDER_ID" >/dev/null 2>&1 || true
   done
 done
-python3 - "$WORK/steps" "$ROUNDS" <<'PY'
-import json, statistics, sys
+python3 - "$WORK/steps" "$ROUNDS" "$WORK" "$PROVIDER_ID" <<'PY'
+import json, re, statistics, sys
 steps = {}
 for line in open(sys.argv[1]):
     setup, text = line.split(" ", 1)
@@ -82,4 +85,18 @@ names = {"warm": "daemon, --warm-jails 2", "cold": "daemon, --warm-jails 0",
 for setup in ("warm", "cold", "embedded"):
     print(f"| {names[setup]} | {statistics.median(steps[(setup, 'lookup')]):.2f} "
           f"| {statistics.median(steps[(setup, 'call')]):.3f} |")
+print()
+print("| setup | starts | clone µs | verify and plan µs | loader to the app's exec µs |")
+print("|---|---|---|---|---|")
+for setup in ("warm", "cold", "embedded"):
+    fields = {"clone_us": [], "verify_plan_us": [], "loader_to_exec_us": []}
+    for line in open(f"{sys.argv[3]}/{setup}.log", errors="replace"):
+        if "app started" in line and sys.argv[4] in line:
+            for name, values in fields.items():
+                found = re.search(name + r"=(\d+)", line)
+                if found:
+                    values.append(int(found.group(1)))
+    if fields["clone_us"]:
+        print(f"| {names[setup]} | {len(fields['clone_us'])} | "
+              + " | ".join(f"{statistics.median(v):.0f}" for v in fields.values()) + " |")
 PY
