@@ -69,13 +69,22 @@ thread_local! {
 }
 
 /// The calling thread's warm jail, if it is a pooled thread running its job and its jail was
-/// made for `options` (same stdio); otherwise None and the caller spawns one.
+/// made for `options` (same stdio) and still waits; otherwise None and the caller spawns one.
+/// (A parked process killed from outside is a zombie until its jail is dropped: starting it
+/// would fail the start, so it is dropped and the start goes cold.)
 pub fn take_parked(options: &LaunchOptions) -> Option<PendingJail> {
     let kind = JailKind::of(options)?;
     PARKED.with(|parked| {
         let mut parked = parked.borrow_mut();
         match parked.take() {
-            Some((parked_kind, jail)) if parked_kind == kind => Some(jail),
+            Some((parked_kind, jail)) if parked_kind == kind => {
+                if waiting(jail.pid()) {
+                    Some(jail)
+                } else {
+                    tracing::warn!(pid = jail.pid(), "a parked warm jail died; starting cold");
+                    None
+                }
+            }
             other => {
                 *parked = other;
                 None
@@ -371,6 +380,16 @@ impl Drop for LiveThread<'_> {
     }
 }
 
+/// Whether process `pid` exists and has not exited (its state in /proc/PID/stat, after the
+/// command name, is not Z or X).
+fn waiting(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
 /// The proportional set size of process `pid` (`Pss:` of /proc/PID/smaps_rollup), in bytes.
 fn pss_bytes(pid: i32) -> Option<u64> {
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
@@ -449,6 +468,32 @@ mod tests {
         .unwrap();
         assert!(finished.recv().unwrap(), "a stopped pool handed out a jail");
         assert_eq!(pool.stats().cold_starts, 1);
+    }
+
+    #[test]
+    fn a_parked_jail_killed_from_outside_is_not_handed_out() {
+        let pool = JailPool::new(1, options());
+        assert!(eventually(|| parked_pids(&pool).len() == 2));
+        let detached = pool.lock().parked[JailKind::Detached.index()][0].pid;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(detached),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        assert!(eventually(|| !waiting(detached)));
+        let (sent, received) = mpsc::channel();
+        pool.run(
+            &options(),
+            "job".into(),
+            Box::new(move || sent.send(take_parked(&options()).is_none()).unwrap()),
+        )
+        .unwrap();
+        assert!(received.recv().unwrap(), "a dead jail was handed out");
+        // Reaped when its thread dropped it.
+        assert!(eventually(
+            || !Path::new(&format!("/proc/{detached}")).exists()
+        ));
+        pool.shutdown(Duration::from_secs(5));
     }
 
     #[test]
