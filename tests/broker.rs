@@ -1292,7 +1292,16 @@ fn a_corrupt_database_is_a_clear_error() {
             "elastos {args:?} should name the database and not panic:\n{stderr}"
         );
     }
-    // Apps still run; only activation, which needs the database, is unavailable.
+    // Apps still run, and activation too, from the installed-apps index the database's writer
+    // kept (host/src/installed_index.rs): nothing could change the database since.
+    run_steps(
+        &harness,
+        &client,
+        "client",
+        &[format!("lookup:{SERVICE}=OK")],
+    );
+    // Without the index, activation asks the database: unavailable, naming it.
+    std::fs::remove_file(harness.elastos_home().join("installed.json")).expect("the index");
     let steps = run_steps(
         &harness,
         &client,
