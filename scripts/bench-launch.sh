@@ -15,7 +15,9 @@
 # 4. Idle memory: starts IDLE_APPS sleeping apps under elastos (and under bwrap, for comparison)
 #    and sums the proportional set size (Pss, /proc/PID/smaps_rollup) of each launcher and of its
 #    jailed processes.
-# 5. Stdout throughput, as root: the test binary writes STDOUT_MIB MiB (1 GiB) to its stdout, piped
+# 5. Starts through the broker daemon, as root, interleaved: `elastos run -d` from a warm jail and
+#    without one, `elastos run` with the daemon up, plain exec and bwrap; the warm jails' idle Pss.
+# 6. Stdout throughput, as root: the test binary writes STDOUT_MIB MiB (1 GiB) to its stdout, piped
 #    to a consumer (the same binary reading to EOF). Plain exec, `elastos run` (the app's stdout is
 #    a pipe of the launcher's, which splices it to its own stdout) and bwrap (the app writes to the
 #    host pipe directly), side by side in one hyperfine run of THROUGHPUT_RUNS runs.
@@ -239,6 +241,31 @@ hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$BENCH_OUT/launch-
   -n "crun run (in wrapper)" "$CRUN" \
   -n "plain exec (in wrapper)" "$PLAIN_WRAPPED" >&2
 
+# Starts through the daemon: a detached run (`run -d`, answered once the app runs) from a warm jail
+# and with none (`--warm-jails 0`), and `elastos run` with a daemon up, next to plain exec and
+# bwrap, interleaved round by round (scripts/bench-interleaved.py) so that the machine's load hits
+# every row alike. The daemons are stopped like idle apps (SIGTERM, which empties the pool).
+say "starts through the daemon: $RUNS interleaved rounds"
+for pool in 2 0; do
+  ELASTOS_HOME=$WORK/daemon-$pool "$ELASTOS" broker --warm-jails "$pool" >"$WORK/daemon-$pool.log" 2>&1 &
+  IDLE_PIDS+=($!)
+done
+for pool in 2 0; do
+  for _ in $(seq 100); do [[ -S $WORK/daemon-$pool/run/broker.sock ]] && break; sleep 0.1; done
+  [[ -S $WORK/daemon-$pool/run/broker.sock ]] || die "the daemon did not start: $(cat "$WORK/daemon-$pool.log")"
+done
+python3 "$REPO_ROOT/scripts/bench-interleaved.py" "$RUNS" "plain exec=$PLAIN" \
+  "elastos run -d, warm jail=ELASTOS_HOME=$WORK/daemon-2 $ELASTOS run -d $BUNDLE" \
+  "elastos run -d, no warm jail=ELASTOS_HOME=$WORK/daemon-0 $ELASTOS run -d $BUNDLE" \
+  "elastos run, daemon up=ELASTOS_HOME=$WORK/daemon-2 $ELASTOS run $BUNDLE" \
+  "bwrap=$BWRAP_ROOT" >"$BENCH_OUT/daemon-starts.md"
+warm_metric() {
+  ELASTOS_HOME=$WORK/daemon-2 "$ELASTOS" metrics | awk -v name="$1" '$1 == name { print $2 }'
+}
+WARM_PARKED=$(warm_metric elastos_warm_jails_parked)
+WARM_PSS_KIB=$(($(warm_metric elastos_warm_jails_idle_pss_bytes) / 1024))
+stop_idle_apps 2>/dev/null
+
 say "stdout throughput as root: $STDOUT_MIB MiB, $THROUGHPUT_RUNS runs each"
 for cmd in "$WRITE_PLAIN" "$WRITE_ELASTOS" "$WRITE_BWRAP"; do
   timeout --kill-after=2 120 bash -o pipefail -c "$cmd" ||
@@ -362,6 +389,13 @@ REPORT=$BENCH_OUT/results.md
   echo "| command | median s | GiB/s | x plain exec | x bwrap | CPU s |"
   echo "|---|---|---|---|---|---|"
   throughput_table "$BENCH_OUT/stdout-throughput.json"
+  echo
+  echo "Starts through the broker daemon, as root, interleaved (\`scripts/bench-interleaved.py\`):"
+  echo
+  cat "$BENCH_OUT/daemon-starts.md"
+  echo
+  echo "Idle cost of the warm jails: $WARM_PARKED parked (2 per kind of start), Pss of their" \
+    "processes $WARM_PSS_KIB KiB in all."
   echo
   echo "Memory of $IDLE_APPS idle apps (a static binary sleeping), Pss per app, as root:"
   echo

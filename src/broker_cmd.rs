@@ -35,7 +35,9 @@ pub fn daemon(args: BrokerArgs, log_level: Option<&str>, log_format: LogFormat) 
         .arg("--log-max-size")
         .arg(args.log_max_size.to_string())
         .arg("--log-max-files")
-        .arg(args.log_max_files.to_string());
+        .arg(args.log_max_files.to_string())
+        .arg("--warm-jails")
+        .arg(args.warm_jails.to_string());
     if let Some(level) = log_level {
         command.env("ELASTOS_LOG", level);
     }
@@ -46,7 +48,10 @@ pub fn daemon(args: BrokerArgs, log_level: Option<&str>, log_format: LogFormat) 
 /// The `elastos-broker` binary (next to `elastos`, or `ELASTOS_BROKER`).
 pub fn broker_binary() -> Result<StoreHelper> {
     let executable = companion_binary("ELASTOS_BROKER", "elastos-broker")?;
-    Ok(StoreHelper { executable })
+    let index = StateDirs::from_env()
+        .ok()
+        .map(|state| elastos_host::installed_index::index_path(&state.broker_db));
+    Ok(StoreHelper { executable, index })
 }
 
 /// `install`, `uninstall`, `list`: through the daemon when it runs (it holds the database),

@@ -435,6 +435,11 @@ pub struct BrokerArgs {
     /// Log files kept per detached app, the current one included.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub log_max_files: u32,
+    /// Jails kept built ahead of time for detached runs and for activations (this many of each;
+    /// 0: none): their first process already in its namespaces, so a start does only what
+    /// depends on the app. Each parked one costs its process's memory (`elastos metrics`).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub warm_jails: usize,
 }
 
 /// A size in bytes: a number, or one with a K, M or G suffix (powers of 1024).

@@ -439,6 +439,18 @@ impl Fleet {
     }
 }
 
+/// The children of `pid` that are apps, not warm jails parked by its pool (clones of the pool's
+/// threads, named after them).
+fn app_children_of(pid: u32) -> Vec<u32> {
+    children_of(pid)
+        .into_iter()
+        .filter(|child| {
+            !std::fs::read_to_string(format!("/proc/{child}/comm"))
+                .is_ok_and(|comm| comm.starts_with("elastos-warm"))
+        })
+        .collect()
+}
+
 /// The children of `pid` (of all its threads).
 fn children_of(pid: u32) -> Vec<u32> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -512,13 +524,14 @@ fn concurrent_activations_by_the_daemon_all_succeed_and_leave_nothing_behind() {
             harness.elastos().args(["stop", id]).output().assert_code(0);
         }
         // Every provider's jail is reaped, and no half-started process stays behind.
+        // (The daemon's other children are its parked warm jails: tests/warm.rs.)
         let ended = eventually(Duration::from_secs(10), || {
-            children_of(daemon_pid).is_empty() && processes_of_apps(&ids).is_empty()
+            app_children_of(daemon_pid).is_empty() && processes_of_apps(&ids).is_empty()
         });
         assert!(
             ended,
             "round {round}: the daemon still has children {:?}, apps' processes {:?}",
-            children_of(daemon_pid),
+            app_children_of(daemon_pid),
             processes_of_apps(&ids)
         );
         // And the daemon holds no more descriptors than after the first round (those of the
@@ -545,6 +558,38 @@ fn concurrent_activations_by_the_daemon_all_succeed_and_leave_nothing_behind() {
             "cgroups of {id} left behind"
         );
     }
+}
+
+#[test]
+fn the_daemon_activates_a_provider_from_a_warm_jail() {
+    let (harness, provider, client) = setup();
+    let mut daemon = Daemon::with_args(&harness, &["--warm-jails", "1"]);
+    let daemon_pid = daemon.running_mut().pid();
+    install(&harness, &provider);
+    let warm_parked = || children_of(daemon_pid).len() - app_children_of(daemon_pid).len() == 2;
+    assert!(eventually(Duration::from_secs(10), warm_parked));
+    let steps = run_steps(
+        &harness,
+        &client,
+        "client",
+        &[
+            format!("lookup:{SERVICE}=OK"),
+            format!("call:{SERVICE}:echo:warm=OK"),
+        ],
+    );
+    assert_eq!(step(&steps, &format!("call:{SERVICE}:echo")).detail, "warm");
+    // The pool parks another one for the next activation.
+    assert!(eventually(Duration::from_secs(10), warm_parked));
+    let log = daemon.stop().stderr_text();
+    let activated = log
+        .lines()
+        .find(|line| line.contains("activated") && line.contains(PROVIDER_ID))
+        .unwrap_or_else(|| panic!("no activation in the daemon's log:\n{log}"));
+    assert!(activated.contains("warm=true"), "{activated}");
+    assert!(
+        stale_cgroups_of(PROVIDER_ID).is_empty(),
+        "cgroups of the provider left behind"
+    );
 }
 
 #[test]
@@ -1247,7 +1292,16 @@ fn a_corrupt_database_is_a_clear_error() {
             "elastos {args:?} should name the database and not panic:\n{stderr}"
         );
     }
-    // Apps still run; only activation, which needs the database, is unavailable.
+    // Apps still run, and activation too, from the installed-apps index the database's writer
+    // kept (host/src/installed_index.rs): nothing could change the database since.
+    run_steps(
+        &harness,
+        &client,
+        "client",
+        &[format!("lookup:{SERVICE}=OK")],
+    );
+    // Without the index, activation asks the database: unavailable, naming it.
+    std::fs::remove_file(harness.elastos_home().join("installed.json")).expect("the index");
     let steps = run_steps(
         &harness,
         &client,

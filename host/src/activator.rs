@@ -20,6 +20,7 @@ use crate::apps::{
     start_app, AppDirs, AppError, InstalledApp, PreparedApp, StartPhase, StartRequest,
 };
 use crate::control::ControlRequest;
+use crate::pool::{JailPool, StartJob};
 
 /// Where an [`AppLauncher`] finds the installed apps.
 ///
@@ -40,6 +41,9 @@ pub trait InstalledApps: Send + Sync + 'static {
 pub struct StoreHelper {
     /// The `elastos-broker` executable.
     pub executable: PathBuf,
+    /// The installed-apps index beside the database ([`crate::installed_index`]): asked first,
+    /// the helper only when it is missing or unreadable.
+    pub index: Option<PathBuf>,
 }
 
 impl StoreHelper {
@@ -71,6 +75,15 @@ impl StoreHelper {
 
 impl InstalledApps for StoreHelper {
     fn provider_of(&self, service: Uuid) -> Result<Option<InstalledApp>, AppError> {
+        if let Some(index) = &self.index {
+            match crate::installed_index::provider_of(index, service) {
+                Ok(found) => return Ok(found),
+                Err(e @ crate::installed_index::IndexError::Missing(_)) => {
+                    tracing::debug!(error = %e, "asking the database")
+                }
+                Err(e) => tracing::warn!(error = %e, "asking the database"),
+            }
+        }
         let value = self.request(&ControlRequest::ProviderOf { service })?;
         serde_json::from_value(value).map_err(|e| AppError::Helper {
             executable: self.executable.clone(),
@@ -103,6 +116,8 @@ struct LauncherState {
     /// Services recently found not installed, and when: an app asking again and again for such
     /// a service must not cost a database lookup (a process, for a [`StoreHelper`]) each time.
     not_installed: Mutex<HashMap<Uuid, std::time::Instant>>,
+    /// The daemon's warm jails ([`AppLauncher::use_pool`]); none in `elastos run`.
+    pool: std::sync::OnceLock<JailPool>,
 }
 
 /// How long "no installed app provides it" is remembered.
@@ -129,6 +144,7 @@ impl AppLauncher {
             next_instance: AtomicU64::new(1),
             running: Mutex::new(HashMap::new()),
             not_installed: Mutex::new(HashMap::new()),
+            pool: std::sync::OnceLock::new(),
         }))
     }
 
@@ -179,9 +195,12 @@ impl Activator for AppLauncher {
             let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Started>();
             let (supervisor, exits_to) = (launcher.clone(), broker.clone());
             let name = format!("elastos-app-{}", app.name);
-            std::thread::Builder::new()
-                .name(name)
-                .spawn(move || supervisor.supervise(app, instance, started_tx, exits_to))
+            launcher
+                .spawn_supervisor(
+                    false,
+                    name,
+                    Box::new(move || supervisor.supervise(app, instance, started_tx, exits_to)),
+                )
                 .map_err(|e| failed(format!("cannot start a supervisor thread: {e}")))?;
             let (stream, identity, pid) = started_rx
                 .await
@@ -210,6 +229,43 @@ impl Activator for AppLauncher {
 }
 
 impl AppLauncher {
+    /// Starts apps from `pool`'s warm jails from now on (the daemon; once).
+    pub fn use_pool(&self, pool: JailPool) {
+        if self.0.pool.set(pool).is_err() {
+            tracing::warn!("the launcher already has a pool of warm jails");
+        }
+    }
+
+    /// The pool of warm jails, if the launcher has one.
+    pub fn pool(&self) -> Option<&JailPool> {
+        self.0.pool.get()
+    }
+
+    /// Runs `supervise` (which calls [`AppLauncher::run_supervised`]) on a thread of its own:
+    /// a parked thread with a warm jail for its kind of start when the pool has one (so its
+    /// first start skips the clone), else a new thread named `name`. `capture_output` as in
+    /// [`SupervisedRun::capture_output`].
+    pub fn spawn_supervisor(
+        &self,
+        capture_output: bool,
+        name: String,
+        supervise: StartJob,
+    ) -> std::io::Result<()> {
+        match self.0.pool.get() {
+            Some(pool) => {
+                let options = LaunchOptions {
+                    capture_output,
+                    ..self.0.options.clone()
+                };
+                pool.run(&options, name, supervise)
+            }
+            None => std::thread::Builder::new()
+                .name(name)
+                .spawn(supervise)
+                .map(drop),
+        }
+    }
+
     /// Stops every app this launcher activated (SIGTERM, SIGKILL after `grace`) and returns once
     /// their supervisors have reaped them and removed their cgroups: for `elastos run`, whose
     /// embedded broker's providers would otherwise die with it (PR_SET_PDEATHSIG) with nobody
@@ -282,6 +338,7 @@ impl AppLauncher {
             .expect("not poisoned")
             .insert(instance, jail.handle());
         let keep = started(RunStarted {
+            warm: started_app.warm,
             jail: &mut jail,
             broker_end: started_app.broker_end,
             identity: started_app.identity,
@@ -318,7 +375,8 @@ impl AppLauncher {
         let ended = self.run_supervised(instance, &run, |run| {
             let (stream, identity, pid) = (run.broker_end, run.identity, run.jail.facts().pid);
             self.0.installed.record_activation(app.app_id);
-            tracing::info!(app = %app.app_id, name = %app.name, pid, %instance, "activated");
+            let warm = run.warm;
+            tracing::info!(app = %app.app_id, name = %app.name, pid, %instance, warm, "activated");
             let waiting = started.take().expect("started once");
             // Nobody waits any more (the activation timed out): do not leave it running.
             waiting.send(Ok((stream, identity, pid as u32))).is_ok()
@@ -357,6 +415,8 @@ pub struct RunStarted<'a> {
     pub identity: AppIdentity,
     /// The verified manifest and the plan of the jail it runs in.
     pub prepared: PreparedApp,
+    /// It started from a warm jail of the pool.
+    pub warm: bool,
 }
 
 /// One run for [`AppLauncher::run_supervised`]: what differs between an activation and a

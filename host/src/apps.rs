@@ -447,6 +447,8 @@ pub struct StartedApp {
     /// `elastos_loader::spawn`). What the app writes waits in the socket until a broker serves
     /// it.
     pub broker_end: StdUnixStream,
+    /// Whether it started from a warm jail of the daemon's pool ([`crate::pool`]).
+    pub warm: bool,
 }
 
 /// Starts an app: the one path of every start (`elastos run`, on-demand activation, detached
@@ -461,6 +463,10 @@ pub fn start_app(
     request: &StartRequest<'_>,
     observe: &mut dyn FnMut(StartPhase<'_>),
 ) -> Result<StartedApp, AppError> {
+    let began = std::time::Instant::now();
+    // A warm jail parked ahead of time by the daemon's pool, when this is a pooled thread.
+    let parked = crate::pool::take_parked(request.options);
+    let warm = parked.is_some();
     let spawn = || {
         // No cache file is open for writing while the jail's first process is cloned (it
         // copies every fd of this process until it closes what it was not given).
@@ -469,7 +475,11 @@ pub fn start_app(
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         elastos_loader::spawn(request.options)
     };
-    let mut pending = spawn()?;
+    let mut pending = match parked {
+        Some(parked) => parked,
+        None => spawn()?,
+    };
+    let cloned = began.elapsed();
     observe(StartPhase::Verifying);
     let admission = Admission::Record {
         allow_downgrade: request.allow_downgrade,
@@ -492,11 +502,24 @@ pub fn start_app(
         drop(pending);
         pending = spawn()?;
     }
+    let planned = began.elapsed();
     observe(StartPhase::Ready(&prepared));
+    let ready = began.elapsed();
     let (jail, broker_end) = pending.start(&prepared.plan)?;
+    // Where a start's time goes (scripts/bench-activation.sh and docs/benchmarks.md use it).
+    tracing::debug!(
+        app = %prepared.manifest.id(),
+        warm,
+        clone_us = cloned.as_micros() as u64,
+        verify_plan_us = (planned - cloned).as_micros() as u64,
+        observer_us = (ready - planned).as_micros() as u64,
+        loader_to_exec_us = (began.elapsed() - ready).as_micros() as u64,
+        "app started"
+    );
     Ok(StartedApp {
         jail,
         identity: prepared.identity(),
         broker_end: broker_end.into(),
+        warm,
     })
 }

@@ -200,6 +200,9 @@ pub struct RunRecord {
     /// The backoff the daemon waited before this run, in milliseconds (0: the first run, a
     /// manual restart, or after a run long enough to reset the backoff).
     pub delay_ms: u64,
+    /// It started from a warm jail of the daemon's pool (see `elastos broker --warm-jails`).
+    #[serde(default)]
+    pub warm: bool,
 }
 
 /// The most runs `inspect` lists (the latest ones): a crash loop must not grow the daemon.

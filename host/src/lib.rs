@@ -33,11 +33,13 @@ pub mod cloud;
 #[allow(unsafe_code)]
 pub mod control;
 pub mod detached;
+pub mod installed_index;
 pub mod kernel;
 pub mod link;
 pub mod logging;
 pub mod ownership;
 pub mod paths;
+pub mod pool;
 
 /// An error and its chain of causes on one line, `outer: cause: root cause`: for messages that
 /// cross a process boundary as text (the control socket's answers, the helper's stderr). No

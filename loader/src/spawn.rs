@@ -304,6 +304,11 @@ pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
 }
 
 impl PendingJail {
+    /// The waiting process's pid (host's view).
+    pub fn pid(&self) -> i32 {
+        self.0.as_ref().map_or(0, |pending| pending.pid)
+    }
+
     /// Builds `plan` around the waiting process: id maps, mount sources, the loader's input, the
     /// cgroup; returns once the app's entry runs, with the broker's end of the app's fd 3 (a
     /// socket of the jail's network namespace, like the app's end).

@@ -19,6 +19,7 @@ use elastos_host::activator::AppLauncher;
 use elastos_host::apps::{self, AppDirs, AppError};
 use elastos_host::control::{self, into_tokio, ControlClient, ControlError, ControlRequest};
 use elastos_host::paths::StateDirs;
+use elastos_host::pool::JailPool;
 
 use crate::install::{install, uninstall, InstallError};
 use crate::store::{Store, StoreError};
@@ -67,6 +68,8 @@ pub struct DaemonOptions {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// How much log each detached app keeps.
     pub log_limits: LogLimits,
+    /// Warm jails kept parked per kind of start (detached runs, activations); 0: none.
+    pub warm_jails: usize,
 }
 
 /// How long activated providers get to end after SIGTERM when the daemon stops, before
@@ -120,6 +123,8 @@ pub fn run(state: &StateDirs, options: &DaemonOptions) -> Result<(), DaemonError
         apps::launch_options(false, false)?,
         apps::host_env(),
     );
+    let pool = JailPool::new(options.warm_jails, apps::launch_options(false, false)?);
+    launcher.use_pool(pool.clone());
     let config = BrokerConfig {
         idle_stop_after: options.idle_stop,
         ..BrokerConfig::default()
@@ -143,7 +148,12 @@ pub fn run(state: &StateDirs, options: &DaemonOptions) -> Result<(), DaemonError
         let listener =
             tokio::net::TcpListener::from_std(listener).map_err(io("serve the metrics"))?;
         tracing::info!(address = ?listener.local_addr().ok(), "serving metrics at /metrics");
-        runtime.spawn(metrics::serve_http(listener, broker.clone(), started));
+        runtime.spawn(metrics::serve_http(
+            listener,
+            broker.clone(),
+            started,
+            pool.clone(),
+        ));
     }
     tracing::info!(
         socket = %socket.display(),
@@ -208,6 +218,8 @@ pub fn run(state: &StateDirs, options: &DaemonOptions) -> Result<(), DaemonError
     // The apps it runs go first, and their supervisors remove their cgroups: ending the process
     // with them running left their cgroup directories behind. Detached ones first, so that
     // none is restarted meanwhile.
+    // No warm jail is parked any more, none is made: nothing of the pool outlives the daemon.
+    pool.shutdown(PROVIDER_STOP_GRACE);
     supervisor.shutdown(PROVIDER_STOP_GRACE);
     launcher.stop_all(PROVIDER_STOP_GRACE);
     runtime.shutdown_timeout(Duration::from_secs(2));
@@ -532,7 +544,11 @@ fn handle_request(
                     .collect::<Vec<_>>(),
             )
         }
-        ControlRequest::Metrics => to_json(metrics::exposition(broker, daemon.started)),
+        ControlRequest::Metrics => to_json(metrics::exposition(
+            broker,
+            daemon.started,
+            supervisor.pool_stats(),
+        )),
         ControlRequest::CloudSync {
             publisher,
             app_id,

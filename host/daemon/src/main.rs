@@ -6,7 +6,7 @@
 //! ```text
 //! elastos-broker daemon [--idle-stop SECONDS] [--log-format text|json]
 //!                       [--metrics-addr ADDRESS:PORT [--metrics-allow-non-loopback]]
-//!                       [--log-max-size BYTES] [--log-max-files N]
+//!                       [--log-max-size BYTES] [--log-max-files N] [--warm-jails N]
 //! elastos-broker request '{"op":"list"}'     # one ControlRequest; prints the JSON result
 //! ```
 //! Under systemd (dist/), the daemon speaks sd_notify and takes its control socket from socket
@@ -74,6 +74,7 @@ fn parse_daemon(args: &[&str]) -> Result<(DaemonOptions, LogFormat), (u8, String
         idle_stop: elastos_broker::BrokerConfig::default().idle_stop_after,
         metrics_addr: None,
         log_limits: LogLimits::default(),
+        warm_jails: elastos_host::pool::DEFAULT_POOL_SIZE,
     };
     let (mut log_file_bytes, mut log_files) = (
         options.log_limits.max_file_bytes,
@@ -112,6 +113,14 @@ fn parse_daemon(args: &[&str]) -> Result<(DaemonOptions, LogFormat), (u8, String
                 })?)
             }
             "--metrics-allow-non-loopback" => allow_non_loopback = true,
+            "--warm-jails" => {
+                let count = value()?;
+                options.warm_jails = count.parse().map_err(|_| {
+                    bad(format!(
+                        "--warm-jails takes a whole number (0: none), found {count:?}"
+                    ))
+                })?
+            }
             "--log-max-size" => {
                 let bytes = value()?;
                 log_file_bytes = bytes
@@ -129,8 +138,8 @@ fn parse_daemon(args: &[&str]) -> Result<(DaemonOptions, LogFormat), (u8, String
             other => {
                 return Err(bad(format!(
                     "unknown daemon option {other:?}; expected --idle-stop, --log-format, \
-                     --metrics-addr, --metrics-allow-non-loopback, --log-max-size or \
-                     --log-max-files"
+                     --metrics-addr, --metrics-allow-non-loopback, --log-max-size, \
+                     --log-max-files or --warm-jails"
                 )))
             }
         }

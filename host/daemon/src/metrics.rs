@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use elastos_broker::{Broker, Origin};
+use elastos_host::pool::{JailPool, PoolStats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Longest HTTP request head read, in bytes.
@@ -31,7 +32,7 @@ pub fn check_address(address: SocketAddr, allow_any: bool) -> Result<(), String>
 }
 
 /// The metrics in Prometheus' text exposition format (version 0.0.4).
-pub fn exposition(broker: &Broker, started: SystemTime) -> String {
+pub fn exposition(broker: &Broker, started: SystemTime, pool: Option<PoolStats>) -> String {
     let metrics = broker.metrics();
     let apps = broker.apps();
     let activated = apps
@@ -104,6 +105,44 @@ pub fn exposition(broker: &Broker, started: SystemTime) -> String {
         answered = metrics.answered,
         sum = metrics.latency_sum.as_secs_f64()
     );
+    if let Some(pool) = pool {
+        let gauges = [
+            (
+                "elastos_warm_jails_size",
+                "Warm jails kept per kind of start (detached runs, activations).",
+                pool.size as u64,
+            ),
+            (
+                "elastos_warm_jails_parked",
+                "Warm jails parked now, ready for a start.",
+                pool.parked as u64,
+            ),
+            (
+                "elastos_warm_jails_idle_pss_bytes",
+                "Proportional set size of the parked warm jails' processes.",
+                pool.idle_pss_bytes,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+        let name = "elastos_starts_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Detached runs and activations dispatched, by whether a warm jail was \
+             free.\n# TYPE {name} counter\n{name}{{jail=\"warm\"}} {}\n{name}{{jail=\"cold\"}} {}",
+            pool.warm_starts, pool.cold_starts
+        );
+        let name = "elastos_warm_jail_failures_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Warm jails that could not be made.\n# TYPE {name} counter\n{name} {}",
+            pool.spawn_failures
+        );
+    }
     if let Some(resident) = elastos_host::control::resident_bytes() {
         let name = "process_resident_memory_bytes";
         let _ = writeln!(
@@ -124,7 +163,12 @@ pub fn exposition(broker: &Broker, started: SystemTime) -> String {
 }
 
 /// Serves `GET /metrics` on `listener` until the runtime stops.
-pub async fn serve_http(listener: tokio::net::TcpListener, broker: Broker, started: SystemTime) {
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    broker: Broker,
+    started: SystemTime,
+    pool: JailPool,
+) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -134,10 +178,11 @@ pub async fn serve_http(listener: tokio::net::TcpListener, broker: Broker, start
                 continue;
             }
         };
-        let broker = broker.clone();
+        let (broker, pool) = (broker.clone(), pool.clone());
         tokio::spawn(async move {
             let answered =
-                tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &broker, started)).await;
+                tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &broker, started, &pool))
+                    .await;
             if let Ok(Err(error)) = answered {
                 tracing::debug!(%error, "metrics connection");
             }
@@ -149,6 +194,7 @@ async fn answer(
     mut stream: tokio::net::TcpStream,
     broker: &Broker,
     started: SystemTime,
+    pool: &JailPool,
 ) -> std::io::Result<()> {
     let mut head = Vec::new();
     let mut buffer = [0u8; 1024];
@@ -165,7 +211,7 @@ async fn answer(
         (Some(b"GET"), Some(b"/metrics")) => (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
-            exposition(broker, started),
+            exposition(broker, started, Some(pool.stats())),
         ),
         (Some(b"GET"), _) => (
             "404 Not Found",

@@ -103,6 +103,9 @@ fn io(what: &'static str) -> impl Fn(rocksdb::Error) -> StoreError {
 /// The broker's database.
 pub struct Store {
     db: DB,
+    /// The installed-apps index this writer keeps ([`elastos_host::installed_index`]); None
+    /// when opened read-only.
+    index: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Store {
@@ -135,7 +138,10 @@ impl Store {
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db =
             DB::open_cf_descriptors(&options, path, families).map_err(|e| open_error(path, e))?;
-        let store = Store { db };
+        let store = Store {
+            db,
+            index: Some(elastos_host::installed_index::index_path(path)),
+        };
         match store
             .db
             .get(SCHEMA_KEY)
@@ -153,7 +159,24 @@ impl Store {
                 })
             }
         }
+        store.refresh_index();
         Ok(store)
+    }
+
+    /// Rewrites the installed-apps index from the database; removes it when that fails, so
+    /// that no reader trusts a stale one.
+    fn refresh_index(&self) {
+        let Some(index) = &self.index else { return };
+        let written = self
+            .installed()
+            .map_err(|e| e.to_string())
+            .and_then(|apps| {
+                elastos_host::installed_index::write(index, &apps).map_err(|e| e.to_string())
+            });
+        if let Err(error) = written {
+            tracing::warn!(index = %index.display(), %error, "cannot write the installed-apps index");
+            elastos_host::installed_index::remove(index);
+        }
     }
 
     /// Opens an existing database for reading only, without taking its lock, so that any
@@ -166,7 +189,7 @@ impl Store {
         let families = [APPS, SERVICES, RECORDS];
         let db = DB::open_cf_for_read_only(&Options::default(), path, families, false)
             .map_err(|e| open_error(path, e))?;
-        Ok(Some(Store { db }))
+        Ok(Some(Store { db, index: None }))
     }
 
     fn family(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, StoreError> {
@@ -223,7 +246,9 @@ impl Store {
         }
         let value = serde_json::to_vec(app).expect("InstalledApp serializes");
         batch.put_cf(self.family(APPS)?, app.app_id.as_bytes(), value);
-        self.db.write(batch).map_err(io("installing"))
+        self.db.write(batch).map_err(io("installing"))?;
+        self.refresh_index();
+        Ok(())
     }
 
     /// Removes an installed app and its services; returns what was installed.
@@ -238,6 +263,7 @@ impl Store {
         batch.delete_cf(self.family(APPS)?, app_id.as_bytes());
         batch.delete_cf(self.family(RECORDS)?, app_id.as_bytes());
         self.db.write(batch).map_err(io("uninstalling"))?;
+        self.refresh_index();
         Ok(app)
     }
 
@@ -341,6 +367,32 @@ mod tests {
             uses: vec![],
             installed_at: 1,
         }
+    }
+
+    #[test]
+    fn the_installed_apps_index_follows_every_install_and_uninstall() {
+        use elastos_host::installed_index::{index_path, provider_of, IndexError};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let index = index_path(&path);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(provider_of(&index, Uuid::from_u128(10)).unwrap(), None);
+        store.install(&app(1, &[10])).unwrap();
+        let found = provider_of(&index, Uuid::from_u128(10)).unwrap();
+        assert_eq!(found.map(|a| a.app_id), Some(Uuid::from_u128(1)));
+        store.uninstall(Uuid::from_u128(1)).unwrap();
+        assert_eq!(provider_of(&index, Uuid::from_u128(10)).unwrap(), None);
+        // A lost index is made again from the database when the writer opens it.
+        store.install(&app(2, &[12])).unwrap();
+        drop(store);
+        std::fs::remove_file(&index).unwrap();
+        assert!(matches!(
+            provider_of(&index, Uuid::from_u128(12)),
+            Err(IndexError::Missing(_))
+        ));
+        drop(Store::open(&path).unwrap());
+        let found = provider_of(&index, Uuid::from_u128(12)).unwrap();
+        assert_eq!(found.map(|a| a.app_id), Some(Uuid::from_u128(2)));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use elastos_host::detached::{
     self, backoff_delay, DetachedRun, InstanceState, InstanceView, RunRecord, BACKOFF_RESET_AFTER,
     MAX_RUN_RECORDS,
 };
+use elastos_host::pool::{JailPool, PoolStats};
 use elastos_loader::{CapturedOutput, JailFacts, JailHandle, LimitMechanism};
 use elastos_policy::{JailPlan, Manifest};
 use nix::sys::signal::Signal;
@@ -110,6 +111,11 @@ impl Supervisor {
         }))
     }
 
+    /// The warm jails of the launcher's pool, if it has one.
+    pub fn pool_stats(&self) -> Option<PoolStats> {
+        self.0.launcher.pool().map(JailPool::stats)
+    }
+
     /// `elastos run -d`: starts `spec` and answers once its first run is up (its view) or
     /// failed to start (the error; no instance is kept then).
     pub fn run(&self, spec: DetachedRun) -> Answer<InstanceView> {
@@ -166,9 +172,13 @@ impl Supervisor {
         }
         let (first_tx, first_rx) = std::sync::mpsc::channel();
         let (supervisor, supervised) = (self.clone(), Arc::clone(instance));
-        std::thread::Builder::new()
-            .name(format!("elastos-run-{}", &instance.id[..12]))
-            .spawn(move || supervisor.supervise(&supervised, first_tx))
+        self.0
+            .launcher
+            .spawn_supervisor(
+                true,
+                format!("elastos-run-{}", &instance.id[..12]),
+                Box::new(move || supervisor.supervise(&supervised, first_tx)),
+            )
             .map_err(|e| format!("cannot start a supervisor thread: {e}"))?;
         first_rx
             .recv()
@@ -232,6 +242,7 @@ impl Supervisor {
                         ended_at_ms: Some(now),
                         exit_code: Some(exit_code),
                         delay_ms: delay.as_millis() as u64,
+                        warm: false,
                     },
                 ),
             }
@@ -287,6 +298,7 @@ impl Supervisor {
             broker_end,
             identity,
             prepared,
+            warm,
         } = started;
         let facts = jail.facts().clone();
         if let Some(output) = jail.take_output() {
@@ -326,11 +338,12 @@ impl Supervisor {
                 ended_at_ms: None,
                 exit_code: None,
                 delay_ms: delay.as_millis() as u64,
+                warm,
             },
         );
         live.prepared = Some((prepared.manifest, prepared.plan));
         live.facts = Some(facts);
-        tracing::info!(instance = %instance.id, app = %live.app_id, pid, "detached app started");
+        tracing::info!(instance = %instance.id, app = %live.app_id, pid, warm, "detached app started");
         instance.changed.notify_all();
         !(live.stop_requested || self.0.shutting_down.load(Ordering::SeqCst))
     }
