@@ -98,7 +98,7 @@ pub enum ControlRequest {
         timeout_secs: Option<u64>,
     },
     /// Run a bundle detached, supervised by the daemon; answered once it runs (or failed to
-    /// start), with its [`InstanceView`](crate::detached::InstanceView).
+    /// start), with its [`InstanceView`].
     Run(DetachedRun),
     /// Send a signal (one of [`KILLABLE`](crate::detached::KILLABLE)) to a detached instance.
     /// The restart policy then decides as after any end.

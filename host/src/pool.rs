@@ -11,9 +11,9 @@
 //! the background at once. With no parked thread (pool size 0, or all taken) the job runs on a
 //! new thread and starts cold, as before.
 //!
-//! What a parked jail costs while it waits is [`JailPool::idle_cost`]. [`JailPool::shutdown`]
-//! kills and reaps every parked jail (none has a cgroup yet: the cgroup is the app's and is
-//! made at start).
+//! What a parked jail costs while it waits is in [`JailPool::stats`]. [`JailPool::shutdown`]
+//! kills and reaps every parked jail, which removes what it holds (its limits' cgroups are the
+//! app's, made at start).
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

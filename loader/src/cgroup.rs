@@ -8,7 +8,7 @@
 //! namespace only; nothing limits the CPU rate).
 //!
 //! On cgroup v2 the leaf is made before the jail's first process exists, which is cloned
-//! straight into it (`clone3` with `CLONE_INTO_CGROUP`, see [`AppCgroup::open_leaf`]): it never
+//! straight into it (`clone3` with `CLONE_INTO_CGROUP`, see [`AppCgroup::before_clone`]): it never
 //! runs outside its cgroup, and nothing writes its pid to `cgroup.procs` (whose global lock
 //! waits for an RCU grace period). Since the bundle is not verified yet at that point, a v2 leaf
 //! is named after the launcher and the instance (`<launcher pid>-<n>`), not the app; a v1 leaf
@@ -182,8 +182,8 @@ pub struct CgroupFs {
     pub privileged: bool,
     /// The launcher's own v2 cgroup, relative to `root` (the `0::` line of /proc/self/cgroup).
     pub own: Option<PathBuf>,
-    /// The launcher's pid, written to a `cgroup.procs` when it moves itself (see
-    /// [`LAUNCHER_LEAF`]).
+    /// The launcher's pid, written to a `cgroup.procs` when it moves itself into its leaf
+    /// `elastos-launcher`.
     pub pid: u32,
     /// On a hybrid host, as root: the cgroup2 mount beside the v1 controllers
     /// (`/sys/fs/cgroup/unified`), where the app gets a leaf without limits (see
@@ -222,7 +222,7 @@ impl CgroupFs {
     }
 
     /// Chooses how the limits are enforced and where the app's cgroup(s) go; creates nothing
-    /// of the app's yet (see [`AppCgroup::open_leaf`], [`AppCgroup::apply`]), but may prepare
+    /// of the app's yet (see [`AppCgroup::before_clone`], [`AppCgroup::apply`]), but may prepare
     /// the v2 parent (controllers enabled, the launcher moved out of a delegated cgroup).
     fn mechanism(&self, name: &str) -> LimitMechanism {
         let root = &self.root;
@@ -468,7 +468,7 @@ impl AppCgroup {
         }
     }
 
-    /// Creates the cgroup(s) (v2: if [`AppCgroup::open_leaf`] did not) with `limits`. cgroup
+    /// Creates the cgroup(s) (v2: if [`AppCgroup::before_clone`] did not) with `limits`. cgroup
     /// v2: moves `pid` in unless it was cloned into the leaf; v1: lets the jail's host uid
     /// `owner` write the [`AppCgroup::self_join_files`], through which `pid` joins itself.
     pub fn apply(&self, limits: &ResourceLimits, pid: i32, owner: u32) -> Result<(), CgroupError> {
