@@ -73,7 +73,8 @@ const INITIAL_WINDOW: f64 = 8.0;
 ///
 /// An answer is late when its delay is more than [`DELAY_SLACK`] and either each call that was
 /// ahead of it cost at least half a base (the provider serves them one after the other, so more
-/// calls outstanding only make each wait longer) or the delay is more than [`DELAY_CEILING`].
+/// calls outstanding only make each wait longer) or the delay is more than [`DELAY_CEILING`]
+/// and more than an eighth of the base.
 /// Each late answer takes half a call off the window (a window of late answers halves it); any
 /// other grows it by one per window of answers, if at least half of it was in use (a caller
 /// making one call at a time says nothing about how many more the provider could take), and
@@ -128,7 +129,12 @@ impl DelayWindow {
         let delay = rtt.saturating_sub(base);
         let ahead = u32::try_from(outstanding.saturating_sub(1)).unwrap_or(u32::MAX);
         let serial = ahead > 0 && delay >= (base / 2).saturating_mul(ahead);
-        if delay > DELAY_SLACK && (serial || delay > DELAY_CEILING) {
+        // A delay that is a small part of the provider's own time for a call is timer and
+        // scheduling noise, however many ms: calls of a second answered concurrently come back
+        // a tick or two apart, and judging that late starved a provider of long calls down to a
+        // window of 1 (256 calls of 1 s then took minutes).
+        let ceiling = DELAY_CEILING.max(base / 8);
+        if delay > DELAY_SLACK && (serial || delay > ceiling) {
             self.limit = (self.limit - 0.5).max(1.0);
         } else if 2 * outstanding >= self.size() {
             // Only a window in use may grow: a caller making one call at a time says nothing
@@ -539,6 +545,22 @@ mod tests {
             window.sample(5 * MS, 1);
         }
         assert!(window.size() <= 3, "{}", window.size());
+    }
+
+    #[test]
+    fn long_calls_answered_together_a_few_ms_apart_grow_the_window() {
+        // A provider whose calls take a second each and run concurrently: 8 delivered at once
+        // (the first alone sets the base) come back over a few ms of timer ticks.
+        let mut window = DelayWindow::default();
+        window.sample(1000 * MS, 1);
+        for round in 0..20 {
+            let size = window.size();
+            for k in 1..size {
+                let late_by = (k % 4 + round % 2) as u32;
+                window.sample(1000 * MS + late_by * MS, k + 1);
+            }
+        }
+        assert!(window.size() > INITIAL_WINDOW as usize, "{}", window.size());
     }
 
     #[test]
