@@ -945,3 +945,13 @@ pub fn assert_no_cgroups_of(pid: u32) {
         }
     }
 }
+
+/// Whether the probe's `mem-bomb` was stopped by its memory limit: its allocation failed (it
+/// then says `then:`) or the kernel killed it.
+pub fn memory_bomb_stopped(out: &Output) -> bool {
+    match out.code {
+        Some(0) => out.stdout_text().contains("then:"),
+        Some(code) => code == 128 + libc::SIGKILL,
+        None => false,
+    }
+}
