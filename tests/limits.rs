@@ -153,13 +153,8 @@ fn command_line_limits_override_the_manifest_within_the_ceilings() {
         &["--memory", "32MiB"],
         &["mem-bomb", &(256u64 << 20).to_string()],
     );
-    let stopped = match out.code {
-        Some(0) => out.stdout_text().contains("then:"),
-        Some(code) => code == 128 + libc::SIGKILL,
-        None => false,
-    };
     assert!(
-        stopped,
+        common::memory_bomb_stopped(&out),
         "a 256 MiB bomb under --memory 32MiB: {:?} {}",
         out.code,
         out.stdout_text()

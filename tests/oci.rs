@@ -312,22 +312,14 @@ fn podman_runs_containers_in_the_jail() {
         &["--cap-add", "SYS_ADMIN"],
         &["/bin/elastos-probe", "exit", "0"],
     );
-    assert_ne!(admin.code, Some(0));
-    assert!(
-        admin
-            .stderr_text()
-            .contains("config.json process.capabilities.bounding = CAP_SYS_ADMIN: refused"),
-        "{}",
-        admin.stderr_text()
+    assert_refused(
+        &admin,
+        "config.json process.capabilities.bounding = CAP_SYS_ADMIN: refused",
     );
     let host_net = podman.run(&["--network", "host"], &["/bin/elastos-probe", "exit", "0"]);
-    assert_ne!(host_net.code, Some(0));
-    assert!(
-        host_net
-            .stderr_text()
-            .contains("config.json linux.namespaces = no net namespace: refused"),
-        "{}",
-        host_net.stderr_text()
+    assert_refused(
+        &host_net,
+        "config.json linux.namespaces = no net namespace: refused",
     );
 
     // The runtime's state lived under the private /run of each podman call (podman's cleanup
@@ -338,14 +330,12 @@ fn podman_runs_containers_in_the_jail() {
         &["--network", &own_net],
         &["/bin/elastos-probe", "exit", "0"],
     );
-    assert_ne!(host_net_path.code, Some(0));
-    assert!(
-        host_net_path.stderr_text().contains(&format!(
+    assert_refused(
+        &host_net_path,
+        &format!(
             "config.json linux.namespaces[1].path = {}: refused: joining the host's",
             own_net.trim_start_matches("ns:")
-        )),
-        "{}",
-        host_net_path.stderr_text()
+        ),
     );
 
     leftovers.assert_none(&fixture.token(), None);
@@ -505,13 +495,9 @@ fn containerd_runs_containers_in_the_jail() {
             &["--privileged"],
             &["/bin/elastos-probe", "exit", "0"],
         );
-        assert_ne!(privileged.code, Some(0));
-        assert!(
-            privileged
-                .stderr_text()
-                .contains("config.json process.capabilities.bounding = CAP_"),
-            "{}",
-            privileged.stderr_text()
+        assert_refused(
+            &privileged,
+            "config.json process.capabilities.bounding = CAP_",
         );
         let host_net = containerd.run(
             &fixture,
@@ -519,13 +505,9 @@ fn containerd_runs_containers_in_the_jail() {
             &["--net-host"],
             &["/bin/elastos-probe", "exit", "0"],
         );
-        assert_ne!(host_net.code, Some(0));
-        assert!(
-            host_net
-                .stderr_text()
-                .contains("config.json linux.namespaces = no net namespace: refused"),
-            "{}",
-            host_net.stderr_text()
+        assert_refused(
+            &host_net,
+            "config.json linux.namespaces = no net namespace: refused",
         );
 
         // Detached, then killed through the runtime (SIGTERM relayed to the process by the
@@ -702,12 +684,7 @@ fn the_runtime_alone_creates_starts_reports_and_deletes() {
     assert_eq!(limit("pids.max").as_deref(), Some("17"));
     // Running: delete without --force is refused.
     let busy = runtime(&["delete", "r1"]);
-    assert_ne!(busy.code, Some(0));
-    assert!(
-        busy.stderr_text().contains("container r1 is running"),
-        "{}",
-        busy.stderr_text()
-    );
+    assert_refused(&busy, "container r1 is running");
 
     runtime(&["kill", "r1", "KILL"]).assert_code(0);
     assert!(eventually(Duration::from_secs(10), || state("r1")
@@ -793,4 +770,10 @@ fn a_running_broker_daemon_gets_the_containers_fd_3() {
     assert!(listed, "the container's connection is not in `elastos ps`");
     assert!(deleted);
     leftovers.assert_none(&fixture.token(), Some(&fixture.state_root));
+}
+
+/// The command failed, and its message names why (`what`).
+fn assert_refused(out: &Output, what: &str) {
+    assert_ne!(out.code, Some(0), "started: {}", out.stdout_text());
+    assert!(out.stderr_text().contains(what), "{}", out.stderr_text());
 }

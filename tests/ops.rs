@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{eventually, Daemon, Harness, Output, User};
+use common::{assert_no_cgroups_of, eventually, Daemon, Harness, Output, User};
 
 const APP_ID: &str = "6f1f52c4-1d0b-4f43-9e55-0b7a1e5d3c21";
 
@@ -118,24 +118,6 @@ fn wait_for_log(harness: &Harness, id: &str, text: &str) {
         seen.0.contains(text) || seen.1.contains(text)
     });
     assert!(found, "the log of {id} never showed {text:?}: {seen:?}");
-}
-
-/// No cgroup of this test's daemon is left once it has stopped (cgroup v1 and v2 places).
-fn assert_no_cgroups_of(pid: u32) {
-    let marker = format!("-{pid}-");
-    for parent in [
-        "/sys/fs/cgroup/memory/elastos",
-        "/sys/fs/cgroup/pids/elastos",
-        "/sys/fs/cgroup/elastos",
-    ] {
-        for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            assert!(
-                !name.contains(&marker),
-                "cgroup {parent}/{name} of daemon {pid} left behind"
-            );
-        }
-    }
 }
 
 fn daemon_pid(harness: &Harness) -> u32 {

@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{eventually, Daemon, Harness, Output, User};
+use common::{assert_no_cgroups_of, eventually, Daemon, Harness, Output, User};
 
 const APP_ID: &str = "2a7c1e0b-5d94-4f6e-8b3a-c1d2e3f4a5b6";
 
@@ -99,23 +99,6 @@ fn probe_result(harness: &Harness, id: &str, probe: &str) -> serde_json::Value {
 fn all_gone(pids: &[u32]) -> bool {
     pids.iter()
         .all(|pid| !Path::new(&format!("/proc/{pid}")).exists())
-}
-
-fn assert_no_cgroups_of(pid: u32) {
-    let marker = format!("-{pid}-");
-    for parent in [
-        "/sys/fs/cgroup/memory/elastos",
-        "/sys/fs/cgroup/pids/elastos",
-        "/sys/fs/cgroup/elastos",
-    ] {
-        for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            assert!(
-                !name.contains(&marker),
-                "cgroup {parent}/{name} of daemon {pid} left behind"
-            );
-        }
-    }
 }
 
 #[test]

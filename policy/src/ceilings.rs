@@ -424,23 +424,26 @@ fn parse(text: &str) -> Result<CeilingsFile, CeilingsError> {
             message,
         },
     })?;
-    let memory_bytes = raw
-        .memory
-        .map(|value| {
-            let bytes = match &value {
-                toml::Value::Integer(bytes) => u64::try_from(*bytes).ok(),
-                toml::Value::String(text) => parse_memory(text),
-                _ => None,
-            };
-            bytes
-                .filter(|bytes| *bytes >= MIN_MEMORY_BYTES)
-                .ok_or_else(|| CeilingsError::InvalidValue {
-                    key: "memory",
-                    found: value.to_string(),
-                    expected: format!("{MEMORY_EXPECTED}, at least 16MiB"),
-                })
-        })
-        .transpose()?;
+    // A size in bytes (an integer, or a string like the manifest's) of at least `min`.
+    let bytes = |key: &'static str, value: Option<toml::Value>, min: u64, min_text: &str| {
+        value
+            .map(|value| {
+                let bytes = match &value {
+                    toml::Value::Integer(bytes) => u64::try_from(*bytes).ok(),
+                    toml::Value::String(text) => parse_memory(text),
+                    _ => None,
+                };
+                bytes
+                    .filter(|bytes| *bytes >= min)
+                    .ok_or_else(|| CeilingsError::InvalidValue {
+                        key,
+                        found: value.to_string(),
+                        expected: format!("{MEMORY_EXPECTED}, at least {min_text}"),
+                    })
+            })
+            .transpose()
+    };
+    let memory_bytes = bytes("memory", raw.memory, MIN_MEMORY_BYTES, "16MiB")?;
     let count = |key: &'static str, value: Option<i64>, range: std::ops::RangeInclusive<u64>| {
         value
             .map(|value| {
@@ -477,23 +480,7 @@ fn parse(text: &str) -> Result<CeilingsFile, CeilingsError> {
             })
         })
         .transpose()?;
-    let home_quota_bytes = raw
-        .home_quota
-        .map(|value| {
-            let bytes = match &value {
-                toml::Value::Integer(bytes) => u64::try_from(*bytes).ok(),
-                toml::Value::String(text) => parse_memory(text),
-                _ => None,
-            };
-            bytes
-                .filter(|bytes| *bytes >= MIN_HOME_QUOTA_BYTES)
-                .ok_or_else(|| CeilingsError::InvalidValue {
-                    key: "home_quota",
-                    found: value.to_string(),
-                    expected: format!("{MEMORY_EXPECTED}, at least 4MiB"),
-                })
-        })
-        .transpose()?;
+    let home_quota_bytes = bytes("home_quota", raw.home_quota, MIN_HOME_QUOTA_BYTES, "4MiB")?;
     Ok(CeilingsFile {
         memory_bytes,
         cpu_millis,

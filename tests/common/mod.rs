@@ -927,3 +927,31 @@ impl Pty {
             .rdev()
     }
 }
+
+/// No cgroup of this test's daemon is left once it has stopped (cgroup v1 and v2 places).
+pub fn assert_no_cgroups_of(pid: u32) {
+    let marker = format!("-{pid}-");
+    for parent in [
+        "/sys/fs/cgroup/memory/elastos",
+        "/sys/fs/cgroup/pids/elastos",
+        "/sys/fs/cgroup/elastos",
+    ] {
+        for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            assert!(
+                !name.contains(&marker),
+                "cgroup {parent}/{name} of daemon {pid} left behind"
+            );
+        }
+    }
+}
+
+/// Whether the probe's `mem-bomb` was stopped by its memory limit: its allocation failed (it
+/// then says `then:`) or the kernel killed it.
+pub fn memory_bomb_stopped(out: &Output) -> bool {
+    match out.code {
+        Some(0) => out.stdout_text().contains("then:"),
+        Some(code) => code == 128 + libc::SIGKILL,
+        None => false,
+    }
+}
