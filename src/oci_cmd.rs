@@ -38,7 +38,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
-use elastos_loader::LimitMechanism;
 use elastos_oci::{Host, State, Status, OCI_VERSION};
 use elastos_policy::JailPlan;
 use nix::sys::signal::Signal;
@@ -727,11 +726,12 @@ fn shim_run(root: &Path, id: &str, log: &Log) -> Result<u8> {
     container.record.status = Status::Running;
     container.record.jail_pid = Some(facts.pid);
     container.record.jail_started = start_time(facts.pid).map(|(t, _)| t);
-    container.record.cgroups = match &facts.limits {
-        LimitMechanism::CgroupV2 { path, .. } => vec![path.clone()],
-        LimitMechanism::CgroupV1 { memory, pids, .. } => vec![memory.clone(), pids.clone()],
-        _ => Vec::new(),
-    };
+    container.record.cgroups = facts
+        .limits
+        .dirs()
+        .into_iter()
+        .map(Path::to_owned)
+        .collect();
     container.save()?;
     let _ = writeln!(starter, "ok");
     drop(starter);
@@ -924,8 +924,24 @@ fn delete(root: &Path, id: &str, force: bool) -> Result<u8> {
         }
     }
     remove_cgroups(&record.cgroups)?;
+    remove_clone_leaves(record.shim_pid);
     force_remove(&container.dir)?;
     Ok(0)
+}
+
+/// Removes the cgroup2 leaves the dead shim `shim_pid` cloned its jail into
+/// (`elastos/<launcher pid>-<n>`, made before the jail exists, so in no record when a created
+/// container is deleted or its shim was killed). Best effort: a leaf that is busy belongs to a
+/// live process that reused the pid, and stays.
+fn remove_clone_leaves(shim_pid: i32) {
+    let prefix = format!("{shim_pid}-");
+    for parent in ["/sys/fs/cgroup/unified/elastos", "/sys/fs/cgroup/elastos"] {
+        for entry in fs::read_dir(parent).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_dir(entry.path());
+            }
+        }
+    }
 }
 
 /// Removes the jail's cgroup directories (the shim removes them itself when it ends normally).

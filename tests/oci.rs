@@ -226,8 +226,11 @@ fn remove_engine_cgroups(parent: &str) {
         })
         .collect();
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    // conmon may still be on its way out when the engine returns: its cgroup empties shortly.
     for dir in dirs {
-        let _ = std::fs::remove_dir(dir);
+        eventually(Duration::from_secs(5), || {
+            std::fs::remove_dir(&dir).is_ok() || !dir.exists()
+        });
     }
 }
 

@@ -70,6 +70,25 @@ pub enum LimitMechanism {
 
 impl LimitMechanism {
     /// Whether the app's CPU rate is limited.
+    /// Every cgroup directory the app has (for whoever must remove them after it).
+    pub fn dirs(&self) -> Vec<&Path> {
+        match self {
+            LimitMechanism::CgroupV2 { path, .. } => vec![path],
+            LimitMechanism::CgroupV1 {
+                memory,
+                pids,
+                cpu,
+                unified,
+                ..
+            } => [Some(memory), Some(pids), cpu.as_ref(), unified.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(PathBuf::as_path)
+                .collect(),
+            LimitMechanism::Rlimits => vec![],
+        }
+    }
+
     pub fn cpu_limited(&self) -> bool {
         match self {
             LimitMechanism::CgroupV2 { cpu_limited, .. } => *cpu_limited,
@@ -543,17 +562,7 @@ impl AppCgroup {
 
     /// Every directory of the app's, the leaf made before the clone included (once).
     fn dirs(&self) -> Vec<&Path> {
-        let mut dirs: Vec<&Path> = match &self.mechanism {
-            LimitMechanism::CgroupV2 { path, .. } => vec![path],
-            LimitMechanism::CgroupV1 {
-                memory, pids, cpu, ..
-            } => [Some(memory), Some(pids), cpu.as_ref()]
-                .into_iter()
-                .flatten()
-                .map(PathBuf::as_path)
-                .collect(),
-            LimitMechanism::Rlimits => vec![],
-        };
+        let mut dirs = self.mechanism.dirs();
         if let Some(leaf) = self
             .clone_leaf
             .as_deref()
