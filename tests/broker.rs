@@ -14,7 +14,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{binaries, eventually, Daemon, Harness, Output, Running, User};
+use common::{binaries, eventually, json, Daemon, Harness, Output, Running, User};
 
 /// The service the provider bundle provides and the client bundle uses.
 const SERVICE: &str = "5e4f3a2b-1c0d-4e9f-8a7b-6c5d4e3f2a10";
@@ -212,14 +212,6 @@ fn detail_number(step: &Step, key: &str) -> u64 {
 
 fn s(text: impl Into<String>) -> String {
     text.into()
-}
-
-/// The JSON document an `elastos ... --format json` printed, after checking it exited 0.
-#[track_caller]
-fn json(out: &Output) -> serde_json::Value {
-    out.assert_code(0);
-    serde_json::from_str(&out.stdout_text())
-        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", out.stdout_text()))
 }
 
 /// `elastos ARGS --format json`.

@@ -14,18 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{binaries, eventually, probe_manifest, Harness, Output, User};
+use common::{binaries, eventually, json, probe_manifest, Harness, Output, User};
 
 const APP_ID: &str = "3c5d7e9f-1a2b-4c3d-8e4f-5a6b7c8d9e0f";
 const PASSPHRASE: &str = "correct horse battery staple";
-
-/// The JSON an `elastos ... --format json` printed, after checking it exited 0.
-#[track_caller]
-fn json(out: &Output) -> serde_json::Value {
-    out.assert_code(0);
-    serde_json::from_str(&out.stdout_text())
-        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", out.stdout_text()))
-}
 
 /// The probe app with `APP_ID` and extra manifest lines, packed by `harness`'s publisher key.
 fn probe_app(harness: &Harness, extra: &str) -> PathBuf {

@@ -8,19 +8,11 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{binaries, probe_manifest, Harness, Output, User};
+use common::{binaries, json, probe_manifest, Harness, Output, User};
 
 const APP_ID: &str = "6a1f0b2c-3d4e-4f50-8a61-7b8c9d0e1f23";
 const OTHER_APP_ID: &str = "7b2a1c3d-4e5f-4061-9b72-8c9d0e1f2a34";
 const SERVICE: &str = "8c3b2d4e-5f60-4172-8c83-9d0e1f2a3b45";
-
-/// The JSON an `elastos ... --format json` printed, after checking it exited 0.
-#[track_caller]
-fn json(out: &Output) -> serde_json::Value {
-    out.assert_code(0);
-    serde_json::from_str(&out.stdout_text())
-        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", out.stdout_text()))
-}
 
 /// A second publisher key, outside the state dir.
 fn other_key(harness: &Harness, name: &str) -> PathBuf {

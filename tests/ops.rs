@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{assert_no_cgroups_of, eventually, Daemon, Harness, Output, User};
+use common::{assert_no_cgroups_of, eventually, json, Daemon, Harness, Output, User};
 
 const APP_ID: &str = "6f1f52c4-1d0b-4f43-9e55-0b7a1e5d3c21";
 
@@ -26,12 +26,6 @@ fn setup(user: User, daemon_args: &[&str]) -> (Harness, Daemon, PathBuf) {
 fn ok(out: &Output) -> String {
     out.assert_code(0);
     out.stdout_text()
-}
-
-#[track_caller]
-fn json(out: &Output) -> serde_json::Value {
-    let text = ok(out);
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
 /// `elastos run -d [OPTIONS] BUNDLE -- ARGS`; the instance id it printed.

@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{assert_no_cgroups_of, eventually, Daemon, Harness, Output, User};
+use common::{assert_no_cgroups_of, eventually, json, Daemon, Harness, Output, User};
 
 const APP_ID: &str = "2a7c1e0b-5d94-4f6e-8b3a-c1d2e3f4a5b6";
 
@@ -17,12 +17,6 @@ const APP_ID: &str = "2a7c1e0b-5d94-4f6e-8b3a-c1d2e3f4a5b6";
 fn ok(out: &Output) -> String {
     out.assert_code(0);
     out.stdout_text()
-}
-
-#[track_caller]
-fn json(out: &Output) -> serde_json::Value {
-    let text = ok(out);
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
 fn run_detached(harness: &Harness, bundle: &Path, args: &[&str]) -> String {

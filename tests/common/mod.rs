@@ -955,3 +955,11 @@ pub fn memory_bomb_stopped(out: &Output) -> bool {
         None => false,
     }
 }
+
+/// The JSON document an `elastos ... --format json` printed, after checking it exited 0.
+#[track_caller]
+pub fn json(out: &Output) -> serde_json::Value {
+    out.assert_code(0);
+    serde_json::from_str(&out.stdout_text())
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", out.stdout_text()))
+}
