@@ -60,6 +60,16 @@ pub(crate) const DELAY_CEILING: Duration = Duration::from_millis(1);
 /// Answers of calls delivered alone that a window of 1 waits for before it tries 2.
 const PROBE_ANSWERS: f64 = 4.0;
 
+/// The most answers a window of 1 waits for before it tries 2 again, after tries that failed.
+/// Each try costs a newcomer a call of waiting (it finds one more call ahead of it), so against
+/// a serial provider the tries are spaced out like TCP's retransmission timer: the wait doubles
+/// after each try that ends in a late answer, up to this. 256 answers of a 0.5 ms provider are
+/// 0.1 s: a provider that starts serving calls concurrently is noticed that late at most, and
+/// then grows as fast as ever. With a wait of 4 answers, the well-behaved client of the flood
+/// benchmark found 2 calls ahead often enough to put its p99 at the target's edge (3 of 5
+/// rounds met it).
+const MAX_PROBE_ANSWERS: f64 = 256.0;
+
 /// The window of a provider's [`DelayWindow`] before its first answers: small, so that a slow
 /// provider's first burst does not pile up inside it; a fast one grows past it in a few thousand
 /// calls.
@@ -78,11 +88,14 @@ const INITIAL_WINDOW: f64 = 8.0;
 /// Each late answer takes half a call off the window (a window of late answers halves it); any
 /// other grows it by one per window of answers, if at least half of it was in use (a caller
 /// making one call at a time says nothing about how many more the provider could take), and
-/// from 1 to 2 only after [`PROBE_ANSWERS`] answers.
+/// from 1 to 2 only after [`PROBE_ANSWERS`] answers, twice as many after each try of 2 that
+/// ended in a late answer (up to [`MAX_PROBE_ANSWERS`]), and [`PROBE_ANSWERS`] again once the
+/// window reaches 3.
 ///
 /// For a provider serving one call at a time in S, the call delivered with n outstanding
-/// answers after about n x S: at n = 2 the one call ahead cost S, so the window settles at 1-2,
-/// and a newcomer's call waits for at most one call in progress and one queued. A provider that
+/// answers after about n x S: at n = 2 the one call ahead cost S, so the window settles at 1,
+/// trying 2 less and less often, and a newcomer's call waits for the call in progress and
+/// rarely one queued. A provider that
 /// serves calls concurrently answers in about S however many it has, and one that answers in
 /// batches adds µs per call ahead, so their windows grow until the bounds or the ceiling.
 ///
@@ -96,6 +109,8 @@ pub(crate) struct DelayWindow {
     limit: f64,
     /// The provider's time for a call that found it idle; none before the first such answer.
     base: Option<Duration>,
+    /// Answers of calls delivered alone a window of 1 waits for before it tries 2.
+    probe_answers: f64,
 }
 
 impl Default for DelayWindow {
@@ -103,6 +118,7 @@ impl Default for DelayWindow {
         Self {
             limit: INITIAL_WINDOW,
             base: None,
+            probe_answers: PROBE_ANSWERS,
         }
     }
 }
@@ -135,15 +151,27 @@ impl DelayWindow {
         // window of 1 (256 calls of 1 s then took minutes).
         let ceiling = DELAY_CEILING.max(base / 8);
         if delay > DELAY_SLACK && (serial || delay > ceiling) {
+            let trying_two = self.size() == 2;
             self.limit = (self.limit - 0.5).max(1.0);
+            if trying_two && self.size() == 1 {
+                self.probe_answers = (self.probe_answers * 2.0).min(MAX_PROBE_ANSWERS);
+            }
         } else if 2 * outstanding >= self.size() {
             // Only a window in use may grow: a caller making one call at a time says nothing
             // about how many more the provider could take. And a call alone says the provider
             // takes one; whether it takes two only a call with company tells, so a window of 1
-            // tries 2 after a few answers, not after each: a serial provider spends most of its
-            // time at 1, the newcomer's best case.
-            let answers = if outstanding == 1 { PROBE_ANSWERS } else { 1.0 };
+            // tries 2 after a few answers, not after each, and after more of them each time a
+            // try fails: a serial provider spends nearly all of its time at 1, the newcomer's
+            // best case.
+            let answers = if outstanding == 1 {
+                self.probe_answers
+            } else {
+                1.0
+            };
             self.limit += 1.0 / (answers * self.limit);
+            if self.size() >= 3 {
+                self.probe_answers = PROBE_ANSWERS;
+            }
         }
     }
 }
@@ -493,6 +521,32 @@ mod tests {
         let ones = sizes[100..].iter().filter(|&&size| size == 1).count();
         assert!(ones * 2 > sizes.len() - 100, "{sizes:?}");
         assert_eq!(window.base, Some(MS / 2));
+    }
+
+    #[test]
+    fn a_serial_provider_tries_a_second_call_less_and_less_often() {
+        let mut window = DelayWindow::default();
+        let sizes = backlogged(&mut window, 4_000, |n| n as u32 * MS / 2);
+        // Every try of 2 puts a newcomer a call further back: after the first few hundred
+        // answers, fewer than 1 in 100 answers find the window at 2 (with a try every 4
+        // answers, about 1 in 4 did).
+        let twos = sizes[1_000..].iter().filter(|&&size| size == 2).count();
+        assert!(
+            twos * 100 < sizes.len() - 1_000,
+            "{twos} of {}",
+            sizes.len() - 1_000
+        );
+        assert_eq!(window.probe_answers, MAX_PROBE_ANSWERS);
+        // A provider that then serves calls concurrently is noticed within a few hundred
+        // answers, and its window grows as fast as a new one's.
+        let sizes = backlogged(&mut window, 2_000, |_| MS / 2);
+        let first_three = sizes
+            .iter()
+            .position(|&size| size >= 3)
+            .expect("grows past 2");
+        assert!(first_three < 400, "{first_three}");
+        assert_eq!(window.probe_answers, PROBE_ANSWERS);
+        assert!(window.size() >= 32, "{}", window.size());
     }
 
     #[test]
