@@ -18,7 +18,7 @@ use elastos_identity::fsutil::{create_private_dir, write_atomically, Replace};
 use elastos_identity::UserKey;
 use elastos_loader::subordinate::UserNamespace;
 use elastos_loader::{HostIdentity, SubordinateIds};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::cli::{CloudCommand, Format, SyncCommand};
@@ -517,6 +517,17 @@ fn print_statuses(apps: &[AppStatus]) {
     }
 }
 
+/// One app's line of `elastos sync now --format json`.
+#[derive(Serialize, Deserialize)]
+struct Synced {
+    #[serde(flatten)]
+    app: AppHome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    report: Option<SyncReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
 /// `elastos sync ...`.
 pub fn sync(command: SyncCommand) -> Result<u8> {
     let state = StateDirs::from_env()?;
@@ -550,15 +561,6 @@ pub fn sync(command: SyncCommand) -> Result<u8> {
                 None => app_homes(&state)?.into_iter().filter(|a| a.sync).collect(),
             };
             let engine = engine(&state, &store(&state)?)?;
-            #[derive(Serialize)]
-            struct Synced {
-                #[serde(flatten)]
-                app: AppHome,
-                #[serde(skip_serializing_if = "Option::is_none")]
-                report: Option<SyncReport>,
-                #[serde(skip_serializing_if = "Option::is_none")]
-                error: Option<String>,
-            }
             let mut results = Vec::new();
             let mut failed = false;
             for app in apps {
@@ -641,9 +643,23 @@ fn describe_report(app: &AppHome, report: &SyncReport) -> String {
 /// pushed after it exits, by this process when no broker daemon runs, else by the daemon (which
 /// also syncs it continuously while the app runs). Failures never stop the app: it runs on its
 /// local copy and the failure is reported.
+///
+/// The first sync runs on a thread of its own while the loader builds the jail, and the app's
+/// entry waits for it ([`RunSync::wait_before_entry`]): the two took turns before, and an
+/// unprivileged launch's sync (a user namespace and an `elastos sync now` process) was most of
+/// its time.
 pub struct RunSync {
     app: AppHome,
-    by: Syncer,
+    by: SyncerState,
+}
+
+/// Where the sync around a run stands.
+enum SyncerState {
+    /// The first sync is running on this thread, which returns the syncer for the last one
+    /// (None: there is none, the reason was reported).
+    First(std::thread::JoinHandle<Option<Syncer>>),
+    /// The first sync is done.
+    Done(Option<Syncer>),
 }
 
 /// Who syncs the home around a run.
@@ -687,6 +703,56 @@ impl RunSync {
         if !app.sync {
             return None;
         }
+        let first = {
+            let (state, app) = (state.clone(), app.clone());
+            std::thread::Builder::new()
+                .name("home-sync".into())
+                .spawn(move || {
+                    let by = Syncer::for_app(&state, &app, daemon)?;
+                    sync_around_run(&app, &by, "before the app starts");
+                    Some(by)
+                })
+        };
+        let by = match first {
+            Ok(first) => SyncerState::First(first),
+            Err(error) => {
+                eprintln!(
+                    "elastos: cannot start syncing {}: {error}; it runs on its local copy, unsynced",
+                    app.label()
+                );
+                SyncerState::Done(None)
+            }
+        };
+        Some(RunSync { app, by })
+    }
+
+    /// Right before the app's entry runs: waits for the first sync.
+    pub fn wait_before_entry(&mut self) {
+        if let SyncerState::First(_) = self.by {
+            let SyncerState::First(first) =
+                std::mem::replace(&mut self.by, SyncerState::Done(None))
+            else {
+                unreachable!("matched above")
+            };
+            // A panic of the sync thread has been printed; the app runs unsynced.
+            self.by = SyncerState::Done(first.join().ok().flatten());
+        }
+    }
+
+    /// After the app exited: sends its changes to the cloud disk.
+    pub fn after_run(mut self) {
+        self.wait_before_entry();
+        if let SyncerState::Done(Some(by)) = &self.by {
+            sync_around_run(&self.app, by, "after the app exited");
+        }
+    }
+}
+
+impl Syncer {
+    /// Who syncs `app`'s home: the daemon when one answers, else this process (in a namespace
+    /// of the app's ids when it runs as subordinate ids of this user). None, reported, when no
+    /// one can.
+    fn for_app(state: &StateDirs, app: &AppHome, daemon: Option<ControlClient>) -> Option<Self> {
         let subordinate = || {
             let ids = SubordinateIds::of_current_user().ok()?;
             let identity = HostIdentity::for_app_home(&app.app_id, Some(&app.home), Some(&ids));
@@ -695,7 +761,7 @@ impl RunSync {
                     .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
             })
         };
-        let by = match daemon {
+        Some(match daemon {
             Some(daemon) => Syncer::Daemon(daemon),
             None => match subordinate() {
                 Some(namespace) => Syncer::Namespace(namespace),
@@ -710,94 +776,89 @@ impl RunSync {
                     }
                 },
             },
-        };
-        let run = RunSync { app, by };
-        run.sync("before the app starts");
-        Some(run)
-    }
-
-    /// After the app exited: sends its changes to the cloud disk.
-    pub fn after_run(self) {
-        self.sync("after the app exited");
-    }
-
-    fn sync(&self, when: &str) {
-        let result = match &self.by {
-            Syncer::Namespace(namespace) => {
-                if let Err(error) = self.sync_in(namespace) {
-                    eprintln!(
-                        "elastos: cannot sync {}: {error:#} ({when}); the app's home stays as it is here",
-                        self.app.label()
-                    );
-                }
-                return;
-            }
-            Syncer::Engine(engine) => {
-                sync_home(engine, &self.app, false).map_err(|e| sync_failure(&self.app, e))
-            }
-            Syncer::Daemon(daemon) => {
-                let request = ControlRequest::CloudSync {
-                    publisher: self.app.publisher.clone(),
-                    app_id: self.app.app_id,
-                    name: self.app.name.clone(),
-                };
-                daemon
-                    .request(&request, &[])
-                    .map_err(|e| {
-                        anyhow::Error::from(e).context(format!(
-                            "the broker daemon cannot sync {}",
-                            self.app.label()
-                        ))
-                    })
-                    .and_then(|json| {
-                        serde_json::from_value::<SyncReport>(json)
-                            .context("the broker daemon's sync report is not understood")
-                    })
-            }
-        };
-        match result {
-            Ok(report) => {
-                if report.restored_lost_cache {
-                    eprintln!(
-                        "elastos: {}'s home was missing here: restored {} files from your cloud disk",
-                        self.app.label(),
-                        report.downloaded.len()
-                    );
-                }
-                for conflict in &report.conflicts {
-                    eprintln!(
-                        "elastos: conflict in {}: {} changed on two devices; this device's version is kept as {}",
-                        self.app.label(),
-                        conflict.path.display(),
-                        conflict.copy.display()
-                    );
-                }
-                tracing::debug!(when, ?report, "synced the home");
-            }
-            Err(error) => {
-                eprintln!("elastos: {error:#} ({when}); the app's home stays as it is here")
-            }
-        }
+        })
     }
 }
 
-impl RunSync {
-    /// `elastos sync now APP` in `namespace` (see [`Syncer::Namespace`]).
-    fn sync_in(&self, namespace: &Result<UserNamespace, String>) -> Result<()> {
-        let namespace = namespace.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut command = std::process::Command::new(
-            std::env::current_exe().context("cannot find the elastos executable")?,
-        );
-        command
-            .args(["sync", "now", &self.app.app_id.to_string()])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null());
-        let status = namespace
-            .spawn(command)?
-            .wait()
-            .context("waiting for elastos sync now")?;
-        anyhow::ensure!(status.success(), "elastos sync now {status}");
-        Ok(())
+/// Brings `app`'s home and the cloud disk up to date through `by`; failures are reported and
+/// leave the home as it is.
+fn sync_around_run(app: &AppHome, by: &Syncer, when: &str) {
+    let result = match by {
+        Syncer::Namespace(namespace) => {
+            sync_in(app, namespace).map_err(|e| e.context(format!("cannot sync {}", app.label())))
+        }
+        Syncer::Engine(engine) => sync_home(engine, app, false).map_err(|e| sync_failure(app, e)),
+        Syncer::Daemon(daemon) => {
+            let request = ControlRequest::CloudSync {
+                publisher: app.publisher.clone(),
+                app_id: app.app_id,
+                name: app.name.clone(),
+            };
+            daemon
+                .request(&request, &[])
+                .map_err(|e| {
+                    anyhow::Error::from(e)
+                        .context(format!("the broker daemon cannot sync {}", app.label()))
+                })
+                .and_then(|json| {
+                    serde_json::from_value::<SyncReport>(json)
+                        .context("the broker daemon's sync report is not understood")
+                })
+        }
+    };
+    match result {
+        Ok(report) => {
+            if report.restored_lost_cache {
+                eprintln!(
+                    "elastos: {}'s home was missing here: restored {} files from your cloud disk",
+                    app.label(),
+                    report.downloaded.len()
+                );
+            }
+            for conflict in &report.conflicts {
+                eprintln!(
+                    "elastos: conflict in {}: {} changed on two devices; this device's version is kept as {}",
+                    app.label(),
+                    conflict.path.display(),
+                    conflict.copy.display()
+                );
+            }
+            tracing::debug!(when, ?report, "synced the home");
+        }
+        Err(error) => eprintln!("elastos: {error:#} ({when}); the app's home stays as it is here"),
+    }
+}
+
+/// `elastos sync now APP --format json` in `namespace` (see [`Syncer::Namespace`]): its report.
+fn sync_in(app: &AppHome, namespace: &Result<UserNamespace, String>) -> Result<SyncReport> {
+    let namespace = namespace.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut command = std::process::Command::new(
+        std::env::current_exe().context("cannot find the elastos executable")?,
+    );
+    command
+        .args(["sync", "now", &app.app_id.to_string(), "--format", "json"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped());
+    let out = namespace
+        .spawn(command)?
+        .wait_with_output()
+        .context("waiting for elastos sync now")?;
+    // One result, for this app: its report, or why it failed.
+    match serde_json::from_slice::<Vec<Synced>>(&out.stdout)
+        .ok()
+        .and_then(|results| results.into_iter().next())
+    {
+        Some(Synced {
+            report: Some(report),
+            ..
+        }) => Ok(report),
+        Some(Synced {
+            error: Some(error), ..
+        }) => Err(anyhow::anyhow!("{error}")),
+        _ => Err(anyhow::anyhow!(
+            "elastos sync now {} without a report",
+            out.status
+        )),
     }
 }
 

@@ -184,7 +184,7 @@ impl VerifySpinner<'_> {
                     bar.finish_and_clear();
                 }
             }
-            StartPhase::Ready(_) => {}
+            StartPhase::Ready(_) | StartPhase::HomeReady(_) | StartPhase::EntryNext => {}
         }
     }
 }
@@ -223,18 +223,30 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
     // Whether a broker daemon runs, asked once the app is admitted; it syncs the app's home when
     // it does, this process otherwise.
     let mut daemon = None;
+    let mut control = None;
     let mut home_sync = None;
     // Before any other thread exists (the embedded broker's starts only once the app speaks),
     // so the jail is cloned from a single-threaded process.
     let started = apps::start_app(&request, &mut |phase| {
         spinner.observe(phase);
-        if let StartPhase::Ready(prepared) = phase {
-            let link = BrokerLink::daemon(&state);
-            let control = link
-                .as_ref()
-                .and_then(|_| ControlClient::connect(&state.control_socket));
-            home_sync = cloud_cmd::RunSync::before_run(&state, prepared, control);
-            daemon = Some(link);
+        match phase {
+            StartPhase::Ready(_) => {
+                let link = BrokerLink::daemon(&state);
+                control = link
+                    .as_ref()
+                    .and_then(|_| ControlClient::connect(&state.control_socket));
+                daemon = Some(link);
+            }
+            // The home syncs while the loader builds the jail; the entry waits for it.
+            StartPhase::HomeReady(prepared) => {
+                home_sync = cloud_cmd::RunSync::before_run(&state, prepared, control.take());
+            }
+            StartPhase::EntryNext => {
+                if let Some(home_sync) = &mut home_sync {
+                    home_sync.wait_before_entry();
+                }
+            }
+            StartPhase::Verifying | StartPhase::Verified => {}
         }
     })?;
     let (jail, identity, broker_end) = (started.jail, started.identity, started.broker_end);

@@ -128,7 +128,19 @@ fn move_user_key(from: &Harness, to: &Harness) {
 
 #[test]
 fn a_deleted_home_comes_back_on_the_next_run_with_its_owner_and_modes() {
-    let harness = Harness::new(User::Root);
+    deleted_home_comes_back(User::Root);
+}
+
+/// Launched by a user with subordinate ids, the app's home is theirs, and `elastos run` syncs
+/// it from a user namespace while the loader builds the jail: the restored files must be there,
+/// with their owner, before the entry runs.
+#[test]
+fn a_deleted_home_comes_back_on_the_next_unprivileged_run_with_its_owner_and_modes() {
+    deleted_home_comes_back(User::Unprivileged);
+}
+
+fn deleted_home_comes_back(user: User) {
+    let harness = Harness::new(user);
     let bundle = probe_app(&harness, "");
     probe(
         &harness,
@@ -166,17 +178,35 @@ fn a_deleted_home_comes_back_on_the_next_run_with_its_owner_and_modes() {
         ],
     );
 
+    // A file large enough that restoring it takes far longer than the jail's start: the
+    // entry must wait for the sync (it runs while the loader builds the jail).
+    let big = "0123456789abcdef\n".repeat(1 << 20);
+    let big_path = home.join("big.txt");
+    std::fs::write(&big_path, &big).unwrap();
+    let (uid, gid) = (before[0].1, before[0].2);
+    std::os::unix::fs::chown(&big_path, Some(uid), Some(gid)).unwrap();
+    // This run's sync after the app uploads it.
+    probe(&harness, &bundle, &["home-get", "notes.txt"]);
+
     std::fs::remove_dir_all(&home).unwrap();
-    let out = probe(&harness, &bundle, &["home-get", "notes.txt"]);
+    let out = probe(&harness, &bundle, &["home-get", "big.txt"]);
     assert!(
-        out.stdout_text().contains("secret-notes-alpha"),
-        "{}",
-        out.stdout_text()
+        out.stdout_text() == format!("{big}\n"),
+        "the app read {} bytes of the restored big.txt, not {}: {}",
+        out.stdout.len(),
+        big.len() + 1,
+        out.stderr_text()
     );
     assert!(
         out.stderr_text().contains("restored"),
         "the lost cache is reported: {}",
         out.stderr_text()
+    );
+    let out = probe(&harness, &bundle, &["home-get", "notes.txt"]);
+    assert!(
+        out.stdout_text().contains("secret-notes-alpha"),
+        "{}",
+        out.stdout_text()
     );
     for (name, uid, gid, mode) in before {
         let meta = std::fs::metadata(home.join(&name)).unwrap();
@@ -186,8 +216,9 @@ fn a_deleted_home_comes_back_on_the_next_run_with_its_owner_and_modes() {
             "{name}: owner and mode as the app left them"
         );
     }
-    // The app's own uid as root, never root's.
-    assert_ne!(std::fs::metadata(home.join("todo.txt")).unwrap().uid(), 0);
+    // The app's own uid, never root's or the launching user's.
+    let owner = std::fs::metadata(home.join("todo.txt")).unwrap().uid();
+    assert!(owner != 0 && owner != user.ids().uid, "{owner}");
     let out = probe(&harness, &bundle, &["home-get", "todo.txt"]);
     assert!(out.stdout_text().contains("secret-todo-beta"));
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use elastos_broker::AppIdentity;
 use elastos_bundle::{open_verified_cached, BundleError, UnpackLimits};
 use elastos_identity::{KeyError, OwnershipError, TrustError};
-use elastos_loader::{LaunchError, LaunchOptions, RunningJail};
+use elastos_loader::{LaunchError, LaunchOptions, RunningJail, StartStep};
 use elastos_policy::{
     Ceilings, CeilingsError, EntryLinkage, ExcessError, HostEnv, JailPlan, LimitOverrides,
     Manifest, OverrideError, PolicyError,
@@ -412,9 +412,13 @@ pub enum StartPhase<'a> {
     Verifying,
     /// Done with the bundle (successfully or not).
     Verified,
-    /// The app is admitted and its home exists; its entry starts when the observer returns
-    /// (`elastos run` brings a synced home up to date here).
+    /// The app is admitted; its jail is built next.
     Ready(&'a PreparedApp),
+    /// Its home exists and belongs to the ids it runs as, while the loader builds the jail
+    /// (`elastos run` starts bringing a synced home up to date here).
+    HomeReady(&'a PreparedApp),
+    /// Its entry runs when the observer returns (`elastos run` waits here for the home's sync).
+    EntryNext,
 }
 
 /// What to start.
@@ -505,7 +509,10 @@ pub fn start_app(
     let planned = began.elapsed();
     observe(StartPhase::Ready(&prepared));
     let ready = began.elapsed();
-    let (jail, broker_end) = pending.start(&prepared.plan)?;
+    let (jail, broker_end) = pending.start_observed(&prepared.plan, &mut |step| match step {
+        StartStep::HomeReady => observe(StartPhase::HomeReady(&prepared)),
+        StartStep::EntryNext => observe(StartPhase::EntryNext),
+    })?;
     // Where a start's time goes (scripts/bench-activation.sh and docs/benchmarks.md use it).
     tracing::debug!(
         app = %prepared.manifest.id(),

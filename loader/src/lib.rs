@@ -48,7 +48,7 @@ pub use cgroup::LimitMechanism;
 pub use error::LaunchError;
 pub use identity::{HostIdentity, ROOT_MODE_UID_BASE};
 pub use input::MAX_MOUNT_SOURCES;
-pub use spawn::{spawn, LaunchOptions, PendingJail};
+pub use spawn::{spawn, LaunchOptions, PendingJail, StartStep};
 pub use stdio::CapturedOutput;
 pub use subordinate::{NoSubordinateIds, SubordinateIds};
 pub use supervise::{AppExit, BlockedSignals, FirstEvent, JailFacts, JailHandle, RunningJail};

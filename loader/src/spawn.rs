@@ -303,6 +303,17 @@ pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
     })))
 }
 
+/// Moments of [`PendingJail::start_observed`] at which a launcher may act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartStep {
+    /// The app's home exists and belongs to the ids the app runs as; the loader is about to get
+    /// the go-ahead and mount it. Files written into it from now on are the app's to see.
+    HomeReady,
+    /// The last moment before the app's entry may run: the loader has everything but the
+    /// EOF that lets it exec the entry, which follows when the observer returns.
+    EntryNext,
+}
+
 impl PendingJail {
     /// The waiting process's pid (host's view).
     pub fn pid(&self) -> i32 {
@@ -312,7 +323,17 @@ impl PendingJail {
     /// Builds `plan` around the waiting process: id maps, mount sources, the loader's input, the
     /// cgroup; returns once the app's entry runs, with the broker's end of the app's fd 3 (a
     /// socket of the jail's network namespace, like the app's end).
-    pub fn start(mut self, plan: &JailPlan) -> Result<(RunningJail, OwnedFd), LaunchError> {
+    pub fn start(self, plan: &JailPlan) -> Result<(RunningJail, OwnedFd), LaunchError> {
+        self.start_observed(plan, &mut |_| {})
+    }
+
+    /// [`PendingJail::start`], telling `observe` when each [`StartStep`] is reached, so that a
+    /// launcher can work on the app's home while the loader builds the jail.
+    pub fn start_observed(
+        mut self,
+        plan: &JailPlan,
+        observe: &mut dyn FnMut(StartStep),
+    ) -> Result<(RunningJail, OwnedFd), LaunchError> {
         let Pending {
             pid,
             namespace_owner,
@@ -357,6 +378,7 @@ impl PendingJail {
             _ => None,
         };
         prepare_home(home, &identity, subordinate.as_ref())?;
+        observe(StartStep::HomeReady);
         let (mounts, sources) = resolve_mounts(plan)?;
         if sources.len() > MAX_MOUNT_SOURCES {
             return Err(LaunchError::TooManyMountSources {
@@ -409,6 +431,8 @@ impl PendingJail {
             let _ = input_write.write_all(&bytes);
         }
         jail.cgroup().apply(&plan.limits, pid, identity.uid)?;
+        // The loader builds the jail meanwhile, and waits for the EOF below before the entry.
+        observe(StartStep::EntryNext);
         // EOF tells the loader that its cgroup is ready (see the module doc).
         drop(input_write);
         let (abi, fully) = read_until_started(&mut reports, &sources)?;
