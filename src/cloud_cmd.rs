@@ -670,8 +670,8 @@ enum Syncer {
     /// mapped (no daemon runs, and the app runs as subordinate ids of the user: its home is
     /// theirs, which this user cannot read; the engine cannot enter the namespace in this
     /// process, which may have threads, and could not leave it). Both syncs of the run share
-    /// the namespace; or why it could not be made.
-    Namespace(Result<UserNamespace, String>),
+    /// the namespace, made when first needed.
+    Namespace(AppNamespace),
     /// The broker daemon, asked through its control socket.
     Daemon(ControlClient),
 }
@@ -709,7 +709,13 @@ impl RunSync {
                 .name("home-sync".into())
                 .spawn(move || {
                     let by = Syncer::for_app(&state, &app, daemon)?;
-                    sync_around_run(&app, &by, "before the app starts");
+                    // A namespace and a process cost an unprivileged run more than its jail:
+                    // asked in this process first (one listing of the store), most runs skip it.
+                    if matches!(by, Syncer::Namespace(_)) && nothing_to_bring(&state, &app) {
+                        tracing::debug!("nothing to bring to the home: no sync before the app");
+                    } else {
+                        sync_around_run(&app, &by, "before the app starts");
+                    }
                     Some(by)
                 })
         };
@@ -748,6 +754,26 @@ impl RunSync {
     }
 }
 
+/// A user namespace where this user is root and one app's ids are mapped, made at its first use
+/// (two helper execs): a run whose sync before the app has nothing to bring needs it only after.
+struct AppNamespace {
+    ids: SubordinateIds,
+    uid: u32,
+    gid: u32,
+    /// The namespace, or why it could not be made.
+    made: std::cell::OnceCell<Result<UserNamespace, String>>,
+}
+
+impl AppNamespace {
+    fn get(&self) -> &Result<UserNamespace, String> {
+        self.made.get_or_init(|| {
+            self.ids
+                .app_namespace(self.uid, self.gid)
+                .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+        })
+    }
+}
+
 impl Syncer {
     /// Who syncs `app`'s home: the daemon when one answers, else this process (in a namespace
     /// of the app's ids when it runs as subordinate ids of this user). None, reported, when no
@@ -756,9 +782,11 @@ impl Syncer {
         let subordinate = || {
             let ids = SubordinateIds::of_current_user().ok()?;
             let identity = HostIdentity::for_app_home(&app.app_id, Some(&app.home), Some(&ids));
-            identity.subordinate.then(|| {
-                ids.app_namespace(identity.uid, identity.gid)
-                    .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+            identity.subordinate.then(|| AppNamespace {
+                ids,
+                uid: identity.uid,
+                gid: identity.gid,
+                made: std::cell::OnceCell::new(),
             })
         };
         Some(match daemon {
@@ -829,9 +857,23 @@ fn sync_around_run(app: &AppHome, by: &Syncer, when: &str) {
     }
 }
 
+/// Whether the store has nothing for `app`'s home that this device has not synced, and the home
+/// is the directory it last synced ([`SyncEngine::nothing_to_bring`]); false when that cannot be
+/// told (the sync then runs and reports why).
+fn nothing_to_bring(state: &StateDirs, app: &AppHome) -> bool {
+    store(state)
+        .and_then(|store| engine(state, &store))
+        .ok()
+        .and_then(|engine| engine.nothing_to_bring(&app.home_ref(), &app.home).ok())
+        .unwrap_or(false)
+}
+
 /// `elastos sync now APP --format json` in `namespace` (see [`Syncer::Namespace`]): its report.
-fn sync_in(app: &AppHome, namespace: &Result<UserNamespace, String>) -> Result<SyncReport> {
-    let namespace = namespace.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+fn sync_in(app: &AppHome, namespace: &AppNamespace) -> Result<SyncReport> {
+    let namespace = namespace
+        .get()
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut command = std::process::Command::new(
         std::env::current_exe().context("cannot find the elastos executable")?,
     );

@@ -323,6 +323,43 @@ fn two_machines_of_one_user_converge_through_a_shared_store() {
     assert_eq!(status["user"], user_id(&a));
 }
 
+/// An unprivileged run syncs through a user namespace and a process, so it first asks, in
+/// process, whether anything would arrive: when not, it skips the sync before the app. This
+/// checks both answers: a run after another machine's change still starts with that change.
+#[test]
+fn an_unprivileged_run_brings_another_machines_change_and_skips_the_sync_when_there_is_none() {
+    let a = Harness::new(User::Unprivileged);
+    let b = Harness::new(User::Unprivileged);
+    move_user_key(&a, &b);
+    let shared = a.mkdir("shared-store");
+    for machine in [&a, &b] {
+        machine
+            .elastos()
+            .args(["cloud", "set"])
+            .arg(&shared)
+            .output()
+            .assert_code(0);
+    }
+    let bundle = probe_app(&a, "");
+    let get = |machine: &Harness| {
+        let out = machine
+            .run(&bundle, &["home-get", "note.txt"])
+            .env("ELASTOS_LOG", "debug")
+            .output();
+        out.assert_code(0);
+        let skipped = out.stderr_text().contains("no sync before the app");
+        (out.stdout_text().trim().to_owned(), skipped)
+    };
+    probe(&a, &bundle, &["home-put", "note.txt", "from-a"]);
+    assert_eq!(get(&a), ("from-a".to_owned(), true));
+    // B's first run restores A's file (nothing synced there yet: no skipping), then changes it.
+    assert_eq!(get(&b), ("from-a".to_owned(), false));
+    probe(&b, &bundle, &["home-put", "note.txt", "from-b"]);
+    // A's next run must bring B's change before the app reads it.
+    assert_eq!(get(&a), ("from-b".to_owned(), false));
+    assert_eq!(get(&a), ("from-b".to_owned(), true));
+}
+
 #[test]
 fn a_wrong_passphrase_changes_nothing_and_a_different_key_needs_force() {
     let a = Harness::new(User::Root);

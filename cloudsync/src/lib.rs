@@ -217,6 +217,24 @@ impl SyncEngine {
         ))
     }
 
+    /// Whether a sync of `home` at `dir` would find nothing to bring here: the store holds no
+    /// version this device has not synced, and `dir` is the directory this device last synced
+    /// (a missing or new one is a lost cache to restore). Local changes are not looked at, and
+    /// `dir` is only stat'ed, never read: `elastos run` asks this as a user who cannot read an
+    /// app's home, and skips the sync before the app when nothing would arrive (the app's own
+    /// changes go up after it exits).
+    pub fn nothing_to_bring(&self, home: &HomeRef, dir: &Path) -> Result<bool, SyncError> {
+        let home_id = self.keys.home_id(home);
+        let index = self.state.load(&home_id)?;
+        if index.home_identity.is_none() || local::identity_at(dir)? != index.home_identity {
+            return Ok(false);
+        }
+        Ok(matches!(
+            self.ctx().fetch_head(&home_id, &index)?,
+            engine::Fetched::Unchanged
+        ))
+    }
+
     /// Pending changes each way, last sync, conflict copies and size, without changing anything
     /// (one small remote read when nothing changed remotely; local files whose stat changed
     /// count as pending without being read).

@@ -122,17 +122,8 @@ impl HomeDir {
     /// that was deleted and made again has another identity, so an empty home tells "the cache
     /// was lost" (restore it) from "the user deleted every file" (sync the deletions).
     pub(crate) fn identity(&self) -> Result<(u64, Option<i64>), SyncError> {
-        use rustix::fs::StatxFlags;
-        let stx = rustix::fs::statx(
-            &self.root,
-            "",
-            AtFlags::EMPTY_PATH,
-            StatxFlags::INO | StatxFlags::BTIME,
-        )
-        .map_err(|e| SyncError::io("stat home", &self.path, e.into()))?;
-        let btime = (stx.stx_mask & StatxFlags::BTIME.bits() != 0)
-            .then(|| stx.stx_btime.tv_sec * 1_000_000_000 + i64::from(stx.stx_btime.tv_nsec));
-        Ok((stx.stx_ino, btime))
+        statx_identity(&self.root, "", AtFlags::EMPTY_PATH)
+            .map_err(|e| SyncError::io("stat home", &self.path, e.into()))
     }
 
     pub(crate) fn full(&self, rel: &[u8]) -> PathBuf {
@@ -466,6 +457,28 @@ impl HomeDir {
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
+}
+
+/// [`HomeDir::identity`] of the directory at `dir` without opening it (a home that belongs to an
+/// app's own ids can be looked at by a user who cannot read it); None when there is none.
+pub(crate) fn identity_at(dir: &Path) -> Result<Option<(u64, Option<i64>)>, SyncError> {
+    match statx_identity(rustix::fs::CWD, dir, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(identity) => Ok(Some(identity)),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(SyncError::io("stat home", dir, e.into())),
+    }
+}
+
+fn statx_identity(
+    dirfd: impl AsFd,
+    path: impl rustix::path::Arg,
+    flags: AtFlags,
+) -> rustix::io::Result<(u64, Option<i64>)> {
+    use rustix::fs::StatxFlags;
+    let stx = rustix::fs::statx(dirfd, path, flags, StatxFlags::INO | StatxFlags::BTIME)?;
+    let btime = (stx.stx_mask & StatxFlags::BTIME.bits() != 0)
+        .then(|| stx.stx_btime.tv_sec * 1_000_000_000 + i64::from(stx.stx_btime.tv_nsec));
+    Ok((stx.stx_ino, btime))
 }
 
 /// What an open file looks like now.

@@ -284,3 +284,37 @@ fn a_sync_that_changes_nothing_writes_no_index() {
     b.sync().unwrap();
     assert_eq!(tree_hash(&a.home), tree_hash(&b.home));
 }
+
+#[test]
+fn nothing_to_bring_is_true_only_when_a_sync_would_bring_nothing_here() {
+    let root = tempfile::tempdir().unwrap();
+    let store = root.path().join("store");
+    let (a, b) = (
+        device(root.path(), "A", &store),
+        device(root.path(), "B", &store),
+    );
+    let ask = |d: &Device| d.engine.nothing_to_bring(&home_ref(), &d.home).unwrap();
+    std::fs::create_dir_all(&a.home).unwrap();
+    std::fs::write(a.home.join("one.txt"), b"one").unwrap();
+    // Never synced here: the first sync has everything to do.
+    assert!(!ask(&a));
+    a.sync().unwrap();
+    assert!(ask(&a));
+    // Local changes are the app's own, sent after it runs: nothing to bring.
+    std::fs::write(a.home.join("two.txt"), b"two").unwrap();
+    assert!(ask(&a));
+    // Another device committed: there is.
+    b.sync().unwrap();
+    std::fs::write(b.home.join("three.txt"), b"three").unwrap();
+    b.sync().unwrap();
+    assert!(!ask(&a));
+    a.sync().unwrap();
+    assert!(ask(&a));
+    // A home deleted, or deleted and made again, is a lost cache to restore.
+    std::fs::remove_dir_all(&a.home).unwrap();
+    assert!(!ask(&a));
+    std::fs::create_dir_all(&a.home).unwrap();
+    assert!(!ask(&a));
+    a.sync().unwrap();
+    assert!(ask(&a));
+}
