@@ -37,7 +37,7 @@ fn inspect(harness: &Harness, id: &str) -> serde_json::Value {
             .args(["inspect", id, "--format", "json"])
             .output(),
     )[0]
-        .clone()
+    .clone()
 }
 
 /// The value of metric `line_start` (a name with its labels) in `elastos metrics`.

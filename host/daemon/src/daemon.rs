@@ -130,6 +130,7 @@ pub fn run(state: &StateDirs, options: &DaemonOptions) -> Result<(), DaemonError
         ..BrokerConfig::default()
     };
     let broker = Broker::new(config, Some(Arc::new(launcher.clone())));
+    crate::supervisor::remove_cgroups_of_dead_launchers();
     let supervisor = Supervisor::new(
         launcher.clone(),
         broker.clone(),

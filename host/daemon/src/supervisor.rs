@@ -953,43 +953,90 @@ fn restore(logs: &Path, log_limits: LogLimits) -> Vec<Arc<Instance>> {
 /// empty (the kernel kills them as that daemon's threads exit, which may still be under way).
 const LEFTOVER_CGROUP_WAIT: Duration = Duration::from_secs(2);
 
+/// The pid of the launcher that named a jail cgroup `name`, as the loader names them
+/// (`[APP-ID-]PID-N`, loader/src/spawn.rs); `None` for any other name.
+fn launcher_pid(name: &str) -> Option<u32> {
+    let mut parts = name.rsplit('-');
+    let number = |part: Option<&str>| -> Option<u64> {
+        part.filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))?
+            .parse()
+            .ok()
+    };
+    number(parts.next())?;
+    u32::try_from(number(parts.next())?).ok()
+}
+
 /// Removes the cgroup directories a dead daemon's record names for instance `id`. Only jail
-/// cgroups are touched, directories under /sys/fs/cgroup named as the launcher names them
-/// (`[APP-ID-]PID-N`), since a record is a file anyone with the daemon's uid could edit; and
-/// `rmdir` removes only an empty cgroup.
+/// cgroups are touched, directories under /sys/fs/cgroup named as the launcher names them,
+/// since a record is a file anyone with the daemon's uid could edit; and `rmdir` removes only
+/// an empty cgroup.
 fn remove_leftover_cgroups(id: &str, dirs: &[PathBuf]) {
     let deadline = Instant::now() + LEFTOVER_CGROUP_WAIT;
     for dir in dirs {
-        let jail_leaf = dir.file_name().and_then(|name| name.to_str()).is_some_and(|name| {
-            let mut parts = name.rsplit('-');
-            let number = |part: Option<&str>| {
-                part.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-            };
-            number(parts.next()) && number(parts.next())
-        });
-        let ours = jail_leaf
+        let ours = dir
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(launcher_pid)
+            .is_some()
             && dir.starts_with("/sys/fs/cgroup")
-            && !dir.components().any(|c| c == std::path::Component::ParentDir);
+            && !dir
+                .components()
+                .any(|c| c == std::path::Component::ParentDir);
         if !ours {
             tracing::warn!(instance = %id, cgroup = %dir.display(), "not removing a directory that a record names but is no jail's cgroup");
             continue;
         }
-        loop {
-            match std::fs::remove_dir(dir) {
-                Err(e)
-                    if e.raw_os_error() == Some(nix::libc::EBUSY) && Instant::now() < deadline =>
-                {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                Err(e) => {
-                    tracing::warn!(instance = %id, cgroup = %dir.display(), error = %e, "cannot remove the cgroup of an app that died with the previous daemon");
-                    break;
-                }
-                Ok(()) => {
-                    tracing::info!(instance = %id, cgroup = %dir.display(), "removed the cgroup of an app that died with the previous daemon");
-                    break;
-                }
+        remove_dead_cgroup(dir, deadline);
+    }
+}
+
+/// Where root's launchers make jail cgroups (loader/src/cgroup.rs): the v1 controllers, the
+/// cgroup2 tree beside them on a hybrid host, the cgroup2 root.
+const ROOT_JAIL_CGROUPS: [&str; 5] = [
+    "/sys/fs/cgroup/memory/elastos",
+    "/sys/fs/cgroup/pids/elastos",
+    "/sys/fs/cgroup/cpu/elastos",
+    "/sys/fs/cgroup/unified/elastos",
+    "/sys/fs/cgroup/elastos",
+];
+
+/// As root: removes the jail cgroups of launchers that no longer run, which no record names
+/// (warm jails parked by a daemon killed with SIGKILL, its activated providers, a jail killed
+/// between its cgroup's making and its record). A launcher is gone when no process has its
+/// pid; a reused pid only spares its cgroups, and `rmdir` removes only an empty cgroup.
+pub fn remove_cgroups_of_dead_launchers() {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let deadline = Instant::now() + LEFTOVER_CGROUP_WAIT;
+    for parent in ROOT_JAIL_CGROUPS {
+        for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(launcher_pid) else {
+                continue;
+            };
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                remove_dead_cgroup(&entry.path(), deadline);
+            }
+        }
+    }
+}
+
+/// Removes `dir`, the cgroup of an app whose launcher died, waiting until `deadline` for the
+/// app to leave it.
+fn remove_dead_cgroup(dir: &Path, deadline: Instant) {
+    loop {
+        match std::fs::remove_dir(dir) {
+            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::warn!(cgroup = %dir.display(), error = %e, "cannot remove the cgroup of an app whose daemon died");
+                return;
+            }
+            Ok(()) => {
+                tracing::info!(cgroup = %dir.display(), "removed the cgroup of an app whose daemon died");
+                return;
             }
         }
     }
