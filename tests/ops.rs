@@ -924,9 +924,9 @@ fn logs_follow_loses_no_line_across_fast_rotations() {
         expected.len()
     );
     assert!(!out.stderr_text().contains("fell"), "{}", out.stderr_text());
-    // It rotated many times: the oldest lines are gone from the files.
-    let (kept, _) = logs(&harness, &[&id]);
-    assert!(!kept.starts_with("tick 0\n"));
+    // It rotated: ~2 MB went through 64 KiB files.
+    let dir = PathBuf::from(inspect(&harness, &id)["log_dir"].as_str().unwrap());
+    assert!(dir.join("app.log.1").is_file());
     drop(daemon);
 }
 
