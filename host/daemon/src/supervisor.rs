@@ -1094,3 +1094,43 @@ async fn pump(pipe: OwnedFd, stream: Stream, log: &Mutex<LogWriter>) {
     }
     let _ = log.lock().expect("not poisoned").finish(stream);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_jail_cgroups_are_removed_for_a_record() {
+        assert_eq!(
+            launcher_pid("6f1f52c4-1d0b-4f43-9e55-0b7a1e5d3c21-4242-7"),
+            Some(4242)
+        );
+        assert_eq!(launcher_pid("4242-7"), Some(4242));
+        for other in [
+            "elastos",
+            "4242",
+            "user.slice",
+            "a-b-7",
+            "4242-",
+            "-7",
+            "x-99999999999-1",
+        ] {
+            assert_eq!(launcher_pid(other), None, "{other}");
+        }
+        // Named in a record but no jail cgroup: left alone (rmdir would remove an empty one).
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("4242-7");
+        std::fs::create_dir(&victim).unwrap();
+        let elsewhere = dir.path().join("cgroup").join("elastos");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        remove_leftover_cgroups(
+            "test",
+            &[
+                victim.clone(),
+                elsewhere.clone(),
+                PathBuf::from("/sys/fs/cgroup/memory/elastos/../../../tmp/4242-7"),
+            ],
+        );
+        assert!(victim.is_dir() && elsewhere.is_dir());
+    }
+}
