@@ -80,17 +80,34 @@ pub enum Command {
     /// List the apps the broker daemon runs: detached ones (`run -d`) with their state,
     /// restarts, memory and uptime, and the other apps connected to it.
     Ps {
-        /// Show exited detached apps too (kept until `elastos rm`).
+        /// Show exited detached apps too (kept until `elastos rm`, also across daemon restarts).
         #[arg(short, long)]
         all: bool,
-        #[command(flatten)]
-        format: FormatArg,
+        /// Only the apps that match KEY=VALUE: status=running|restarting|exited, name=NAME,
+        /// id=ID-PREFIX, app=APP-ID. Repeated: a key given twice matches either value,
+        /// different keys must all match (podman's rule). A status filter lists exited apps
+        /// without --all.
+        #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+        filter: Vec<crate::apps_cmd::PsFilter>,
+        /// Print only the ids.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Show whole instance ids (12 digits otherwise).
+        #[arg(long)]
+        no_trunc: bool,
+        /// `table` (default), `json`, or a Go template applied to each row, e.g. '{{.ID}}
+        /// {{.Status}}' or 'table {{.ID}}\t{{.Name}}\t{{.ExitCode}}' (fields: those of the
+        /// JSON rows, as .ID or .id; see docs/operations.md).
+        #[arg(long, value_name = "FORMAT", default_value = "table")]
+        format: crate::template::OutputFormat,
     },
-    /// Stop a running app: SIGTERM, then SIGKILL after the timeout. A detached app is not
-    /// restarted by its policy after a stop.
+    /// Stop running apps: SIGTERM, then SIGKILL after the timeout, all at once. A detached app
+    /// is not restarted by its policy after a stop.
     Stop {
-        /// Instance id (or a unique prefix), app id or app name; or connection id (`elastos ps`).
-        id: String,
+        /// Instance ids (or unique prefixes), app ids or app names; or connection ids (`elastos
+        /// ps`).
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
         /// Seconds to wait after SIGTERM before SIGKILL.
         #[arg(short = 't', long = "time", value_name = "SECONDS", default_value_t = elastos_host::detached::DEFAULT_STOP_TIMEOUT_SECS)]
         timeout: u64,
@@ -177,11 +194,19 @@ pub enum DetachedCommand {
         /// Prefix each line with the time the daemon read it (RFC 3339).
         #[arg(short, long)]
         timestamps: bool,
+        /// Only lines read at or after TIME: RFC 3339 (2026-12-07T15:00:00Z) or a duration
+        /// before now (10m, 1h30m, 45s).
+        #[arg(long, value_name = "TIME", value_parser = crate::apps_cmd::parse_log_time)]
+        since: Option<std::time::SystemTime>,
+        /// Only lines read before TIME (as --since); with --follow, stop following then.
+        #[arg(long, value_name = "TIME", value_parser = crate::apps_cmd::parse_log_time)]
+        until: Option<std::time::SystemTime>,
     },
-    /// Send a signal to a detached app (its restart policy then decides as after any end).
+    /// Send a signal to detached apps (their restart policy then decides as after any end).
     Kill {
-        /// Instance id (or a unique prefix), app id or app name.
-        id: String,
+        /// Instance ids (or unique prefixes), app ids or app names.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
         /// KILL, TERM, INT, HUP, QUIT, USR1 or USR2 (the signals the jail's init relays), by
         /// name or number.
         #[arg(short, long, default_value = "KILL", value_parser = parse_signal)]
@@ -195,22 +220,31 @@ pub enum DetachedCommand {
         #[arg(short = 't', long = "time", value_name = "SECONDS", default_value_t = elastos_host::detached::DEFAULT_STOP_TIMEOUT_SECS)]
         timeout: u64,
     },
-    /// Remove an exited detached app and its logs.
+    /// Remove exited detached apps with their records and logs.
     Rm {
-        /// Instance id (or a unique prefix), app id or app name.
-        id: String,
-        /// Kill it first (SIGKILL) if it runs.
+        /// Instance ids (or unique prefixes), app ids or app names.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+        /// Kill running ones first (SIGKILL).
         #[arg(short, long)]
         force: bool,
     },
-    /// Everything about a detached app as JSON: manifest, the jail in force (as `elastos policy
-    /// show` renders it), limits, cgroup, pid, uptime, restarts, runs and policy.
+    /// Remove every exited detached app with its record and logs; prints their ids.
+    Prune {
+        /// Accepted for podman's command line: prune never asks.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Everything about detached apps: manifest, the jail in force (as `elastos policy show`
+    /// renders it), limits, cgroup, pid, uptime, restarts, runs and policy.
     Inspect {
-        /// Instance id (or a unique prefix), app id or app name.
-        id: String,
-        /// Output format (JSON either way; accepted for podman's command line).
-        #[command(flatten)]
-        format: FormatArg,
+        /// Instance ids (or unique prefixes), app ids or app names.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+        /// `json` (default: an array, one object per app, as podman's), `table` (as `ps`), or a
+        /// Go template applied to each app, e.g. '{{.State}}' or '{{.Limits.MemoryBytes}}'.
+        #[arg(short, long, value_name = "FORMAT", default_value = "json")]
+        format: crate::template::OutputFormat,
     },
 }
 
@@ -501,8 +535,10 @@ pub struct RunArgs {
     #[arg(short, long, conflicts_with_all = ["no_cgroup", "allow_downgrade", "dangerously_run_without_kernel_sandbox"])]
     pub detach: bool,
     /// With --detach: start it again after it ends: `no` (default), `on-failure[:N]` (a
-    /// non-zero exit or a signal; at most N restarts) or `always`. Restarts back off
-    /// exponentially, from 250 ms up to 30 s.
+    /// non-zero exit or a signal; at most N restarts), `always` or `unless-stopped`. Restarts
+    /// back off exponentially, from 250 ms up to 30 s. When the daemon restarts, `always`
+    /// apps start again, `unless-stopped` ones unless stopped by `elastos stop`, `on-failure`
+    /// ones if the daemon's end ended them (docker's rules).
     #[arg(long, value_name = "POLICY", requires = "detach", default_value = "no")]
     pub restart: elastos_host::detached::RestartPolicy,
     #[command(flatten)]

@@ -116,12 +116,27 @@ pub fn try_main(cli: Cli) -> Result<u8, Failure> {
             broker_cmd::store_command(ControlRequest::List, &state()?, format.format)
                 .map_err(Failure::from)
         }
-        Command::Ps { all, format } => apps_cmd::ps(all, format.format).map_err(Failure::from),
+        Command::Ps {
+            all,
+            filter,
+            quiet,
+            no_trunc,
+            format,
+        } => apps_cmd::ps(
+            apps_cmd::PsOptions {
+                all,
+                filters: filter,
+                quiet,
+                no_trunc,
+            },
+            &format,
+        )
+        .map_err(Failure::from),
         Command::Services { format } => {
             broker_cmd::daemon_command(ControlRequest::Services, &state()?, format.format)
                 .map_err(Failure::from)
         }
-        Command::Stop { id, timeout } => apps_cmd::stop(id, timeout).map_err(Failure::from),
+        Command::Stop { ids, timeout } => apps_cmd::stop(&ids, timeout).map_err(Failure::from),
         Command::Detached(command) => apps_cmd::detached(command).map_err(Failure::from),
         Command::Run(args) if args.detach => apps_cmd::run_detached(args).map_err(Failure::from),
         Command::Run(args) => run(args),

@@ -12,6 +12,7 @@ mod commands;
 mod identity_cmd;
 mod oci_cmd;
 mod ops_cmd;
+mod template;
 
 use std::process::ExitCode;
 

@@ -36,7 +36,8 @@ fn inspect(harness: &Harness, id: &str) -> serde_json::Value {
             .elastos()
             .args(["inspect", id, "--format", "json"])
             .output(),
-    )
+    )[0]
+    .clone()
 }
 
 /// The value of metric `line_start` (a name with its labels) in `elastos metrics`.

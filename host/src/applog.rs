@@ -11,8 +11,15 @@
 //! Rotation: the current file is `app.log`; when a record would take it past
 //! [`LogLimits::max_file_bytes`], it becomes `app.log.1` (the older ones shift up to
 //! `app.log.<max_files - 1>`, the oldest is deleted) and a new `app.log` starts. So an
-//! instance's logs never take more than `max_file_bytes * max_files` bytes.
+//! instance's logs never take more than `max_file_bytes * max_files` bytes, except while
+//! `logs -f` follows them: a [`Follower`] holds a shared lock on [`FOLLOW_LOCK`], and while
+//! one does, the writer keeps up to [`FOLLOWED_EXTRA_FILES`] more rotated files, so that a
+//! follower that fell behind (descheduled, or reading slower than the app writes) still
+//! finds every file it has not opened yet. A follower holds each file open from the moment
+//! it sees it, and goes from one file to the next by inode, not by name: a file renamed or
+//! deleted under it is read to its end all the same.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -25,6 +32,12 @@ pub const CURRENT: &str = "app.log";
 pub const MAX_RECORD_CONTENT: usize = 16 * 1024;
 /// The smallest [`LogLimits::max_file_bytes`] accepted: several of the longest records.
 pub const MIN_FILE_BYTES: u64 = 64 * 1024;
+/// The lock file of an instance's log directory that followers hold shared.
+pub const FOLLOW_LOCK: &str = "follow.lock";
+/// Rotated files kept beyond [`LogLimits::max_files`] while a follower holds [`FOLLOW_LOCK`]:
+/// a follower loses lines only if it falls this many files behind (one stopped with Ctrl-Z
+/// while the app writes on); it costs at most this many files more disk while followed.
+pub const FOLLOWED_EXTRA_FILES: u32 = 64;
 
 /// How much log an instance keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,13 +147,23 @@ impl LogWriter {
                 .map_err(io_error(dir))?;
         }
         let (file, size) = open_current(dir)?;
-        Ok(LogWriter {
+        let lock = dir.join(FOLLOW_LOCK);
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&lock)
+            .map_err(io_error(&lock))?;
+        let writer = LogWriter {
             dir: dir.into(),
             limits,
             file,
             size,
             pending: [Vec::new(), Vec::new()],
-        })
+        };
+        // A previous daemon may have stopped while a follower kept more.
+        writer.drop_extra_files()?;
+        Ok(writer)
     }
 
     /// What the app wrote to `stream`: its complete lines become records.
@@ -172,13 +195,32 @@ impl LogWriter {
         Ok(())
     }
 
-    /// The stream ended: what it wrote after its last newline becomes a `P` record.
+    /// The stream ended: what it wrote after its last newline becomes a `P` record, and the
+    /// files a follower made it keep beyond the limit go if none follows any more.
     pub fn finish(&mut self, stream: Stream) -> Result<(), LogError> {
         let rest = std::mem::take(&mut self.pending[stream as usize]);
-        if rest.is_empty() {
+        if !rest.is_empty() {
+            self.record(stream, true, &rest)?;
+        }
+        self.drop_extra_files()
+    }
+
+    /// Deletes the rotated files beyond [`LogLimits::max_files`], unless followed.
+    fn drop_extra_files(&self) -> Result<(), LogError> {
+        if self.followed() {
             return Ok(());
         }
-        self.record(stream, true, &rest)
+        for (n, path) in rotated_files(&self.dir) {
+            if n >= self.limits.max_files {
+                match fs::remove_file(&path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(io_error(&path)(e))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     fn record(&mut self, stream: Stream, partial: bool, content: &[u8]) -> Result<(), LogError> {
@@ -201,30 +243,40 @@ impl LogWriter {
     }
 
     /// `app.log` becomes `app.log.1`, the older files shift up, the oldest goes (see the
-    /// module doc).
+    /// module doc; more are kept while followed, and those beyond the limit go once not).
     fn rotate(&mut self) -> Result<(), LogError> {
+        let keep = if self.followed() {
+            self.limits.max_files.saturating_add(FOLLOWED_EXTRA_FILES)
+        } else {
+            self.limits.max_files
+        };
         let numbered = |n: u32| self.dir.join(format!("{CURRENT}.{n}"));
-        let oldest = numbered(self.limits.max_files.saturating_sub(1).max(1));
-        match fs::remove_file(&oldest) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_error(&oldest)(e)),
-            _ => {}
-        }
-        for n in (1..self.limits.max_files.saturating_sub(1)).rev() {
-            match fs::rename(numbered(n), numbered(n + 1)) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    return Err(io_error(&numbered(n))(e))
-                }
+        // Newest last, so the oldest is handled first: no rename lands on a file not moved yet.
+        for (n, path) in rotated_files(&self.dir) {
+            let result = if n.saturating_add(1) >= keep {
+                fs::remove_file(&path)
+            } else {
+                fs::rename(&path, numbered(n + 1))
+            };
+            match result {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_error(&path)(e)),
                 _ => {}
             }
         }
         let current = self.dir.join(CURRENT);
-        if self.limits.max_files > 1 {
+        if keep > 1 {
             fs::rename(&current, numbered(1)).map_err(io_error(&current))?;
         } else {
             fs::remove_file(&current).map_err(io_error(&current))?;
         }
         (self.file, self.size) = open_current(&self.dir)?;
         Ok(())
+    }
+
+    /// Whether a follower holds [`FOLLOW_LOCK`] (an exclusive lock cannot be taken now).
+    fn followed(&self) -> bool {
+        File::open(self.dir.join(FOLLOW_LOCK))
+            .is_ok_and(|lock| matches!(lock.try_lock(), Err(fs::TryLockError::WouldBlock)))
     }
 }
 
@@ -286,8 +338,8 @@ pub fn parse_record(line: &[u8]) -> Option<LogRecord> {
     })
 }
 
-/// The log files of an instance, oldest first (`app.log.N` ... `app.log.1`, `app.log`).
-pub fn log_files(dir: &Path) -> Vec<PathBuf> {
+/// The rotated log files of an instance (`app.log.N`), oldest (highest N) first.
+fn rotated_files(dir: &Path) -> Vec<(u32, PathBuf)> {
     let mut rotated: Vec<(u32, PathBuf)> = fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -304,32 +356,23 @@ pub fn log_files(dir: &Path) -> Vec<PathBuf> {
         })
         .collect();
     rotated.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
-    let mut files: Vec<PathBuf> = rotated.into_iter().map(|(_, path)| path).collect();
+    rotated
+}
+
+/// The log files of an instance, oldest first (`app.log.N` ... `app.log.1`, `app.log`).
+pub fn log_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = rotated_files(dir)
+        .into_iter()
+        .map(|(_, path)| path)
+        .collect();
     files.push(dir.join(CURRENT));
     files
 }
 
 /// Every record of an instance's log, oldest first, and a [`Follower`] positioned after them.
 pub fn read_records(dir: &Path) -> Result<(Vec<LogRecord>, Follower), LogError> {
-    let mut records = Vec::new();
-    let files = log_files(dir);
-    let (rotated, current) = files.split_at(files.len() - 1);
-    for path in rotated {
-        match File::open(path) {
-            Ok(file) => records.extend(
-                read_lines(&mut BufReader::new(file), &mut Vec::new()).map_err(io_error(path))?,
-            ),
-            // Rotated away while we read: its records are gone.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error(path)(e)),
-        }
-    }
-    let mut follower = Follower {
-        path: current[0].clone(),
-        file: None,
-        partial_line: Vec::new(),
-    };
-    records.extend(follower.poll()?);
+    let mut follower = Follower::new(dir);
+    let records = follower.poll()?;
     Ok((records, follower))
 }
 
@@ -347,46 +390,100 @@ fn read_lines(reader: &mut impl BufRead, partial_line: &mut Vec<u8>) -> io::Resu
     }
 }
 
-/// Reads what is appended to an instance's current log file, across rotations (`logs -f`).
-/// Two rotations between two polls lose the file in between (docker's `json-file` has the same
-/// gap): the default limits make that take megabytes within one poll.
+/// Reads an instance's log files in order and then what is appended, across rotations
+/// (`logs -f`; see the module doc for why it loses nothing).
 #[derive(Debug)]
 pub struct Follower {
-    path: PathBuf,
-    file: Option<BufReader<File>>,
+    dir: PathBuf,
+    /// The files opened, oldest first, with their inodes; the first is the one being read.
+    open: VecDeque<(u64, BufReader<File>)>,
     partial_line: Vec<u8>,
+    /// [`FOLLOW_LOCK`], held shared while following (none if it cannot be opened: the logs are
+    /// read all the same, without the writer's extra retention).
+    _lock: Option<File>,
+    /// Rotated files found gone before they were opened.
+    lost: bool,
 }
 
 impl Follower {
-    /// The records appended since the last poll.
+    /// A follower of the log in `dir` that has read nothing yet.
+    pub fn new(dir: &Path) -> Follower {
+        let lock = File::open(dir.join(FOLLOW_LOCK))
+            .ok()
+            .filter(|lock| lock.lock_shared().is_ok());
+        Follower {
+            dir: dir.into(),
+            open: VecDeque::new(),
+            partial_line: Vec::new(),
+            _lock: lock,
+            lost: false,
+        }
+    }
+
+    /// Whether files were rotated away before this follower could open them (it fell more
+    /// than [`FOLLOWED_EXTRA_FILES`] files behind): their lines are missing.
+    pub fn lost_lines(&self) -> bool {
+        self.lost
+    }
+
+    /// The records written since the last poll (on the first, all of them).
     pub fn poll(&mut self) -> Result<Vec<LogRecord>, LogError> {
         let mut records = Vec::new();
-        if let Some(file) = &mut self.file {
-            records.extend(read_lines(file, &mut self.partial_line).map_err(io_error(&self.path))?);
-            // Rotated: what was written to the old file before is read above; go on with the
-            // new one.
-            let rotated = match fs::metadata(&self.path) {
-                Ok(now) => now.ino() != file.get_ref().metadata().map_or(0, |m| m.ino()),
-                Err(_) => false,
-            };
-            if !rotated {
+        loop {
+            self.open_newer()?;
+            self.read_front(&mut records)?;
+            if self.open.len() < 2 {
                 return Ok(records);
             }
-            self.file = None;
+            // A newer file existed before that read, so the writer had left the first one for
+            // good: it has been read to its end; go on with the next.
+            self.open.pop_front();
             self.partial_line.clear();
         }
-        match File::open(&self.path) {
-            Ok(file) => {
-                let mut file = BufReader::new(file);
-                records.extend(
-                    read_lines(&mut file, &mut self.partial_line).map_err(io_error(&self.path))?,
-                );
-                self.file = Some(file);
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error(&self.path)(e)),
+    }
+
+    fn read_front(&mut self, records: &mut Vec<LogRecord>) -> Result<(), LogError> {
+        if let Some((_, file)) = self.open.front_mut() {
+            let path = self.dir.join(CURRENT);
+            records.extend(read_lines(file, &mut self.partial_line).map_err(io_error(&path))?);
         }
-        Ok(records)
+        Ok(())
+    }
+
+    /// Opens the files newer than the newest one held, oldest first, checking by inode that
+    /// each is the file listed (a rotation between the listing and the open moves names).
+    fn open_newer(&mut self) -> Result<(), LogError> {
+        'listing: loop {
+            let listed: Vec<(u64, PathBuf)> = log_files(&self.dir)
+                .into_iter()
+                .filter_map(|path| Some((fs::metadata(&path).ok()?.ino(), path)))
+                .collect();
+            let newer = match self.open.back() {
+                None => &listed[..],
+                Some((newest, _)) => match listed.iter().position(|(ino, _)| ino == newest) {
+                    Some(at) => &listed[at + 1..],
+                    None => {
+                        // Ours was rotated out: every file listed came after it, unless the
+                        // writer kept the most it keeps, in which case some went unread.
+                        let kept = u32::try_from(listed.len()).unwrap_or(u32::MAX);
+                        self.lost |= kept > FOLLOWED_EXTRA_FILES;
+                        &listed[..]
+                    }
+                },
+            };
+            for (ino, path) in newer {
+                let file = match File::open(path) {
+                    Ok(file) => file,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue 'listing,
+                    Err(e) => return Err(io_error(path)(e)),
+                };
+                if file.metadata().map_err(io_error(path))?.ino() != *ino {
+                    continue 'listing;
+                }
+                self.open.push_back((*ino, BufReader::new(file)));
+            }
+            return Ok(());
+        }
     }
 }
 
@@ -503,6 +600,40 @@ mod tests {
         let expected: Vec<String> = (0..2000).map(|i| format!("r{i}")).collect();
         assert_eq!(seen, expected);
         assert!(dir.path().join("app.log.1").exists());
+    }
+
+    #[test]
+    fn a_follower_many_rotations_behind_loses_nothing_and_the_extra_files_go_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = limits(MIN_FILE_BYTES, 2);
+        let mut log = LogWriter::open(dir.path(), limits).unwrap();
+        let (records, mut follower) = read_records(dir.path()).unwrap();
+        assert!(records.is_empty());
+        // About 20 rotations before the follower looks again.
+        let lines = 25_000;
+        for i in 0..lines {
+            log.write(Stream::Stdout, format!("line {i}\n").as_bytes())
+                .unwrap();
+        }
+        let files = log_files(dir.path()).len() as u32;
+        assert!(
+            files > limits.max_files + 10,
+            "kept while followed: {files}"
+        );
+        let seen = contents(&follower.poll().unwrap());
+        let expected: Vec<String> = (0..lines).map(|i| format!("line {i}")).collect();
+        assert_eq!(seen.len(), expected.len());
+        assert!(seen == expected, "lines lost or out of order");
+        assert!(!follower.lost_lines());
+        drop(follower);
+        log.finish(Stream::Stdout).unwrap();
+        assert_eq!(log_files(dir.path()).len() as u32, limits.max_files);
+        // Unfollowed, the cap holds at every rotation.
+        for i in 0..20_000 {
+            log.write(Stream::Stdout, format!("more {i}\n").as_bytes())
+                .unwrap();
+        }
+        assert_eq!(log_files(dir.path()).len() as u32, limits.max_files);
     }
 
     #[test]

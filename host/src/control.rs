@@ -116,6 +116,8 @@ pub enum ControlRequest {
         #[serde(default)]
         force: bool,
     },
+    /// Forget every exited detached instance and delete its logs; answered with their views.
+    Prune,
     /// Everything about a detached instance: manifest, the jail in force, limits, cgroup,
     /// runs.
     Inspect { id: String },

@@ -4,7 +4,7 @@
 //! [`crate::applog`].
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -46,8 +46,12 @@ pub enum RestartPolicy {
         /// The most restarts.
         max: Option<u32>,
     },
-    /// Whatever the exit code.
+    /// Whatever the exit code; also when a new daemon starts, even after `elastos stop`
+    /// (docker's `always`).
     Always,
+    /// As `always`, except that a new daemon leaves it stopped if `elastos stop` ended it
+    /// (docker's `unless-stopped`).
+    UnlessStopped,
 }
 
 impl RestartPolicy {
@@ -56,10 +60,27 @@ impl RestartPolicy {
     pub fn restarts_after(self, exit_code: i32, restarts: u32) -> bool {
         match self {
             RestartPolicy::No => false,
-            RestartPolicy::Always => true,
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
             RestartPolicy::OnFailure { max } => {
                 exit_code != 0 && max.is_none_or(|max| restarts < max)
             }
+        }
+    }
+
+    /// Whether a new daemon starts again an instance it finds in its record, docker's rule for
+    /// a daemon restart: `always` whatever ended it, `unless-stopped` unless `elastos stop` did,
+    /// `on-failure` when the daemon ended its run (stopping or dying: no failure of the app's,
+    /// not counted against N) or while it waited out a backoff, never `no`. An instance that
+    /// ended for good by itself under `on-failure` (exit 0, or N restarts made) stays exited.
+    pub fn restarts_on_daemon_start(self, ended_by: Option<EndCause>) -> bool {
+        match self {
+            RestartPolicy::No => false,
+            RestartPolicy::Always => true,
+            RestartPolicy::UnlessStopped => ended_by != Some(EndCause::Stopped),
+            RestartPolicy::OnFailure { .. } => matches!(
+                ended_by,
+                Some(EndCause::DaemonStopped | EndCause::DaemonDied)
+            ),
         }
     }
 }
@@ -68,12 +89,17 @@ impl FromStr for RestartPolicy {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let bad = || format!("restart policy {text:?}: expected no, on-failure[:N] or always");
+        let bad = || {
+            format!(
+                "restart policy {text:?}: expected no, on-failure[:N], always or unless-stopped"
+            )
+        };
         match text.split_once(':') {
             None => match text {
                 "no" => Ok(RestartPolicy::No),
                 "on-failure" => Ok(RestartPolicy::OnFailure { max: None }),
                 "always" => Ok(RestartPolicy::Always),
+                "unless-stopped" => Ok(RestartPolicy::UnlessStopped),
                 _ => Err(bad()),
             },
             Some(("on-failure", count)) => count
@@ -97,6 +123,7 @@ impl fmt::Display for RestartPolicy {
             RestartPolicy::OnFailure { max: None } => f.write_str("on-failure"),
             RestartPolicy::OnFailure { max: Some(max) } => write!(f, "on-failure:{max}"),
             RestartPolicy::Always => f.write_str("always"),
+            RestartPolicy::UnlessStopped => f.write_str("unless-stopped"),
         }
     }
 }
@@ -155,6 +182,32 @@ impl fmt::Display for InstanceState {
     }
 }
 
+/// What ended an instance's latest run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndCause {
+    /// The app exited or died of a signal (`elastos kill` included).
+    Exited,
+    /// `elastos stop` (or `rm --force`).
+    Stopped,
+    /// The daemon stopped it on its way out (SIGTERM to the daemon, `systemctl stop`).
+    DaemonStopped,
+    /// The daemon died while it ran (SIGKILL, a crash): the kernel killed the app with it
+    /// (PR_SET_PDEATHSIG of its supervisor thread); found by the next daemon in its record.
+    DaemonDied,
+}
+
+impl fmt::Display for EndCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EndCause::Exited => "exited",
+            EndCause::Stopped => "stopped",
+            EndCause::DaemonStopped => "daemon stopped",
+            EndCause::DaemonDied => "daemon died",
+        })
+    }
+}
+
 /// A detached instance as `elastos ps` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceView {
@@ -180,8 +233,21 @@ pub struct InstanceView {
     pub uptime_secs: Option<u64>,
     /// When the first run started, in seconds since the Unix epoch.
     pub created_at: u64,
-    /// The exit code of the last run that ended (128+N: signal N).
+    /// When the latest run started, in milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub started_at_ms: Option<u64>,
+    /// When the latest run ended, if it has and that is known (not after the daemon died).
+    #[serde(default)]
+    pub finished_at_ms: Option<u64>,
+    /// The exit code of the last run that ended (128+N: signal N); unknown after the daemon
+    /// died.
     pub exit_code: Option<i32>,
+    /// What ended the latest run, once it has ended.
+    #[serde(default)]
+    pub ended_by: Option<EndCause>,
+    /// The SHA-256 of the bundle the latest run started from (hex).
+    #[serde(default)]
+    pub bundle_digest: Option<String>,
     /// The broker connection of the current run.
     pub connection: Option<u64>,
     /// The directory of its log files (`elastos logs` reads them).
@@ -207,6 +273,159 @@ pub struct RunRecord {
 
 /// The most runs `inspect` lists (the latest ones): a crash loop must not grow the daemon.
 pub const MAX_RUN_RECORDS: usize = 32;
+
+/// The version of [`InstanceRecord`]'s format. A daemon skips (naming the file) a record of
+/// another version rather than guess at it.
+pub const RECORD_VERSION: u32 = 1;
+/// An instance's record, in its directory beside its logs (`<logs>/<instance id>/`): `rm`
+/// deletes both at once.
+pub const RECORD_FILE: &str = "instance.json";
+
+/// What the daemon keeps of an instance on disk, so that the next daemon lists it, keeps its
+/// logs, and restarts it if its policy says so. Written whole (a temporary file renamed over
+/// the old one) at every change of state: a crash leaves the previous record or the new one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    /// [`RECORD_VERSION`].
+    pub version: u32,
+    /// The instance id (also its directory's name).
+    pub id: String,
+    /// What `run -d` asked for: bundle, arguments, restart policy, limits of the command line.
+    pub spec: DetachedRun,
+    /// The app's UUID, once a run has started (nil before).
+    pub app_id: Uuid,
+    /// The app's name, once a run has started (empty before).
+    pub name: String,
+    /// The SHA-256 of the bundle of the latest run (hex).
+    pub bundle_digest: Option<String>,
+    /// The state when written: `running` or `restarting` in a record that a new daemon reads
+    /// means the daemon died.
+    pub state: InstanceState,
+    /// The exit code of the last run that ended, as in [`InstanceView`].
+    pub exit_code: Option<i32>,
+    /// What ended the latest run.
+    pub ended_by: Option<EndCause>,
+    /// Restarts made by the policy.
+    pub restarts: u32,
+    /// When the first run started, in seconds since the Unix epoch.
+    pub created_at: u64,
+    /// The latest runs, oldest first.
+    pub runs: Vec<RunRecord>,
+    /// The cgroup directories of the running app: a daemon that died could not remove them,
+    /// the next one does.
+    #[serde(default)]
+    pub cgroups: Vec<PathBuf>,
+}
+
+/// An instance's record could not be written or read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// Reading or writing the file failed.
+    #[error("instance record {}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is no record.
+    #[error("instance record {} is corrupt", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A record of another version of elastos.
+    #[error(
+        "instance record {} has format version {found}, this daemon reads version \
+         {RECORD_VERSION}",
+        path.display()
+    )]
+    UnknownVersion {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: u64,
+    },
+    /// The record names another instance than its directory.
+    #[error("instance record {} is of instance {id:?}, not of its directory", path.display())]
+    Misplaced {
+        /// The file.
+        path: PathBuf,
+        /// The id it holds.
+        id: String,
+    },
+}
+
+impl InstanceRecord {
+    /// Writes the record into `dir` atomically: a temporary file, synced, renamed over
+    /// [`RECORD_FILE`], and the directory synced (so that the rename survives a power loss).
+    pub fn save(&self, dir: &Path) -> Result<(), RecordError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join(RECORD_FILE);
+        let temporary = dir.join(format!("{RECORD_FILE}.tmp"));
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| RecordError::Io { path, source }
+        };
+        let json = serde_json::to_vec_pretty(self).expect("records serialize");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temporary)
+            .map_err(io(&temporary))?;
+        file.write_all(&json).map_err(io(&temporary))?;
+        file.sync_all().map_err(io(&temporary))?;
+        std::fs::rename(&temporary, &path).map_err(io(&path))?;
+        std::fs::File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io(dir))
+    }
+
+    /// The record in `dir`, which must be the instance's own directory (named by its id).
+    pub fn load(dir: &Path) -> Result<InstanceRecord, RecordError> {
+        let path = dir.join(RECORD_FILE);
+        let bytes = std::fs::read(&path).map_err(|source| RecordError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let corrupt = |source| RecordError::Corrupt {
+            path: path.clone(),
+            source,
+        };
+        // The version first: a record of another version may not parse as this one.
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(corrupt)?;
+        match value.get("version").and_then(serde_json::Value::as_u64) {
+            Some(version) if version == u64::from(RECORD_VERSION) => {}
+            found => {
+                return Err(RecordError::UnknownVersion {
+                    path,
+                    found: found.unwrap_or(0),
+                })
+            }
+        }
+        let record: InstanceRecord = serde_json::from_value(value).map_err(corrupt)?;
+        if dir.file_name() != Some(std::ffi::OsStr::new(&record.id)) {
+            return Err(RecordError::Misplaced {
+                path,
+                id: record.id,
+            });
+        }
+        Ok(record)
+    }
+}
+
+/// Whether `name` is an instance id (32 hex digits), as its directory is named.
+pub fn is_instance_id(name: &str) -> bool {
+    name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
@@ -258,7 +477,13 @@ mod tests {
 
     #[test]
     fn restart_policies_parse_and_print_like_docker() {
-        for text in ["no", "on-failure", "on-failure:3", "always"] {
+        for text in [
+            "no",
+            "on-failure",
+            "on-failure:3",
+            "always",
+            "unless-stopped",
+        ] {
             assert_eq!(text.parse::<RestartPolicy>().unwrap().to_string(), text);
         }
         for bad in [
@@ -283,6 +508,124 @@ mod tests {
         assert!(!policy.restarts_after(0, 0), "exit 0 is no failure");
         assert!(RestartPolicy::Always.restarts_after(0, 1000));
         assert!(!RestartPolicy::No.restarts_after(1, 0));
+    }
+
+    #[test]
+    fn a_daemon_restart_restarts_by_dockers_rules() {
+        use EndCause::*;
+        let policy = |text: &str| text.parse::<RestartPolicy>().unwrap();
+        let cases = [
+            // (policy, what ended it, restarted)
+            ("no", Some(DaemonStopped), false),
+            ("no", Some(DaemonDied), false),
+            ("always", Some(Stopped), true),
+            ("always", Some(Exited), true),
+            ("unless-stopped", Some(Stopped), false),
+            ("unless-stopped", Some(DaemonDied), true),
+            ("unless-stopped", Some(Exited), true),
+            ("on-failure:2", Some(DaemonStopped), true),
+            ("on-failure", Some(DaemonDied), true),
+            ("on-failure", Some(Exited), false),
+            ("on-failure", Some(Stopped), false),
+            ("on-failure", None, false),
+        ];
+        for (text, ended_by, restarted) in cases {
+            assert_eq!(
+                policy(text).restarts_on_daemon_start(ended_by),
+                restarted,
+                "{text} after {ended_by:?}"
+            );
+        }
+    }
+
+    fn record(id: &str) -> InstanceRecord {
+        InstanceRecord {
+            version: RECORD_VERSION,
+            id: id.into(),
+            spec: DetachedRun {
+                bundle: "/b.bundle".into(),
+                args: vec!["sleep".into(), "60".into()],
+                restart: RestartPolicy::OnFailure { max: Some(3) },
+                overrides: elastos_policy::LimitOverrides::default(),
+            },
+            app_id: Uuid::nil(),
+            name: "probe".into(),
+            bundle_digest: Some("ab".repeat(32)),
+            state: InstanceState::Running,
+            exit_code: None,
+            ended_by: None,
+            restarts: 2,
+            created_at: 1_700_000_000,
+            runs: vec![RunRecord {
+                started_at_ms: 1,
+                ended_at_ms: None,
+                exit_code: None,
+                delay_ms: 0,
+                warm: true,
+            }],
+            cgroups: vec!["/sys/fs/cgroup/memory/elastos/x".into()],
+        }
+    }
+
+    #[test]
+    fn a_record_is_written_atomically_and_read_back() {
+        let logs = tempfile::tempdir().unwrap();
+        let id = "0123456789abcdef0123456789abcdef";
+        let dir = logs.path().join(id);
+        std::fs::create_dir(&dir).unwrap();
+        let mut written = record(id);
+        written.save(&dir).unwrap();
+        assert_eq!(InstanceRecord::load(&dir).unwrap(), written);
+        written.state = InstanceState::Exited;
+        written.save(&dir).unwrap();
+        assert_eq!(
+            InstanceRecord::load(&dir).unwrap().state,
+            InstanceState::Exited
+        );
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, [RECORD_FILE], "no temporary file is left");
+    }
+
+    #[test]
+    fn unreadable_records_say_which_file_and_why() {
+        let logs = tempfile::tempdir().unwrap();
+        let id = "0123456789abcdef0123456789abcdef";
+        let dir = logs.path().join(id);
+        std::fs::create_dir(&dir).unwrap();
+        let file = dir.join(RECORD_FILE);
+        let error = |contents: &str| {
+            std::fs::write(&file, contents).unwrap();
+            let error = InstanceRecord::load(&dir).unwrap_err();
+            let text = crate::describe_error(&error);
+            assert!(text.contains(file.to_str().unwrap()), "{text}");
+            error
+        };
+        assert!(matches!(error("{nope"), RecordError::Corrupt { .. }));
+        assert!(matches!(
+            error(r#"{"version": 7}"#),
+            RecordError::UnknownVersion { found: 7, .. }
+        ));
+        assert!(matches!(
+            error("[]"),
+            RecordError::UnknownVersion { found: 0, .. }
+        ));
+        let mut wrong_state = serde_json::to_value(record(id)).unwrap();
+        wrong_state["state"] = "paused".into();
+        assert!(matches!(
+            error(&wrong_state.to_string()),
+            RecordError::Corrupt { .. }
+        ));
+        let other = serde_json::to_string(&record("ffffffffffffffffffffffffffffffff")).unwrap();
+        assert!(matches!(error(&other), RecordError::Misplaced { .. }));
+        std::fs::remove_file(&file).unwrap();
+        assert!(matches!(
+            InstanceRecord::load(&dir),
+            Err(RecordError::Io { .. })
+        ));
+        assert!(is_instance_id(id) && !is_instance_id("logs") && !is_instance_id(&id[1..]));
     }
 
     #[test]

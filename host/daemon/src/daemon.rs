@@ -130,6 +130,7 @@ pub fn run(state: &StateDirs, options: &DaemonOptions) -> Result<(), DaemonError
         ..BrokerConfig::default()
     };
     let broker = Broker::new(config, Some(Arc::new(launcher.clone())));
+    crate::supervisor::remove_cgroups_of_dead_launchers();
     let supervisor = Supervisor::new(
         launcher.clone(),
         broker.clone(),
@@ -207,6 +208,8 @@ pub fn run(state: &StateDirs, options: &DaemonOptions) -> Result<(), DaemonError
             ));
         }
     });
+    // Only now: a restarted app's first call may need the control socket served.
+    supervisor.resume();
     loop {
         let signal = signals.next()?;
         if signal != Signal::SIGCHLD {
@@ -489,6 +492,7 @@ fn handle_request(
             to_json(supervisor.restart(&id, timeout(timeout_secs))?)
         }
         ControlRequest::Rm { id, force } => to_json(supervisor.remove(&id, force)?),
+        ControlRequest::Prune => to_json(supervisor.prune()),
         ControlRequest::Inspect { id } => supervisor.inspect(&id),
         ControlRequest::Services => {
             let installed = store
@@ -592,6 +596,7 @@ pub fn store_request(
         | ControlRequest::Kill { .. }
         | ControlRequest::Restart { .. }
         | ControlRequest::Rm { .. }
+        | ControlRequest::Prune
         | ControlRequest::Inspect { .. }
         | ControlRequest::Metrics
         | ControlRequest::CloudSync { .. }

@@ -3,9 +3,12 @@
 //! activated provider's), restarted by its policy with exponential backoff, its output kept in
 //! a capped, rotated log ([`elastos_host::applog`]).
 //!
-//! Instances live in the daemon's memory: a daemon that stops stops them, and the next one
-//! starts with none (it deletes the logs the previous one left, which are only found by
-//! instance id).
+//! Each instance's record ([`InstanceRecord`]) is kept beside its logs and rewritten at every
+//! change of state, so that the next daemon lists it, keeps its logs and restarts it when its
+//! policy says so ([`Supervisor::new`], [`Supervisor::resume`]). A daemon that stops stops its
+//! instances first; one that dies (SIGKILL, a crash) takes them with it (the kernel kills each
+//! jail when its supervisor thread ends, PR_SET_PDEATHSIG), and the next daemon removes the
+//! cgroups their records name.
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
@@ -19,8 +22,8 @@ use elastos_host::activator::{AppLauncher, RunStarted, SupervisedRun};
 use elastos_host::applog::{LogLimits, LogWriter, Stream};
 use elastos_host::control::{self, AppView};
 use elastos_host::detached::{
-    self, backoff_delay, DetachedRun, InstanceState, InstanceView, RunRecord, BACKOFF_RESET_AFTER,
-    MAX_RUN_RECORDS,
+    self, backoff_delay, DetachedRun, EndCause, InstanceRecord, InstanceState, InstanceView,
+    RunRecord, BACKOFF_RESET_AFTER, MAX_RUN_RECORDS, RECORD_VERSION,
 };
 use elastos_host::pool::{JailPool, PoolStats};
 use elastos_loader::{CapturedOutput, JailFacts, JailHandle, LimitMechanism};
@@ -74,9 +77,14 @@ struct Live {
     /// The supervisor thread has ended (the state is `Exited` for good unless restarted).
     supervised: bool,
     runs: VecDeque<RunRecord>,
-    /// The manifest and plan of the latest run.
+    /// The manifest and plan of the latest run (none for an instance restored from its record
+    /// until it runs again).
     prepared: Option<(Manifest, JailPlan)>,
     facts: Option<JailFacts>,
+    /// What ended the latest run.
+    ended_by: Option<EndCause>,
+    /// The SHA-256 of the bundle of the latest run.
+    bundle_digest: Option<String>,
 }
 
 struct CurrentRun {
@@ -91,7 +99,8 @@ pub type Answer<T> = Result<T, String>;
 
 impl Supervisor {
     /// Instances started through `launcher`, attached to `broker` on `runtime`, logged under
-    /// `logs` with `log_limits`. Deletes what a previous daemon left in `logs`.
+    /// `logs` with `log_limits`; with the instances a previous daemon left there, none running
+    /// ([`restore`]). [`Supervisor::resume`] then restarts those whose policy says so.
     pub fn new(
         launcher: AppLauncher,
         broker: Broker,
@@ -99,16 +108,71 @@ impl Supervisor {
         logs: PathBuf,
         log_limits: LogLimits,
     ) -> Supervisor {
-        remove_stale_logs(&logs);
+        let instances = restore(&logs, log_limits);
         Supervisor(Arc::new(Shared {
             launcher,
             broker,
             runtime,
             logs,
             log_limits,
-            instances: Mutex::new(Vec::new()),
+            instances: Mutex::new(instances),
             shutting_down: AtomicBool::new(false),
         }))
+    }
+
+    /// Starts again, on a thread of their own, the restored instances whose restart policy
+    /// says so after a daemon restart ([`detached::RestartPolicy::restarts_on_daemon_start`]).
+    /// They are `restarting` (and supervised) from now on, so that a stop asked for before
+    /// their turn comes is not undone by it.
+    pub fn resume(&self) {
+        let resumed: Vec<Arc<Instance>> = self
+            .0
+            .instances
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .filter(|i| i.spec.restart.restarts_on_daemon_start(i.lock().ended_by))
+            .cloned()
+            .collect();
+        if resumed.is_empty() {
+            return;
+        }
+        for instance in &resumed {
+            ready_to_start(instance, InstanceState::Restarting);
+        }
+        let supervisor = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("elastos-resume".into())
+            .spawn(move || {
+                for instance in resumed {
+                    tracing::info!(instance = %instance.id, policy = %instance.spec.restart, "restarting a detached app after the daemon restarted");
+                    if let Err(error) = supervisor.start_ready(&instance) {
+                        tracing::warn!(instance = %instance.id, %error, "could not restart a detached app after the daemon restarted");
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot restart the detached apps of the previous daemon");
+        }
+    }
+
+    /// Starts an instance that is not supervised (exited) again: its first run's result.
+    fn start_again(&self, instance: &Arc<Instance>) -> Answer<()> {
+        ready_to_start(instance, InstanceState::Running);
+        self.start_ready(instance)
+    }
+
+    /// Starts the supervisor of an instance [`ready_to_start`]; if it cannot start, the
+    /// instance is exited again.
+    fn start_ready(&self, instance: &Arc<Instance>) -> Answer<()> {
+        let started = self.start_supervisor(instance);
+        if started.is_err() {
+            let mut live = instance.lock();
+            live.supervised = false;
+            live.state = InstanceState::Exited;
+            instance.changed.notify_all();
+        }
+        started
     }
 
     /// The warm jails of the launcher's pool, if it has one.
@@ -148,9 +212,12 @@ impl Supervisor {
                 runs: VecDeque::new(),
                 prepared: None,
                 facts: None,
+                ended_by: None,
+                bundle_digest: None,
             }),
             changed: Condvar::new(),
         });
+        instance.save(&instance.lock());
         self.0
             .instances
             .lock()
@@ -216,6 +283,9 @@ impl Supervisor {
                         let mut live = instance.lock();
                         live.supervised = false;
                         live.state = InstanceState::Exited;
+                        live.exit_code = Some(e.exit_code());
+                        live.ended_by = Some(EndCause::Exited);
+                        instance.save(&live);
                         let _ = first.send(Err(message));
                         return;
                     }
@@ -228,6 +298,7 @@ impl Supervisor {
             let mut live = instance.lock();
             live.current = None;
             live.exit_code = Some(exit_code);
+            live.ended_by = Some(self.end_cause(&live));
             let now = detached::now_ms();
             match live.runs.back_mut() {
                 Some(run) if run.ended_at_ms.is_none() => {
@@ -259,12 +330,14 @@ impl Supervisor {
             {
                 live.state = InstanceState::Exited;
                 live.supervised = false;
+                instance.save(&live);
                 instance.changed.notify_all();
                 return;
             }
             delay = backoff_delay(live.consecutive);
             live.consecutive = live.consecutive.saturating_add(1);
             live.state = InstanceState::Restarting;
+            instance.save(&live);
             instance.changed.notify_all();
             let deadline = Instant::now() + delay;
             // The backoff, cut short by a stop: a crash loop sleeps here, it does not spin.
@@ -282,11 +355,24 @@ impl Supervisor {
             if live.stop_requested || self.0.shutting_down.load(Ordering::SeqCst) {
                 live.state = InstanceState::Exited;
                 live.supervised = false;
+                live.ended_by = Some(self.end_cause(&live));
+                instance.save(&live);
                 instance.changed.notify_all();
                 return;
             }
             live.restarts += 1;
             tracing::info!(instance = %instance.id, restart = live.restarts, ?delay, "restarting detached app");
+        }
+    }
+
+    /// Why a run ends now: a stop asked for, the daemon stopping, else the app itself.
+    fn end_cause(&self, live: &Live) -> EndCause {
+        if self.0.shutting_down.load(Ordering::SeqCst) {
+            EndCause::DaemonStopped
+        } else if live.stop_requested {
+            EndCause::Stopped
+        } else {
+            EndCause::Exited
         }
     }
 
@@ -341,8 +427,11 @@ impl Supervisor {
                 warm,
             },
         );
+        live.ended_by = None;
+        live.bundle_digest = Some(prepared.digest);
         live.prepared = Some((prepared.manifest, prepared.plan));
         live.facts = Some(facts);
+        instance.save(&live);
         tracing::info!(instance = %instance.id, app = %live.app_id, pid, warm, "detached app started");
         instance.changed.notify_all();
         !(live.stop_requested || self.0.shutting_down.load(Ordering::SeqCst))
@@ -456,14 +545,7 @@ impl Supervisor {
     pub fn restart(&self, id: &str, timeout: Duration) -> Answer<InstanceView> {
         let instance = self.get(id)?;
         self.stop(&instance, timeout)?;
-        {
-            let mut live = instance.lock();
-            live.stop_requested = false;
-            live.supervised = true;
-            live.consecutive = 0;
-            live.state = InstanceState::Running;
-        }
-        self.start_supervisor(&instance)?;
+        self.start_again(&instance)?;
         Ok(self.view(&instance))
     }
 
@@ -485,6 +567,20 @@ impl Supervisor {
         }
         self.forget(&instance);
         Ok(view)
+    }
+
+    /// `elastos prune`: forgets every exited instance and deletes its logs.
+    pub fn prune(&self) -> Vec<InstanceView> {
+        let instances: Vec<Arc<Instance>> = self.0.instances.lock().expect("not poisoned").clone();
+        instances
+            .iter()
+            .filter(|instance| !instance.lock().supervised)
+            .map(|instance| {
+                let view = self.view(instance);
+                self.forget(instance);
+                view
+            })
+            .collect()
     }
 
     fn forget(&self, instance: &Arc<Instance>) {
@@ -548,7 +644,11 @@ impl Supervisor {
             }),
             uptime_secs: current.map(|c| c.since.elapsed().as_secs()),
             created_at: instance.created_at,
+            started_at_ms: live.runs.back().map(|run| run.started_at_ms),
+            finished_at_ms: live.runs.back().and_then(|run| run.ended_at_ms),
             exit_code: live.exit_code,
+            ended_by: live.ended_by,
+            bundle_digest: live.bundle_digest.clone(),
             connection: current.and_then(|c| c.connection).map(|c| c.0),
             log_dir: instance.log_dir.clone(),
         }
@@ -567,6 +667,7 @@ impl Supervisor {
             instance: view,
             bundle: &instance.spec.bundle,
             args: &instance.spec.args,
+            limit_overrides: &instance.spec.overrides,
             manifest,
             limits: plan.map(|p| &p.limits),
             cgroup: live.facts.as_ref().and_then(|f| cgroup_paths(&f.limits)),
@@ -590,8 +691,9 @@ impl Supervisor {
         let instances = self.0.instances.lock().expect("not poisoned").clone();
         let signal_all = |signal: fn(&JailHandle)| {
             for instance in &instances {
-                let mut live = instance.lock();
-                live.stop_requested = true;
+                // Not a stop asked for: the record says the daemon stopped it, and the next
+                // daemon's restart policy decides.
+                let live = instance.lock();
                 instance.changed.notify_all();
                 if let Some(current) = &live.current {
                     signal(&current.handle);
@@ -615,6 +717,46 @@ impl Instance {
     fn lock(&self) -> MutexGuard<'_, Live> {
         self.live.lock().expect("not poisoned")
     }
+
+    /// Its record as `live` has it.
+    fn record(&self, live: &Live) -> InstanceRecord {
+        InstanceRecord {
+            version: RECORD_VERSION,
+            id: self.id.clone(),
+            spec: self.spec.clone(),
+            app_id: live.app_id,
+            name: live.name.clone(),
+            bundle_digest: live.bundle_digest.clone(),
+            state: live.state,
+            exit_code: live.exit_code,
+            ended_by: live.ended_by,
+            restarts: live.restarts,
+            created_at: self.created_at,
+            runs: live.runs.iter().cloned().collect(),
+            cgroups: match (&live.current, &live.facts) {
+                (Some(_), Some(facts)) => facts.limits.dirs().into_iter().map(Into::into).collect(),
+                _ => Vec::new(),
+            },
+        }
+    }
+
+    /// Writes its record (called with its lock held, so records are written in the order of
+    /// the changes). A failure is logged: the instance runs on, and a new daemon would find an
+    /// older record.
+    fn save(&self, live: &Live) {
+        if let Err(e) = self.record(live).save(&self.log_dir) {
+            tracing::warn!(instance = %self.id, error = %elastos_host::describe_error(&e), "cannot write an instance's record");
+        }
+    }
+}
+
+/// Marks `instance` supervised again, in `state`, with a new backoff and no stop pending.
+fn ready_to_start(instance: &Instance, state: InstanceState) {
+    let mut live = instance.lock();
+    live.stop_requested = false;
+    live.supervised = true;
+    live.consecutive = 0;
+    live.state = state;
 }
 
 /// Waits on `instance`'s changes until `done` or `deadline`.
@@ -652,6 +794,8 @@ struct Inspected<'a> {
     instance: InstanceView,
     bundle: &'a Path,
     args: &'a [String],
+    /// `--memory`, `--cpus`, `--pids` of `run -d`.
+    limit_overrides: &'a elastos_policy::LimitOverrides,
     /// The verified manifest of the latest run.
     manifest: Option<&'a Manifest>,
     /// The limits in force (the manifest's, after the host's ceilings).
@@ -728,18 +872,172 @@ fn resident_tree_bytes(pid: u32) -> Option<u64> {
     Some(total)
 }
 
-/// Deletes the instance log directories a previous daemon left (32 hex digits each).
-fn remove_stale_logs(logs: &Path) {
+/// The instances whose records a previous daemon left in `logs`, oldest first, none running:
+/// one that was running or restarting is marked ended by the daemon's death, and the cgroups
+/// its record names are removed. A record that cannot be read is reported by name and skipped
+/// (left as it is, with its logs).
+fn restore(logs: &Path, log_limits: LogLimits) -> Vec<Arc<Instance>> {
     let Ok(entries) = std::fs::read_dir(logs) else {
-        return;
+        return Vec::new();
     };
+    let mut instances = Vec::new();
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let is_instance = name
+        let dir = entry.path();
+        if !entry
+            .file_name()
             .to_str()
-            .is_some_and(|n| n.len() == 32 && n.bytes().all(|b| b.is_ascii_hexdigit()));
-        if is_instance {
-            let _ = std::fs::remove_dir_all(entry.path());
+            .is_some_and(detached::is_instance_id)
+        {
+            continue;
+        }
+        let mut record = match InstanceRecord::load(&dir) {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::warn!(error = %elastos_host::describe_error(&e), "skipped a detached app's record: its instance is not listed, its files are left as they are");
+                continue;
+            }
+        };
+        if record.state != InstanceState::Exited {
+            remove_leftover_cgroups(&record.id, &record.cgroups);
+            record.state = InstanceState::Exited;
+            record.ended_by = Some(EndCause::DaemonDied);
+            record.exit_code = None;
+        }
+        record.cgroups.clear();
+        let log = match LogWriter::open(&dir, log_limits) {
+            Ok(log) => log,
+            Err(e) => {
+                tracing::warn!(error = %elastos_host::describe_error(&e), "skipped a detached app: its log cannot be opened");
+                continue;
+            }
+        };
+        let instance = Instance {
+            id: record.id,
+            spec: record.spec,
+            created_at: record.created_at,
+            log_dir: dir,
+            log: Arc::new(Mutex::new(log)),
+            live: Mutex::new(Live {
+                app_id: record.app_id,
+                name: record.name,
+                state: InstanceState::Exited,
+                restarts: record.restarts,
+                consecutive: 0,
+                current: None,
+                exit_code: record.exit_code,
+                stop_requested: false,
+                supervised: false,
+                runs: record
+                    .runs
+                    .into_iter()
+                    .rev()
+                    .take(MAX_RUN_RECORDS)
+                    .rev()
+                    .collect(),
+                prepared: None,
+                facts: None,
+                ended_by: record.ended_by,
+                bundle_digest: record.bundle_digest,
+            }),
+            changed: Condvar::new(),
+        };
+        instance.save(&instance.lock());
+        tracing::info!(instance = %instance.id, ended_by = ?instance.lock().ended_by, "restored a detached app from its record");
+        instances.push(Arc::new(instance));
+    }
+    instances.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    instances
+}
+
+/// How long a new daemon waits for the cgroups of apps that died with the previous daemon to
+/// empty (the kernel kills them as that daemon's threads exit, which may still be under way).
+const LEFTOVER_CGROUP_WAIT: Duration = Duration::from_secs(2);
+
+/// The pid of the launcher that named a jail cgroup `name`, as the loader names them
+/// (`[APP-ID-]PID-N`, loader/src/spawn.rs); `None` for any other name.
+fn launcher_pid(name: &str) -> Option<u32> {
+    let mut parts = name.rsplit('-');
+    let number = |part: Option<&str>| -> Option<u64> {
+        part.filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))?
+            .parse()
+            .ok()
+    };
+    number(parts.next())?;
+    u32::try_from(number(parts.next())?).ok()
+}
+
+/// Removes the cgroup directories a dead daemon's record names for instance `id`. Only jail
+/// cgroups are touched, directories under /sys/fs/cgroup named as the launcher names them,
+/// since a record is a file anyone with the daemon's uid could edit; and `rmdir` removes only
+/// an empty cgroup.
+fn remove_leftover_cgroups(id: &str, dirs: &[PathBuf]) {
+    let deadline = Instant::now() + LEFTOVER_CGROUP_WAIT;
+    for dir in dirs {
+        let ours = dir
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(launcher_pid)
+            .is_some()
+            && dir.starts_with("/sys/fs/cgroup")
+            && !dir
+                .components()
+                .any(|c| c == std::path::Component::ParentDir);
+        if !ours {
+            tracing::warn!(instance = %id, cgroup = %dir.display(), "not removing a directory that a record names but is no jail's cgroup");
+            continue;
+        }
+        remove_dead_cgroup(dir, deadline);
+    }
+}
+
+/// Where root's launchers make jail cgroups (loader/src/cgroup.rs): the v1 controllers, the
+/// cgroup2 tree beside them on a hybrid host, the cgroup2 root.
+const ROOT_JAIL_CGROUPS: [&str; 5] = [
+    "/sys/fs/cgroup/memory/elastos",
+    "/sys/fs/cgroup/pids/elastos",
+    "/sys/fs/cgroup/cpu/elastos",
+    "/sys/fs/cgroup/unified/elastos",
+    "/sys/fs/cgroup/elastos",
+];
+
+/// As root: removes the jail cgroups of launchers that no longer run, which no record names
+/// (warm jails parked by a daemon killed with SIGKILL, its activated providers, a jail killed
+/// between its cgroup's making and its record). A launcher is gone when no process has its
+/// pid; a reused pid only spares its cgroups, and `rmdir` removes only an empty cgroup.
+pub fn remove_cgroups_of_dead_launchers() {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let deadline = Instant::now() + LEFTOVER_CGROUP_WAIT;
+    for parent in ROOT_JAIL_CGROUPS {
+        for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(launcher_pid) else {
+                continue;
+            };
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                remove_dead_cgroup(&entry.path(), deadline);
+            }
+        }
+    }
+}
+
+/// Removes `dir`, the cgroup of an app whose launcher died, waiting until `deadline` for the
+/// app to leave it.
+fn remove_dead_cgroup(dir: &Path, deadline: Instant) {
+    loop {
+        match std::fs::remove_dir(dir) {
+            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::warn!(cgroup = %dir.display(), error = %e, "cannot remove the cgroup of an app whose daemon died");
+                return;
+            }
+            Ok(()) => {
+                tracing::info!(cgroup = %dir.display(), "removed the cgroup of an app whose daemon died");
+                return;
+            }
         }
     }
 }
@@ -795,4 +1093,44 @@ async fn pump(pipe: OwnedFd, stream: Stream, log: &Mutex<LogWriter>) {
         }
     }
     let _ = log.lock().expect("not poisoned").finish(stream);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_jail_cgroups_are_removed_for_a_record() {
+        assert_eq!(
+            launcher_pid("6f1f52c4-1d0b-4f43-9e55-0b7a1e5d3c21-4242-7"),
+            Some(4242)
+        );
+        assert_eq!(launcher_pid("4242-7"), Some(4242));
+        for other in [
+            "elastos",
+            "4242",
+            "user.slice",
+            "a-b-7",
+            "4242-",
+            "-7",
+            "x-99999999999-1",
+        ] {
+            assert_eq!(launcher_pid(other), None, "{other}");
+        }
+        // Named in a record but no jail cgroup: left alone (rmdir would remove an empty one).
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("4242-7");
+        std::fs::create_dir(&victim).unwrap();
+        let elsewhere = dir.path().join("cgroup").join("elastos");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        remove_leftover_cgroups(
+            "test",
+            &[
+                victim.clone(),
+                elsewhere.clone(),
+                PathBuf::from("/sys/fs/cgroup/memory/elastos/../../../tmp/4242-7"),
+            ],
+        );
+        assert!(victim.is_dir() && elsewhere.is_dir());
+    }
 }
