@@ -15,8 +15,12 @@
 # 4. Idle memory: starts IDLE_APPS sleeping apps under elastos (and under bwrap, for comparison)
 #    and sums the proportional set size (Pss, /proc/PID/smaps_rollup) of each launcher and of its
 #    jailed processes.
-# 5. Starts through the broker daemon, as root, interleaved: `elastos run -d` from a warm jail and
-#    without one, `elastos run` with the daemon up, plain exec and bwrap; the warm jails' idle Pss.
+# 5. Starts through the broker daemon, as root, interleaved: plain exec, `elastos --version` (the
+#    CLI process alone), `elastos run -d` from a warm jail and without one, `elastos run` with the
+#    daemon up and without one, and bwrap; the warm jails' idle Pss; and, from the daemons' debug
+#    logs, where a detached start goes inside the daemon (request read -> the app's exec, and its
+#    parts: verify and plan, id maps, the loader up to the app's exec).
+#    DAEMON_ONLY=1 runs this step alone (after step 1) and prints its tables.
 # 6. Stdout throughput, as root: the test binary writes STDOUT_MIB MiB (1 GiB) to its stdout, piped
 #    to a consumer (the same binary reading to EOF). Plain exec, `elastos run` (the app's stdout is
 #    a pipe of the launcher's, which splices it to its own stdout) and bwrap (the app writes to the
@@ -24,7 +28,7 @@
 #
 # Prints a markdown report and keeps it, with hyperfine's JSON, in $BENCH_OUT.
 # Environment: RUNS (default 100), WARMUP (5), IDLE_APPS (10), STDOUT_MIB (1024), THROUGHPUT_RUNS
-# (10), CARGO_TARGET_DIR (repo's target/),
+# (10), DAEMON_ONLY (0), CARGO_TARGET_DIR (repo's target/),
 # BENCH_OUT ($CARGO_TARGET_DIR/bench), OLD_BIN (a directory with the `elastos` and
 # `elastos-loader` of another build, e.g. the last release: measured in the same runs, as
 # "elastos run (old)", so that a change is compared with what it replaces on the same machine).
@@ -35,6 +39,7 @@ WARMUP=${WARMUP:-5}
 IDLE_APPS=${IDLE_APPS:-10}
 STDOUT_MIB=${STDOUT_MIB:-1024}
 THROUGHPUT_RUNS=${THROUGHPUT_RUNS:-10}
+DAEMON_ONLY=${DAEMON_ONLY:-0}
 TEST_USER="elastos-test"
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
@@ -231,6 +236,7 @@ for cmd in "$PLAIN" "$ELASTOS_RUN" "$BWRAP_USER" ${OLD_BIN:+"${OLD_ROWS[2]}"}; d
 done
 
 mkdir -p "$BENCH_OUT"
+((DAEMON_ONLY)) || {
 say "launch latency as root: $RUNS runs each"
 hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$BENCH_OUT/launch-root.json" \
   -n "plain exec" "$PLAIN" \
@@ -240,14 +246,19 @@ hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$BENCH_OUT/launch-
   -n "bwrap" "$BWRAP_ROOT" \
   -n "crun run (in wrapper)" "$CRUN" \
   -n "plain exec (in wrapper)" "$PLAIN_WRAPPED" >&2
+}
 
 # Starts through the daemon: a detached run (`run -d`, answered once the app runs) from a warm jail
 # and with none (`--warm-jails 0`), and `elastos run` with a daemon up, next to plain exec and
 # bwrap, interleaved round by round (scripts/bench-interleaved.py) so that the machine's load hits
 # every row alike. The daemons are stopped like idle apps (SIGTERM, which empties the pool).
 say "starts through the daemon: $RUNS interleaved rounds"
+# Debug lines of a start (host/src/apps.rs `app started`, loader/src/spawn.rs `jail started`, the
+# daemon's `detached run answered`): ~10 µs each, in every daemon row alike.
 for pool in 2 0; do
-  ELASTOS_HOME=$WORK/daemon-$pool "$ELASTOS" broker --warm-jails "$pool" >"$WORK/daemon-$pool.log" 2>&1 &
+  ELASTOS_HOME=$WORK/daemon-$pool \
+    ELASTOS_LOG=info,elastos_host::apps=debug,elastos_loader=debug,elastos_broker::daemon=debug \
+    "$ELASTOS" broker --warm-jails "$pool" >"$WORK/daemon-$pool.log" 2>&1 &
   IDLE_PIDS+=($!)
 done
 for pool in 2 0; do
@@ -255,9 +266,11 @@ for pool in 2 0; do
   [[ -S $WORK/daemon-$pool/run/broker.sock ]] || die "the daemon did not start: $(cat "$WORK/daemon-$pool.log")"
 done
 python3 "$REPO_ROOT/scripts/bench-interleaved.py" "$RUNS" "plain exec=$PLAIN" \
+  "elastos --version=$ELASTOS --version" \
   "elastos run -d, warm jail=ELASTOS_HOME=$WORK/daemon-2 $ELASTOS run -d $BUNDLE" \
   "elastos run -d, no warm jail=ELASTOS_HOME=$WORK/daemon-0 $ELASTOS run -d $BUNDLE" \
   "elastos run, daemon up=ELASTOS_HOME=$WORK/daemon-2 $ELASTOS run $BUNDLE" \
+  "elastos run, no daemon=ELASTOS_HOME=$WORK/root-elastos $ELASTOS run $BUNDLE" \
   "bwrap=$BWRAP_ROOT" >"$BENCH_OUT/daemon-starts.md"
 warm_metric() {
   ELASTOS_HOME=$WORK/daemon-2 "$ELASTOS" metrics | awk -v name="$1" '$1 == name { print $2 }'
@@ -265,6 +278,33 @@ warm_metric() {
 WARM_PARKED=$(warm_metric elastos_warm_jails_parked)
 WARM_PSS_KIB=$(($(warm_metric elastos_warm_jails_idle_pss_bytes) / 1024))
 stop_idle_apps 2>/dev/null
+# Inside the daemon, medians over the detached starts of the run above.
+python3 - "$WORK/daemon-2.log" "$WORK/daemon-0.log" >"$BENCH_OUT/daemon-breakdown.md" <<'PY'
+import re, statistics, sys
+fields = [("detached run answered", "request_to_exec_us", "request read -> answer (app exec'd)"),
+          ("app started", "verify_plan_us", "verify (record) and plan"),
+          ("app started", "loader_to_exec_us", "plan -> app exec'd"),
+          ("jail started", "to_go_ahead_us", "  of which: input, mount sources, id maps"),
+          ("jail started", "id_maps_us", "    of which: id maps"),
+          ("jail started", "loader_us", "  of which: go-ahead -> app exec'd (child, loader, app)")]
+print("| inside the daemon, median µs | warm jail | no warm jail |")
+print("|---|---|---|")
+for message, field, label in fields:
+    cells = []
+    for log in sys.argv[1:]:
+        values = [int(m.group(1)) for line in open(log, errors="replace")
+                  if message in line for m in [re.search(field + r"=(\d+)", line)] if m]
+        cells.append(f"{statistics.median(values):.0f} ({len(values)})" if values else "-")
+    print(f"| {label} | {cells[0]} | {cells[1]} |")
+PY
+if ((DAEMON_ONLY)); then
+  cat "$BENCH_OUT/daemon-starts.md"
+  echo
+  cat "$BENCH_OUT/daemon-breakdown.md"
+  echo
+  echo "Idle cost of the warm jails: $WARM_PARKED parked, Pss of their processes $WARM_PSS_KIB KiB in all."
+  exit 0
+fi
 
 say "stdout throughput as root: $STDOUT_MIB MiB, $THROUGHPUT_RUNS runs each"
 for cmd in "$WRITE_PLAIN" "$WRITE_ELASTOS" "$WRITE_BWRAP"; do
@@ -393,6 +433,8 @@ REPORT=$BENCH_OUT/results.md
   echo "Starts through the broker daemon, as root, interleaved (\`scripts/bench-interleaved.py\`):"
   echo
   cat "$BENCH_OUT/daemon-starts.md"
+  echo
+  cat "$BENCH_OUT/daemon-breakdown.md"
   echo
   echo "Idle cost of the warm jails: $WARM_PARKED parked (2 per kind of start), Pss of their" \
     "processes $WARM_PSS_KIB KiB in all."

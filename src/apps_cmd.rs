@@ -27,22 +27,24 @@ pub fn run_detached(args: RunArgs) -> Result<u8> {
     let state = StateDirs::from_env()?;
     let bundle = std::fs::canonicalize(&args.bundle)
         .with_context(|| format!("cannot find bundle {}", args.bundle.display()))?;
-    if ControlClient::connect(&state.control_socket).is_none() {
-        bail!(
-            "`elastos run -d` needs a broker daemon to supervise the app, and none is running \
-             (control socket {}). Hint: start one with `elastos broker` (or its systemd unit, see \
-             docs/operations.md)",
-            state.control_socket.display()
-        );
-    }
     let request = ControlRequest::Run(DetachedRun {
         bundle,
         args: args.args,
         restart: args.restart,
         overrides: args.limits.overrides(),
     });
-    let instance: InstanceView = serde_json::from_value(daemon_request(&request, &state)?)
-        .context("the daemon's answer to run is not an instance")?;
+    // One connection, the request sent at once: no check before it that a daemon listens.
+    let answer = match ControlClient::ask(&state.control_socket, &request, &[]) {
+        Err(ControlError::NotRunning { .. }) => bail!(
+            "`elastos run -d` needs a broker daemon to supervise the app, and none is running \
+             (control socket {}). Hint: start one with `elastos broker` (or its systemd unit, see \
+             docs/operations.md)",
+            state.control_socket.display()
+        ),
+        answer => answer?,
+    };
+    let instance: InstanceView =
+        serde_json::from_value(answer).context("the daemon's answer to run is not an instance")?;
     println!("{}", instance.id);
     Ok(0)
 }

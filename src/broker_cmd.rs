@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use elastos_host::activator::StoreHelper;
-use elastos_host::control::{ControlClient, ControlRequest};
+use elastos_host::control::{ControlClient, ControlError, ControlRequest};
 use elastos_host::logging::LogFormat;
 use elastos_host::paths::{companion_binary, StateDirs};
 
@@ -80,15 +80,15 @@ pub fn daemon_command(request: ControlRequest, state: &StateDirs, format: Format
 
 /// Sends `request` to the daemon, which must run.
 pub fn daemon_request(request: &ControlRequest, state: &StateDirs) -> Result<serde_json::Value> {
-    let Some(client) = ControlClient::connect(&state.control_socket) else {
-        bail!(
+    match ControlClient::ask(&state.control_socket, request, &[]) {
+        Err(ControlError::NotRunning { .. }) => bail!(
             "no broker daemon is running (control socket {}); apps started by `elastos run` \
              without a daemon use a broker embedded in their own `elastos run` process. Hint: \
              start one with `elastos broker`",
             state.control_socket.display()
-        );
-    };
-    Ok(client.request(request, &[])?)
+        ),
+        answer => Ok(answer?),
+    }
 }
 
 /// Columns (header, JSON field) of each listing, for people.

@@ -249,7 +249,8 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
                 let link = BrokerLink::daemon(&state);
                 control = link
                     .as_ref()
-                    .and_then(|_| ControlClient::connect(&state.control_socket));
+                    .and_then(BrokerLink::daemon_client)
+                    .map(ControlClient::same_daemon);
                 daemon = Some(link);
             }
             // The home syncs while the loader builds the jail; the entry waits for it.
@@ -280,10 +281,20 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
     elastos_loader::release_free_heap();
     let exit = match daemon.flatten() {
         // The daemon lists the app from its start (`elastos ps`).
-        Some(daemon) => {
-            daemon.attach(broker_end, identity, &jail.handle(), pid)?;
-            jail.wait()?
-        }
+        // The attach is answered while the app runs: an app that ends first (a short command)
+        // does not wait for the daemon's answer; a refusal seen before that ends the run.
+        Some(daemon) => match daemon.attach(broker_end, identity, &jail.handle(), pid)? {
+            Some(answer) => match jail.wait_until_readable(answer.as_fd())? {
+                FirstEvent::Ended(exit) => exit,
+                FirstEvent::Readable(jail) => {
+                    answer
+                        .wait()
+                        .map_err(elastos_host::link::LinkError::Attach)?;
+                    jail.wait()?
+                }
+            },
+            None => jail.wait()?,
+        },
         // No daemon: a broker embedded in this process, started only once the app speaks. An app
         // that never uses its fd 3 never pays for the broker's thread and runtime.
         None => match jail.wait_until_readable(broker_end.as_fd())? {

@@ -22,7 +22,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use serde::{Deserialize, Serialize};
@@ -183,6 +183,28 @@ pub enum ControlError {
 #[derive(Debug)]
 pub struct ControlClient {
     path: PathBuf,
+    /// The connection [`ControlClient::connect`] opened to see that a daemon listens, and when:
+    /// the first request made within [`KEPT_FOR`] goes on it, so that checking and asking cost
+    /// one connection (each one the daemon accepts and serves), not two.
+    kept: Mutex<Option<(StdUnixStream, Instant)>>,
+}
+
+/// How long a kept connection is used for the first request: well within [`REQUEST_TIMEOUT`],
+/// after which the daemon closes a connection that sent nothing.
+const KEPT_FOR: Duration = Duration::from_secs(1);
+
+/// A request sent, its answer not read yet ([`PendingAnswer::wait`]); readable (for a poll)
+/// once the daemon answered.
+#[derive(Debug)]
+pub struct PendingAnswer {
+    path: PathBuf,
+    stream: StdUnixStream,
+}
+
+impl AsFd for PendingAnswer {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
 }
 
 impl ControlClient {
@@ -190,7 +212,19 @@ impl ControlClient {
     pub fn connect(path: &Path) -> Option<ControlClient> {
         StdUnixStream::connect(path)
             .ok()
-            .map(|_| ControlClient { path: path.into() })
+            .map(|stream| ControlClient {
+                path: path.into(),
+                kept: Mutex::new(Some((stream, Instant::now()))),
+            })
+    }
+
+    /// Another client of the same daemon, without a connection of its own until it asks: no
+    /// second check that the daemon listens.
+    pub fn same_daemon(&self) -> ControlClient {
+        ControlClient {
+            path: self.path.clone(),
+            kept: Mutex::new(None),
+        }
     }
 
     /// Sends `request` (with `fds` as SCM_RIGHTS, if any) and returns the daemon's result.
@@ -199,40 +233,94 @@ impl ControlClient {
         request: &ControlRequest,
         fds: &[RawFd],
     ) -> Result<serde_json::Value, ControlError> {
-        let io_error = |source| ControlError::Io {
-            path: self.path.clone(),
-            source,
+        self.send(request, fds)?.wait()
+    }
+
+    /// Sends `request` (with `fds` as SCM_RIGHTS, if any); the answer is read later, so that
+    /// the caller can wait for it and for something else at once.
+    pub fn send(
+        &self,
+        request: &ControlRequest,
+        fds: &[RawFd],
+    ) -> Result<PendingAnswer, ControlError> {
+        let kept = self.kept.lock().expect("not poisoned").take();
+        let stream = match kept {
+            Some((stream, at)) if at.elapsed() < KEPT_FOR => stream,
+            _ => open(&self.path)?,
         };
-        let stream = StdUnixStream::connect(&self.path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
-                ControlError::NotRunning {
-                    path: self.path.clone(),
-                }
-            }
-            _ => io_error(e),
-        })?;
-        let mut line = serde_json::to_vec(request).expect("requests serialize");
-        line.push(b'\n');
-        let control: Vec<ControlMessage> = if fds.is_empty() {
-            vec![]
-        } else {
-            vec![ControlMessage::ScmRights(fds)]
-        };
-        let sent = sendmsg::<()>(
-            stream.as_raw_fd(),
-            &[io::IoSlice::new(&line)],
-            &control,
-            MsgFlags::empty(),
-            None,
-        )
-        .map_err(|e| io_error(e.into()))?;
-        if sent < line.len() {
-            (&stream).write_all(&line[sent..]).map_err(io_error)?;
-        }
+        send_on(&self.path, stream, request, fds)
+    }
+
+    /// [`ControlClient::request`] on one new connection to the daemon at `path`, without
+    /// first checking that one listens: [`ControlError::NotRunning`] says none does. For a
+    /// command whose whole work is one request (`elastos run -d`).
+    pub fn ask(
+        path: &Path,
+        request: &ControlRequest,
+        fds: &[RawFd],
+    ) -> Result<serde_json::Value, ControlError> {
+        send_on(path, open(path)?, request, fds)?.wait()
+    }
+}
+
+/// A new connection to the daemon at `path`.
+fn open(path: &Path) -> Result<StdUnixStream, ControlError> {
+    StdUnixStream::connect(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ControlError::NotRunning {
+            path: path.to_path_buf(),
+        },
+        _ => ControlError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        },
+    })
+}
+
+/// Writes `request`'s line on `stream`, with `fds` in the same `sendmsg`.
+fn send_on(
+    path: &Path,
+    stream: StdUnixStream,
+    request: &ControlRequest,
+    fds: &[RawFd],
+) -> Result<PendingAnswer, ControlError> {
+    let io_error = |source| ControlError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut line = serde_json::to_vec(request).expect("requests serialize");
+    line.push(b'\n');
+    let control: Vec<ControlMessage> = if fds.is_empty() {
+        vec![]
+    } else {
+        vec![ControlMessage::ScmRights(fds)]
+    };
+    let sent = sendmsg::<()>(
+        stream.as_raw_fd(),
+        &[io::IoSlice::new(&line)],
+        &control,
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| io_error(e.into()))?;
+    if sent < line.len() {
+        (&stream).write_all(&line[sent..]).map_err(io_error)?;
+    }
+    Ok(PendingAnswer {
+        path: path.to_path_buf(),
+        stream,
+    })
+}
+
+impl PendingAnswer {
+    /// Reads the daemon's answer (blocking until it comes).
+    pub fn wait(self) -> Result<serde_json::Value, ControlError> {
         let mut answer = String::new();
-        BufReader::new(&stream)
+        BufReader::new(&self.stream)
             .read_line(&mut answer)
-            .map_err(io_error)?;
+            .map_err(|source| ControlError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
         let response: ControlResponse = serde_json::from_str(&answer)
             .map_err(|e| ControlError::Protocol(format!("{e}: {answer:?}")))?;
         match (response.ok, response.error) {
@@ -629,4 +717,75 @@ pub fn service_views(broker: &Broker, installed: &[InstalledApp]) -> Vec<Service
 pub fn into_tokio(stream: StdUnixStream) -> io::Result<tokio::net::UnixStream> {
     stream.set_nonblocking(true)?;
     tokio::net::UnixStream::from_std(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    /// A daemon stand-in at a new socket: answers each request line with `{"ok": N}`, N the
+    /// number of the connection it came on (from 1); returns how many it accepted.
+    fn fake_daemon(dir: &Path) -> (PathBuf, std::thread::JoinHandle<usize>) {
+        let path = dir.join("broker.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let served = std::thread::spawn(move || {
+            let mut accepted = 0;
+            for stream in listener.incoming() {
+                let stream = stream.unwrap();
+                accepted += 1;
+                let mut line = String::new();
+                if BufReader::new(&stream).read_line(&mut line).unwrap() == 0 {
+                    continue;
+                }
+                writeln!(&stream, "{{\"ok\":{accepted}}}").unwrap();
+                // Anything but `ps` ends the fake daemon, once answered.
+                if !line.contains(r#""op":"ps""#) {
+                    return accepted;
+                }
+            }
+            accepted
+        });
+        (path, served)
+    }
+
+    #[test]
+    fn a_request_right_after_connect_goes_on_the_checking_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, served) = fake_daemon(dir.path());
+        let client = ControlClient::connect(&path).expect("the fake daemon listens");
+        let first = client
+            .request(&ControlRequest::Ps { all: false }, &[])
+            .unwrap();
+        assert_eq!(
+            first,
+            serde_json::json!(1),
+            "a second connection was opened"
+        );
+        // The kept connection is used once; the next request opens its own.
+        let second = client
+            .request(&ControlRequest::Ps { all: false }, &[])
+            .unwrap();
+        assert_eq!(second, serde_json::json!(2));
+        // A client for the same daemon opens nothing until it asks.
+        let other = client.same_daemon();
+        let third = other.request(&ControlRequest::Metrics, &[]).unwrap();
+        assert_eq!(third, serde_json::json!(3));
+        assert_eq!(served.join().unwrap(), 3);
+    }
+
+    #[test]
+    fn ask_uses_one_connection_and_names_a_missing_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing =
+            ControlClient::ask(&dir.path().join("none.sock"), &ControlRequest::Metrics, &[]);
+        assert!(
+            matches!(missing, Err(ControlError::NotRunning { .. })),
+            "{missing:?}"
+        );
+        let (path, served) = fake_daemon(dir.path());
+        let answer = ControlClient::ask(&path, &ControlRequest::Metrics, &[]).unwrap();
+        assert_eq!(answer, serde_json::json!(1));
+        assert_eq!(served.join().unwrap(), 1);
+    }
 }

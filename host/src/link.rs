@@ -9,7 +9,7 @@ use elastos_broker::{AppIdentity, Broker, BrokerConfig, Origin};
 use elastos_loader::JailHandle;
 
 use crate::activator::AppLauncher;
-use crate::control::{into_tokio, ControlClient, ControlError, ControlRequest};
+use crate::control::{into_tokio, ControlClient, ControlError, ControlRequest, PendingAnswer};
 use crate::paths::StateDirs;
 
 /// An app's connection could not be handed to a broker.
@@ -85,14 +85,16 @@ impl BrokerLink {
     }
 
     /// Serves `stream` (the broker's end of an app's fd 3) as `identity`. A daemon also gets
-    /// the jail's pidfd (`jail`), to stop the app on request.
+    /// the jail's pidfd (`jail`), to stop the app on request; its answer is left to the caller
+    /// (Some), which waits for it together with the app: the app runs meanwhile, and one that
+    /// ends before the daemon answered need not wait for the answer at all.
     pub fn attach(
         &self,
         stream: StdUnixStream,
         identity: AppIdentity,
         jail: &JailHandle,
         pid: u32,
-    ) -> Result<(), LinkError> {
+    ) -> Result<Option<PendingAnswer>, LinkError> {
         match self {
             BrokerLink::Daemon(client) => {
                 let request = ControlRequest::Attach {
@@ -100,15 +102,24 @@ impl BrokerLink {
                     pid: Some(pid),
                 };
                 client
-                    .request(&request, &[stream.as_raw_fd(), jail.as_fd().as_raw_fd()])
-                    .map_err(LinkError::Attach)?;
+                    .send(&request, &[stream.as_raw_fd(), jail.as_fd().as_raw_fd()])
+                    .map(Some)
+                    .map_err(LinkError::Attach)
             }
             BrokerLink::Embedded(attach) => {
                 attach
                     .send((stream, identity, pid))
                     .map_err(|_| LinkError::EmbeddedGone)?;
+                Ok(None)
             }
         }
-        Ok(())
+    }
+
+    /// The daemon's client, when this link is a daemon.
+    pub fn daemon_client(&self) -> Option<&ControlClient> {
+        match self {
+            BrokerLink::Daemon(client) => Some(client),
+            BrokerLink::Embedded(_) => None,
+        }
     }
 }

@@ -576,12 +576,19 @@ impl AppCgroup {
 
 impl Drop for AppCgroup {
     fn drop(&mut self) {
+        // The app has been reaped by now; a just-exited task can keep a cgroup busy for a
+        // moment (its css_set is released after an RCU grace period), so retry instead of
+        // leaking the directory. Bounded by time, not by tries: 50 tries 2 ms apart were the
+        // likely cause of 2 empty clone leaves left by ~200 `elastos run`s at a load average of
+        // ~20 on 2 vCPUs, where a grace period can outlast them.
+        let deadline = std::time::Instant::now() + CGROUP_BUSY_FOR;
         for dir in self.dirs() {
-            // The app has been reaped by now; a just-exited task can keep a cgroup busy for a
-            // moment, so retry briefly instead of leaking the directory.
-            for _ in 0..50 {
+            loop {
                 match fs::remove_dir(dir) {
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EBUSY)
+                            && std::time::Instant::now() < deadline =>
+                    {
                         std::thread::sleep(std::time::Duration::from_millis(2))
                     }
                     Err(e) if e.kind() != io::ErrorKind::NotFound => {
@@ -594,6 +601,9 @@ impl Drop for AppCgroup {
         }
     }
 }
+
+/// How long [`AppCgroup`]'s removal waits, in all, for its cgroups to stop being busy.
+const CGROUP_BUSY_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// pids.max: the app's threads plus the jail's init.
 fn tasks_max(limits: &ResourceLimits) -> String {

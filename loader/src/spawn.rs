@@ -350,6 +350,7 @@ impl PendingJail {
             mut cgroup,
             instance,
         } = self.0.take().expect("a PendingJail is started once");
+        let began = std::time::Instant::now();
         // From here on the process belongs to `jail`, whose Drop kills and reaps it.
         let home = home_of(plan);
         let identity = HostIdentity::for_app_home(&plan.app_id, home, subordinate.as_ref());
@@ -409,18 +410,20 @@ impl PendingJail {
             // Written before the loader runs when the pipe can hold it, so it never waits for us.
             let (input_write, pending_input) =
                 write_if_it_fits(input_write, framed).map_err(LaunchError::HandOff)?;
+            let maps_began = std::time::Instant::now();
             match map_writers {
                 Some(writers) => writers.wait()?,
                 None => write_id_maps(pid, namespace_owner, &identity)?,
             }
+            let maps = maps_began.elapsed();
             (&channel).write_all(&[1]).map_err(LaunchError::HandOff)?;
             // Closed after writing: EOF ends the list.
             File::from(sources_write)
                 .write_all(&source_list)
                 .map_err(LaunchError::HandOff)?;
-            Ok::<_, LaunchError>((input_write, pending_input))
+            Ok::<_, LaunchError>((input_write, pending_input, maps))
         })();
-        let (input_write, pending_input) = match handed_over {
+        let (input_write, pending_input, maps) = match handed_over {
             Ok(handed) => handed,
             // The child's own failure record, if it wrote one, says more than our error.
             Err(e) => return Err(child_failure_record(&mut reports, &sources).unwrap_or(e)),
@@ -430,12 +433,26 @@ impl PendingJail {
             // The input did not fit in the pipe: the loader reads it all before doing anything else.
             let _ = input_write.write_all(&bytes);
         }
+        let go_ahead = began.elapsed();
         jail.cgroup().apply(&plan.limits, pid, identity.uid)?;
+        let limits = began.elapsed() - go_ahead;
         // The loader builds the jail meanwhile, and waits for the EOF below before the entry.
         observe(StartStep::EntryNext);
         // EOF tells the loader that its cgroup is ready (see the module doc).
         drop(input_write);
         let (abi, fully) = read_until_started(&mut reports, &sources)?;
+        // Where the jail's own start goes (scripts/bench-launch.sh and bench-activation.sh
+        // print it): before the go-ahead (the input, the mount sources' list, the id maps, of
+        // which `id_maps_us`), the limits written meanwhile, then the child and the loader up
+        // to the app's exec.
+        tracing::debug!(
+            pid,
+            to_go_ahead_us = go_ahead.as_micros() as u64,
+            id_maps_us = maps.as_micros() as u64,
+            limits_us = limits.as_micros() as u64,
+            loader_us = (began.elapsed() - go_ahead - limits).as_micros() as u64,
+            "jail started"
+        );
         // Sent by the child right after it made its network namespace, before it waited for the
         // id maps: there since long before the app started, so taking it only now never waits.
         let broker_end = sys::receive_fd(channel.as_fd()).map_err(LaunchError::HandOff)?;

@@ -401,7 +401,11 @@ async fn serve_control(
         Err(e) => Err(elastos_host::describe_error(&e)),
         Ok((request, fds)) => {
             let handle = tokio::runtime::Handle::current();
-            tokio::task::spawn_blocking(move || {
+            // A detached run's start as the daemon sees it, request read -> answer ready (the
+            // app's entry exec'd): the jail's own start, apart from the CLI's process and its
+            // round trip (scripts/bench-launch.sh prints it).
+            let run = matches!(request, ControlRequest::Run(_)).then(std::time::Instant::now);
+            let result = tokio::task::spawn_blocking(move || {
                 let daemon = Serving {
                     broker: &broker,
                     started,
@@ -415,7 +419,15 @@ async fn serve_control(
                 handle_request(request, fds, &daemon)
             })
             .await
-            .unwrap_or_else(|e| Err(format!("the request failed: {e}")))
+            .unwrap_or_else(|e| Err(format!("the request failed: {e}")));
+            if let Some(began) = run {
+                tracing::debug!(
+                    request_to_exec_us = began.elapsed().as_micros() as u64,
+                    ok = result.is_ok(),
+                    "detached run answered"
+                );
+            }
+            result
         }
     };
     answer(result).await;
