@@ -968,9 +968,11 @@ fn exec(root: &Path, args: &liboci_cli::Exec, log: &Log) -> Result<u8> {
     let process = exec_process(args, &plan)?;
     let spec = elastos_oci::parse_spec(&fs::read(record.bundle.join("config.json"))?)?;
     let host = HostView {
-        rootfs: record
-            .bundle
-            .join(spec.root().as_ref().map_or(Path::new("rootfs"), |r| r.path())),
+        rootfs: record.bundle.join(
+            spec.root()
+                .as_ref()
+                .map_or(Path::new("rootfs"), |r| r.path()),
+        ),
         root: root.to_owned(),
     };
     let mut warnings = Vec::new();
@@ -1024,7 +1026,8 @@ fn exec(root: &Path, args: &liboci_cli::Exec, log: &Log) -> Result<u8> {
 /// working directory), with `--env`, `--cwd` and `--tty`.
 fn exec_process(args: &liboci_cli::Exec, plan: &JailPlan) -> Result<elastos_oci::runtime::Process> {
     if let Some(path) = &args.process {
-        let bytes = fs::read(path).with_context(|| format!("reading --process {}", path.display()))?;
+        let bytes =
+            fs::read(path).with_context(|| format!("reading --process {}", path.display()))?;
         return serde_json::from_slice(&bytes).with_context(|| {
             format!(
                 "--process {}: expected a runtime spec `process` object (JSON)",
@@ -1141,7 +1144,11 @@ fn list(root: &Path, args: &liboci_cli::List) -> Result<u8> {
             let rootfs = fs::read(container.record.bundle.join("config.json"))
                 .ok()
                 .and_then(|bytes| elastos_oci::parse_spec(&bytes).ok())
-                .and_then(|spec| spec.root().as_ref().map(|r| container.record.bundle.join(r.path())))
+                .and_then(|spec| {
+                    spec.root()
+                        .as_ref()
+                        .map(|r| container.record.bundle.join(r.path()))
+                })
                 .unwrap_or_default();
             serde_json::json!({
                 "ociVersion": state.oci_version,
@@ -1157,10 +1164,15 @@ fn list(root: &Path, args: &liboci_cli::List) -> Result<u8> {
         })
         .collect();
     match (args.quiet, args.format.as_str()) {
-        (true, _) => rows.iter().for_each(|row| println!("{}", row["id"].as_str().unwrap_or(""))),
+        (true, _) => rows
+            .iter()
+            .for_each(|row| println!("{}", row["id"].as_str().unwrap_or(""))),
         (false, "json") => println!("{}", serde_json::Value::Array(rows)),
         (false, "table") => {
-            println!("{:<24} {:<8} {:<10} {:<40} {:<22} OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
+            println!(
+                "{:<24} {:<8} {:<10} {:<40} {:<22} OWNER",
+                "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+            );
             for row in &rows {
                 println!(
                     "{:<24} {:<8} {:<10} {:<40} {:<22} {}",

@@ -76,12 +76,15 @@ pub fn exec_in_jail(
     // end left open here would keep its EOF from ever coming), so that moving one into place
     // overwrites none of the others; the child closes fd 3 and replaces 4-6, so the init's
     // pidfd and the loader, which it uses after that, are moved too.
-    let above = |fd: OwnedFd| {
-        sys::dup_above(fd.as_raw_fd(), sys::FIXED_FDS_END).map_err(LaunchError::Fds)
-    };
-    let (input_read, report_write, app_namespace) =
-        (above(input_read)?, above(report_write)?, above(app_namespace)?);
-    let init = sys::dup_above(jail.init.as_raw_fd(), sys::FIXED_FDS_END).map_err(LaunchError::Fds)?;
+    let above =
+        |fd: OwnedFd| sys::dup_above(fd.as_raw_fd(), sys::FIXED_FDS_END).map_err(LaunchError::Fds);
+    let (input_read, report_write, app_namespace) = (
+        above(input_read)?,
+        above(report_write)?,
+        above(app_namespace)?,
+    );
+    let init =
+        sys::dup_above(jail.init.as_raw_fd(), sys::FIXED_FDS_END).map_err(LaunchError::Fds)?;
     let loader_file = above(loader_file.into())?;
     let [stdin, stdout, stderr] = stdio;
     let mut command = Command::new(loader);
@@ -99,9 +102,9 @@ pub fn exec_in_jail(
     let mut child = {
         let _children_in_jail = sys::ChildrenInPidNamespace::enter(jail.init)
             .map_err(join_error("setns into the jail's pid namespace"))?;
-        command
-            .spawn()
-            .map_err(join_error("setns into the jail's namespaces, or exec of the loader"))?
+        command.spawn().map_err(join_error(
+            "setns into the jail's namespaces, or exec of the loader",
+        ))?
     };
     drop((input_read, report_write, app_namespace, loader_file, init));
     let started = (|| {
@@ -114,8 +117,8 @@ pub fn exec_in_jail(
                 }
             })?;
         }
-        let input = loader_input(plan, Vec::new(), Vec::new(), jail.cgroups.is_empty(), false)
-            .encode();
+        let input =
+            loader_input(plan, Vec::new(), Vec::new(), jail.cgroups.is_empty(), false).encode();
         let mut framed = (input.len() as u32).to_le_bytes().to_vec();
         framed.extend_from_slice(&input);
         // Closed after writing: EOF tells the loader that it is in the jail's cgroups.

@@ -471,7 +471,10 @@ fn guest(spec: &Spec, process: &Process) -> Result<Guest, OciError> {
     }
     let user = process.user();
     // (uid_t)-1 means "unchanged" to setresuid and cannot be mapped.
-    for (field, id) in [("process.user.uid", user.uid()), ("process.user.gid", user.gid())] {
+    for (field, id) in [
+        ("process.user.uid", user.uid()),
+        ("process.user.gid", user.gid()),
+    ] {
         if id == u32::MAX {
             return Err(invalid(
                 field,

@@ -49,8 +49,7 @@ pub use manifest::{Manifest, ManifestError};
 pub use oci_plan::{ContainerJail, ContainerMount, Masked};
 pub use plan::{
     jail_paths, Guest, HostEnv, JailPlan, LandlockRule, MountEntry, PathAccess, ResourceLimits,
-    Rlimit,
-    CPU_PERIOD_US, IPC_FD, JAIL_GID, JAIL_HOSTNAME, JAIL_UID,
+    Rlimit, CPU_PERIOD_US, IPC_FD, JAIL_GID, JAIL_HOSTNAME, JAIL_UID,
 };
 pub use seccomp::{BpfInstruction, IoctlRow, SeccompProgram, SyscallRow};
 

@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use crate::plan::{scratch_mounts, scratch_rules};
 use crate::{
-    EntryLinkage, Guest, JailPlan, Rlimit, LandlockRule, MountEntry, PathAccess, PolicyError, ResourceLimits,
-    SeccompProgram,
+    EntryLinkage, Guest, JailPlan, LandlockRule, MountEntry, PathAccess, PolicyError,
+    ResourceLimits, Rlimit, SeccompProgram,
 };
 
 /// Top-level names of a rootfs that the jail provides itself (see `plan::scratch_mounts`).

@@ -7,9 +7,7 @@ use std::path::Path;
 use crate::linkage::EntryLinkage;
 use crate::manifest::format_cpus;
 use crate::plan::jail_paths::APP;
-use crate::plan::{
-    JailPlan, MountEntry, PathAccess, CPU_PERIOD_US,
-};
+use crate::plan::{JailPlan, MountEntry, PathAccess, CPU_PERIOD_US};
 use crate::syscalls::ArgCheck;
 
 impl JailPlan {

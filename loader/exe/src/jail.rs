@@ -447,7 +447,10 @@ pub fn enter_app_user_namespace(input: &LoaderInput) -> Result<(), JailError> {
 pub fn join_app_user_namespace(namespace: i32) -> Result<(), JailError> {
     let joined = sys::setns(namespace, k::CLONE_NEWUSER);
     sys::close(namespace);
-    joined.map_err(fail(Step::UserNamespace, "setns(CLONE_NEWUSER) into the app's"))
+    joined.map_err(fail(
+        Step::UserNamespace,
+        "setns(CLONE_NEWUSER) into the app's",
+    ))
 }
 
 /// Drops every capability (bounding and ambient included) and sets no_new_privs.

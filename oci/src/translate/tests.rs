@@ -471,17 +471,30 @@ fn containerds_default_spec_runs_with_its_14_capabilities_dropped() {
 #[test]
 fn masked_and_read_only_paths() {
     let mut spec = podman_spec();
-    spec["linux"]["maskedPaths"] = serde_json::json!(
-        ["/proc/acpi", "/proc/kcore", "/proc/nothere", "/bin/hello", "/usr/lib64"]
-    );
+    spec["linux"]["maskedPaths"] = serde_json::json!([
+        "/proc/acpi",
+        "/proc/kcore",
+        "/proc/nothere",
+        "/bin/hello",
+        "/usr/lib64"
+    ]);
     spec["linux"]["readonlyPaths"] = serde_json::json!(["/proc/sys", "/usr"]);
     let translation = run(&spec).unwrap();
     assert_eq!(
         translation.jail.masked,
         [
-            Masked { jail: "/proc/acpi".into(), directory: true },
-            Masked { jail: "/proc/kcore".into(), directory: false },
-            Masked { jail: "/bin/hello".into(), directory: false },
+            Masked {
+                jail: "/proc/acpi".into(),
+                directory: true
+            },
+            Masked {
+                jail: "/proc/kcore".into(),
+                directory: false
+            },
+            Masked {
+                jail: "/bin/hello".into(),
+                directory: false
+            },
         ]
     );
     assert!(translation
@@ -505,7 +518,10 @@ fn hostname_and_user_are_the_specs() {
     spec["hostname"] = "box".into();
     spec["process"]["user"] = serde_json::json!({"uid": 0, "gid": 42});
     let guest = run(&spec).unwrap().jail.guest;
-    assert_eq!((guest.hostname.as_str(), guest.uid, guest.gid), ("box", 0, 42));
+    assert_eq!(
+        (guest.hostname.as_str(), guest.uid, guest.gid),
+        ("box", 0, 42)
+    );
     spec["hostname"] = "x".repeat(65).into();
     assert!(matches!(run(&spec), Err(OciError::Invalid { field, .. }) if field == "hostname"));
 }
