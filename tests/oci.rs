@@ -398,9 +398,10 @@ fn processes_running(words: &[&str]) -> Vec<u32> {
 /// `podman exec` into a container running under elastos: the runtime adds the process to the
 /// jail from outside, exactly as confined as the first (its namespaces and cgroups, no process
 /// creation, no socket, no capability, no_new_privs, seccomp filtering), its stdout and exit
-/// code come back through podman, and a privileged exec is refused with the field named.
+/// code come back through podman, a privileged exec is refused with the field named, and a
+/// terminal (`-t`) is a pseudo-terminal the runtime made, for `run` as for `exec`.
 #[test]
-fn podman_exec_is_jailed_like_the_container() {
+fn podman_exec_and_terminals_are_jailed_like_the_container() {
     require("podman");
     let _one = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
     let _engine_cgroups = EngineCgroups("/elastos-oci-test");
@@ -477,6 +478,22 @@ fn podman_exec_is_jailed_like_the_container() {
     // A privileged exec is refused, with the field named.
     let privileged = exec(&["--privileged"], &["/bin/elastos-probe", "exit", "0"]);
     assert_refused(&privileged, "process.capabilities.bounding = CAP_");
+
+    // A terminal (`-t`), for exec as for run: the process's stdout is a pseudo-terminal the
+    // runtime made (its line discipline turns "\n" into "\r\n"), and the process leads a
+    // session of its own whose terminal it cannot take over: TIOCSPGRP is ENOTTY in the jail, as
+    // under `elastos run` (tests/run.rs).
+    for terminal in [
+        exec(&["-t"], &["/bin/elastos-probe", "terminal"]),
+        podman.run(&["-t"], &["/bin/elastos-probe", "terminal"]),
+    ] {
+        terminal.assert_code(0);
+        let text = terminal.stdout_text();
+        assert!(
+            text.contains(&format!("tiocspgrp=errno {}\r\n", libc::ENOTTY)),
+            "{text:?}"
+        );
+    }
 
     drop(_remove);
     leftovers.assert_none(&fixture.token(), None);
