@@ -61,7 +61,7 @@ enum OciCommand {
     /// What this runtime supports, as the runtime spec's features document (JSON).
     Features(liboci_cli::Features),
     /// Runs a new process in a running container's jail, confined as its first one.
-    Exec(liboci_cli::Exec),
+    Exec(Box<liboci_cli::Exec>),
     /// The containers of `--root`: a table, or runc's JSON with `--format json`.
     List(liboci_cli::List),
     /// The processes of a container's jail: a table, or their host pids with `--format json`.

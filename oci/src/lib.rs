@@ -17,7 +17,9 @@
 //!   does not enforce (CPU shares and sets, block I/O);
 //! - **mapped**: the process (argv, environment, working directory, a terminal: a
 //!   pseudo-terminal the runtime makes; also a process `elastos oci exec` adds, through
-//!   [`translate_process`]), the rootfs (read-only as
+//!   [`translate_process`]), its `user` ids and the `hostname` inside the jail's namespaces,
+//!   masked paths (under an empty tmpfs or /dev/null), read-only paths (accepted where nothing
+//!   is writable, refused inside a writable mount), the other rlimits (only ever lowered), the rootfs (read-only as
 //!   `/`), volumes (binds: read-only, or writable and never executable) and tmpfs mounts, the
 //!   memory, pids, open-file and CPU quota (`--cpus`) limits, and the spec's seccomp profile, which only ever removes
 //!   syscalls from the jail's allow-list ([`elastos_policy::SeccompProgram::compile_without`]).
