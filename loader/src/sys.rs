@@ -1043,9 +1043,9 @@ const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
 /// Makes `command` (spawned while [`ChildrenInPidNamespace`] holds the jail's pid namespace)
 /// exec the loader `loader` in `join` mode inside the running jail of `init` (a pidfd of the
 /// jail's init): its fds `moves` (from, fixed number) in place, fd 3 closed and every other fd
-/// above them closed at exec, no supplementary group, the jail's namespaces joined
-/// ([`JAIL_NAMESPACES`]), uid and gid 0 of the jail's user namespace (the app's ids are mapped
-/// to them; the loader execs with the capabilities it needs there and drops them all).
+/// above them closed at exec, no supplementary group, the jail's namespaces joined (user,
+/// mount, net, IPC, UTS, cgroup), uid and gid 0 of the jail's user namespace (the app's ids are
+/// mapped to them; the loader execs with the capabilities it needs there and drops them all).
 ///
 /// Its stdio is the command's. The fds in `moves`, `init` and `loader` must stay open until
 /// the command is spawned, and `init` and `loader` must be numbered above every fixed one
