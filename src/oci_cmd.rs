@@ -60,6 +60,12 @@ enum OciCommand {
     Standard(liboci_cli::StandardCmd),
     /// What this runtime supports, as the runtime spec's features document (JSON).
     Features(liboci_cli::Features),
+    /// Runs a new process in a running container's jail, confined as its first one.
+    Exec(Box<liboci_cli::Exec>),
+    /// The containers of `--root`: a table, or runc's JSON with `--format json`.
+    List(liboci_cli::List),
+    /// The processes of a container's jail: a table, or their host pids with `--format json`.
+    Ps(liboci_cli::Ps),
     /// The supervisor of one container (started by `create`; not for people).
     #[command(hide = true)]
     Shim {
@@ -152,6 +158,9 @@ fn run(cli: OciCli, log: &Log) -> Result<u8> {
             Ok(0)
         }
         OciCommand::Standard(S::Delete(args)) => delete(&root, &args.container_id, args.force),
+        OciCommand::Exec(args) => exec(&root, &args, log),
+        OciCommand::List(args) => list(&root, &args),
+        OciCommand::Ps(args) => ps(&root, &args),
         OciCommand::Features(_) => {
             println!("{}", serde_json::to_string_pretty(&features())?);
             Ok(0)
@@ -283,6 +292,9 @@ struct Record {
     /// The jail's cgroup directories, removed by `delete` if the shim could not.
     cgroups: Vec<PathBuf>,
     annotations: std::collections::BTreeMap<String, String>,
+    /// When `create` made it (RFC 3339 UTC), for `list`.
+    #[serde(default)]
+    created: String,
 }
 
 /// One container's state directory.
@@ -465,6 +477,30 @@ impl Host for HostView {
         self.resolve(path).is_some_and(|p| p.is_file())
     }
 
+    fn kind(&self, path: &Path) -> Option<elastos_oci::PathKind> {
+        use elastos_oci::PathKind;
+        let (mut host, rest) = match path.strip_prefix("/proc") {
+            Ok(rest) => (PathBuf::from("/proc"), rest),
+            Err(_) => (self.rootfs.clone(), path.strip_prefix("/").ok()?),
+        };
+        let mut kind = PathKind::Directory;
+        for name in rest.components() {
+            if kind != PathKind::Directory {
+                return None;
+            }
+            host.push(name);
+            let meta = fs::symlink_metadata(&host).ok()?;
+            kind = if meta.file_type().is_symlink() {
+                return Some(PathKind::Symlink);
+            } else if meta.is_dir() {
+                PathKind::Directory
+            } else {
+                PathKind::File
+            };
+        }
+        Some(kind)
+    }
+
     fn is_host_namespace(&self, path: &Path) -> bool {
         use std::os::unix::fs::MetadataExt;
         let pid = path
@@ -502,9 +538,6 @@ fn create(
 ) -> Result<u8> {
     let id = &args.container_id;
     let dir = Container::dir(root, id)?;
-    if args.console_socket.is_some() {
-        log.warn("--console-socket: ignored (the spec asks for no terminal)");
-    }
     if args.preserve_fds > 0 {
         log.warn(&format!(
             "--preserve-fds {}: not passed on (the jail's fd 3 is its broker socket)",
@@ -533,6 +566,7 @@ fn create(
     let translation = elastos_oci::translate(&spec, id, &bundle, &host)?;
     log.warnings(&translation.warnings);
     let plan = JailPlan::for_container(&translation.jail)?;
+    let terminal = console(translation.terminal, args.console_socket.as_deref(), log)?;
 
     fs::DirBuilder::new()
         .recursive(true)
@@ -558,6 +592,7 @@ fn create(
             jail_pid: None,
             jail_started: None,
             cgroups: Vec::new(),
+            created: rfc3339_now(),
             annotations: spec
                 .annotations()
                 .clone()
@@ -570,7 +605,7 @@ fn create(
             record,
         }
         .save()?;
-        let shim = start_shim(root, global, id)?;
+        let shim = start_shim(root, global, id, terminal)?;
         let answer = handshake(&notify, shim as i32)?;
         let _ = fs::remove_file(dir.join(NOTIFY_SOCKET));
         if answer != "created" {
@@ -589,9 +624,61 @@ fn create(
     Ok(0)
 }
 
-/// Starts `elastos oci shim ID` with this process's stdio (the engine's, for the container) and
-/// nothing else: every other inherited fd (an engine's pipes) is close-on-exec first.
-fn start_shim(root: &Path, global: &liboci_cli::GlobalOpts, id: &str) -> Result<u32> {
+/// `process.terminal` and `--console-socket`: with a terminal, a new pseudo-terminal whose
+/// master goes to the engine over the socket (runc's protocol: one SCM_RIGHTS message whose data
+/// is the terminal's name) and whose slave is returned, for the container's stdio. The terminal
+/// is the runtime's, never one of the host's.
+fn console(
+    terminal: bool,
+    socket: Option<&Path>,
+    log: &Log,
+) -> Result<Option<std::os::fd::OwnedFd>> {
+    match (terminal, socket) {
+        (false, None) => Ok(None),
+        (false, Some(_)) => {
+            log.warn("--console-socket: ignored (process.terminal is not true)");
+            Ok(None)
+        }
+        (true, None) => bail!(
+            "config.json process.terminal = true: expected --console-socket SOCKET, where the              engine receives the terminal's master (podman and ctr pass one with -t)"
+        ),
+        (true, Some(socket)) => {
+            use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+            let (master, slave) =
+                elastos_loader::sys::open_pty().context("opening a pseudo-terminal")?;
+            let name = fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd()))
+                .context("naming the pseudo-terminal")?;
+            let stream = UnixStream::connect(socket)
+                .with_context(|| format!("connecting to --console-socket {}", socket.display()))?;
+            let fds = [master.as_raw_fd()];
+            let name = name.as_os_str().as_encoded_bytes();
+            sendmsg::<()>(
+                stream.as_raw_fd(),
+                &[std::io::IoSlice::new(name)],
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::empty(),
+                None,
+            )
+            .with_context(|| {
+                format!(
+                    "sending the terminal to --console-socket {}",
+                    socket.display()
+                )
+            })?;
+            Ok(Some(slave))
+        }
+    }
+}
+
+/// Starts `elastos oci shim ID` with this process's stdio (the engine's, for the container), or
+/// the slave of the container's `terminal` on all three, and nothing else: every other
+/// inherited fd (an engine's pipes) is close-on-exec first.
+fn start_shim(
+    root: &Path,
+    global: &liboci_cli::GlobalOpts,
+    id: &str,
+    terminal: Option<std::os::fd::OwnedFd>,
+) -> Result<u32> {
     close_inherited_on_exec();
     let exe = std::env::current_exe().context("finding the elastos executable")?;
     let mut command = std::process::Command::new(exe);
@@ -603,6 +690,12 @@ fn start_shim(root: &Path, global: &liboci_cli::GlobalOpts, id: &str) -> Result<
         command.arg("--log-format").arg(format);
     }
     command.arg("shim").arg(id);
+    if let Some(slave) = terminal {
+        command
+            .stdin(slave.try_clone()?)
+            .stdout(slave.try_clone()?)
+            .stderr(slave);
+    }
     let child = command.spawn().context("starting the container's shim")?;
     Ok(child.id())
 }
@@ -682,6 +775,13 @@ fn shim_run(root: &Path, id: &str, log: &Log) -> Result<u8> {
     // Out of the engine's process group and terminal session: the engine signals the pid it
     // was given, not the group.
     let _ = nix::unistd::setsid();
+    // With a terminal (its stdio is the slave `create` made), it becomes the session's
+    // controlling terminal: the engine's window size changes then reach the shim (SIGWINCH),
+    // which copies them to the container's own terminal (see `elastos_loader`'s stdio).
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        elastos_loader::sys::take_controlling_terminal(elastos_loader::sys::stdio(0))
+            .context("taking the console as the shim's terminal")?;
+    }
     let mut container = Container::open(root, id)?;
     let dir = container.dir.clone();
     let plan: JailPlan = serde_json::from_slice(&fs::read(dir.join("plan.json"))?)
@@ -821,6 +921,319 @@ fn wait_for_start(control: &UnixListener) -> Result<Option<UnixStream>> {
         }
         let _ = writeln!(stream, "error: unknown request {:?}", line.trim_end());
     }
+}
+
+/// `exec`: a new process in the running container's jail, made by the runtime from outside it
+/// (see `elastos_loader::exec_in_jail`): the container's namespaces, cgroups, user and ids,
+/// Landlock rules and seccomp program, no capability. Its process is `--process FILE` (a
+/// runtime spec `process`, what engines pass) or the arguments with `--env`, `--cwd` and
+/// `--tty` over the container's own environment and directory; the same rules as the
+/// container's translate it. Without `--detach`, waits for it (relaying signals) and exits with
+/// its code; with it, leaves it to this process's parent (conmon and containerd's shim are
+/// subreapers). `--pid-file` gets its host pid.
+fn exec(root: &Path, args: &liboci_cli::Exec, log: &Log) -> Result<u8> {
+    let id = &args.container_id;
+    let container = Container::open(root, id)?;
+    let record = &container.record;
+    let (Status::Running, Some(pid), Some(started)) =
+        (container.status(), record.jail_pid, record.jail_started)
+    else {
+        bail!(
+            "container {id} is {}: exec needs a running container",
+            status_name(container.status())
+        );
+    };
+    // The pidfd first, then the check that the pid is still the jail's init: from then on the
+    // pidfd names that process, whatever its pid becomes.
+    let init = elastos_loader::sys::pidfd_open(pid)
+        .ok()
+        .filter(|_| alive(pid, started))
+        .ok_or_else(|| anyhow!("container {id} is not running"))?;
+    for (set, what) in [
+        (args.user.is_some(), "--user"),
+        (!args.additional_gids.is_empty(), "--additional-gids"),
+        (args.process_label.is_some(), "--process-label"),
+        (args.apparmor.is_some(), "--apparmor"),
+        (args.cgroup.is_some(), "--cgroup"),
+        (args.preserve_fds > 0, "--preserve-fds"),
+    ] {
+        if set {
+            log.warn(&format!(
+                "{what}: not applied; the process runs as the container's, with its ids, labels,                  cgroup and no inherited fds"
+            ));
+        }
+    }
+    let mut plan: JailPlan = serde_json::from_slice(&fs::read(container.dir.join("plan.json"))?)
+        .context("reading the container's plan")?;
+    let process = exec_process(args, &plan)?;
+    let spec = elastos_oci::parse_spec(&fs::read(record.bundle.join("config.json"))?)?;
+    let host = HostView {
+        rootfs: record.bundle.join(
+            spec.root()
+                .as_ref()
+                .map_or(Path::new("rootfs"), |r| r.path()),
+        ),
+        root: root.to_owned(),
+    };
+    let mut warnings = Vec::new();
+    let command = elastos_oci::translate_process(&process, &host, &mut |field, message| {
+        warnings.push(elastos_oci::Warning {
+            field: field.to_owned(),
+            message,
+        })
+    })?;
+    log.warnings(&warnings);
+    plan.entry = command.entry;
+    plan.argv = command.argv;
+    plan.env = command.env.into_iter().collect();
+    plan.workdir = command.workdir;
+    let stdio = match console(command.terminal, args.console_socket.as_deref(), log)? {
+        Some(slave) => [
+            slave.try_clone()?.into(),
+            slave.try_clone()?.into(),
+            slave.into(),
+        ],
+        None => [
+            std::process::Stdio::inherit(),
+            std::process::Stdio::inherit(),
+            std::process::Stdio::inherit(),
+        ],
+    };
+    let loader = elastos_host::apps::launch_options(false, false)?.loader;
+    let child = elastos_loader::exec_in_jail(
+        &elastos_loader::JailToJoin {
+            init: init.as_fd(),
+            init_pid: pid,
+            cgroups: &record.cgroups,
+        },
+        &plan,
+        &loader,
+        stdio,
+    )
+    .with_context(|| format!("exec in container {id}"))?;
+    if let Some(pid_file) = &args.pid_file {
+        write_atomically(pid_file, child.id().to_string().as_bytes())
+            .with_context(|| format!("writing the pid file {}", pid_file.display()))?;
+    }
+    if args.detach {
+        return Ok(0);
+    }
+    wait_relaying_signals(child)
+}
+
+/// The process `exec` runs: `--process FILE`, else the arguments over the container's own
+/// process (its environment without the jail's fd 3, which an exec'd process does not get; its
+/// working directory), with `--env`, `--cwd` and `--tty`.
+fn exec_process(args: &liboci_cli::Exec, plan: &JailPlan) -> Result<elastos_oci::runtime::Process> {
+    if let Some(path) = &args.process {
+        let bytes =
+            fs::read(path).with_context(|| format!("reading --process {}", path.display()))?;
+        return serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "--process {}: expected a runtime spec `process` object (JSON)",
+                path.display()
+            )
+        });
+    }
+    if args.command.is_empty() {
+        bail!("nothing to run: expected the command after the container id, or --process FILE");
+    }
+    let mut env: std::collections::BTreeMap<String, String> = plan
+        .env
+        .iter()
+        .filter(|(name, _)| name != "ELASTOS_IPC_FD")
+        .cloned()
+        .collect();
+    env.extend(args.env.iter().cloned());
+    let mut process = elastos_oci::runtime::Process::default();
+    process
+        .set_args(Some(args.command.clone()))
+        .set_env(Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()))
+        .set_cwd(args.cwd.clone().unwrap_or_else(|| plan.workdir.clone()))
+        .set_terminal(Some(args.tty))
+        .set_capabilities(if args.cap.is_empty() {
+            None
+        } else {
+            let caps = args
+                .cap
+                .iter()
+                .map(|cap| {
+                    let upper = cap.to_ascii_uppercase();
+                    let name = upper.trim_start_matches("CAP_");
+                    name.parse::<elastos_oci::runtime::Capability>()
+                        .map_err(|_| anyhow!("--cap {cap}: not a capability (e.g. CAP_CHOWN)"))
+                })
+                .collect::<Result<std::collections::HashSet<_>>>()?;
+            Some(
+                elastos_oci::runtime::LinuxCapabilitiesBuilder::default()
+                    .bounding(caps)
+                    .build()?,
+            )
+        });
+    Ok(process)
+}
+
+/// Waits for `child`, relaying SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH
+/// to it; its exit code, or 128+N if signal N ended it (runc's).
+fn wait_relaying_signals(mut child: std::process::Child) -> Result<u8> {
+    use nix::sys::signal::{SigSet, SigmaskHow};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    use std::os::unix::process::ExitStatusExt;
+    let mut set = SigSet::empty();
+    for signal in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+    ] {
+        set.add(signal);
+    }
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+    let signals = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC)?;
+    let process = elastos_loader::sys::pidfd_open(child.id() as i32)?;
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: process.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: signals.as_fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        match elastos_loader::sys::poll(&mut fds, -1) {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            other => other?,
+        };
+        if fds[0].revents != 0 {
+            break;
+        }
+        if let Some(info) = signals.read_signal()? {
+            // ESRCH: it ended meanwhile, which the next poll sees.
+            let _ = elastos_loader::sys::pidfd_send_signal(process.as_fd(), info.ssi_signo as i32);
+        }
+    }
+    let status = child.wait()?;
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code).unwrap_or(125),
+        (None, Some(signal)) => (128 + signal) as u8,
+        _ => 125,
+    })
+}
+
+/// `list`: every container under `root`, as runc lists them (`--format json`: id, pid, status,
+/// bundle, rootfs, created, owner, annotations; `-q`: the ids).
+fn list(root: &Path, args: &liboci_cli::List) -> Result<u8> {
+    let mut containers: Vec<Container> = fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| Container::open(root, entry.file_name().to_str()?).ok())
+        .collect();
+    containers.sort_by(|a, b| a.record.id.cmp(&b.record.id));
+    let rows: Vec<serde_json::Value> = containers
+        .iter()
+        .map(|container| {
+            let state = container.oci_state();
+            let rootfs = fs::read(container.record.bundle.join("config.json"))
+                .ok()
+                .and_then(|bytes| elastos_oci::parse_spec(&bytes).ok())
+                .and_then(|spec| {
+                    spec.root()
+                        .as_ref()
+                        .map(|r| container.record.bundle.join(r.path()))
+                })
+                .unwrap_or_default();
+            serde_json::json!({
+                "ociVersion": state.oci_version,
+                "id": state.id,
+                "pid": state.pid,
+                "status": status_name(state.status),
+                "bundle": state.bundle,
+                "rootfs": rootfs,
+                "created": container.record.created,
+                "owner": "root",
+                "annotations": state.annotations,
+            })
+        })
+        .collect();
+    match (args.quiet, args.format.as_str()) {
+        (true, _) => rows
+            .iter()
+            .for_each(|row| println!("{}", row["id"].as_str().unwrap_or(""))),
+        (false, "json") => println!("{}", serde_json::Value::Array(rows)),
+        (false, "table") => {
+            println!(
+                "{:<24} {:<8} {:<10} {:<40} {:<22} OWNER",
+                "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+            );
+            for row in &rows {
+                println!(
+                    "{:<24} {:<8} {:<10} {:<40} {:<22} {}",
+                    row["id"].as_str().unwrap_or(""),
+                    row["pid"],
+                    row["status"].as_str().unwrap_or(""),
+                    row["bundle"].as_str().unwrap_or(""),
+                    row["created"].as_str().unwrap_or(""),
+                    row["owner"].as_str().unwrap_or("")
+                );
+            }
+        }
+        (false, other) => bail!("--format {other}: expected table or json"),
+    }
+    Ok(0)
+}
+
+/// `ps`: the processes of a running container's jail (its pid namespace: the jail's init, the
+/// container's process, what `exec` added), as host pids.
+fn ps(root: &Path, args: &liboci_cli::Ps) -> Result<u8> {
+    let id = &args.container_id;
+    let container = Container::open(root, id)?;
+    let record = &container.record;
+    let pids: Vec<i32> = match (container.status(), record.jail_pid, record.jail_started) {
+        (Status::Running, Some(init), Some(started)) if alive(init, started) => {
+            let namespace = fs::read_link(format!("/proc/{init}/ns/pid"))?;
+            let mut pids: Vec<i32> = fs::read_dir("/proc")?
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|pid| {
+                    fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|ns| ns == namespace)
+                })
+                .collect();
+            pids.sort_unstable();
+            pids
+        }
+        _ => Vec::new(),
+    };
+    if !args.ps_options.is_empty() {
+        bail!(
+            "ps options {:?}: not supported (elastos oci ps lists pids and commands)",
+            args.ps_options
+        );
+    }
+    match args.format.as_str() {
+        "json" => println!("{}", serde_json::to_string(&pids)?),
+        "table" => {
+            println!("{:<8} CMD", "PID");
+            for pid in pids {
+                let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let words: Vec<String> = cmdline
+                    .split(|b| *b == 0)
+                    .filter(|w| !w.is_empty())
+                    .map(|w| String::from_utf8_lossy(w).into_owned())
+                    .collect();
+                println!("{pid:<8} {}", words.join(" "));
+            }
+        }
+        other => bail!("--format {other}: expected table or json"),
+    }
+    Ok(0)
 }
 
 /// `start`: asks the shim to run the process, waits until it runs.

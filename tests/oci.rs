@@ -144,6 +144,10 @@ struct Podman<'a> {
 impl Podman<'_> {
     fn command(&self, args: &[&str]) -> Output {
         let dir = self.fixture.harness.path();
+        // /run is the fixture's own directory, the same for every call of one test: a detached
+        // container's runtime state (in /run/elastos-oci) must outlive the call that made it.
+        let run = dir.join("p/run");
+        std::fs::create_dir_all(&run).unwrap();
         let mut invocation = self.fixture.harness.program("unshare");
         invocation.args([
             "-m",
@@ -151,11 +155,10 @@ impl Podman<'_> {
             "private",
             "sh",
             "-c",
-            "mount -t tmpfs -o mode=755 tmpfs /run && mount -t tmpfs tmpfs /var/lib && \
+            "mount --bind \"$0\" /run && mount -t tmpfs tmpfs /var/lib && \
              { umount -l /sys/fs/cgroup/unified 2>/dev/null; true; } && exec \"$@\"",
-            "sh",
-            "podman",
         ]);
+        invocation.arg(&run).arg("podman");
         for (flag, sub) in [
             ("--root", "p/root"),
             ("--runroot", "p/rr"),
@@ -255,6 +258,28 @@ fn probe_line(output: &Output, probe: &str) -> common::ProbeResult {
         })
 }
 
+impl Podman<'_> {
+    /// `podman import` of the fixture's rootfs as `localhost/elastos-probe:test`.
+    fn import_probe_image(&self) {
+        let tar = self.fixture.harness.path().join("rootfs.tar");
+        let packed = Command::new("tar")
+            .arg("-C")
+            .arg(&self.fixture.rootfs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(packed.success());
+        self.command(&[
+            "import",
+            &tar.display().to_string(),
+            "localhost/elastos-probe:test",
+        ])
+        .assert_code(0);
+    }
+}
+
 #[test]
 fn podman_runs_containers_in_the_jail() {
     require("podman");
@@ -263,23 +288,7 @@ fn podman_runs_containers_in_the_jail() {
     let leftovers = Leftovers::before();
     let fixture = Fixture::new();
     let podman = Podman { fixture: &fixture };
-    let tar = fixture.harness.path().join("rootfs.tar");
-    let packed = Command::new("tar")
-        .arg("-C")
-        .arg(&fixture.rootfs)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(packed.success());
-    podman
-        .command(&[
-            "import",
-            &tar.display().to_string(),
-            "localhost/elastos-probe:test",
-        ])
-        .assert_code(0);
+    podman.import_probe_image();
 
     // Jailed: no process creation (the child would _exit(0) at once), no socket.
     let fork = podman.run(&[], &["/bin/elastos-probe", "run", "fork"]);
@@ -341,6 +350,152 @@ fn podman_runs_containers_in_the_jail() {
         ),
     );
 
+    leftovers.assert_none(&fixture.token(), None);
+}
+
+/// The namespaces and jail cgroups of a host process, to compare two processes' (`ns/*` links,
+/// the cgroup v1 memory, pids and cpu lines of `/proc/PID/cgroup`: the hierarchies the jail
+/// limits with here; the others are the engine's).
+fn namespaces_and_cgroups(pid: u32) -> Vec<String> {
+    let mut all: Vec<String> = ["user", "mnt", "pid", "net", "ipc", "uts", "cgroup"]
+        .iter()
+        .map(|ns| {
+            std::fs::read_link(format!("/proc/{pid}/ns/{ns}"))
+                .map(|link| link.display().to_string())
+                .unwrap_or_else(|e| format!("{ns}: {e}"))
+        })
+        .collect();
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    all.extend(
+        cgroups
+            .lines()
+            .filter(|line| {
+                line.split(':').nth(1).is_some_and(|controllers| {
+                    controllers
+                        .split(',')
+                        .any(|c| matches!(c, "memory" | "pids" | "cpu"))
+                })
+            })
+            .map(str::to_owned),
+    );
+    all
+}
+
+/// Host pids of the processes whose command line is exactly `words`.
+fn processes_running(words: &[&str]) -> Vec<u32> {
+    let wanted: Vec<u8> = words
+        .iter()
+        .flat_map(|w| [w.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted))
+        .collect()
+}
+
+/// `podman exec` into a container running under elastos: the runtime adds the process to the
+/// jail from outside, exactly as confined as the first (its namespaces and cgroups, no process
+/// creation, no socket, no capability, no_new_privs, seccomp filtering), its stdout and exit
+/// code come back through podman, a privileged exec is refused with the field named, and a
+/// terminal (`-t`) is a pseudo-terminal the runtime made, for `run` as for `exec`.
+#[test]
+fn podman_exec_and_terminals_are_jailed_like_the_container() {
+    require("podman");
+    let _one = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    let _engine_cgroups = EngineCgroups("/elastos-oci-test");
+    let leftovers = Leftovers::before();
+    let fixture = Fixture::new();
+    let podman = Podman { fixture: &fixture };
+    podman.import_probe_image();
+    // The container's name is unique to this run: podman's own state is in the fixture.
+    struct RemoveOnDrop<'a>(&'a Podman<'a>);
+    impl Drop for RemoveOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.command(&["rm", "--force", "--time", "0", "jailed"]);
+        }
+    }
+    podman
+        .run(
+            &["-d", "--name", "jailed"],
+            &["/bin/elastos-probe", "sleep", "61"],
+        )
+        .assert_code(0);
+    let _remove = RemoveOnDrop(&podman);
+    let exec = |options: &[&str], command: &[&str]| {
+        let mut args = vec!["exec"];
+        args.extend(options);
+        args.push("jailed");
+        args.extend(command);
+        podman.command(&args)
+    };
+
+    let status = exec(&[], &["/bin/elastos-probe", "status"]);
+    status.assert_code(0);
+    let text = status.stdout_text();
+    for line in [
+        "CapEff:\t0000000000000000",
+        "CapBnd:\t0000000000000000",
+        "CapPrm:\t0000000000000000",
+        "NoNewPrivs:\t1",
+        "Seccomp:\t2",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+    // The container's uid in its user namespace (podman's process.user, 0: root of an
+    // namespace that owns nothing, without capabilities), as the container's first process.
+    assert!(text.contains("Uid:\t0\t0\t0\t0"), "{text}");
+    let fork = exec(&[], &["/bin/elastos-probe", "run", "fork"]);
+    fork.assert_code(0);
+    let fork = probe_line(&fork, "fork");
+    assert_eq!((fork.ret, fork.errno), (-1, libc::ENOSYS), "{fork:?}");
+    let udp = exec(&[], &["/bin/elastos-probe", "run", "inet-udp"]);
+    let udp = probe_line(&udp, "inet-udp");
+    assert_eq!((udp.ret, udp.errno), (-1, libc::ENOSYS), "{udp:?}");
+    exec(&[], &["/bin/elastos-probe", "exit", "9"]).assert_code(9);
+    let args = exec(&[], &["/bin/elastos-probe", "args", "through", "exec"]);
+    args.assert_code(0);
+    assert_eq!(args.stdout_text(), "through\nexec\n");
+
+    // Same namespaces and cgroups as the container's process, seen from the host.
+    exec(&["-d"], &["/bin/elastos-probe", "sleep", "62"]).assert_code(0);
+    let first = processes_running(&["/bin/elastos-probe", "sleep", "61"]);
+    let mut added = Vec::new();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            added = processes_running(&["/bin/elastos-probe", "sleep", "62"]);
+            !added.is_empty()
+        }),
+        "the detached exec is not running"
+    );
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(
+        namespaces_and_cgroups(added[0]),
+        namespaces_and_cgroups(first[0])
+    );
+
+    // A privileged exec is refused, with the field named.
+    let privileged = exec(&["--privileged"], &["/bin/elastos-probe", "exit", "0"]);
+    assert_refused(&privileged, "process.capabilities.bounding = CAP_");
+
+    // A terminal (`-t`), for exec as for run: the process's stdout is a pseudo-terminal the
+    // runtime made (its line discipline turns "\n" into "\r\n"), and the process leads a
+    // session of its own whose terminal it cannot take over: TIOCSPGRP is ENOTTY in the jail, as
+    // under `elastos run` (tests/run.rs).
+    for terminal in [
+        exec(&["-t"], &["/bin/elastos-probe", "terminal"]),
+        podman.run(&["-t"], &["/bin/elastos-probe", "terminal"]),
+    ] {
+        terminal.assert_code(0);
+        let text = terminal.stdout_text();
+        assert!(
+            text.contains(&format!("tiocspgrp=errno {}\r\n", libc::ENOTTY)),
+            "{text:?}"
+        );
+    }
+
+    drop(_remove);
     leftovers.assert_none(&fixture.token(), None);
 }
 
@@ -685,6 +840,37 @@ fn the_runtime_alone_creates_starts_reports_and_deletes() {
     };
     assert_eq!(limit("memory.limit_in_bytes").as_deref(), Some("67108864"));
     assert_eq!(limit("pids.max").as_deref(), Some("17"));
+    // list and ps, as runc gives them: the container, and its jail's init and process.
+    let listed = runtime(&["list", "--format", "json"]);
+    listed.assert_code(0);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed[0]["id"], "r1", "{listed}");
+    assert_eq!(listed[0]["status"], "running", "{listed}");
+    assert_eq!(listed[0]["pid"], pid, "{listed}");
+    let processes = runtime(&["ps", "--format", "json", "r1"]);
+    processes.assert_code(0);
+    let processes: Vec<u32> = serde_json::from_slice(&processes.stdout).unwrap();
+    assert_eq!(processes.len(), 2, "{processes:?}");
+    // exec without --detach: the runtime waits and exits with the process's code; the process
+    // is the container's user, jailed.
+    runtime(&["exec", "r1", "/bin/elastos-probe", "exit", "4"]).assert_code(4);
+    let status = runtime(&["exec", "--env", "X=1", "r1", "/bin/elastos-probe", "status"]);
+    status.assert_code(0);
+    for line in [
+        "Uid:\t0\t0\t0\t0",
+        "CapEff:\t0000000000000000",
+        "Seccomp:\t2",
+    ] {
+        assert!(
+            status.stdout_text().contains(line),
+            "{}",
+            status.stdout_text()
+        );
+    }
+    // exec into what is not running is refused with its state named.
+    let missing = runtime(&["exec", "nothere", "/bin/elastos-probe", "exit", "0"]);
+    assert_refused(&missing, "container nothere does not exist");
+
     // Running: delete without --force is refused.
     let busy = runtime(&["delete", "r1"]);
     assert_refused(&busy, "container r1 is running");
@@ -698,8 +884,14 @@ fn the_runtime_alone_creates_starts_reports_and_deletes() {
     assert!(gone.stderr_text().contains("container r1 does not exist"));
     runtime(&["delete", "--force", "r1"]).assert_code(0);
 
-    // A created container deleted with --force: the jail waiting for `start` goes too.
+    // A created container deleted with --force: the jail waiting for `start` goes too. exec
+    // needs it running.
     runtime(&["create", "--bundle", &bundle_arg, "r2"]).assert_code(0);
+    let early = runtime(&["exec", "r2", "/bin/elastos-probe", "exit", "0"]);
+    assert_refused(
+        &early,
+        "container r2 is created: exec needs a running container",
+    );
     runtime(&["delete", "--force", "r2"]).assert_code(0);
 
     let features = runtime(&["features"]);

@@ -145,6 +145,15 @@ pub enum LaunchError {
     /// The loader went away without saying why.
     #[error("the loader exited before starting the app ({0})")]
     LoaderVanished(String),
+    /// A process could not be added to a running jail (`elastos oci exec`).
+    #[error("cannot enter the running jail: {what}")]
+    Join {
+        /// The step that failed.
+        what: String,
+        /// The kernel's answer.
+        #[source]
+        source: io::Error,
+    },
     /// Waiting for the app failed.
     #[error("waiting for the app failed")]
     Wait(#[source] nix::Error),
@@ -226,6 +235,10 @@ mod tests {
             },
             LaunchError::TooManyMountSources { count: 41, max: 40 },
             LaunchError::LoaderVanished("no report".into()),
+            LaunchError::Join {
+                what: "setns into the jail's namespaces".into(),
+                source: io(),
+            },
             LaunchError::Wait(nix::Error::ECHILD),
         ];
         for error in &errors {

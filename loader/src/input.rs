@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use elastos_handoff::{LandlockRule, LoaderInput, ResolvedMount, RuleAccess, SockFilter};
-use elastos_policy::{JailPlan, MountEntry, PathAccess, JAIL_GID, JAIL_HOSTNAME, JAIL_UID};
+use elastos_policy::{JailPlan, MountEntry, PathAccess};
 
 use crate::error::LaunchError;
 
@@ -107,10 +107,10 @@ pub(crate) fn loader_input(
     LoaderInput {
         mounts,
         cgroup_tasks: cgroup_tasks.iter().map(|path| bytes(path)).collect(),
-        hostname: JAIL_HOSTNAME.into(),
+        hostname: plan.guest.hostname.clone().into_bytes(),
         home: bytes(&plan.workdir),
-        jail_uid: JAIL_UID,
-        jail_gid: JAIL_GID,
+        jail_uid: plan.guest.uid,
+        jail_gid: plan.guest.gid,
         landlock: plan
             .landlock
             .iter()
@@ -150,6 +150,15 @@ pub(crate) fn loader_input(
         memory_bytes: plan.limits.memory_bytes,
         memory_rlimit,
         allow_without_kernel_sandbox,
+        extra_rlimits: plan
+            .extra_rlimits
+            .iter()
+            .map(|limit| elastos_handoff::Rlimit {
+                resource: limit.resource,
+                soft: limit.soft,
+                hard: limit.hard,
+            })
+            .collect(),
     }
 }
 
@@ -159,7 +168,7 @@ pub const MAX_MOUNT_SOURCES: usize = 40;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use elastos_policy::{HostEnv, Manifest};
+    use elastos_policy::{HostEnv, Manifest, JAIL_GID, JAIL_HOSTNAME, JAIL_UID};
 
     fn plan(root: &Path) -> JailPlan {
         let manifest = Manifest::from_toml(

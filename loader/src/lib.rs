@@ -3,7 +3,8 @@
 //!
 //! With the loader (`loader/exe`), this is the only code that talks to the kernel to build a
 //! jail; this crate's `unsafe` code and raw syscalls are all in [`sys`]. Modules: `spawn`
-//! (creating the jail's first process and handing it the plan), `input` (the plan flattened
+//! (creating the jail's first process and handing it the plan), `join` (adding a process to a
+//! running jail: `elastos oci exec`), `input` (the plan flattened
 //! for the loader: pure, unit-tested without root), `supervise` (waiting, signals through
 //! pidfds, the app's stdio relayed in the same poll loop), `stdio` (the app's pipes or
 //! pseudo-terminal: never the launcher's own fds), [`cgroup`] (limits), [`home_quota`] (the
@@ -35,6 +36,7 @@ mod error;
 pub mod home_quota;
 mod identity;
 mod input;
+mod join;
 mod spawn;
 mod stdio;
 pub mod subordinate;
@@ -48,6 +50,7 @@ pub use cgroup::LimitMechanism;
 pub use error::LaunchError;
 pub use identity::{HostIdentity, ROOT_MODE_UID_BASE};
 pub use input::MAX_MOUNT_SOURCES;
+pub use join::{exec_in_jail, JailToJoin};
 pub use spawn::{spawn, LaunchOptions, PendingJail, StartStep};
 pub use stdio::CapturedOutput;
 pub use subordinate::{NoSubordinateIds, SubordinateIds};

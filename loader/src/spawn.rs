@@ -552,7 +552,13 @@ fn read_until_started(
     if reports.read_line(&mut line).map_err(LaunchError::HandOff)? == 0 {
         return Err(LaunchError::LoaderVanished("no report".into()));
     }
-    match parse_report(&line)? {
+    exec_outcome(parse_report(&line)?, &line)
+}
+
+/// What a report about the entry's exec means: Ok((landlock ABI, fully enforced)) once it runs,
+/// else the failure it names (`line` is the report as read).
+pub(crate) fn exec_outcome(report: Report, line: &str) -> Result<(u32, bool), LaunchError> {
+    match report {
         Report::Ready {
             landlock_abi,
             landlock_fully_enforced,

@@ -984,3 +984,141 @@ pub fn join_user_namespace(command: &mut std::process::Command, namespace: Borro
         })
     };
 }
+
+/// pidfd_open(2): a pidfd (close-on-exec) of the process `pid`. The caller checks afterwards
+/// that the pid still names the process it means (its start time): from then on the pidfd names
+/// that process whatever its pid becomes.
+pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: a raw syscall on integers; it returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just created `fd`; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// While it lives, the calling thread's new children start in the pid namespace of the process
+/// a pidfd refers to (setns(CLONE_NEWPID) changes only where children go, never the caller's
+/// own pid or view); dropped, in the thread's own again.
+pub struct ChildrenInPidNamespace {
+    own: OwnedFd,
+}
+
+impl ChildrenInPidNamespace {
+    /// Children of this thread go to the pid namespace of `process` (a pidfd).
+    pub fn enter(process: BorrowedFd<'_>) -> io::Result<ChildrenInPidNamespace> {
+        let own = OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/pid")?);
+        // SAFETY: setns on a live fd and a flag.
+        if unsafe { libc::setns(process.as_raw_fd(), libc::CLONE_NEWPID) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(ChildrenInPidNamespace { own })
+    }
+}
+
+impl Drop for ChildrenInPidNamespace {
+    fn drop(&mut self) {
+        // SAFETY: setns on a live fd and a flag. Back to the caller's own namespace, which is
+        // always allowed; a failure would leave later children in the jail, so it aborts.
+        if unsafe { libc::setns(self.own.as_raw_fd(), libc::CLONE_NEWPID) } < 0 {
+            std::process::abort();
+        }
+    }
+}
+
+/// The namespaces a process added to a running jail joins through the jail's init (its pid
+/// namespace is the one it is created in, see [`ChildrenInPidNamespace`]). The user namespace
+/// is the jail's, which owns all the others: the loader then joins the app's, nested in it.
+const JAIL_NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWCGROUP;
+
+/// close_range(2)'s CLOSE_RANGE_CLOEXEC (uapi/linux/close_range.h).
+const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+
+/// Makes `command` (spawned while [`ChildrenInPidNamespace`] holds the jail's pid namespace)
+/// exec the loader `loader` in `join` mode inside the running jail of `init` (a pidfd of the
+/// jail's init): its fds `moves` (from, fixed number) in place, fd 3 closed and every other fd
+/// above them closed at exec, no supplementary group, the jail's namespaces joined (user,
+/// mount, net, IPC, UTS, cgroup), uid and gid 0 of the jail's user namespace (the app's ids are
+/// mapped to them; the loader execs with the capabilities it needs there and drops them all).
+///
+/// Its stdio is the command's. The fds in `moves`, `init` and `loader` must stay open until
+/// the command is spawned, and `init` and `loader` must be numbered above every fixed one
+/// ([`FIXED_FDS_END`]): the child closes fd 3 and replaces the targets of `moves`.
+pub fn exec_loader_in_jail(
+    command: &mut std::process::Command,
+    init: BorrowedFd<'_>,
+    loader: BorrowedFd<'_>,
+    moves: [(RawFd, RawFd); 3],
+) {
+    use std::os::unix::process::CommandExt;
+    let (init, loader) = (init.as_raw_fd(), loader.as_raw_fd());
+    let first_closed_at_exec = moves.iter().map(|(_, to)| *to).max().unwrap_or(2) + 1;
+    // Prepared here: the child may not allocate.
+    let argv: Vec<CString> = vec![c"elastos-loader".to_owned(), c"join".to_owned()];
+    // As addresses: a closure for pre_exec must be Send, which raw pointers are not.
+    let argv_pointers: Vec<usize> = argv
+        .iter()
+        .map(|a| a.as_ptr() as usize)
+        .chain(std::iter::once(0))
+        .collect();
+    let envp: [usize; 1] = [0];
+    // SAFETY: the closure runs in the forked child before exec, and makes only raw syscalls on
+    // integers and on the pointer arrays prepared above (moved into it, so alive there): no
+    // allocation, no lock. setns(CLONE_NEWUSER) needs a single-threaded caller, which the child
+    // is.
+    unsafe {
+        command.pre_exec(move || {
+            let _keep_alive = &argv;
+            let check = |ret: libc::c_long| {
+                if ret < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            };
+            for (from, to) in moves {
+                check(libc::dup2(from, to).into())?;
+            }
+            check(libc::syscall(libc::SYS_close_range, 3u32, 3u32, 0u32))?;
+            check(libc::syscall(
+                libc::SYS_close_range,
+                first_closed_at_exec as libc::c_uint,
+                libc::c_uint::MAX,
+                CLOSE_RANGE_CLOEXEC,
+            ))?;
+            check(libc::syscall(
+                libc::SYS_setgroups,
+                0,
+                std::ptr::null::<libc::gid_t>(),
+            ))?;
+            check(libc::syscall(libc::SYS_setns, init, JAIL_NAMESPACES))?;
+            check(libc::syscall(libc::SYS_setresgid, 0, 0, 0))?;
+            check(libc::syscall(libc::SYS_setresuid, 0, 0, 0))?;
+            libc::syscall(
+                libc::SYS_execveat,
+                loader,
+                c"".as_ptr(),
+                argv_pointers.as_ptr(),
+                envp.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            );
+            Err(io::Error::last_os_error())
+        })
+    };
+}
+
+/// ioctl(TIOCSCTTY, 0): the terminal `fd` becomes the controlling terminal of the caller's
+/// session, which it leads and which has none (0: never steals one from another session).
+pub fn take_controlling_terminal(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

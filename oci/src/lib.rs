@@ -8,15 +8,18 @@
 //!   more than the jail gives any app: a privilege-granting capability (`CAP_SYS_ADMIN`,
 //!   `CAP_SYS_PTRACE`, ...), a host namespace (`linux.namespaces[].path` naming one of pid 1's,
 //!   or an isolating namespace left out, which means the host's), a device beyond the stateless ones, a bind of
-//!   the host's /proc, /sys or /dev, a filesystem type other than bind and tmpfs, host hooks, a
-//!   terminal (not supported yet);
+//!   the host's /proc, /sys or /dev, a filesystem type other than bind and tmpfs, host hooks;
 //! - **dropped with a warning** ([`Warning`]): what engines ask for by default and the jail
 //!   cannot give without weakening itself: the ordinary capabilities (podman asks for 11, docker
 //!   and containerd for 14: the jail grants none), sysfs, cgroupfs, devpts and mqueue mounts, the
 //!   engine's /etc/hosts-style files inside the read-only image, another container's namespace
 //!   (a Kubernetes pod's sandbox: the jail makes its own instead, never joining one), sysctls, LSM labels, limits it
 //!   does not enforce (CPU shares and sets, block I/O);
-//! - **mapped**: the process (argv, environment, working directory), the rootfs (read-only as
+//! - **mapped**: the process (argv, environment, working directory, a terminal: a
+//!   pseudo-terminal the runtime makes; also a process `elastos oci exec` adds, through
+//!   [`translate_process`]), its `user` ids and the `hostname` inside the jail's namespaces,
+//!   masked paths (under an empty tmpfs or /dev/null), read-only paths (accepted where nothing
+//!   is writable, refused inside a writable mount), the other rlimits (only ever lowered), the rootfs (read-only as
 //!   `/`), volumes (binds: read-only, or writable and never executable) and tmpfs mounts, the
 //!   memory, pids, open-file and CPU quota (`--cpus`) limits, and the spec's seccomp profile, which only ever removes
 //!   syscalls from the jail's allow-list ([`elastos_policy::SeccompProgram::compile_without`]).
@@ -30,8 +33,8 @@ mod translate;
 
 use std::path::PathBuf;
 
-pub use oci_spec::runtime::Spec;
-pub use translate::{translate, Host, Translation};
+pub use oci_spec::runtime::{self, Spec};
+pub use translate::{translate, translate_process, Command, Host, PathKind, Translation};
 
 /// The OCI runtime-spec version this runtime implements (`elastos oci state`, `features`).
 pub const OCI_VERSION: &str = "1.2.0";

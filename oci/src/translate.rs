@@ -5,9 +5,10 @@ use std::path::{Component, Path, PathBuf};
 
 use elastos_policy::manifest::DEFAULT_LIMITS;
 use elastos_policy::oci_plan::JAIL_OWNED_TOP_LEVEL;
-use elastos_policy::{ContainerJail, ContainerMount, ResourceLimits};
+use elastos_policy::{ContainerJail, ContainerMount, Guest, Masked, ResourceLimits, Rlimit};
 use oci_spec::runtime::{
-    Capabilities, LinuxNamespaceType, LinuxSeccomp, LinuxSeccompAction, PosixRlimitType, Spec,
+    Capabilities, LinuxNamespaceType, LinuxSeccomp, LinuxSeccompAction, PosixRlimitType, Process,
+    Spec,
 };
 
 use crate::{app_id, OciError, Warning, ORDINARY_CAPABILITIES};
@@ -22,6 +23,21 @@ pub trait Host {
     /// host's own namespaces (those of pid 1), or cannot be told apart from one; a process of
     /// another container of this runtime (a pod's sandbox) is not the host.
     fn is_host_namespace(&self, path: &Path) -> bool;
+    /// What `path` (absolute, as the container sees it, before the spec's mounts) is: in the
+    /// rootfs, or under /proc in the host's procfs, whose kernel-wide entries the jail's has
+    /// too. `None` when it does not exist.
+    fn kind(&self, path: &Path) -> Option<PathKind>;
+}
+
+/// What a path of the container is (see [`Host::kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    /// A directory.
+    Directory,
+    /// A file, device or other non-directory.
+    File,
+    /// One of its components is a symbolic link: masking it could mount over its target.
+    Symlink,
 }
 
 /// A spec translated: the jail to build and what of the spec it does not do.
@@ -29,6 +45,8 @@ pub trait Host {
 pub struct Translation {
     /// The jail.
     pub jail: ContainerJail,
+    /// `process.terminal`: the process's stdio is a pseudo-terminal (see [`Command::terminal`]).
+    pub terminal: bool,
     /// What was dropped, each with its field.
     pub warnings: Vec<Warning>,
 }
@@ -115,57 +133,16 @@ pub fn translate(
         .process()
         .as_ref()
         .ok_or_else(|| invalid("process", "missing: nothing to run"))?;
-    if process.terminal() == Some(true) {
-        return Err(refused(
-            "process.terminal",
-            "true",
-            "a terminal (podman run -t, ctr run -t) is not supported by elastos oci yet; run \
-             without one",
-        ));
-    }
-    let args = process
-        .args()
-        .as_ref()
-        .filter(|args| !args.is_empty())
-        .ok_or_else(|| invalid("process.args", "empty: nothing to run"))?;
-    let workdir = process.cwd().clone();
-    if !workdir.is_absolute() {
-        return Err(invalid(
-            "process.cwd",
-            &format!("{} is not an absolute path", workdir.display()),
-        ));
-    }
-    check_capabilities(process.capabilities().as_ref(), &mut warn)?;
-    for (field, label) in [
-        (process.apparmor_profile(), "process.apparmorProfile"),
-        (process.selinux_label(), "process.selinuxLabel"),
-    ] {
-        if field.as_deref().is_some_and(|v| !v.is_empty()) {
-            warn(
-                label,
-                "not applied: elastos confines with Landlock and seccomp, not LSM labels".into(),
-            );
-        }
-    }
-
-    let mut env = BTreeMap::new();
-    for (i, entry) in process.env().iter().flatten().enumerate() {
-        match entry.split_once('=') {
-            Some((name, value)) if !name.is_empty() => {
-                env.insert(name.to_owned(), value.to_owned());
-            }
-            _ => warn(
-                &format!("process.env[{i}]"),
-                format!("{entry:?} is not NAME=VALUE; left out"),
-            ),
-        }
-    }
-    env.entry("ELASTOS_IPC_FD".to_owned())
+    let mut command = translate_process(process, host, &mut warn)?;
+    command
+        .env
+        .entry("ELASTOS_IPC_FD".to_owned())
         .or_insert_with(|| elastos_policy::IPC_FD.to_string());
-    let entry = resolve_program(&args[0], &workdir, &env, host)?;
 
+    let guest = guest(spec, process)?;
     let mut limits = DEFAULT_LIMITS;
     let mut seccomp_denied = BTreeSet::new();
+    let mut masked = Vec::new();
     let top_level: BTreeSet<String> = host.top_level().into_iter().collect();
     let mut mounts = Vec::new();
     for (i, mount) in spec.mounts().iter().flatten().enumerate() {
@@ -227,8 +204,8 @@ pub fn translate(
         {
             warn(
                 "linux.uidMappings",
-                "not applied: the jail maps its own ids (the process is uid 1000 of its user \
-                 namespace)"
+                "not applied: the jail maps the process's uid and gid (process.user) to a host \
+                 uid and gid of its own, never to host ids a spec names"
                     .into(),
             );
         }
@@ -249,6 +226,16 @@ pub fn translate(
                 &path,
                 "the jail gives only /dev/null, zero, full, random and urandom",
             ));
+        }
+        if let Some(path) = linux.cgroups_path() {
+            warn(
+                "linux.cgroupsPath",
+                format!(
+                    "{} not used: the jail's cgroups are elastos's own (under elastos/ of each \
+                     hierarchy), with the spec's limits",
+                    path.display()
+                ),
+            );
         }
         if linux.sysctl().as_ref().is_some_and(|s| !s.is_empty()) {
             let names: BTreeSet<&String> =
@@ -311,12 +298,54 @@ pub fn translate(
         if let Some(seccomp) = linux.seccomp() {
             seccomp_denied = narrowing(seccomp, &mut warn);
         }
+        for (i, path) in linux.masked_paths().iter().flatten().enumerate() {
+            let field = format!("linux.maskedPaths[{i}]");
+            let path = absolute_below_root(&field, path)?;
+            match host.kind(&path) {
+                Some(kind @ (PathKind::Directory | PathKind::File)) => masked.push(Masked {
+                    jail: path,
+                    directory: kind == PathKind::Directory,
+                }),
+                // runc's rule: what is not there needs no hiding.
+                None => {}
+                Some(PathKind::Symlink) => warn(
+                    &field,
+                    format!(
+                        "{} not masked: a path through a symbolic link (mask its target)",
+                        path.display()
+                    ),
+                ),
+            }
+        }
+        for (i, path) in linux.readonly_paths().iter().flatten().enumerate() {
+            let field = format!("linux.readonlyPaths[{i}]");
+            let path = absolute_below_root(&field, path)?;
+            if let Some(writable) = writable_places(&mounts)
+                .into_iter()
+                .find(|place| path.starts_with(place))
+            {
+                return Err(refused(
+                    field,
+                    &path.display().to_string(),
+                    &format!(
+                        "inside {}, which the jail mounts writable; elastos makes no read-only \
+                         mount inside a writable one (the image and /proc are read-only already)",
+                        writable.display()
+                    ),
+                ));
+            }
+        }
     }
+    let mut extra_rlimits = Vec::new();
     for rlimit in process.rlimits().iter().flatten() {
         match rlimit.typ() {
             PosixRlimitType::RlimitNofile => limits.open_files = rlimit.soft(),
             PosixRlimitType::RlimitNproc => limits.threads = limits.threads.min(rlimit.soft()),
-            _ => {}
+            other => extra_rlimits.push(Rlimit {
+                resource: rlimit_number(other),
+                soft: rlimit.soft(),
+                hard: rlimit.hard(),
+            }),
         }
     }
     check_limits(&limits)?;
@@ -329,14 +358,191 @@ pub fn translate(
             rootfs_entries: top_level.into_iter().collect(),
             mounts,
             limits,
-            env: env.into_iter().collect(),
-            entry,
-            argv: args.clone(),
-            workdir,
+            env: command.env.into_iter().collect(),
+            entry: command.entry,
+            argv: command.argv,
+            workdir: command.workdir,
             seccomp_denied,
+            guest,
+            masked,
+            extra_rlimits,
         },
+        terminal: command.terminal,
         warnings,
     })
+}
+
+/// A spec's `process` (a container's, or one `elastos oci exec` adds), translated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// The absolute path of the program in the container.
+    pub entry: PathBuf,
+    /// Its argv, `argv[0]` as the spec gives it.
+    pub argv: Vec<String>,
+    /// Its environment, as the spec gives it.
+    pub env: BTreeMap<String, String>,
+    /// Its working directory (absolute).
+    pub workdir: PathBuf,
+    /// `process.terminal`: its stdio is a pseudo-terminal the runtime makes, whose master goes
+    /// to the engine's console socket.
+    pub terminal: bool,
+}
+
+/// Translates a `process` (the rules of the crate doc: capabilities beyond the ordinary ones
+/// refused, the ordinary ones dropped, LSM labels and `user` not applied), its program looked
+/// up in the container's rootfs through `host`.
+pub fn translate_process(
+    process: &Process,
+    host: &dyn Host,
+    warn: &mut dyn FnMut(&str, String),
+) -> Result<Command, OciError> {
+    let args = process
+        .args()
+        .as_ref()
+        .filter(|args| !args.is_empty())
+        .ok_or_else(|| invalid("process.args", "empty: nothing to run"))?;
+    let workdir = process.cwd().clone();
+    if !workdir.is_absolute() {
+        return Err(invalid(
+            "process.cwd",
+            &format!("{} is not an absolute path", workdir.display()),
+        ));
+    }
+    check_capabilities(process.capabilities().as_ref(), warn)?;
+    for (field, label) in [
+        (process.apparmor_profile(), "process.apparmorProfile"),
+        (process.selinux_label(), "process.selinuxLabel"),
+    ] {
+        if field.as_deref().is_some_and(|v| !v.is_empty()) {
+            warn(
+                label,
+                "not applied: elastos confines with Landlock and seccomp, not LSM labels".into(),
+            );
+        }
+    }
+    let mut env = BTreeMap::new();
+    for (i, entry) in process.env().iter().flatten().enumerate() {
+        match entry.split_once('=') {
+            Some((name, value)) if !name.is_empty() => {
+                env.insert(name.to_owned(), value.to_owned());
+            }
+            _ => warn(
+                &format!("process.env[{i}]"),
+                format!("{entry:?} is not NAME=VALUE; left out"),
+            ),
+        }
+    }
+    if process
+        .user()
+        .additional_gids()
+        .as_ref()
+        .is_some_and(|gids| !gids.is_empty())
+    {
+        warn(
+            "process.user.additionalGids",
+            "not applied: the jail's user namespace denies setgroups".into(),
+        );
+    }
+    let entry = resolve_program(&args[0], &workdir, &env, host)?;
+    Ok(Command {
+        entry,
+        argv: args.clone(),
+        env,
+        workdir,
+        terminal: process.terminal() == Some(true),
+    })
+}
+
+/// The spec's `hostname` (the jail's UTS namespace is always its own) and `process.user`'s
+/// uid and gid, which the process has inside its own user namespace: mapped to the jail's one
+/// host uid and gid, without capabilities whatever their number (see `elastos_policy::Guest`).
+/// Supplementary groups are not: the jail's user namespace denies setgroups.
+fn guest(spec: &Spec, process: &Process) -> Result<Guest, OciError> {
+    let mut guest = Guest::default();
+    if let Some(hostname) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        // sethostname(2)'s limit (HOST_NAME_MAX); a NUL would end it early.
+        if hostname.len() > 64 || hostname.contains('\0') {
+            return Err(invalid(
+                "hostname",
+                &format!("{hostname:?} is not a hostname: expected at most 64 bytes, no NUL"),
+            ));
+        }
+        guest.hostname = hostname.to_owned();
+    }
+    let user = process.user();
+    // (uid_t)-1 means "unchanged" to setresuid and cannot be mapped.
+    for (field, id) in [
+        ("process.user.uid", user.uid()),
+        ("process.user.gid", user.gid()),
+    ] {
+        if id == u32::MAX {
+            return Err(invalid(
+                field,
+                "4294967295 is not an id: expected 0 to 4294967294",
+            ));
+        }
+    }
+    guest.uid = user.uid();
+    guest.gid = user.gid();
+    Ok(guest)
+}
+
+/// Linux's number of an rlimit (asm-generic/resource.h, what x86_64 uses).
+fn rlimit_number(typ: PosixRlimitType) -> u32 {
+    use PosixRlimitType as R;
+    match typ {
+        R::RlimitCpu => 0,
+        R::RlimitFsize => 1,
+        R::RlimitData => 2,
+        R::RlimitStack => 3,
+        R::RlimitCore => 4,
+        R::RlimitRss => 5,
+        R::RlimitNproc => 6,
+        R::RlimitNofile => 7,
+        R::RlimitMemlock => 8,
+        R::RlimitAs => 9,
+        R::RlimitLocks => 10,
+        R::RlimitSigpending => 11,
+        R::RlimitMsgqueue => 12,
+        R::RlimitNice => 13,
+        R::RlimitRtprio => 14,
+        R::RlimitRttime => 15,
+    }
+}
+
+/// `path` of `field` as an absolute path below / without `..`.
+fn absolute_below_root(field: &str, path: &str) -> Result<PathBuf, OciError> {
+    let path = PathBuf::from(path);
+    let normal = path.is_absolute()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if !normal || path == Path::new("/") {
+        return Err(invalid(
+            field,
+            &format!(
+                "{:?} is not an absolute path below / without `..`",
+                path.display()
+            ),
+        ));
+    }
+    Ok(path)
+}
+
+/// Where the container can write: the jail's /tmp and /dev, and the spec's writable mounts.
+/// The rest (the image, /proc, read-only volumes) is read-only to it.
+fn writable_places(mounts: &[ContainerMount]) -> Vec<PathBuf> {
+    let mut places: Vec<PathBuf> = vec!["/tmp".into(), "/dev".into()];
+    places.extend(mounts.iter().filter_map(|mount| match mount {
+        ContainerMount::Bind {
+            jail,
+            writable: true,
+            ..
+        }
+        | ContainerMount::Tmpfs { jail, .. } => Some(jail.clone()),
+        ContainerMount::Bind { .. } => None,
+    }));
+    places
 }
 
 fn refused(field: impl Into<String>, value: &str, reason: &str) -> OciError {

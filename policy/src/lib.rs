@@ -46,10 +46,10 @@ pub use ceilings::{
 };
 pub use linkage::EntryLinkage;
 pub use manifest::{Manifest, ManifestError};
-pub use oci_plan::{ContainerJail, ContainerMount};
+pub use oci_plan::{ContainerJail, ContainerMount, Masked};
 pub use plan::{
-    jail_paths, HostEnv, JailPlan, LandlockRule, MountEntry, PathAccess, ResourceLimits,
-    CPU_PERIOD_US, IPC_FD, JAIL_GID, JAIL_HOSTNAME, JAIL_UID,
+    jail_paths, Guest, HostEnv, JailPlan, LandlockRule, MountEntry, PathAccess, ResourceLimits,
+    Rlimit, CPU_PERIOD_US, IPC_FD, JAIL_GID, JAIL_HOSTNAME, JAIL_UID,
 };
 pub use seccomp::{BpfInstruction, IoctlRow, SeccompProgram, SyscallRow};
 

@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use crate::plan::{scratch_mounts, scratch_rules};
 use crate::{
-    EntryLinkage, JailPlan, LandlockRule, MountEntry, PathAccess, PolicyError, ResourceLimits,
-    SeccompProgram,
+    EntryLinkage, Guest, JailPlan, LandlockRule, MountEntry, PathAccess, PolicyError,
+    ResourceLimits, Rlimit, SeccompProgram,
 };
 
 /// Top-level names of a rootfs that the jail provides itself (see `plan::scratch_mounts`).
@@ -77,7 +77,28 @@ pub struct ContainerJail {
     /// Syscalls the spec's seccomp profile denies: removed from the jail's allow-list, which
     /// the spec can narrow but never widen.
     pub seccomp_denied: BTreeSet<String>,
+    /// The spec's hostname and `process.user` ids, inside the jail's namespaces.
+    pub guest: Guest,
+    /// The spec's masked paths that exist, after every other mount (see [`Masked`]).
+    pub masked: Vec<Masked>,
+    /// The spec's rlimits beyond open files and processes (see [`JailPlan::extra_rlimits`]).
+    pub extra_rlimits: Vec<Rlimit>,
 }
+
+/// A path of the spec's `linux.maskedPaths`, hidden: a directory under an empty tmpfs, anything
+/// else under the host's /dev/null (reads as empty, writes vanish). Neither can be written to
+/// or executed: Landlock's rule for the place it is in (the image's read-and-execute, /proc's
+/// read-only) still covers it, and the mounts are noexec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Masked {
+    /// The path in the jail.
+    pub jail: PathBuf,
+    /// It is a directory.
+    pub directory: bool,
+}
+
+/// The size of a masked directory's tmpfs: it holds nothing.
+const MASKED_DIR_BYTES: u64 = 4096;
 
 impl JailPlan {
     /// Plans the jail of an OCI container (see the module doc).
@@ -184,6 +205,20 @@ impl JailPlan {
                 }
             }
         }
+        mounts.extend(container.masked.iter().map(|masked| {
+            if masked.directory {
+                MountEntry::Tmpfs {
+                    jail: masked.jail.clone(),
+                    size_bytes: MASKED_DIR_BYTES,
+                    mode: 0o555,
+                }
+            } else {
+                MountEntry::Device {
+                    host: "/dev/null".into(),
+                    jail: masked.jail.clone(),
+                }
+            }
+        }));
         Ok(JailPlan {
             app_id: container.app_id,
             app_name: container.container_id.clone(),
@@ -202,6 +237,8 @@ impl JailPlan {
             entry_linkage: EntryLinkage::Static,
             argv: container.argv.clone(),
             workdir: container.workdir.clone(),
+            guest: container.guest.clone(),
+            extra_rlimits: container.extra_rlimits.clone(),
         })
     }
 }
@@ -233,6 +270,9 @@ mod tests {
             argv: vec!["sh".into()],
             workdir: "/".into(),
             seccomp_denied: ["getpid".to_owned()].into(),
+            guest: Guest::default(),
+            masked: Vec::new(),
+            extra_rlimits: Vec::new(),
         }
     }
 
@@ -317,6 +357,41 @@ mod tests {
             jail: "/data".into(),
             writable: true
         }));
+    }
+
+    #[test]
+    fn masked_paths_come_last_and_add_no_landlock_rule() {
+        let mut masked = container(vec![]);
+        masked.masked = vec![
+            Masked {
+                jail: "/proc/kcore".into(),
+                directory: false,
+            },
+            Masked {
+                jail: "/etc/secret".into(),
+                directory: true,
+            },
+        ];
+        let plan = JailPlan::for_container(&masked).unwrap();
+        let last = &plan.mounts[plan.mounts.len() - 2..];
+        assert_eq!(
+            last,
+            [
+                MountEntry::Device {
+                    host: "/dev/null".into(),
+                    jail: "/proc/kcore".into()
+                },
+                MountEntry::Tmpfs {
+                    jail: "/etc/secret".into(),
+                    size_bytes: MASKED_DIR_BYTES,
+                    mode: 0o555
+                }
+            ]
+        );
+        // The image's /etc is still bound (a mask is not a replacement of its entry).
+        assert!(binds(&plan).contains(&(Path::new("/b/rootfs/etc"), Path::new("/etc"), false)));
+        let unmasked = JailPlan::for_container(&container(vec![])).unwrap();
+        assert_eq!(plan.landlock, unmasked.landlock);
     }
 
     #[test]

@@ -36,6 +36,32 @@ pub const JAIL_HOSTNAME: &str = "elastos";
 /// The fd of the app's IPC socket (`ELASTOS_IPC_FD`).
 pub const IPC_FD: i32 = 3;
 
+/// Who the app is inside its jail: the hostname of its UTS namespace, its uid and gid in its own
+/// user namespace. A bundle's app is elastos's [`JAIL_UID`], [`JAIL_GID`] and [`JAIL_HOSTNAME`];
+/// an OCI container takes its spec's `process.user` and `hostname`. No value grants anything:
+/// the ids are mapped to the jail's one host uid and gid whatever their number, and the app
+/// holds no capability whatever its uid (0 included: its bounding set is empty, so even an exec
+/// as uid 0 gains none, and no_new_privs is set).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Guest {
+    /// The UTS namespace's hostname.
+    pub hostname: String,
+    /// The app's uid in its user namespace.
+    pub uid: u32,
+    /// The app's gid in its user namespace.
+    pub gid: u32,
+}
+
+impl Default for Guest {
+    fn default() -> Guest {
+        Guest {
+            hostname: JAIL_HOSTNAME.to_owned(),
+            uid: JAIL_UID,
+            gid: JAIL_GID,
+        }
+    }
+}
+
 /// The complete, reviewable description of one jail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JailPlan {
@@ -69,6 +95,24 @@ pub struct JailPlan {
     /// OCI container (see [`crate::oci_plan`]).
     #[serde(default = "default_workdir")]
     pub workdir: PathBuf,
+    /// Who the app is inside the jail (see [`Guest`]).
+    #[serde(default)]
+    pub guest: Guest,
+    /// rlimits beyond the jail's own (an OCI spec's `process.rlimits`): the loader applies each
+    /// only where it is lower than what the jail leaves.
+    #[serde(default)]
+    pub extra_rlimits: Vec<Rlimit>,
+}
+
+/// One rlimit of [`JailPlan::extra_rlimits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    /// `RLIMIT_*` as Linux numbers them (RLIMIT_CPU 0 to RLIMIT_RTTIME 15).
+    pub resource: u32,
+    /// The soft limit.
+    pub soft: u64,
+    /// The hard limit.
+    pub hard: u64,
 }
 
 fn default_workdir() -> PathBuf {
@@ -254,6 +298,8 @@ impl JailPlan {
                 .chain(args.iter().cloned())
                 .collect(),
             workdir: default_workdir(),
+            guest: Guest::default(),
+            extra_rlimits: Vec::new(),
         })
     }
 }

@@ -7,9 +7,7 @@ use std::path::Path;
 use crate::linkage::EntryLinkage;
 use crate::manifest::format_cpus;
 use crate::plan::jail_paths::APP;
-use crate::plan::{
-    JailPlan, MountEntry, PathAccess, CPU_PERIOD_US, JAIL_GID, JAIL_HOSTNAME, JAIL_UID,
-};
+use crate::plan::{JailPlan, MountEntry, PathAccess, CPU_PERIOD_US};
 use crate::syscalls::ArgCheck;
 
 impl JailPlan {
@@ -29,7 +27,8 @@ impl JailPlan {
         writeln!(out, "  argv:  {:?}", self.argv)?;
         writeln!(
             out,
-            "  runs as uid {JAIL_UID}, gid {JAIL_GID} without capabilities, hostname {JAIL_HOSTNAME:?}"
+            "  runs as uid {}, gid {} without capabilities, hostname {:?}",
+            self.guest.uid, self.guest.gid, self.guest.hostname
         )?;
 
         writeln!(out, "\nfilesystem, built in this order on an empty tmpfs:")?;

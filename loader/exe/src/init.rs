@@ -67,7 +67,7 @@ pub fn run(input: &LoaderInput, report: i32) -> i32 {
         sys::close(report);
         sys::close(status_read);
         let _ = sys::mask_signals(signals, false);
-        let line = match start_app(input, status_write) {
+        let line = match start_app(input, status_write, AppUser::New) {
             Err(e) => failed(&e),
             Ok(exec_error) => Report::ExecFailed {
                 entry: String::from_utf8_lossy(&input.entry).into_owned(),
@@ -135,22 +135,56 @@ fn take_terminal() {
     }
 }
 
+/// A process the runtime adds to a running jail ([`crate::Mode::Join`]): once the launcher has
+/// moved it into the jail's cgroups (EOF on the input pipe), the app's own steps, in the app's
+/// user namespace, then exec. Its reports go straight to `report` (close-on-exec: EOF once the
+/// entry runs). Returns only on failure (125).
+pub fn run_joined(input: &LoaderInput, report: i32) -> i32 {
+    let line = match jail::join_cgroup(&input.cgroup_tasks)
+        .and_then(|()| start_app(input, report, AppUser::Joined))
+    {
+        Err(e) => failed(&e),
+        Ok(exec_error) => Report::ExecFailed {
+            entry: String::from_utf8_lossy(&input.entry).into_owned(),
+            errno: exec_error.0,
+        },
+    };
+    send(report, &line);
+    125
+}
+
+/// Where the app's process gets its user namespace.
+#[derive(Clone, Copy)]
+enum AppUser {
+    /// A new one, nested in the jail's (the jail's app).
+    New,
+    /// The running app's, at [`fds::APP_USER_NAMESPACE`] (a process added to its jail).
+    Joined,
+}
+
 /// The app's side: its own steps, then exec. Returns only on failure, with exec's errno.
-fn start_app(input: &LoaderInput, status: i32) -> Result<sys::Errno, JailError> {
+fn start_app(input: &LoaderInput, status: i32, user: AppUser) -> Result<sys::Errno, JailError> {
     take_terminal();
     jail::apply_rlimits(input)?;
-    jail::enter_app_user_namespace(input)?;
+    match user {
+        AppUser::New => jail::enter_app_user_namespace(input)?,
+        AppUser::Joined => jail::join_app_user_namespace(fds::APP_USER_NAMESPACE)?,
+    }
     let dropped = jail::drop_privileges()?;
     let landlock = jail::enforce_landlock(input, &dropped)?;
     jail::enter_home(input)?;
-    // If init dies, so does the app (the pid namespace would go anyway; this is immediate).
-    sys::prctl(linux_raw_sys::prctl::PR_SET_PDEATHSIG, k::SIGKILL as usize).map_err(|errno| {
-        JailError {
-            step: Step::Exec,
-            what: "PR_SET_PDEATHSIG".into(),
-            errno: Some(errno),
-        }
-    })?;
+    // If init dies, so does the app (the pid namespace would go anyway; this is immediate). A
+    // joined process's parent is the runtime's `exec`, which may leave before it (`--detach`):
+    // it ends with the jail's pid namespace instead.
+    if let AppUser::New = user {
+        sys::prctl(linux_raw_sys::prctl::PR_SET_PDEATHSIG, k::SIGKILL as usize).map_err(
+            |errno| JailError {
+                step: Step::Exec,
+                what: "PR_SET_PDEATHSIG".into(),
+                errno: Some(errno),
+            },
+        )?;
+    }
     send(
         status,
         &Report::Ready {

@@ -171,7 +171,7 @@ pub fn build_jail(input: &LoaderInput) -> Result<(), JailError> {
 }
 
 /// Waits for EOF on the input pipe (the launcher has made the app's cgroup), then joins it.
-fn join_cgroup(tasks_files: &[Vec<u8>]) -> Result<(), JailError> {
+pub fn join_cgroup(tasks_files: &[Vec<u8>]) -> Result<(), JailError> {
     let step = Step::JoinCgroup;
     let mut more = [0u8; 1];
     match sys::read(fds::INPUT, &mut more) {
@@ -317,12 +317,17 @@ fn mount_entry(entry: &ResolvedMount) -> Result<(), JailError> {
                 make_dir_all(&target, 0o755).map_err(fail(step, &what))?;
             } else {
                 make_dir_all(parent(&target), 0o755).map_err(fail(step, &what))?;
-                let file = sys::open(
-                    &CPath::new(&target),
-                    k::O_WRONLY | k::O_CREAT | k::O_CLOEXEC,
-                    0o644,
-                )
-                .map_err(fail(step, &what))?;
+                // A file that exists is the mount point as it is (a masked path: in the
+                // read-only image, or in /proc, where neither could be opened for writing).
+                let file = sys::open(&CPath::new(&target), k::O_PATH | k::O_CLOEXEC, 0)
+                    .or_else(|_| {
+                        sys::open(
+                            &CPath::new(&target),
+                            k::O_WRONLY | k::O_CREAT | k::O_CLOEXEC,
+                            0o644,
+                        )
+                    })
+                    .map_err(fail(step, &what))?;
                 sys::close(file);
             }
             let fd = fds::FIRST_SOURCE + *source as i32;
@@ -387,6 +392,14 @@ pub fn apply_rlimits(input: &LoaderInput) -> Result<(), JailError> {
         let (_, hard) = sys::rlimit(resource, None).map_err(fail(step, name))?;
         sys::rlimit(resource, Some(value.min(hard))).map_err(fail(step, name))?;
     }
+    // Only ever lower than what the jail left: a spec narrows, never widens.
+    for limit in &input.extra_rlimits {
+        let what = || format!("rlimit {} of the spec", limit.resource);
+        let (soft, hard) = sys::rlimits(limit.resource, None).map_err(fail(step, what()))?;
+        let hard = hard.min(limit.hard);
+        sys::rlimits(limit.resource, Some((soft.min(limit.soft).min(hard), hard)))
+            .map_err(fail(step, what()))?;
+    }
     limit_user_namespace_counters()
 }
 
@@ -425,6 +438,19 @@ pub fn enter_app_user_namespace(input: &LoaderInput) -> Result<(), JailError> {
         format!("{} 0 1\n", input.jail_gid).as_bytes(),
     )
     .map_err(fail(step, "writing /proc/self/gid_map"))
+}
+
+/// Joins the running app's user namespace (`namespace`, an fd of it; closed after), in which
+/// this process then is the app's uid and gid: the launcher made it uid 0 of the jail's user
+/// namespace, the id the app's maps to them. The app's namespace is nested in the jail's, whose
+/// `max_user_namespaces` of 1 leaves no room for another.
+pub fn join_app_user_namespace(namespace: i32) -> Result<(), JailError> {
+    let joined = sys::setns(namespace, k::CLONE_NEWUSER);
+    sys::close(namespace);
+    joined.map_err(fail(
+        Step::UserNamespace,
+        "setns(CLONE_NEWUSER) into the app's",
+    ))
 }
 
 /// Drops every capability (bounding and ambient included) and sets no_new_privs.

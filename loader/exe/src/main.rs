@@ -24,16 +24,31 @@ mod sys;
 
 use elastos_handoff::fds;
 
+/// What the loader was exec'd for (`argv[1]`).
+pub enum Mode {
+    /// A new jail (no argument): build it, then run the app as pid 2 and wait for it.
+    Launch,
+    /// `join`: a process the runtime adds to a running jail (`elastos oci exec`). The launcher
+    /// has put this process in the jail's namespaces (the app's user namespace at
+    /// [`fds::APP_USER_NAMESPACE`], joined here) and cgroups; only the app's own steps remain.
+    Join,
+}
+
 /// The loader's whole life: read the plan, build the jail, run the app as pid 2 and wait for it.
 /// The exit code is init's: the app's code, 128+N if it died of signal N, 125 if the jail failed.
-fn main() -> i32 {
+fn main(mode: Mode) -> i32 {
     // The report pipe must not leak into the app.
     let _ = sys::set_cloexec(fds::REPORT);
-    match jail::read_input().and_then(|input| jail::build_jail(&input).map(|()| input)) {
-        Err(e) => {
+    let input = match (jail::read_input(), &mode) {
+        (Ok(input), Mode::Launch) => jail::build_jail(&input).map(|()| input),
+        (read, _) => read,
+    };
+    match (input, mode) {
+        (Err(e), _) => {
             init::send(fds::REPORT, &init::failed(&e));
             125
         }
-        Ok(input) => init::run(&input, fds::REPORT),
+        (Ok(input), Mode::Launch) => init::run(&input, fds::REPORT),
+        (Ok(input), Mode::Join) => init::run_joined(&input, fds::REPORT),
     }
 }

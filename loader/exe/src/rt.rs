@@ -12,21 +12,44 @@ compile_error!(
     "elastos-loader's runtime (entry point and syscall instruction) exists for x86_64 only"
 );
 
-// The kernel starts us with argc, argv and envp on the stack; the loader takes nothing from them
-// (its input comes on fds::INPUT), so `_start` only aligns the stack as the C ABI wants.
+// The kernel starts us with argc, argv and envp on the stack. The loader's input comes on
+// fds::INPUT; of argv it reads only whether `argv[1]` is `join` (see [`crate::Mode`]), so
+// `_start` hands the initial stack pointer to `entry` and aligns the stack as the C ABI wants.
 global_asm!(
     ".globl _start",
     ".type _start,@function",
     "_start:",
     "xor ebp, ebp",
+    "mov rdi, rsp",
     "and rsp, -16",
     "call {entry}",
     "ud2",
     entry = sym entry,
 );
 
-extern "C" fn entry() -> ! {
-    exit(crate::main())
+extern "C" fn entry(stack: *const usize) -> ! {
+    // SAFETY: `stack` is the kernel's initial stack pointer: argc, then argc argv pointers to
+    // NUL-terminated strings, then a null pointer (execve(2)'s process start layout).
+    let join = unsafe { *stack >= 2 && c_string_is(*stack.add(2) as *const u8, b"join") };
+    exit(crate::main(if join {
+        crate::Mode::Join
+    } else {
+        crate::Mode::Launch
+    }))
+}
+
+/// Whether the NUL-terminated string at `string` is `expected`.
+///
+/// # Safety
+/// `string` must point to a NUL-terminated string.
+unsafe fn c_string_is(string: *const u8, expected: &[u8]) -> bool {
+    for (i, byte) in expected.iter().chain([&0u8]).enumerate() {
+        // SAFETY: the string is read up to its NUL at the latest: a mismatch stops the loop.
+        if unsafe { string.add(i).read() } != *byte {
+            return false;
+        }
+    }
+    true
 }
 
 /// exit_group(2).

@@ -298,6 +298,11 @@ pub fn unshare(flags: u32) -> Result<()> {
     call_ints(k::__NR_unshare, &[flags as usize]).map(drop)
 }
 
+/// setns(2) of the namespace `fd` refers to (`kind`: its CLONE_NEW* flag).
+pub fn setns(fd: i32, kind: u32) -> Result<()> {
+    call_ints(k::__NR_setns, &[fd as usize, kind as usize]).map(drop)
+}
+
 /// sethostname(2).
 pub fn sethostname(name: &[u8]) -> Result<()> {
     // SAFETY: `name` is a live buffer of `name.len()` bytes the kernel only reads.
@@ -360,11 +365,18 @@ pub fn drop_all_capabilities() -> Result<()> {
     .map(drop)
 }
 
-/// prlimit64 on ourselves: the current (soft, hard) limit, after setting `new` if given.
+/// prlimit64 on ourselves: the current (soft, hard) limit, after setting `new` if given (soft
+/// and hard alike).
 pub fn rlimit(resource: u32, new: Option<u64>) -> Result<(u64, u64)> {
-    let wanted = new.map(|v| k::rlimit64 {
-        rlim_cur: v,
-        rlim_max: v,
+    rlimits(resource, new.map(|v| (v, v)))
+}
+
+/// prlimit64 on ourselves: the current (soft, hard) limit, after setting `new` (soft, hard) if
+/// given.
+pub fn rlimits(resource: u32, new: Option<(u64, u64)>) -> Result<(u64, u64)> {
+    let wanted = new.map(|(soft, hard)| k::rlimit64 {
+        rlim_cur: soft,
+        rlim_max: hard,
     });
     let mut old = k::rlimit64 {
         rlim_cur: 0,

@@ -31,6 +31,9 @@ pub mod fds {
     /// The first of the host mount sources (`O_PATH`), in [`super::LoaderInput::mounts`] order;
     /// closed as soon as the jail's filesystem is built.
     pub const FIRST_SOURCE: i32 = 6;
+    /// In a process added to a running jail (the loader's `join` mode, which mounts nothing):
+    /// the running app's user namespace, joined and closed before the app's steps.
+    pub const APP_USER_NAMESPACE: i32 = 6;
 }
 
 /// Version of the input record; the loader refuses any other (launcher and loader come from the
@@ -186,6 +189,20 @@ pub struct LoaderInput {
     pub memory_rlimit: bool,
     /// Run even where the kernel has no Landlock or seccomp (the CLI's loudly named override).
     pub allow_without_kernel_sandbox: bool,
+    /// More rlimits (an OCI spec's `process.rlimits`), applied after the jail's own and only
+    /// where they are lower.
+    pub extra_rlimits: Vec<Rlimit>,
+}
+
+/// One rlimit: resource (`RLIMIT_*`, Linux's numbers), soft and hard limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    /// RLIMIT_CPU (0) to RLIMIT_RTTIME (15).
+    pub resource: u32,
+    /// The soft limit.
+    pub soft: u64,
+    /// The hard limit.
+    pub hard: u64,
 }
 
 /// A mount step whose host source, if any, the launcher's child has already opened (as the
@@ -518,6 +535,11 @@ impl LoaderInput {
         w.u64(self.memory_bytes);
         w.bool(self.memory_rlimit);
         w.bool(self.allow_without_kernel_sandbox);
+        w.list(&self.extra_rlimits, |w, limit| {
+            w.u32(limit.resource);
+            w.u64(limit.soft);
+            w.u64(limit.hard);
+        });
         w.0
     }
 
@@ -612,6 +634,13 @@ impl LoaderInput {
             memory_bytes: r.u64()?,
             memory_rlimit: r.bool()?,
             allow_without_kernel_sandbox: r.bool()?,
+            extra_rlimits: r.list(|r| {
+                Ok(Rlimit {
+                    resource: r.u32()?,
+                    soft: r.u64()?,
+                    hard: r.u64()?,
+                })
+            })?,
         };
         if !r.0.is_empty() {
             return Err(DecodeError {
@@ -792,6 +821,11 @@ mod tests {
             memory_bytes: 64 << 20,
             memory_rlimit: true,
             allow_without_kernel_sandbox: false,
+            extra_rlimits: vec![Rlimit {
+                resource: 0,
+                soft: 60,
+                hard: 120,
+            }],
         }
     }
 

@@ -20,6 +20,18 @@ impl Host for FakeRootfs {
             .iter()
             .any(|p| path == Path::new(p))
     }
+    fn kind(&self, path: &Path) -> Option<PathKind> {
+        if self.is_file(path) || path == Path::new("/proc/kcore") {
+            return Some(PathKind::File);
+        }
+        if path == Path::new("/usr/lib64") {
+            return Some(PathKind::Symlink);
+        }
+        ["/bin", "/usr", "/proc/acpi"]
+            .iter()
+            .any(|p| path == Path::new(p))
+            .then_some(PathKind::Directory)
+    }
 }
 
 fn podman_spec() -> serde_json::Value {
@@ -88,6 +100,7 @@ fn podmans_default_spec_runs_with_its_capabilities_dropped() {
             "mounts[3]",
             "mounts[4]",
             "mounts[9]",
+            "linux.cgroupsPath",
             "linux.sysctl"
         ]
     );
@@ -348,16 +361,56 @@ fn the_program_is_looked_up_in_the_specs_path() {
 }
 
 #[test]
-fn terminals_and_hooks_are_refused() {
+fn a_terminal_is_the_runtimes_and_hooks_are_refused() {
     let mut spec = podman_spec();
+    assert!(!run(&spec).unwrap().terminal);
     spec["process"]["terminal"] = true.into();
-    assert_eq!(
-        refused_field(&spec),
-        ("process.terminal".into(), "true".into())
-    );
+    assert!(run(&spec).unwrap().terminal);
     let mut spec = podman_spec();
     spec["hooks"] = serde_json::json!({"prestart": [{"path": "/usr/bin/true"}]});
     assert_eq!(refused_field(&spec).0, "hooks.prestart");
+}
+
+/// `podman exec`'s process.json: the container's rules, without the jail's fd 3 variable.
+#[test]
+fn an_exec_process_is_translated_by_the_same_rules() {
+    let process = |value: serde_json::Value| -> oci_spec::runtime::Process {
+        serde_json::from_value(value).unwrap()
+    };
+    let mut warnings = Vec::new();
+    let mut warn = |field: &str, _: String| warnings.push(field.to_owned());
+    let host = FakeRootfs(vec!["bin", "usr"]);
+    let exec = translate_process(
+        &process(serde_json::json!({
+            "args": ["hello", "x"], "cwd": "/tmp", "terminal": true,
+            "env": ["PATH=/usr/bin:/bin", "TERM=xterm"], "user": {"uid": 0, "gid": 0},
+            "capabilities": {"bounding": ["CAP_CHOWN"], "effective": ["CAP_CHOWN"]}
+        })),
+        &host,
+        &mut warn,
+    )
+    .unwrap();
+    assert_eq!(exec.entry, Path::new("/bin/hello"));
+    assert_eq!(exec.argv, ["hello", "x"]);
+    assert_eq!(exec.workdir, Path::new("/tmp"));
+    assert!(exec.terminal);
+    assert_eq!(exec.env.get("TERM").map(String::as_str), Some("xterm"));
+    assert!(!exec.env.contains_key("ELASTOS_IPC_FD"));
+    assert_eq!(warnings, ["process.capabilities"]);
+    let refused = translate_process(
+        &process(serde_json::json!({
+            "args": ["hello"], "cwd": "/", "user": {"uid": 0, "gid": 0},
+            "capabilities": {"bounding": ["CAP_SYS_PTRACE"]}
+        })),
+        &host,
+        &mut |_, _| {},
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&refused, OciError::Refused { field, value, .. }
+            if field == "process.capabilities.bounding" && value == "CAP_SYS_PTRACE"),
+        "{refused}"
+    );
 }
 
 #[test]
@@ -410,4 +463,85 @@ fn containerds_default_spec_runs_with_its_14_capabilities_dropped() {
     assert_eq!(caps.message.matches("CAP_").count(), 14, "{}", caps.message);
     // No seccomp profile in the spec: the jail's own, whole.
     assert!(jail.seccomp_denied.is_empty());
+}
+
+/// Masked paths that exist are hidden (a directory under a tmpfs, a file under /dev/null),
+/// those that do not are skipped, one through a symlink is left with a warning; read-only paths
+/// are accepted where the container cannot write anyway and refused inside a writable mount.
+#[test]
+fn masked_and_read_only_paths() {
+    let mut spec = podman_spec();
+    spec["linux"]["maskedPaths"] = serde_json::json!([
+        "/proc/acpi",
+        "/proc/kcore",
+        "/proc/nothere",
+        "/bin/hello",
+        "/usr/lib64"
+    ]);
+    spec["linux"]["readonlyPaths"] = serde_json::json!(["/proc/sys", "/usr"]);
+    let translation = run(&spec).unwrap();
+    assert_eq!(
+        translation.jail.masked,
+        [
+            Masked {
+                jail: "/proc/acpi".into(),
+                directory: true
+            },
+            Masked {
+                jail: "/proc/kcore".into(),
+                directory: false
+            },
+            Masked {
+                jail: "/bin/hello".into(),
+                directory: false
+            },
+        ]
+    );
+    assert!(translation
+        .warnings
+        .iter()
+        .any(|w| w.field == "linux.maskedPaths[4]" && w.message.contains("symbolic link")));
+    spec["linux"]["readonlyPaths"] = serde_json::json!(["/proc/sys", "/tmp/x"]);
+    assert_eq!(
+        refused_field(&spec),
+        ("linux.readonlyPaths[1]".into(), "/tmp/x".into())
+    );
+    spec["linux"]["readonlyPaths"] = serde_json::json!(["relative"]);
+    assert!(matches!(run(&spec), Err(OciError::Invalid { field, .. })
+        if field == "linux.readonlyPaths[0]"));
+}
+
+/// The spec's hostname and process.user ids are the container's, inside its namespaces.
+#[test]
+fn hostname_and_user_are_the_specs() {
+    let mut spec = podman_spec();
+    spec["hostname"] = "box".into();
+    spec["process"]["user"] = serde_json::json!({"uid": 0, "gid": 42});
+    let guest = run(&spec).unwrap().jail.guest;
+    assert_eq!(
+        (guest.hostname.as_str(), guest.uid, guest.gid),
+        ("box", 0, 42)
+    );
+    spec["hostname"] = "x".repeat(65).into();
+    assert!(matches!(run(&spec), Err(OciError::Invalid { field, .. }) if field == "hostname"));
+}
+
+/// rlimits beyond open files and processes go to the loader, which only ever lowers them.
+#[test]
+fn the_other_rlimits_are_passed_on() {
+    let mut spec = podman_spec();
+    spec["process"]["rlimits"] = serde_json::json!([
+        {"type": "RLIMIT_CPU", "soft": 60, "hard": 120},
+        {"type": "RLIMIT_NOFILE", "soft": 3000, "hard": 4000}
+    ]);
+    let jail = run(&spec).unwrap().jail;
+    assert_eq!(jail.limits.open_files, 3000);
+    assert_eq!(
+        jail.extra_rlimits,
+        [elastos_policy::Rlimit {
+            resource: 0,
+            soft: 60,
+            hard: 120
+        }]
+    );
 }
