@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use elastos_cloudsync::{
-    GcOptions, HomeStatus, Progress, SyncEngine, SyncError, SyncOptions, SyncReport,
+    GcOptions, HomeStatus, Progress, StoreWait, SyncEngine, SyncError, SyncOptions, SyncReport,
 };
 use elastos_host::apps::PreparedApp;
 use elastos_host::cloud::{self, AppHome, CloudSettings, CloudStore, KnownApp};
@@ -534,6 +534,8 @@ pub fn sync(command: SyncCommand) -> Result<u8> {
         SyncCommand::Now {
             app,
             confirm_mass_delete,
+            store_timeout,
+            first_answer,
             format,
         } => {
             let apps = match app {
@@ -549,7 +551,13 @@ pub fn sync(command: SyncCommand) -> Result<u8> {
                 }
                 None => app_homes(&state)?.into_iter().filter(|a| a.sync).collect(),
             };
-            let engine = engine(&state, &store(&state)?)?;
+            let mut store = store(&state)?;
+            store.config.wait = match store_timeout {
+                None => StoreWait::Unbounded,
+                Some(bound) if first_answer => StoreWait::first_answer_within(bound),
+                Some(bound) => StoreWait::within(bound),
+            };
+            let engine = engine(&state, &store)?;
             #[derive(Serialize)]
             struct Synced {
                 #[serde(flatten)]
@@ -644,12 +652,22 @@ fn describe_report(app: &AppHome, report: &SyncReport) -> String {
 pub struct RunSync {
     app: AppHome,
     by: Syncer,
+    state: StateDirs,
 }
+
+/// How long `elastos run` without a daemon waits for a network store that does not answer,
+/// before the app starts (the whole sync, when the home has files here: the app then starts on
+/// its local copy) and after it exits (the store's first answer: one that answers gets the time
+/// a large upload needs). What was not synced stays pending for the next run, `elastos sync
+/// now` or the daemon.
+const RUN_STORE_WAIT: std::time::Duration = std::time::Duration::from_millis(2500);
 
 /// Who syncs the home around a run.
 enum Syncer {
-    /// This process, with its own engine (no daemon runs).
-    Engine(Box<SyncEngine>),
+    /// This process, with an engine opened for each of the two syncs (no daemon runs): none
+    /// is held while the app runs (the known chunks in memory, a network store's helper
+    /// process and its connections).
+    Engine(CloudStore),
     /// `elastos sync now APP`, in a user namespace where this user is root and the app's ids are
     /// mapped (no daemon runs, and the app runs as subordinate ids of the user: its home is
     /// theirs, which this user cannot read; the engine cannot enter the namespace in this
@@ -699,8 +717,8 @@ impl RunSync {
             Some(daemon) => Syncer::Daemon(daemon),
             None => match subordinate() {
                 Some(namespace) => Syncer::Namespace(namespace),
-                None => match store(state).and_then(|store| engine(state, &store)) {
-                    Ok(engine) => Syncer::Engine(Box::new(engine)),
+                None => match store(state) {
+                    Ok(store) => Syncer::Engine(store),
                     Err(error) => {
                         eprintln!(
                             "elastos: {error:#}; {} runs on its local copy, unsynced",
@@ -711,20 +729,33 @@ impl RunSync {
                 },
             },
         };
-        let run = RunSync { app, by };
-        run.sync("before the app starts");
+        let mut run = RunSync {
+            app,
+            by,
+            state: state.clone(),
+        };
+        // A home with files here runs on them if the store is slow; a missing or empty one
+        // waits for its restore once the store answers.
+        let has_files = std::fs::read_dir(&run.app.home).is_ok_and(|mut d| d.next().is_some());
+        let wait = if has_files {
+            StoreWait::within(RUN_STORE_WAIT)
+        } else {
+            StoreWait::first_answer_within(RUN_STORE_WAIT)
+        };
+        run.sync("before the app starts", wait);
         Some(run)
     }
 
     /// After the app exited: sends its changes to the cloud disk.
-    pub fn after_run(self) {
-        self.sync("after the app exited");
+    pub fn after_run(mut self) {
+        let wait = StoreWait::first_answer_within(RUN_STORE_WAIT);
+        self.sync("after the app exited", wait);
     }
 
-    fn sync(&self, when: &str) {
-        let result = match &self.by {
+    fn sync(&mut self, when: &str, wait: StoreWait) {
+        let result = match &mut self.by {
             Syncer::Namespace(namespace) => {
-                if let Err(error) = self.sync_in(namespace) {
+                if let Err(error) = Self::sync_in(&self.app, namespace, wait) {
                     eprintln!(
                         "elastos: cannot sync {}: {error:#} ({when}); the app's home stays as it is here",
                         self.app.label()
@@ -732,8 +763,11 @@ impl RunSync {
                 }
                 return;
             }
-            Syncer::Engine(engine) => {
-                sync_home(engine, &self.app, false).map_err(|e| sync_failure(&self.app, e))
+            Syncer::Engine(store) => {
+                store.config.wait = wait;
+                engine(&self.state, store).and_then(|engine| {
+                    sync_home(&engine, &self.app, false).map_err(|e| sync_failure(&self.app, e))
+                })
             }
             Syncer::Daemon(daemon) => {
                 let request = ControlRequest::CloudSync {
@@ -774,6 +808,11 @@ impl RunSync {
                 }
                 tracing::debug!(when, ?report, "synced the home");
             }
+            Err(error) if timed_out(&error) => eprintln!(
+                "elastos: {error:#} ({when}); {} runs on its local copy, and its changes go to \
+                 the cloud disk at the next sync (the next run, `elastos sync now`, or the daemon)",
+                self.app.label()
+            ),
             Err(error) => {
                 eprintln!("elastos: {error:#} ({when}); the app's home stays as it is here")
             }
@@ -781,17 +820,41 @@ impl RunSync {
     }
 }
 
+/// Whether a sync gave up on a store that did not answer in time.
+fn timed_out(error: &anyhow::Error) -> bool {
+    error.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<SyncError>(),
+            Some(SyncError::StoreTimeout { .. })
+        )
+    })
+}
+
 impl RunSync {
-    /// `elastos sync now APP` in `namespace` (see [`Syncer::Namespace`]).
-    fn sync_in(&self, namespace: &Result<UserNamespace, String>) -> Result<()> {
+    /// `elastos sync now APP` in `namespace` (see [`Syncer::Namespace`]), bounded by `wait`.
+    fn sync_in(
+        app: &AppHome,
+        namespace: &Result<UserNamespace, String>,
+        wait: StoreWait,
+    ) -> Result<()> {
         let namespace = namespace.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut command = std::process::Command::new(
             std::env::current_exe().context("cannot find the elastos executable")?,
         );
         command
-            .args(["sync", "now", &self.app.app_id.to_string()])
+            .args(["sync", "now", &app.app_id.to_string()])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null());
+        match wait {
+            StoreWait::Unbounded => {}
+            StoreWait::Until { budget, .. } => {
+                command.arg(format!("--store-timeout={}", budget.as_secs_f64()));
+            }
+            StoreWait::FirstAnswerBy { budget, .. } => {
+                command.arg(format!("--store-timeout={}", budget.as_secs_f64()));
+                command.arg("--first-answer");
+            }
+        }
         let status = namespace
             .spawn(command)?
             .wait()
