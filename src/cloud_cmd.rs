@@ -822,10 +822,15 @@ impl RunSync {
 
 /// Whether a sync gave up on a store that did not answer in time.
 fn timed_out(error: &anyhow::Error) -> bool {
+    // Opening the store wraps the engine's error in a box (`CloudError::Open`).
     error.chain().any(|e| {
         matches!(
             e.downcast_ref::<SyncError>(),
             Some(SyncError::StoreTimeout { .. })
+        ) || matches!(
+            e.downcast_ref::<cloud::CloudError>(),
+            Some(cloud::CloudError::Open { source, .. })
+                if matches!(**source, SyncError::StoreTimeout { .. })
         )
     })
 }
