@@ -2,7 +2,7 @@
 //! the helper serves it to the engine.
 //!
 //! HTTP backends already retry 5xx answers and timeouts with exponential
-//! backoff inside `object_store` ([`RETRY`]); this layer adds a few slower attempts around
+//! backoff inside `object_store` ([`retry_config`]); this layer adds a few slower attempts around
 //! whole requests (a connection cut mid-body, a server restarting), so a flaky store delays a
 //! sync instead of failing it.
 
