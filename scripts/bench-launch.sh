@@ -12,8 +12,8 @@
 #    mount detached; the same wrapper around plain exec is measured too, and its cost is subtracted
 #    in a derived row.
 # 3. A second hyperfine run as the unprivileged user elastos-test: plain exec, elastos, bwrap.
-# 4. Idle memory: starts IDLE_APPS sleeping apps under elastos (and under bwrap, for comparison)
-#    and sums the proportional set size (Pss, /proc/PID/smaps_rollup) of each launcher and of its
+# 4. Idle memory: starts IDLE_APPS sleeping apps under elastos (with OLD_BIN, under the old
+#    elastos too; and under bwrap, for comparison) and sums the proportional set size (Pss, /proc/PID/smaps_rollup) of each launcher and of its
 #    jailed processes.
 # 5. Starts through the broker daemon, as root, interleaved: plain exec, `elastos --version` (the
 #    CLI process alone), `elastos run -d` from a warm jail and without one, `elastos run` with the
@@ -362,6 +362,16 @@ done
 read -r ELASTOS_LAUNCHER_KIB ELASTOS_APP_KIB ELASTOS_PROCS < <(measure_idle)
 stop_idle_apps 2>/dev/null # bash reports each killed job
 
+if [[ -n ${OLD_BIN:-} ]]; then
+  say "idle memory: $IDLE_APPS sleeping apps under elastos (old: $OLD_BIN)"
+  for _ in $(seq "$IDLE_APPS"); do
+    "$OLD_BIN/elastos" run "$BUNDLE" -- pause &
+    IDLE_PIDS+=($!)
+  done
+  read -r OLD_LAUNCHER_KIB OLD_APP_KIB OLD_PROCS < <(measure_idle)
+  stop_idle_apps 2>/dev/null
+fi
+
 say "idle memory: $IDLE_APPS sleeping apps under bwrap"
 for _ in $(seq "$IDLE_APPS"); do
   # shellcheck disable=SC2086 # the command line is split into words on purpose
@@ -445,6 +455,10 @@ REPORT=$BENCH_OUT/results.md
   echo "|---|---|---|---|---|"
   echo "| elastos run | $(mib_per_app "$ELASTOS_APP_KIB") | $(mib_per_app "$ELASTOS_LAUNCHER_KIB") |" \
     "$(mib_per_app $((ELASTOS_APP_KIB + ELASTOS_LAUNCHER_KIB))) | $((ELASTOS_PROCS / IDLE_APPS)) |"
+  if [[ -n ${OLD_BIN:-} ]]; then
+    echo "| elastos run (old) | $(mib_per_app "$OLD_APP_KIB") | $(mib_per_app "$OLD_LAUNCHER_KIB") |" \
+      "$(mib_per_app $((OLD_APP_KIB + OLD_LAUNCHER_KIB))) | $((OLD_PROCS / IDLE_APPS)) |"
+  fi
   echo "| bwrap | $(mib_per_app "$BWRAP_APP_KIB") | $(mib_per_app "$BWRAP_LAUNCHER_KIB") |" \
     "$(mib_per_app $((BWRAP_APP_KIB + BWRAP_LAUNCHER_KIB))) | $((BWRAP_PROCS / IDLE_APPS)) |"
 } >"$REPORT"

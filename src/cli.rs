@@ -320,6 +320,15 @@ pub enum CloudCommand {
     },
 }
 
+/// A positive number of seconds (`2.5`), for `--store-timeout`.
+fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+        .map(std::time::Duration::from_secs_f64)
+        .ok_or_else(|| format!("{text:?} is not a number of seconds; expected e.g. 2.5 (more than 0, at most 86400)"))
+}
+
 #[derive(Debug, Subcommand)]
 pub enum SyncCommand {
     /// Sync now, both ways: one app, or every app whose home syncs.
@@ -330,6 +339,15 @@ pub enum SyncCommand {
         /// without this and says so).
         #[arg(long, alias = "confirm-delete")]
         confirm_mass_delete: bool,
+        /// Give up on a network store that has not answered within SECONDS: the sync stops,
+        /// commits nothing, and local changes stay pending for the next one. Default: as long
+        /// as the store's own timeouts and retries take (minutes for a store that never answers).
+        #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+        store_timeout: Option<std::time::Duration>,
+        /// With --store-timeout: bound only the wait for the store's first answer; once it has
+        /// answered, a long upload goes on.
+        #[arg(long, requires = "store_timeout")]
+        first_answer: bool,
         #[command(flatten)]
         format: FormatArg,
     },

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use elastos_cloudsync::{
-    GcOptions, HomeStatus, Progress, SyncEngine, SyncError, SyncOptions, SyncReport,
+    GcOptions, HomeStatus, Progress, StoreWait, SyncEngine, SyncError, SyncOptions, SyncReport,
 };
 use elastos_host::apps::PreparedApp;
 use elastos_host::cloud::{self, AppHome, CloudSettings, CloudStore, KnownApp};
@@ -545,6 +545,8 @@ pub fn sync(command: SyncCommand) -> Result<u8> {
         SyncCommand::Now {
             app,
             confirm_mass_delete,
+            store_timeout,
+            first_answer,
             format,
         } => {
             let apps = match app {
@@ -560,7 +562,13 @@ pub fn sync(command: SyncCommand) -> Result<u8> {
                 }
                 None => app_homes(&state)?.into_iter().filter(|a| a.sync).collect(),
             };
-            let engine = engine(&state, &store(&state)?)?;
+            let mut store = store(&state)?;
+            store.config.wait = match store_timeout {
+                None => StoreWait::Unbounded,
+                Some(bound) if first_answer => StoreWait::first_answer_within(bound),
+                Some(bound) => StoreWait::within(bound),
+            };
+            let engine = engine(&state, &store)?;
             let mut results = Vec::new();
             let mut failed = false;
             for app in apps {
@@ -651,6 +659,7 @@ fn describe_report(app: &AppHome, report: &SyncReport) -> String {
 pub struct RunSync {
     app: AppHome,
     by: SyncerState,
+    state: StateDirs,
 }
 
 /// Where the sync around a run stands.
@@ -662,10 +671,19 @@ enum SyncerState {
     Done(Option<Syncer>),
 }
 
+/// How long `elastos run` without a daemon waits for a network store that does not answer,
+/// before the app starts (the whole sync, when the home has files here: the app then starts on
+/// its local copy) and after it exits (the store's first answer: one that answers gets the time
+/// a large upload needs). What was not synced stays pending for the next run, `elastos sync
+/// now` or the daemon.
+const RUN_STORE_WAIT: std::time::Duration = std::time::Duration::from_millis(2500);
+
 /// Who syncs the home around a run.
 enum Syncer {
-    /// This process, with its own engine (no daemon runs).
-    Engine(Box<SyncEngine>),
+    /// This process, with an engine opened for each of the two syncs (no daemon runs): none
+    /// is held while the app runs (the known chunks in memory, a network store's helper
+    /// process and its connections).
+    Engine(CloudStore),
     /// `elastos sync now APP`, in a user namespace where this user is root and the app's ids are
     /// mapped (no daemon runs, and the app runs as subordinate ids of the user: its home is
     /// theirs, which this user cannot read; the engine cannot enter the namespace in this
@@ -677,8 +695,9 @@ enum Syncer {
 }
 
 impl RunSync {
-    /// Before the app starts: records its name and whether it syncs, and, when its home syncs,
-    /// brings the home up to date (restoring a lost one), through `daemon` when one runs.
+    /// Once the app's home is ready: records its name and whether it syncs, and, when its home
+    /// syncs, starts bringing it up to date (restoring a lost one) on a thread, through `daemon`
+    /// when one runs; [`RunSync::wait_before_entry`] waits for it.
     pub fn before_run(
         state: &StateDirs,
         prepared: &PreparedApp,
@@ -708,14 +727,23 @@ impl RunSync {
             std::thread::Builder::new()
                 .name("home-sync".into())
                 .spawn(move || {
-                    let by = Syncer::for_app(&state, &app, daemon)?;
+                    let mut by = Syncer::for_app(&state, &app, daemon)?;
                     // A namespace and a process cost an unprivileged run more than its jail:
                     // asked in this process first (one listing of the store), most runs skip it.
                     if matches!(by, Syncer::Namespace(_)) && nothing_to_bring(&state, &app) {
                         tracing::debug!("nothing to bring to the home: no sync before the app");
-                    } else {
-                        sync_around_run(&app, &by, "before the app starts");
+                        return Some(by);
                     }
+                    // A home with files here runs on them if the store is slow; a missing or
+                    // empty one waits for its restore once the store answers.
+                    let has_files =
+                        std::fs::read_dir(&app.home).is_ok_and(|mut d| d.next().is_some());
+                    let wait = if has_files {
+                        StoreWait::within(RUN_STORE_WAIT)
+                    } else {
+                        StoreWait::first_answer_within(RUN_STORE_WAIT)
+                    };
+                    sync_around_run(&state, &app, &mut by, "before the app starts", wait);
                     Some(by)
                 })
         };
@@ -729,7 +757,11 @@ impl RunSync {
                 SyncerState::Done(None)
             }
         };
-        Some(RunSync { app, by })
+        Some(RunSync {
+            app,
+            by,
+            state: state.clone(),
+        })
     }
 
     /// Right before the app's entry runs: waits for the first sync.
@@ -748,8 +780,9 @@ impl RunSync {
     /// After the app exited: sends its changes to the cloud disk.
     pub fn after_run(mut self) {
         self.wait_before_entry();
-        if let SyncerState::Done(Some(by)) = &self.by {
-            sync_around_run(&self.app, by, "after the app exited");
+        if let SyncerState::Done(Some(by)) = &mut self.by {
+            let wait = StoreWait::first_answer_within(RUN_STORE_WAIT);
+            sync_around_run(&self.state, &self.app, by, "after the app exited", wait);
         }
     }
 }
@@ -793,8 +826,8 @@ impl Syncer {
             Some(daemon) => Syncer::Daemon(daemon),
             None => match subordinate() {
                 Some(namespace) => Syncer::Namespace(namespace),
-                None => match store(state).and_then(|store| engine(state, &store)) {
-                    Ok(engine) => Syncer::Engine(Box::new(engine)),
+                None => match store(state) {
+                    Ok(store) => Syncer::Engine(store),
                     Err(error) => {
                         eprintln!(
                             "elastos: {error:#}; {} runs on its local copy, unsynced",
@@ -808,14 +841,17 @@ impl Syncer {
     }
 }
 
-/// Brings `app`'s home and the cloud disk up to date through `by`; failures are reported and
-/// leave the home as it is.
-fn sync_around_run(app: &AppHome, by: &Syncer, when: &str) {
+/// Brings `app`'s home and the cloud disk up to date through `by`, waiting for the store as
+/// `wait` says; failures are reported and leave the home as it is.
+fn sync_around_run(state: &StateDirs, app: &AppHome, by: &mut Syncer, when: &str, wait: StoreWait) {
     let result = match by {
-        Syncer::Namespace(namespace) => {
-            sync_in(app, namespace).map_err(|e| e.context(format!("cannot sync {}", app.label())))
+        Syncer::Namespace(namespace) => sync_in(app, namespace, wait)
+            .map_err(|e| e.context(format!("cannot sync {}", app.label()))),
+        Syncer::Engine(store) => {
+            store.config.wait = wait;
+            engine(state, store)
+                .and_then(|engine| sync_home(&engine, app, false).map_err(|e| sync_failure(app, e)))
         }
-        Syncer::Engine(engine) => sync_home(engine, app, false).map_err(|e| sync_failure(app, e)),
         Syncer::Daemon(daemon) => {
             let request = ControlRequest::CloudSync {
                 publisher: app.publisher.clone(),
@@ -853,23 +889,47 @@ fn sync_around_run(app: &AppHome, by: &Syncer, when: &str) {
             }
             tracing::debug!(when, ?report, "synced the home");
         }
+        Err(error) if timed_out(&error) => eprintln!(
+            "elastos: {error:#} ({when}); {} runs on its local copy, and its changes go to \
+             the cloud disk at the next sync (the next run, `elastos sync now`, or the daemon)",
+            app.label()
+        ),
         Err(error) => eprintln!("elastos: {error:#} ({when}); the app's home stays as it is here"),
     }
+}
+
+/// Whether a sync gave up on a store that did not answer in time.
+fn timed_out(error: &anyhow::Error) -> bool {
+    // Opening the store wraps the engine's error in a box (`CloudError::Open`).
+    error.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<SyncError>(),
+            Some(SyncError::StoreTimeout { .. })
+        ) || matches!(
+            e.downcast_ref::<cloud::CloudError>(),
+            Some(cloud::CloudError::Open { source, .. })
+                if matches!(**source, SyncError::StoreTimeout { .. })
+        )
+    })
 }
 
 /// Whether the store has nothing for `app`'s home that this device has not synced, and the home
 /// is the directory it last synced ([`SyncEngine::nothing_to_bring`]); false when that cannot be
 /// told (the sync then runs and reports why).
 fn nothing_to_bring(state: &StateDirs, app: &AppHome) -> bool {
-    store(state)
-        .and_then(|store| engine(state, &store))
+    let Ok(mut store) = store(state) else {
+        return false;
+    };
+    store.config.wait = StoreWait::within(RUN_STORE_WAIT);
+    engine(state, &store)
         .ok()
         .and_then(|engine| engine.nothing_to_bring(&app.home_ref(), &app.home).ok())
         .unwrap_or(false)
 }
 
-/// `elastos sync now APP --format json` in `namespace` (see [`Syncer::Namespace`]): its report.
-fn sync_in(app: &AppHome, namespace: &AppNamespace) -> Result<SyncReport> {
+/// `elastos sync now APP --format json` in `namespace` (see [`Syncer::Namespace`]), bounded by
+/// `wait`: its report.
+fn sync_in(app: &AppHome, namespace: &AppNamespace, wait: StoreWait) -> Result<SyncReport> {
     let namespace = namespace
         .get()
         .as_ref()
@@ -881,6 +941,16 @@ fn sync_in(app: &AppHome, namespace: &AppNamespace) -> Result<SyncReport> {
         .args(["sync", "now", &app.app_id.to_string(), "--format", "json"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped());
+    match wait {
+        StoreWait::Unbounded => {}
+        StoreWait::Until { budget, .. } => {
+            command.arg(format!("--store-timeout={}", budget.as_secs_f64()));
+        }
+        StoreWait::FirstAnswerBy { budget, .. } => {
+            command.arg(format!("--store-timeout={}", budget.as_secs_f64()));
+            command.arg("--first-answer");
+        }
+    }
     let out = namespace
         .spawn(command)?
         .wait_with_output()

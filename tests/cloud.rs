@@ -517,7 +517,8 @@ fn a_mass_delete_stops_and_says_what_to_run() {
 /// `rclone serve s3|webdav` on 127.0.0.1, serving a temp dir (with one bucket for S3); killed on
 /// drop.
 struct RcloneServer {
-    child: Child,
+    child: Option<Child>,
+    protocol: &'static str,
     port: u16,
     key: String,
     secret: String,
@@ -528,14 +529,7 @@ const BUCKET: &str = "elastos-test";
 
 impl RcloneServer {
     /// `protocol`: `s3` (with a random key) or `webdav` (anonymous).
-    fn start(protocol: &str) -> RcloneServer {
-        let rclone = std::env::var_os("ELASTOS_RCLONE")
-            .map(PathBuf::from)
-            .or_else(|| {
-                let default = Path::new("/var/cache/elastos/tools/venv/bin/rclone");
-                default.is_file().then(|| default.to_owned())
-            })
-            .unwrap_or_else(|| PathBuf::from("rclone"));
+    fn start(protocol: &'static str) -> RcloneServer {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join(BUCKET)).unwrap();
         let random = |n: usize| {
@@ -553,16 +547,39 @@ impl RcloneServer {
             .local_addr()
             .unwrap()
             .port();
+        let mut server = RcloneServer {
+            child: None,
+            protocol,
+            port,
+            key,
+            secret,
+            dir,
+        };
+        server.serve();
+        server
+    }
+
+    /// Starts rclone (again) on the server's port, directory and key.
+    fn serve(&mut self) {
+        let rclone = std::env::var_os("ELASTOS_RCLONE")
+            .map(PathBuf::from)
+            .or_else(|| {
+                let default = Path::new("/var/cache/elastos/tools/venv/bin/rclone");
+                default.is_file().then(|| default.to_owned())
+            })
+            .unwrap_or_else(|| PathBuf::from("rclone"));
         let mut command = Command::new(&rclone);
         command
-            .args(["serve", protocol, "--addr"])
-            .arg(format!("127.0.0.1:{port}"));
-        if protocol == "s3" {
-            command.arg("--auth-key").arg(format!("{key},{secret}"));
+            .args(["serve", self.protocol, "--addr"])
+            .arg(format!("127.0.0.1:{}", self.port));
+        if self.protocol == "s3" {
+            command
+                .arg("--auth-key")
+                .arg(format!("{},{}", self.key, self.secret));
         }
         let child = command
-            .arg(dir.path())
-            .env("RCLONE_CONFIG", dir.path().join("rclone.conf"))
+            .arg(self.dir.path())
+            .env("RCLONE_CONFIG", self.dir.path().join("rclone.conf"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -573,28 +590,30 @@ impl RcloneServer {
                     rclone.display()
                 )
             });
-        let mut server = RcloneServer {
-            child,
-            port,
-            key,
-            secret,
-            dir,
-        };
+        let child = self.child.insert(child);
+        let port = self.port;
         let ready = eventually(Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", server.port)).is_ok()
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         assert!(
-            ready && server.child.try_wait().unwrap().is_none(),
-            "rclone serve {protocol} did not start"
+            ready && child.try_wait().unwrap().is_none(),
+            "rclone serve {} did not start",
+            self.protocol
         );
-        server
+    }
+
+    /// Stops rclone; its port is free until [`Self::serve`].
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
 impl Drop for RcloneServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
@@ -1034,4 +1053,112 @@ fn with_a_store_that_never_answers_the_app_starts_and_ends_on_its_local_copy_in_
         std::fs::read_to_string(home_of_app(&a, APP).join("local.txt")).unwrap(),
         "here"
     );
+}
+
+/// Without a daemon, `elastos run` syncs the home itself. When the S3 store stops answering (a
+/// listener on its port that accepts connections and never replies) and then refuses them (no
+/// listener), each run still starts and ends within the bound (2.5 s of store time before the
+/// app and 2.5 s after, where the HTTP client's own timeouts and retries take minutes), says so,
+/// and keeps what the app wrote; once the store is back, one `sync now` sends it all, and the
+/// home comes back whole from the store.
+#[test]
+fn without_a_daemon_a_store_that_never_answers_or_refuses_delays_the_app_at_most_the_bound_and_loses_nothing(
+) {
+    let mut server = RcloneServer::start("s3");
+    let harness = Harness::new(User::Root);
+    let (key, secret) = (server.key.clone(), server.secret.clone());
+    let s3 = |invocation: &mut common::Invocation<'_>| {
+        invocation
+            .env("AWS_ACCESS_KEY_ID", &key)
+            .env("AWS_SECRET_ACCESS_KEY", &secret);
+    };
+    let mut set = harness.elastos();
+    set.args([
+        "cloud",
+        "set",
+        &format!("s3://{BUCKET}/homes"),
+        "--endpoint",
+        &format!("http://127.0.0.1:{}", server.port),
+    ]);
+    s3(&mut set);
+    set.output().assert_code(0);
+    let bundle = probe_app(&harness, "");
+    let mut run = harness.run(&bundle, &["home-put", "before.txt", "synced"]);
+    s3(&mut run);
+    run.output().assert_code(0);
+
+    // Silent: rclone stops and a listener on its port accepts every connection and holds it,
+    // unanswered, until told to stop.
+    server.stop();
+    let silent = std::net::TcpListener::bind(("127.0.0.1", server.port)).unwrap();
+    silent.set_nonblocking(true).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let holder = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match silent.accept() {
+                    Ok((connection, _)) => held.push(connection),
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        })
+    };
+    let mut took = Vec::new();
+    let started = std::time::Instant::now();
+    let mut run = harness.run(&bundle, &["home-put", "silent.txt", "written while silent"]);
+    s3(&mut run);
+    let out = run.output();
+    took.push(started.elapsed());
+    out.assert_code(0);
+    let stderr = out.stderr_text();
+    assert!(
+        stderr.contains("did not answer within 2.5 s") && stderr.contains("local copy"),
+        "{stderr}"
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    holder.join().unwrap();
+
+    // Refused: nothing listens on the port any more.
+    let started = std::time::Instant::now();
+    let mut run = harness.run(
+        &bundle,
+        &["home-put", "refused.txt", "written while refused"],
+    );
+    s3(&mut run);
+    let out = run.output();
+    took.push(started.elapsed());
+    out.assert_code(0);
+    assert!(
+        out.stderr_text().contains("local copy"),
+        "{}",
+        out.stderr_text()
+    );
+    for took in &took {
+        // 2 x 2.5 s of store time, plus two helper starts and the launch, on a loaded machine.
+        assert!(*took < Duration::from_secs(12), "elastos run took {took:?}");
+    }
+    eprintln!("runs against a silent and a refusing store took {took:?}");
+
+    // The store is back (same port, same data): one sync sends both files, and a lost home
+    // comes back whole.
+    let home = home_of(&harness);
+    server.serve();
+    let mut now = harness.elastos();
+    now.args(["sync", "now", APP_ID]);
+    s3(&mut now);
+    now.output().assert_code(0);
+    std::fs::remove_dir_all(&home).unwrap();
+    let mut run = harness.run(&bundle, &["home-get", "refused.txt"]);
+    s3(&mut run);
+    let out = run.output();
+    out.assert_code(0);
+    assert!(out.stdout_text().contains("written while refused"));
+    for (file, content) in [
+        ("before.txt", "synced"),
+        ("silent.txt", "written while silent"),
+    ] {
+        assert_eq!(std::fs::read_to_string(home.join(file)).unwrap(), content);
+    }
 }

@@ -2,9 +2,11 @@
 //! launch. `nochange setup DIR FILES` makes a home of FILES files under DIR and syncs it with a
 //! local store there until settled; `nochange sync DIR [ITERATIONS]` then opens the engine and
 //! syncs ITERATIONS times (default 1, for `strace -c`), printing the median and minimum µs of
-//! open + sync. `nochange noop` exits at once: the start-up cost of a binary linking the engine
-//! (with or without the `remote` feature). Run it from a release build: `cargo run --release -p elastos-cloudsync --example
-//! nochange -- ...`.
+//! open + sync. `nochange change DIR [ITERATIONS]` rewrites one file before each sync (the
+//! incremental sync of `scripts/bench-sync.sh`, in-process, on a local store), printing the
+//! median and minimum and the peak RSS. `nochange noop` exits at once: the start-up cost of a
+//! binary linking the engine. Run it from a release build: `cargo run --release -p
+//! elastos-cloudsync --example nochange -- ...`.
 
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
@@ -34,7 +36,8 @@ fn main() {
     if args.first().map(String::as_str) == Some("noop") {
         return;
     }
-    let usage = "usage: nochange setup DIR FILES | nochange sync DIR [ITERATIONS] | nochange noop";
+    let usage =
+        "usage: nochange setup DIR FILES | nochange sync|change DIR [ITERATIONS] | nochange noop";
     let dir = Path::new(args.get(1).expect(usage));
     let homedir = dir.join("home");
     match args.first().map(String::as_str) {
@@ -61,17 +64,21 @@ fn main() {
                     .unwrap();
             }
         }
-        Some("sync") => {
+        Some(mode @ ("sync" | "change")) => {
             let iterations: usize = args.get(2).map_or(1, |n| n.parse().expect(usage));
+            let change = mode == "change";
             let mut times: Vec<Duration> = (0..iterations)
-                .map(|_| {
+                .map(|i| {
+                    if change {
+                        std::fs::write(homedir.join("d3/f3.txt"), format!("edit {i}\n")).unwrap();
+                    }
                     let start = Instant::now();
                     let report = engine(dir)
                         .sync(&home(), &homedir, &SyncOptions::default())
                         .unwrap();
                     let took = start.elapsed();
                     assert!(
-                        !report.committed && report.downloaded.is_empty(),
+                        report.committed == change && report.downloaded.is_empty(),
                         "{report:?}"
                     );
                     took
@@ -79,11 +86,25 @@ fn main() {
                 .collect();
             times.sort();
             println!(
-                "{iterations} no-change syncs (open + sync): median {} µs, min {} µs",
+                "{iterations} {} syncs (open + sync): median {} µs, min {} µs; peak RSS {} KiB",
+                if change { "one-change" } else { "no-change" },
                 times[times.len() / 2].as_micros(),
-                times[0].as_micros()
+                times[0].as_micros(),
+                peak_rss_kib()
             );
         }
         _ => panic!("{usage}"),
     }
+}
+
+/// This process's peak resident set size (`VmHWM`).
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }

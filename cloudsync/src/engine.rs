@@ -2,6 +2,7 @@
 //! home (hashing only files whose stat changed, uploading their new chunks as they are read),
 //! merge, apply the store's changes locally, commit a snapshot, save the index.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::Write;
@@ -15,7 +16,7 @@ use crate::local::{HomeDir, LocalKind, LocalStat};
 use crate::merge::{merge, Sides};
 use crate::state::{HomeIndex, State};
 use crate::store::{Remote, PARALLEL};
-use crate::tree::{as_path, same, ChunkRef, Node, RelPath, Snapshot, Tombstone, Tree};
+use crate::tree::{self, as_path, ChunkRef, Node, RelPath, Snapshot, Tombstone, Tree};
 use crate::{Conflict, Phase, Progress, SyncError, SyncOptions, SyncReport};
 
 /// Content-defined chunk sizes (FastCDC 2020): a small edit re-uploads about one average chunk.
@@ -279,50 +280,56 @@ impl Ctx<'_> {
         let entries = home.scan()?;
         let total: u64 = entries.iter().map(|(_, st)| st.size).sum();
         let mut done = 0u64;
-        let mut out = Scanned {
-            tree: Tree::new(),
-            stats: BTreeMap::new(),
-            busy: BTreeSet::new(),
-            changed: BTreeSet::new(),
-        };
+        // Paths come sorted, like the index and the base: both are walked alongside (no
+        // lookup per path), and the trees are built in bulk from sorted vectors.
+        let mut recorded_stats = tree::Cursor::new(&index.stats);
+        let mut base_nodes = tree::Cursor::new(base);
+        let mut tree = Vec::with_capacity(entries.len());
+        let mut stats = Vec::with_capacity(entries.len());
+        let mut busy = BTreeSet::new();
+        let mut changed = BTreeSet::new();
         for (rel, st) in entries {
-            let recorded = index.stats.get(&rel);
+            let recorded = recorded_stats.get(&rel);
             let clean = recorded.is_some_and(|(old, at_ms)| old == &st && settled(&st, *at_ms));
             // Racily clean files are hashed again, but only a different stat counts as pending.
             if recorded.is_none_or(|(old, _)| old != &st) && st.kind != LocalKind::Dir {
-                out.changed.insert(rel.clone());
+                changed.insert(rel.clone());
             }
-            let node = match st.kind {
-                LocalKind::Dir => Node::Dir { mode: st.mode },
+            let (node, st) = match st.kind {
+                LocalKind::Dir => (Node::Dir { mode: st.mode }, st),
                 LocalKind::Symlink => match home.read_link(&rel) {
-                    Ok(target) => Node::Symlink { target },
+                    Ok(target) => (Node::Symlink { target }, st),
                     Err(_) => continue, // gone meanwhile
                 },
-                LocalKind::File => match (clean, base.get(&rel)) {
-                    (true, Some(Node::File { chunks, .. })) => Node::File {
-                        size: st.size,
-                        mode: st.mode,
-                        mtime_ns: st.mtime_ns,
-                        chunks: chunks.clone(),
-                    },
-                    _ => match uploads.as_mut() {
-                        None => Node::File {
+                LocalKind::File => match (clean, base_nodes.get(&rel)) {
+                    (true, Some(Node::File { chunks, .. })) => (
+                        Node::File {
                             size: st.size,
                             mode: st.mode,
                             mtime_ns: st.mtime_ns,
-                            chunks: Vec::new(),
+                            chunks: chunks.clone(),
                         },
+                        st,
+                    ),
+                    _ => match uploads.as_mut() {
+                        None => (
+                            Node::File {
+                                size: st.size,
+                                mode: st.mode,
+                                mtime_ns: st.mtime_ns,
+                                chunks: Vec::new(),
+                            },
+                            st,
+                        ),
                         Some((uploads, report)) => {
                             match self.read_file(home, &rel, uploads, report, opts)? {
                                 Some((node, st)) => {
-                                    out.stats.insert(rel.clone(), st);
-                                    out.tree.insert(rel.clone(), node);
                                     done += st.size;
                                     emit(opts, Phase::Scan, done, total, Some(&rel));
-                                    continue;
+                                    (node, st)
                                 }
                                 None => {
-                                    out.busy.insert(rel);
+                                    busy.insert(rel);
                                     continue;
                                 }
                             }
@@ -331,10 +338,15 @@ impl Ctx<'_> {
                 },
                 LocalKind::Other => continue,
             };
-            out.stats.insert(rel.clone(), st);
-            out.tree.insert(rel, node);
+            stats.push((rel.clone(), st));
+            tree.push((rel, node));
         }
-        Ok(out)
+        Ok(Scanned {
+            tree: tree.into_iter().collect(),
+            stats: stats.into_iter().collect(),
+            busy,
+            changed,
+        })
     }
 
     /// Reads, chunks and queues one file; `None` when it kept changing while read (or vanished).
@@ -531,21 +543,21 @@ impl Ctx<'_> {
         let collected = self.state.gc_epoch_changed(self.gc_epoch()?)?;
         let fetched = self.fetch_head(home_id, &index)?;
         let home = HomeDir::open(dir, true, opts.owner)?.expect("created");
-        let mut base = index.base();
         let (remote_head, forked) = match fetched {
             Fetched::Unchanged => (None, false),
             Fetched::New { head, forked } => (Some(*head), forked),
         };
-        if forked {
-            base.clear();
-        }
-        let remote_tree: Tree = match &remote_head {
-            Some(h) => h.snapshot.live.clone(),
-            None => index
-                .head
-                .as_ref()
-                .map(|h| h.live.clone())
-                .unwrap_or_default(),
+        // The base and the store's tree are borrowed, not copied: with 100k paths each copy of
+        // a tree is ~20 MB and tens of milliseconds.
+        let empty = Tree::new();
+        let mut base: Cow<Tree> = if forked {
+            Cow::Owned(Tree::new())
+        } else {
+            index.base()
+        };
+        let remote_tree: &Tree = match &remote_head {
+            Some(h) => &h.snapshot.live,
+            None => index.head.as_ref().map_or(&empty, |h| &h.live),
         };
         if remote_head.is_some() || collected {
             let ids: Vec<ChunkId> = remote_tree.values().flat_map(chunk_ids).collect();
@@ -560,7 +572,7 @@ impl Ctx<'_> {
             && !remote_tree.is_empty()
             && index.home_identity != Some(identity)
         {
-            base.clear();
+            base = Cow::Owned(Tree::new());
             report.restored_lost_cache = true;
         }
         let now = SystemTime::now();
@@ -576,7 +588,7 @@ impl Ctx<'_> {
         let plan = merge(&Sides {
             base: &base,
             local: &scanned.tree,
-            remote: &remote_tree,
+            remote: remote_tree,
             frozen: &scanned.busy,
             device: self.device,
             remote_device: &remote_device,
@@ -590,7 +602,7 @@ impl Ctx<'_> {
             .iter()
             .filter(|(p, n)| !n.is_dir() && !plan.merged.contains_key(*p))
             .count();
-        let total = files(&remote_tree);
+        let total = files(remote_tree);
         if !opts.confirm_mass_delete && deletes >= MASS_DELETE_MIN && deletes * 2 > total {
             return Err(SyncError::MassDelete {
                 deletes,
@@ -599,9 +611,13 @@ impl Ctx<'_> {
         }
 
         // Local changes: conflict renames, deletions (deepest first), writes (parents first).
-        let mut local_stats = scanned.stats.clone();
-        let mut skipped: BTreeSet<RelPath> = scanned.busy.clone();
-        let mut local_after = scanned.tree.clone();
+        let Scanned {
+            tree: mut local_after,
+            stats: mut local_stats,
+            busy,
+            ..
+        } = scanned;
+        let mut skipped: BTreeSet<RelPath> = busy.clone();
         for (from, to) in &plan.renames {
             let moved = match local_stats.get(from) {
                 Some(st) => home.rename(from, to, st)?,
@@ -633,8 +649,7 @@ impl Ctx<'_> {
         for path in deletions.iter().rev() {
             if home.remove(path, local_stats.get(path))? {
                 local_stats.remove(path);
-                local_after.remove(path);
-                if !scanned.tree.get(path).is_some_and(Node::is_dir) {
+                if !local_after.remove(path).is_some_and(|n| n.is_dir()) {
                     report.deleted_locally.push(as_path(path).to_owned());
                 }
             } else {
@@ -712,20 +727,15 @@ impl Ctx<'_> {
 
         // What goes to the store: the merged tree, except paths whose local change could not be
         // applied keep the store's state (their merge waits for the next sync).
-        let mut commit_tree = plan.merged.clone();
+        drop(writes);
+        let mut commit_tree = plan.merged;
         for path in &skipped {
             match remote_tree.get(path) {
                 Some(node) => commit_tree.insert(path.clone(), node.clone()),
                 None => commit_tree.remove(path),
             };
         }
-        let changed_remotely: Vec<&RelPath> = commit_tree
-            .keys()
-            .chain(remote_tree.keys())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .filter(|p| !same(commit_tree.get(*p), remote_tree.get(*p)))
-            .collect();
+        let changed_remotely = tree::differing(&commit_tree, remote_tree);
         let mut committed_version = version;
         let mut new_head = None;
         if !changed_remotely.is_empty() {
@@ -759,7 +769,7 @@ impl Ctx<'_> {
             let now_ms = now_ms();
             let mut deleted: BTreeMap<RelPath, Tombstone> =
                 prior.map(|p| p.deleted.clone()).unwrap_or_default();
-            for (path, node) in &remote_tree {
+            for (path, node) in remote_tree {
                 if !commit_tree.contains_key(path) {
                     deleted.insert(
                         path.clone(),
@@ -784,7 +794,7 @@ impl Ctx<'_> {
                 parent: parent_hash,
                 time_ms: now_ms,
                 device: self.device.to_owned(),
-                live: commit_tree.clone(),
+                live: commit_tree,
                 deleted,
             };
             let name = snapshot_name(home_id, version + 1);
@@ -819,6 +829,20 @@ impl Ctx<'_> {
         // The new index: head, base overrides for skipped paths, stats of what is now in place.
         let head = new_head.or(remote_head);
         let head_moved = head.is_some();
+        let mut overrides = BTreeMap::new();
+        {
+            let head_tree = match &head {
+                Some(head) => Some(&head.snapshot.live),
+                None => index.head.as_ref().map(|h| &h.live),
+            };
+            for path in &skipped {
+                let old = base.get(path).cloned();
+                if head_tree.and_then(|t| t.get(path)) != old.as_ref() {
+                    overrides.insert(path.clone(), old);
+                }
+            }
+        }
+        drop(base);
         if let Some(head) = head {
             index.highest_seen = index.highest_seen.max(head.snapshot.version);
             index.head_hash = head.hash;
@@ -827,13 +851,6 @@ impl Ctx<'_> {
             index.head = Some(head.snapshot);
         }
         let head_tree = index.head.as_ref().map(|h| &h.live);
-        let mut overrides = BTreeMap::new();
-        for path in &skipped {
-            let old = base.get(path).cloned();
-            if head_tree.and_then(|t| t.get(path)) != old.as_ref() {
-                overrides.insert(path.clone(), old);
-            }
-        }
         let recorded = now_ms();
         // A stat that is unchanged (and for a file, was settled when recorded) keeps its time:
         // the next scan trusts it either way, and an index that did not change is not written.
@@ -870,7 +887,7 @@ impl Ctx<'_> {
             self.state.save(home_id, &index)?;
         }
         report.version = committed_version;
-        report.busy = scanned.busy.iter().map(|p| as_path(p).to_owned()).collect();
+        report.busy = busy.iter().map(|p| as_path(p).to_owned()).collect();
         Ok(Pass::Done(std::mem::take(report)))
     }
 }

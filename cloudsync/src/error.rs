@@ -25,15 +25,24 @@ pub enum SyncError {
     )]
     Contended { attempts: u32 },
     /// The store failed after every retry (5xx, timeouts, connection refused).
-    #[cfg(feature = "remote")]
-    #[error("store {op} of {object} failed after {attempts} attempts: {source}")]
+    #[error("store {op} of {object} failed after {attempts} attempts: {message}")]
     Store {
-        op: &'static str,
+        op: String,
         object: String,
         attempts: u32,
-        #[source]
-        source: object_store::Error,
+        /// The network client's description (from the helper `elastos-cloud-remote`).
+        message: String,
     },
+    /// A network store did not answer within the caller's bound ([`crate::StoreWait`]); nothing
+    /// was committed, local changes wait for the next sync.
+    #[error("the store {url} did not answer within {} s; nothing was committed, and local changes stay pending for the next sync", waited.as_secs_f32())]
+    StoreTimeout {
+        url: String,
+        waited: std::time::Duration,
+    },
+    /// The network store helper (`elastos-cloud-remote`) failed or broke the protocol.
+    #[error("the network store helper for {url} failed: {reason}")]
+    RemoteHelper { url: String, reason: String },
     /// An object the snapshot refers to is missing from the store.
     #[error("store object {object} is missing (referenced by snapshot {version} of this home)")]
     MissingObject { object: String, version: u64 },

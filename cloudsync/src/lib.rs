@@ -1,8 +1,8 @@
 //! Two-way, end-to-end encrypted sync of app homes with the user's cloud disk.
 //!
-//! An app's home on this machine is a cache; the user's cloud disk (a local directory, an S3
-//! bucket or a WebDAV collection, through `object_store` with the `remote` feature) is the
-//! permanent copy. The store sees only padded ciphertext under keyed-hash names. The format, the
+//! An app's home on this machine is a cache; the user's cloud disk (a local directory, read in
+//! this process, or an S3 bucket or a WebDAV collection, reached through the helper process
+//! `elastos-cloud-remote`, see [`remote_protocol`]) is the permanent copy. The store sees only padded ciphertext under keyed-hash names. The format, the
 //! key hierarchy, what the store learns, the conflict names and the handling of files that
 //! change while read are in `docs/cloud.md`.
 //!
@@ -37,6 +37,7 @@ mod error;
 mod gc;
 mod local;
 mod merge;
+pub mod remote_protocol;
 mod report;
 mod state;
 mod store;
@@ -53,7 +54,8 @@ pub use report::{
     Conflict, FileVersion, HomeRef, HomeStatus, Phase, Progress, SyncOptions, SyncReport,
     VersionKind,
 };
-pub use url::{S3Credentials, StoreConfig, StoreUrl};
+pub use store::{HELPER_ENV, HELPER_NAME};
+pub use url::{S3Credentials, StoreConfig, StoreUrl, StoreWait};
 
 /// How long a deleted path stays in the tree as a tombstone (listed by `versions`, restorable
 /// with `restore`): 30 days.
@@ -271,13 +273,8 @@ impl SyncEngine {
         );
         pending_up.sort();
         let pending_down = match &remote {
-            Some(snapshot) => snapshot
-                .live
-                .keys()
-                .chain(base.keys())
-                .collect::<std::collections::BTreeSet<_>>()
+            Some(snapshot) => tree::differing(&snapshot.live, &base)
                 .into_iter()
-                .filter(|p| !tree::same(snapshot.live.get(*p), base.get(*p)))
                 .map(|p| tree::as_path(p).to_owned())
                 .collect(),
             None if local.is_empty() => base.keys().map(|p| tree::as_path(p).to_owned()).collect(),

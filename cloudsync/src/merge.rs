@@ -110,6 +110,11 @@ pub(crate) fn merge(s: &Sides) -> Plan {
     // deleted brings the directory back; a file in the way of one moves aside.
     let paths: Vec<RelPath> = merged.keys().cloned().collect();
     for path in paths {
+        // Sorted, a directory comes before its contents: when the parent is a directory here,
+        // its own ancestors were seen to already (the common case, without an allocation).
+        if parent(&path).is_none_or(|p| merged.get(p).is_some_and(Node::is_dir)) {
+            continue;
+        }
         let mut ancestors = Vec::new();
         let mut cur = parent(&path);
         while let Some(p) = cur {

@@ -3,6 +3,7 @@
 //! ids known to be in the store. Plain files written atomically, no database: the `elastos`
 //! binary links this crate and must not link RocksDB.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -13,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::crypto::ChunkId;
 use crate::local::LocalStat;
-use crate::tree::{Node, RelPath, Snapshot};
+use crate::tree::{Node, RelPath, Snapshot, Tree};
 use crate::SyncError;
 
 const INDEX_FORMAT: u32 = 1;
@@ -49,20 +50,22 @@ impl HomeIndex {
         self.head.as_ref().map_or(0, |h| h.version)
     }
 
-    /// The merge base: the head's tree with the overrides applied.
-    pub(crate) fn base(&self) -> BTreeMap<RelPath, Node> {
-        let mut base = self
-            .head
-            .as_ref()
-            .map(|h| h.live.clone())
-            .unwrap_or_default();
+    /// The merge base: the head's tree with the overrides applied (borrowed when there are
+    /// none, the usual case).
+    pub(crate) fn base(&self) -> Cow<'_, Tree> {
+        let mut base = match (&self.head, self.base_overrides.is_empty()) {
+            (Some(head), true) => return Cow::Borrowed(&head.live),
+            (None, true) => return Cow::Owned(Tree::new()),
+            (Some(head), false) => head.live.clone(),
+            (None, false) => Tree::new(),
+        };
         for (path, node) in &self.base_overrides {
             match node {
                 Some(node) => base.insert(path.clone(), node.clone()),
                 None => base.remove(path),
             };
         }
-        base
+        Cow::Owned(base)
     }
 }
 

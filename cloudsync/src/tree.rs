@@ -111,6 +111,72 @@ pub(crate) fn same(a: Option<&Node>, b: Option<&Node>) -> bool {
     }
 }
 
+/// The paths whose nodes differ ([`same`]) between two trees, in order: one walk of both
+/// sorted trees, no lookups.
+pub(crate) fn differing<'a>(a: &'a Tree, b: &'a Tree) -> Vec<&'a RelPath> {
+    use std::cmp::Ordering;
+    let mut out = Vec::new();
+    let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (None, None) => return out,
+            (Some((pa, _)), None) => {
+                out.push(*pa);
+                a.next();
+            }
+            (None, Some((pb, _))) => {
+                out.push(*pb);
+                b.next();
+            }
+            (Some((pa, na)), Some((pb, nb))) => match pa.cmp(pb) {
+                Ordering::Less => {
+                    out.push(*pa);
+                    a.next();
+                }
+                Ordering::Greater => {
+                    out.push(*pb);
+                    b.next();
+                }
+                Ordering::Equal => {
+                    if !na.same(nb) {
+                        out.push(*pa);
+                    }
+                    a.next();
+                    b.next();
+                }
+            },
+        }
+    }
+}
+
+/// Looks up keys of a sorted map in increasing order by walking it once: a scan of a sorted
+/// listing against an index costs one comparison per entry, not a tree search per path.
+pub(crate) struct Cursor<'a, V> {
+    iter: std::iter::Peekable<std::collections::btree_map::Iter<'a, RelPath, V>>,
+}
+
+impl<'a, V> Cursor<'a, V> {
+    pub(crate) fn new(map: &'a BTreeMap<RelPath, V>) -> Self {
+        Cursor {
+            iter: map.iter().peekable(),
+        }
+    }
+
+    /// The value of `key`; keys must be asked for in increasing order.
+    pub(crate) fn get(&mut self, key: &[u8]) -> Option<&'a V> {
+        while let Some(&(k, v)) = self.iter.peek() {
+            match k.as_slice().cmp(key) {
+                std::cmp::Ordering::Less => {
+                    self.iter.next();
+                }
+                std::cmp::Ordering::Equal => return Some(v),
+                std::cmp::Ordering::Greater => return None,
+            }
+        }
+        None
+    }
+}
+
 /// A deleted path, kept for [`crate::TOMBSTONE_RETENTION`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Tombstone {

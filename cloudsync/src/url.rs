@@ -134,14 +134,57 @@ pub struct StoreConfig {
     pub url: StoreUrl,
     /// For S3: from [`S3Credentials::from_env`] or [`S3Credentials::from_file`].
     pub s3_credentials: Option<S3Credentials>,
+    /// How long the engine waits for a network store, from the opening on.
+    pub wait: StoreWait,
 }
 
 impl StoreConfig {
-    /// A configuration without credentials (local directories, anonymous WebDAV).
+    /// A configuration without credentials (local directories, anonymous WebDAV), waiting as
+    /// long as the store's own timeouts and retries take.
     pub fn new(url: StoreUrl) -> Self {
         StoreConfig {
             url,
             s3_credentials: None,
+            wait: StoreWait::Unbounded,
+        }
+    }
+}
+
+/// How long the engine waits for a network store that does not answer. A store that accepts
+/// connections and never answers costs minutes with [`StoreWait::Unbounded`] (the HTTP
+/// client's 120 s timeout, its retries and the engine's); a caller that must get on (`elastos
+/// run` starting an app from its local copy) bounds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreWait {
+    /// As long as the store's timeouts and retries take.
+    Unbounded,
+    /// Every request must be answered by `deadline` (`budget`: how long that was, for messages).
+    Until {
+        deadline: std::time::Instant,
+        budget: std::time::Duration,
+    },
+    /// The first request must be answered by `deadline`; once the store has answered, the wait
+    /// is unbounded (a store that answers is given the time a large upload needs).
+    FirstAnswerBy {
+        deadline: std::time::Instant,
+        budget: std::time::Duration,
+    },
+}
+
+impl StoreWait {
+    /// Every request answered within `budget` from now.
+    pub fn within(budget: std::time::Duration) -> Self {
+        StoreWait::Until {
+            deadline: std::time::Instant::now() + budget,
+            budget,
+        }
+    }
+
+    /// The first answer within `budget` from now.
+    pub fn first_answer_within(budget: std::time::Duration) -> Self {
+        StoreWait::FirstAnswerBy {
+            deadline: std::time::Instant::now() + budget,
+            budget,
         }
     }
 }

@@ -1,6 +1,6 @@
-//! The remote behind a small blocking API: a local directory with plain file calls
-//! ([`dir::DirStore`]), or, with the `remote` feature, an `object_store` backend (S3, WebDAV)
-//! driven by a current-thread runtime made only for it ([`object::ObjectRemote`]).
+//! The remote behind a small blocking API: a local directory with plain file calls, in this
+//! process ([`dir::DirStore`]), or a network store (S3, WebDAV) through the helper process
+//! `elastos-cloud-remote` ([`helper::HelperRemote`]).
 //!
 //! Object names are relative to the store's root (the local directory, the S3 prefix, the
 //! WebDAV collection).
@@ -10,8 +10,9 @@ use bytes::Bytes;
 use crate::{StoreConfig, StoreUrl, SyncError};
 
 mod dir;
-#[cfg(feature = "remote")]
-mod object;
+mod helper;
+
+pub use helper::{HELPER_ENV, HELPER_NAME};
 
 /// Uploads and downloads in flight at once on a network store. Each holds one sealed chunk (at
 /// most [`crate::engine::MAX_CHUNK`] plus padding), which bounds the memory of a sync.
@@ -30,8 +31,7 @@ pub(crate) struct Listed {
 
 enum Backend {
     Dir(dir::DirStore),
-    #[cfg(feature = "remote")]
-    Object(object::ObjectRemote),
+    Helper(helper::HelperRemote),
 }
 
 pub(crate) struct Remote {
@@ -45,15 +45,7 @@ impl Remote {
         let url = config.url.to_string();
         let backend = match &config.url {
             StoreUrl::LocalDir(dir) => Backend::Dir(dir::DirStore::open(dir)?),
-            #[cfg(feature = "remote")]
-            _ => Backend::Object(object::ObjectRemote::open(config, &url)?),
-            #[cfg(not(feature = "remote"))]
-            _ => {
-                return Err(SyncError::StoreConfig {
-                    url,
-                    reason: "this program was built without network stores (elastos-cloudsync's `remote` feature); only a local directory works".into(),
-                })
-            }
+            _ => Backend::Helper(helper::HelperRemote::open(config, &url)?),
         };
         Ok(Remote { backend, url })
     }
@@ -62,8 +54,7 @@ impl Remote {
     pub(crate) fn get(&self, name: &str) -> Result<Option<Bytes>, SyncError> {
         match &self.backend {
             Backend::Dir(d) => d.get(name),
-            #[cfg(feature = "remote")]
-            Backend::Object(o) => o.get(name),
+            Backend::Helper(h) => h.get(name),
         }
     }
 
@@ -71,8 +62,7 @@ impl Remote {
     pub(crate) fn get_many(&self, names: &[String]) -> Result<Vec<Option<Bytes>>, SyncError> {
         match &self.backend {
             Backend::Dir(d) => names.iter().map(|name| d.get(name)).collect(),
-            #[cfg(feature = "remote")]
-            Backend::Object(o) => o.get_many(names),
+            Backend::Helper(h) => h.get_many(names),
         }
     }
 
@@ -83,8 +73,7 @@ impl Remote {
             Backend::Dir(d) => objects
                 .iter()
                 .try_for_each(|(name, bytes)| d.put(name, bytes)),
-            #[cfg(feature = "remote")]
-            Backend::Object(o) => o.put_many(objects),
+            Backend::Helper(h) => h.put_many(objects),
         }
     }
 
@@ -93,8 +82,7 @@ impl Remote {
     pub(crate) fn create(&self, name: &str, bytes: Bytes) -> Result<bool, SyncError> {
         match &self.backend {
             Backend::Dir(d) => d.create(name, &bytes),
-            #[cfg(feature = "remote")]
-            Backend::Object(o) => o.create(name, bytes),
+            Backend::Helper(h) => h.create(name, bytes),
         }
     }
 
@@ -102,9 +90,7 @@ impl Remote {
     pub(crate) fn list_all(&self, dir: &str) -> Result<Vec<Listed>, SyncError> {
         match &self.backend {
             Backend::Dir(d) => d.list_all(dir),
-            // Object stores list every object under a prefix, at any depth.
-            #[cfg(feature = "remote")]
-            Backend::Object(o) => o.list(dir, None),
+            Backend::Helper(h) => h.list(dir, None),
         }
     }
 
@@ -112,8 +98,7 @@ impl Remote {
     pub(crate) fn delete(&self, name: &str) -> Result<(), SyncError> {
         match &self.backend {
             Backend::Dir(d) => d.delete(name),
-            #[cfg(feature = "remote")]
-            Backend::Object(o) => o.delete(name),
+            Backend::Helper(h) => h.delete(name),
         }
     }
 
@@ -121,8 +106,7 @@ impl Remote {
     pub(crate) fn list(&self, dir: &str, after: Option<&str>) -> Result<Vec<Listed>, SyncError> {
         match &self.backend {
             Backend::Dir(d) => d.list(dir, after),
-            #[cfg(feature = "remote")]
-            Backend::Object(o) => o.list(dir, after),
+            Backend::Helper(h) => h.list(dir, after),
         }
     }
 }

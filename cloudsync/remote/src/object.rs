@@ -1,7 +1,8 @@
-//! A network store (S3, WebDAV) through `object_store`, behind a blocking API with retries.
+//! A network store (S3, WebDAV) through `object_store`, behind a blocking API with retries, as
+//! the helper serves it to the engine.
 //!
 //! HTTP backends already retry 5xx answers and timeouts with exponential
-//! backoff inside `object_store` ([`RETRY`]); this layer adds a few slower attempts around
+//! backoff inside `object_store` ([`retry_config`]); this layer adds a few slower attempts around
 //! whole requests (a connection cut mid-body, a server restarting), so a flaky store delays a
 //! sync instead of failing it.
 
@@ -14,12 +15,47 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
-use super::{Listed, PARALLEL};
-use crate::{StoreConfig, StoreUrl, SyncError};
+use elastos_cloudsync::remote_protocol::{FailureKind, ListedObject, Response};
+use elastos_cloudsync::{StoreConfig, StoreUrl};
+
 /// Attempts of this layer around one request (each with `object_store`'s own retries inside).
 const ATTEMPTS: u32 = 3;
+/// Uploads and downloads in flight at once (each holds one sealed chunk of at most 4 MiB plus
+/// padding, which bounds the helper's memory).
+const PARALLEL: usize = 4;
 
-pub(super) struct ObjectRemote {
+/// A failed request, as the engine is told ([`Response::Failed`]).
+pub(crate) struct Failure {
+    kind: FailureKind,
+    op: &'static str,
+    object: String,
+    attempts: u32,
+    message: String,
+}
+
+impl Failure {
+    fn config(message: String) -> Self {
+        Failure {
+            kind: FailureKind::Config,
+            op: "open",
+            object: String::new(),
+            attempts: 1,
+            message,
+        }
+    }
+
+    pub(crate) fn into_response(self) -> Response {
+        Response::Failed {
+            kind: self.kind,
+            op: self.op.to_owned(),
+            object: self.object,
+            attempts: self.attempts,
+            message: self.message,
+        }
+    }
+}
+
+pub(crate) struct ObjectRemote {
     store: Arc<dyn ObjectStore>,
     prefix: Option<ObjectPath>,
     runtime: tokio::runtime::Runtime,
@@ -29,6 +65,9 @@ pub(super) struct ObjectRemote {
     /// For messages.
     url: String,
 }
+
+/// A request's outcome as the helper answers it.
+type Answer<T> = Result<T, Failure>;
 
 fn retry_config() -> object_store::RetryConfig {
     object_store::RetryConfig {
@@ -89,27 +128,30 @@ where
 }
 
 impl ObjectRemote {
-    pub(super) fn open(config: &StoreConfig, url: &str) -> Result<Self, SyncError> {
-        let url = url.to_owned();
-        let fail = |reason: String| SyncError::StoreConfig {
-            url: url.clone(),
-            reason,
-        };
+    pub(crate) fn open(config: &StoreConfig) -> Answer<Self> {
+        let url = config.url.to_string();
+        let fail = Failure::config;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| fail(format!("cannot start the I/O runtime: {e}")))?;
         let (store, prefix, conditional_create): (Arc<dyn ObjectStore>, Option<ObjectPath>, bool) =
             match &config.url {
-                StoreUrl::LocalDir(_) => unreachable!("a local directory is a DirStore"),
+                StoreUrl::LocalDir(_) => {
+                    return Err(fail(
+                        "a local directory is no network store: the engine reads it itself".into(),
+                    ))
+                }
                 StoreUrl::S3 {
                     bucket,
                     prefix,
                     endpoint,
                 } => {
-                    let creds = config.s3_credentials.as_ref().ok_or_else(|| SyncError::Credentials {
-                    reason: "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or give a 0600 credentials file".into(),
-                })?;
+                    let creds = config.s3_credentials.as_ref().ok_or_else(|| Failure {
+                        kind: FailureKind::Credentials,
+                        message: "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or give a 0600 credentials file".into(),
+                        ..fail(String::new())
+                    })?;
                     let mut builder = object_store::aws::AmazonS3Builder::new()
                         .with_bucket_name(bucket)
                         .with_access_key_id(&creds.access_key_id)
@@ -175,17 +217,18 @@ impl ObjectRemote {
         self.runtime.block_on(with_retries(op, name, f))
     }
 
-    fn failed(op: &'static str, name: &str, source: object_store::Error) -> SyncError {
-        SyncError::Store {
+    fn failed(op: &'static str, name: &str, source: object_store::Error) -> Failure {
+        Failure {
+            kind: FailureKind::Store,
             op,
             object: name.to_owned(),
             attempts: ATTEMPTS,
-            source,
+            message: source.to_string(),
         }
     }
 
     /// One GET with retries: the bytes, or `None` when the object does not exist.
-    async fn fetch(&self, name: &str) -> Result<Option<Bytes>, SyncError> {
+    async fn fetch(&self, name: &str) -> Answer<Option<Bytes>> {
         let path = self.path(name);
         match with_retries("get", name, || async {
             self.store.get(&path).await?.bytes().await
@@ -199,12 +242,12 @@ impl ObjectRemote {
     }
 
     /// The object's bytes, or `None` when it does not exist.
-    pub(super) fn get(&self, name: &str) -> Result<Option<Bytes>, SyncError> {
+    fn get(&self, name: &str) -> Answer<Option<Bytes>> {
         self.runtime.block_on(self.fetch(name))
     }
 
     /// Fetches several objects, [`PARALLEL`] at a time, in the order given.
-    pub(super) fn get_many(&self, names: &[String]) -> Result<Vec<Option<Bytes>>, SyncError> {
+    pub(crate) fn get_many(&self, names: &[String]) -> Answer<Vec<Option<Bytes>>> {
         let all = futures::stream::iter(names)
             .map(|name| self.fetch(name))
             .buffered(PARALLEL)
@@ -214,7 +257,7 @@ impl ObjectRemote {
 
     /// Writes several objects, [`PARALLEL`] at a time, replacing what is there (content-addressed
     /// objects: the same name always means the same plaintext).
-    pub(super) fn put_many(&self, objects: Vec<(String, Bytes)>) -> Result<(), SyncError> {
+    pub(crate) fn put_many(&self, objects: Vec<(String, Bytes)>) -> Answer<()> {
         let put = |(name, bytes): (String, Bytes)| async move {
             let path = self.path(&name);
             with_retries("put", &name, || {
@@ -235,7 +278,7 @@ impl ObjectRemote {
     /// Writes `name` only if it does not exist yet: `Ok(false)` when it does. On a backend
     /// without conditional writes (WebDAV) the object is written when absent and read back, so
     /// a concurrent writer is noticed in all but a narrow race (see `docs/cloud.md`).
-    pub(super) fn create(&self, name: &str, bytes: Bytes) -> Result<bool, SyncError> {
+    pub(crate) fn create(&self, name: &str, bytes: Bytes) -> Answer<bool> {
         let path = self.path(name);
         if self.conditional_create.load(Ordering::Relaxed) {
             let opts = || PutOptions {
@@ -267,7 +310,7 @@ impl ObjectRemote {
     }
 
     /// Deletes `name`; an object already gone is no error.
-    pub(super) fn delete(&self, name: &str) -> Result<(), SyncError> {
+    pub(crate) fn delete(&self, name: &str) -> Answer<()> {
         let path = self.path(name);
         match self.attempt("delete", name, || self.store.delete(&path)) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -276,7 +319,7 @@ impl ObjectRemote {
     }
 
     /// Objects under `dir/` whose names sort after `dir/after` (all when `None`), sorted.
-    pub(super) fn list(&self, dir: &str, after: Option<&str>) -> Result<Vec<Listed>, SyncError> {
+    pub(crate) fn list(&self, dir: &str, after: Option<&str>) -> Answer<Vec<ListedObject>> {
         let prefix = self.path(dir);
         let offset = after.map(|a| self.path(&format!("{dir}/{a}")));
         let listed = self.attempt("list", dir, || async {
@@ -291,7 +334,7 @@ impl ObjectRemote {
             Err(object_store::Error::NotFound { .. }) => Vec::new(),
             Err(e) => return Err(Self::failed("list", dir, e)),
         };
-        let mut out: Vec<Listed> = metas
+        let mut out: Vec<ListedObject> = metas
             .into_iter()
             .filter_map(|meta| {
                 let name = meta
@@ -300,11 +343,11 @@ impl ObjectRemote {
                     .map(|p| p.as_ref().to_owned())
                     .collect::<Vec<_>>()
                     .join("/");
-                Some(Listed {
+                Some(ListedObject {
                     name,
                     size: meta.size,
                     e_tag: meta.e_tag,
-                    modified: Some(meta.last_modified.into()),
+                    modified_ms: u64::try_from(meta.last_modified.timestamp_millis()).ok(),
                 })
             })
             .collect();
