@@ -3,9 +3,10 @@
 //!
 //! - **The group:** one `FAN_CLASS_PRE_CONTENT` group (Linux 6.14+, `CAP_SYS_ADMIN`), event
 //!   descriptors opened read-write. Every placeholder gets an inode mark for `FAN_PRE_ACCESS`
-//!   before it is renamed into place (the engine's placeholder hook), and the placeholders of
-//!   every home are marked again at the daemon's first sync of the home (marks do not outlive
-//!   the group).
+//!   before it is renamed into place (the engine's placeholder hook); marks do not outlive the
+//!   group, so at start the daemon marks every file under the homes that carries a marker
+//!   (before it serves anything or opens a store), and after each sync of a home the
+//!   placeholders the engine records (`elastos sync now` may have made some).
 //! - **An event** (a read, `mmap`, exec, write or `ftruncate` of a placeholder, by anyone but
 //!   this daemon's own event descriptors) holds the caller in the kernel until it is answered.
 //!   A worker thread finds the home from the file's path, and the engine writes the content

@@ -176,7 +176,7 @@ pub fn home_digest(args: &[String]) -> ModeResult {
             meta.len(),
             meta.mode() & 0o7777
         );
-        let steps: [fn(&str, u64) -> Result<String, (&'static str, i32)>; 2] = if mmap_first {
+        let steps: [DigestStep; 2] = if mmap_first {
             [digest_mmap, digest_read]
         } else {
             [digest_read, digest_mmap]
@@ -229,6 +229,9 @@ pub fn home_marker(args: &[String]) -> ModeResult {
     );
     Ok(0)
 }
+
+/// One way of reading a file for `home-digest`: its line, or the step that failed and errno.
+type DigestStep = fn(&str, u64) -> Result<String, (&'static str, i32)>;
 
 fn errno(e: &std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(0)
