@@ -304,6 +304,42 @@ pub enum CloudCommand {
         #[command(flatten)]
         format: FormatArg,
     },
+    /// Drop the local content of an app's files, keeping placeholders (files on demand).
+    ///
+    /// Each file keeps its name, size, mode, mtime and owner; its first read (read, mmap, exec,
+    /// write) fetches the content back from your cloud disk, served by the broker daemon
+    /// (fanotify pre-content events: root, Linux 6.14+). Only files whose content is the synced
+    /// version are evicted: if one has changes not yet on the cloud disk, nothing is evicted
+    /// and the command names it. Pinned files are skipped.
+    Evict {
+        /// The app: its id, or its name when no other app has it.
+        app: String,
+        /// Files or directories, relative to the app's home (default: all of it).
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Pin files or directories of an app's home: never evicted, and fetched back now if they
+    /// are.
+    Pin {
+        /// The app: its id, or its name when no other app has it.
+        app: String,
+        /// Files or directories, relative to the app's home.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Unpin files or directories pinned with `elastos cloud pin` (as given there).
+    Unpin {
+        /// The app: its id, or its name when no other app has it.
+        app: String,
+        /// Pinned paths, relative to the app's home.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
     /// Delete old snapshots (beyond the retention period) and the chunks no snapshot needs, in
     /// the whole store. Unreferenced chunks are deleted by a later run, at least the grace
     /// period after one found them (the broker daemon runs this once a day).

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use elastos_cloudsync::{
-    GcOptions, HomeStatus, Progress, StoreWait, SyncEngine, SyncError, SyncOptions, SyncReport,
+    EvictReport, FetchReport, GcOptions, HomeStatus, Progress, StoreWait, SyncEngine, SyncError,
+    SyncOptions, SyncReport,
 };
 use elastos_host::apps::PreparedApp;
 use elastos_host::cloud::{self, AppHome, CloudSettings, CloudStore, KnownApp};
@@ -286,6 +287,52 @@ pub fn cloud(command: CloudCommand) -> Result<u8> {
             }
             Ok(0)
         }
+        CloudCommand::Evict { app, paths, format } => {
+            let app = resolve_app(&state, &app)?;
+            let Some(daemon) = ControlClient::connect(&state.control_socket) else {
+                bail!(
+                    "files on demand need the broker daemon (`elastos broker`, as root): it fetches                      an evicted file when it is read; without it the file would read as zeros.                      Nothing was evicted"
+                );
+            };
+            let request = ControlRequest::CloudEvict {
+                publisher: app.publisher.clone(),
+                app_id: app.app_id,
+                name: app.name.clone(),
+                paths,
+            };
+            let report: EvictReport = serde_json::from_value(
+                daemon
+                    .request(&request, &[])
+                    .with_context(|| format!("cannot evict files of {}", app.label()))?,
+            )
+            .context("the broker daemon's eviction report is not understood")?;
+            match format.format {
+                Format::Json => print_json(&report)?,
+                Format::Text => {
+                    println!(
+                        "evicted {} files of {} ({} bytes now only on your cloud disk; fetched                          back when read){}{}",
+                        report.evicted.len(),
+                        app.label(),
+                        report.bytes,
+                        if report.pinned.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; {} pinned files kept", report.pinned.len())
+                        },
+                        if report.already.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; {} already evicted", report.already.len())
+                        }
+                    );
+                }
+            }
+            Ok(0)
+        }
+        CloudCommand::Pin { app, paths, format } => pin(&state, &app, paths, true, format.format),
+        CloudCommand::Unpin { app, paths, format } => {
+            pin(&state, &app, paths, false, format.format)
+        }
         CloudCommand::Gc {
             retention,
             grace,
@@ -354,6 +401,61 @@ pub fn cloud(command: CloudCommand) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// `elastos cloud pin|unpin`: through the daemon when one runs (its fanotify group serves the
+/// files being fetched), else with this process's engine.
+fn pin(state: &StateDirs, app: &str, paths: Vec<PathBuf>, pin: bool, format: Format) -> Result<u8> {
+    let app = resolve_app(state, app)?;
+    let what = if pin { "pin" } else { "unpin" };
+    let report: FetchReport = match ControlClient::connect(&state.control_socket) {
+        Some(daemon) => {
+            let request = ControlRequest::CloudPin {
+                publisher: app.publisher.clone(),
+                app_id: app.app_id,
+                paths,
+                pin,
+            };
+            serde_json::from_value(
+                daemon
+                    .request(&request, &[])
+                    .with_context(|| format!("cannot {what} files of {}", app.label()))?,
+            )
+            .context("the broker daemon's report is not understood")?
+        }
+        None => {
+            let engine = engine(state, &store(state)?)?;
+            let done = if pin {
+                engine.pin(&app.home_ref(), &app.home, &paths, app.owner())
+            } else {
+                engine.unpin(&app.home_ref(), &paths)
+            };
+            done.with_context(|| format!("cannot {what} files of {}", app.label()))?
+        }
+    };
+    match format {
+        Format::Json => print_json(&report)?,
+        Format::Text => {
+            let pinned: Vec<String> = report
+                .pinned
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            println!(
+                "{}; fetched {} evicted files ({} bytes); pinned in {}: {}",
+                if pin { "pinned" } else { "unpinned" },
+                report.fetched.len(),
+                report.bytes,
+                app.label(),
+                if pinned.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    pinned.join(", ")
+                }
+            );
+        }
+    }
+    Ok(0)
 }
 
 /// A duration as `gc` takes it: a whole number and a unit, `s`, `m`, `h` or `d`.
@@ -510,6 +612,14 @@ fn print_statuses(apps: &[AppStatus]) {
             ),
             (None, Some(error)) => println!("{label:<44} error: {error}"),
             (None, None) => println!("{label:<44} not synced ([home] sync = false)"),
+        }
+        if let Some(od) = entry.status.as_ref().map(|s| &s.on_demand) {
+            if od.evicted_files > 0 || od.pinned_files > 0 {
+                println!(
+                    "  on demand: {} files evicted ({} bytes only on the cloud disk); {} pinned                      ({} bytes)",
+                    od.evicted_files, od.evicted_bytes, od.pinned_files, od.pinned_bytes
+                );
+            }
         }
         if let Some(view) = &entry.daemon {
             println!("  {}", describe_daemon_view(view));
@@ -744,6 +854,7 @@ impl RunSync {
                         StoreWait::first_answer_within(RUN_STORE_WAIT)
                     };
                     sync_around_run(&state, &app, &mut by, "before the app starts", wait);
+                    fetch_evicted(&state, &app, &by);
                     Some(by)
                 })
         };
@@ -895,6 +1006,39 @@ fn sync_around_run(state: &StateDirs, app: &AppHome, by: &mut Syncer, when: &str
             app.label()
         ),
         Err(error) => eprintln!("elastos: {error:#} ({when}); the app's home stays as it is here"),
+    }
+}
+
+/// Without a daemon nothing serves a read of an evicted file (it would read as zeros), so every
+/// evicted file of the home is fetched before the app starts; when that fails the app does not
+/// start (exit code 69, EX_UNAVAILABLE): this runs while the jail is being built, and nothing of
+/// the launch can be failed from here.
+fn fetch_evicted(state: &StateDirs, app: &AppHome, by: &Syncer) {
+    let Syncer::Engine(store) = by else {
+        return;
+    };
+    match engine(state, store).and_then(|engine| {
+        engine
+            .fetch_evicted(&app.home_ref(), &app.home)
+            .map_err(anyhow::Error::from)
+    }) {
+        Ok(report) if !report.fetched.is_empty() => eprintln!(
+            "elastos: fetched {} evicted files of {} ({} bytes) before it starts: no broker \
+             daemon runs to fetch them when they are read",
+            report.fetched.len(),
+            app.label(),
+            report.bytes
+        ),
+        Ok(_) => {}
+        Err(error) => {
+            eprintln!(
+                "elastos: cannot start {}: files of its home are evicted and cannot be fetched \
+                 from your cloud disk: {error:#}; hint: start the broker daemon, or run it again \
+                 when the cloud disk is reachable",
+                app.label()
+            );
+            std::process::exit(69);
+        }
     }
 }
 

@@ -1162,3 +1162,477 @@ fn without_a_daemon_a_store_that_never_answers_or_refuses_delays_the_app_at_most
         assert_eq!(std::fs::read_to_string(home.join(file)).unwrap(), content);
     }
 }
+
+// Files on demand (issue 15, section 7): `elastos cloud evict|pin|unpin`, served by the broker
+// daemon's fanotify pre-content group.
+
+/// FNV-1a, 64 bits, as `elastos-probe home-digest` prints it.
+fn fnv1a(bytes: &[u8]) -> String {
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+/// `len` bytes that never repeat (xorshift), so FastCDC cuts a large file into several chunks.
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The files an on-demand test evicts: a large file of several chunks, one read first through
+/// mmap, and a small one with its own mode.
+fn on_demand_files() -> Vec<(&'static str, Vec<u8>, u32)> {
+    vec![
+        ("big.bin", pseudo_random(9 << 20, 1), 0o644),
+        ("mapped.bin", pseudo_random(3 << 20, 2), 0o644),
+        ("small.txt", b"a small file, one chunk\n".to_vec(), 0o640),
+    ]
+}
+
+/// Machine `a` with a home of the probe app holding [`on_demand_files`], synced to a store of
+/// its own; returns the bundle, the home and the store.
+fn home_with_files(a: &Harness) -> (PathBuf, PathBuf, PathBuf) {
+    let shared = a.mkdir("shared-store");
+    a.elastos()
+        .args(["cloud", "set"])
+        .arg(&shared)
+        .output()
+        .assert_code(0);
+    let bundle = probe_app(a, "");
+    probe(a, &bundle, &["home-put", "seed.txt", "seed"]);
+    let home = home_of(a);
+    let owner = std::fs::metadata(&home).unwrap();
+    for (name, bytes, mode) in on_demand_files() {
+        let path = home.join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid())).unwrap();
+    }
+    a.elastos()
+        .args(["sync", "now", "probe"])
+        .output()
+        .assert_code(0);
+    (bundle, home, shared)
+}
+
+/// `elastos cloud evict probe ARGS --format json` of `harness`.
+fn evict(harness: &Harness, args: &[&str]) -> serde_json::Value {
+    json(
+        &harness
+            .elastos()
+            .args(["cloud", "evict", "probe"])
+            .args(args)
+            .args(["--format", "json"])
+            .output(),
+    )
+}
+
+/// Whether the file holds no data here (a placeholder: sparse, no block allocated).
+fn is_placeholder(path: &Path) -> bool {
+    std::fs::metadata(path).unwrap().blocks() == 0
+}
+
+/// The probe's `home-digest` lines: (name, what) -> the rest.
+fn digest(
+    harness: &Harness,
+    bundle: &Path,
+    names: &[&str],
+) -> (Output, Vec<(String, String, String)>) {
+    let mut args = vec!["home-digest"];
+    args.extend_from_slice(names);
+    let out = harness.run(bundle, &args).output();
+    let lines = out
+        .stdout_text()
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.splitn(3, ' ');
+            Some((
+                words.next()?.to_owned(),
+                words.next()?.to_owned(),
+                words.next()?.to_owned(),
+            ))
+        })
+        .collect();
+    (out, lines)
+}
+
+fn digest_of<'a>(lines: &'a [(String, String, String)], name: &str, what: &str) -> &'a str {
+    lines
+        .iter()
+        .find(|(n, w, _)| n == name && w == what)
+        .map(|(_, _, rest)| rest.as_str())
+        .unwrap_or_else(|| panic!("no `{name} {what}` line in {lines:?}"))
+}
+
+/// The on-demand counts of the probe app in `elastos cloud status --format json`.
+fn on_demand_status(harness: &Harness) -> serde_json::Value {
+    let status = json(
+        &harness
+            .elastos()
+            .args(["cloud", "status", "--format", "json"])
+            .output(),
+    );
+    status["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["app_id"] == APP_ID)
+        .unwrap_or_else(|| panic!("no probe app in {status:#}"))["status"]["on_demand"]
+        .clone()
+}
+
+/// The snapshots of every home in a local-directory store.
+fn snapshots(store: &Path) -> usize {
+    files_under(&store.join("homes")).len()
+}
+
+#[test]
+fn evicted_files_look_unchanged_and_come_back_byte_exact_on_first_read_in_the_jail() {
+    let a = Harness::new(User::Root);
+    let (bundle, home, store) = home_with_files(&a);
+    let _daemon = start_daemon(&a);
+    let before: Vec<std::fs::Metadata> = on_demand_files()
+        .iter()
+        .map(|(name, _, _)| std::fs::metadata(home.join(name)).unwrap())
+        .collect();
+    let versions = snapshots(&store);
+
+    let report = evict(&a, &[]);
+    let mut evicted: Vec<&str> = report["evicted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    evicted.sort();
+    assert_eq!(
+        evicted,
+        ["big.bin", "mapped.bin", "seed.txt", "small.txt"],
+        "{report:#}"
+    );
+    let total: u64 = before.iter().map(|m| m.len()).sum::<u64>() + 4;
+    assert_eq!(report["bytes"], total, "{report:#}");
+    for ((name, _, _), was) in on_demand_files().iter().zip(&before) {
+        let now = std::fs::metadata(home.join(name)).unwrap();
+        assert!(is_placeholder(&home.join(name)), "{name} still holds data");
+        assert_eq!(
+            (
+                now.len(),
+                now.mode(),
+                now.mtime(),
+                now.mtime_nsec(),
+                now.uid(),
+                now.gid()
+            ),
+            (
+                was.len(),
+                was.mode(),
+                was.mtime(),
+                was.mtime_nsec(),
+                was.uid(),
+                was.gid()
+            ),
+            "{name}: the placeholder must look like the file"
+        );
+    }
+    let counts = on_demand_status(&a);
+    assert_eq!(counts["evicted_files"], 4, "{counts:#}");
+    assert_eq!(counts["evicted_bytes"], total, "{counts:#}");
+    // The app can neither see, forge nor remove a placeholder's marker.
+    let marker = probe(&a, &bundle, &["home-marker", "seed.txt"]).stdout_text();
+    for call in ["getxattr", "setxattr", "removexattr"] {
+        assert!(
+            marker
+                .lines()
+                .any(|l| l.starts_with(&format!("{call} -1 "))),
+            "{call} did not fail: {marker}"
+        );
+    }
+
+    // A sync after eviction uploads nothing and deletes nothing (the daemon's, woken by the
+    // eviction's renames, and one asked for).
+    std::thread::sleep(Duration::from_secs(3));
+    let synced = json(
+        &a.elastos()
+            .args(["sync", "now", "probe", "--format", "json"])
+            .output(),
+    );
+    let report = &synced[0]["report"];
+    for key in [
+        "uploaded",
+        "deleted_remotely",
+        "deleted_locally",
+        "downloaded",
+    ] {
+        assert_eq!(report[key], serde_json::json!([]), "{key}: {synced:#}");
+    }
+    assert_eq!(report["bytes_uploaded"], 0, "{synced:#}");
+    assert_eq!(
+        snapshots(&store),
+        versions,
+        "a sync after eviction committed"
+    );
+
+    // The app reads every byte back: read(2) first for two files, mmap first for one; the stat
+    // it sees before is the file's.
+    let (out, lines) = digest(
+        &a,
+        &bundle,
+        &["big.bin", "mmap-first:mapped.bin", "small.txt"],
+    );
+    out.assert_code(0);
+    for ((name, bytes, mode), was) in on_demand_files().iter().zip(&before) {
+        let stat = format!(
+            "{} {:o} {}",
+            bytes.len(),
+            mode,
+            was.mtime() * 1_000_000_000 + was.mtime_nsec()
+        );
+        assert_eq!(digest_of(&lines, name, "stat"), stat, "{name}");
+        let want = format!("{} {}", bytes.len(), fnv1a(bytes));
+        assert_eq!(digest_of(&lines, name, "read"), want, "{name} read");
+        assert_eq!(digest_of(&lines, name, "mmap"), want, "{name} mmap");
+        assert!(!is_placeholder(&home.join(name)), "{name} was not fetched");
+        let now = std::fs::metadata(home.join(name)).unwrap();
+        assert_eq!(
+            now.mtime_nsec(),
+            was.mtime_nsec(),
+            "{name}: mtime after the fetch"
+        );
+    }
+    let counts = on_demand_status(&a);
+    assert_eq!(
+        counts["evicted_files"], 1,
+        "seed.txt was not read: {counts:#}"
+    );
+    // Fetched files are not uploaded again.
+    let synced = json(
+        &a.elastos()
+            .args(["sync", "now", "probe", "--format", "json"])
+            .output(),
+    );
+    assert_eq!(synced[0]["report"]["bytes_uploaded"], 0, "{synced:#}");
+    assert_eq!(snapshots(&store), versions);
+}
+
+#[test]
+fn a_pinned_file_is_never_evicted_and_unsynced_changes_refuse_eviction() {
+    let a = Harness::new(User::Root);
+    let (bundle, home, store) = home_with_files(&a);
+    let _daemon = start_daemon(&a);
+    let pinned = json(
+        &a.elastos()
+            .args(["cloud", "pin", "probe", "small.txt", "--format", "json"])
+            .output(),
+    );
+    assert_eq!(
+        pinned["pinned"],
+        serde_json::json!(["small.txt"]),
+        "{pinned:#}"
+    );
+
+    // The store breaks, so the daemon cannot sync a change: big.bin changes here only.
+    let away = a.path().join("store.away");
+    std::fs::rename(&store, &away).unwrap();
+    std::fs::write(&store, "not a store").unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(home.join("big.bin"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"a local change"))
+        .unwrap();
+    let refused = a.elastos().args(["cloud", "evict", "probe"]).output();
+    assert_ne!(refused.status.code(), Some(0), "{}", refused.stdout_text());
+    let error = refused.stderr_text();
+    assert!(
+        error.contains("big.bin") && error.contains("nothing was evicted"),
+        "{error}"
+    );
+    for (name, _, _) in on_demand_files() {
+        assert!(!is_placeholder(&home.join(name)), "{name} was evicted");
+    }
+
+    // Once synced, everything but the pinned file is evicted.
+    std::fs::remove_file(&store).unwrap();
+    std::fs::rename(&away, &store).unwrap();
+    a.elastos()
+        .args(["sync", "now", "probe"])
+        .output()
+        .assert_code(0);
+    let report = evict(&a, &[]);
+    assert_eq!(
+        report["pinned"],
+        serde_json::json!(["small.txt"]),
+        "{report:#}"
+    );
+    assert!(is_placeholder(&home.join("big.bin")));
+    assert!(!is_placeholder(&home.join("small.txt")));
+    let counts = on_demand_status(&a);
+    assert_eq!(counts["pinned_files"], 1, "{counts:#}");
+
+    // Pinning an evicted file fetches it back now; unpinning an unpinned one is refused.
+    let pinned = json(
+        &a.elastos()
+            .args(["cloud", "pin", "probe", "mapped.bin", "--format", "json"])
+            .output(),
+    );
+    assert_eq!(
+        pinned["fetched"],
+        serde_json::json!(["mapped.bin"]),
+        "{pinned:#}"
+    );
+    assert!(!is_placeholder(&home.join("mapped.bin")));
+    assert_eq!(
+        std::fs::read(home.join("mapped.bin")).unwrap(),
+        on_demand_files()[1].1
+    );
+    let unpin = a
+        .elastos()
+        .args(["cloud", "unpin", "probe", "big.bin"])
+        .output();
+    assert_ne!(unpin.status.code(), Some(0));
+    assert!(
+        unpin.stderr_text().contains("is not pinned"),
+        "{}",
+        unpin.stderr_text()
+    );
+    let (out, lines) = digest(&a, &bundle, &["big.bin"]);
+    out.assert_code(0);
+    let mut changed = on_demand_files()[0].1.clone();
+    changed.extend_from_slice(b"a local change");
+    assert_eq!(
+        digest_of(&lines, "big.bin", "read"),
+        format!("{} {}", changed.len(), fnv1a(&changed))
+    );
+}
+
+#[test]
+fn another_machines_change_to_an_evicted_file_updates_its_placeholder_without_fetching() {
+    let a = Harness::new(User::Root);
+    let (bundle, home, store) = home_with_files(&a);
+    let _daemon = start_daemon(&a);
+    evict(&a, &[]);
+
+    let b = Harness::new(User::Root);
+    move_user_key(&a, &b);
+    b.elastos()
+        .args(["cloud", "set"])
+        .arg(&store)
+        .output()
+        .assert_code(0);
+    probe(&b, &bundle, &["home-get", "seed.txt"]);
+    let new_big = pseudo_random(5 << 20, 3);
+    std::fs::write(home_of(&b).join("big.bin"), &new_big).unwrap();
+    std::fs::write(home_of(&b).join("small.txt"), "changed on b\n").unwrap();
+    b.elastos()
+        .args(["sync", "now", "probe"])
+        .output()
+        .assert_code(0);
+
+    // A's daemon pulls every second: the placeholders take the new sizes, still without data.
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            std::fs::metadata(home.join("big.bin")).unwrap().len() == new_big.len() as u64
+                && std::fs::metadata(home.join("small.txt")).unwrap().len() == 13
+        }),
+        "the placeholders did not follow machine B"
+    );
+    assert!(is_placeholder(&home.join("big.bin")));
+    assert!(is_placeholder(&home.join("small.txt")));
+    let (out, lines) = digest(&a, &bundle, &["big.bin", "small.txt"]);
+    out.assert_code(0);
+    assert_eq!(
+        digest_of(&lines, "big.bin", "read"),
+        format!("{} {}", new_big.len(), fnv1a(&new_big))
+    );
+    assert_eq!(
+        digest_of(&lines, "small.txt", "read"),
+        format!("13 {}", fnv1a(b"changed on b\n"))
+    );
+    // No conflict copy: an untouched placeholder is not a local change.
+    assert!(!std::fs::read_dir(&home).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains("conflict")));
+}
+
+#[test]
+fn an_unreachable_store_fails_a_read_with_eio_in_bounded_time_and_the_daemon_names_the_file() {
+    let a = Harness::new(User::Root);
+    let (_, home, _) = home_with_files(&a);
+    let daemon = start_daemon_with(&a, &[("ELASTOS_FETCH_TIMEOUT_SECS", "3")]);
+    evict(&a, &["small.txt"]);
+    // The cloud disk becomes an S3 endpoint that takes connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for connection in silent.incoming() {
+            held.push(connection);
+        }
+    });
+    std::fs::write(
+        a.elastos_home().join("cloud.toml"),
+        format!("store = \"s3://bucket/prefix\"\nendpoint = \"http://127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    // The probe reads it unjailed (`elastos run` would first wait for the daemon's sync, which
+    // waits for the store too).
+    let started = std::time::Instant::now();
+    let out = a
+        .unjailed_probe(&home)
+        .args(["home-digest", "small.txt"])
+        .output();
+    let took = started.elapsed();
+    out.assert_code(0);
+    let lines = out.stdout_text();
+    assert!(lines.contains("small.txt error read 5"), "{lines}");
+    assert!(took < Duration::from_secs(15), "the read took {took:?}");
+    assert!(is_placeholder(&home.join("small.txt")));
+    let log = daemon.terminate(Duration::from_secs(10)).stderr_text();
+    assert!(
+        log.contains("cannot fetch an evicted file") && log.contains("small.txt"),
+        "{log}"
+    );
+}
+
+#[test]
+fn without_a_daemon_evict_is_refused_and_run_fetches_evicted_files_before_the_app_starts() {
+    let a = Harness::new(User::Root);
+    let (bundle, home, _store) = home_with_files(&a);
+    let daemon = start_daemon(&a);
+    evict(&a, &[]);
+    daemon.terminate(Duration::from_secs(10));
+
+    let refused = a.elastos().args(["cloud", "evict", "probe"]).output();
+    assert_ne!(refused.status.code(), Some(0));
+    assert!(
+        refused.stderr_text().contains("need the broker daemon"),
+        "{}",
+        refused.stderr_text()
+    );
+    let (out, lines) = digest(&a, &bundle, &["big.bin", "small.txt"]);
+    out.assert_code(0);
+    assert!(
+        out.stderr_text().contains("fetched 4 evicted files"),
+        "{}",
+        out.stderr_text()
+    );
+    for (name, bytes, _) in on_demand_files() {
+        assert!(!is_placeholder(&home.join(name)), "{name}");
+        if name != "mapped.bin" {
+            assert_eq!(
+                digest_of(&lines, name, "read"),
+                format!("{} {}", bytes.len(), fnv1a(&bytes))
+            );
+        }
+    }
+}

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::crypto::{ChunkId, Keys, Kind};
 use crate::local::{HomeDir, LocalKind, LocalStat};
 use crate::merge::{merge, Sides};
+use crate::ondemand::{OnDemand, PlaceholderHook};
 use crate::state::{HomeIndex, State};
 use crate::store::{Remote, PARALLEL};
 use crate::tree::{self, as_path, ChunkRef, Node, RelPath, Snapshot, Tombstone, Tree};
@@ -81,6 +82,26 @@ pub(crate) struct Ctx<'a> {
     pub keys: &'a Keys,
     pub state: &'a State,
     pub device: &'a str,
+    pub placeholder_hook: Option<&'a PlaceholderHook>,
+}
+
+/// The chunk list of an open file (FastCDC, as a sync cuts it), without uploading anything.
+pub(crate) fn chunk_list(
+    keys: &Keys,
+    file: &File,
+    path: &std::path::Path,
+) -> Result<Vec<ChunkRef>, SyncError> {
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut out = Vec::new();
+    for chunk in fastcdc::v2020::StreamCDC::new(&mut reader, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
+        let chunk =
+            chunk.map_err(|e| SyncError::io("read", path, std::io::Error::other(e.to_string())))?;
+        out.push(ChunkRef {
+            id: keys.chunk_id(&chunk.data),
+            len: chunk.length as u32,
+        });
+    }
+    Ok(out)
 }
 
 fn emit(opts: &SyncOptions, phase: Phase, done_bytes: u64, total_bytes: u64, path: Option<&[u8]>) {
@@ -264,6 +285,8 @@ pub(crate) struct Scanned {
     pub busy: BTreeSet<RelPath>,
     /// Paths whose stat differs from the index (the pending uploads of `status`).
     pub changed: BTreeSet<RelPath>,
+    /// Placeholders of evicted files (their content is the base's; never read).
+    pub placeholders: BTreeMap<RelPath, LocalStat>,
 }
 
 impl Ctx<'_> {
@@ -274,6 +297,7 @@ impl Ctx<'_> {
         home: &HomeDir,
         index: &HomeIndex,
         base: &Tree,
+        od: &OnDemand,
         mut uploads: Option<(&mut Uploads, &mut SyncReport)>,
         opts: &SyncOptions,
     ) -> Result<Scanned, SyncError> {
@@ -288,8 +312,31 @@ impl Ctx<'_> {
         let mut stats = Vec::with_capacity(entries.len());
         let mut busy = BTreeSet::new();
         let mut changed = BTreeSet::new();
+        let mut placeholders = BTreeMap::new();
         for (rel, st) in entries {
             let recorded = recorded_stats.get(&rel);
+            // A placeholder stands for the base's content: never read (its zeros must not be
+            // uploaded, and a read would fetch it). Checked by marker only where the stat
+            // differs from the index (renamed, or unknown to it) or the path was evicted.
+            if st.kind == LocalKind::File
+                && (od.evicted.contains_key(&rel)
+                    || (uploads.is_some() && recorded.is_none_or(|(old, _)| old != &st)))
+            {
+                match self.placeholder(home, od, &rel, &st, base, false) {
+                    Ok(Some(node)) => {
+                        placeholders.insert(rel.clone(), st);
+                        stats.push((rel.clone(), st));
+                        tree.push((rel, node));
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(SyncError::Placeholder { .. }) => {
+                        busy.insert(rel);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             let clean = recorded.is_some_and(|(old, at_ms)| old == &st && settled(&st, *at_ms));
             // Racily clean files are hashed again, but only a different stat counts as pending.
             if recorded.is_none_or(|(old, _)| old != &st) && st.kind != LocalKind::Dir {
@@ -346,6 +393,7 @@ impl Ctx<'_> {
             stats: stats.into_iter().collect(),
             busy,
             changed,
+            placeholders,
         })
     }
 
@@ -408,7 +456,7 @@ impl Ctx<'_> {
     }
 
     /// Fetches, authenticates and checks chunks (in the order given), [`PARALLEL`] at a time.
-    fn fetch_chunks(
+    pub(crate) fn fetch_chunks(
         &self,
         refs: &[ChunkRef],
         report: &mut SyncReport,
@@ -563,8 +611,16 @@ impl Ctx<'_> {
             let ids: Vec<ChunkId> = remote_tree.values().flat_map(chunk_ids).collect();
             self.state.add_known(&ids)?;
         }
+        let od = self.state.load_ondemand(home_id)?;
         let mut uploads = Uploads::new(self);
-        let scanned = self.scan(&home, &index, &base, Some((&mut uploads, report)), opts)?;
+        let scanned = self.scan(
+            &home,
+            &index,
+            &base,
+            &od,
+            Some((&mut uploads, report)),
+            opts,
+        )?;
         // A home that is missing, or empty and not the directory this device last synced, while
         // the store has files, is a lost cache: restore it, never read it as "delete all".
         let identity = home.identity()?;
@@ -615,6 +671,7 @@ impl Ctx<'_> {
             tree: mut local_after,
             stats: mut local_stats,
             busy,
+            mut placeholders,
             ..
         } = scanned;
         let mut skipped: BTreeSet<RelPath> = busy.clone();
@@ -624,6 +681,9 @@ impl Ctx<'_> {
                 None => false,
             };
             if moved {
+                if let Some(st) = placeholders.remove(from) {
+                    placeholders.insert(to.clone(), st);
+                }
                 let st = local_stats.remove(from).expect("checked");
                 local_stats.insert(to.clone(), st);
                 let node = local_after.remove(from).expect("scanned");
@@ -648,6 +708,7 @@ impl Ctx<'_> {
             .collect();
         for path in deletions.iter().rev() {
             if home.remove(path, local_stats.get(path))? {
+                placeholders.remove(path);
                 local_stats.remove(path);
                 if !local_after.remove(path).is_some_and(|n| n.is_dir()) {
                     report.deleted_locally.push(as_path(path).to_owned());
@@ -671,6 +732,15 @@ impl Ctx<'_> {
         let mut done_down = 0u64;
         for (i, (path, node)) in writes.iter().enumerate() {
             let expect = local_stats.get(*path).copied();
+            // A placeholder stays one when only its mode changes, and is updated (not
+            // fetched) when its content changed elsewhere, unless it is pinned.
+            let to_placeholder = placeholders.contains_key(*path)
+                && match (local_after.get(*path), node) {
+                    (Some(Node::File { chunks: have, .. }), Node::File { chunks: want, .. }) => {
+                        have == want || !od.is_pinned(path)
+                    }
+                    _ => false,
+                };
             let written = match node {
                 Node::Dir { mode } => home.make_dir(path, *mode, expect.as_ref())?,
                 Node::Symlink { target } => home.write_symlink(path, target, expect.as_ref())?,
@@ -696,6 +766,11 @@ impl Ctx<'_> {
                                 chunks: want, mode, ..
                             },
                         ) if have == want => home.set_mode(path, *mode, expect.as_ref())?,
+                        // An evicted file changed elsewhere: its placeholder is updated, its
+                        // content stays in the store until it is read.
+                        _ if to_placeholder => {
+                            self.write_placeholder(&home, path, node, expect.as_ref(), None)?
+                        }
                         _ => self.download(
                             &home,
                             path,
@@ -711,6 +786,11 @@ impl Ctx<'_> {
             };
             match written {
                 Some(st) => {
+                    if to_placeholder {
+                        placeholders.insert((*path).clone(), st);
+                    } else {
+                        placeholders.remove(*path);
+                    }
                     local_stats.insert((*path).clone(), st);
                     local_after.insert((*path).clone(), (*node).clone());
                     if !node.is_dir() {
@@ -870,6 +950,16 @@ impl Ctx<'_> {
                 (p, (st, at))
             })
             .collect();
+        let od_after = crate::ondemand::OnDemand {
+            evicted: placeholders
+                .into_iter()
+                .filter(|(p, st)| stats.get(p).map(|(now, _)| now) == Some(st))
+                .collect(),
+            pinned: od.pinned.clone(),
+        };
+        if od_after != od {
+            self.state.save_ondemand(home_id, &od_after)?;
+        }
         let unchanged = !head_moved
             && overrides == index.base_overrides
             && stats == index.stats

@@ -66,6 +66,27 @@ pub enum SyncError {
     /// A path given by the caller is not a relative path inside the home.
     #[error("path {path:?} is not a relative path inside the home (no `..`, no leading `/`)")]
     BadPath { path: PathBuf },
+    /// Files on demand: files whose content here is not the synced version (or not synced at
+    /// all) cannot be evicted; nothing was evicted.
+    #[error(
+        "refusing to evict: {} has changes not on your cloud disk ({hint}); nothing was evicted",
+        list(paths)
+    )]
+    Unsynced {
+        paths: Vec<PathBuf>,
+        hint: &'static str,
+    },
+    /// Files on demand: the path is neither in the home nor on the cloud disk.
+    #[error(
+        "{path:?} is not a file or directory of this home (paths are relative to the app's home)"
+    )]
+    NotInHome { path: PathBuf },
+    /// `unpin` of a path that is not pinned.
+    #[error("{path:?} is not pinned; pinned: {}", if pinned.is_empty() { "nothing".to_owned() } else { list(pinned) })]
+    NotPinned { path: PathBuf, pinned: Vec<PathBuf> },
+    /// A placeholder could not be filled or read as one.
+    #[error("placeholder {path:?}: {reason}")]
+    Placeholder { path: PathBuf, reason: String },
     /// No version of the path exists at the requested time.
     #[error("nothing to restore: {what}")]
     NothingToRestore { what: String },
@@ -80,6 +101,19 @@ pub enum SyncError {
     /// The device's state directory holds data this version cannot read.
     #[error("corrupt sync state {path:?}: {reason}")]
     State { path: PathBuf, reason: String },
+}
+
+/// Up to 10 paths, then how many more.
+fn list(paths: &[PathBuf]) -> String {
+    let mut out: Vec<String> = paths
+        .iter()
+        .take(10)
+        .map(|p| p.display().to_string())
+        .collect();
+    if paths.len() > 10 {
+        out.push(format!("and {} more", paths.len() - 10));
+    }
+    out.join(", ")
 }
 
 impl SyncError {

@@ -37,6 +37,7 @@ mod error;
 mod gc;
 mod local;
 mod merge;
+mod ondemand;
 pub mod remote_protocol;
 mod report;
 mod state;
@@ -50,9 +51,12 @@ use std::time::{Duration, SystemTime};
 
 pub use error::SyncError;
 pub use gc::{GcOptions, GcReport};
+pub use ondemand::{
+    placeholders_under, EvictReport, FetchReport, Filled, PlaceholderHook, PLACEHOLDER_XATTR,
+};
 pub use report::{
-    Conflict, FileVersion, HomeRef, HomeStatus, Phase, Progress, SyncOptions, SyncReport,
-    VersionKind,
+    Conflict, FileVersion, HomeRef, HomeStatus, OnDemandStatus, Phase, Progress, SyncOptions,
+    SyncReport, VersionKind,
 };
 pub use store::{HELPER_ENV, HELPER_NAME};
 pub use url::{S3Credentials, StoreConfig, StoreUrl, StoreWait};
@@ -109,6 +113,7 @@ pub struct SyncEngine {
     keys: crypto::Keys,
     state: state::State,
     device: String,
+    placeholder_hook: Option<PlaceholderHook>,
 }
 
 impl std::fmt::Debug for SyncEngine {
@@ -164,6 +169,7 @@ impl SyncEngine {
             keys,
             state,
             device,
+            placeholder_hook: None,
         })
     }
 
@@ -178,7 +184,80 @@ impl SyncEngine {
             keys: &self.keys,
             state: &self.state,
             device: &self.device,
+            placeholder_hook: self.placeholder_hook.as_ref(),
         }
+    }
+
+    /// Calls `hook` with every placeholder this engine makes (eviction, and an evicted file
+    /// another device changed), before it is renamed into place: the broker daemon puts its
+    /// fanotify pre-content mark on it, so that no read ever sees a placeholder's zeros.
+    pub fn set_placeholder_hook(&mut self, hook: PlaceholderHook) {
+        self.placeholder_hook = Some(hook);
+    }
+
+    /// Files on demand: drops the content of the files of `paths` (files or directories,
+    /// relative to the home; all of it when empty) and leaves placeholders with the same name,
+    /// size, mode, mtime and owner, carrying the [`PLACEHOLDER_XATTR`] marker. Only files whose
+    /// content here is, hashed now, the synced version in the store are evicted; if any file
+    /// has unsynced changes nothing is evicted ([`SyncError::Unsynced`], naming them). Pinned
+    /// files are skipped. Needs `CAP_SYS_ADMIN` (the marker is a `trusted.*` xattr), and a
+    /// reader that fetches the content back on first use (the broker daemon's fanotify group).
+    pub fn evict(
+        &self,
+        home: &HomeRef,
+        dir: &Path,
+        paths: &[PathBuf],
+    ) -> Result<EvictReport, SyncError> {
+        self.ctx().evict(&self.keys.home_id(home), dir, paths)
+    }
+
+    /// Pins `paths` (files or directories): never evicted, and fetched back now if they are.
+    pub fn pin(
+        &self,
+        home: &HomeRef,
+        dir: &Path,
+        paths: &[PathBuf],
+        owner: Option<(u32, u32)>,
+    ) -> Result<FetchReport, SyncError> {
+        self.ctx()
+            .pin(&self.keys.home_id(home), dir, paths, true, owner)
+    }
+
+    /// Unpins `paths` (each must be pinned as given, else [`SyncError::NotPinned`]).
+    pub fn unpin(&self, home: &HomeRef, paths: &[PathBuf]) -> Result<FetchReport, SyncError> {
+        self.ctx()
+            .pin(&self.keys.home_id(home), Path::new(""), paths, false, None)
+    }
+
+    /// Fetches every evicted file of the home back into its placeholder (`elastos run` does
+    /// this before the app starts when no broker daemon serves reads).
+    pub fn fetch_evicted(&self, home: &HomeRef, dir: &Path) -> Result<FetchReport, SyncError> {
+        self.ctx().fetch(&self.keys.home_id(home), dir, &[], None)
+    }
+
+    /// The home's evicted files as this device recorded them (paths relative to the home);
+    /// the broker daemon marks them for fanotify when it starts.
+    pub fn evicted(&self, home: &HomeRef) -> Result<Vec<PathBuf>, SyncError> {
+        let od = self.state.load_ondemand(&self.keys.home_id(home))?;
+        Ok(od
+            .evicted
+            .keys()
+            .map(|p| tree::as_path(p).to_owned())
+            .collect())
+    }
+
+    /// Fills one placeholder through `file`, an open descriptor of it (the broker daemon's
+    /// fanotify event descriptor: its writes raise no event), at `rel` in the home (a renamed
+    /// placeholder is found by its content). Takes no lock: a sync under way never delays a
+    /// read. A file whose marker is stale (the app truncated or rewrote it) only loses its
+    /// marker.
+    pub fn fill(
+        &self,
+        home: &HomeRef,
+        file: &std::fs::File,
+        rel: &Path,
+    ) -> Result<Filled, SyncError> {
+        self.ctx().fill_open(&self.keys.home_id(home), file, rel)
     }
 
     /// Two-way sync of `home` with the local directory `dir` (created if missing). A missing or
@@ -249,10 +328,11 @@ impl SyncEngine {
             engine::Fetched::Unchanged => None,
             engine::Fetched::New { head, .. } => Some(head.snapshot),
         };
-        let (local, changed) = match local::HomeDir::open(dir, false, None)? {
+        let od = self.state.load_ondemand(&home_id)?;
+        let (local, changed, placeholders) = match local::HomeDir::open(dir, false, None)? {
             Some(home) => {
-                let scanned = ctx.scan(&home, &index, &base, None, &SyncOptions::default())?;
-                (scanned.tree, scanned.changed)
+                let scanned = ctx.scan(&home, &index, &base, &od, None, &SyncOptions::default())?;
+                (scanned.tree, scanned.changed, scanned.placeholders)
             }
             None => Default::default(),
         };
@@ -290,6 +370,8 @@ impl SyncEngine {
             .map(|p| tree::as_path(p).to_owned())
             .collect();
         let head = remote.as_ref().or(index.head.as_ref());
+        let (evicted_files, evicted_bytes, pinned_files, pinned_bytes) =
+            ondemand::counts(&placeholders, &od, &local);
         Ok(HomeStatus {
             synced_version: index.version(),
             remote_version: head.map_or(0, |h| h.version),
@@ -301,6 +383,17 @@ impl SyncEngine {
             conflicts,
             bytes: head.map_or(0, |h| h.live.values().map(tree::Node::size).sum()),
             entries: head.map_or(0, |h| h.live.len() as u64),
+            on_demand: OnDemandStatus {
+                evicted_files,
+                evicted_bytes,
+                pinned_files,
+                pinned_bytes,
+                pinned: od
+                    .pinned
+                    .iter()
+                    .map(|p| tree::as_path(p).to_owned())
+                    .collect(),
+            },
         })
     }
 

@@ -194,6 +194,20 @@ impl HomeDir {
         Ok((File::from(fd), st))
     }
 
+    /// Opens regular file `rel` for writing in place (never a symlink): filling a placeholder.
+    pub(crate) fn open_file_for_fill(&self, rel: &[u8]) -> Result<File, SyncError> {
+        let (dir, name) = split(rel);
+        let dirfd = self.dir(dir, false).map_err(|e| self.err("open", dir, e))?;
+        let flags =
+            OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+        let fd = rustix::fs::openat(&dirfd, as_path(name), flags, Mode::empty())
+            .map_err(|e| self.err("open", rel, e))?;
+        if fstat(&fd).map_err(|e| self.err("stat", rel, e))?.kind != LocalKind::File {
+            return Err(self.err("open", rel, io::Error::other("not a regular file any more")));
+        }
+        Ok(File::from(fd))
+    }
+
     pub(crate) fn read_link(&self, rel: &[u8]) -> Result<Vec<u8>, SyncError> {
         let (dir, name) = split(rel);
         let dirfd = self.dir(dir, false).map_err(|e| self.err("open", dir, e))?;
@@ -503,7 +517,7 @@ fn chown(fd: impl AsFd, uid: u32, gid: u32) -> io::Result<()> {
     Ok(())
 }
 
-fn set_mtime(fd: impl AsFd, mtime_ns: i64) -> io::Result<()> {
+pub(crate) fn set_mtime(fd: impl AsFd, mtime_ns: i64) -> io::Result<()> {
     let mtime = Timespec {
         tv_sec: mtime_ns.div_euclid(1_000_000_000),
         tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,

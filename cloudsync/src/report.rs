@@ -122,6 +122,23 @@ pub struct HomeStatus {
     pub bytes: u64,
     /// Number of files, links and directories as last synced.
     pub entries: u64,
+    /// Files on demand: what is evicted and pinned here.
+    pub on_demand: OnDemandStatus,
+}
+
+/// A home's evicted and pinned files on this device.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OnDemandStatus {
+    /// Placeholders: files whose content is only in the store.
+    pub evicted_files: u64,
+    /// Their size (what they would take here).
+    pub evicted_bytes: u64,
+    /// Files that are pinned (never evicted).
+    pub pinned_files: u64,
+    /// Their size.
+    pub pinned_bytes: u64,
+    /// The pinned paths, files and directories, as given to `pin`.
+    pub pinned: Vec<PathBuf>,
 }
 
 /// One version of a path in the store's history.

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::crypto::ChunkId;
 use crate::local::LocalStat;
+use crate::ondemand::OnDemand;
 use crate::tree::{Node, RelPath, Snapshot, Tree};
 use crate::SyncError;
 
@@ -306,6 +307,33 @@ impl State {
     pub(crate) fn save(&self, home_id: &str, index: &HomeIndex) -> Result<(), SyncError> {
         let bytes = postcard::to_stdvec(index).expect("an index always serializes");
         write_atomically(&self.index_path(home_id), &bytes)
+    }
+
+    /// The home's evicted and pinned paths (`homes/HOME.ondemand`; none when missing). A file of
+    /// its own beside the index: most homes never evict, and their index stays as it was.
+    pub(crate) fn load_ondemand(&self, home_id: &str) -> Result<OnDemand, SyncError> {
+        let path = self.dir.join("homes").join(format!("{home_id}.ondemand"));
+        match std::fs::read(&path) {
+            Ok(bytes) => postcard::from_bytes(&bytes).map_err(|e| SyncError::State {
+                path,
+                reason: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(OnDemand::default()),
+            Err(e) => Err(SyncError::io("read", &path, e)),
+        }
+    }
+
+    /// Writes the home's evicted and pinned paths (removes the file when both are empty).
+    pub(crate) fn save_ondemand(&self, home_id: &str, od: &OnDemand) -> Result<(), SyncError> {
+        let path = self.dir.join("homes").join(format!("{home_id}.ondemand"));
+        if od == &OnDemand::default() {
+            return match std::fs::remove_file(&path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(SyncError::io("remove", &path, e)),
+            };
+        }
+        write_atomically(&path, &postcard::to_stdvec(od).expect("always serializes"))
     }
 }
 

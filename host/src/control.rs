@@ -139,6 +139,26 @@ pub enum ControlRequest {
     /// The daemon's continuous sync of each home: watched or polled, pending, last sync, last
     /// error and next retry.
     CloudStatus,
+    /// Files on demand: drop the content of `paths` of an app's home (files or directories
+    /// relative to it; all of it when empty), leaving placeholders the daemon fetches on first
+    /// read; answered with the engine's `EvictReport`. Refused, evicting nothing, when a file
+    /// has changes not yet on the cloud disk.
+    CloudEvict {
+        publisher: String,
+        app_id: Uuid,
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        paths: Vec<std::path::PathBuf>,
+    },
+    /// Pin (`pin`: never evicted, fetched back now) or unpin `paths` of an app's home;
+    /// answered with the engine's `FetchReport`.
+    CloudPin {
+        publisher: String,
+        app_id: Uuid,
+        paths: Vec<std::path::PathBuf>,
+        pin: bool,
+    },
 }
 
 /// The answer: exactly one of the two.

@@ -40,7 +40,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use elastos_broker::Broker;
-use elastos_cloudsync::{GcOptions, SyncEngine, SyncError, SyncOptions, SyncReport};
+use elastos_cloudsync::{
+    EvictReport, FetchReport, GcOptions, SyncEngine, SyncError, SyncOptions, SyncReport,
+};
 use elastos_host::cloud::{self, AppHome};
 use elastos_host::paths::StateDirs;
 use elastos_proto::cloud::{v1 as wire, CHANGES_TOPIC, CLOUD_SYNC_SERVICE};
@@ -49,6 +51,8 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use prost::Message as _;
 use serde::Serialize;
 use uuid::Uuid;
+
+use crate::ondemand::OnDemand;
 
 /// A home syncs this long after its last local change: an editor's save (write, rename,
 /// chmod) or a burst of writes becomes one sync.
@@ -101,6 +105,19 @@ enum Message {
         app: AppHome,
         reply: mpsc::Sender<Result<SyncReport, String>>,
     },
+    /// Evict files of this home (all when `paths` is empty) and answer.
+    Evict {
+        app: AppHome,
+        paths: Vec<PathBuf>,
+        reply: mpsc::Sender<Result<EvictReport, String>>,
+    },
+    /// Pin or unpin paths of this home and answer.
+    Pin {
+        app: AppHome,
+        paths: Vec<PathBuf>,
+        pin: bool,
+        reply: mpsc::Sender<Result<FetchReport, String>>,
+    },
 }
 
 /// How a home's local changes are noticed.
@@ -144,8 +161,10 @@ pub struct CloudSync {
 }
 
 impl CloudSync {
-    /// Starts the sync thread (and the inotify thread, when inotify is available).
-    pub fn start(state: StateDirs, broker: Broker) -> CloudSync {
+    /// Starts the sync thread (and the inotify thread, when inotify is available). With
+    /// `on_demand`, placeholders the engine makes are marked for its fanotify group, and each
+    /// home's recorded placeholders are marked at its first sync.
+    pub fn start(state: StateDirs, broker: Broker, on_demand: Option<Arc<OnDemand>>) -> CloudSync {
         let (sender, receiver) = mpsc::channel();
         let views = Arc::new(Mutex::new(Vec::new()));
         let watcher = match Inotify::init(InitFlags::IN_CLOEXEC) {
@@ -182,6 +201,7 @@ impl CloudSync {
             homes: BTreeMap::new(),
             views: Arc::clone(&views),
             pull_every: pull_interval(),
+            on_demand,
         };
         let spawned = std::thread::Builder::new()
             .name("cloud-sync".into())
@@ -204,25 +224,11 @@ impl CloudSync {
         app_id: Uuid,
         name: Option<String>,
     ) -> Result<SyncReport, String> {
-        if publisher.len() != 64 || !publisher.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!(
-                "publisher {publisher:?} is not a publisher key (64 hex digits)"
-            ));
-        }
-        let app = AppHome {
-            name,
-            app_id,
-            home: self
-                .homes
-                .join(publisher.to_ascii_lowercase())
-                .join(app_id.to_string()),
-            publisher: publisher.to_ascii_lowercase(),
-            sync: true,
-        };
+        let app = self.app(publisher, app_id, name)?;
         // A home with files here can start on them; a missing or empty one waits for its
         // restore, however long it takes.
         let has_files = std::fs::read_dir(&app.home).is_ok_and(|mut d| d.next().is_some());
-        let stopped = || "the daemon's cloud sync thread has stopped".to_owned();
+        let stopped = || STOPPED.to_owned();
         let (reply, answer) = mpsc::channel();
         self.sender
             .send(Message::Sync { app, reply })
@@ -239,6 +245,63 @@ impl CloudSync {
             )),
             Err(mpsc::RecvTimeoutError::Disconnected) => Err(stopped()),
         }
+    }
+
+    /// The home of app `app_id` of `publisher` (hex key).
+    fn app(&self, publisher: &str, app_id: Uuid, name: Option<String>) -> Result<AppHome, String> {
+        if publisher.len() != 64 || !publisher.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "publisher {publisher:?} is not a publisher key (64 hex digits)"
+            ));
+        }
+        Ok(AppHome {
+            name,
+            app_id,
+            home: self
+                .homes
+                .join(publisher.to_ascii_lowercase())
+                .join(app_id.to_string()),
+            publisher: publisher.to_ascii_lowercase(),
+            sync: true,
+        })
+    }
+
+    /// Files on demand: evicts files of an app's home on the sync thread (between syncs, with
+    /// the engine whose placeholders are marked for fanotify).
+    pub fn evict(
+        &self,
+        publisher: &str,
+        app_id: Uuid,
+        name: Option<String>,
+        paths: Vec<PathBuf>,
+    ) -> Result<EvictReport, String> {
+        let app = self.app(publisher, app_id, name)?;
+        let (reply, answer) = mpsc::channel();
+        self.sender
+            .send(Message::Evict { app, paths, reply })
+            .map_err(|_| STOPPED.to_owned())?;
+        answer.recv().map_err(|_| STOPPED.to_owned())?
+    }
+
+    /// Pins or unpins paths of an app's home on the sync thread; pinning fetches them.
+    pub fn pin(
+        &self,
+        publisher: &str,
+        app_id: Uuid,
+        paths: Vec<PathBuf>,
+        pin: bool,
+    ) -> Result<FetchReport, String> {
+        let app = self.app(publisher, app_id, None)?;
+        let (reply, answer) = mpsc::channel();
+        self.sender
+            .send(Message::Pin {
+                app,
+                paths,
+                pin,
+                reply,
+            })
+            .map_err(|_| STOPPED.to_owned())?;
+        answer.recv().map_err(|_| STOPPED.to_owned())?
     }
 
     /// Every home the daemon syncs, as of the end of its last sync or pull.
@@ -437,6 +500,8 @@ impl Watcher {
     }
 }
 
+const STOPPED: &str = "the daemon's cloud sync thread has stopped";
+
 /// How long to wait after `failures` failed syncs in a row: [`FIRST_BACKOFF`], doubling up to
 /// [`MAX_BACKOFF`].
 fn backoff(failures: u32) -> Duration {
@@ -488,6 +553,7 @@ struct Syncer {
     homes: BTreeMap<String, Home>,
     views: Arc<Mutex<Vec<HomeView>>>,
     pull_every: Duration,
+    on_demand: Option<Arc<OnDemand>>,
 }
 
 impl Syncer {
@@ -553,6 +619,25 @@ impl Syncer {
                     home.app.sync = true;
                     let _ = reply.send(self.sync(&key));
                 }
+                Message::Evict { app, paths, reply } => {
+                    let _ = reply.send(self.evict(&app, &paths));
+                }
+                Message::Pin {
+                    app,
+                    paths,
+                    pin,
+                    reply,
+                } => {
+                    let result = self.engine().and_then(|engine| {
+                        let done = if pin {
+                            engine.pin(&app.home_ref(), &app.home, &paths, app.owner())
+                        } else {
+                            engine.unpin(&app.home_ref(), &paths)
+                        };
+                        done.map_err(|e| elastos_host::describe_error(&e))
+                    });
+                    let _ = reply.send(result);
+                }
             }
         }
     }
@@ -615,7 +700,12 @@ impl Syncer {
                 tracing::info!(store = %store.config.url, device = engine.device(), "syncing app homes continuously");
                 Ok(engine)
             });
-            self.engine = Some(opened.map_err(|e| elastos_host::describe_error(&e))?);
+            let mut engine = opened.map_err(|e| elastos_host::describe_error(&e))?;
+            if let Some(on_demand) = &self.on_demand {
+                engine.set_placeholder_hook(on_demand.hook());
+                on_demand.reopen();
+            }
+            self.engine = Some(engine);
             self.settings_stamp = stamp;
         }
         Ok(self.engine.as_ref().expect("just opened"))
@@ -679,7 +769,31 @@ impl Syncer {
         if let Some(watcher) = &self.watcher {
             watcher.watch_home(key, &app.home);
         }
+        if result.is_ok() {
+            self.mark_placeholders(&app);
+        }
         result.map_err(|(error, _)| error)
+    }
+
+    /// Marks the home's recorded placeholders for fanotify after each sync: the daemon's own are
+    /// marked as they are made, but `elastos sync now` may have made some (marking twice is
+    /// harmless; it costs an `open` per evicted file).
+    fn mark_placeholders(&self, app: &AppHome) {
+        if let (Some(on_demand), Some(engine)) = (&self.on_demand, &self.engine) {
+            on_demand.mark_home(engine, &app.home_ref(), &app.home);
+        }
+    }
+
+    /// Evicts files of a home (files on demand needs the fanotify group).
+    fn evict(&mut self, app: &AppHome, paths: &[PathBuf]) -> Result<EvictReport, String> {
+        if self.on_demand.is_none() {
+            return Err("files on demand are not available in this daemon (its log says why:                         fanotify pre-content events need root and Linux 6.14 or later); nothing                         was evicted"
+                .to_owned());
+        }
+        let engine = self.engine()?;
+        engine
+            .evict(&app.home_ref(), &app.home, paths)
+            .map_err(|e| elastos_host::describe_error(&e))
     }
 
     /// Asks the store whether another device changed a home (one listing each) and syncs those

@@ -24,7 +24,7 @@ use elastos_host::pool::JailPool;
 use crate::install::{install, uninstall, InstallError};
 use crate::store::{Store, StoreError};
 use crate::supervisor::Supervisor;
-use crate::{cloud, metrics, systemd};
+use crate::{cloud, metrics, ondemand, systemd};
 use elastos_host::applog::LogLimits;
 use elastos_host::detached::DEFAULT_STOP_TIMEOUT_SECS;
 
@@ -139,7 +139,23 @@ pub fn run(state: &StateDirs, options: &DaemonOptions) -> Result<(), DaemonError
         options.log_limits,
     );
     let serving_supervisor = supervisor.clone();
-    let cloud = Arc::new(cloud::CloudSync::start(state.clone(), broker.clone()));
+    // The probe file goes where homes are (their file system must support pre-content events).
+    let scratch = match &state.apps.homes {
+        homes if homes.is_dir() => homes.clone(),
+        homes => homes.parent().unwrap_or(homes).to_owned(),
+    };
+    let on_demand = match ondemand::OnDemand::start(state.clone(), &scratch) {
+        Ok(on_demand) => Some(on_demand),
+        Err(e) => {
+            tracing::warn!("{e}; `elastos cloud evict` is refused");
+            None
+        }
+    };
+    let cloud = Arc::new(cloud::CloudSync::start(
+        state.clone(),
+        broker.clone(),
+        on_demand,
+    ));
     listener
         .set_nonblocking(true)
         .map_err(io("configure the control socket"))?;
@@ -571,6 +587,18 @@ fn handle_request(
             name,
         } => to_json(daemon.cloud.sync_now(&publisher, app_id, name)?),
         ControlRequest::CloudStatus => to_json(daemon.cloud.status()),
+        ControlRequest::CloudEvict {
+            publisher,
+            app_id,
+            name,
+            paths,
+        } => to_json(daemon.cloud.evict(&publisher, app_id, name, paths)?),
+        ControlRequest::CloudPin {
+            publisher,
+            app_id,
+            paths,
+            pin,
+        } => to_json(daemon.cloud.pin(&publisher, app_id, paths, pin)?),
         other => store_request(other, store, dirs).map_err(|e| elastos_host::describe_error(&e)),
     }
 }
@@ -613,6 +641,8 @@ pub fn store_request(
         | ControlRequest::Metrics
         | ControlRequest::CloudSync { .. }
         | ControlRequest::CloudStatus
+        | ControlRequest::CloudEvict { .. }
+        | ControlRequest::CloudPin { .. }
         | ControlRequest::Services => Err(InstallError::App(AppError::InstalledApps(
             "running apps are only known to a broker daemon (`elastos broker`)".into(),
         ))),

@@ -23,6 +23,7 @@ mod cloud;
 mod daemon;
 mod install;
 mod metrics;
+mod ondemand;
 mod store;
 mod supervisor;
 mod systemd;

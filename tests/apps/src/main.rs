@@ -87,6 +87,8 @@ fn dispatch(args: &[String]) -> modes::ModeResult {
         "tmp-io" => modes::tmp_io(),
         "home-put" => modes::home_put(rest),
         "home-get" => modes::home_get(rest),
+        "home-digest" => modes::home_digest(rest),
+        "home-marker" => modes::home_marker(rest),
         "time" => modes::time(),
         "random" => modes::random(),
         "stdout" => modes::stdout(rest),

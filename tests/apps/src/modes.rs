@@ -155,6 +155,133 @@ pub fn home_get(args: &[String]) -> ModeResult {
     Ok(0)
 }
 
+/// `home-digest [mmap-first:]NAME..`: per file of $HOME, one line `NAME stat SIZE MODE
+/// MTIME_NS` (before any read), then `NAME read LEN FNV` (read(2) to the end) and `NAME mmap LEN
+/// FNV` (a shared read-only mapping; first with `mmap-first:`), or `NAME error STEP ERRNO` when
+/// a step fails (files on demand: an evicted file's content must come back byte-exact, or fail
+/// with a clear errno).
+pub fn home_digest(args: &[String]) -> ModeResult {
+    use std::os::unix::fs::MetadataExt;
+    let home = home()?;
+    for arg in args {
+        let (mmap_first, name) = match arg.strip_prefix("mmap-first:") {
+            Some(name) => (true, name),
+            None => (false, arg.as_str()),
+        };
+        let path = format!("{home}/{name}");
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| format!("stat {path}: {e}"))?;
+        let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+        println!(
+            "{name} stat {} {:o} {mtime_ns}",
+            meta.len(),
+            meta.mode() & 0o7777
+        );
+        let steps: [DigestStep; 2] = if mmap_first {
+            [digest_mmap, digest_read]
+        } else {
+            [digest_read, digest_mmap]
+        };
+        for step in steps {
+            match step(&path, meta.len()) {
+                Ok(line) => println!("{name} {line}"),
+                Err((what, errno)) => println!("{name} error {what} {errno}"),
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `home-marker NAME`: tries to read, set and remove the files-on-demand marker
+/// (`trusted.elastos.placeholder`) of $HOME/NAME; prints `getxattr|setxattr|removexattr RET
+/// ERRNO` (an app must not be able to see, forge or hide one).
+pub fn home_marker(args: &[String]) -> ModeResult {
+    let path = std::ffi::CString::new(home_file(args)?).map_err(|e| e.to_string())?;
+    let name = c"trusted.elastos.placeholder";
+    let mut buf = [0u8; 64];
+    let value = b"ECP1 forged by the app";
+    let last = || std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    // SAFETY: valid NUL-terminated strings and a buffer of the length given.
+    let got = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    println!("getxattr {got} {}", if got < 0 { last() } else { 0 });
+    // SAFETY: as above; the value is read, not written.
+    let set = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    println!("setxattr {set} {}", if set < 0 { last() } else { 0 });
+    // SAFETY: valid NUL-terminated strings.
+    let removed = unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) };
+    println!(
+        "removexattr {removed} {}",
+        if removed < 0 { last() } else { 0 }
+    );
+    Ok(0)
+}
+
+/// One way of reading a file for `home-digest`: its line, or the step that failed and errno.
+type DigestStep = fn(&str, u64) -> Result<String, (&'static str, i32)>;
+
+fn errno(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(0)
+}
+
+fn digest_read(path: &str, _len: u64) -> Result<String, (&'static str, i32)> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| ("read", errno(&e)))?;
+    Ok(format!("read {} {:016x}", bytes.len(), fnv1a(&bytes)))
+}
+
+fn digest_mmap(path: &str, len: u64) -> Result<String, (&'static str, i32)> {
+    let file = std::fs::File::open(path).map_err(|e| ("open", errno(&e)))?;
+    let len = len as usize;
+    if len == 0 {
+        return Ok(format!("mmap 0 {:016x}", fnv1a(&[])));
+    }
+    // SAFETY: a fresh read-only shared mapping of `len` bytes of an open file, read once and
+    // unmapped before the file is closed.
+    let mapped = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            0,
+        )
+    };
+    if mapped == libc::MAP_FAILED {
+        return Err(("mmap", errno(&std::io::Error::last_os_error())));
+    }
+    // SAFETY: the mapping is `len` readable bytes until munmap below.
+    let view = unsafe { std::slice::from_raw_parts(mapped.cast::<u8>(), len) };
+    let line = format!("mmap {len} {:016x}", fnv1a(view));
+    // SAFETY: unmaps exactly the mapping made above; `view` is not used after.
+    unsafe { libc::munmap(mapped, len) };
+    Ok(line)
+}
+
+/// FNV-1a, 64 bits: enough to tell two contents apart in a test.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// `time`: print the realtime clock (seconds since the epoch) and the monotonic clock.
 pub fn time() -> ModeResult {
     let now = std::time::SystemTime::now()
