@@ -1017,11 +1017,20 @@ fn fetch_evicted(state: &StateDirs, app: &AppHome, by: &Syncer) {
     let Syncer::Engine(store) = by else {
         return;
     };
-    match engine(state, store).and_then(|engine| {
-        engine
-            .fetch_evicted(&app.home_ref(), &app.home)
-            .map_err(anyhow::Error::from)
-    }) {
+    let engine = match engine(state, store) {
+        Ok(engine) => engine,
+        // The sync before has said why the store cannot be opened; that matters here only
+        // when the home has placeholders (one `lgetxattr` per file to tell).
+        Err(error) if elastos_cloudsync::placeholders_under(&app.home).is_empty() => {
+            tracing::debug!("{error:#}; no evicted file to fetch");
+            return;
+        }
+        Err(error) => refuse_evicted(app, &error),
+    };
+    match engine
+        .fetch_evicted(&app.home_ref(), &app.home)
+        .map_err(anyhow::Error::from)
+    {
         Ok(report) if !report.fetched.is_empty() => eprintln!(
             "elastos: fetched {} evicted files of {} ({} bytes) before it starts: no broker \
              daemon runs to fetch them when they are read",
@@ -1030,16 +1039,19 @@ fn fetch_evicted(state: &StateDirs, app: &AppHome, by: &Syncer) {
             report.bytes
         ),
         Ok(_) => {}
-        Err(error) => {
-            eprintln!(
-                "elastos: cannot start {}: files of its home are evicted and cannot be fetched \
-                 from your cloud disk: {error:#}; hint: start the broker daemon, or run it again \
-                 when the cloud disk is reachable",
-                app.label()
-            );
-            std::process::exit(69);
-        }
+        Err(error) => refuse_evicted(app, &error),
     }
+}
+
+/// Ends `elastos run` before the app starts: files of its home are evicted and cannot be fetched.
+fn refuse_evicted(app: &AppHome, error: &anyhow::Error) -> ! {
+    eprintln!(
+        "elastos: cannot start {}: files of its home are evicted and cannot be fetched from your \
+         cloud disk: {error:#}; hint: start the broker daemon, or run it again when the cloud \
+         disk is reachable",
+        app.label()
+    );
+    std::process::exit(69);
 }
 
 /// Whether a sync gave up on a store that did not answer in time.
