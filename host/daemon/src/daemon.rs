@@ -102,15 +102,17 @@ pub fn run(state: &StateDirs, options: &DaemonOptions) -> Result<(), DaemonError
                 .map_err(io(format!("serve the metrics on {address}")))
         })
         .transpose()?;
+    // Blocked before the runtime's threads exist, so they inherit it: SIGINT and SIGTERM reach
+    // only the wait at the end. (No tokio signal driver: it needs a socketpair, and apps linking
+    // the same tokio build run where socketpair is refused.) And before the control socket is
+    // bound: a client that connects and at once sends SIGTERM (a stop right after a start) got
+    // the default action, death without a word, when it came between the two.
+    let signals = BlockedSignals::block()?;
     let socket_activated = activated.is_some();
     let listener = match activated {
         Some(listener) => listener,
         None => bind_control_socket(socket)?,
     };
-    // Blocked before the runtime's threads exist, so they inherit it: SIGINT and SIGTERM reach
-    // only the wait at the end. (No tokio signal driver: it needs a socketpair, and apps linking
-    // the same tokio build run where socketpair is refused.)
-    let signals = BlockedSignals::block()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("elastos-broker")
