@@ -882,6 +882,26 @@ fn attach_to_broker(
     }
 }
 
+/// Waits until `fd` is readable (true) or a signal of `signals` is pending (false; a signal
+/// wins when both are).
+fn readable_before_a_signal(
+    fd: std::os::fd::BorrowedFd<'_>,
+    signals: &nix::sys::signalfd::SignalFd,
+) -> std::io::Result<bool> {
+    loop {
+        let mut fds = [fd.as_raw_fd(), signals.as_fd().as_raw_fd()].map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        match elastos_loader::sys::poll(&mut fds, -1) {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            other => other?,
+        };
+        return Ok(fds[1].revents == 0);
+    }
+}
+
 /// Waits on the shim's socket for `start`; `None` when SIGTERM, SIGINT or SIGHUP came first.
 fn wait_for_start(control: &UnixListener) -> Result<Option<UnixStream>> {
     use nix::sys::signal::SigSet;
@@ -893,23 +913,7 @@ fn wait_for_start(control: &UnixListener) -> Result<Option<UnixStream>> {
     // Blocked already by `elastos_loader::spawn` in this thread.
     let signals = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC)?;
     loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: control.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: signals.as_fd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        match elastos_loader::sys::poll(&mut fds, -1) {
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            other => other?,
-        };
-        if fds[1].revents != 0 {
+        if !readable_before_a_signal(control.as_fd(), &signals)? {
             return Ok(None);
         }
         let (mut stream, _) = control.accept()?;
@@ -1095,23 +1099,7 @@ fn wait_relaying_signals(mut child: std::process::Child) -> Result<u8> {
     let signals = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC)?;
     let process = elastos_loader::sys::pidfd_open(child.id() as i32)?;
     loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: process.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: signals.as_fd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        match elastos_loader::sys::poll(&mut fds, -1) {
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            other => other?,
-        };
-        if fds[0].revents != 0 {
+        if readable_before_a_signal(process.as_fd(), &signals)? {
             break;
         }
         if let Some(info) = signals.read_signal()? {
