@@ -395,27 +395,37 @@ unprivileged_tests() {
 # unit): docs/operations.md reports them, and a change of the units that raises one fails here.
 SYSTEM_UNIT_EXPOSURE=31
 USER_UNIT_EXPOSURE=73
+SYSTEM_REMOTE_UNIT_EXPOSURE=11
+USER_REMOTE_UNIT_EXPOSURE=63
 
 # Checks dist/'s systemd units (system and user) with Debian's systemd-analyze, which needs no
 # systemd as PID 1: `verify` (syntax, unknown keys, the ExecStart binary) and `security
 # --offline=true` (the exposure score). verify fails when the ExecStart binary is missing, so the
 # units are checked as copies whose ExecStart points at the binary just built, the only change;
 # it returns 0 on unknown keys and other mistakes it only warns about, so any output fails too.
+# The per-connection template elastos-cloud-remote@.service is scored as an instance of it.
 check_units() {
-  local work kind out
+  local work kind out binary
   work=$(mktemp -d /tmp/elastos-units.XXXXXX)
   mkdir -m 0700 "$work/runtime" # the user manager's XDG_RUNTIME_DIR, for --user
   for kind in system user; do
     mkdir "$work/$kind"
     cp "$REPO_ROOT/dist/$kind/"*.service "$REPO_ROOT/dist/$kind/"*.socket "$work/$kind/"
-    sed -i "s|^ExecStart=/usr/local/bin/elastos-broker |ExecStart=$BIN_DIR/elastos-broker |" "$work/$kind/"*.service
-    grep -q "^ExecStart=$BIN_DIR/" "$work/$kind/elastos-broker.service" ||
+    for binary in elastos-broker elastos-cloud-remote; do
+      sed -i "s|^ExecStart=/usr/local/bin/$binary\b|ExecStart=$BIN_DIR/$binary|" "$work/$kind/"*.service
+    done
+    grep -q "^ExecStart=$BIN_DIR/elastos-broker " "$work/$kind/elastos-broker.service" ||
       die "dist/$kind/elastos-broker.service: ExecStart is not /usr/local/bin/elastos-broker ..."
+    grep -q "^ExecStart=$BIN_DIR/elastos-cloud-remote$" "$work/$kind/elastos-cloud-remote@.service" ||
+      die "dist/$kind/elastos-cloud-remote@.service: ExecStart is not /usr/local/bin/elastos-cloud-remote"
+    cp "$work/$kind/elastos-cloud-remote@.service" "$work/$kind/elastos-cloud-remote@0.service"
   done
   out=$(cd "$work" && {
-    systemd-analyze verify --man=no system/elastos-broker.socket system/elastos-broker.service
+    systemd-analyze verify --man=no system/elastos-broker.socket system/elastos-broker.service \
+      system/elastos-cloud-remote.socket system/elastos-cloud-remote@.service
     XDG_RUNTIME_DIR="$work/runtime" systemd-analyze --user verify --man=no \
-      user/elastos-broker.socket user/elastos-broker.service
+      user/elastos-broker.socket user/elastos-broker.service \
+      user/elastos-cloud-remote.socket user/elastos-cloud-remote@.service
   } 2>&1) || { note "$out"; rm -rf "$work"; die "systemd-analyze verify failed"; }
   if [[ -n $out ]]; then
     note "$out"
@@ -425,8 +435,12 @@ check_units() {
   (cd "$work" &&
     systemd-analyze security --offline=true --no-pager --threshold="$SYSTEM_UNIT_EXPOSURE" \
       system/elastos-broker.service &&
+    systemd-analyze security --offline=true --no-pager --threshold="$SYSTEM_REMOTE_UNIT_EXPOSURE" \
+      system/elastos-cloud-remote@0.service &&
     XDG_RUNTIME_DIR="$work/runtime" systemd-analyze --user security --offline=true --no-pager \
-      --threshold="$USER_UNIT_EXPOSURE" user/elastos-broker.service) ||
+      --threshold="$USER_UNIT_EXPOSURE" user/elastos-broker.service &&
+    XDG_RUNTIME_DIR="$work/runtime" systemd-analyze --user security --offline=true --no-pager \
+      --threshold="$USER_REMOTE_UNIT_EXPOSURE" user/elastos-cloud-remote@0.service) ||
     { rm -rf "$work"; die "an exposure score rose above docs/operations.md's (see above)"; }
   rm -rf "$work"
 }

@@ -364,16 +364,11 @@ pub fn detached(command: DetachedCommand) -> Result<u8> {
             id: id.into(),
             signal,
         }),
-        DetachedCommand::Restart { id, timeout } => {
-            daemon_request(
-                &ControlRequest::Restart {
-                    id: id.clone(),
-                    timeout_secs: Some(timeout),
-                },
-                &state,
-            )?;
-            println!("{id}");
-            Ok(0)
+        DetachedCommand::Restart { ids, timeout } => {
+            for_each_id(&ids, |id| ControlRequest::Restart {
+                id: id.into(),
+                timeout_secs: Some(timeout),
+            })
         }
         DetachedCommand::Rm { ids, force } => for_each_id(&ids, |id| ControlRequest::Rm {
             id: id.into(),

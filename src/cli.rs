@@ -212,10 +212,11 @@ pub enum DetachedCommand {
         #[arg(short, long, default_value = "KILL", value_parser = parse_signal)]
         signal: i32,
     },
-    /// Stop a detached app (SIGTERM, SIGKILL after the timeout) and start it again.
+    /// Stop detached apps (SIGTERM, SIGKILL after the timeout) and start them again.
     Restart {
-        /// Instance id (or a unique prefix), app id or app name.
-        id: String,
+        /// Instance ids (or unique prefixes), app ids or app names.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
         /// Seconds to wait after SIGTERM before SIGKILL.
         #[arg(short = 't', long = "time", value_name = "SECONDS", default_value_t = elastos_host::detached::DEFAULT_STOP_TIMEOUT_SECS)]
         timeout: u64,

@@ -602,12 +602,43 @@ impl RcloneServer {
         );
     }
 
+    /// This S3 server's credentials, as the engine reads them from the environment.
+    fn credentials(&self) -> [(&'static str, String); 2] {
+        [
+            ("AWS_ACCESS_KEY_ID", self.key.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret.clone()),
+        ]
+    }
+
+    /// `elastos cloud set` to this S3 server's bucket, prefix `homes`; the endpoint it gave.
+    fn set_as_cloud_disk(&self, harness: &Harness) -> String {
+        let endpoint = format!("http://127.0.0.1:{}", self.port);
+        let mut set = harness.elastos();
+        set.args([
+            "cloud",
+            "set",
+            &format!("s3://{BUCKET}/homes"),
+            "--endpoint",
+            &endpoint,
+        ]);
+        with_credentials(&mut set, &self.credentials());
+        set.output().assert_code(0);
+        endpoint
+    }
+
     /// Stops rclone; its port is free until [`Self::serve`].
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// `invocation` with S3 `credentials` in its environment.
+fn with_credentials(invocation: &mut common::Invocation<'_>, credentials: &[(&str, String)]) {
+    for (name, value) in credentials {
+        invocation.env(name, value);
     }
 }
 
@@ -621,22 +652,9 @@ impl Drop for RcloneServer {
 fn a_deleted_home_comes_back_from_a_real_s3_server() {
     let server = RcloneServer::start("s3");
     let harness = Harness::new(User::Root);
-    let s3 = |invocation: &mut common::Invocation<'_>| {
-        invocation
-            .env("AWS_ACCESS_KEY_ID", &server.key)
-            .env("AWS_SECRET_ACCESS_KEY", &server.secret);
-    };
-    let endpoint = format!("http://127.0.0.1:{}", server.port);
-    let mut set = harness.elastos();
-    set.args([
-        "cloud",
-        "set",
-        &format!("s3://{BUCKET}/homes"),
-        "--endpoint",
-        &endpoint,
-    ]);
-    s3(&mut set);
-    set.output().assert_code(0);
+    let credentials = server.credentials();
+    let s3 = |invocation: &mut common::Invocation<'_>| with_credentials(invocation, &credentials);
+    server.set_as_cloud_disk(&harness);
     let bundle = probe_app(&harness, "");
     for (name, value) in [("one.txt", "s3-secret-one"), ("two.txt", "s3-secret-two")] {
         let mut run = harness.run(&bundle, &["home-put", name, value]);
@@ -670,6 +688,87 @@ fn a_deleted_home_comes_back_from_a_real_s3_server() {
         "{}",
         out.stderr_text()
     );
+}
+
+/// The system unit's daemon has no network (`PrivateNetwork=yes`): it reaches a network store
+/// through `elastos-cloud-remote.socket`, a service started per connection with the connection
+/// as its stdin and stdout. Here `systemd-socket-activate --accept --inetd` plays systemd's part
+/// and `unshare --net` the unit's empty network namespace: `elastos run` syncs a home up and
+/// back down through the socket, and without it (the control) the same sync cannot reach the store.
+#[test]
+fn a_process_without_network_syncs_through_the_helpers_socket_service() {
+    let server = RcloneServer::start("s3");
+    let harness = Harness::new(User::Root);
+    let endpoint = server.set_as_cloud_disk(&harness);
+    let bundle = probe_app(&harness, "");
+    let socket = harness.mkdir("remote").join("remote.sock");
+    let helper = binaries()
+        .elastos
+        .with_file_name(elastos_cloudsync::HELPER_NAME);
+    let mut activator = KillOnDrop(
+        Command::new("systemd-socket-activate")
+            .arg(format!("--listen={}", socket.display()))
+            .args(["--accept", "--inetd"])
+            .arg(&helper)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("systemd-socket-activate (Debian's systemd) runs"),
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || socket.exists()),
+        "systemd-socket-activate did not listen"
+    );
+    // `elastos ARGS` in a network namespace of its own (only a loopback that is down).
+    let offline = |args: &[&str], through_socket: bool| {
+        let mut invocation = harness.program("unshare");
+        invocation
+            .args(["--net", "--"])
+            .arg(&binaries().elastos)
+            .args(args);
+        with_credentials(&mut invocation, &server.credentials());
+        if through_socket {
+            invocation.env(elastos_cloudsync::HELPER_SOCKET_ENV, &socket);
+        }
+        invocation.output()
+    };
+    let bundle = bundle.to_str().unwrap();
+    let out = offline(
+        &["run", bundle, "--", "home-put", "net.txt", "via-socket"],
+        true,
+    );
+    out.assert_code(0);
+    // The sync after the run put the home in the store.
+    assert_only_ciphertext(&server.dir.path().join(BUCKET), &["via-socket", "net.txt"]);
+    let home = home_of(&harness);
+    std::fs::remove_dir_all(&home).unwrap();
+    let out = offline(&["run", bundle, "--", "home-get", "net.txt"], true);
+    out.assert_code(0);
+    assert!(
+        out.stdout_text().contains("via-socket"),
+        "{}",
+        out.stderr_text()
+    );
+    // The control: the same process without the socket has no way to the store.
+    let out = offline(&["sync", "now", "probe"], false);
+    assert_ne!(out.code, Some(0), "synced without a network");
+    assert!(
+        out.stderr_text().contains(&endpoint) || out.stderr_text().contains("127.0.0.1"),
+        "{}",
+        out.stderr_text()
+    );
+    // The helper's instances ended with their connections; the activator is still listening.
+    assert!(activator.0.try_wait().unwrap().is_none());
+}
+
+/// A child killed and reaped on drop.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
@@ -1066,22 +1165,9 @@ fn without_a_daemon_a_store_that_never_answers_or_refuses_delays_the_app_at_most
 ) {
     let mut server = RcloneServer::start("s3");
     let harness = Harness::new(User::Root);
-    let (key, secret) = (server.key.clone(), server.secret.clone());
-    let s3 = |invocation: &mut common::Invocation<'_>| {
-        invocation
-            .env("AWS_ACCESS_KEY_ID", &key)
-            .env("AWS_SECRET_ACCESS_KEY", &secret);
-    };
-    let mut set = harness.elastos();
-    set.args([
-        "cloud",
-        "set",
-        &format!("s3://{BUCKET}/homes"),
-        "--endpoint",
-        &format!("http://127.0.0.1:{}", server.port),
-    ]);
-    s3(&mut set);
-    set.output().assert_code(0);
+    let credentials = server.credentials();
+    let s3 = |invocation: &mut common::Invocation<'_>| with_credentials(invocation, &credentials);
+    server.set_as_cloud_disk(&harness);
     let bundle = probe_app(&harness, "");
     let mut run = harness.run(&bundle, &["home-put", "before.txt", "synced"]);
     s3(&mut run);

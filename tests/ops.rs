@@ -1141,6 +1141,14 @@ fn ps_inspect_and_the_commands_on_several_apps_work_like_podmans() {
         sorted(&[&running[..10].to_string(), &other])
     );
     assert_eq!(ps_row(&harness, &other).unwrap()["state"], "exited");
+    assert_eq!(
+        lines(&["restart", "-t", "1", &running, &other]),
+        sorted(&[&running, &other])
+    );
+    for id in [&running, &other] {
+        wait_for_state(&harness, id, "running");
+    }
+    elastos(&harness, &["stop", "-t", "1", &running, &other]);
     let again = run_detached(&harness, &[], &bundle, &["sleep", "60"]);
     wait_for_state(&harness, &again, "running");
     let out = harness.elastos().args(["rm", &again, &other]).output();

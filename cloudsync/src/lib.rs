@@ -58,7 +58,7 @@ pub use report::{
     Conflict, FileVersion, HomeRef, HomeStatus, OnDemandStatus, Phase, Progress, SyncOptions,
     SyncReport, VersionKind,
 };
-pub use store::{HELPER_ENV, HELPER_NAME};
+pub use store::{HELPER_ENV, HELPER_NAME, HELPER_SOCKET_ENV};
 pub use url::{S3Credentials, StoreConfig, StoreUrl, StoreWait};
 
 /// How long a deleted path stays in the tree as a tombstone (listed by `versions`, restorable

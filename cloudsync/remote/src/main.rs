@@ -1,7 +1,9 @@
 //! `elastos-cloud-remote`: the cloud disk's network stores (S3, WebDAV through `object_store`,
 //! with HTTP and TLS) in a process of their own, so that `elastos` and every other binary linking
 //! the sync engine stays small and starts fast. The engine execs it only when the home's store
-//! is a network one, and speaks [`elastos_cloudsync::remote_protocol`] on its stdin and stdout:
+//! is a network one (or, without a network of its own, connects to it as the socket-activated
+//! service `elastos-cloud-remote@.service`, which gets the connection as its stdin and stdout),
+//! and speaks [`elastos_cloudsync::remote_protocol`] on its stdin and stdout:
 //! first `Open` with the store and its credentials (never on the command line, where `ps` shows
 //! them), then one request at a time until end of input. It sees object names and ciphertext
 //! only; the keys stay in the engine.
@@ -29,6 +31,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .without_time()
+        // Under systemd its stderr is the journal: no colour codes there.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if std::env::args_os().len() > 1 {
         eprintln!(

@@ -7,9 +7,15 @@
 //! Waiting is bounded by the engine's [`StoreWait`]: past it the helper is killed, the request
 //! fails with [`SyncError::StoreTimeout`], and so does every later request of this engine
 //! (nothing is committed; the next sync resumes).
+//!
+//! Where the process has no network (the system unit's `PrivateNetwork=yes`), the helper is not
+//! exec'd but reached on a unix socket named by [`HELPER_SOCKET_ENV`]: a socket-activated service
+//! of its own with the network and nothing else (`dist/*/elastos-cloud-remote.socket`), started per
+//! connection with the connection as its stdin and stdout, so the protocol is the same bytes.
 
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
@@ -27,6 +33,8 @@ use crate::{StoreConfig, StoreWait, SyncError};
 pub const HELPER_NAME: &str = "elastos-cloud-remote";
 /// The environment variable that overrides where the helper is.
 pub const HELPER_ENV: &str = "ELASTOS_CLOUD_REMOTE";
+/// The environment variable naming a unix socket to reach the helper on instead of exec'ing it.
+pub const HELPER_SOCKET_ENV: &str = "ELASTOS_CLOUD_REMOTE_SOCKET";
 
 pub(super) struct HelperRemote {
     conn: Mutex<Conn>,
@@ -34,13 +42,48 @@ pub(super) struct HelperRemote {
 }
 
 struct Conn {
-    child: Child,
+    helper: Helper,
     /// `None` once closed (end of input: the helper exits).
-    stdin: Option<ChildStdin>,
+    stdin: Option<Box<dyn Write + Send>>,
     stdout: BufReader<Patient>,
     wait: StoreWait,
     /// Why the helper is gone (it timed out or broke the protocol): every request fails so.
     broken: Option<Broken>,
+}
+
+/// How the helper runs: a child of ours, or a service at the other end of a unix socket.
+enum Helper {
+    Child(Child),
+    Socket(UnixStream),
+}
+
+impl Helper {
+    /// Ends the helper mid-frame: the child is killed, the connection shut down (the service's
+    /// instance then reads end of input and exits).
+    fn kill(&mut self) {
+        match self {
+            Helper::Child(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Helper::Socket(stream) => {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    /// Ends a helper that was told to exit by the end of its input: waits for the child; shuts
+    /// the connection's writing side (our other copies of the socket close with us).
+    fn reap(&mut self) {
+        match self {
+            Helper::Child(child) => {
+                let _ = child.wait();
+            }
+            Helper::Socket(stream) => {
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+            }
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -104,28 +147,56 @@ fn helper_path() -> PathBuf {
         .unwrap_or_else(|_| PathBuf::from(HELPER_NAME))
 }
 
+/// The helper's two ends: what the engine writes to and reads from.
+type HelperEnds = (Helper, Box<dyn Write + Send>, OwnedFd);
+
+/// Execs the helper with pipes on its stdin and stdout.
+fn spawn(url: &str) -> Result<HelperEnds, SyncError> {
+    let path = helper_path();
+    let mut child = Command::new(&path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| SyncError::StoreConfig {
+            url: url.to_owned(),
+            reason: format!(
+                "cannot start the network store helper {}: {e}; install {HELPER_NAME} next to \
+                 this program or name it in {HELPER_ENV}",
+                path.display()
+            ),
+        })?;
+    let stdin: ChildStdin = child.stdin.take().expect("piped");
+    let stdout = OwnedFd::from(child.stdout.take().expect("piped"));
+    Ok((Helper::Child(child), Box::new(stdin), stdout))
+}
+
+/// Connects to the helper's service on `socket`.
+fn connect(socket: &std::path::Path, url: &str) -> Result<HelperEnds, SyncError> {
+    let cannot = |e: std::io::Error| SyncError::StoreConfig {
+        url: url.to_owned(),
+        reason: format!(
+            "cannot reach the network store helper's service at {} ({HELPER_SOCKET_ENV}): {e}; \
+             is elastos-cloud-remote.socket enabled?",
+            socket.display()
+        ),
+    };
+    let stream = UnixStream::connect(socket).map_err(cannot)?;
+    let writer = stream.try_clone().map_err(cannot)?;
+    let reader = OwnedFd::from(stream.try_clone().map_err(cannot)?);
+    Ok((Helper::Socket(stream), Box::new(writer), reader))
+}
+
 impl HelperRemote {
     pub(super) fn open(config: &StoreConfig, url: &str) -> Result<Self, SyncError> {
-        let path = helper_path();
-        let mut child = Command::new(&path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| SyncError::StoreConfig {
-                url: url.to_owned(),
-                reason: format!(
-                    "cannot start the network store helper {}: {e}; install {HELPER_NAME} next \
-                     to this program or name it in {HELPER_ENV}",
-                    path.display()
-                ),
-            })?;
-        let stdin = child.stdin.take();
-        let stdout = OwnedFd::from(child.stdout.take().expect("piped"));
+        let (helper, stdin, stdout) = match std::env::var_os(HELPER_SOCKET_ENV) {
+            Some(socket) => connect(&PathBuf::from(socket), url)?,
+            None => spawn(url)?,
+        };
         let remote = HelperRemote {
             conn: Mutex::new(Conn {
-                child,
-                stdin,
+                helper,
+                stdin: Some(stdin),
                 stdout: BufReader::with_capacity(
                     1 << 16,
                     Patient {
@@ -318,8 +389,7 @@ impl Conn {
                     _ => Broken::Helper(e.to_string()),
                 };
                 // Mid-frame the pipe cannot be trusted any more: the helper goes.
-                let _ = self.child.kill();
-                let _ = self.child.wait();
+                self.helper.kill();
                 let error = broken.error(url);
                 self.broken = Some(broken);
                 Err(error)
@@ -334,7 +404,7 @@ impl Drop for HelperRemote {
         if let Ok(conn) = self.conn.get_mut() {
             if conn.broken.is_none() {
                 conn.stdin = None;
-                let _ = conn.child.wait();
+                conn.helper.reap();
             }
         }
     }

@@ -12,7 +12,7 @@ use crate::{StoreConfig, StoreUrl, SyncError};
 mod dir;
 mod helper;
 
-pub use helper::{HELPER_ENV, HELPER_NAME};
+pub use helper::{HELPER_ENV, HELPER_NAME, HELPER_SOCKET_ENV};
 
 /// Uploads and downloads in flight at once on a network store. Each holds one sealed chunk (at
 /// most [`crate::engine::MAX_CHUNK`] plus padding), which bounds the memory of a sync.
