@@ -166,6 +166,10 @@ impl ChildSetup {
 /// often queues a new child behind its running parent. The child restores the caller's affinity
 /// before it execs the loader.
 ///
+/// Once it has made its network namespace, the child drops its copy of the caller's private
+/// anonymous memory, which it does not use ([`release_parent_memory`]): a warm jail may wait
+/// for minutes with it.
+///
 /// With `cgroup` (an `O_PATH` fd of a cgroup v2 directory), the child is created in that cgroup
 /// (`clone3` with `CLONE_INTO_CGROUP`, Linux 5.7): it never runs anywhere else. `ENOSYS` then
 /// means the kernel (or a seccomp filter around us) has no `clone3`, `E2BIG` that it has no
@@ -423,21 +427,21 @@ struct ChildContext<'a> {
     argv: &'a [*const libc::c_char],
     envp: &'a [*const libc::c_char],
     /// An address in each piece of the parent's memory the child reads or writes after
-    /// [`release_parent_memory`]: every mapping holding one is kept.
+    /// [`release_parent_memory`] (besides the strings `argv` and `envp` point to): every
+    /// mapping holding one is kept.
     used: [usize; USED_ADDRESSES],
 }
 
 /// How many addresses [`ChildContext::used`] holds.
-const USED_ADDRESSES: usize = 12;
+const USED_ADDRESSES: usize = 11;
 
 impl ChildContext<'_> {
     /// The addresses of everything the child uses of the parent's memory: the context itself
     /// and the setup (on the parent's stack), the setup's buffers and the loader's argv and
-    /// envp (on its heap). The child's stack and its thread-local storage are found by the
-    /// child itself.
+    /// envp arrays (on its heap). The child's stack and thread-local storage, and the strings
+    /// of argv and envp, are found by the child itself.
     fn used_addresses(&self) -> [usize; USED_ADDRESSES] {
         let setup = self.setup;
-        let first_argument = self.argv.first().map_or(0, |arg| *arg as usize);
         [
             self as *const Self as usize,
             setup as *const ChildSetup as usize,
@@ -446,7 +450,6 @@ impl ChildContext<'_> {
             self.source_list as usize,
             self.source_list as usize + SOURCE_LIST_BYTES - 1,
             self.argv.as_ptr() as usize,
-            first_argument,
             self.envp.as_ptr() as usize,
             setup.argv.as_ptr() as usize,
             setup.envp.as_ptr() as usize,
@@ -675,11 +678,14 @@ fn release_parent_memory(child: &ChildContext) {
     let stack = &stack_marker as *const u8 as usize;
     // SAFETY: errno's address is this thread's, in its thread-local storage.
     let tls = unsafe { libc::__errno_location() } as usize;
+    let strings = child.argv.iter().chain(child.envp.iter());
     let keeps = |start: usize, end: usize| {
         [stack, tls]
             .iter()
-            .chain(child.used.iter())
-            .any(|&address| (start..end).contains(&address))
+            .copied()
+            .chain(child.used.iter().copied())
+            .chain(strings.clone().map(|string| *string as usize))
+            .any(|address| (start..end).contains(&address))
     };
     loop {
         let mut ranges = [(0usize, 0usize); RELEASED_PER_PASS];
