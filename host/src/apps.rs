@@ -468,8 +468,9 @@ pub fn start_app(
     observe: &mut dyn FnMut(StartPhase<'_>),
 ) -> Result<StartedApp, AppError> {
     let began = std::time::Instant::now();
-    // A warm jail parked ahead of time by the daemon's pool, when this is a pooled thread.
-    let parked = crate::pool::take_parked(request.options);
+    // A warm jail parked ahead of time by the daemon's pool, when this is a pooled thread. Its
+    // replacement is parked once this start is over, when `_refill` drops.
+    let (parked, _refill) = crate::pool::take_parked(request.options).unzip();
     let warm = parked.is_some();
     let spawn = || {
         // No cache file is open for writing while the jail's first process is cloned (it

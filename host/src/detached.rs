@@ -361,18 +361,31 @@ pub enum RecordError {
     },
 }
 
+/// A record file's I/O error, with its path.
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RecordError {
+    let path = path.to_path_buf();
+    move |source| RecordError::Io { path, source }
+}
+
 impl InstanceRecord {
-    /// Writes the record into `dir` atomically: a temporary file, synced, renamed over
-    /// [`RECORD_FILE`], and the directory synced (so that the rename survives a power loss).
+    /// Writes the record into `dir` atomically and durably: [`InstanceRecord::save_unsynced`],
+    /// then [`InstanceRecord::sync`].
     pub fn save(&self, dir: &Path) -> Result<(), RecordError> {
+        self.save_unsynced(dir)?;
+        InstanceRecord::sync(dir)
+    }
+
+    /// Writes the record into `dir` atomically (a temporary file renamed over [`RECORD_FILE`]:
+    /// a reader, or a daemon started after this one died, finds the old record or the new one),
+    /// without waiting for the disk: a power loss before the next [`InstanceRecord::sync`] may
+    /// lose it. For a start's critical path: the two syncs of a durable save were ~2-30 ms
+    /// here (most of a `run -d`, whose jail starts in less), so the daemon answers first and
+    /// syncs after.
+    pub fn save_unsynced(&self, dir: &Path) -> Result<(), RecordError> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let path = dir.join(RECORD_FILE);
         let temporary = dir.join(format!("{RECORD_FILE}.tmp"));
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| RecordError::Io { path, source }
-        };
         let json = serde_json::to_vec_pretty(self).expect("records serialize");
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -380,13 +393,21 @@ impl InstanceRecord {
             .truncate(true)
             .mode(0o600)
             .open(&temporary)
-            .map_err(io(&temporary))?;
-        file.write_all(&json).map_err(io(&temporary))?;
-        file.sync_all().map_err(io(&temporary))?;
-        std::fs::rename(&temporary, &path).map_err(io(&path))?;
+            .map_err(io_error(&temporary))?;
+        file.write_all(&json).map_err(io_error(&temporary))?;
+        std::fs::rename(&temporary, &path).map_err(io_error(&path))
+    }
+
+    /// Waits until the record in `dir`, as last written, is on disk: the file synced, then the
+    /// directory (so that its rename survives a power loss).
+    pub fn sync(dir: &Path) -> Result<(), RecordError> {
+        let path = dir.join(RECORD_FILE);
+        std::fs::File::open(&path)
+            .and_then(|file| file.sync_all())
+            .map_err(io_error(&path))?;
         std::fs::File::open(dir)
             .and_then(|dir| dir.sync_all())
-            .map_err(io(dir))
+            .map_err(io_error(dir))
     }
 
     /// The record in `dir`, which must be the instance's own directory (named by its id).

@@ -8,8 +8,8 @@
 //! with that thread (PR_SET_PDEATHSIG). So the pool parks threads, not processes: a start job
 //! ([`JailPool::run`]) is handed to a parked thread, which runs it with its pending jail in
 //! reach of [`take_parked`] (called by [`crate::apps::start_app`]); a replacement is parked in
-//! the background at once. With no parked thread (pool size 0, or all taken) the job runs on a
-//! new thread and starts cold, as before.
+//! the background once that start is over ([`Refill`]). With no parked thread (pool size 0, or
+//! all taken) the job runs on a new thread and starts cold, as before.
 //!
 //! What a parked jail costs while it waits is in [`JailPool::stats`]. [`JailPool::shutdown`]
 //! kills and reaps every parked jail, which removes what it holds (its limits' cgroups are the
@@ -64,22 +64,39 @@ impl JailKind {
 }
 
 thread_local! {
-    /// The pending jail of a pooled thread, between taking a job and the job's start.
-    static PARKED: RefCell<Option<(JailKind, PendingJail)>> = const { RefCell::new(None) };
+    /// The pending jail of a pooled thread, between taking a job and the job's start, with the
+    /// refill of its place.
+    static PARKED: RefCell<Option<(JailKind, PendingJail, Refill)>> = const { RefCell::new(None) };
+}
+
+/// Parks a replacement for a taken warm jail when dropped. The start that took the jail holds
+/// it until it is over: cloning the replacement copies the whole daemon's address space (its
+/// page tables, ~0.5 ms here, with the daemon's memory map locked meanwhile) and leaves every
+/// page of the daemon to fault once more on its next write, so done at once it competed with
+/// the very start it replaced for the two CPUs and the memory map (a warm start on a quiet
+/// machine was slower than a cold one, its verify-and-plan step 3.0 ms against 1.3).
+#[must_use = "dropping it refills the pool at once"]
+pub struct Refill(JailPool, JailKind);
+
+impl Drop for Refill {
+    fn drop(&mut self) {
+        self.0.refill(self.1);
+    }
 }
 
 /// The calling thread's warm jail, if it is a pooled thread running its job and its jail was
-/// made for `options` (same stdio) and still waits; otherwise None and the caller spawns one.
-/// (A parked process killed from outside is a zombie until its jail is dropped: starting it
-/// would fail the start, so it is dropped and the start goes cold.)
-pub fn take_parked(options: &LaunchOptions) -> Option<PendingJail> {
+/// made for `options` (same stdio) and still waits, with the [`Refill`] to drop once its start
+/// is over; otherwise None and the caller spawns one. (A parked process killed from outside is
+/// a zombie until its jail is dropped: starting it would fail the start, so it is dropped, its
+/// place refilled, and the start goes cold.)
+pub fn take_parked(options: &LaunchOptions) -> Option<(PendingJail, Refill)> {
     let kind = JailKind::of(options)?;
     PARKED.with(|parked| {
         let mut parked = parked.borrow_mut();
         match parked.take() {
-            Some((parked_kind, jail)) if parked_kind == kind => {
+            Some((parked_kind, jail, refill)) if parked_kind == kind => {
                 if waiting(jail.pid()) {
-                    Some(jail)
+                    Some((jail, refill))
                 } else {
                     tracing::warn!(pid = jail.pid(), "a parked warm jail died; starting cold");
                     None
@@ -99,7 +116,6 @@ pub struct JailPool(Arc<PoolState>);
 
 struct PoolState {
     size: usize,
-    recycle_after: Duration,
     options: LaunchOptions,
     slots: Mutex<Slots>,
     changed: Condvar,
@@ -141,14 +157,12 @@ pub struct PoolStats {
     pub spawn_failures: u64,
     /// Proportional set size of the parked jails' processes, in bytes (the parked threads
     /// themselves: their touched stack only, a few KiB each, within the daemon's own memory).
+    /// Bounded: a parked process drops its copy of the daemon's heaps and other threads'
+    /// stacks as soon as it is cloned (`release_parent_memory` in `elastos_loader`'s `sys`),
+    /// so the daemon's later writes copy nothing for it; what it keeps (its thread's stack and
+    /// arena, the program's data) is ~0.5 MiB of Pss here, shared pages of the binary included.
     pub idle_pss_bytes: u64,
 }
-
-/// How long a jail stays parked before it is replaced by a fresh one. A parked jail's process is
-/// a copy-on-write clone of the daemon: every page the daemon dirties afterwards is copied for it,
-/// so its memory grows with the daemon's activity (0.6 MiB of Pss when parked, ~2 MiB after a
-/// few hundred starts here). One clone a minute per parked jail (~1 ms) bounds that.
-const RECYCLE_AFTER: Duration = Duration::from_secs(60);
 
 /// After this many failed spawns in a row the pool stops refilling a kind: a kernel refusing
 /// namespaces would otherwise be asked again at every start.
@@ -158,18 +172,8 @@ impl JailPool {
     /// A pool of `size` warm jails of each kind, launched with `options` (those of the daemon's
     /// launcher); filled in the background. `size` 0: no pool, every start is cold.
     pub fn new(size: usize, options: LaunchOptions) -> JailPool {
-        JailPool::recycling_after(size, options, RECYCLE_AFTER)
-    }
-
-    /// [`JailPool::new`], each parked jail replaced after `recycle_after` unclaimed.
-    pub fn recycling_after(
-        size: usize,
-        options: LaunchOptions,
-        recycle_after: Duration,
-    ) -> JailPool {
         let pool = JailPool(Arc::new(PoolState {
             size,
-            recycle_after,
             options,
             slots: Mutex::new(Slots::default()),
             changed: Condvar::new(),
@@ -193,9 +197,9 @@ impl JailPool {
                 let parked = self.lock().parked[kind.index()].pop();
                 let Some(parked) = parked else { break };
                 match parked.jobs.send(job) {
+                    // Refilled once its start is over (see `Refill`).
                     Ok(()) => {
                         self.0.warm_starts.fetch_add(1, Ordering::Relaxed);
-                        self.refill(kind);
                         return Ok(());
                     }
                     // That thread is gone (its jail died): try the next one.
@@ -280,80 +284,51 @@ impl JailPool {
         }
     }
 
-    /// The body of a parked thread: clone the jail, wait for a job, run it with the jail. A jail
-    /// parked for [`RECYCLE_AFTER`] is replaced by a fresh one on the same thread (see there).
+    /// The body of a parked thread: clone the jail, wait for a job, run it with the jail.
     fn park(&self, kind: JailKind) {
         let live = LiveThread::enter(&self.0);
-        loop {
-            let began = Instant::now();
-            let spawned = {
-                let _no_writers = elastos_bundle::exec_fork_lock()
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                elastos_loader::spawn(&kind.options(&self.0.options))
-            };
-            let (jobs, job) = mpsc::channel::<StartJob>();
-            let jail = {
-                let mut slots = self.lock();
-                slots.warming[kind.index()] -= 1;
-                self.0.changed.notify_all();
-                match spawned {
-                    Ok(jail) if !slots.stopping => {
-                        self.0.spawn_failures.store(0, Ordering::Relaxed);
-                        slots.parked[kind.index()].push(Parked {
-                            jobs,
-                            pid: jail.pid(),
-                        });
-                        jail
-                    }
-                    Ok(_) => return,
-                    Err(e) => {
-                        self.0.spawn_failures.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(error = %crate::describe_error(&e), "cannot make a warm jail");
-                        return;
-                    }
+        let began = Instant::now();
+        let spawned = {
+            let _no_writers = elastos_bundle::exec_fork_lock()
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            elastos_loader::spawn(&kind.options(&self.0.options))
+        };
+        let (jobs, job) = mpsc::channel::<StartJob>();
+        let jail = {
+            let mut slots = self.lock();
+            slots.warming[kind.index()] -= 1;
+            self.0.changed.notify_all();
+            match spawned {
+                Ok(jail) if !slots.stopping => {
+                    self.0.spawn_failures.store(0, Ordering::Relaxed);
+                    slots.parked[kind.index()].push(Parked {
+                        jobs,
+                        pid: jail.pid(),
+                    });
+                    jail
                 }
-            };
-            let pid = jail.pid();
-            tracing::debug!(?kind, pid, took = ?began.elapsed(), "warm jail parked");
-            let taken = match job.recv_timeout(self.0.recycle_after) {
-                Ok(job) => Some(job),
-                Err(mpsc::RecvTimeoutError::Disconnected) => None,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    let mut slots = self.lock();
-                    let stopping = slots.stopping;
-                    let parked = &mut slots.parked[kind.index()];
-                    match parked.iter().position(|p| p.pid == pid) {
-                        // Still unclaimed: out of the list first, so no job can come, then
-                        // replaced (counted as warming until the new one is parked).
-                        Some(index) if !stopping => {
-                            parked.remove(index);
-                            slots.warming[kind.index()] += 1;
-                            drop(slots);
-                            drop(jail);
-                            tracing::debug!(?kind, pid, "warm jail recycled");
-                            continue;
-                        }
-                        // A job was sent meanwhile (or the pool stops): take it as usual.
-                        _ => {
-                            drop(slots);
-                            job.recv().ok()
-                        }
-                    }
+                Ok(_) => return,
+                Err(e) => {
+                    self.0.spawn_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %crate::describe_error(&e), "cannot make a warm jail");
+                    return;
                 }
-            };
-            match taken {
-                Some(job) => {
-                    PARKED.with(|parked| *parked.borrow_mut() = Some((kind, jail)));
-                    drop(live);
-                    job();
-                    // A job that did not start an app (it failed before) leaves the jail: kill it.
-                    PARKED.with(|parked| drop(parked.borrow_mut().take()));
-                }
-                // The pool stops: the jail is killed and reaped before the thread counts as gone.
-                None => drop((jail, live)),
             }
-            return;
+        };
+        tracing::debug!(?kind, pid = jail.pid(), took = ?began.elapsed(), "warm jail parked");
+        match job.recv() {
+            Ok(job) => {
+                let refill = Refill(self.clone(), kind);
+                PARKED.with(|parked| *parked.borrow_mut() = Some((kind, jail, refill)));
+                drop(live);
+                job();
+                // A job that did not start an app (it failed before) leaves the jail: kill it,
+                // and refill its place.
+                PARKED.with(|parked| drop(parked.borrow_mut().take()));
+            }
+            // The pool stops: the jail is killed and reaped before the thread counts as gone.
+            Err(mpsc::RecvError) => drop((jail, live)),
         }
     }
 }
@@ -436,21 +411,12 @@ mod tests {
     }
 
     #[test]
-    fn parked_jails_are_recycled_and_reaped_at_shutdown() {
-        let pool = JailPool::recycling_after(1, options(), Duration::from_millis(200));
+    fn parked_jails_are_reaped_at_shutdown() {
+        let pool = JailPool::new(1, options());
         assert!(eventually(|| parked_pids(&pool).len() == 2));
-        let first = parked_pids(&pool);
         let stats = pool.stats();
         assert_eq!((stats.size, stats.parked), (1, 2));
         assert!(stats.idle_pss_bytes > 0, "{stats:?}");
-        // Both replaced by fresh ones, and the old ones killed and reaped.
-        assert!(eventually(|| {
-            let now = parked_pids(&pool);
-            now.len() == 2 && now.iter().all(|pid| !first.contains(pid))
-        }));
-        assert!(first
-            .iter()
-            .all(|pid| !Path::new(&format!("/proc/{pid}")).exists()));
         let last = parked_pids(&pool);
         pool.shutdown(Duration::from_secs(5));
         assert_eq!(pool.0.live_threads(), 0);
@@ -468,6 +434,61 @@ mod tests {
         .unwrap();
         assert!(finished.recv().unwrap(), "a stopped pool handed out a jail");
         assert_eq!(pool.stats().cold_starts, 1);
+    }
+
+    /// A taken jail's replacement is cloned once the start that took it is over, not while it
+    /// runs: the clone competed with it (see [`Refill`]).
+    #[test]
+    fn a_taken_jail_is_replaced_after_its_start() {
+        let pool = JailPool::new(1, options());
+        assert!(eventually(|| parked_pids(&pool).len() == 2));
+        let detached = |pool: &JailPool| pool.lock().parked[JailKind::Detached.index()].len();
+        let (started, start) = mpsc::channel();
+        let (finish, finished) = mpsc::channel::<()>();
+        pool.run(
+            &options(),
+            "job".into(),
+            Box::new(move || {
+                let taken = take_parked(&options());
+                started.send(taken.is_some()).unwrap();
+                // The start runs until told to finish; the jail and the refill drop after it.
+                finished.recv().unwrap();
+                drop(taken);
+            }),
+        )
+        .unwrap();
+        assert!(start.recv().unwrap(), "no warm jail");
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(detached(&pool), 0, "refilled during the start");
+        finish.send(()).unwrap();
+        assert!(eventually(|| detached(&pool) == 1), "not refilled after it");
+        pool.shutdown(Duration::from_secs(5));
+    }
+
+    /// The parked jail's process drops its copy of the daemon's memory
+    /// (`elastos_loader::sys::release_parent_memory`): the daemon's writes afterwards copy
+    /// nothing for it, and its Pss stays that of the little it keeps. Before, a parked jail held
+    /// a copy-on-write image of the whole daemon, and each page the daemon wrote was copied for
+    /// it: 64 MiB here.
+    #[test]
+    fn a_parked_jail_keeps_no_copy_of_the_daemons_memory() {
+        const BALLAST: usize = 64 << 20;
+        // Written before the jail is cloned, so shared with its copy...
+        let mut ballast = vec![1u8; BALLAST];
+        let pool = JailPool::new(1, options());
+        assert!(eventually(|| parked_pids(&pool).len() == 2));
+        // ...and again after: a page still shared is copied, the copy counted to the jail.
+        for page in ballast.chunks_mut(4096) {
+            page[0] = 2;
+        }
+        std::hint::black_box(&ballast);
+        let small = |stats: &PoolStats| stats.idle_pss_bytes < (BALLAST / 8) as u64;
+        assert!(
+            eventually(|| small(&pool.stats())),
+            "parked jails' Pss {} bytes with {BALLAST} bytes written by their parent",
+            pool.stats().idle_pss_bytes
+        );
+        pool.shutdown(Duration::from_secs(5));
     }
 
     #[test]
@@ -511,7 +532,7 @@ mod tests {
             "job".into(),
             Box::new(move || {
                 let wrong_kind = take_parked(&options()).is_some();
-                let right_kind = take_parked(&asked).map(|jail| jail.pid());
+                let right_kind = take_parked(&asked).map(|(jail, _refill)| jail.pid());
                 sent.send((wrong_kind, right_kind)).unwrap();
             }),
         )

@@ -166,6 +166,10 @@ impl ChildSetup {
 /// often queues a new child behind its running parent. The child restores the caller's affinity
 /// before it execs the loader.
 ///
+/// Once it has made its network namespace, the child drops its copy of the caller's private
+/// anonymous memory, which it does not use ([`release_parent_memory`]): a warm jail may wait
+/// for minutes with it.
+///
 /// With `cgroup` (an `O_PATH` fd of a cgroup v2 directory), the child is created in that cgroup
 /// (`clone3` with `CLONE_INTO_CGROUP`, Linux 5.7): it never runs anywhere else. `ENOSYS` then
 /// means the kernel (or a seccomp filter around us) has no `clone3`, `E2BIG` that it has no
@@ -197,7 +201,9 @@ pub fn spawn_jailed_child(
         source_list,
         argv: &argv,
         envp: &envp,
+        used: [0; USED_ADDRESSES],
     };
+    child.used = child.used_addresses();
     let mut pidfd: libc::c_int = -1;
     if let Some(cgroup) = cgroup {
         let pid = clone_into_cgroup(flags, cgroup, &mut pidfd, &mut child)?;
@@ -420,6 +426,36 @@ struct ChildContext<'a> {
     source_list: *mut u8,
     argv: &'a [*const libc::c_char],
     envp: &'a [*const libc::c_char],
+    /// An address in each piece of the parent's memory the child reads or writes after
+    /// [`release_parent_memory`] (besides the strings `argv` and `envp` point to): every
+    /// mapping holding one is kept.
+    used: [usize; USED_ADDRESSES],
+}
+
+/// How many addresses [`ChildContext::used`] holds.
+const USED_ADDRESSES: usize = 11;
+
+impl ChildContext<'_> {
+    /// The addresses of everything the child uses of the parent's memory: the context itself
+    /// and the setup (on the parent's stack), the setup's buffers and the loader's argv and
+    /// envp arrays (on its heap). The child's stack and thread-local storage, and the strings
+    /// of argv and envp, are found by the child itself.
+    fn used_addresses(&self) -> [usize; USED_ADDRESSES] {
+        let setup = self.setup;
+        [
+            self as *const Self as usize,
+            setup as *const ChildSetup as usize,
+            setup.keep.as_ptr() as usize,
+            setup.fd_moves.as_ptr() as usize,
+            self.source_list as usize,
+            self.source_list as usize + SOURCE_LIST_BYTES - 1,
+            self.argv.as_ptr() as usize,
+            self.envp.as_ptr() as usize,
+            setup.argv.as_ptr() as usize,
+            setup.envp.as_ptr() as usize,
+            setup.source_list.as_ptr() as usize,
+        ]
+    }
 }
 
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
@@ -487,6 +523,7 @@ fn run_child(child: &ChildContext) -> Result<Never, ChildFailure> {
             ChildStep::NetNamespace,
         )?;
         let app_socket = make_ipc_socket(setup)?;
+        release_parent_memory(child);
         let mut byte = 0u8;
         let n = libc::read(setup.channel, (&mut byte as *mut u8).cast(), 1);
         if n != 1 {
@@ -617,6 +654,182 @@ fn run_child(child: &ChildContext) -> Result<Never, ChildFailure> {
         );
         Err((ChildStep::ExecLoader, 0))
     }
+}
+
+/// The most mappings [`release_parent_memory`] unmaps per reading of /proc/self/maps.
+const RELEASED_PER_PASS: usize = 256;
+
+/// Unmaps this child's copy of the parent's private anonymous memory (its heaps, the other
+/// threads' stacks), keeping the mappings it still uses: its own stack and thread-local storage,
+/// the ones holding [`ChildContext::used`] addresses, and the program's `.bss` (the anonymous
+/// mapping that starts where a file mapping ends: libc's own variables).
+///
+/// Why: the child is a fork-style copy of the launcher, and in a daemon it may wait for its
+/// plan for minutes (a warm jail, `host/src/pool.rs`). While it holds that copy every page the
+/// daemon writes is copied for it (the parked jail's memory grew to ~2 MiB after a few hundred
+/// starts, 8 MiB for four), and its exec of the loader has to tear the whole copy down on the
+/// start's critical path. Unmapped here, the daemon's pages are its own again (a write to one
+/// only makes it writable again, no copy), and the exec finds little to tear down.
+///
+/// Best effort: a failure to read or unmap costs only the memory, so it is ignored.
+/// Async-signal-safe: raw syscalls and stack buffers only.
+fn release_parent_memory(child: &ChildContext) {
+    let stack_marker = 0u8;
+    let stack = &stack_marker as *const u8 as usize;
+    // SAFETY: errno's address is this thread's, in its thread-local storage.
+    let tls = unsafe { libc::__errno_location() } as usize;
+    let strings = child.argv.iter().chain(child.envp.iter());
+    let keeps = |start: usize, end: usize| {
+        [stack, tls]
+            .iter()
+            .copied()
+            .chain(child.used.iter().copied())
+            .chain(strings.clone().map(|string| *string as usize))
+            .any(|address| (start..end).contains(&address))
+    };
+    loop {
+        let mut ranges = [(0usize, 0usize); RELEASED_PER_PASS];
+        let Some(found) = unneeded_mappings(&mut ranges, &keeps) else {
+            return;
+        };
+        let mut unmapped = 0;
+        for &(start, end) in &ranges[..found] {
+            // SAFETY: nothing this child uses lies in these ranges (see `keeps`): only its copy
+            // of the parent's memory goes; the parent's own mappings are untouched.
+            if unsafe { libc::munmap(start as *mut libc::c_void, end - start) } == 0 {
+                unmapped += 1;
+            }
+        }
+        // A full pass may have left more; one that unmapped nothing would find the same again.
+        if found < RELEASED_PER_PASS || unmapped == 0 {
+            return;
+        }
+    }
+}
+
+/// Fills `ranges` with up to [`RELEASED_PER_PASS`] private, writable, anonymous mappings of
+/// /proc/self/maps that `keeps` does not keep and that are not a `.bss`; returns how many, or
+/// None when the file cannot be read. No allocation: the file is read through a stack buffer.
+fn unneeded_mappings(
+    ranges: &mut [(usize, usize); RELEASED_PER_PASS],
+    keeps: &dyn Fn(usize, usize) -> bool,
+) -> Option<usize> {
+    // SAFETY: open/read/close on a NUL-terminated literal and a stack buffer.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/maps".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    let mut buffer = [0u8; 4096];
+    let (mut filled, mut found) = (0usize, 0usize);
+    // Where the previous mapping ended, and whether it was a file's.
+    let mut previous = (0usize, false);
+    let complete;
+    loop {
+        // SAFETY: reads into the unfilled tail of a live stack buffer.
+        let n = unsafe {
+            libc::read(
+                fd,
+                buffer[filled..].as_mut_ptr().cast(),
+                buffer.len() - filled,
+            )
+        };
+        if n < 0 {
+            complete = false;
+            break;
+        }
+        let n = n as usize;
+        filled += n;
+        let mut consumed = 0;
+        while let Some(length) = buffer[consumed..filled].iter().position(|&b| b == b'\n') {
+            let line = &buffer[consumed..consumed + length];
+            consumed += length + 1;
+            let Some(mapping) = Mapping::parse(line) else {
+                continue;
+            };
+            let bss = mapping.anonymous() && previous == (mapping.start, true);
+            previous = (mapping.end, !mapping.anonymous());
+            if found < RELEASED_PER_PASS
+                && mapping.releasable()
+                && !bss
+                && !keeps(mapping.start, mapping.end)
+            {
+                ranges[found] = (mapping.start, mapping.end);
+                found += 1;
+            }
+        }
+        buffer.copy_within(consumed..filled, 0);
+        filled -= consumed;
+        // A line longer than the buffer (a very long path) cannot be parsed: stop there.
+        if n == 0 || filled == buffer.len() {
+            complete = n == 0;
+            break;
+        }
+    }
+    // SAFETY: closes the fd opened above.
+    unsafe { libc::close(fd) };
+    (complete || found > 0).then_some(found)
+}
+
+/// One line of /proc/PID/maps: `start-end perms offset dev inode [path]`.
+#[derive(Debug, PartialEq, Eq)]
+struct Mapping<'a> {
+    start: usize,
+    end: usize,
+    perms: &'a [u8],
+    inode: &'a [u8],
+    path: &'a [u8],
+}
+
+impl<'a> Mapping<'a> {
+    fn parse(line: &'a [u8]) -> Option<Mapping<'a>> {
+        let mut fields = line.split(|&b| b == b' ').filter(|field| !field.is_empty());
+        let range = fields.next()?;
+        let dash = range.iter().position(|&b| b == b'-')?;
+        let start = hex(&range[..dash])?;
+        let end = hex(&range[dash + 1..])?;
+        let perms = fields.next()?;
+        let _offset = fields.next()?;
+        let _device = fields.next()?;
+        let inode = fields.next()?;
+        let path = fields.next().unwrap_or(&[]);
+        (perms.len() == 4 && start < end).then_some(Mapping {
+            start,
+            end,
+            perms,
+            inode,
+            path,
+        })
+    }
+
+    /// No file behind it (inode 0; named or not).
+    fn anonymous(&self) -> bool {
+        self.inode == b"0"
+    }
+
+    /// Private, writable and anonymous: the heaps, `[anon:...]` and unnamed mappings (thread
+    /// stacks, allocator arenas); never the main stack or the kernel's `[vdso]`, `[vvar]`.
+    fn releasable(&self) -> bool {
+        self.anonymous()
+            && self.perms[1] == b'w'
+            && self.perms[3] == b'p'
+            && (self.path.is_empty() || self.path == b"[heap]" || self.path.starts_with(b"[anon:"))
+    }
+}
+
+/// A hexadecimal number without prefix, as /proc/PID/maps writes addresses.
+fn hex(digits: &[u8]) -> Option<usize> {
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    digits.iter().try_fold(0usize, |value, &digit| {
+        let digit = (digit as char).to_digit(16)? as usize;
+        Some(value << 4 | digit)
+    })
 }
 
 /// The app's fd 3 (`handoff::fds::IPC`).
@@ -1121,4 +1334,46 @@ pub fn take_controlling_terminal(fd: BorrowedFd<'_>) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_lines_are_parsed_and_only_private_writable_anonymous_memory_is_releasable() {
+        let line = |text: &'static str| Mapping::parse(text.as_bytes());
+        let heap =
+            line("55d0c3a4e000-55d0c3a6f000 rw-p 00000000 00:00 0                          [heap]")
+                .expect("parsed");
+        assert_eq!((heap.start, heap.end), (0x55d0_c3a4_e000, 0x55d0_c3a6_f000));
+        assert!(heap.releasable());
+        let arena = line("7f1c2c000000-7f1c2c021000 rw-p 00000000 00:00 0 ").expect("parsed");
+        assert!(arena.releasable());
+        let named = line("7f1c2c000000-7f1c2c021000 rw-p 00000000 00:00 0 [anon:glibc: malloc]");
+        assert!(named.expect("parsed").releasable());
+        for kept in [
+            // The program's own data, a file's private mapping.
+            "55d0c2000000-55d0c2100000 rw-p 00a3c000 fd:01 1835          /usr/bin/elastos",
+            // A guard page, the main stack, the kernel's pages, shared memory.
+            "7f1c2bfff000-7f1c2c000000 ---p 00000000 00:00 0",
+            "7ffd1b2a0000-7ffd1b2c1000 rw-p 00000000 00:00 0                          [stack]",
+            "7ffd1b3d8000-7ffd1b3dc000 r--p 00000000 00:00 0                          [vvar]",
+            "7f1c2c000000-7f1c2c021000 rw-s 00000000 00:01 4242                       /dev/zero (deleted)",
+            "7f1c2c000000-7f1c2c021000 rw-s 00000000 00:00 0",
+        ] {
+            let mapping = Mapping::parse(kept.as_bytes()).expect(kept);
+            assert!(!mapping.releasable(), "{kept}");
+        }
+        for bad in [
+            "",
+            "zz-10 rw-p 0 0 0",
+            "20-10 rw-p 00000000 00:00 0",
+            "10-20 rw 0 00:00 0",
+        ] {
+            assert_eq!(Mapping::parse(bad.as_bytes()), None, "{bad:?}");
+        }
+        assert_eq!(hex(b"ffffffffffffffff"), Some(usize::MAX));
+        assert_eq!(hex(b"10000000000000000"), None);
+    }
 }

@@ -217,7 +217,8 @@ impl Supervisor {
             }),
             changed: Condvar::new(),
         });
-        instance.save(&instance.lock());
+        // Made durable with the first run's record, after the answer (see `supervise`).
+        instance.save_unsynced(&instance.lock());
         self.0
             .instances
             .lock()
@@ -269,9 +270,12 @@ impl Supervisor {
                 self.0
                     .launcher
                     .run_supervised(self.0.launcher.next_instance(), &run, |started| {
-                        let keep = self.started(instance, started, delay);
+                        // The first run's record goes to the disk after `elastos run -d` has
+                        // its answer, not before (InstanceRecord::save_unsynced says why).
+                        let keep = self.started(instance, started, delay, first.is_none());
                         if let Some(first) = first.take() {
                             let _ = first.send(Ok(()));
+                            instance.sync_record();
                         }
                         keep
                     });
@@ -376,9 +380,16 @@ impl Supervisor {
         }
     }
 
-    /// A run of `instance` is up: its output goes to the log, its connection to the broker.
-    /// Whether it may go on (not when a stop came meanwhile).
-    fn started(&self, instance: &Instance, started: RunStarted<'_>, delay: Duration) -> bool {
+    /// A run of `instance` is up: its output goes to the log, its connection to the broker, its
+    /// record to the disk (`durable`: synced before this returns; otherwise the caller syncs
+    /// it). Whether it may go on (not when a stop came meanwhile).
+    fn started(
+        &self,
+        instance: &Instance,
+        started: RunStarted<'_>,
+        delay: Duration,
+        durable: bool,
+    ) -> bool {
         let RunStarted {
             jail,
             broker_end,
@@ -431,7 +442,11 @@ impl Supervisor {
         live.bundle_digest = Some(prepared.digest);
         live.prepared = Some((prepared.manifest, prepared.plan));
         live.facts = Some(facts);
-        instance.save(&live);
+        if durable {
+            instance.save(&live);
+        } else {
+            instance.save_unsynced(&live);
+        }
         tracing::info!(instance = %instance.id, app = %live.app_id, pid, warm, "detached app started");
         instance.changed.notify_all();
         !(live.stop_requested || self.0.shutting_down.load(Ordering::SeqCst))
@@ -744,7 +759,22 @@ impl Instance {
     /// the changes). A failure is logged: the instance runs on, and a new daemon would find an
     /// older record.
     fn save(&self, live: &Live) {
-        if let Err(e) = self.record(live).save(&self.log_dir) {
+        self.saved(self.record(live).save(&self.log_dir));
+    }
+
+    /// [`Instance::save`] without waiting for the disk ([`InstanceRecord::save_unsynced`]); a
+    /// [`Instance::sync_record`] follows.
+    fn save_unsynced(&self, live: &Live) {
+        self.saved(self.record(live).save_unsynced(&self.log_dir));
+    }
+
+    /// Waits until its record, as last written, is on disk.
+    fn sync_record(&self) {
+        self.saved(InstanceRecord::sync(&self.log_dir));
+    }
+
+    fn saved(&self, result: Result<(), detached::RecordError>) {
+        if let Err(e) = result {
             tracing::warn!(instance = %self.id, error = %elastos_host::describe_error(&e), "cannot write an instance's record");
         }
     }
