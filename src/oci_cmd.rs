@@ -295,6 +295,10 @@ struct Record {
     /// When `create` made it (RFC 3339 UTC), for `list`.
     #[serde(default)]
     created: String,
+    /// The spec's `process.oomScoreAdj`, which the shim gives the jail (see
+    /// [`apply_oom_score_adj`]).
+    #[serde(default)]
+    oom_score_adj: Option<i32>,
 }
 
 /// One container's state directory.
@@ -593,6 +597,7 @@ fn create(
             jail_started: None,
             cgroups: Vec::new(),
             created: rfc3339_now(),
+            oom_score_adj: translation.oom_score_adj,
             annotations: spec
                 .annotations()
                 .clone()
@@ -786,6 +791,9 @@ fn shim_run(root: &Path, id: &str, log: &Log) -> Result<u8> {
     let dir = container.dir.clone();
     let plan: JailPlan = serde_json::from_slice(&fs::read(dir.join("plan.json"))?)
         .context("reading the container's plan")?;
+    if let Some(asked) = container.record.oom_score_adj {
+        apply_oom_score_adj(asked, log)?;
+    }
     let mut options = elastos_host::apps::launch_options(false, false)?;
     options.attached = true;
     let pending = elastos_loader::spawn(&options)?;
@@ -840,6 +848,26 @@ fn shim_run(root: &Path, id: &str, log: &Log) -> Result<u8> {
     container.record.status = Status::Stopped;
     container.save()?;
     Ok(u8::try_from(exit.code()).unwrap_or(125))
+}
+
+/// The shim's own OOM score adjustment, which the jail it spawns inherits: the spec's, where it
+/// is not lower than the shim's (a lower one would make the container the last the kernel's OOM
+/// killer picks, at the host's expense; the spec narrows, never widens).
+fn apply_oom_score_adj(asked: i32, log: &Log) -> Result<()> {
+    const PATH: &str = "/proc/self/oom_score_adj";
+    let current: i32 = fs::read_to_string(PATH)
+        .with_context(|| format!("reading {PATH}"))?
+        .trim()
+        .parse()
+        .with_context(|| format!("{PATH} is not a number"))?;
+    if asked < current {
+        log.warn(&format!(
+            "config.json process.oomScoreAdj = {asked}: kept at the runtime's {current} (a lower \
+             one would protect the container from the OOM killer at the host's expense)"
+        ));
+        return Ok(());
+    }
+    fs::write(PATH, asked.to_string()).with_context(|| format!("writing {asked} to {PATH}"))
 }
 
 /// Hands the container's fd 3 (the broker's end) to the broker daemon, when one runs: found from
