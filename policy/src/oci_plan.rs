@@ -168,9 +168,8 @@ impl JailPlan {
             })
             .collect();
         let memory = container.limits.memory_bytes;
-        let spec_has = |wanted: &dyn Fn(&ContainerMount) -> bool| {
-            container.mounts.iter().any(|mount| wanted(mount))
-        };
+        let spec_has =
+            |wanted: &dyn Fn(&ContainerMount) -> bool| container.mounts.iter().any(wanted);
         let own_shm = !spec_has(
             &|m| matches!(m, ContainerMount::Kernel { jail, .. } if jail == Path::new(jail_paths::SHM)),
         );
