@@ -80,8 +80,11 @@ exec $(command -v crun) "\$@"
 WRAPPER
 chmod +x "$WORK/crun-1.1"
 
-# One test with one runtime (its binary, the test, its name for LOG_DIR): "pass", "fail N/M"
-# (TAP), or "timeout".
+# One test with one runtime (its binary, the test, its name for LOG_DIR): "pass M", "fail N/M"
+# (TAP: N of M checks failed), or "timeout". M matters for a pass too: a test that runs
+# `runtimetest` and prints its TAP passes when no check failed, even when `runtimetest` stopped
+# early with an error (which the suite does not look at): under elastos it stops at its
+# capability check (capget is not in the jail's allow-list), after 15 of crun's ~300 checks.
 run_one() {
   local runtime=$1 test=$2 out=$WORK/out
   local status=0
@@ -94,7 +97,7 @@ run_one() {
   total=$(grep -cE '^(not )?ok ' "$out" || true)
   failed=$(grep -cE '^not ok ' "$out" || true)
   if [[ $status == 124 ]]; then echo timeout
-  elif [[ $total -gt 0 && $failed == 0 && $status == 0 ]]; then echo pass
+  elif [[ $total -gt 0 && $failed == 0 && $status == 0 ]]; then echo "pass $total"
   else echo "fail $failed/$total"
   fi
 }
@@ -112,7 +115,7 @@ for test in $(cd "$WORK/rt" && ls validation/*/*.t | sort); do
   row="| $name |"
   for runtime in "${RUNTIMES[@]}"; do
     result=$(run_one "${BINARY[$runtime]}" "$test" "$runtime")
-    [[ $result == pass ]] && SCORE[$runtime]=$((SCORE[$runtime] + 1))
+    [[ $result == pass* ]] && SCORE[$runtime]=$((SCORE[$runtime] + 1))
     row+=" $result |"
   done
   TOTAL=$((TOTAL + 1))
