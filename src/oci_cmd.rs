@@ -66,6 +66,8 @@ enum OciCommand {
     List(liboci_cli::List),
     /// The processes of a container's jail: a table, or their host pids with `--format json`.
     Ps(liboci_cli::Ps),
+    /// New limits for a running container: memory, tasks and the CPU quota (runc's flags).
+    Update(liboci_cli::Update),
     /// The supervisor of one container (started by `create`; not for people).
     #[command(hide = true)]
     Shim {
@@ -161,6 +163,7 @@ fn run(cli: OciCli, log: &Log) -> Result<u8> {
         OciCommand::Exec(args) => exec(&root, &args, log),
         OciCommand::List(args) => list(&root, &args),
         OciCommand::Ps(args) => ps(&root, &args),
+        OciCommand::Update(args) => update(&root, &args, log),
         OciCommand::Features(_) => {
             println!("{}", serde_json::to_string_pretty(&features())?);
             Ok(0)
@@ -299,6 +302,9 @@ struct Record {
     /// [`apply_oom_score_adj`]).
     #[serde(default)]
     oom_score_adj: Option<i32>,
+    /// How the jail's limits are enforced, once started: where `update` writes new ones.
+    #[serde(default)]
+    limits: Option<elastos_loader::LimitMechanism>,
 }
 
 /// One container's state directory.
@@ -598,6 +604,7 @@ fn create(
             cgroups: Vec::new(),
             created: rfc3339_now(),
             oom_score_adj: translation.oom_score_adj,
+            limits: None,
             annotations: spec
                 .annotations()
                 .clone()
@@ -840,6 +847,7 @@ fn shim_run(root: &Path, id: &str, log: &Log) -> Result<u8> {
         .into_iter()
         .map(Path::to_owned)
         .collect();
+    container.record.limits = Some(facts.limits.clone());
     container.save()?;
     let _ = writeln!(starter, "ok");
     drop(starter);
@@ -1249,6 +1257,71 @@ fn ps(root: &Path, args: &liboci_cli::Ps) -> Result<u8> {
         }
         other => bail!("--format {other}: expected table or json"),
     }
+    Ok(0)
+}
+
+/// `update`: new memory, task and CPU-quota limits for a running container, written to its
+/// cgroups and to its plan (so a later `exec` and `update` start from them), from runc's flags
+/// or `--resources FILE` (a runtime spec `linux.resources`, `-` for stdin). What the jail does
+/// not enforce (CPU shares and sets, block I/O, ...) is refused, naming the flag: an engine
+/// must not believe it applied.
+fn update(root: &Path, args: &liboci_cli::Update, log: &Log) -> Result<u8> {
+    let id = &args.container_id;
+    let container = Container::open(root, id)?;
+    let (Status::Running, Some(mechanism)) = (container.status(), &container.record.limits) else {
+        bail!(
+            "container {id} is {}: update needs a running container",
+            status_name(container.status())
+        );
+    };
+    let plan_path = container.dir.join("plan.json");
+    let mut plan: JailPlan =
+        serde_json::from_slice(&fs::read(&plan_path)?).context("reading the container's plan")?;
+    let asked = match &args.resources {
+        Some(path) => {
+            let bytes = if path == Path::new("-") {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)?;
+                bytes
+            } else {
+                fs::read(path).with_context(|| format!("reading --resources {}", path.display()))?
+            };
+            let resources: elastos_oci::runtime::LinuxResources = serde_json::from_slice(&bytes)
+                .context("--resources: expected a runtime spec `linux.resources` object (JSON)")?;
+            elastos_oci::ResourceUpdate::from_resources(&resources)
+        }
+        None => elastos_oci::ResourceUpdate {
+            memory_bytes: args.memory,
+            tasks: args.pids_limit,
+            cpu_quota_us: args.cpu_quota,
+            cpu_period_us: args.cpu_period,
+            unenforced: [
+                ("--blkio-weight", args.blkio_weight.is_some()),
+                ("--cpu-rt-period", args.cpu_rt_period.is_some()),
+                ("--cpu-rt-runtime", args.cpu_rt_runtime.is_some()),
+                ("--cpu-share", args.cpu_share.is_some()),
+                ("--cpuset-cpus", args.cpuset_cpus.is_some()),
+                ("--cpuset-mems", args.cpuset_mems.is_some()),
+                ("--memory-reservation", args.memory_reservation.is_some()),
+                ("--memory-swap", args.memory_swap.is_some()),
+                ("--l3-cache-schema", args.l3_cache_schema.is_some()),
+                ("--mem-bw-schema", args.mem_bw_schema.is_some()),
+            ]
+            .into_iter()
+            .filter(|(_, set)| *set)
+            .map(|(flag, _)| flag.to_owned())
+            .collect(),
+        },
+    };
+    plan.limits = asked.apply(plan.limits)?;
+    if !mechanism.cpu_limited() && (args.cpu_quota.is_some() || args.cpu_period.is_some()) {
+        log.warn("--cpu-quota: not enforced here (no cpu controller for the jail)");
+    }
+    mechanism
+        .set_limits(&plan.limits)
+        .with_context(|| format!("updating the limits of container {id}"))?;
+    write_atomically(&plan_path, &serde_json::to_vec(&plan)?)
+        .with_context(|| format!("writing {}", plan_path.display()))?;
     Ok(0)
 }
 

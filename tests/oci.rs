@@ -793,6 +793,22 @@ fn the_runtime_alone_creates_starts_reports_and_deletes() {
     };
     assert_eq!(limit("memory.limit_in_bytes").as_deref(), Some("67108864"));
     assert_eq!(limit("pids.max").as_deref(), Some("17"));
+    // update: new limits in the same cgroups, raised and lowered (runc's flags); what the jail
+    // does not enforce is refused with its flag named.
+    runtime(&["update", "--memory", "100663296", "--pids-limit", "8", "r1"]).assert_code(0);
+    assert_eq!(limit("memory.limit_in_bytes").as_deref(), Some("100663296"));
+    assert_eq!(limit("pids.max").as_deref(), Some("9"));
+    runtime(&["update", "--memory", "50331648", "r1"]).assert_code(0);
+    assert_eq!(limit("memory.limit_in_bytes").as_deref(), Some("50331648"));
+    assert_eq!(
+        limit("pids.max").as_deref(),
+        Some("9"),
+        "kept from the last update"
+    );
+    assert_refused(
+        &runtime(&["update", "--cpu-share", "512", "r1"]),
+        "--cpu-share",
+    );
     // list and ps, as runc gives them: the container, and its jail's init and process.
     let listed = runtime(&["list", "--format", "json"]);
     listed.assert_code(0);
@@ -844,6 +860,10 @@ fn the_runtime_alone_creates_starts_reports_and_deletes() {
     assert_refused(
         &early,
         "container r2 is created: exec needs a running container",
+    );
+    assert_refused(
+        &runtime(&["update", "--memory", "50331648", "r2"]),
+        "container r2 is created: update needs a running container",
     );
     runtime(&["delete", "--force", "r2"]).assert_code(0);
 

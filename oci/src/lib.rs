@@ -34,11 +34,13 @@
 #![forbid(unsafe_code)]
 
 mod translate;
+mod update;
 
 use std::path::PathBuf;
 
 pub use oci_spec::runtime::{self, Spec};
 pub use translate::{translate, translate_process, Command, Host, PathKind, Translation};
+pub use update::ResourceUpdate;
 
 /// The OCI runtime-spec version this runtime implements (`elastos oci state`, `features`).
 pub const OCI_VERSION: &str = "1.2.0";

@@ -275,15 +275,10 @@ pub fn translate(
             if let Some(cpu) = resources.cpu() {
                 // `--cpus N`: quota/period is the CPUs' worth the container may use, which is
                 // what the jail's `limits.cpus` is (a quota of 0 or less is no limit).
-                match (cpu.quota(), cpu.period()) {
-                    (Some(quota), Some(period)) if quota > 0 && period > 0 => {
-                        let millis = (quota as u64).saturating_mul(1000) / period;
-                        limits.cpu_millis = millis.clamp(
-                            *elastos_policy::manifest::CPU_MILLIS_RANGE.start(),
-                            *elastos_policy::manifest::CPU_MILLIS_RANGE.end(),
-                        );
+                if let (Some(quota), Some(period)) = (cpu.quota(), cpu.period()) {
+                    if quota > 0 && period > 0 {
+                        limits.cpu_millis = cpu_millis(quota as u64, period);
                     }
-                    _ => {}
                 }
                 cpu_unenforced = cpu.shares().is_some()
                     || cpu.cpus().is_some()
@@ -571,7 +566,7 @@ fn writable_places(mounts: &[ContainerMount]) -> Vec<PathBuf> {
     places
 }
 
-fn refused(field: impl Into<String>, value: &str, reason: &str) -> OciError {
+pub(crate) fn refused(field: impl Into<String>, value: &str, reason: &str) -> OciError {
     OciError::Refused {
         field: field.into(),
         value: value.to_owned(),
@@ -579,7 +574,7 @@ fn refused(field: impl Into<String>, value: &str, reason: &str) -> OciError {
     }
 }
 
-fn invalid(field: &str, reason: &str) -> OciError {
+pub(crate) fn invalid(field: &str, reason: &str) -> OciError {
     OciError::Invalid {
         field: field.to_owned(),
         reason: reason.to_owned(),
@@ -907,8 +902,17 @@ fn check_version(version: &str) -> Result<(), OciError> {
     ))
 }
 
+/// A CPU quota of `quota_us` in every `period_us` (both above 0) as the jail's thousandths of
+/// a CPU, within what the jail takes.
+pub(crate) fn cpu_millis(quota_us: u64, period_us: u64) -> u64 {
+    (quota_us.saturating_mul(1000) / period_us).clamp(
+        *elastos_policy::manifest::CPU_MILLIS_RANGE.start(),
+        *elastos_policy::manifest::CPU_MILLIS_RANGE.end(),
+    )
+}
+
 /// Limits the jail cannot take.
-fn check_limits(limits: &ResourceLimits) -> Result<(), OciError> {
+pub(crate) fn check_limits(limits: &ResourceLimits) -> Result<(), OciError> {
     if limits.memory_bytes < elastos_policy::manifest::MIN_MEMORY_BYTES {
         return Err(invalid(
             "linux.resources.memory.limit",
