@@ -1010,9 +1010,11 @@ impl Drop for Calls<'_> {
 /// order: the jail's /proc and /dev where the spec has them, a private devpts (nodev: no
 /// terminal can be opened), the spec's /dev/shm tmpfs within the jail's bound, mqueue of the
 /// jail's IPC namespace, and a read-only sysfs of its network namespace of which only the CPUs
-/// can be read. runtimetest checks mountinfo in the spec's order, which is what this pins.
+/// can be read. runtimetest checks mountinfo in the spec's order, which is what this pins. Also
+/// the spec's rlimits (hard ones were lowered to the soft ones) and a higher OOM score
+/// adjustment (it was not applied).
 #[test]
-fn the_specs_kernel_filesystems_are_the_jails_own_in_the_specs_order() {
+fn the_specs_kernel_filesystems_rlimits_and_oom_score_in_the_jail() {
     let _one = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
     let leftovers = Leftovers::before();
     let fixture = Fixture::new();
@@ -1027,6 +1029,7 @@ fn the_specs_kernel_filesystems_are_the_jails_own_in_the_specs_order() {
         "/dev/pts",
         "/dev/mqueue",
         "/proc/self/oom_score_adj",
+        "/proc/self/limits",
     ];
     let mut args = vec!["/bin/elastos-probe", "read"];
     args.extend(paths);
@@ -1034,7 +1037,9 @@ fn the_specs_kernel_filesystems_are_the_jails_own_in_the_specs_order() {
         "ociVersion": "1.0.2",
         "root": {"path": fixture.rootfs, "readonly": true},
         "process": {"cwd": "/", "args": args, "user": {"uid": 0, "gid": 0},
-                    "oomScoreAdj": 500},
+                    "oomScoreAdj": 500,
+                    "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 300, "hard": 400},
+                                {"type": "RLIMIT_STACK", "soft": 16777216, "hard": 33554432}]},
         "mounts": [
             {"destination": "/proc", "type": "proc", "source": "proc",
              "options": ["nosuid", "noexec", "nodev"]},
@@ -1146,6 +1151,19 @@ fn the_specs_kernel_filesystems_are_the_jails_own_in_the_specs_order() {
         "{}",
         options("/dev/shm")
     );
+    // The spec's rlimits, soft and hard (the stack's soft limit above the host's 8 MiB: below
+    // the hard one, the process could raise it itself).
+    for (name, soft, hard) in [
+        ("Max open files", "300", "400"),
+        ("Max stack size", "16777216", "33554432"),
+    ] {
+        let line = seen
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {seen}"));
+        let values: Vec<&str> = line[name.len()..].split_whitespace().collect();
+        assert_eq!(values[..2], [soft, hard], "{line}");
+    }
     // A higher OOM score adjustment than the runtime's is the spec's.
     assert!(
         seen.contains("== /proc/self/oom_score_adj\n500\n"),
