@@ -68,6 +68,10 @@ enum OciCommand {
     Ps(liboci_cli::Ps),
     /// New limits for a running container: memory, tasks and the CPU quota (runc's flags).
     Update(liboci_cli::Update),
+    /// Freezes every process of a running container's jail.
+    Pause(liboci_cli::Pause),
+    /// Thaws a paused container's jail.
+    Resume(liboci_cli::Resume),
     /// The supervisor of one container (started by `create`; not for people).
     #[command(hide = true)]
     Shim {
@@ -164,6 +168,8 @@ fn run(cli: OciCli, log: &Log) -> Result<u8> {
         OciCommand::List(args) => list(&root, &args),
         OciCommand::Ps(args) => ps(&root, &args),
         OciCommand::Update(args) => update(&root, &args, log),
+        OciCommand::Pause(args) => freeze(&root, &args.container_id, true),
+        OciCommand::Resume(args) => freeze(&root, &args.container_id, false),
         OciCommand::Features(_) => {
             println!("{}", serde_json::to_string_pretty(&features())?);
             Ok(0)
@@ -341,13 +347,23 @@ impl Container {
             .with_context(|| format!("writing {}", path.display()))
     }
 
-    /// The status as it is now: a created or running container whose shim is gone has stopped.
+    /// The status as it is now: a created or running container whose shim is gone has stopped;
+    /// a running one whose jail is frozen is paused.
     fn status(&self) -> Status {
         match self.record.status {
-            Status::Created | Status::Running | Status::Creating
+            Status::Created | Status::Running | Status::Creating | Status::Paused
                 if !alive(self.record.shim_pid, self.record.shim_started) =>
             {
                 Status::Stopped
+            }
+            Status::Running
+                if self
+                    .record
+                    .limits
+                    .as_ref()
+                    .is_some_and(elastos_loader::LimitMechanism::frozen) =>
+            {
+                Status::Paused
             }
             status => status,
         }
@@ -1221,7 +1237,7 @@ fn ps(root: &Path, args: &liboci_cli::Ps) -> Result<u8> {
     let container = Container::open(root, id)?;
     let record = &container.record;
     let pids: Vec<i32> = match (container.status(), record.jail_pid, record.jail_started) {
-        (Status::Running, Some(init), Some(started)) if alive(init, started) => {
+        (Status::Running | Status::Paused, Some(init), Some(started)) if alive(init, started) => {
             let namespace = fs::read_link(format!("/proc/{init}/ns/pid"))?;
             let mut pids: Vec<i32> = fs::read_dir("/proc")?
                 .flatten()
@@ -1268,7 +1284,9 @@ fn ps(root: &Path, args: &liboci_cli::Ps) -> Result<u8> {
 fn update(root: &Path, args: &liboci_cli::Update, log: &Log) -> Result<u8> {
     let id = &args.container_id;
     let container = Container::open(root, id)?;
-    let (Status::Running, Some(mechanism)) = (container.status(), &container.record.limits) else {
+    let (Status::Running | Status::Paused, Some(mechanism)) =
+        (container.status(), &container.record.limits)
+    else {
         bail!(
             "container {id} is {}: update needs a running container",
             status_name(container.status())
@@ -1325,6 +1343,32 @@ fn update(root: &Path, args: &liboci_cli::Update, log: &Log) -> Result<u8> {
     Ok(0)
 }
 
+/// `pause` (`frozen`) and `resume`: the jail's cgroup2 leaf frozen or thawed, every process of
+/// it at once (the cgroup v2 freezer; on a hybrid host, the unified leaf the jail is cloned into).
+fn freeze(root: &Path, id: &str, frozen: bool) -> Result<u8> {
+    let container = Container::open(root, id)?;
+    let (verb, from) = if frozen {
+        ("pause", Status::Running)
+    } else {
+        ("resume", Status::Paused)
+    };
+    let status = container.status();
+    let Some(mechanism) = container.record.limits.as_ref().filter(|_| status == from) else {
+        bail!(
+            "container {id} is {}: {verb} needs a {} container",
+            status_name(status),
+            status_name(from)
+        );
+    };
+    if !mechanism
+        .freeze(frozen)
+        .with_context(|| format!("{verb} container {id}"))?
+    {
+        bail!("container {id} has no cgroup2 leaf to freeze (no cgroup2 mount here): {verb} is not available");
+    }
+    Ok(0)
+}
+
 /// `start`: asks the shim to run the process, waits until it runs.
 fn start(root: &Path, id: &str) -> Result<u8> {
     let container = Container::open(root, id)?;
@@ -1350,6 +1394,7 @@ fn status_name(status: Status) -> &'static str {
         Status::Creating => "creating",
         Status::Created => "created",
         Status::Running => "running",
+        Status::Paused => "paused",
         Status::Stopped => "stopped",
     }
 }
@@ -1376,7 +1421,10 @@ fn kill(root: &Path, id: &str, signal: &str) -> Result<()> {
     let container = Container::open(root, id)?;
     let record = &container.record;
     let delivered = match (container.status(), record.jail_pid, record.jail_started) {
-        (Status::Running, Some(pid), Some(started)) => signal_process(pid, started, signal)?,
+        // A paused jail gets it when resumed (SIGKILL at once).
+        (Status::Running | Status::Paused, Some(pid), Some(started)) => {
+            signal_process(pid, started, signal)?
+        }
         (Status::Created | Status::Creating, ..) => {
             signal_process(record.shim_pid, record.shim_started, signal)?
         }

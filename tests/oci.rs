@@ -809,6 +809,17 @@ fn the_runtime_alone_creates_starts_reports_and_deletes() {
         &runtime(&["update", "--cpu-share", "512", "r1"]),
         "--cpu-share",
     );
+    // pause and resume: the jail's cgroup2 leaf frozen and thawed; exec needs it running.
+    runtime(&["pause", "r1"]).assert_code(0);
+    assert_eq!(state("r1")["status"], "paused");
+    let frozen = runtime(&["exec", "r1", "/bin/elastos-probe", "exit", "0"]);
+    assert_refused(&frozen, "container r1 is paused");
+    assert_refused(
+        &runtime(&["pause", "r1"]),
+        "pause needs a running container",
+    );
+    runtime(&["resume", "r1"]).assert_code(0);
+    assert_eq!(state("r1")["status"], "running");
     // list and ps, as runc gives them: the container, and its jail's init and process.
     let listed = runtime(&["list", "--format", "json"]);
     listed.assert_code(0);

@@ -579,6 +579,55 @@ const CGROUP_BUSY_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// pids.max: the app's threads plus the jail's init.
 impl LimitMechanism {
+    /// The app's cgroup2 leaf, whose `cgroup.freeze` stops and resumes all of the jail at once
+    /// (`elastos oci pause`): the v2 leaf, or on a hybrid host the unified one beside the v1
+    /// controllers. `None` without a cgroup2 leaf (no freezer for the jail then).
+    fn freezer(&self) -> Option<&Path> {
+        match self {
+            LimitMechanism::CgroupV2 { path, .. } => Some(path),
+            LimitMechanism::CgroupV1 { unified, .. } => unified.as_deref(),
+            LimitMechanism::Rlimits => None,
+        }
+    }
+
+    /// Freezes (`true`) or thaws the app's cgroup2 leaf; waits until the kernel reports it
+    /// done (`cgroup.events`), at most 5 s. `Ok(false)` when there is no leaf to freeze.
+    pub fn freeze(&self, frozen: bool) -> Result<bool, CgroupError> {
+        let Some(leaf) = self.freezer() else {
+            return Ok(false);
+        };
+        write(&leaf.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
+        let wanted = if frozen { "frozen 1" } else { "frozen 0" };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let events = leaf.join("cgroup.events");
+        loop {
+            let now = fs::read_to_string(&events).map_err(|source| CgroupError::Io {
+                path: events.clone(),
+                source,
+            })?;
+            if now.lines().any(|line| line == wanted) {
+                return Ok(true);
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(CgroupError::Io {
+                    path: events,
+                    source: io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("not `{wanted}` within 5 s"),
+                    ),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
+    /// Whether the app's cgroup2 leaf is frozen (asked to be: `cgroup.freeze` reads 1).
+    pub fn frozen(&self) -> bool {
+        self.freezer()
+            .and_then(|leaf| fs::read_to_string(leaf.join("cgroup.freeze")).ok())
+            .is_some_and(|value| value.trim() == "1")
+    }
+
     /// Writes `limits` to the app's cgroups, which exist: at its start, and again for
     /// `elastos oci update` while it runs. Without a cgroup (rlimits) there is nothing to
     /// change from outside.
@@ -738,6 +787,46 @@ mod tests {
 
     fn change(path: &str, content: &str) -> (String, String) {
         (path.to_owned(), content.to_owned())
+    }
+
+    /// `elastos oci pause` and `update` against a simulated leaf: pause writes only
+    /// `cgroup.freeze` and returns once `cgroup.events` says frozen (the simulation holds what
+    /// the kernel would show by then); an update rewrites the limits in place; without a
+    /// cgroup2 leaf there is no freezer.
+    #[test]
+    fn v2_pause_writes_cgroup_freeze_and_an_update_rewrites_the_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        cgroup(
+            root,
+            "elastos/app",
+            &[
+                ("cgroup.freeze", "0\n"),
+                ("cgroup.events", "populated 1\nfrozen 1\n"),
+                ("memory.max", "max\n"),
+                ("pids.max", "max\n"),
+            ],
+        );
+        let mechanism = v2(root.join("elastos/app"), false, false);
+        assert!(!mechanism.frozen());
+        let before = tree(root);
+        assert!(mechanism.freeze(true).unwrap());
+        assert_eq!(
+            changes(&before, &tree(root)),
+            [change("elastos/app/cgroup.freeze", "1")]
+        );
+        assert!(mechanism.frozen());
+        let before = tree(root);
+        mechanism.set_limits(&limits()).unwrap();
+        assert_eq!(
+            changes(&before, &tree(root)),
+            [
+                change("elastos/app/memory.max", &(64 * MIB).to_string()),
+                change("elastos/app/pids.max", "33"),
+            ]
+        );
+        assert!(!LimitMechanism::Rlimits.freeze(true).unwrap());
+        assert!(!LimitMechanism::Rlimits.frozen());
     }
 
     #[test]

@@ -167,6 +167,8 @@ pub enum Status {
     Created,
     /// Its process runs.
     Running,
+    /// Its jail is frozen (`pause`; runc's state name for it).
+    Paused,
     /// Its process has ended.
     Stopped,
 }
