@@ -88,7 +88,10 @@ chmod +x "$WORK/crun-1.1"
 run_one() {
   local runtime=$1 test=$2 out=$WORK/out
   local status=0
-  ( cd "$WORK/rt" && RUNTIME=$runtime timeout "$TEST_TIMEOUT" unshare -m --propagation private \
+  # The suite's bundles go under $WORK (TMPDIR): a test killed by the timeout leaves its own.
+  mkdir -p "$WORK/tmp"
+  ( cd "$WORK/rt" && TMPDIR=$WORK/tmp RUNTIME=$runtime timeout "$TEST_TIMEOUT" \
+      unshare -m --propagation private \
       sh -c 'mount -t tmpfs -o mode=755 tmpfs /run &&
              { umount -l /sys/fs/cgroup/unified 2>/dev/null; true; } && exec "$0"' "$test" \
       >"$out" 2>&1 ) || status=$?
