@@ -66,6 +66,12 @@ enum OciCommand {
     List(liboci_cli::List),
     /// The processes of a container's jail: a table, or their host pids with `--format json`.
     Ps(liboci_cli::Ps),
+    /// New limits for a running container: memory, tasks and the CPU quota (runc's flags).
+    Update(liboci_cli::Update),
+    /// Freezes every process of a running container's jail.
+    Pause(liboci_cli::Pause),
+    /// Thaws a paused container's jail.
+    Resume(liboci_cli::Resume),
     /// The supervisor of one container (started by `create`; not for people).
     #[command(hide = true)]
     Shim {
@@ -161,6 +167,9 @@ fn run(cli: OciCli, log: &Log) -> Result<u8> {
         OciCommand::Exec(args) => exec(&root, &args, log),
         OciCommand::List(args) => list(&root, &args),
         OciCommand::Ps(args) => ps(&root, &args),
+        OciCommand::Update(args) => update(&root, &args, log),
+        OciCommand::Pause(args) => freeze(&root, &args.container_id, true),
+        OciCommand::Resume(args) => freeze(&root, &args.container_id, false),
         OciCommand::Features(_) => {
             println!("{}", serde_json::to_string_pretty(&features())?);
             Ok(0)
@@ -295,6 +304,13 @@ struct Record {
     /// When `create` made it (RFC 3339 UTC), for `list`.
     #[serde(default)]
     created: String,
+    /// The spec's `process.oomScoreAdj`, which the shim gives the jail (see
+    /// [`apply_oom_score_adj`]).
+    #[serde(default)]
+    oom_score_adj: Option<i32>,
+    /// How the jail's limits are enforced, once started: where `update` writes new ones.
+    #[serde(default)]
+    limits: Option<elastos_loader::LimitMechanism>,
 }
 
 /// One container's state directory.
@@ -331,13 +347,23 @@ impl Container {
             .with_context(|| format!("writing {}", path.display()))
     }
 
-    /// The status as it is now: a created or running container whose shim is gone has stopped.
+    /// The status as it is now: a created or running container whose shim is gone has stopped;
+    /// a running one whose jail is frozen is paused.
     fn status(&self) -> Status {
         match self.record.status {
-            Status::Created | Status::Running | Status::Creating
+            Status::Created | Status::Running | Status::Creating | Status::Paused
                 if !alive(self.record.shim_pid, self.record.shim_started) =>
             {
                 Status::Stopped
+            }
+            Status::Running
+                if self
+                    .record
+                    .limits
+                    .as_ref()
+                    .is_some_and(elastos_loader::LimitMechanism::frozen) =>
+            {
+                Status::Paused
             }
             status => status,
         }
@@ -593,6 +619,8 @@ fn create(
             jail_started: None,
             cgroups: Vec::new(),
             created: rfc3339_now(),
+            oom_score_adj: translation.oom_score_adj,
+            limits: None,
             annotations: spec
                 .annotations()
                 .clone()
@@ -786,6 +814,9 @@ fn shim_run(root: &Path, id: &str, log: &Log) -> Result<u8> {
     let dir = container.dir.clone();
     let plan: JailPlan = serde_json::from_slice(&fs::read(dir.join("plan.json"))?)
         .context("reading the container's plan")?;
+    if let Some(asked) = container.record.oom_score_adj {
+        apply_oom_score_adj(asked, log)?;
+    }
     let mut options = elastos_host::apps::launch_options(false, false)?;
     options.attached = true;
     let pending = elastos_loader::spawn(&options)?;
@@ -832,6 +863,7 @@ fn shim_run(root: &Path, id: &str, log: &Log) -> Result<u8> {
         .into_iter()
         .map(Path::to_owned)
         .collect();
+    container.record.limits = Some(facts.limits.clone());
     container.save()?;
     let _ = writeln!(starter, "ok");
     drop(starter);
@@ -840,6 +872,26 @@ fn shim_run(root: &Path, id: &str, log: &Log) -> Result<u8> {
     container.record.status = Status::Stopped;
     container.save()?;
     Ok(u8::try_from(exit.code()).unwrap_or(125))
+}
+
+/// The shim's own OOM score adjustment, which the jail it spawns inherits: the spec's, where it
+/// is not lower than the shim's (a lower one would make the container the last the kernel's OOM
+/// killer picks, at the host's expense; the spec narrows, never widens).
+fn apply_oom_score_adj(asked: i32, log: &Log) -> Result<()> {
+    const PATH: &str = "/proc/self/oom_score_adj";
+    let current: i32 = fs::read_to_string(PATH)
+        .with_context(|| format!("reading {PATH}"))?
+        .trim()
+        .parse()
+        .with_context(|| format!("{PATH} is not a number"))?;
+    if asked < current {
+        log.warn(&format!(
+            "config.json process.oomScoreAdj = {asked}: kept at the runtime's {current} (a lower \
+             one would protect the container from the OOM killer at the host's expense)"
+        ));
+        return Ok(());
+    }
+    fs::write(PATH, asked.to_string()).with_context(|| format!("writing {asked} to {PATH}"))
 }
 
 /// Hands the container's fd 3 (the broker's end) to the broker daemon, when one runs: found from
@@ -1185,7 +1237,7 @@ fn ps(root: &Path, args: &liboci_cli::Ps) -> Result<u8> {
     let container = Container::open(root, id)?;
     let record = &container.record;
     let pids: Vec<i32> = match (container.status(), record.jail_pid, record.jail_started) {
-        (Status::Running, Some(init), Some(started)) if alive(init, started) => {
+        (Status::Running | Status::Paused, Some(init), Some(started)) if alive(init, started) => {
             let namespace = fs::read_link(format!("/proc/{init}/ns/pid"))?;
             let mut pids: Vec<i32> = fs::read_dir("/proc")?
                 .flatten()
@@ -1224,6 +1276,99 @@ fn ps(root: &Path, args: &liboci_cli::Ps) -> Result<u8> {
     Ok(0)
 }
 
+/// `update`: new memory, task and CPU-quota limits for a running container, written to its
+/// cgroups and to its plan (so a later `exec` and `update` start from them), from runc's flags
+/// or `--resources FILE` (a runtime spec `linux.resources`, `-` for stdin). What the jail does
+/// not enforce (CPU shares and sets, block I/O, ...) is refused, naming the flag: an engine
+/// must not believe it applied.
+fn update(root: &Path, args: &liboci_cli::Update, log: &Log) -> Result<u8> {
+    let id = &args.container_id;
+    let container = Container::open(root, id)?;
+    let (Status::Running | Status::Paused, Some(mechanism)) =
+        (container.status(), &container.record.limits)
+    else {
+        bail!(
+            "container {id} is {}: update needs a running container",
+            status_name(container.status())
+        );
+    };
+    let plan_path = container.dir.join("plan.json");
+    let mut plan: JailPlan =
+        serde_json::from_slice(&fs::read(&plan_path)?).context("reading the container's plan")?;
+    let asked = match &args.resources {
+        Some(path) => {
+            let bytes = if path == Path::new("-") {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)?;
+                bytes
+            } else {
+                fs::read(path).with_context(|| format!("reading --resources {}", path.display()))?
+            };
+            let resources: elastos_oci::runtime::LinuxResources = serde_json::from_slice(&bytes)
+                .context("--resources: expected a runtime spec `linux.resources` object (JSON)")?;
+            elastos_oci::ResourceUpdate::from_resources(&resources)
+        }
+        None => elastos_oci::ResourceUpdate {
+            memory_bytes: args.memory,
+            tasks: args.pids_limit,
+            cpu_quota_us: args.cpu_quota,
+            cpu_period_us: args.cpu_period,
+            unenforced: [
+                ("--blkio-weight", args.blkio_weight.is_some()),
+                ("--cpu-rt-period", args.cpu_rt_period.is_some()),
+                ("--cpu-rt-runtime", args.cpu_rt_runtime.is_some()),
+                ("--cpu-share", args.cpu_share.is_some()),
+                ("--cpuset-cpus", args.cpuset_cpus.is_some()),
+                ("--cpuset-mems", args.cpuset_mems.is_some()),
+                ("--memory-reservation", args.memory_reservation.is_some()),
+                ("--memory-swap", args.memory_swap.is_some()),
+                ("--l3-cache-schema", args.l3_cache_schema.is_some()),
+                ("--mem-bw-schema", args.mem_bw_schema.is_some()),
+            ]
+            .into_iter()
+            .filter(|(_, set)| *set)
+            .map(|(flag, _)| flag.to_owned())
+            .collect(),
+        },
+    };
+    plan.limits = asked.apply(plan.limits)?;
+    if !mechanism.cpu_limited() && (args.cpu_quota.is_some() || args.cpu_period.is_some()) {
+        log.warn("--cpu-quota: not enforced here (no cpu controller for the jail)");
+    }
+    mechanism
+        .set_limits(&plan.limits)
+        .with_context(|| format!("updating the limits of container {id}"))?;
+    write_atomically(&plan_path, &serde_json::to_vec(&plan)?)
+        .with_context(|| format!("writing {}", plan_path.display()))?;
+    Ok(0)
+}
+
+/// `pause` (`frozen`) and `resume`: the jail's cgroup2 leaf frozen or thawed, every process of
+/// it at once (the cgroup v2 freezer; on a hybrid host, the unified leaf the jail is cloned into).
+fn freeze(root: &Path, id: &str, frozen: bool) -> Result<u8> {
+    let container = Container::open(root, id)?;
+    let (verb, from) = if frozen {
+        ("pause", Status::Running)
+    } else {
+        ("resume", Status::Paused)
+    };
+    let status = container.status();
+    let Some(mechanism) = container.record.limits.as_ref().filter(|_| status == from) else {
+        bail!(
+            "container {id} is {}: {verb} needs a {} container",
+            status_name(status),
+            status_name(from)
+        );
+    };
+    if !mechanism
+        .freeze(frozen)
+        .with_context(|| format!("{verb} container {id}"))?
+    {
+        bail!("container {id} has no cgroup2 leaf to freeze (no cgroup2 mount here): {verb} is not available");
+    }
+    Ok(0)
+}
+
 /// `start`: asks the shim to run the process, waits until it runs.
 fn start(root: &Path, id: &str) -> Result<u8> {
     let container = Container::open(root, id)?;
@@ -1249,6 +1394,7 @@ fn status_name(status: Status) -> &'static str {
         Status::Creating => "creating",
         Status::Created => "created",
         Status::Running => "running",
+        Status::Paused => "paused",
         Status::Stopped => "stopped",
     }
 }
@@ -1275,7 +1421,10 @@ fn kill(root: &Path, id: &str, signal: &str) -> Result<()> {
     let container = Container::open(root, id)?;
     let record = &container.record;
     let delivered = match (container.status(), record.jail_pid, record.jail_started) {
-        (Status::Running, Some(pid), Some(started)) => signal_process(pid, started, signal)?,
+        // A paused jail gets it when resumed (SIGKILL at once).
+        (Status::Running | Status::Paused, Some(pid), Some(started)) => {
+            signal_process(pid, started, signal)?
+        }
         (Status::Created | Status::Creating, ..) => {
             signal_process(record.shim_pid, record.shim_started, signal)?
         }

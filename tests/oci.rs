@@ -754,56 +754,9 @@ fn the_runtime_alone_creates_starts_reports_and_deletes() {
         }
     });
     std::fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
-    // Plain commands with their output in files: `create` leaves the shim holding its stdio,
-    // as runc leaves the container's process (an engine hands it the container's stdio).
-    let call = std::cell::Cell::new(0);
-    let runtime = |args: &[&str]| -> Output {
-        call.set(call.get() + 1);
-        let out = fixture
-            .harness
-            .path()
-            .join(format!("call-{}.out", call.get()));
-        let err = fixture
-            .harness
-            .path()
-            .join(format!("call-{}.err", call.get()));
-        let status = Command::new(&fixture.runtime)
-            .arg("--root")
-            .arg(&fixture.state_root)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .status()
-            .unwrap();
-        Output::of(
-            status,
-            std::fs::read(&out).unwrap(),
-            std::fs::read(&err).unwrap(),
-            format!("elastos-runc {}", args.join(" ")),
-        )
-    };
-    let state = |id: &str| -> serde_json::Value {
-        let output = runtime(&["state", id]);
-        output.assert_code(0);
-        serde_json::from_slice(&output.stdout).expect("state is JSON")
-    };
-    // Also on failure: whatever the test created goes.
-    struct DeleteOnDrop<'a>(&'a Fixture);
-    impl Drop for DeleteOnDrop<'_> {
-        fn drop(&mut self) {
-            for id in ["r1", "r2"] {
-                let _ = Command::new(&self.0.runtime)
-                    .arg("--root")
-                    .arg(&self.0.state_root)
-                    .args(["delete", "--force", id])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        }
-    }
-    let _cleanup = DeleteOnDrop(&fixture);
+    let calls = Calls::new(&fixture, &["r1", "r2"]);
+    let runtime = |args: &[&str]| calls.run(args);
+    let state = |id: &str| calls.state(id);
     let pid_file = fixture.harness.path().join("pid");
     let bundle_arg = bundle.display().to_string();
     let pid_arg = pid_file.display().to_string();
@@ -840,6 +793,33 @@ fn the_runtime_alone_creates_starts_reports_and_deletes() {
     };
     assert_eq!(limit("memory.limit_in_bytes").as_deref(), Some("67108864"));
     assert_eq!(limit("pids.max").as_deref(), Some("17"));
+    // update: new limits in the same cgroups, raised and lowered (runc's flags); what the jail
+    // does not enforce is refused with its flag named.
+    runtime(&["update", "--memory", "100663296", "--pids-limit", "8", "r1"]).assert_code(0);
+    assert_eq!(limit("memory.limit_in_bytes").as_deref(), Some("100663296"));
+    assert_eq!(limit("pids.max").as_deref(), Some("9"));
+    runtime(&["update", "--memory", "50331648", "r1"]).assert_code(0);
+    assert_eq!(limit("memory.limit_in_bytes").as_deref(), Some("50331648"));
+    assert_eq!(
+        limit("pids.max").as_deref(),
+        Some("9"),
+        "kept from the last update"
+    );
+    assert_refused(
+        &runtime(&["update", "--cpu-share", "512", "r1"]),
+        "--cpu-share",
+    );
+    // pause and resume: the jail's cgroup2 leaf frozen and thawed; exec needs it running.
+    runtime(&["pause", "r1"]).assert_code(0);
+    assert_eq!(state("r1")["status"], "paused");
+    let frozen = runtime(&["exec", "r1", "/bin/elastos-probe", "exit", "0"]);
+    assert_refused(&frozen, "container r1 is paused");
+    assert_refused(
+        &runtime(&["pause", "r1"]),
+        "pause needs a running container",
+    );
+    runtime(&["resume", "r1"]).assert_code(0);
+    assert_eq!(state("r1")["status"], "running");
     // list and ps, as runc gives them: the container, and its jail's init and process.
     let listed = runtime(&["list", "--format", "json"]);
     listed.assert_code(0);
@@ -891,6 +871,10 @@ fn the_runtime_alone_creates_starts_reports_and_deletes() {
     assert_refused(
         &early,
         "container r2 is created: exec needs a running container",
+    );
+    assert_refused(
+        &runtime(&["update", "--memory", "50331648", "r2"]),
+        "container r2 is created: update needs a running container",
     );
     runtime(&["delete", "--force", "r2"]).assert_code(0);
 
@@ -964,6 +948,239 @@ fn a_running_broker_daemon_gets_the_containers_fd_3() {
     drop(daemon);
     assert!(listed, "the container's connection is not in `elastos ps`");
     assert!(deleted);
+    leftovers.assert_none(&fixture.token(), Some(&fixture.state_root));
+}
+
+/// The runtime called alone, as plain commands with their output in files: `create` leaves the
+/// shim holding its stdio, as runc leaves the container's process (an engine hands it the
+/// container's stdio). Dropped, it deletes the containers it names, also when a test fails.
+struct Calls<'a> {
+    fixture: &'a Fixture,
+    count: std::cell::Cell<u32>,
+    ids: &'a [&'a str],
+}
+
+impl<'a> Calls<'a> {
+    fn new(fixture: &'a Fixture, ids: &'a [&'a str]) -> Calls<'a> {
+        Calls {
+            fixture,
+            count: std::cell::Cell::new(0),
+            ids,
+        }
+    }
+
+    /// `elastos-runc --root ROOT ARGS...`; the files of its stdout and stderr stay, numbered.
+    fn run(&self, args: &[&str]) -> Output {
+        self.count.set(self.count.get() + 1);
+        let out = self.stdout_of(self.count.get());
+        let err = out.with_extension("err");
+        let status = Command::new(&self.fixture.runtime)
+            .arg("--root")
+            .arg(&self.fixture.state_root)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .status()
+            .unwrap();
+        Output::of(
+            status,
+            std::fs::read(&out).unwrap(),
+            std::fs::read(&err).unwrap(),
+            format!("elastos-runc {}", args.join(" ")),
+        )
+    }
+
+    /// Where call number `n` (from 1) wrote its stdout: for `create`, the container's too.
+    fn stdout_of(&self, n: u32) -> PathBuf {
+        self.fixture.harness.path().join(format!("call-{n}.out"))
+    }
+
+    fn state(&self, id: &str) -> serde_json::Value {
+        let output = self.run(&["state", id]);
+        output.assert_code(0);
+        serde_json::from_slice(&output.stdout).expect("state is JSON")
+    }
+}
+
+impl Drop for Calls<'_> {
+    fn drop(&mut self) {
+        for id in self.ids {
+            let _ = Command::new(&self.fixture.runtime)
+                .arg("--root")
+                .arg(&self.fixture.state_root)
+                .args(["delete", "--force", id])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// The mounts runtime-tools' default spec asks for (runc's and containerd's too), in its
+/// order: the jail's /proc and /dev where the spec has them, a private devpts (nodev: no
+/// terminal can be opened), the spec's /dev/shm tmpfs within the jail's bound, mqueue of the
+/// jail's IPC namespace, and a read-only sysfs of its network namespace of which only the CPUs
+/// can be read. runtimetest checks mountinfo in the spec's order, which is what this pins. Also
+/// the spec's rlimits (hard ones were lowered to the soft ones) and a higher OOM score
+/// adjustment (it was not applied).
+#[test]
+fn the_specs_kernel_filesystems_rlimits_and_oom_score_in_the_jail() {
+    let _one = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    let leftovers = Leftovers::before();
+    let fixture = Fixture::new();
+    let bundle = fixture.harness.mkdir("bundle");
+    let paths = [
+        "/proc/self/mountinfo",
+        "/sys/devices/system/cpu/online",
+        "/sys/firmware",
+        "/sys/kernel/notes",
+        "/sys/class/net",
+        "/dev/ptmx",
+        "/dev/pts",
+        "/dev/mqueue",
+        "/proc/self/oom_score_adj",
+        "/proc/self/limits",
+    ];
+    let mut args = vec!["/bin/elastos-probe", "read"];
+    args.extend(paths);
+    let spec = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": fixture.rootfs, "readonly": true},
+        "process": {"cwd": "/", "args": args, "user": {"uid": 0, "gid": 0},
+                    "oomScoreAdj": 500,
+                    "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 300, "hard": 400},
+                                {"type": "RLIMIT_STACK", "soft": 16777216, "hard": 33554432}]},
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=1g"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]}
+        ],
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"},
+                           {"type": "uts"}, {"type": "mount"}],
+            "resources": {"memory": {"limit": 67108864}}
+        }
+    });
+    std::fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
+    let calls = Calls::new(&fixture, &["k1"]);
+    let bundle_arg = bundle.display().to_string();
+    calls
+        .run(&["create", "--bundle", &bundle_arg, "k1"])
+        .assert_code(0);
+    calls.run(&["start", "k1"]).assert_code(0);
+    assert!(eventually(Duration::from_secs(10), || calls.state("k1")
+        ["status"]
+        == "stopped"));
+    let seen = std::fs::read_to_string(calls.stdout_of(1)).unwrap();
+    let result = |path: &str| -> String {
+        seen.lines()
+            .find_map(|line| line.strip_prefix(&format!("{path} ")))
+            .unwrap_or_else(|| panic!("no line for {path} in:\n{seen}"))
+            .to_owned()
+    };
+    // Readable: the CPUs; not: the rest of sysfs (Landlock's EACCES), the devpts multiplexer
+    // (nodev: EACCES).
+    assert!(
+        result("/sys/devices/system/cpu/online").starts_with("ok"),
+        "{seen}"
+    );
+    for denied in [
+        "/sys/firmware",
+        "/sys/kernel/notes",
+        "/sys/class/net",
+        "/dev/ptmx",
+    ] {
+        assert_eq!(result(denied), "errno 13", "{denied}: {seen}");
+    }
+    // The devpts instance holds none of the host's terminals: only its multiplexer.
+    let pts = seen
+        .split("== /dev/pts\n")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or_default();
+    assert_eq!(pts, "ptmx", "{seen}");
+    // mountinfo: each of the spec's mounts, in the spec's order, of its type and source.
+    let mountinfo: Vec<(String, String, String, String)> = seen
+        .split("== /proc/self/mountinfo\n")
+        .nth(1)
+        .expect("mountinfo was read")
+        .lines()
+        .take_while(|line| !line.starts_with("== "))
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let point = left.split(' ').nth(4)?.to_owned();
+            let options = left.split(' ').nth(5)?.to_owned();
+            let mut right = right.split(' ');
+            let fstype = right.next()?.to_owned();
+            let source = right.next()?.to_owned();
+            let super_options = right.next().unwrap_or_default();
+            Some((point, fstype, source, format!("{options},{super_options}")))
+        })
+        .collect();
+    let wanted = [
+        ("/proc", "proc", "proc"),
+        ("/dev", "tmpfs", "tmpfs"),
+        ("/dev/pts", "devpts", "devpts"),
+        ("/dev/shm", "tmpfs", "shm"),
+        ("/dev/mqueue", "mqueue", "mqueue"),
+        ("/sys", "sysfs", "sysfs"),
+    ];
+    let positions: Vec<usize> = wanted
+        .iter()
+        .map(|(point, fstype, source)| {
+            mountinfo
+                .iter()
+                .position(|(p, t, s, _)| p == point && t == fstype && s == source)
+                .unwrap_or_else(|| panic!("{point} ({fstype}, {source}) not in {mountinfo:#?}"))
+        })
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "not in the spec's order: {positions:?} in {mountinfo:#?}"
+    );
+    let options =
+        |point: &str| &mountinfo[positions[wanted.iter().position(|w| w.0 == point).unwrap()]].3;
+    assert!(options("/sys").starts_with("ro,"), "{}", options("/sys"));
+    assert!(
+        options("/dev/pts").contains("nodev"),
+        "{}",
+        options("/dev/pts")
+    );
+    // The spec asked for 1 GiB of /dev/shm: the jail's bound (its memory, at most 64 MiB).
+    assert!(
+        options("/dev/shm").contains("size=65536k"),
+        "{}",
+        options("/dev/shm")
+    );
+    // The spec's rlimits, soft and hard (the stack's soft limit above the host's 8 MiB: below
+    // the hard one, the process could raise it itself).
+    for (name, soft, hard) in [
+        ("Max open files", "300", "400"),
+        ("Max stack size", "16777216", "33554432"),
+    ] {
+        let line = seen
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {seen}"));
+        let values: Vec<&str> = line[name.len()..].split_whitespace().collect();
+        assert_eq!(values[..2], [soft, hard], "{line}");
+    }
+    // A higher OOM score adjustment than the runtime's is the spec's.
+    assert!(
+        seen.contains("== /proc/self/oom_score_adj\n500\n"),
+        "{seen}"
+    );
+    calls.run(&["delete", "k1"]).assert_code(0);
     leftovers.assert_none(&fixture.token(), Some(&fixture.state_root));
 }
 

@@ -42,7 +42,7 @@ const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 /// `cpu_limited` (v2) and `cpu` (v1) say whether the CPU rate is limited: not where the cpu
 /// controller is not offered to us (a v2 parent that does not delegate it, a v1 host without
 /// it mounted).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "mechanism", rename_all = "snake_case")]
 pub enum LimitMechanism {
     /// A cgroup v2 leaf (memory.max, memory.swap.max, pids.max, cpu.max).
@@ -491,33 +491,17 @@ impl AppCgroup {
     /// v2: moves `pid` in unless it was cloned into the leaf; v1: lets the jail's host uid
     /// `owner` write the [`AppCgroup::self_join_files`], through which `pid` joins itself.
     pub fn apply(&self, limits: &ResourceLimits, pid: i32, owner: u32) -> Result<(), CgroupError> {
-        let quota = limits.cpu_quota_us().to_string();
         match &self.mechanism {
-            LimitMechanism::CgroupV2 {
-                path,
-                swap_limited,
-                cpu_limited,
-            } => {
+            LimitMechanism::CgroupV2 { path, .. } => {
                 make_dir(path)?;
-                write(&path.join("memory.max"), &limits.memory_bytes.to_string())?;
-                if *swap_limited {
-                    write(&path.join(V2_SWAP_MAX), "0")?;
-                }
-                write(&path.join("pids.max"), &tasks_max(limits))?;
-                if *cpu_limited {
-                    write(&path.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
-                }
+                self.mechanism.set_limits(limits)?;
                 if self.cloned_into {
                     return Ok(());
                 }
                 write(&path.join("cgroup.procs"), &pid.to_string())
             }
             LimitMechanism::CgroupV1 {
-                memory,
-                pids,
-                cpu,
-                swap_limited,
-                ..
+                memory, pids, cpu, ..
             } => {
                 for leaf in [Some(memory), Some(pids), cpu.as_ref()]
                     .into_iter()
@@ -528,19 +512,7 @@ impl AppCgroup {
                     }
                     make_dir(leaf)?;
                 }
-                let memory_bytes = limits.memory_bytes.to_string();
-                // In this order: memsw may never be set below limit_in_bytes, and both start
-                // unlimited in a new cgroup.
-                write(&memory.join("memory.limit_in_bytes"), &memory_bytes)?;
-                if *swap_limited {
-                    write(&memory.join(V1_MEMSW_LIMIT), &memory_bytes)?;
-                }
-                write(&pids.join("pids.max"), &tasks_max(limits))?;
-                if let Some(cpu) = cpu {
-                    // The period first: the quota is checked against it.
-                    write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
-                    write(&cpu.join("cpu.cfs_quota_us"), &quota)?;
-                }
+                self.mechanism.set_limits(limits)?;
                 for tasks in self.self_join_files() {
                     std::os::unix::fs::chown(&tasks, Some(owner), None).map_err(|source| {
                         CgroupError::Io {
@@ -606,6 +578,112 @@ impl Drop for AppCgroup {
 const CGROUP_BUSY_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// pids.max: the app's threads plus the jail's init.
+impl LimitMechanism {
+    /// The app's cgroup2 leaf, whose `cgroup.freeze` stops and resumes all of the jail at once
+    /// (`elastos oci pause`): the v2 leaf, or on a hybrid host the unified one beside the v1
+    /// controllers. `None` without a cgroup2 leaf (no freezer for the jail then).
+    fn freezer(&self) -> Option<&Path> {
+        match self {
+            LimitMechanism::CgroupV2 { path, .. } => Some(path),
+            LimitMechanism::CgroupV1 { unified, .. } => unified.as_deref(),
+            LimitMechanism::Rlimits => None,
+        }
+    }
+
+    /// Freezes (`true`) or thaws the app's cgroup2 leaf; waits until the kernel reports it
+    /// done (`cgroup.events`), at most 5 s. `Ok(false)` when there is no leaf to freeze.
+    pub fn freeze(&self, frozen: bool) -> Result<bool, CgroupError> {
+        let Some(leaf) = self.freezer() else {
+            return Ok(false);
+        };
+        write(&leaf.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
+        let wanted = if frozen { "frozen 1" } else { "frozen 0" };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let events = leaf.join("cgroup.events");
+        loop {
+            let now = fs::read_to_string(&events).map_err(|source| CgroupError::Io {
+                path: events.clone(),
+                source,
+            })?;
+            if now.lines().any(|line| line == wanted) {
+                return Ok(true);
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(CgroupError::Io {
+                    path: events,
+                    source: io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("not `{wanted}` within 5 s"),
+                    ),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
+    /// Whether the app's cgroup2 leaf is frozen (asked to be: `cgroup.freeze` reads 1).
+    pub fn frozen(&self) -> bool {
+        self.freezer()
+            .and_then(|leaf| fs::read_to_string(leaf.join("cgroup.freeze")).ok())
+            .is_some_and(|value| value.trim() == "1")
+    }
+
+    /// Writes `limits` to the app's cgroups, which exist: at its start, and again for
+    /// `elastos oci update` while it runs. Without a cgroup (rlimits) there is nothing to
+    /// change from outside.
+    pub fn set_limits(&self, limits: &ResourceLimits) -> Result<(), CgroupError> {
+        let quota = limits.cpu_quota_us().to_string();
+        match self {
+            LimitMechanism::CgroupV2 {
+                path,
+                swap_limited,
+                cpu_limited,
+            } => {
+                write(&path.join("memory.max"), &limits.memory_bytes.to_string())?;
+                if *swap_limited {
+                    write(&path.join(V2_SWAP_MAX), "0")?;
+                }
+                write(&path.join("pids.max"), &tasks_max(limits))?;
+                if *cpu_limited {
+                    write(&path.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
+                }
+                Ok(())
+            }
+            LimitMechanism::CgroupV1 {
+                memory,
+                pids,
+                cpu,
+                swap_limited,
+                ..
+            } => {
+                let memory_bytes = limits.memory_bytes.to_string();
+                let limit = memory.join("memory.limit_in_bytes");
+                // memsw may never be below limit_in_bytes: a raised limit goes after memsw, a
+                // lowered one before (both start unlimited in a new cgroup).
+                let raised = fs::read_to_string(&limit)
+                    .ok()
+                    .and_then(|current| current.trim().parse::<u64>().ok())
+                    .is_some_and(|current| limits.memory_bytes > current);
+                if *swap_limited && raised {
+                    write(&memory.join(V1_MEMSW_LIMIT), &memory_bytes)?;
+                }
+                write(&limit, &memory_bytes)?;
+                if *swap_limited && !raised {
+                    write(&memory.join(V1_MEMSW_LIMIT), &memory_bytes)?;
+                }
+                write(&pids.join("pids.max"), &tasks_max(limits))?;
+                if let Some(cpu) = cpu {
+                    // The period first: the quota is checked against it.
+                    write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+                    write(&cpu.join("cpu.cfs_quota_us"), &quota)?;
+                }
+                Ok(())
+            }
+            LimitMechanism::Rlimits => Ok(()),
+        }
+    }
+}
+
 fn tasks_max(limits: &ResourceLimits) -> String {
     (limits.threads + 1).to_string()
 }
@@ -709,6 +787,46 @@ mod tests {
 
     fn change(path: &str, content: &str) -> (String, String) {
         (path.to_owned(), content.to_owned())
+    }
+
+    /// `elastos oci pause` and `update` against a simulated leaf: pause writes only
+    /// `cgroup.freeze` and returns once `cgroup.events` says frozen (the simulation holds what
+    /// the kernel would show by then); an update rewrites the limits in place; without a
+    /// cgroup2 leaf there is no freezer.
+    #[test]
+    fn v2_pause_writes_cgroup_freeze_and_an_update_rewrites_the_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        cgroup(
+            root,
+            "elastos/app",
+            &[
+                ("cgroup.freeze", "0\n"),
+                ("cgroup.events", "populated 1\nfrozen 1\n"),
+                ("memory.max", "max\n"),
+                ("pids.max", "max\n"),
+            ],
+        );
+        let mechanism = v2(root.join("elastos/app"), false, false);
+        assert!(!mechanism.frozen());
+        let before = tree(root);
+        assert!(mechanism.freeze(true).unwrap());
+        assert_eq!(
+            changes(&before, &tree(root)),
+            [change("elastos/app/cgroup.freeze", "1")]
+        );
+        assert!(mechanism.frozen());
+        let before = tree(root);
+        mechanism.set_limits(&limits()).unwrap();
+        assert_eq!(
+            changes(&before, &tree(root)),
+            [
+                change("elastos/app/memory.max", &(64 * MIB).to_string()),
+                change("elastos/app/pids.max", "33"),
+            ]
+        );
+        assert!(!LimitMechanism::Rlimits.freeze(true).unwrap());
+        assert!(!LimitMechanism::Rlimits.frozen());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use elastos_handoff::{LandlockRule, LoaderInput, ResolvedMount, RuleAccess, SockFilter};
-use elastos_policy::{JailPlan, MountEntry, PathAccess};
+use elastos_policy::{JailPlan, KernelFs, MountEntry, PathAccess};
 
 use crate::error::LaunchError;
 
@@ -86,6 +86,20 @@ pub(crate) fn resolve_mounts(
                 jail: bytes(jail),
             },
             MountEntry::Proc { jail } => ResolvedMount::Proc { jail: bytes(jail) },
+            MountEntry::Kernel { fs, source, jail } => ResolvedMount::Kernel {
+                fs: match *fs {
+                    KernelFs::Tmpfs { size_bytes, mode } => {
+                        elastos_handoff::KernelFs::Tmpfs { size_bytes, mode }
+                    }
+                    KernelFs::Devpts => elastos_handoff::KernelFs::Devpts {
+                        max: elastos_policy::DEVPTS_MAX_PTYS,
+                    },
+                    KernelFs::Mqueue => elastos_handoff::KernelFs::Mqueue,
+                    KernelFs::Sysfs => elastos_handoff::KernelFs::Sysfs,
+                },
+                source: source.as_bytes().to_vec(),
+                jail: bytes(jail),
+            },
         };
         resolved.push(step);
     }

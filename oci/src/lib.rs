@@ -11,8 +11,9 @@
 //!   the host's /proc, /sys or /dev, a filesystem type other than bind and tmpfs, host hooks;
 //! - **dropped with a warning** ([`Warning`]): what engines ask for by default and the jail
 //!   cannot give without weakening itself: the ordinary capabilities (podman asks for 11, docker
-//!   and containerd for 14: the jail grants none), sysfs, cgroupfs, devpts and mqueue mounts, the
-//!   engine's /etc/hosts-style files inside the read-only image, another container's namespace
+//!   and containerd for 14: the jail grants none), cgroupfs mounts (and sysfs, devpts and mqueue
+//!   anywhere but their usual places), the engine's /etc/hosts-style files inside the read-only
+//!   image, another container's namespace
 //!   (a Kubernetes pod's sandbox: the jail makes its own instead, never joining one), sysctls, LSM labels, limits it
 //!   does not enforce (CPU shares and sets, block I/O);
 //! - **mapped**: the process (argv, environment, working directory, a terminal: a
@@ -21,6 +22,9 @@
 //!   masked paths (under an empty tmpfs or /dev/null), read-only paths (accepted where nothing
 //!   is writable, refused inside a writable mount), the other rlimits (only ever lowered), the rootfs (read-only as
 //!   `/`), volumes (binds: read-only, or writable and never executable) and tmpfs mounts, the
+//!   jail's /proc and /dev where the spec places them and the kernel filesystems engines ask
+//!   for as the jail's own ([`elastos_policy::KernelFs`]: /dev/shm, devpts, mqueue, a
+//!   read-only sysfs), the
 //!   memory, pids, open-file and CPU quota (`--cpus`) limits, and the spec's seccomp profile, which only ever removes
 //!   syscalls from the jail's allow-list ([`elastos_policy::SeccompProgram::compile_without`]).
 //!
@@ -30,11 +34,13 @@
 #![forbid(unsafe_code)]
 
 mod translate;
+mod update;
 
 use std::path::PathBuf;
 
 pub use oci_spec::runtime::{self, Spec};
 pub use translate::{translate, translate_process, Command, Host, PathKind, Translation};
+pub use update::ResourceUpdate;
 
 /// The OCI runtime-spec version this runtime implements (`elastos oci state`, `features`).
 pub const OCI_VERSION: &str = "1.2.0";
@@ -161,6 +167,8 @@ pub enum Status {
     Created,
     /// Its process runs.
     Running,
+    /// Its jail is frozen (`pause`; runc's state name for it).
+    Paused,
     /// Its process has ended.
     Stopped,
 }

@@ -5,7 +5,9 @@ use std::path::{Component, Path, PathBuf};
 
 use elastos_policy::manifest::DEFAULT_LIMITS;
 use elastos_policy::oci_plan::JAIL_OWNED_TOP_LEVEL;
-use elastos_policy::{ContainerJail, ContainerMount, Guest, Masked, ResourceLimits, Rlimit};
+use elastos_policy::{
+    ContainerJail, ContainerMount, Guest, KernelFs, Masked, ResourceLimits, Rlimit,
+};
 use oci_spec::runtime::{
     Capabilities, LinuxNamespaceType, LinuxSeccomp, LinuxSeccompAction, PosixRlimitType, Process,
     Spec,
@@ -47,6 +49,10 @@ pub struct Translation {
     pub jail: ContainerJail,
     /// `process.terminal`: the process's stdio is a pseudo-terminal (see [`Command::terminal`]).
     pub terminal: bool,
+    /// `process.oomScoreAdj`: the jail's OOM score adjustment, which the runtime applies only
+    /// where it makes the container no less likely to be killed than the runtime itself (a
+    /// lower one would protect it at the host's expense).
+    pub oom_score_adj: Option<i32>,
     /// What was dropped, each with its field.
     pub warnings: Vec<Warning>,
 }
@@ -94,6 +100,7 @@ pub fn translate(
     host: &dyn Host,
 ) -> Result<Translation, OciError> {
     crate::validate_id(container_id)?;
+    check_version(spec.version())?;
     let mut warnings = Vec::new();
     let mut warn = |field: &str, message: String| {
         warnings.push(Warning {
@@ -140,6 +147,14 @@ pub fn translate(
         .or_insert_with(|| elastos_policy::IPC_FD.to_string());
 
     let guest = guest(spec, process)?;
+    if let Some(adj) = process.oom_score_adj() {
+        if !(-1000..=1000).contains(&adj) {
+            return Err(invalid(
+                "process.oomScoreAdj",
+                &format!("{adj} is out of the kernel's range, -1000 to 1000"),
+            ));
+        }
+    }
     let mut limits = DEFAULT_LIMITS;
     let mut seccomp_denied = BTreeSet::new();
     let mut masked = Vec::new();
@@ -260,15 +275,10 @@ pub fn translate(
             if let Some(cpu) = resources.cpu() {
                 // `--cpus N`: quota/period is the CPUs' worth the container may use, which is
                 // what the jail's `limits.cpus` is (a quota of 0 or less is no limit).
-                match (cpu.quota(), cpu.period()) {
-                    (Some(quota), Some(period)) if quota > 0 && period > 0 => {
-                        let millis = (quota as u64).saturating_mul(1000) / period;
-                        limits.cpu_millis = millis.clamp(
-                            *elastos_policy::manifest::CPU_MILLIS_RANGE.start(),
-                            *elastos_policy::manifest::CPU_MILLIS_RANGE.end(),
-                        );
+                if let (Some(quota), Some(period)) = (cpu.quota(), cpu.period()) {
+                    if quota > 0 && period > 0 {
+                        limits.cpu_millis = cpu_millis(quota as u64, period);
                     }
-                    _ => {}
                 }
                 cpu_unenforced = cpu.shares().is_some()
                     || cpu.cpus().is_some()
@@ -339,13 +349,19 @@ pub fn translate(
     let mut extra_rlimits = Vec::new();
     for rlimit in process.rlimits().iter().flatten() {
         match rlimit.typ() {
-            PosixRlimitType::RlimitNofile => limits.open_files = rlimit.soft(),
             PosixRlimitType::RlimitNproc => limits.threads = limits.threads.min(rlimit.soft()),
-            other => extra_rlimits.push(Rlimit {
-                resource: rlimit_number(other),
-                soft: rlimit.soft(),
-                hard: rlimit.hard(),
-            }),
+            typ => {
+                // The jail's open-file limit is the spec's hard one; its soft one, below it,
+                // is passed on like the other rlimits.
+                if typ == PosixRlimitType::RlimitNofile {
+                    limits.open_files = rlimit.hard();
+                }
+                extra_rlimits.push(Rlimit {
+                    resource: rlimit_number(typ),
+                    soft: rlimit.soft(),
+                    hard: rlimit.hard(),
+                })
+            }
         }
     }
     check_limits(&limits)?;
@@ -368,6 +384,7 @@ pub fn translate(
             extra_rlimits,
         },
         terminal: command.terminal,
+        oom_score_adj: process.oom_score_adj(),
         warnings,
     })
 }
@@ -540,12 +557,16 @@ fn writable_places(mounts: &[ContainerMount]) -> Vec<PathBuf> {
             ..
         }
         | ContainerMount::Tmpfs { jail, .. } => Some(jail.clone()),
-        ContainerMount::Bind { .. } => None,
+        // /dev, its shm and mqueue are writable, and under /dev already; sysfs is read-only.
+        ContainerMount::Bind { .. }
+        | ContainerMount::Proc
+        | ContainerMount::Dev
+        | ContainerMount::Kernel { .. } => None,
     }));
     places
 }
 
-fn refused(field: impl Into<String>, value: &str, reason: &str) -> OciError {
+pub(crate) fn refused(field: impl Into<String>, value: &str, reason: &str) -> OciError {
     OciError::Refused {
         field: field.into(),
         value: value.to_owned(),
@@ -553,7 +574,7 @@ fn refused(field: impl Into<String>, value: &str, reason: &str) -> OciError {
     }
 }
 
-fn invalid(field: &str, reason: &str) -> OciError {
+pub(crate) fn invalid(field: &str, reason: &str) -> OciError {
     OciError::Invalid {
         field: field.to_owned(),
         reason: reason.to_owned(),
@@ -638,14 +659,34 @@ fn translate_mount(
         .collect();
     let typ = mount.typ().as_deref().unwrap_or("");
     let is_bind = typ == "bind" || options.iter().any(|o| *o == "bind" || *o == "rbind");
-    // The jail's own /proc, /dev and /dev/shm stand in for the engine's.
-    if matches!(shown.as_str(), "/proc" | "/dev" | "/dev/shm") {
+    // The jail's own /proc and /dev stand in for the engine's, where the spec places them.
+    match shown.as_str() {
+        "/proc" => return Ok(Some(ContainerMount::Proc)),
+        "/dev" => return Ok(Some(ContainerMount::Dev)),
+        _ => {}
+    }
+    if let Some(fs) = kernel_fs(&field, typ, &shown, &options, is_bind, warn)? {
+        let source = mount
+            .source()
+            .as_ref()
+            .map(|s| s.display().to_string())
+            .filter(|s| !s.is_empty() && !s.contains('\0'))
+            .unwrap_or_else(|| typ.to_owned());
+        return Ok(Some(ContainerMount::Kernel {
+            fs,
+            source,
+            jail: destination.clone(),
+        }));
+    }
+    // A bind on /dev/shm (podman's) is replaced by the jail's own: shared memory with a host
+    // directory is what the jail keeps out.
+    if shown == "/dev/shm" {
         return Ok(None);
     }
     if matches!(typ, "sysfs" | "cgroup" | "cgroup2" | "devpts" | "mqueue") && !is_bind {
         warn(
             &field,
-            format!("{typ} on {shown} left out: the jail has no {typ}"),
+            format!("{typ} on {shown} left out: the jail has no {typ} there"),
         );
         return Ok(None);
     }
@@ -708,19 +749,7 @@ fn translate_mount(
         }));
     }
     if typ == "tmpfs" {
-        let size_bytes = options
-            .iter()
-            .find_map(|o| o.strip_prefix("size="))
-            .map(|size| {
-                parse_size(size).ok_or_else(|| {
-                    invalid(
-                        &format!("{field}.options"),
-                        &format!("size={size} is not a size (e.g. 65536k, 64m)"),
-                    )
-                })
-            })
-            .transpose()?
-            .unwrap_or(DEFAULT_TMPFS_BYTES);
+        let size_bytes = tmpfs_size(&field, &options)?;
         return Ok(Some(ContainerMount::Tmpfs { jail, size_bytes }));
     }
     Err(refused(
@@ -728,6 +757,73 @@ fn translate_mount(
         typ,
         "the jail mounts only binds and tmpfs",
     ))
+}
+
+/// Where the jail mounts a kernel filesystem of its own namespaces, the only place each can be:
+/// (destination, type).
+const KERNEL_MOUNTS: &[(&str, &str)] = &[
+    ("/dev/shm", "tmpfs"),
+    ("/dev/pts", "devpts"),
+    ("/dev/mqueue", "mqueue"),
+    ("/sys", "sysfs"),
+];
+
+/// A mount the jail makes as a kernel filesystem of its own namespaces: the spec's /dev/shm
+/// tmpfs, devpts, mqueue and sysfs at their usual places (see [`KernelFs`]). `None` for any
+/// other mount.
+fn kernel_fs(
+    field: &str,
+    typ: &str,
+    destination: &str,
+    options: &[&str],
+    is_bind: bool,
+    warn: &mut dyn FnMut(&str, String),
+) -> Result<Option<KernelFs>, OciError> {
+    if is_bind || !KERNEL_MOUNTS.contains(&(destination, typ)) {
+        return Ok(None);
+    }
+    Ok(Some(match typ {
+        "tmpfs" => KernelFs::Tmpfs {
+            size_bytes: tmpfs_size(field, options)?,
+            // Permission bits only: a set-id bit on a directory grants nothing but is not asked
+            // for by any engine either.
+            mode: options
+                .iter()
+                .find_map(|o| o.strip_prefix("mode="))
+                .and_then(|mode| u32::from_str_radix(mode, 8).ok())
+                .map_or(0o1777, |mode| mode & 0o1777),
+        },
+        "devpts" => KernelFs::Devpts,
+        "mqueue" => KernelFs::Mqueue,
+        _ => {
+            if !options.contains(&"ro") {
+                warn(
+                    field,
+                    "sysfs on /sys mounted read-only all the same (the jail never writes to \
+                     the kernel's settings)"
+                        .into(),
+                );
+            }
+            KernelFs::Sysfs
+        }
+    }))
+}
+
+/// The `size=` of a tmpfs mount's options, else [`DEFAULT_TMPFS_BYTES`].
+fn tmpfs_size(field: &str, options: &[&str]) -> Result<u64, OciError> {
+    options
+        .iter()
+        .find_map(|o| o.strip_prefix("size="))
+        .map(|size| {
+            parse_size(size).ok_or_else(|| {
+                invalid(
+                    &format!("{field}.options"),
+                    &format!("size={size} is not a size (e.g. 65536k, 64m)"),
+                )
+            })
+        })
+        .transpose()
+        .map(|size| size.unwrap_or(DEFAULT_TMPFS_BYTES))
 }
 
 /// A tmpfs size: bytes, or with a k, m or g suffix.
@@ -791,8 +887,32 @@ fn narrowing(seccomp: &LinuxSeccomp, warn: &mut dyn FnMut(&str, String)) -> BTre
         .collect()
 }
 
+/// `ociVersion`: a runtime-spec version of major 1 (`1.0.0` to `1.3.0`, and later minor ones:
+/// what they add that this runtime does not know is not applied, as for any unknown field).
+fn check_version(version: &str) -> Result<(), OciError> {
+    let core = version.split(['-', '+']).next().unwrap_or_default();
+    let parts: Vec<&str> = core.split('.').collect();
+    let numeric = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    if parts.len() == 3 && parts.iter().all(numeric) && parts[0] == "1" {
+        return Ok(());
+    }
+    Err(invalid(
+        "ociVersion",
+        &format!("{version:?} is not a runtime-spec version: expected 1.MINOR.PATCH"),
+    ))
+}
+
+/// A CPU quota of `quota_us` in every `period_us` (both above 0) as the jail's thousandths of
+/// a CPU, within what the jail takes.
+pub(crate) fn cpu_millis(quota_us: u64, period_us: u64) -> u64 {
+    (quota_us.saturating_mul(1000) / period_us).clamp(
+        *elastos_policy::manifest::CPU_MILLIS_RANGE.start(),
+        *elastos_policy::manifest::CPU_MILLIS_RANGE.end(),
+    )
+}
+
 /// Limits the jail cannot take.
-fn check_limits(limits: &ResourceLimits) -> Result<(), OciError> {
+pub(crate) fn check_limits(limits: &ResourceLimits) -> Result<(), OciError> {
     if limits.memory_bytes < elastos_policy::manifest::MIN_MEMORY_BYTES {
         return Err(invalid(
             "linux.resources.memory.limit",

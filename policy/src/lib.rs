@@ -48,8 +48,9 @@ pub use linkage::EntryLinkage;
 pub use manifest::{Manifest, ManifestError};
 pub use oci_plan::{ContainerJail, ContainerMount, Masked};
 pub use plan::{
-    jail_paths, Guest, HostEnv, JailPlan, LandlockRule, MountEntry, PathAccess, ResourceLimits,
-    Rlimit, CPU_PERIOD_US, IPC_FD, JAIL_GID, JAIL_HOSTNAME, JAIL_UID,
+    jail_paths, Guest, HostEnv, JailPlan, KernelFs, LandlockRule, MountEntry, PathAccess,
+    ResourceLimits, Rlimit, CPU_PERIOD_US, DEVPTS_MAX_PTYS, IPC_FD, JAIL_GID, JAIL_HOSTNAME,
+    JAIL_UID, SYSFS_READABLE,
 };
 pub use seccomp::{BpfInstruction, IoctlRow, SeccompProgram, SyscallRow};
 

@@ -18,10 +18,10 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::plan::{scratch_mounts, scratch_rules};
+use crate::plan::{dev_mounts, proc_mount, scratch_rules, shm_bytes, tmp_mount};
 use crate::{
-    EntryLinkage, Guest, JailPlan, LandlockRule, MountEntry, PathAccess, PolicyError,
-    ResourceLimits, Rlimit, SeccompProgram,
+    jail_paths, EntryLinkage, Guest, JailPlan, KernelFs, LandlockRule, MountEntry, PathAccess,
+    PolicyError, ResourceLimits, Rlimit, SeccompProgram, SYSFS_READABLE,
 };
 
 /// Top-level names of a rootfs that the jail provides itself (see `plan::scratch_mounts`).
@@ -39,13 +39,29 @@ pub enum ContainerMount {
     },
     /// A fresh tmpfs (nosuid, nodev, noexec), writable.
     Tmpfs { jail: PathBuf, size_bytes: u64 },
+    /// The jail's own procfs, at `/proc`, where the spec has its proc mount.
+    Proc,
+    /// The jail's own `/dev` (its stateless devices and symlinks; its /dev/shm unless the spec
+    /// mounts one), where the spec has its `/dev`.
+    Dev,
+    /// A kernel filesystem of the jail's own namespaces (see [`KernelFs`]), at `jail`; a
+    /// [`KernelFs::Tmpfs`] is bounded by the jail's /dev/shm size whatever the spec's.
+    Kernel {
+        fs: KernelFs,
+        source: String,
+        jail: PathBuf,
+    },
 }
 
 impl ContainerMount {
     /// Where it is mounted in the jail.
     pub fn jail(&self) -> &Path {
         match self {
-            ContainerMount::Bind { jail, .. } | ContainerMount::Tmpfs { jail, .. } => jail,
+            ContainerMount::Bind { jail, .. }
+            | ContainerMount::Tmpfs { jail, .. }
+            | ContainerMount::Kernel { jail, .. } => jail,
+            ContainerMount::Proc => Path::new("/proc"),
+            ContainerMount::Dev => Path::new("/dev"),
         }
     }
 }
@@ -62,7 +78,8 @@ pub struct ContainerJail {
     pub rootfs: PathBuf,
     /// The names at the rootfs's top level (the host reads the directory).
     pub rootfs_entries: Vec<String>,
-    /// The spec's other mounts, in the spec's order.
+    /// The spec's other mounts, in the spec's order (the jail's /proc and /dev where the spec
+    /// has them: engines and `runtimetest` expect mountinfo in the spec's order).
     pub mounts: Vec<ContainerMount>,
     /// Limits: the spec's, else the jail's defaults.
     pub limits: ResourceLimits,
@@ -150,7 +167,20 @@ impl JailPlan {
                 optional: false,
             })
             .collect();
-        mounts.extend(scratch_mounts(container.limits.memory_bytes));
+        let memory = container.limits.memory_bytes;
+        let spec_has =
+            |wanted: &dyn Fn(&ContainerMount) -> bool| container.mounts.iter().any(wanted);
+        let own_shm = !spec_has(
+            &|m| matches!(m, ContainerMount::Kernel { jail, .. } if jail == Path::new(jail_paths::SHM)),
+        );
+        // The jail's own mounts the spec does not place come first.
+        mounts.push(tmp_mount(memory));
+        if !spec_has(&|m| *m == ContainerMount::Dev) {
+            mounts.extend(dev_mounts(memory, own_shm));
+        }
+        if !spec_has(&|m| *m == ContainerMount::Proc) {
+            mounts.push(proc_mount());
+        }
         let mut landlock: Vec<LandlockRule> = kept
             .iter()
             .map(|name| LandlockRule {
@@ -202,6 +232,41 @@ impl JailPlan {
                         optional: false,
                         reason: "a tmpfs of the spec; what is written there never runs".to_owned(),
                     });
+                }
+                ContainerMount::Proc => mounts.push(proc_mount()),
+                ContainerMount::Dev => mounts.extend(dev_mounts(memory, own_shm)),
+                ContainerMount::Kernel { fs, source, jail } => {
+                    let fs = match *fs {
+                        KernelFs::Tmpfs { size_bytes, mode } => KernelFs::Tmpfs {
+                            size_bytes: size_bytes.min(shm_bytes(memory)),
+                            mode,
+                        },
+                        other => other,
+                    };
+                    mounts.push(MountEntry::Kernel {
+                        fs,
+                        source: source.clone(),
+                        jail: jail.clone(),
+                    });
+                    match fs {
+                        // Where every devpts user looks for the multiplexer (nodev: it cannot
+                        // be opened).
+                        KernelFs::Devpts => mounts.push(MountEntry::Symlink {
+                            target: "pts/ptmx".into(),
+                            jail: "/dev/ptmx".into(),
+                        }),
+                        KernelFs::Sysfs => landlock.extend(SYSFS_READABLE.iter().map(|path| {
+                            LandlockRule {
+                                path: path.into(),
+                                access: PathAccess::ReadOnly,
+                                optional: true,
+                                reason: "the CPUs in sysfs (glibc's sysconf reads them); the \
+                                         rest of sysfs is not readable"
+                                    .to_owned(),
+                            }
+                        })),
+                        KernelFs::Tmpfs { .. } | KernelFs::Mqueue => {}
+                    }
                 }
             }
         }
@@ -392,6 +457,97 @@ mod tests {
         assert!(binds(&plan).contains(&(Path::new("/b/rootfs/etc"), Path::new("/etc"), false)));
         let unmasked = JailPlan::for_container(&container(vec![])).unwrap();
         assert_eq!(plan.landlock, unmasked.landlock);
+    }
+
+    /// The jail's /proc and /dev go where the spec has them (runtimetest reads mountinfo in the
+    /// spec's order); the spec's /dev/shm replaces the jail's, within its bound; devpts brings
+    /// the /dev/ptmx link, sysfs only a read rule on the CPUs.
+    #[test]
+    fn kernel_filesystems_follow_the_specs_order() {
+        let kernel = |fs, jail: &str| ContainerMount::Kernel {
+            fs,
+            source: "src".into(),
+            jail: jail.into(),
+        };
+        let plan = JailPlan::for_container(&container(vec![
+            ContainerMount::Proc,
+            ContainerMount::Dev,
+            kernel(KernelFs::Devpts, "/dev/pts"),
+            kernel(
+                KernelFs::Tmpfs {
+                    size_bytes: 1 << 40,
+                    mode: 0o1777,
+                },
+                "/dev/shm",
+            ),
+            kernel(KernelFs::Mqueue, "/dev/mqueue"),
+            kernel(KernelFs::Sysfs, "/sys"),
+        ]))
+        .unwrap();
+        let after_image: Vec<String> = plan
+            .mounts
+            .iter()
+            .skip_while(|m| matches!(m, MountEntry::Host { .. }))
+            .map(|m| match m {
+                MountEntry::Tmpfs { jail, .. } => format!("tmpfs {}", jail.display()),
+                MountEntry::Device { jail, .. } => format!("device {}", jail.display()),
+                MountEntry::Symlink { jail, target } => {
+                    format!("{} -> {}", jail.display(), target.display())
+                }
+                MountEntry::Proc { jail } => format!("proc {}", jail.display()),
+                MountEntry::Kernel {
+                    fs: KernelFs::Tmpfs { size_bytes, .. },
+                    jail,
+                    ..
+                } => format!("shm {} {size_bytes}", jail.display()),
+                MountEntry::Kernel { fs, jail, .. } => format!("{fs:?} {}", jail.display()),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            after_image,
+            [
+                "tmpfs /tmp",
+                "proc /proc",
+                "tmpfs /dev",
+                "device /dev/null",
+                "device /dev/zero",
+                "device /dev/full",
+                "device /dev/random",
+                "device /dev/urandom",
+                "/dev/fd -> /proc/self/fd",
+                "/dev/stdin -> /proc/self/fd/0",
+                "/dev/stdout -> /proc/self/fd/1",
+                "/dev/stderr -> /proc/self/fd/2",
+                "Devpts /dev/pts",
+                "/dev/ptmx -> pts/ptmx",
+                // The jail's /dev/shm bound, whatever the spec asked.
+                "shm /dev/shm 67108864",
+                "Mqueue /dev/mqueue",
+                "Sysfs /sys",
+            ]
+        );
+        let sys_rules: Vec<(&Path, PathAccess)> = plan
+            .landlock
+            .iter()
+            .filter(|r| r.path.starts_with("/sys"))
+            .map(|r| (r.path.as_path(), r.access))
+            .collect();
+        assert_eq!(
+            sys_rules,
+            [(Path::new("/sys/devices/system/cpu"), PathAccess::ReadOnly)]
+        );
+        // Without them in the spec: the jail's own, first, as for any app.
+        let plain = JailPlan::for_container(&container(vec![])).unwrap();
+        let own: Vec<&MountEntry> = plain
+            .mounts
+            .iter()
+            .skip_while(|m| matches!(m, MountEntry::Host { .. }))
+            .collect();
+        let scratch = crate::plan::scratch_mounts(DEFAULT_LIMITS.memory_bytes);
+        assert_eq!(own.len(), scratch.len());
+        assert!(scratch.iter().all(|m| own.contains(&m)));
+        assert!(!plain.landlock.iter().any(|r| r.path.starts_with("/sys")));
     }
 
     #[test]

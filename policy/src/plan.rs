@@ -152,7 +152,45 @@ pub enum MountEntry {
     Symlink { target: PathBuf, jail: PathBuf },
     /// A procfs instance of the jail's own pid namespace (nosuid, nodev, noexec).
     Proc { jail: PathBuf },
+    /// A filesystem of the jail's own kernel namespaces that an OCI spec asks for by name
+    /// (see [`KernelFs`]); `source` is only the name `/proc/self/mountinfo` shows (the spec's).
+    Kernel {
+        fs: KernelFs,
+        source: String,
+        jail: PathBuf,
+    },
 }
+
+/// The kernel filesystems a container's spec may ask for: each is the jail's own instance,
+/// nosuid, nodev and noexec, never one of the host's (see docs/security.md, "Containers run by
+/// an engine").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum KernelFs {
+    /// A tmpfs bounded like the jail's own (size and inodes): the spec's `/dev/shm`, which
+    /// mountinfo shows under the spec's source name.
+    Tmpfs { size_bytes: u64, mode: u32 },
+    /// A new devpts instance (`newinstance`, `ptmxmode=0666`, at most
+    /// [`DEVPTS_MAX_PTYS`] terminals): none of the host's terminals is in it, and `nodev` keeps
+    /// its `ptmx` from being opened (the jail gives no terminal device; a container's terminal
+    /// is the runtime's).
+    Devpts,
+    /// The POSIX message queues of the jail's own IPC namespace.
+    Mqueue,
+    /// sysfs, read-only, as the jail's network namespace shows it (only its own `lo` under
+    /// `/sys/class/net`); Landlock lets the app read only [`SYSFS_READABLE`] of it.
+    Sysfs,
+}
+
+/// The most terminals a container's devpts instance may hold (its `max=`): none can be opened
+/// (`nodev`), so this only bounds what a mistake could cost.
+pub const DEVPTS_MAX_PTYS: u32 = 16;
+
+/// What of a container's sysfs the app may read (Landlock, read-only): the CPUs, which glibc's
+/// `sysconf(_SC_NPROCESSORS_ONLN)` and runtimes sizing their thread pools read. The rest (the
+/// host's firmware and DMI tables, its devices, loaded modules, kernel settings, power
+/// counters) is denied: a deny-list of masks like runc's would miss what a newer kernel adds.
+pub const SYSFS_READABLE: &[&str] = &["/sys/devices/system/cpu"];
 
 /// Landlock rights on one jail path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -340,19 +378,33 @@ fn mounts(bundle_root: &Path, home: &Path, memory_bytes: u64) -> Vec<MountEntry>
 /// What every jail has besides its programs: a private /tmp, a /dev of stateless devices with
 /// its own /dev/shm, and a procfs of its own pid namespace.
 pub(crate) fn scratch_mounts(memory_bytes: u64) -> Vec<MountEntry> {
-    let tmpfs = |jail: &str, size_bytes, mode| MountEntry::Tmpfs {
-        jail: jail.into(),
-        size_bytes,
-        mode,
-    };
+    let mut mounts = vec![tmp_mount(memory_bytes)];
+    mounts.extend(dev_mounts(memory_bytes, true));
+    mounts.push(proc_mount());
+    mounts
+}
+
+/// The jail's private /tmp.
+pub(crate) fn tmp_mount(memory_bytes: u64) -> MountEntry {
+    MountEntry::Tmpfs {
+        jail: jail_paths::TMP.into(),
+        size_bytes: memory_bytes.min(TMP_MAX_BYTES),
+        mode: 0o1777,
+    }
+}
+
+/// The jail's /dev: its stateless devices, the standard symlinks, and (`with_shm`) its own
+/// /dev/shm.
+pub(crate) fn dev_mounts(memory_bytes: u64, with_shm: bool) -> Vec<MountEntry> {
     let symlink = |jail: &str, target: &str| MountEntry::Symlink {
         target: target.into(),
         jail: jail.into(),
     };
-    let mut mounts = vec![
-        tmpfs(jail_paths::TMP, memory_bytes.min(TMP_MAX_BYTES), 0o1777),
-        tmpfs("/dev", DEV_BYTES, 0o755),
-    ];
+    let mut mounts = vec![MountEntry::Tmpfs {
+        jail: "/dev".into(),
+        size_bytes: DEV_BYTES,
+        mode: 0o755,
+    }];
     mounts.extend(DEVICES.iter().map(|dev| MountEntry::Device {
         host: dev.into(),
         jail: dev.into(),
@@ -362,12 +414,27 @@ pub(crate) fn scratch_mounts(memory_bytes: u64) -> Vec<MountEntry> {
         symlink("/dev/stdin", "/proc/self/fd/0"),
         symlink("/dev/stdout", "/proc/self/fd/1"),
         symlink("/dev/stderr", "/proc/self/fd/2"),
-        tmpfs(jail_paths::SHM, memory_bytes.min(SHM_MAX_BYTES), 0o1777),
-        MountEntry::Proc {
-            jail: "/proc".into(),
-        },
     ]);
+    if with_shm {
+        mounts.push(MountEntry::Tmpfs {
+            jail: jail_paths::SHM.into(),
+            size_bytes: shm_bytes(memory_bytes),
+            mode: 0o1777,
+        });
+    }
     mounts
+}
+
+/// The size of the jail's /dev/shm: its memory, at most [`SHM_MAX_BYTES`].
+pub(crate) fn shm_bytes(memory_bytes: u64) -> u64 {
+    memory_bytes.min(SHM_MAX_BYTES)
+}
+
+/// The jail's procfs, of its own pid namespace.
+pub(crate) fn proc_mount() -> MountEntry {
+    MountEntry::Proc {
+        jail: "/proc".into(),
+    }
 }
 
 fn landlock_rules(entry_linkage: &EntryLinkage) -> Vec<LandlockRule> {
@@ -522,7 +589,8 @@ mod tests {
             | MountEntry::Tmpfs { jail, .. }
             | MountEntry::Dir { jail, .. }
             | MountEntry::Symlink { jail, .. }
-            | MountEntry::Proc { jail } => jail,
+            | MountEntry::Proc { jail }
+            | MountEntry::Kernel { jail, .. } => jail,
         }
     }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::linkage::EntryLinkage;
 use crate::manifest::format_cpus;
 use crate::plan::jail_paths::APP;
-use crate::plan::{JailPlan, MountEntry, PathAccess, CPU_PERIOD_US};
+use crate::plan::{JailPlan, KernelFs, MountEntry, PathAccess, CPU_PERIOD_US};
 use crate::syscalls::ArgCheck;
 
 impl JailPlan {
@@ -274,6 +274,28 @@ fn mount_row(mount: &MountEntry) -> [String; 3] {
             format!("-> {}", target.display()),
         ),
         MountEntry::Proc { jail } => (jail, "procfs".to_owned(), "own pid namespace".to_owned()),
+        MountEntry::Kernel { fs, source, jail } => {
+            let (kind, how) = match fs {
+                KernelFs::Tmpfs { size_bytes, mode } => (
+                    "tmpfs",
+                    format!(
+                        "{}, {} inodes, mode {mode:04o}",
+                        bytes_label(*size_bytes),
+                        elastos_handoff::tmpfs_inodes(*size_bytes)
+                    ),
+                ),
+                KernelFs::Devpts => (
+                    "devpts",
+                    "new instance, no terminal can be opened (nodev)".to_owned(),
+                ),
+                KernelFs::Mqueue => ("mqueue", "own IPC namespace".to_owned()),
+                KernelFs::Sysfs => (
+                    "sysfs",
+                    "read-only, own network namespace; readable: the CPUs".to_owned(),
+                ),
+            };
+            (jail, format!("{kind} ({source})"), how)
+        }
     };
     [jail.display().to_string(), source, how]
 }

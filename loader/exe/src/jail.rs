@@ -16,7 +16,7 @@ use linux_raw_sys::landlock as ll;
 
 use crate::sys::{self, CPath, Errno};
 use elastos_handoff::{
-    fds, kernel_counters, landlock_fs, tmpfs_inodes, LoaderInput, ResolvedMount,
+    fds, kernel_counters, landlock_fs, tmpfs_inodes, KernelFs, LoaderInput, ResolvedMount,
 };
 
 /// Where the new root is assembled before pivot_root. Any directory works: every host source was
@@ -304,6 +304,36 @@ fn mount_entry(entry: &ResolvedMount) -> Result<(), JailError> {
             )
             .map_err(fail(step, format!("procfs on {}", show(jail))))
         }
+        ResolvedMount::Kernel { fs, source, jail } => {
+            let target = in_staging(jail);
+            make_dir_all(&target, 0o755).map_err(fail(step, format!("creating {}", show(jail))))?;
+            let (fstype, flags, data): (&[u8], _, _) = match fs {
+                KernelFs::Tmpfs { size_bytes, mode } => (
+                    b"tmpfs",
+                    no_suid_dev_exec,
+                    Some(tmpfs_options(*size_bytes, *mode)),
+                ),
+                // A private instance: none of the host's terminals; nodev keeps its ptmx shut.
+                KernelFs::Devpts { max } => (
+                    b"devpts",
+                    no_suid_dev_exec,
+                    Some(format!("newinstance,ptmxmode=0666,mode=0620,max={max}")),
+                ),
+                KernelFs::Mqueue => (b"mqueue", no_suid_dev_exec, None),
+                // Read-only from the start: the kernel lets a user namespace mount sysfs only
+                // as restricted as the host's visible one, and the jail never writes it.
+                KernelFs::Sysfs => (b"sysfs", no_suid_dev_exec | k::MS_RDONLY, None),
+            };
+            let data = data.map(|d| CPath::new(d.as_bytes()));
+            sys::mount(
+                Some(&CPath::new(source)),
+                &CPath::new(&target),
+                Some(&CPath::new(fstype)),
+                flags,
+                data.as_ref(),
+            )
+            .map_err(fail(step, format!("{} on {}", show(fstype), show(jail))))
+        }
         ResolvedMount::Bind {
             source,
             jail,
@@ -392,12 +422,13 @@ pub fn apply_rlimits(input: &LoaderInput) -> Result<(), JailError> {
         let (_, hard) = sys::rlimit(resource, None).map_err(fail(step, name))?;
         sys::rlimit(resource, Some(value.min(hard))).map_err(fail(step, name))?;
     }
-    // Only ever lower than what the jail left: a spec narrows, never widens.
+    // The hard limit only ever lower than what the jail left: a spec narrows, never widens.
+    // The soft one is the spec's below that (the process could raise it that far itself).
     for limit in &input.extra_rlimits {
         let what = || format!("rlimit {} of the spec", limit.resource);
-        let (soft, hard) = sys::rlimits(limit.resource, None).map_err(fail(step, what()))?;
+        let (_, hard) = sys::rlimits(limit.resource, None).map_err(fail(step, what()))?;
         let hard = hard.min(limit.hard);
-        sys::rlimits(limit.resource, Some((soft.min(limit.soft).min(hard), hard)))
+        sys::rlimits(limit.resource, Some((limit.soft.min(hard), hard)))
             .map_err(fail(step, what()))?;
     }
     limit_user_namespace_counters()

@@ -250,6 +250,36 @@ pub enum ResolvedMount {
         /// Jail path.
         jail: Vec<u8>,
     },
+    /// A kernel filesystem of the jail's own namespaces that an OCI spec asks for.
+    Kernel {
+        /// Which, and how it is mounted.
+        fs: KernelFs,
+        /// The mount's source name (what mountinfo shows; the spec's).
+        source: Vec<u8>,
+        /// Jail path.
+        jail: Vec<u8>,
+    },
+}
+
+/// The kernel filesystems of [`ResolvedMount::Kernel`]: every one nosuid, nodev and noexec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelFs {
+    /// A tmpfs of at most [`tmpfs_inodes`]`(size_bytes)` inodes.
+    Tmpfs {
+        /// Size limit; it also sets the inode limit.
+        size_bytes: u64,
+        /// Mode of its root.
+        mode: u32,
+    },
+    /// A new devpts instance of at most `max` terminals.
+    Devpts {
+        /// Its `max=`.
+        max: u32,
+    },
+    /// The POSIX message queues of the jail's IPC namespace.
+    Mqueue,
+    /// sysfs of the jail's network namespace, read-only.
+    Sysfs,
 }
 
 /// One Landlock rule.
@@ -508,6 +538,24 @@ impl LoaderInput {
                 w.u8(5);
                 w.bytes(jail);
             }
+            ResolvedMount::Kernel { fs, source, jail } => {
+                w.u8(6);
+                match fs {
+                    KernelFs::Tmpfs { size_bytes, mode } => {
+                        w.u8(0);
+                        w.u64(*size_bytes);
+                        w.u32(*mode);
+                    }
+                    KernelFs::Devpts { max } => {
+                        w.u8(1);
+                        w.u32(*max);
+                    }
+                    KernelFs::Mqueue => w.u8(2),
+                    KernelFs::Sysfs => w.u8(3),
+                }
+                w.bytes(source);
+                w.bytes(jail);
+            }
         });
         w.list(&self.cgroup_tasks, |w, v| w.bytes(v));
         w.bytes(&self.hostname);
@@ -575,6 +623,24 @@ impl LoaderInput {
                     mode: r.u32()?,
                 },
                 5 => ResolvedMount::Proc { jail: r.bytes()? },
+                6 => ResolvedMount::Kernel {
+                    fs: match r.u8()? {
+                        0 => KernelFs::Tmpfs {
+                            size_bytes: r.u64()?,
+                            mode: r.u32()?,
+                        },
+                        1 => KernelFs::Devpts { max: r.u32()? },
+                        2 => KernelFs::Mqueue,
+                        3 => KernelFs::Sysfs,
+                        _ => {
+                            return Err(DecodeError {
+                                what: "unknown kernel filesystem",
+                            })
+                        }
+                    },
+                    source: r.bytes()?,
+                    jail: r.bytes()?,
+                },
                 _ => {
                     return Err(DecodeError {
                         what: "unknown mount kind",
@@ -793,6 +859,29 @@ mod tests {
                 },
                 ResolvedMount::Proc {
                     jail: b"/proc".to_vec(),
+                },
+                ResolvedMount::Kernel {
+                    fs: KernelFs::Tmpfs {
+                        size_bytes: 1 << 16,
+                        mode: 0o1777,
+                    },
+                    source: b"shm".to_vec(),
+                    jail: b"/dev/shm".to_vec(),
+                },
+                ResolvedMount::Kernel {
+                    fs: KernelFs::Devpts { max: 16 },
+                    source: b"devpts".to_vec(),
+                    jail: b"/dev/pts".to_vec(),
+                },
+                ResolvedMount::Kernel {
+                    fs: KernelFs::Mqueue,
+                    source: b"mqueue".to_vec(),
+                    jail: b"/dev/mqueue".to_vec(),
+                },
+                ResolvedMount::Kernel {
+                    fs: KernelFs::Sysfs,
+                    source: b"sysfs".to_vec(),
+                    jail: b"/sys".to_vec(),
                 },
             ],
             cgroup_tasks: vec![b"/sys/fs/cgroup/pids/elastos/x/tasks".to_vec()],

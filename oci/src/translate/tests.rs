@@ -75,15 +75,45 @@ fn podmans_default_spec_runs_with_its_capabilities_dropped() {
         .collect();
     assert_eq!(env["container"], "podman");
     assert_eq!(env["ELASTOS_IPC_FD"], "3");
-    // The engine's files are bound where the image has no /etc or /run; /dev/shm, /proc,
-    // /dev are the jail's; sysfs, devpts, mqueue, cgroup are left out.
+    // In the spec's order: the jail's /proc and /dev (its own /dev/shm in place of podman's
+    // bind), sysfs, devpts and mqueue of the jail's namespaces, the engine's files bound where
+    // the image has no /etc or /run; the cgroup mount is left out.
     let destinations: Vec<&Path> = jail.mounts.iter().map(ContainerMount::jail).collect();
     assert_eq!(
         destinations,
-        ["/run/.containerenv", "/etc/hostname", "/etc/hosts"].map(Path::new)
+        [
+            "/proc",
+            "/dev",
+            "/sys",
+            "/dev/pts",
+            "/dev/mqueue",
+            "/run/.containerenv",
+            "/etc/hostname",
+            "/etc/hosts"
+        ]
+        .map(Path::new)
     );
-    assert!(jail
-        .mounts
+    assert_eq!(
+        jail.mounts[2..5],
+        [
+            ContainerMount::Kernel {
+                fs: KernelFs::Sysfs,
+                source: "sysfs".into(),
+                jail: "/sys".into()
+            },
+            ContainerMount::Kernel {
+                fs: KernelFs::Devpts,
+                source: "devpts".into(),
+                jail: "/dev/pts".into()
+            },
+            ContainerMount::Kernel {
+                fs: KernelFs::Mqueue,
+                source: "mqueue".into(),
+                jail: "/dev/mqueue".into()
+            },
+        ]
+    );
+    assert!(jail.mounts[5..]
         .iter()
         .all(|m| matches!(m, ContainerMount::Bind { writable: true, .. })));
     let fields: Vec<&str> = translation
@@ -96,9 +126,6 @@ fn podmans_default_spec_runs_with_its_capabilities_dropped() {
         [
             "root.readonly",
             "process.capabilities",
-            "mounts[2]",
-            "mounts[3]",
-            "mounts[4]",
             "mounts[9]",
             "linux.cgroupsPath",
             "linux.sysctl"
@@ -125,7 +152,11 @@ fn the_images_own_etc_keeps_the_engines_files_out() {
         &FakeRootfs(vec!["bin", "etc", "run"]),
     )
     .unwrap();
-    assert!(translation.jail.mounts.is_empty());
+    assert!(!translation
+        .jail
+        .mounts
+        .iter()
+        .any(|m| matches!(m, ContainerMount::Bind { .. })));
     assert_eq!(
         translation
             .warnings
@@ -447,13 +478,34 @@ fn containerds_default_spec_runs_with_its_14_capabilities_dropped() {
     let jail = &translation.jail;
     assert_eq!(jail.rootfs, Path::new("/state/c1/rootfs"));
     assert_eq!(jail.argv, ["/bin/elastos-probe", "run", "fork"]);
-    // Its tmpfs on /run replaces the image's /run.
+    // Its mounts in its order: /dev/shm a tmpfs of the jail's bounds under containerd's
+    // source name; its tmpfs on /run replaces the image's /run.
+    let kernel = |fs, source: &str, jail: &str| ContainerMount::Kernel {
+        fs,
+        source: source.into(),
+        jail: jail.into(),
+    };
     assert_eq!(
         jail.mounts,
-        [ContainerMount::Tmpfs {
-            jail: "/run".into(),
-            size_bytes: DEFAULT_TMPFS_BYTES
-        }]
+        [
+            ContainerMount::Proc,
+            ContainerMount::Dev,
+            kernel(KernelFs::Devpts, "devpts", "/dev/pts"),
+            kernel(
+                KernelFs::Tmpfs {
+                    size_bytes: 64 << 20,
+                    mode: 0o1777
+                },
+                "shm",
+                "/dev/shm"
+            ),
+            kernel(KernelFs::Mqueue, "mqueue", "/dev/mqueue"),
+            kernel(KernelFs::Sysfs, "sysfs", "/sys"),
+            ContainerMount::Tmpfs {
+                jail: "/run".into(),
+                size_bytes: DEFAULT_TMPFS_BYTES
+            }
+        ]
     );
     let caps = translation
         .warnings
@@ -526,6 +578,20 @@ fn hostname_and_user_are_the_specs() {
     assert!(matches!(run(&spec), Err(OciError::Invalid { field, .. }) if field == "hostname"));
 }
 
+/// `process.oomScoreAdj` is passed on for the runtime (which never lowers its own), within the
+/// kernel's range.
+#[test]
+fn the_oom_score_adjustment_is_passed_on() {
+    let mut spec = podman_spec();
+    assert_eq!(run(&spec).unwrap().oom_score_adj, None);
+    spec["process"]["oomScoreAdj"] = 500.into();
+    assert_eq!(run(&spec).unwrap().oom_score_adj, Some(500));
+    spec["process"]["oomScoreAdj"] = 1001.into();
+    assert!(
+        matches!(run(&spec), Err(OciError::Invalid { field, .. }) if field == "process.oomScoreAdj")
+    );
+}
+
 /// rlimits beyond open files and processes go to the loader, which only ever lowers them.
 #[test]
 fn the_other_rlimits_are_passed_on() {
@@ -535,13 +601,93 @@ fn the_other_rlimits_are_passed_on() {
         {"type": "RLIMIT_NOFILE", "soft": 3000, "hard": 4000}
     ]);
     let jail = run(&spec).unwrap().jail;
-    assert_eq!(jail.limits.open_files, 3000);
+    // The hard limit is the jail's; the soft one stays below it (runtimetest's
+    // process_rlimits: hard limits were lowered to the soft ones).
+    assert_eq!(jail.limits.open_files, 4000);
     assert_eq!(
         jail.extra_rlimits,
-        [elastos_policy::Rlimit {
-            resource: 0,
-            soft: 60,
-            hard: 120
-        }]
+        [
+            elastos_policy::Rlimit {
+                resource: 0,
+                soft: 60,
+                hard: 120
+            },
+            elastos_policy::Rlimit {
+                resource: 7,
+                soft: 3000,
+                hard: 4000
+            }
+        ]
     );
+}
+
+/// The spec's /dev/shm tmpfs, devpts, mqueue and sysfs are the jail's own instances, each only
+/// at its usual place; sysfs is read-only whatever the spec says.
+#[test]
+fn kernel_filesystems_are_the_jails_own_at_their_places() {
+    let mut spec = podman_spec();
+    spec["mounts"] = serde_json::json!([
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["mode=41777", "size=1g"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["rw"]},
+        {"destination": "/mnt/pts", "type": "devpts", "source": "devpts"},
+        {"destination": "/dev/mqueue", "type": "mqueue"},
+        {"destination": "/dev/shm2", "type": "tmpfs", "source": "shm"}
+    ]);
+    let translation = run(&spec).unwrap();
+    assert_eq!(
+        translation.jail.mounts,
+        [
+            ContainerMount::Kernel {
+                // Only the permission bits; the size is bounded when the jail is planned.
+                fs: KernelFs::Tmpfs {
+                    size_bytes: 1 << 30,
+                    mode: 0o1777
+                },
+                source: "shm".into(),
+                jail: "/dev/shm".into()
+            },
+            ContainerMount::Kernel {
+                fs: KernelFs::Sysfs,
+                source: "sysfs".into(),
+                jail: "/sys".into()
+            },
+            // No source: the type names it.
+            ContainerMount::Kernel {
+                fs: KernelFs::Mqueue,
+                source: "mqueue".into(),
+                jail: "/dev/mqueue".into()
+            },
+            // Elsewhere a tmpfs is the spec's own tmpfs.
+            ContainerMount::Tmpfs {
+                jail: "/dev/shm2".into(),
+                size_bytes: DEFAULT_TMPFS_BYTES
+            },
+        ]
+    );
+    let warned: Vec<(&str, &str)> = translation
+        .warnings
+        .iter()
+        .map(|w| (w.field.as_str(), w.message.as_str()))
+        .filter(|(field, _)| field.starts_with("mounts"))
+        .collect();
+    assert_eq!(warned.len(), 2, "{warned:?}");
+    assert!(warned[0].0 == "mounts[1]" && warned[0].1.contains("read-only"));
+    assert!(warned[1].0 == "mounts[2]" && warned[1].1.contains("left out"));
+}
+
+/// runtime-tools' `misc_props`: an invalid `ociVersion` is an error; any 1.x is taken.
+#[test]
+fn the_spec_version_is_checked() {
+    let mut spec = podman_spec();
+    for good in ["1.0.0", "1.2.1", "1.3.0-rc.1", "1.10.0+dev"] {
+        spec["ociVersion"] = good.into();
+        assert!(run(&spec).is_ok(), "{good}");
+    }
+    for bad in ["invalid", "", "2.0.0", "1.0", "1.x.0"] {
+        spec["ociVersion"] = bad.into();
+        assert!(
+            matches!(run(&spec), Err(OciError::Invalid { ref field, .. }) if field == "ociVersion"),
+            "{bad}"
+        );
+    }
 }

@@ -93,6 +93,7 @@ fn dispatch(args: &[String]) -> modes::ModeResult {
         "random" => modes::random(),
         "stdout" => modes::stdout(rest),
         "cat" => modes::cat(),
+        "read" => modes::read(rest),
         "sleep" => modes::sleep(rest),
         "ignore-term" => modes::ignore_term(rest),
         "ticker" => modes::ticker(rest),
