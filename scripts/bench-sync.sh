@@ -218,7 +218,7 @@ mkdir -p "$BENCH_OUT"
   echo "| tool | initial s | MiB/s | peak RSS MiB | incremental s | peak RSS MiB | second copy: new bytes stored | % of the file |"
   echo "|---|---|---|---|---|---|---|---|"
   for tool in elastos rclone restic; do
-    echo "| $tool | $(secs "$tool-initial") | $(mibs "$(secs "$tool-initial")") | $(rss_mib "$tool-initial") | $(secs "$tool-incr") | $(rss_mib "$tool-incr") | ${RESULT[$tool-copy]} | $(pct "${RESULT[$tool-copy]}") |"
+    echo "| $tool | $(secs "$tool-initial") | $(mibs "$(secs "$tool-initial")") | $(rss_mib "$tool-initial") | $(secs "$tool-incr") | $(rss_mib "$tool-incr") | $(secs "$tool-copy") | $(pct "$(secs "$tool-copy")") |"
   done
   echo
   echo "elastos initial throughput: $(ratio "$(secs rclone-initial)" "$(secs elastos-initial)")x rclone crypt's, $(ratio "$(secs restic-initial)" "$(secs elastos-initial)")x restic's; incremental $(ratio "$(secs rclone-incr)" "$(secs elastos-incr)")x faster than rclone's."
