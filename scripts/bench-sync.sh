@@ -12,9 +12,9 @@
 #    the next sync of each is timed.
 # 4. A second copy of a COPY_MB MiB file: after the first is synced, the same bytes under another
 #    name; the bytes each tool adds to its bucket are measured (du of the bucket).
-# Every step is timed with GNU time (wall seconds and peak RSS; for elastos with the S3 store
-# that is the `elastos` process plus its helper `elastos-cloud-remote`, each measured, the two
-# peaks summed). The issue's full size is FILES=10000 SIZE_MB=1024 INCR_FILES=100000 COPY_MB=100
+# Every step is timed with GNU time (wall seconds, peak RSS, and for the incremental step the
+# CPU seconds; for elastos with the S3 store that is the `elastos` process plus its helper
+# `elastos-cloud-remote`, each measured, the two peaks and CPU times summed). The issue's full size is FILES=10000 SIZE_MB=1024 INCR_FILES=100000 COPY_MB=100
 # (the defaults). STEPS picks steps (default "initial incr copy"), TOOLS picks tools (default
 # "elastos rclone restic"; TOOLS=elastos iterates on the engine without waiting for rclone);
 # a step or tool left out shows "-". INCR_ROUNDS (default 1) repeats the incremental step,
@@ -105,17 +105,21 @@ for i in range(count):
 EOF
 }
 
-# Runs a command under GNU time; prints "SECONDS PEAK_RSS_KIB". elastos' helper runs under GNU
-# time too (ELASTOS_CLOUD_REMOTE names a wrapper): its peak is added to elastos'.
+# Runs a command under GNU time; prints "SECONDS PEAK_RSS_KIB CPU_SECONDS" (CPU: user + system,
+# which a loaded machine inflates less than the wall time). elastos' helper runs under GNU time
+# too (ELASTOS_CLOUD_REMOTE names a wrapper): its peak and CPU are added to elastos'.
 timed() {
   rm -f "$WORK/helper-time"
-  /usr/bin/time -f '%e %M' -o "$WORK/time" "$@" >"$WORK/out" 2>"$WORK/err" ||
+  /usr/bin/time -f '%e %M %U %S' -o "$WORK/time" "$@" >"$WORK/out" 2>"$WORK/err" ||
     die "failed: $* -- $(tail -5 "$WORK/err")"
-  local helper_kib=0
-  if [[ -f $WORK/helper-time ]]; then helper_kib=$(awk '{ print $2 }' "$WORK/helper-time"); fi
-  awk -v h="$helper_kib" '{ print $1, $2 + h }' "$WORK/time"
+  local helper_kib=0 helper_cpu=0
+  if [[ -f $WORK/helper-time ]]; then
+    read -r _ helper_kib helper_user helper_sys <"$WORK/helper-time"
+    helper_cpu=$(awk -v u="$helper_user" -v s="$helper_sys" 'BEGIN { print u + s }')
+  fi
+  awk -v h="$helper_kib" -v c="$helper_cpu" '{ print $1, $2 + h, $3 + $4 + c }' "$WORK/time"
 }
-printf '#!/bin/sh\nexec /usr/bin/time -f "%%e %%M" -o "%s" "%s"\n' "$WORK/helper-time" \
+printf '#!/bin/sh\nexec /usr/bin/time -f "%%e %%M %%U %%S" -o "%s" "%s"\n' "$WORK/helper-time" \
   "$(dirname "$ELASTOS")/elastos-cloud-remote" >"$WORK/helper"
 chmod +x "$WORK/helper"
 export ELASTOS_CLOUD_REMOTE=$WORK/helper
@@ -202,6 +206,7 @@ fi
 
 # Steps left out (STEPS) show "-".
 secs() { echo "${RESULT[$1]}" | cut -d' ' -f1; }
+cpu() { echo "${RESULT[$1]}" | awk '{ print NF >= 3 ? $3 : "-" }'; }
 rss_mib() { echo "${RESULT[$1]}" | awk '$2 == "-" { print "-"; next } { printf "%.0f", $2 / 1024 }'; }
 py() { python3 -c "import sys; a = sys.argv[1:]; print('-' if '-' in a else $1)" "${@:2}"; }
 ratio() { py "f'{float(a[0]) / float(a[1]):.2f}'" "$1" "$2"; }
@@ -215,10 +220,10 @@ mkdir -p "$BENCH_OUT"
   echo
   echo "Initial: $FILES files, $SIZE_MB MiB of random data. Incremental: 1 file changed among $INCR_FILES. Second copy: $COPY_MB MiB."
   echo
-  echo "| tool | initial s | MiB/s | peak RSS MiB | incremental s | peak RSS MiB | second copy: new bytes stored | % of the file |"
-  echo "|---|---|---|---|---|---|---|---|"
+  echo "| tool | initial s | MiB/s | peak RSS MiB | incremental s | incremental CPU s | peak RSS MiB | second copy: new bytes stored | % of the file |"
+  echo "|---|---|---|---|---|---|---|---|---|"
   for tool in elastos rclone restic; do
-    echo "| $tool | $(secs "$tool-initial") | $(mibs "$(secs "$tool-initial")") | $(rss_mib "$tool-initial") | $(secs "$tool-incr") | $(rss_mib "$tool-incr") | $(secs "$tool-copy") | $(pct "$(secs "$tool-copy")") |"
+    echo "| $tool | $(secs "$tool-initial") | $(mibs "$(secs "$tool-initial")") | $(rss_mib "$tool-initial") | $(secs "$tool-incr") | $(cpu "$tool-incr") | $(rss_mib "$tool-incr") | $(secs "$tool-copy") | $(pct "$(secs "$tool-copy")") |"
   done
   echo
   echo "elastos initial throughput: $(ratio "$(secs rclone-initial)" "$(secs elastos-initial)")x rclone crypt's, $(ratio "$(secs restic-initial)" "$(secs elastos-initial)")x restic's; incremental $(ratio "$(secs rclone-incr)" "$(secs elastos-incr)")x faster than rclone's."
