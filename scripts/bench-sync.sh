@@ -206,7 +206,7 @@ fi
 
 # Steps left out (STEPS) show "-".
 secs() { echo "${RESULT[$1]}" | cut -d' ' -f1; }
-cpu() { echo "${RESULT[$1]}" | awk '{ print NF >= 3 ? $3 : "-" }'; }
+cpu() { echo "${RESULT[$1]}" | awk '{ print (NF >= 3 ? $3 : "-") }'; }
 rss_mib() { echo "${RESULT[$1]}" | awk '$2 == "-" { print "-"; next } { printf "%.0f", $2 / 1024 }'; }
 py() { python3 -c "import sys; a = sys.argv[1:]; print('-' if '-' in a else $1)" "${@:2}"; }
 ratio() { py "f'{float(a[0]) / float(a[1]):.2f}'" "$1" "$2"; }
