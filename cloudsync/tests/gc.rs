@@ -68,7 +68,11 @@ fn the_store_shrinks_once_old_versions_pass_the_retention_period() {
     // keeps its chain: nothing goes yet, and every version reads.
     let kept = a.engine.gc(&NOW).unwrap();
     assert_eq!(
-        (kept.snapshots_kept, kept.snapshots_deleted, kept.chunks_marked),
+        (
+            kept.snapshots_kept,
+            kept.snapshots_deleted,
+            kept.chunks_marked
+        ),
         (3, 0, 0),
         "{kept:?}"
     );
