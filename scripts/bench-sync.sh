@@ -12,10 +12,13 @@
 #    the next sync of each is timed.
 # 4. A second copy of a COPY_MB MiB file: after the first is synced, the same bytes under another
 #    name; the bytes each tool adds to its bucket are measured (du of the bucket).
-# Every step is timed with GNU time (wall seconds and peak RSS; for elastos with the S3 store
-# that is the `elastos` process plus its helper `elastos-cloud-remote`, each measured, the two
-# peaks summed). The issue's full size is FILES=10000 SIZE_MB=1024 INCR_FILES=100000 COPY_MB=100
-# (the defaults). STEPS picks steps (default "initial incr copy"); a step left out shows "-".
+# Every step is timed with GNU time (wall seconds, peak RSS, and for the incremental step the
+# CPU seconds; for elastos with the S3 store that is the `elastos` process plus its helper
+# `elastos-cloud-remote`, each measured, the two peaks and CPU times summed). The issue's full size is FILES=10000 SIZE_MB=1024 INCR_FILES=100000 COPY_MB=100
+# (the defaults). STEPS picks steps (default "initial incr copy"), TOOLS picks tools (default
+# "elastos rclone restic"; TOOLS=elastos iterates on the engine without waiting for rclone);
+# a step or tool left out shows "-". INCR_ROUNDS (default 1) repeats the incremental step,
+# interleaved (a file changed, each tool syncs), and reports each tool's median.
 #
 # Prints a markdown report and keeps it in $BENCH_OUT/sync.md.
 # Environment: FILES, SIZE_MB, INCR_FILES, COPY_MB, STEPS, CARGO_TARGET_DIR (repo's target/),
@@ -28,6 +31,8 @@ SIZE_MB=${SIZE_MB:-1024}
 INCR_FILES=${INCR_FILES:-100000}
 COPY_MB=${COPY_MB:-100}
 STEPS=${STEPS:-initial incr copy}
+TOOLS=${TOOLS:-elastos rclone restic}
+INCR_ROUNDS=${INCR_ROUNDS:-1}
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
 BENCH_OUT=${BENCH_OUT:-$CARGO_TARGET_DIR/bench}
@@ -100,17 +105,21 @@ for i in range(count):
 EOF
 }
 
-# Runs a command under GNU time; prints "SECONDS PEAK_RSS_KIB". elastos' helper runs under GNU
-# time too (ELASTOS_CLOUD_REMOTE names a wrapper): its peak is added to elastos'.
+# Runs a command under GNU time; prints "SECONDS PEAK_RSS_KIB CPU_SECONDS" (CPU: user + system,
+# which a loaded machine inflates less than the wall time). elastos' helper runs under GNU time
+# too (ELASTOS_CLOUD_REMOTE names a wrapper): its peak and CPU are added to elastos'.
 timed() {
   rm -f "$WORK/helper-time"
-  /usr/bin/time -f '%e %M' -o "$WORK/time" "$@" >"$WORK/out" 2>"$WORK/err" ||
+  /usr/bin/time -f '%e %M %U %S' -o "$WORK/time" "$@" >"$WORK/out" 2>"$WORK/err" ||
     die "failed: $* -- $(tail -5 "$WORK/err")"
-  local helper_kib=0
-  if [[ -f $WORK/helper-time ]]; then helper_kib=$(awk '{ print $2 }' "$WORK/helper-time"); fi
-  awk -v h="$helper_kib" '{ print $1, $2 + h }' "$WORK/time"
+  local helper_kib=0 helper_cpu=0
+  if [[ -f $WORK/helper-time ]]; then
+    read -r _ helper_kib helper_user helper_sys <"$WORK/helper-time"
+    helper_cpu=$(awk -v u="$helper_user" -v s="$helper_sys" 'BEGIN { print u + s }')
+  fi
+  awk -v h="$helper_kib" -v c="$helper_cpu" '{ print $1, $2 + h, $3 + $4 + c }' "$WORK/time"
 }
-printf '#!/bin/sh\nexec /usr/bin/time -f "%%e %%M" -o "%s" "%s"\n' "$WORK/helper-time" \
+printf '#!/bin/sh\nexec /usr/bin/time -f "%%e %%M %%U %%S" -o "%s" "%s"\n' "$WORK/helper-time" \
   "$(dirname "$ELASTOS")/elastos-cloud-remote" >"$WORK/helper"
 chmod +x "$WORK/helper"
 export ELASTOS_CLOUD_REMOTE=$WORK/helper
@@ -135,19 +144,20 @@ record() {
 }
 
 want() { [[ " $STEPS " == *" $1 "* ]]; }
+tool() { [[ " $TOOLS " == *" $1 "* ]]; }
 for tool in elastos rclone restic; do
   for step in initial incr copy; do RESULT[$tool-$step]="- -"; done
 done
-restic -r "$RESTIC_REPO" init >/dev/null
+if tool restic; then restic -r "$RESTIC_REPO" init >/dev/null; fi
 
 if want initial; then
 say "initial sync: $FILES files, $SIZE_MB MiB"
 INITIAL_APP=11111111-1111-4111-8111-111111111111
 HOME_DIR=$(elastos_home initial "$INITIAL_APP")
 make_tree "$HOME_DIR" "$FILES" "$SIZE_MB"
-record elastos-initial "$(elastos_sync initial "$INITIAL_APP")"
-record rclone-initial "$(timed "$RCLONE" sync "$HOME_DIR" crypt:initial --transfers 4)"
-record restic-initial "$(timed restic -r "$RESTIC_REPO" backup --quiet "$HOME_DIR")"
+if tool elastos; then record elastos-initial "$(elastos_sync initial "$INITIAL_APP")"; fi
+if tool rclone; then record rclone-initial "$(timed "$RCLONE" sync "$HOME_DIR" crypt:initial --transfers 4)"; fi
+if tool restic; then record restic-initial "$(timed restic -r "$RESTIC_REPO" backup --quiet "$HOME_DIR")"; fi
 fi
 
 if want incr; then
@@ -155,13 +165,21 @@ say "incremental: 1 file changed among $INCR_FILES"
 INCR_APP=22222222-2222-4222-8222-222222222222
 INCR_DIR=$(elastos_home incr "$INCR_APP")
 make_tree "$INCR_DIR" "$INCR_FILES" $((INCR_FILES / 1024 + 1))
-elastos_sync incr "$INCR_APP" >/dev/null
-timed "$RCLONE" sync "$INCR_DIR" crypt:incr --transfers 4 >/dev/null
-timed restic -r "$RESTIC_REPO" backup --quiet "$INCR_DIR" >/dev/null
-head -c 1024 /dev/urandom >"$INCR_DIR/d42/f000042.bin"
-record elastos-incr "$(elastos_sync incr "$INCR_APP")"
-record rclone-incr "$(timed "$RCLONE" sync "$INCR_DIR" crypt:incr --transfers 4)"
-record restic-incr "$(timed restic -r "$RESTIC_REPO" backup --quiet "$INCR_DIR")"
+if tool elastos; then elastos_sync incr "$INCR_APP" >/dev/null; fi
+if tool rclone; then timed "$RCLONE" sync "$INCR_DIR" crypt:incr --transfers 4 >/dev/null; fi
+if tool restic; then timed restic -r "$RESTIC_REPO" backup --quiet "$INCR_DIR" >/dev/null; fi
+# INCR_ROUNDS rounds, interleaved: one more file changed, then each tool syncs; each tool's
+# median round is reported.
+median() { sort -n -k1,1 | awk '{ a[NR] = $0 } END { print a[int((NR + 1) / 2)] }'; }
+for round in $(seq "$INCR_ROUNDS"); do
+  head -c 1024 /dev/urandom >"$INCR_DIR/d42/f$(printf '%06d' $((42 + 100 * round))).bin"
+  if tool elastos; then elastos_sync incr "$INCR_APP" >>"$WORK/rounds-elastos"; fi
+  if tool rclone; then timed "$RCLONE" sync "$INCR_DIR" crypt:incr --transfers 4 >>"$WORK/rounds-rclone"; fi
+  if tool restic; then timed restic -r "$RESTIC_REPO" backup --quiet "$INCR_DIR" >>"$WORK/rounds-restic"; fi
+done
+for t in $TOOLS; do
+  record "$t-incr" "$(median <"$WORK/rounds-$t")"
+done
 fi
 
 if want copy; then
@@ -169,24 +187,26 @@ say "second copy of a $COPY_MB MiB file"
 COPY_APP=33333333-3333-4333-8333-333333333333
 COPY_DIR=$(elastos_home copy "$COPY_APP")
 head -c $((COPY_MB * 1024 * 1024)) /dev/urandom >"$COPY_DIR/first.bin"
-elastos_sync copy "$COPY_APP" >/dev/null
-timed "$RCLONE" sync "$COPY_DIR" crypt:copy --transfers 4 >/dev/null
-timed restic -r "$RESTIC_REPO" backup --quiet "$COPY_DIR" >/dev/null
+copy_sync() {
+  if tool elastos; then elastos_sync copy "$COPY_APP" >/dev/null; fi
+  if tool rclone; then timed "$RCLONE" sync "$COPY_DIR" crypt:copy --transfers 4 >/dev/null; fi
+  if tool restic; then timed restic -r "$RESTIC_REPO" backup --quiet "$COPY_DIR" >/dev/null; fi
+}
+copy_sync
 cp "$COPY_DIR/first.bin" "$COPY_DIR/second.bin"
-for tool in elastos rclone restic; do
-  declare "before_$tool=$(bucket_bytes $tool)"
+for t in elastos rclone restic; do
+  declare "before_$t=$(bucket_bytes $t)"
 done
-elastos_sync copy "$COPY_APP" >/dev/null
-timed "$RCLONE" sync "$COPY_DIR" crypt:copy --transfers 4 >/dev/null
-timed restic -r "$RESTIC_REPO" backup --quiet "$COPY_DIR" >/dev/null
-for tool in elastos rclone restic; do
-  before=before_$tool
-  record "$tool-copy" "$(($(bucket_bytes $tool) - ${!before}))"
+copy_sync
+for t in $TOOLS; do
+  before=before_$t
+  record "$t-copy" "$(($(bucket_bytes $t) - ${!before}))"
 done
 fi
 
 # Steps left out (STEPS) show "-".
 secs() { echo "${RESULT[$1]}" | cut -d' ' -f1; }
+cpu() { echo "${RESULT[$1]}" | awk '{ print (NF >= 3 ? $3 : "-") }'; }
 rss_mib() { echo "${RESULT[$1]}" | awk '$2 == "-" { print "-"; next } { printf "%.0f", $2 / 1024 }'; }
 py() { python3 -c "import sys; a = sys.argv[1:]; print('-' if '-' in a else $1)" "${@:2}"; }
 ratio() { py "f'{float(a[0]) / float(a[1]):.2f}'" "$1" "$2"; }
@@ -200,14 +220,14 @@ mkdir -p "$BENCH_OUT"
   echo
   echo "Initial: $FILES files, $SIZE_MB MiB of random data. Incremental: 1 file changed among $INCR_FILES. Second copy: $COPY_MB MiB."
   echo
-  echo "| tool | initial s | MiB/s | peak RSS MiB | incremental s | peak RSS MiB | second copy: new bytes stored | % of the file |"
-  echo "|---|---|---|---|---|---|---|---|"
+  echo "| tool | initial s | MiB/s | peak RSS MiB | incremental s | incremental CPU s | peak RSS MiB | second copy: new bytes stored | % of the file |"
+  echo "|---|---|---|---|---|---|---|---|---|"
   for tool in elastos rclone restic; do
-    echo "| $tool | $(secs "$tool-initial") | $(mibs "$(secs "$tool-initial")") | $(rss_mib "$tool-initial") | $(secs "$tool-incr") | $(rss_mib "$tool-incr") | ${RESULT[$tool-copy]} | $(pct "${RESULT[$tool-copy]}") |"
+    echo "| $tool | $(secs "$tool-initial") | $(mibs "$(secs "$tool-initial")") | $(rss_mib "$tool-initial") | $(secs "$tool-incr") | $(cpu "$tool-incr") | $(rss_mib "$tool-incr") | $(secs "$tool-copy") | $(pct "$(secs "$tool-copy")") |"
   done
   echo
   echo "elastos initial throughput: $(ratio "$(secs rclone-initial)" "$(secs elastos-initial)")x rclone crypt's, $(ratio "$(secs restic-initial)" "$(secs elastos-initial)")x restic's; incremental $(ratio "$(secs rclone-incr)" "$(secs elastos-incr)")x faster than rclone's."
   echo "Incremental peak RSS per file of the home: elastos $(per_file elastos-incr) B, rclone $(per_file rclone-incr) B, restic $(per_file restic-incr) B."
   echo
-  echo "Reproduce: \`FILES=$FILES SIZE_MB=$SIZE_MB INCR_FILES=$INCR_FILES COPY_MB=$COPY_MB STEPS=\"$STEPS\" bash scripts/bench-sync.sh\`"
+  echo "Reproduce: \`FILES=$FILES SIZE_MB=$SIZE_MB INCR_FILES=$INCR_FILES INCR_ROUNDS=$INCR_ROUNDS COPY_MB=$COPY_MB STEPS=\"$STEPS\" TOOLS=\"$TOOLS\" bash scripts/bench-sync.sh\`"
 } | tee "$BENCH_OUT/sync.md"

@@ -70,7 +70,10 @@ fn main() {
             let mut times: Vec<Duration> = (0..iterations)
                 .map(|i| {
                     if change {
-                        std::fs::write(homedir.join("d3/f3.txt"), format!("edit {i}\n")).unwrap();
+                        // New content every time, also across runs of this example.
+                        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH);
+                        std::fs::write(homedir.join("d3/f3.txt"), format!("edit {i} {now:?}\n"))
+                            .unwrap();
                     }
                     let start = Instant::now();
                     let report = engine(dir)

@@ -35,6 +35,27 @@ pub(crate) enum Kind {
     Snapshot = 3,
     /// The garbage collector's state (`gc/mark`, `gc/candidates`), under the snapshot key.
     GcState = 4,
+    /// A home's snapshot written as the changes against the version before it, under the
+    /// snapshot key (a reader needing it asks for [`Kind::Snapshot`] or [`Kind::Delta`]).
+    Delta = 5,
+}
+
+impl Kind {
+    /// The kind a sealed object claims (authenticated only when it is opened as that kind).
+    pub(crate) fn claimed(sealed: &[u8]) -> Option<Kind> {
+        if sealed.len() < MAGIC.len() + 1 || &sealed[..MAGIC.len()] != MAGIC {
+            return None;
+        }
+        [
+            Kind::KeyCheck,
+            Kind::Chunk,
+            Kind::Snapshot,
+            Kind::GcState,
+            Kind::Delta,
+        ]
+        .into_iter()
+        .find(|k| *k as u8 == sealed[MAGIC.len()])
+    }
 }
 
 /// A chunk id: HMAC-SHA256 of the plaintext under the user's chunk-id key. Equal content of
@@ -99,7 +120,7 @@ impl Keys {
         match kind {
             Kind::KeyCheck => &self.check_aead,
             Kind::Chunk => &self.chunk_aead,
-            Kind::Snapshot | Kind::GcState => &self.snapshot_aead,
+            Kind::Snapshot | Kind::GcState | Kind::Delta => &self.snapshot_aead,
         }
     }
 

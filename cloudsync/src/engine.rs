@@ -15,9 +15,12 @@ use crate::crypto::{ChunkId, Keys, Kind};
 use crate::local::{HomeDir, LocalKind, LocalStat};
 use crate::merge::{merge, Sides};
 use crate::ondemand::{OnDemand, PlaceholderHook};
-use crate::state::{HomeIndex, State};
+use crate::state::{HomeIndex, Prior, State};
 use crate::store::{Remote, PARALLEL};
-use crate::tree::{self, as_path, ChunkRef, Node, RelPath, Snapshot, Tombstone, Tree};
+use crate::tree::{
+    self, as_path, Chain, ChunkRef, Delta, Node, RelPath, Snapshot, Stored, Tombstone, Tree,
+    MAX_CHAIN,
+};
 use crate::{Conflict, Phase, Progress, SyncError, SyncOptions, SyncReport};
 
 /// Content-defined chunk sizes (FastCDC 2020): a small edit re-uploads about one average chunk.
@@ -68,6 +71,8 @@ pub(crate) struct Head {
     pub hash: [u8; 32],
     pub size: u64,
     pub e_tag: Option<String>,
+    /// Where its object sits in its delta chain.
+    pub chain: Chain,
 }
 
 pub(crate) enum Fetched {
@@ -116,11 +121,13 @@ fn emit(opts: &SyncOptions, phase: Phase, done_bytes: u64, total_bytes: u64, pat
 }
 
 impl Ctx<'_> {
-    pub(crate) fn read_snapshot(
+    /// Reads and authenticates snapshot object `version` of the home: a full snapshot or a
+    /// delta. Returns it with the SHA-256 and size of its sealed bytes.
+    pub(crate) fn read_object(
         &self,
         home_id: &str,
         version: u64,
-    ) -> Result<(Snapshot, [u8; 32], u64), SyncError> {
+    ) -> Result<(Stored, [u8; 32], u64), SyncError> {
         let name = snapshot_name(home_id, version);
         let bytes = self
             .remote
@@ -129,18 +136,127 @@ impl Ctx<'_> {
                 object: name.clone(),
                 version,
             })?;
-        let plain = self.keys.open(Kind::Snapshot, &name, &bytes)?;
-        let snapshot = Snapshot::decode(&plain).ok_or_else(|| SyncError::Tampered {
-            object: name.clone(),
+        self.open_object(home_id, version, &name, &bytes)
+    }
+
+    fn open_object(
+        &self,
+        home_id: &str,
+        version: u64,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(Stored, [u8; 32], u64), SyncError> {
+        // The kind byte is authenticated by `open`: claiming another kind fails there.
+        let kind = match Kind::claimed(bytes) {
+            Some(Kind::Delta) => Kind::Delta,
+            _ => Kind::Snapshot,
+        };
+        let plain = self.keys.open(kind, name, bytes)?;
+        let stored = match kind {
+            Kind::Delta => Delta::decode(&plain).map(Stored::Delta),
+            _ => Snapshot::decode(&plain).map(Stored::Full),
+        }
+        .ok_or_else(|| SyncError::Tampered {
+            object: name.to_owned(),
             what: "undecodable snapshot",
         })?;
-        if snapshot.version != version || snapshot.home != home_id {
+        if stored.version() != version || stored.home() != home_id {
             return Err(SyncError::Tampered {
-                object: name,
+                object: name.to_owned(),
                 what: "snapshot of another version or home",
             });
         }
-        Ok((snapshot, Sha256::digest(&bytes).into(), bytes.len() as u64))
+        if let Stored::Delta(d) = &stored {
+            // A delta names a full snapshot before it, within the bound on a chain's length.
+            if d.chain.full >= version || version - d.chain.full >= MAX_CHAIN {
+                return Err(SyncError::Tampered {
+                    object: name.to_owned(),
+                    what: "delta outside its chain's bounds",
+                });
+            }
+        }
+        Ok((stored, Sha256::digest(bytes).into(), bytes.len() as u64))
+    }
+
+    /// Reads the snapshot objects `versions` (in parallel on a network store).
+    fn read_objects(
+        &self,
+        home_id: &str,
+        versions: std::ops::Range<u64>,
+    ) -> Result<Vec<(Stored, [u8; 32])>, SyncError> {
+        let names: Vec<String> = versions
+            .clone()
+            .map(|v| snapshot_name(home_id, v))
+            .collect();
+        let got = self.remote.get_many(&names)?;
+        versions
+            .zip(names.iter().zip(got))
+            .map(|(version, (name, bytes))| {
+                let bytes = bytes.ok_or_else(|| SyncError::MissingObject {
+                    object: name.clone(),
+                    version,
+                })?;
+                let (stored, hash, _) = self.open_object(home_id, version, name, &bytes)?;
+                Ok((stored, hash))
+            })
+            .collect()
+    }
+
+    /// The whole snapshot of version `top`'s object: a full snapshot as it is; a delta applied
+    /// on `from` (the snapshot of an earlier version of the same chain, with its object's hash)
+    /// after the deltas between them, or else on its chain's full snapshot. Every delta must
+    /// name the hash of the object it applies to: a chain with a replaced, reordered or foreign
+    /// link is refused.
+    pub(crate) fn assemble(
+        &self,
+        home_id: &str,
+        top: Stored,
+        top_hash: [u8; 32],
+        from: Option<(Cow<'_, Snapshot>, [u8; 32])>,
+    ) -> Result<Snapshot, SyncError> {
+        let delta = match top {
+            Stored::Full(s) => return Ok(s),
+            Stored::Delta(d) => d,
+        };
+        let from = from.filter(|(s, _)| s.version >= delta.chain.full && s.version < delta.version);
+        let (mut tree, mut hash, start) = match from {
+            Some((s, hash)) => {
+                let start = s.version + 1;
+                (s.into_owned(), hash, start)
+            }
+            None => {
+                let (full, hash, _) = self.read_object(home_id, delta.chain.full)?;
+                match full {
+                    Stored::Full(s) => (s, hash, delta.chain.full + 1),
+                    Stored::Delta(_) => {
+                        return Err(SyncError::Tampered {
+                            object: snapshot_name(home_id, delta.chain.full),
+                            what: "a delta where its chain's full snapshot should be",
+                        })
+                    }
+                }
+            }
+        };
+        let links = self.read_objects(home_id, start..delta.version)?;
+        for (stored, link_hash) in links.into_iter().chain([(Stored::Delta(delta), top_hash)]) {
+            let version = stored.version();
+            let name = || snapshot_name(home_id, version);
+            let Stored::Delta(d) = stored else {
+                return Err(SyncError::Tampered {
+                    object: name(),
+                    what: "a full snapshot inside a delta chain",
+                });
+            };
+            if d.parent != hash {
+                return Err(SyncError::Tampered {
+                    object: name(),
+                    what: "delta does not apply to the snapshot before it",
+                });
+            }
+            d.apply(&mut tree);
+            hash = link_hash;
+        }
+        Ok(tree)
     }
 
     /// Every version of the home in the store, oldest first.
@@ -196,17 +312,18 @@ impl Ctx<'_> {
         {
             return Ok(Fetched::Unchanged);
         }
-        let (snapshot, hash, size) = self.read_snapshot(home_id, found)?;
+        let (top, hash, size) = self.read_object(home_id, found)?;
+        let chain = top.chain();
         let forked = if known == 0 {
             false
         } else if found == known {
             // Same version, other bytes (listed size or e-tag differed): replaced or not.
             hash != index.head_hash
         } else if found == known + 1 {
-            snapshot.parent != Some(index.head_hash)
+            top.parent() != Some(index.head_hash)
         } else {
-            match self.read_snapshot(home_id, known + 1) {
-                Ok((next, _, _)) => next.parent != Some(index.head_hash),
+            match self.read_object(home_id, known + 1) {
+                Ok((next, _, _)) => next.parent() != Some(index.head_hash),
                 // Garbage collection deleted it (this device was away longer than the
                 // retention period): without the chain, merge without a base, which keeps both
                 // sides' files rather than lose any.
@@ -214,6 +331,13 @@ impl Ctx<'_> {
                 Err(e) => return Err(e),
             }
         };
+        // A delta applies on the index's head when that head is in its chain (the usual case
+        // of a device that syncs often: only the new deltas are read).
+        let from = match (&index.head, forked) {
+            (Some(head), false) => Some((Cow::Borrowed(head), index.head_hash)),
+            _ => None,
+        };
+        let snapshot = self.assemble(home_id, top, hash, from)?;
         if forked {
             tracing::warn!(home = home_id, version = known, "the snapshot this device built on was replaced by another device's; merging without a base");
         }
@@ -223,6 +347,7 @@ impl Ctx<'_> {
                 hash,
                 size,
                 e_tag: listed.e_tag.clone(),
+                chain,
             }),
             forked,
         })
@@ -656,7 +781,11 @@ impl Ctx<'_> {
         let files = |t: &Tree| t.values().filter(|n| !n.is_dir()).count();
         let deletes = remote_tree
             .iter()
-            .filter(|(p, n)| !n.is_dir() && !plan.merged.contains_key(*p))
+            .filter({
+                // Walked alongside, not searched: both trees are sorted.
+                let mut merged = tree::Cursor::new(&plan.merged);
+                move |(p, n)| !n.is_dir() && merged.get(p).is_none()
+            })
             .count();
         let total = files(remote_tree);
         if !opts.confirm_mass_delete && deletes >= MASS_DELETE_MIN && deletes * 2 > total {
@@ -703,7 +832,11 @@ impl Ctx<'_> {
             .collect();
         let deletions: Vec<RelPath> = local_after
             .keys()
-            .filter(|p| !plan.merged.contains_key(*p) && !skipped.contains(*p))
+            .filter({
+                let mut merged = tree::Cursor::new(&plan.merged);
+                let skipped = &skipped;
+                move |p| merged.get(p).is_none() && !skipped.contains(*p)
+            })
             .cloned()
             .collect();
         for path in deletions.iter().rev() {
@@ -717,13 +850,15 @@ impl Ctx<'_> {
                 skipped.insert(path.clone());
             }
         }
-        let writes: Vec<(&RelPath, &Node)> = plan
-            .merged
-            .iter()
-            .filter(|(p, n)| {
-                !skipped.contains(*p) && !local_after.get(*p).is_some_and(|l| local_same(l, n))
-            })
-            .collect();
+        let writes: Vec<(&RelPath, &Node)> = {
+            let mut local_now = tree::Cursor::new(&local_after);
+            plan.merged
+                .iter()
+                .filter(|(p, n)| {
+                    !skipped.contains(*p) && !local_now.get(p).is_some_and(|l| local_same(l, n))
+                })
+                .collect()
+        };
         let version = remote_head
             .as_ref()
             .map_or(index.version(), |h| h.snapshot.version);
@@ -820,7 +955,8 @@ impl Ctx<'_> {
         let mut new_head = None;
         if !changed_remotely.is_empty() {
             uploads.flush()?;
-            for node in commit_tree.values() {
+            // Paths the store's tree already has as they are: their chunks are in the store.
+            for node in changed_remotely.iter().filter_map(|p| commit_tree.get(*p)) {
                 for id in chunk_ids(node) {
                     if !self.state.is_known(&id) {
                         return Err(SyncError::State {
@@ -877,8 +1013,21 @@ impl Ctx<'_> {
                 live: commit_tree,
                 deleted,
             };
+            let prior_chain = remote_head.as_ref().map_or(index.head_chain, |h| h.chain);
             let name = snapshot_name(home_id, version + 1);
-            let sealed = self.keys.seal(Kind::Snapshot, &name, &snapshot.encode());
+            let (sealed, chain) = match self.delta(prior, &snapshot, parent_hash, prior_chain) {
+                Some(delta) => (
+                    self.keys.seal(Kind::Delta, &name, &delta.encode()),
+                    delta.chain,
+                ),
+                None => (
+                    self.keys.seal(Kind::Snapshot, &name, &snapshot.encode()),
+                    Chain {
+                        full: version + 1,
+                        entries: 0,
+                    },
+                ),
+            };
             emit(opts, Phase::Commit, 0, sealed.len() as u64, None);
             let size = sealed.len() as u64;
             let hash: [u8; 32] = Sha256::digest(&sealed).into();
@@ -900,6 +1049,7 @@ impl Ctx<'_> {
                 hash,
                 size,
                 e_tag,
+                chain,
             });
             committed_version = version + 1;
             report.committed = true;
@@ -923,22 +1073,32 @@ impl Ctx<'_> {
             }
         }
         drop(base);
+        let prior_hash = index.head_hash;
+        let mut prior_head = None;
         if let Some(head) = head {
             index.highest_seen = index.highest_seen.max(head.snapshot.version);
             index.head_hash = head.hash;
             index.head_size = head.size;
             index.head_e_tag = head.e_tag;
-            index.head = Some(head.snapshot);
+            index.head_chain = head.chain;
+            prior_head = index.head.replace(head.snapshot);
         }
         let head_tree = index.head.as_ref().map(|h| &h.live);
         let recorded = now_ms();
         // A stat that is unchanged (and for a file, was settled when recorded) keeps its time:
         // the next scan trusts it either way, and an index that did not change is not written.
+        let mut recorded_stats = tree::Cursor::new(&index.stats);
         let stats: BTreeMap<RelPath, (LocalStat, u64)> = local_stats
             .into_iter()
-            .filter(|(p, _)| !skipped.contains(p) && head_tree.is_some_and(|t| t.contains_key(p)))
+            .filter({
+                let mut head_paths = head_tree.map(tree::Cursor::new);
+                let skipped = &skipped;
+                move |(p, _)| {
+                    !skipped.contains(p) && head_paths.as_mut().is_some_and(|t| t.get(p).is_some())
+                }
+            })
             .map(|(p, st)| {
-                let at = match index.stats.get(&p) {
+                let at = match recorded_stats.get(&p) {
                     // Only a file's content is trusted from its stat.
                     Some((old, at))
                         if *old == st && (st.kind != LocalKind::File || settled(&st, *at)) =>
@@ -971,14 +1131,47 @@ impl Ctx<'_> {
             self.state.touch(home_id)?;
         } else {
             index.base_overrides = overrides;
-            index.stats = stats;
+            let prior_stats = std::mem::replace(&mut index.stats, stats);
             index.last_sync_ms = Some(recorded);
             index.home_identity = Some(identity);
-            self.state.save(home_id, &index)?;
+            let prior = Prior {
+                head: if head_moved {
+                    prior_head.as_ref()
+                } else {
+                    index.head.as_ref()
+                },
+                head_hash: prior_hash,
+                stats: &prior_stats,
+            };
+            self.state.save_changes(home_id, &index, prior)?;
         }
         report.version = committed_version;
         report.busy = busy.iter().map(|p| as_path(p).to_owned()).collect();
         Ok(Pass::Done(std::mem::take(report)))
+    }
+}
+
+impl Ctx<'_> {
+    /// The commit of `next` as a delta against `prior` (the store's head it was merged with,
+    /// whose object hashes to `parent`), or `None` when it must be a full snapshot: no prior,
+    /// a store without conditional create (on WebDAV two devices can overwrite one version, and
+    /// a delta applied on the other device's tree would be wrong; full snapshots stay whole),
+    /// a chain at its length bound, or deltas holding more than half as many entries as the
+    /// tree (reading the chain would cost more than reading the tree).
+    fn delta(
+        &self,
+        prior: Option<&Snapshot>,
+        next: &Snapshot,
+        parent: Option<[u8; 32]>,
+        chain: Chain,
+    ) -> Option<Delta> {
+        let (prior, parent) = (prior?, parent?);
+        if !self.remote.conditional_create() || next.version - chain.full >= MAX_CHAIN {
+            return None;
+        }
+        let delta = Delta::between(prior, next, parent, chain);
+        let entries = (next.live.len() + next.deleted.len()) as u64;
+        (delta.chain.entries * 2 <= entries).then_some(delta)
     }
 }
 
@@ -1031,5 +1224,146 @@ impl Ctx<'_> {
             }
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{HomeRef, StoreConfig, StoreUrl, SyncEngine, UserSecret};
+    use std::path::Path;
+
+    fn engine(root: &Path, name: &str) -> SyncEngine {
+        SyncEngine::open(
+            &StoreConfig::new(StoreUrl::LocalDir(root.join("store"))),
+            &UserSecret::from_bytes([9; 32]),
+            &root.join(format!("state-{name}")),
+        )
+        .unwrap()
+    }
+
+    fn home() -> HomeRef {
+        HomeRef {
+            publisher: "ed25519:delta-test".into(),
+            app_id: "delta".into(),
+        }
+    }
+
+    /// The kind byte of each snapshot object of the home, oldest first.
+    fn kinds(root: &Path, home_id: &str) -> Vec<u8> {
+        let dir = root.join("store").join(snapshot_dir(home_id));
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        names.iter().map(|p| std::fs::read(p).unwrap()[4]).collect()
+    }
+
+    /// The store's head as a device that never synced reads it.
+    fn read_fresh(e: &SyncEngine, home_id: &str) -> Snapshot {
+        match e.ctx().fetch_head(home_id, &HomeIndex::default()).unwrap() {
+            Fetched::New { head, .. } => head.snapshot,
+            Fetched::Unchanged => panic!("no head"),
+        }
+    }
+
+    /// Round `i` of edits: rewrites, additions, deletions, a chmod, a rename, a directory.
+    fn edit(dir: &Path, i: usize) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(dir.join(format!("f{:03}", i % 60)), format!("round {i}")).unwrap();
+        match i % 5 {
+            0 => std::fs::write(dir.join(format!("new{i}")), b"added").unwrap(),
+            1 => {
+                let _ = std::fs::remove_file(dir.join(format!("f{:03}", (i * 7) % 60)));
+            }
+            2 => std::fs::set_permissions(
+                dir.join(format!("f{:03}", (i + 1) % 60)),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .unwrap_or(()),
+            3 => {
+                let _ = std::fs::rename(
+                    dir.join(format!("f{:03}", (i + 2) % 60)),
+                    dir.join(format!("moved{i}")),
+                );
+            }
+            _ => std::fs::create_dir_all(dir.join(format!("d{i}/sub"))).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_delta_chain_reads_back_identically_to_the_full_tree_and_long_chains_are_compacted() {
+        let root = tempfile::tempdir().unwrap();
+        let a = engine(root.path(), "A");
+        let b = engine(root.path(), "B");
+        let home_id = a.keys.home_id(&home());
+        let (dir_a, dir_b) = (root.path().join("home-A"), root.path().join("home-B"));
+        std::fs::create_dir_all(&dir_a).unwrap();
+        for i in 0..60 {
+            std::fs::write(dir_a.join(format!("f{i:03}")), format!("file {i}")).unwrap();
+        }
+        std::os::unix::fs::symlink("f000", dir_a.join("link")).unwrap();
+        let opts = SyncOptions::default();
+        a.sync(&home(), &dir_a, &opts).unwrap();
+        for i in 1..=80 {
+            edit(&dir_a, i);
+            assert!(
+                a.sync(&home(), &dir_a, &opts).unwrap().committed,
+                "round {i}"
+            );
+            // The writer's head (its index: image and change records) is the tree a device
+            // that never synced assembles from the store, tombstones and mtimes included.
+            let written = a.state.load(&home_id).unwrap().head.unwrap();
+            assert_eq!(written.version, i as u64 + 1);
+            assert_eq!(read_fresh(&a, &home_id), written, "round {i}");
+            if i % 7 == 0 {
+                // A device that synced a few versions ago applies only the new deltas.
+                b.sync(&home(), &dir_b, &opts).unwrap();
+                assert_eq!(b.state.load(&home_id).unwrap().head.unwrap(), written);
+            }
+        }
+        let kinds = kinds(root.path(), &home_id);
+        assert_eq!(kinds.len(), 81);
+        assert_eq!(kinds[0], Kind::Snapshot as u8);
+        let fulls: Vec<usize> = (0..kinds.len())
+            .filter(|&v| kinds[v] == Kind::Snapshot as u8)
+            .collect();
+        // Every version but the full ones is a delta, and no chain is longer than the bound.
+        assert!(kinds
+            .iter()
+            .all(|&k| k == Kind::Snapshot as u8 || k == Kind::Delta as u8));
+        assert!(
+            fulls.len() >= 3,
+            "chains compacted: full snapshots at {fulls:?}"
+        );
+        for pair in fulls
+            .windows(2)
+            .chain([[*fulls.last().unwrap(), kinds.len()].as_slice()])
+        {
+            assert!(
+                pair[1] - pair[0] <= MAX_CHAIN as usize,
+                "fulls at {fulls:?}"
+            );
+        }
+        assert!(
+            kinds.iter().filter(|&&k| k == Kind::Delta as u8).count() > 60,
+            "{kinds:?}"
+        );
+
+        // A change that would bring the chain's deltas past half the tree's entries is written
+        // whole: reading the deltas would cost more than the tree (the home has about 150).
+        for i in 0..200 {
+            std::fs::write(dir_a.join(format!("bulk{i:03}")), format!("bulk {i}")).unwrap();
+        }
+        a.sync(&home(), &dir_a, &opts).unwrap();
+        assert_eq!(
+            *self::kinds(root.path(), &home_id).last().unwrap(),
+            Kind::Snapshot as u8
+        );
+        assert_eq!(
+            read_fresh(&a, &home_id),
+            a.state.load(&home_id).unwrap().head.unwrap()
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! Garbage collection: old snapshots, then chunks no snapshot references, without a lock and
 //! without breaking another device's sync under way.
 //!
-//! Every change set writes a snapshot of the whole tree, and chunks are shared by files,
-//! versions, homes and devices, so nothing can be deleted by looking at one change. One run:
+//! Chunks are shared by files, versions, homes and devices, so nothing can be deleted by looking
+//! at one change. One run:
 //!
 //! 1. **The mark** (`gc/mark`, a random epoch): a device that syncs after it was written
 //!    forgets which chunks it believed the store has, so it never builds a snapshot on a chunk
@@ -10,7 +10,8 @@
 //!    is never deleted) and the chunks it uploads itself.
 //! 2. **Snapshots** older than the retention period are deleted, except, per home, the newest
 //!    one (the current state) and the newest one older than the retention period (the state at
-//!    the start of the period, which `restore --at` may ask for).
+//!    the start of the period, which `restore --at` may ask for), and the chain a kept delta
+//!    needs (from its full snapshot on); newest first, so a killed run leaves readable chains.
 //! 3. **Chunks** that no remaining snapshot (live files and tombstones) references become
 //!    candidates (`gc/candidates`), and are deleted only by a later run, at least the grace
 //!    period after they were marked, if they are still unreferenced and were not written again
@@ -30,7 +31,7 @@ use bytes::Bytes;
 
 use crate::crypto::{ChunkId, Kind};
 use crate::engine::Ctx;
-use crate::tree::Node;
+use crate::tree::{Node, Stored};
 use crate::SyncError;
 
 /// The mark of the latest run: devices compare its epoch with the one they last saw.
@@ -87,6 +88,14 @@ struct Mark {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Candidates {
     chunks: Vec<(ChunkId, u64)>,
+}
+
+/// The chunks a snapshot object references (live files and tombstones).
+fn chunk_refs(stored: &Stored) -> impl Iterator<Item = ChunkId> + '_ {
+    stored.nodes().flat_map(|node| match node {
+        Node::File { chunks, .. } => chunks.iter().map(|c| c.id).collect(),
+        _ => Vec::new(),
+    })
 }
 
 fn ms(t: SystemTime) -> u64 {
@@ -150,26 +159,35 @@ impl Ctx<'_> {
         for (home, mut versions) in homes {
             versions.sort_by_key(|(v, _)| *v);
             let newest = versions.last().map_or(0, |(v, _)| *v);
-            // Newest first: the first one older than the cutoff is kept, those after it go.
+            // Newest first: the first one older than the cutoff is kept, those after it go,
+            // except the ones a kept delta's chain needs (from its full snapshot on).
             let mut found_boundary = false;
+            let mut keep_from = u64::MAX;
+            let mut older = Vec::new();
             for (version, listed) in versions.into_iter().rev() {
-                let (snapshot, _, _) = self.read_snapshot(&home, version)?;
-                let keep = if version == newest || snapshot.time_ms >= cutoff_ms {
+                let (stored, _, _) = self.read_object(&home, version)?;
+                let keep = if version == newest || stored.time_ms() >= cutoff_ms {
                     true
                 } else {
                     !std::mem::replace(&mut found_boundary, true)
                 };
                 if keep {
                     report.snapshots_kept += 1;
-                    let nodes = snapshot
-                        .live
-                        .values()
-                        .chain(snapshot.deleted.values().map(|t| &t.last));
-                    for node in nodes {
-                        if let Node::File { chunks, .. } = node {
-                            referenced.extend(chunks.iter().map(|c| c.id));
-                        }
-                    }
+                    keep_from = keep_from.min(stored.chain().full);
+                    // A delta's nodes are the ones it changes; its chain's full snapshot (kept
+                    // too) holds the rest, so every tree it stands for is covered.
+                    referenced.extend(chunk_refs(&stored));
+                } else {
+                    older.push((version, listed));
+                }
+            }
+            // Newest first: a run killed here leaves the oldest versions, a chain from its
+            // full snapshot on, readable.
+            for (version, listed) in older {
+                if version >= keep_from {
+                    let (stored, _, _) = self.read_object(&home, version)?;
+                    report.snapshots_kept += 1;
+                    referenced.extend(chunk_refs(&stored));
                 } else {
                     self.remote
                         .delete(&crate::engine::snapshot_name(&home, version))?;

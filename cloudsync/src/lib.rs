@@ -402,8 +402,13 @@ impl SyncEngine {
         self.ctx().gc(opts)
     }
 
-    /// Every snapshot of the home, oldest first (authenticated, version by version).
-    fn history(&self, home_id: &str) -> Result<Vec<tree::Snapshot>, SyncError> {
+    /// Walks every snapshot of the home, oldest first (authenticated, version by version; a
+    /// delta applied on the version before it), until `f` returns false.
+    fn walk_history(
+        &self,
+        home_id: &str,
+        f: &mut dyn FnMut(&tree::Snapshot) -> bool,
+    ) -> Result<(), SyncError> {
         let ctx = self.ctx();
         let index = self.state.load(home_id)?;
         let versions = ctx.list_versions(home_id, 1)?;
@@ -415,21 +420,26 @@ impl SyncEngine {
                 state: self.state.dir().to_owned(),
             });
         }
-        let mut out = Vec::with_capacity(versions.len());
-        let mut parent: Option<[u8; 32]> = None;
+        let mut current: Option<(tree::Snapshot, [u8; 32])> = None;
         for (version, _) in versions {
-            let (snapshot, hash, _) = ctx.read_snapshot(home_id, version)?;
-            if parent.is_some() && snapshot.parent != parent {
-                tracing::warn!(
-                    home = home_id,
-                    version,
-                    "snapshot chain broken here (two devices committed the same version)"
-                );
+            let (stored, hash, _) = ctx.read_object(home_id, version)?;
+            if let (Some((_, parent)), tree::Stored::Full(s)) = (&current, &stored) {
+                if s.parent != Some(*parent) {
+                    tracing::warn!(
+                        home = home_id,
+                        version,
+                        "snapshot chain broken here (two devices committed the same version)"
+                    );
+                }
             }
-            parent = Some(hash);
-            out.push(snapshot);
+            let from = current.take().map(|(s, h)| (std::borrow::Cow::Owned(s), h));
+            let snapshot = ctx.assemble(home_id, stored, hash, from)?;
+            if !f(&snapshot) {
+                return Ok(());
+            }
+            current = Some((snapshot, hash));
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Every version of `path` (relative to the home) in the store's history, newest first,
@@ -443,7 +453,7 @@ impl SyncEngine {
         let home_id = self.keys.home_id(home);
         let mut out: Vec<FileVersion> = Vec::new();
         let mut last: Option<Option<tree::Node>> = None;
-        for snapshot in self.history(&home_id)? {
+        self.walk_history(&home_id, &mut |snapshot| {
             let now = snapshot.live.get(&rel).cloned();
             let changed = match (&last, &now) {
                 (None, None) => false,
@@ -472,7 +482,8 @@ impl SyncEngine {
                 });
             }
             last = Some(now);
-        }
+            true
+        })?;
         out.reverse();
         Ok(out)
     }
@@ -498,45 +509,56 @@ impl SyncEngine {
         };
         let home_id = self.keys.home_id(home);
         let first = self.sync(home, dir, opts)?;
-        let history = self.history(&home_id)?;
         let what = || match path {
             Some(p) => format!("{} has no version", p.display()),
             None => "the home has no version".to_owned(),
         };
-        let target = match at {
-            Some(at) => {
-                let at_ms = at
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
-                history
-                    .iter()
-                    .rev()
-                    .find(|s| s.time_ms <= at_ms)
-                    .ok_or_else(|| SyncError::NothingToRestore {
-                        what: format!(
-                            "{} at {} (the oldest is newer)",
-                            what(),
-                            time::format_rfc3339(at)
-                        ),
-                    })?
+        // The version to restore: the newest written at or before `at`, else the newest. One
+        // walk finds it, a second stops there (only one tree is ever held).
+        let at_ms = at.map(|at| {
+            at.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+        });
+        let mut target = None;
+        self.walk_history(&home_id, &mut |s| {
+            if at_ms.is_none_or(|at_ms| s.time_ms <= at_ms) {
+                target = Some(s.version);
             }
-            None => history
-                .last()
-                .ok_or_else(|| SyncError::NothingToRestore { what: what() })?,
+            true
+        })?;
+        let target = match (target, at) {
+            (Some(target), _) => target,
+            (None, Some(at)) => {
+                return Err(SyncError::NothingToRestore {
+                    what: format!(
+                        "{} at {} (the oldest is newer)",
+                        what(),
+                        time::format_rfc3339(at)
+                    ),
+                })
+            }
+            (None, None) => return Err(SyncError::NothingToRestore { what: what() }),
         };
-        let mut wanted: tree::Tree = target
-            .live
-            .iter()
-            .filter(|(p, _)| tree::is_within(p, &scope))
-            .map(|(p, n)| (p.clone(), n.clone()))
-            .collect();
-        if at.is_none() {
-            for (p, t) in &target.deleted {
-                if tree::is_within(p, &scope) && !wanted.contains_key(p) {
-                    wanted.insert(p.clone(), t.last.clone());
+        let mut wanted = tree::Tree::new();
+        self.walk_history(&home_id, &mut |s| {
+            if s.version != target {
+                return true;
+            }
+            wanted = s
+                .live
+                .iter()
+                .filter(|(p, _)| tree::is_within(p, &scope))
+                .map(|(p, n)| (p.clone(), n.clone()))
+                .collect();
+            if at.is_none() {
+                for (p, t) in &s.deleted {
+                    if tree::is_within(p, &scope) && !wanted.contains_key(p) {
+                        wanted.insert(p.clone(), t.last.clone());
+                    }
                 }
             }
-        }
+            false
+        })?;
         if wanted.is_empty() {
             return Err(SyncError::NothingToRestore { what: what() });
         }

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
-use crate::tree::{as_path, parent, same, Node, RelPath, Tree};
+use crate::tree::{self, as_path, parent, same, Node, RelPath, Tree};
 
 pub(crate) struct Plan {
     pub merged: Tree,
@@ -49,22 +49,33 @@ fn conflict_copy(
         .expect("an unused second exists")
 }
 
+/// Every path of the three trees in order, with its node on each side: one walk of the sorted
+/// trees, no lookups (a merge of 100k paths did three tree searches per path before).
+fn union<'a>(s: &Sides<'a>) -> Vec<(&'a RelPath, [Option<&'a Node>; 3])> {
+    let mut sides = [s.base.iter(), s.local.iter(), s.remote.iter()].map(Iterator::peekable);
+    let mut out = Vec::with_capacity(s.local.len().max(s.remote.len()));
+    loop {
+        let Some(path) = sides
+            .iter_mut()
+            .filter_map(|i| i.peek().map(|(p, _)| *p))
+            .min()
+        else {
+            return out;
+        };
+        let nodes = [0, 1, 2].map(|i| sides[i].next_if(|(p, _)| *p == path).map(|(_, n)| n));
+        out.push((path, nodes));
+    }
+}
+
 pub(crate) fn merge(s: &Sides) -> Plan {
-    let mut merged = Tree::new();
     let mut renames = Vec::new();
     let mut conflicts = Vec::new();
-    let paths: BTreeSet<&RelPath> = s
-        .base
-        .keys()
-        .chain(s.local.keys())
-        .chain(s.remote.keys())
-        .collect();
     let taken =
         |p: &[u8]| s.base.contains_key(p) || s.local.contains_key(p) || s.remote.contains_key(p);
     let mut copies: BTreeMap<RelPath, Node> = BTreeMap::new();
-    for path in paths {
-        let (b, l, r) = (s.base.get(path), s.local.get(path), s.remote.get(path));
-        let pick = if s.frozen.contains(path) {
+    let mut picked: Vec<(RelPath, Node)> = Vec::with_capacity(s.local.len().max(s.remote.len()));
+    for (path, [b, l, r]) in union(s) {
+        let pick = if !s.frozen.is_empty() && s.frozen.contains(path) {
             r
         } else {
             let local_changed = !same(l, b);
@@ -102,16 +113,35 @@ pub(crate) fn merge(s: &Sides) -> Plan {
             }
         };
         if let Some(node) = pick {
-            merged.insert(path.clone(), node.clone());
+            picked.push((path.clone(), node.clone()));
         }
     }
+    // Sorted already: built in bulk, not inserted path by path.
+    let mut merged: Tree = picked.into_iter().collect();
     merged.extend(copies);
     // Every path needs its parent directories: a file added under a directory the other side
-    // deleted brings the directory back; a file in the way of one moves aside.
-    let paths: Vec<RelPath> = merged.keys().cloned().collect();
-    for path in paths {
-        // Sorted, a directory comes before its contents: when the parent is a directory here,
-        // its own ancestors were seen to already (the common case, without an allocation).
+    // deleted brings the directory back; a file in the way of one moves aside. Sorted, a
+    // directory comes before its contents: a stack of the directories the walk is inside
+    // answers the common case without a lookup; the others are checked below.
+    let mut orphans: Vec<RelPath> = Vec::new();
+    {
+        let mut inside: Vec<&[u8]> = Vec::new();
+        for (path, node) in &merged {
+            while inside.last().is_some_and(|d| !tree::is_within(path, d)) {
+                inside.pop();
+            }
+            let parent = parent(path);
+            if parent.is_some() && parent != inside.last().copied() {
+                orphans.push(path.clone());
+            }
+            if node.is_dir() {
+                inside.push(path);
+            }
+        }
+    }
+    for path in orphans {
+        // Its parent may be a directory after all (a name sorting between the two, as
+        // `a.b` between `a` and `a/x`), or have been made for an earlier path.
         if parent(&path).is_none_or(|p| merged.get(p).is_some_and(Node::is_dir)) {
             continue;
         }

@@ -15,10 +15,15 @@ use sha2::{Digest, Sha256};
 use crate::crypto::ChunkId;
 use crate::local::LocalStat;
 use crate::ondemand::OnDemand;
-use crate::tree::{Node, RelPath, Snapshot, Tree};
+use crate::tree::{Chain, Delta, Node, RelPath, Snapshot, Tree};
 use crate::SyncError;
 
-const INDEX_FORMAT: u32 = 1;
+/// Format 2: `head_chain` (delta snapshots) and change records after the image. A format 1
+/// index (whose head is always a full snapshot) is read and upgraded.
+const INDEX_FORMAT: u32 = 2;
+/// The change records after an index's image may grow to a quarter of the image (at least
+/// this) before the next save rewrites it whole.
+const MIN_LOG_BYTES: u64 = 64 << 10;
 
 /// The index of one home on this device.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -32,6 +37,8 @@ pub(crate) struct HomeIndex {
     /// Size and e-tag of `head`'s object when last listed: a cheap check that it is unchanged.
     pub head_size: u64,
     pub head_e_tag: Option<String>,
+    /// Where `head`'s object sits in its delta chain.
+    pub head_chain: Chain,
     /// The highest version this device has seen of this home: a store showing less rolled back.
     pub highest_seen: u64,
     /// Paths whose merge base differs from `head` (a local change that could not be applied
@@ -44,6 +51,81 @@ pub(crate) struct HomeIndex {
     pub home_identity: Option<(u64, Option<i64>)>,
     /// Unix milliseconds of the last successful sync.
     pub last_sync_ms: Option<u64>,
+    /// Where the file read ends: its image's length and the valid length of image and records.
+    #[serde(skip)]
+    log: LogPos,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct LogPos {
+    image: u64,
+    valid: u64,
+}
+
+/// A format 1 index: the fields of [`HomeIndex`] but `head_chain`.
+#[derive(serde::Deserialize)]
+struct HomeIndexV1 {
+    _format: u32,
+    head: Option<Snapshot>,
+    head_hash: [u8; 32],
+    head_size: u64,
+    head_e_tag: Option<String>,
+    highest_seen: u64,
+    base_overrides: BTreeMap<RelPath, Option<Node>>,
+    stats: BTreeMap<RelPath, (LocalStat, u64)>,
+    home_identity: Option<(u64, Option<i64>)>,
+    last_sync_ms: Option<u64>,
+}
+
+/// One sync's changes to an index, appended after its image (`len u32 LE | the first 8 bytes of
+/// the body's SHA-256 | body`, postcard): a sync of one file among 100k writes a few hundred
+/// bytes instead of the whole index. A record cut short by a crash fails its check and is
+/// ignored with everything after it (that sync's changes are lost to the index only: the
+/// next sync merges them again, as after a crash before the save).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct IndexChange {
+    /// The head's changes (`None`: the same head); its `chain` is the new head's.
+    head: Option<Delta>,
+    head_hash: [u8; 32],
+    head_size: u64,
+    head_e_tag: Option<String>,
+    highest_seen: u64,
+    base_overrides: BTreeMap<RelPath, Option<Node>>,
+    stats: Vec<(RelPath, Option<(LocalStat, u64)>)>,
+    home_identity: Option<(u64, Option<i64>)>,
+    last_sync_ms: Option<u64>,
+}
+
+impl IndexChange {
+    fn apply(self, index: &mut HomeIndex) -> Result<(), &'static str> {
+        if let Some(delta) = self.head {
+            let head = index.head.as_mut().ok_or("a head change without a head")?;
+            index.head_chain = delta.chain;
+            delta.apply(head);
+        }
+        index.head_hash = self.head_hash;
+        index.head_size = self.head_size;
+        index.head_e_tag = self.head_e_tag;
+        index.highest_seen = self.highest_seen;
+        index.base_overrides = self.base_overrides;
+        for (path, stat) in self.stats {
+            match stat {
+                Some(stat) => index.stats.insert(path, stat),
+                None => index.stats.remove(&path),
+            };
+        }
+        index.home_identity = self.home_identity;
+        index.last_sync_ms = self.last_sync_ms;
+        Ok(())
+    }
+}
+
+/// What the index held before a sync changed it, for [`State::save_changes`].
+pub(crate) struct Prior<'a> {
+    /// The head it had, `None` when it had none; the head is the same when its hash is.
+    pub head: Option<&'a Snapshot>,
+    pub head_hash: [u8; 32],
+    pub stats: &'a BTreeMap<RelPath, (LocalStat, u64)>,
 }
 
 impl HomeIndex {
@@ -267,16 +349,56 @@ impl State {
             }
             Err(e) => return Err(SyncError::io("read", &path, e)),
         };
-        let mut index: HomeIndex = postcard::from_bytes(&bytes).map_err(|e| SyncError::State {
+        let bad = |reason: String| SyncError::State {
             path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        if index.format != INDEX_FORMAT {
-            return Err(SyncError::State {
-                path,
-                reason: format!("index format {} (expected {INDEX_FORMAT})", index.format),
-            });
-        }
+            reason,
+        };
+        let (format, _) =
+            postcard::take_from_bytes::<u32>(&bytes).map_err(|e| bad(e.to_string()))?;
+        let mut index = match format {
+            1 => {
+                let v1: HomeIndexV1 =
+                    postcard::from_bytes(&bytes).map_err(|e| bad(e.to_string()))?;
+                HomeIndex {
+                    format: INDEX_FORMAT,
+                    head_chain: Chain {
+                        full: v1.head.as_ref().map_or(0, |h| h.version),
+                        entries: 0,
+                    },
+                    head: v1.head,
+                    head_hash: v1.head_hash,
+                    head_size: v1.head_size,
+                    head_e_tag: v1.head_e_tag,
+                    highest_seen: v1.highest_seen,
+                    base_overrides: v1.base_overrides,
+                    stats: v1.stats,
+                    home_identity: v1.home_identity,
+                    last_sync_ms: v1.last_sync_ms,
+                    // Rewritten whole by the next save.
+                    log: LogPos::default(),
+                }
+            }
+            INDEX_FORMAT => {
+                let (mut index, mut rest) = postcard::take_from_bytes::<HomeIndex>(&bytes)
+                    .map_err(|e| bad(e.to_string()))?;
+                let image = (bytes.len() - rest.len()) as u64;
+                index.log = LogPos {
+                    image,
+                    valid: image,
+                };
+                while let Some((change, len, next)) = next_record(rest) {
+                    change.apply(&mut index).map_err(|e| bad(e.into()))?;
+                    index.log.valid += len;
+                    rest = next;
+                }
+                index
+            }
+            other => {
+                return Err(bad(format!(
+                    "index format {other} (expected {INDEX_FORMAT})"
+                )))
+            }
+        };
         // A sync that changed nothing only touched the file (`touch`).
         let touched_ms = modified
             .duration_since(std::time::UNIX_EPOCH)
@@ -304,9 +426,68 @@ impl State {
             .map_err(|e| SyncError::io("touch", path, e.into()))
     }
 
+    /// Writes the index whole (image only, no change records).
     pub(crate) fn save(&self, home_id: &str, index: &HomeIndex) -> Result<(), SyncError> {
         let bytes = postcard::to_stdvec(index).expect("an index always serializes");
         write_atomically(&self.index_path(home_id), &bytes)
+    }
+
+    /// Saves `index`, which a sync changed from `prior`: as a change record appended to the
+    /// file when the file read is of this format and the records stay under a quarter of the
+    /// image, else whole.
+    pub(crate) fn save_changes(
+        &self,
+        home_id: &str,
+        index: &HomeIndex,
+        prior: Prior,
+    ) -> Result<(), SyncError> {
+        let head = match (prior.head, &index.head) {
+            _ if index.log.image == 0 => return self.save(home_id, index),
+            (Some(_), Some(_)) if prior.head_hash == index.head_hash => None,
+            (Some(old), Some(new)) => match new.parent {
+                Some(parent) => {
+                    let mut delta = Delta::between(old, new, parent, index.head_chain);
+                    delta.chain = index.head_chain;
+                    Some(delta)
+                }
+                None => return self.save(home_id, index),
+            },
+            _ => return self.save(home_id, index),
+        };
+        let change = IndexChange {
+            head,
+            head_hash: index.head_hash,
+            head_size: index.head_size,
+            head_e_tag: index.head_e_tag.clone(),
+            highest_seen: index.highest_seen,
+            base_overrides: index.base_overrides.clone(),
+            stats: crate::tree::changes(prior.stats, &index.stats),
+            home_identity: index.home_identity,
+            last_sync_ms: index.last_sync_ms,
+        };
+        let body = postcard::to_stdvec(&change).expect("a change always serializes");
+        let record_len = (4 + 8 + body.len()) as u64;
+        let log_len = index.log.valid - index.log.image;
+        if log_len + record_len > (index.log.image / 4).max(MIN_LOG_BYTES) {
+            return self.save(home_id, index);
+        }
+        let mut record = Vec::with_capacity(record_len as usize);
+        record.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        record.extend_from_slice(&Sha256::digest(&body)[..8]);
+        record.extend_from_slice(&body);
+        let path = self.index_path(home_id);
+        let appended = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| {
+                // Cut what a crash may have left after the last valid record, so that this one is
+                // read (a reader stops at the first invalid record).
+                f.set_len(index.log.valid)?;
+                std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0))?;
+                f.write_all(&record)?;
+                f.sync_data()
+            });
+        appended.map_err(|e| SyncError::io("append", &path, e))
     }
 
     /// The home's evicted and pinned paths (`homes/HOME.ondemand`; none when missing). A file of
@@ -337,6 +518,19 @@ impl State {
     }
 }
 
+/// The first change record of `bytes`, its length and what follows; `None` at the end or at a
+/// record that is cut short or fails its check.
+fn next_record(bytes: &[u8]) -> Option<(IndexChange, u64, &[u8])> {
+    let len = u32::from_le_bytes(bytes.get(..4)?.try_into().expect("4 bytes")) as usize;
+    let check = bytes.get(4..12)?;
+    let body = bytes.get(12..12usize.checked_add(len)?)?;
+    if Sha256::digest(body)[..8] != *check {
+        return None;
+    }
+    let change = postcard::from_bytes(body).ok()?;
+    Some((change, 12 + len as u64, &bytes[12 + len..]))
+}
+
 fn create_private_dir(dir: &Path) -> Result<(), SyncError> {
     fsutil::create_private_dir(dir).map_err(|e| SyncError::io("create state directory", dir, e))
 }
@@ -344,4 +538,101 @@ fn create_private_dir(dir: &Path) -> Result<(), SyncError> {
 fn write_atomically(path: &Path, data: &[u8]) -> Result<(), SyncError> {
     fsutil::write_atomically(path, data, 0o600, fsutil::Replace::Yes)
         .map_err(|e| SyncError::io("write", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::local::LocalKind;
+    use crate::tree::Node;
+
+    fn stat(ino: u64) -> (LocalStat, u64) {
+        let st = LocalStat {
+            kind: LocalKind::File,
+            ino,
+            size: 1,
+            mtime_ns: 0,
+            mode: 0o644,
+        };
+        (st, 5)
+    }
+
+    fn snapshot(version: u64, files: u64) -> Snapshot {
+        Snapshot {
+            home: "h".into(),
+            version,
+            parent: Some([version as u8; 32]),
+            time_ms: version,
+            device: "d".into(),
+            live: (0..files)
+                .map(|i| (format!("f{i}").into_bytes(), Node::Dir { mode: 0o700 }))
+                .collect(),
+            deleted: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn changes_are_appended_and_a_torn_record_is_ignored() {
+        let root = tempfile::tempdir().unwrap();
+        let state = State::open(root.path(), "store").unwrap();
+        let mut index = HomeIndex {
+            format: INDEX_FORMAT,
+            head: Some(snapshot(1, 1000)),
+            head_hash: [1; 32],
+            stats: (0..1000)
+                .map(|i| (format!("f{i}").into_bytes(), stat(i)))
+                .collect(),
+            ..Default::default()
+        };
+        state.save("h", &index).unwrap();
+        let path = state.index_path("h");
+        let whole = std::fs::metadata(&path).unwrap().len();
+
+        // One sync: a new head (one path changed) and one stat changed.
+        let mut loaded = state.load("h").unwrap();
+        let prior_head = loaded.head.replace({
+            let mut s = snapshot(2, 1000);
+            s.live.insert(b"f7".to_vec(), Node::Dir { mode: 0o755 });
+            s
+        });
+        let prior_stats = std::mem::take(&mut loaded.stats);
+        loaded.stats = prior_stats.clone();
+        loaded.stats.insert(b"f3".to_vec(), stat(9999));
+        loaded.head_hash = [2; 32];
+        let prior = Prior {
+            head: prior_head.as_ref(),
+            head_hash: [1; 32],
+            stats: &prior_stats,
+        };
+        state.save_changes("h", &loaded, prior).unwrap();
+        let appended = std::fs::metadata(&path).unwrap().len();
+        assert!(
+            appended > whole && appended - whole < 500,
+            "{whole} -> {appended}"
+        );
+        let after = state.load("h").unwrap();
+        assert_eq!(after.head, loaded.head);
+        assert_eq!(after.stats, loaded.stats);
+        assert_eq!(after.head_hash, [2; 32]);
+
+        // A crash mid-append: the cut record is ignored, the index is the one before it.
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(appended - 3).unwrap();
+        let torn = state.load("h").unwrap();
+        assert_eq!(torn.head, index.head);
+        assert_eq!(torn.stats, index.stats);
+        // The next append cuts the torn bytes first, so it is read.
+        index = torn;
+        let prior_stats = index.stats.clone();
+        index.stats.remove(b"f5".as_slice());
+        let prior = Prior {
+            head: index.head.as_ref(),
+            head_hash: index.head_hash,
+            stats: &prior_stats,
+        };
+        state.save_changes("h", &index, prior).unwrap();
+        let after = state.load("h").unwrap();
+        assert_eq!(after.stats, index.stats);
+        assert_eq!(after.head, index.head);
+    }
 }

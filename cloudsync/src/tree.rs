@@ -207,21 +207,214 @@ pub(crate) struct Snapshot {
 
 impl Snapshot {
     pub(crate) fn encode(&self) -> Vec<u8> {
-        use std::io::Write;
-        let plain = postcard::to_stdvec(self).expect("a snapshot always serializes");
-        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
-        z.write_all(&plain).expect("writing to memory");
-        z.finish().expect("writing to memory")
+        encode(self)
     }
 
     /// `None` when the bytes (already authenticated) do not decode: a format bug or another
     /// version of this crate, reported by the caller.
     pub(crate) fn decode(bytes: &[u8]) -> Option<Snapshot> {
-        use std::io::Read;
-        let mut plain = Vec::new();
-        flate2::read::DeflateDecoder::new(bytes)
-            .read_to_end(&mut plain)
-            .ok()?;
-        postcard::from_bytes(&plain).ok()
+        decode(bytes)
+    }
+}
+
+/// Postcard, then deflate: the plaintext of a snapshot or delta object.
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    use std::io::Write;
+    let plain = postcard::to_stdvec(value).expect("a snapshot always serializes");
+    let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    z.write_all(&plain).expect("writing to memory");
+    z.finish().expect("writing to memory")
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    use std::io::Read;
+    let mut plain = Vec::new();
+    flate2::read::DeflateDecoder::new(bytes)
+        .read_to_end(&mut plain)
+        .ok()?;
+    postcard::from_bytes(&plain).ok()
+}
+
+/// Where a snapshot sits in its delta chain: the full snapshot the chain starts at, and how
+/// many entries the deltas after it hold (0 for a full snapshot).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Chain {
+    pub full: u64,
+    pub entries: u64,
+}
+
+/// A snapshot written as the changes against the version before it (sealed as a delta
+/// object): a commit of a few files costs a few entries whatever the size of the home. The tree
+/// it stands for is the previous version's with `live` and `deleted` applied.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Delta {
+    /// The home id it belongs to (also in the object name and the AEAD's associated data).
+    pub home: String,
+    pub version: u64,
+    /// SHA-256 of the sealed object of `version - 1`, the tree this delta applies to: a reader
+    /// applies it only on that exact object.
+    pub parent: [u8; 32],
+    /// Where this delta sits: a reader that does not hold `version - 1` reads the full snapshot
+    /// `chain.full` and the deltas after it (at most [`MAX_CHAIN`] objects in all).
+    pub chain: Chain,
+    /// Unix milliseconds, the writer's clock.
+    pub time_ms: u64,
+    /// The writer's short device id.
+    pub device: String,
+    /// Live paths that changed: the new node, or `None` when the path left the live tree.
+    pub live: Vec<(RelPath, Option<Node>)>,
+    /// Tombstones that changed: the new one, or `None` when it went (expired, or the path
+    /// came back).
+    pub deleted: Vec<(RelPath, Option<Tombstone>)>,
+}
+
+/// The most objects a reader reads for one version: a full snapshot and the deltas after it.
+pub(crate) const MAX_CHAIN: u64 = 32;
+
+/// The entries of `b` that differ from `a` (exact equality: a file's mtime counts), each with
+/// `b`'s value or `None` where `b` lacks it; one walk of both sorted maps.
+pub(crate) fn changes<V: PartialEq + Clone>(
+    a: &BTreeMap<RelPath, V>,
+    b: &BTreeMap<RelPath, V>,
+) -> Vec<(RelPath, Option<V>)> {
+    use std::cmp::Ordering;
+    let mut out = Vec::new();
+    let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
+    loop {
+        let order = match (a.peek(), b.peek()) {
+            (None, None) => return out,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((pa, _)), Some((pb, _))) => pa.cmp(pb),
+        };
+        match order {
+            Ordering::Less => out.push((a.next().expect("peeked").0.clone(), None)),
+            Ordering::Greater => {
+                let (p, v) = b.next().expect("peeked");
+                out.push((p.clone(), Some(v.clone())));
+            }
+            Ordering::Equal => {
+                let ((p, va), (_, vb)) = (a.next().expect("peeked"), b.next().expect("peeked"));
+                if va != vb {
+                    out.push((p.clone(), Some(vb.clone())));
+                }
+            }
+        }
+    }
+}
+
+impl Delta {
+    /// The delta that turns `prev` (whose sealed object hashes to `parent`, at `chain`) into
+    /// `next` (its successor version).
+    pub(crate) fn between(
+        prev: &Snapshot,
+        next: &Snapshot,
+        parent: [u8; 32],
+        chain: Chain,
+    ) -> Delta {
+        let live = changes(&prev.live, &next.live);
+        let deleted = changes(&prev.deleted, &next.deleted);
+        Delta {
+            home: next.home.clone(),
+            version: next.version,
+            parent,
+            chain: Chain {
+                full: chain.full,
+                entries: chain.entries + (live.len() + deleted.len()) as u64,
+            },
+            time_ms: next.time_ms,
+            device: next.device.clone(),
+            live,
+            deleted,
+        }
+    }
+
+    /// Turns `tree`, the snapshot this delta was made against, into this version's snapshot.
+    pub(crate) fn apply(self, tree: &mut Snapshot) {
+        tree.version = self.version;
+        tree.parent = Some(self.parent);
+        tree.time_ms = self.time_ms;
+        tree.device = self.device;
+        for (path, node) in self.live {
+            match node {
+                Some(node) => tree.live.insert(path, node),
+                None => tree.live.remove(&path),
+            };
+        }
+        for (path, tombstone) in self.deleted {
+            match tombstone {
+                Some(t) => tree.deleted.insert(path, t),
+                None => tree.deleted.remove(&path),
+            };
+        }
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Delta> {
+        decode(bytes)
+    }
+}
+
+/// One snapshot object as stored: a full tree or a delta.
+pub(crate) enum Stored {
+    Full(Snapshot),
+    Delta(Delta),
+}
+
+impl Stored {
+    pub(crate) fn version(&self) -> u64 {
+        match self {
+            Stored::Full(s) => s.version,
+            Stored::Delta(d) => d.version,
+        }
+    }
+
+    pub(crate) fn home(&self) -> &str {
+        match self {
+            Stored::Full(s) => &s.home,
+            Stored::Delta(d) => &d.home,
+        }
+    }
+
+    /// The hash of the previous version's object it names.
+    pub(crate) fn parent(&self) -> Option<[u8; 32]> {
+        match self {
+            Stored::Full(s) => s.parent,
+            Stored::Delta(d) => Some(d.parent),
+        }
+    }
+
+    pub(crate) fn time_ms(&self) -> u64 {
+        match self {
+            Stored::Full(s) => s.time_ms,
+            Stored::Delta(d) => d.time_ms,
+        }
+    }
+
+    pub(crate) fn chain(&self) -> Chain {
+        match self {
+            Stored::Full(s) => Chain {
+                full: s.version,
+                entries: 0,
+            },
+            Stored::Delta(d) => d.chain,
+        }
+    }
+
+    /// Every node it holds (live and tombstones; a delta: only the ones it changes).
+    pub(crate) fn nodes(&self) -> Box<dyn Iterator<Item = &Node> + '_> {
+        match self {
+            Stored::Full(s) => Box::new(s.live.values().chain(s.deleted.values().map(|t| &t.last))),
+            Stored::Delta(d) => Box::new(
+                d.live.iter().filter_map(|(_, n)| n.as_ref()).chain(
+                    d.deleted
+                        .iter()
+                        .filter_map(|(_, t)| t.as_ref().map(|t| &t.last)),
+                ),
+            ),
+        }
     }
 }

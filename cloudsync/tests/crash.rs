@@ -189,3 +189,86 @@ fn kill_9_during_upload_and_download_loses_nothing() {
         "{TRIALS} trials, {kills} uploads killed before they finished (a full sync took {full:?})"
     );
 }
+
+/// The kind byte (3: full snapshot, 5: delta) of every snapshot object in the store.
+fn snapshot_kinds(store: &Path) -> Vec<u8> {
+    store_objects(store)
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("homes/"))
+        .map(|(_, bytes)| bytes[4])
+        .collect()
+}
+
+#[test]
+fn kill_9_mid_commit_of_a_delta_loses_nothing() {
+    if std::env::var("CLOUDSYNC_CRASH_CHILD").is_ok() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let store = root.path().join("store");
+    let a = device(root.path(), "A", &store);
+    let b = device(root.path(), "B", &store);
+    // 400 small files: a change of a few is committed as a delta.
+    for i in 0..400 {
+        let dir = a.home.join(format!("d{}", i % 10));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("f{i}")), format!("file {i}")).unwrap();
+    }
+    a.sync().unwrap();
+    b.sync().unwrap();
+    std::fs::write(a.home.join("d0/f0"), "probe").unwrap();
+    let full = child_sync(&store, &a, None).max(Duration::from_millis(20));
+    b.sync().unwrap();
+
+    const DELTA_TRIALS: u64 = 30;
+    for trial in 1..=DELTA_TRIALS {
+        // Two files changed, one added, one deleted.
+        std::fs::write(
+            a.home.join(format!("d1/f{}", trial * 10 + 1)),
+            format!("v{trial}"),
+        )
+        .unwrap();
+        std::fs::write(
+            a.home.join(format!("d3/f{}", trial * 10 + 3)),
+            random_bytes(5000, trial),
+        )
+        .unwrap();
+        std::fs::write(
+            a.home.join(format!("d5/new{trial}")),
+            format!("new {trial}"),
+        )
+        .unwrap();
+        let _ = std::fs::remove_file(a.home.join(format!("d7/f{}", trial * 10 + 7)));
+        let written = tree_hash(&a.home);
+        let delay = |salt: u64| full.mul_f64(((trial * 37 + salt * 11) % 100) as f64 / 100.0);
+
+        child_sync(&store, &a, Some(delay(1)));
+        a.sync()
+            .unwrap_or_else(|e| panic!("trial {trial}: resume after a killed commit: {e}"));
+        assert_eq!(
+            tree_hash(&a.home),
+            written,
+            "trial {trial}: the home changed"
+        );
+        child_sync(&store, &b, Some(delay(2)));
+        b.sync()
+            .unwrap_or_else(|e| panic!("trial {trial}: resume after a killed download: {e}"));
+        assert_eq!(tree_hash(&b.home), written, "trial {trial}: B differs");
+        // A new device reads the same tree from the chain.
+        let c = device(root.path(), &format!("C{trial}"), &store);
+        c.sync().unwrap();
+        assert_eq!(
+            tree_hash(&c.home),
+            written,
+            "trial {trial}: a new device differs"
+        );
+        let again = a.sync().unwrap();
+        assert!(
+            !again.committed && again.downloaded.is_empty(),
+            "trial {trial}: not converged: {again:?}"
+        );
+    }
+    let kinds = snapshot_kinds(&store);
+    let deltas = kinds.iter().filter(|&&k| k == 5).count();
+    assert!(deltas >= DELTA_TRIALS as usize / 2, "{kinds:?}");
+}

@@ -64,6 +64,33 @@ fn the_store_shrinks_once_old_versions_pass_the_retention_period() {
     a.sync().unwrap();
     std::fs::remove_file(a.home.join("small.txt")).unwrap();
     a.sync().unwrap();
+    // Past the retention period, the state at its start (version 2, a delta on version 1)
+    // keeps its chain: nothing goes yet, and every version reads.
+    let kept = a.engine.gc(&NOW).unwrap();
+    assert_eq!(
+        (
+            kept.snapshots_kept,
+            kept.snapshots_deleted,
+            kept.chunks_marked
+        ),
+        (3, 0, 0),
+        "{kept:?}"
+    );
+    let fresh = device(root.path(), "fresh", &store);
+    assert_eq!(
+        fresh
+            .engine
+            .versions(&home_ref(), "big.bin".as_ref())
+            .unwrap()
+            .len(),
+        2
+    );
+    // Version 2 is a delta on version 1 (which alone holds the old content), version 3 a full
+    // snapshot (the deltas would have passed half the tree), version 4 a delta on it. A kept
+    // delta keeps its chain: with version 4 written, the state at the start of the period is
+    // version 3, whose chain starts at itself, so versions 1 and 2 can go.
+    std::fs::write(a.home.join("note.txt"), "note").unwrap();
+    a.sync().unwrap();
     let before = store_bytes(&store);
 
     // Within the retention period (the default 30 days) nothing goes, however often it runs.
@@ -89,10 +116,10 @@ fn the_store_shrinks_once_old_versions_pass_the_retention_period() {
         2
     );
 
-    // Past it: the first run deletes the oldest snapshot and marks the old content's chunks,
-    // the second deletes them.
+    // Past it: the first run deletes the two oldest snapshots and marks the old content's
+    // chunks, the second deletes them.
     let first = a.engine.gc(&NOW).unwrap();
-    assert_eq!(first.snapshots_deleted, 1, "{first:?}");
+    assert_eq!(first.snapshots_deleted, 2, "{first:?}");
     assert_eq!(first.chunks_deleted, 0, "{first:?}");
     assert!(first.chunks_marked >= 1, "{first:?}");
     let second = a.engine.gc(&NOW).unwrap();

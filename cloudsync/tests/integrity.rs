@@ -196,6 +196,105 @@ fn snapshot_of_another_home_is_refused() {
     ));
 }
 
+/// The kind byte of a sealed object (3: full snapshot, 5: delta).
+fn kind(path: &Path) -> u8 {
+    std::fs::read(path).unwrap()[4]
+}
+
+/// After `setup` (version 2 a delta of one file among two), 20 files more (version 3: a delta
+/// that size would cost more than the tree, so a full snapshot) and four one-file edits by A:
+/// versions 4 to 7 are deltas on version 3's chain. B synced version 5 in between.
+fn delta_setup() -> Setup {
+    let s = setup();
+    for i in 0..20 {
+        std::fs::write(s.a.home.join(format!("more-{i}")), format!("more {i}")).unwrap();
+    }
+    s.a.sync().unwrap();
+    for i in 0..4 {
+        std::fs::write(s.a.home.join("one.txt"), format!("edit {i}")).unwrap();
+        s.a.sync().unwrap();
+        if i == 1 {
+            s.b.sync().unwrap();
+        }
+    }
+    let kinds: Vec<u8> = snapshots(&s.store).iter().map(|p| kind(p)).collect();
+    assert_eq!(kinds, [3, 5, 3, 5, 5, 5, 5]);
+    s
+}
+
+#[test]
+fn modified_dropped_or_swapped_deltas_are_refused() {
+    // A delta in the middle of the chain, modified: a new device and one that has the chain's
+    // start both refuse the head.
+    let s = delta_setup();
+    let v6 = snapshots(&s.store)[5].clone();
+    let mut bytes = std::fs::read(&v6).unwrap();
+    bytes[40] ^= 1;
+    std::fs::write(&v6, bytes).unwrap();
+    let c = device(s._root.path(), "C", &s.store);
+    assert!(matches!(
+        assert_refused(c.sync(), "modified delta, new device"),
+        SyncError::Tampered { .. }
+    ));
+    assert!(matches!(
+        assert_refused(s.b.sync(), "modified delta, device at version 5"),
+        SyncError::Tampered { .. }
+    ));
+    assert!(!c.home.join("one.txt").exists());
+    assert_eq!(
+        std::fs::read(s.b.home.join("one.txt")).unwrap(),
+        b"edit 1",
+        "nothing written"
+    );
+
+    // Dropped: the chain has a hole.
+    let s = delta_setup();
+    std::fs::remove_file(&snapshots(&s.store)[5]).unwrap();
+    let c = device(s._root.path(), "C", &s.store);
+    assert!(matches!(
+        assert_refused(c.sync(), "dropped delta, new device"),
+        SyncError::MissingObject { version: 6, .. }
+    ));
+    assert!(matches!(
+        assert_refused(s.b.sync(), "dropped delta, device at version 5"),
+        SyncError::MissingObject { version: 6, .. }
+    ));
+
+    // The store swaps two deltas, or replays one under the next version: each is sealed under
+    // its own name.
+    let s = delta_setup();
+    let snaps = snapshots(&s.store);
+    let (v5, v6) = (
+        std::fs::read(&snaps[4]).unwrap(),
+        std::fs::read(&snaps[5]).unwrap(),
+    );
+    std::fs::write(&snaps[4], &v6).unwrap();
+    std::fs::write(&snaps[5], &v5).unwrap();
+    let c = device(s._root.path(), "C", &s.store);
+    assert!(matches!(
+        assert_refused(c.sync(), "swapped deltas"),
+        SyncError::Tampered { .. }
+    ));
+    let s = delta_setup();
+    let snaps = snapshots(&s.store);
+    std::fs::copy(&snaps[6], snaps[6].with_file_name(format!("{:016x}", 8))).unwrap();
+    assert!(matches!(
+        assert_refused(s.a.sync(), "replayed delta"),
+        SyncError::Tampered { .. }
+    ));
+
+    // A delta's kind byte changed to a full snapshot's: authentication fails.
+    let s = delta_setup();
+    let head = snapshots(&s.store).pop().unwrap();
+    let mut bytes = std::fs::read(&head).unwrap();
+    bytes[4] = 3;
+    std::fs::write(&head, bytes).unwrap();
+    assert!(matches!(
+        assert_refused(s.b.sync(), "delta relabeled as a full snapshot"),
+        SyncError::Tampered { .. }
+    ));
+}
+
 #[test]
 fn rolled_back_store_is_refused() {
     let s = setup();

@@ -36,6 +36,8 @@ enum Backend {
 
 pub(crate) struct Remote {
     backend: Backend,
+    /// Whether [`Remote::create`] is atomic (not on WebDAV: checked by reading back).
+    conditional_create: bool,
     /// For messages.
     pub url: String,
 }
@@ -47,7 +49,17 @@ impl Remote {
             StoreUrl::LocalDir(dir) => Backend::Dir(dir::DirStore::open(dir)?),
             _ => Backend::Helper(helper::HelperRemote::open(config, &url)?),
         };
-        Ok(Remote { backend, url })
+        let conditional_create = !matches!(config.url, StoreUrl::WebDav { .. });
+        Ok(Remote {
+            backend,
+            conditional_create,
+            url,
+        })
+    }
+
+    /// Whether [`Remote::create`] never overwrites an object (every backend but WebDAV).
+    pub(crate) fn conditional_create(&self) -> bool {
+        self.conditional_create
     }
 
     /// The object's bytes, or `None` when it does not exist.
