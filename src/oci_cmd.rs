@@ -786,7 +786,8 @@ fn shim_run(root: &Path, id: &str, log: &Log) -> Result<u8> {
     let dir = container.dir.clone();
     let plan: JailPlan = serde_json::from_slice(&fs::read(dir.join("plan.json"))?)
         .context("reading the container's plan")?;
-    let mut options = elastos_host::apps::launch_options(false, false)?;
+    // The OCI state root is this user's runtime directory as the engine chose it.
+    let mut options = elastos_host::apps::launch_options(root, false, false)?;
     options.attached = true;
     let pending = elastos_loader::spawn(&options)?;
     let control = UnixListener::bind(in_dir(&dir, SHIM_SOCKET)?)?;
@@ -1003,7 +1004,7 @@ fn exec(root: &Path, args: &liboci_cli::Exec, log: &Log) -> Result<u8> {
             std::process::Stdio::inherit(),
         ],
     };
-    let loader = elastos_host::apps::launch_options(false, false)?.loader;
+    let loader = elastos_host::apps::launch_options(root, false, false)?.loader;
     let child = elastos_loader::exec_in_jail(
         &elastos_loader::JailToJoin {
             init: init.as_fd(),

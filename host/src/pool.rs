@@ -417,6 +417,7 @@ mod tests {
             no_cgroup: true,
             attached: false,
             capture_output: true,
+            runtime_dir: "/nonexistent".into(),
         }
     }
 
