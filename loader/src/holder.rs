@@ -225,8 +225,10 @@ impl Record {
             };
             Ok::<_, io::Error>(((meta.dev(), meta.ino()), maps("uid_map")?, maps("gid_map")?))
         })();
-        // Alive after the reads: the pid was this process's all along.
-        if sys::pidfd_send_signal(process.as_fd(), 0).is_err() {
+        // Alive after the reads: the pid was this process's all along. (Not a signal of 0,
+        // which a zombie also takes: a killed holder whose reaper has not reaped it yet still
+        // has its namespace, and would pass everything else.)
+        if sys::has_exited(process.as_fd()) {
             return Err(Stale::Gone { pid });
         }
         let (inode, uid_map, gid_map) = found.map_err(|_| Stale::Gone { pid })?;
@@ -649,6 +651,17 @@ mod tests {
                 expected: "uid 0 0 1 1 300000 999; gid 0 0 1 1 300000 1000".into(),
             })
         );
+        // Killed but not yet reaped (a zombie keeps its namespace): gone all the same.
+        let mut holder = holder;
+        holder.0.kill().unwrap();
+        let zombie = || {
+            std::fs::read_to_string(format!("/proc/{}/stat", record.pid))
+                .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, s)| s.starts_with('Z')))
+        };
+        while !zombie() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(verify(&record), Err(Stale::Gone { pid: record.pid }));
         drop(holder);
         assert!(matches!(
             verify(&record),

@@ -989,6 +989,17 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> io::Resu
     Ok(())
 }
 
+/// Whether the process `pidfd` refers to has exited (a pidfd polls readable from then on, zombie
+/// or reaped). A failed poll counts as exited: the caller then trusts nothing of the process.
+pub fn has_exited(pidfd: BorrowedFd<'_>) -> bool {
+    let mut fds = [libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    !matches!(poll(&mut fds, 0), Ok(0))
+}
+
 /// fcntl(F_DUPFD_CLOEXEC): a close-on-exec duplicate of `fd` numbered at least `floor`.
 pub fn dup_above(fd: RawFd, floor: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: fcntl on integer arguments.
