@@ -908,7 +908,8 @@ impl RunSync {
 /// apps' ids, found at its first use: a run whose sync before the app has nothing to bring
 /// needs it only after.
 struct AppNamespace {
-    state: StateDirs,
+    /// [`StateDirs::runtime`].
+    runtime: PathBuf,
     ids: SubordinateIds,
     /// The namespace, or why it could not be had.
     found: std::cell::OnceCell<Result<UserNamespace, String>>,
@@ -917,7 +918,7 @@ struct AppNamespace {
 impl AppNamespace {
     fn get(&self) -> &Result<UserNamespace, String> {
         self.found.get_or_init(|| {
-            crate::commands::user_namespace(&self.state, &self.ids).map_err(|e| format!("{e:#}"))
+            crate::commands::user_namespace(&self.runtime, &self.ids).map_err(|e| format!("{e:#}"))
         })
     }
 
@@ -949,7 +950,7 @@ impl Syncer {
             let ids = SubordinateIds::of_current_user().ok()?;
             let identity = HostIdentity::for_app_home(&app.app_id, Some(&app.home), Some(&ids));
             identity.subordinate.then(|| AppNamespace {
-                state: state.clone(),
+                runtime: state.runtime.clone(),
                 ids,
                 found: std::cell::OnceCell::new(),
             })
@@ -1167,7 +1168,7 @@ pub fn rerun_over_subordinate_homes(state: &StateDirs) -> Result<Option<u8>> {
     let mut command =
         std::process::Command::new(std::env::current_exe().context("cannot find elastos")?);
     command.args(std::env::args_os().skip(1));
-    let status = crate::commands::user_namespace(state, &ids)?
+    let status = crate::commands::user_namespace(&state.runtime, &ids)?
         .spawn(command)?
         .wait()
         .context("waiting for elastos in the namespace of your subordinate ids")?;

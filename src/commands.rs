@@ -381,13 +381,14 @@ impl HostIds {
 
 /// This user's namespace, where it is root over its subordinate ids (see
 /// `elastos_loader::holder`): its holder's, made if none runs.
+/// `runtime_dir` is [`StateDirs::runtime`].
 pub fn user_namespace(
-    state: &StateDirs,
+    runtime_dir: &Path,
     ids: &SubordinateIds,
 ) -> Result<elastos_loader::holder::UserNamespace> {
-    let loader = apps::launch_options(&state.runtime, false, false)?.loader;
+    let loader = apps::launch_options(runtime_dir, false, false)?.loader;
     Ok(elastos_loader::holder::UserNamespace::of_current_user(
-        &state.runtime,
+        runtime_dir,
         ids,
         &loader,
     )?)
@@ -425,7 +426,7 @@ fn unshare(state: &StateDirs, command: Vec<std::ffi::OsString>) -> Result<u8> {
         .unwrap_or_else(|| "/bin/sh".into());
     let mut command = std::process::Command::new(&program);
     command.args(words);
-    let status = user_namespace(state, &ids)?
+    let status = user_namespace(&state.runtime, &ids)?
         .spawn(command)?
         .wait()
         .with_context(|| format!("waiting for {}", program.to_string_lossy()))?;

@@ -655,8 +655,10 @@ mod tests {
         let mut holder = holder;
         holder.0.kill().unwrap();
         let zombie = || {
-            std::fs::read_to_string(format!("/proc/{}/stat", record.pid))
-                .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, s)| s.starts_with('Z')))
+            std::fs::read_to_string(format!("/proc/{}/stat", record.pid)).is_ok_and(|stat| {
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, s)| s.starts_with('Z'))
+            })
         };
         while !zombie() {
             std::thread::sleep(std::time::Duration::from_millis(5));

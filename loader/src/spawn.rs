@@ -23,6 +23,10 @@
 //! wait: relay stdio, forward signals <--> the app
 //! ```
 //!
+//! A user with subordinate ids: the child is cloned inside the user's namespace
+//! ([`crate::holder`]) by an intermediate process that joins it (`sys::spawn_jailed_child`), and
+//! its id maps are written through the map files that process opened there: no setuid helper.
+//!
 //! The limits are written while the loader builds the filesystem (each takes ~0.2-0.4 ms here);
 //! the loader waits for them only before it goes on to the app (v1: joins its cgroups, see
 //! `AppCgroup::self_join_files`). On cgroup v2, and in the cgroup2 tree of a hybrid host, the
