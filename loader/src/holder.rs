@@ -258,8 +258,7 @@ impl Record {
         }
         Ok(UserNamespace {
             fd: namespace,
-            uids: maps.uid.1,
-            gids: maps.gid.1,
+            maps: *maps,
         })
     }
 }
@@ -278,8 +277,8 @@ fn start_time(pid: i32) -> Option<u64> {
 #[derive(Debug)]
 pub struct UserNamespace {
     fd: OwnedFd,
-    uids: IdRange,
-    gids: IdRange,
+    /// The user's ids and ranges, as the namespace maps them.
+    maps: ExpectedMaps,
 }
 
 impl UserNamespace {
@@ -324,17 +323,14 @@ impl UserNamespace {
 
     /// The ids in this namespace of the host uid and gid of this user or of its ranges.
     pub(crate) fn inner_ids(&self, uid: u32, gid: u32) -> Option<(u32, u32)> {
-        let inner = |id: u32, own: u32, range: IdRange| {
+        let inner = |id: u32, (own, range): (u32, IdRange)| {
             if id == own {
                 Some(0)
             } else {
                 range.contains(id).then(|| id - range.first + 1)
             }
         };
-        Some((
-            inner(uid, nix::unistd::getuid().as_raw(), self.uids)?,
-            inner(gid, nix::unistd::getgid().as_raw(), self.gids)?,
-        ))
+        Some((inner(uid, self.maps.uid)?, inner(gid, self.maps.gid)?))
     }
 
     /// Spawns `command` as uid and gid 0 of this namespace (this user), with every capability
