@@ -11,7 +11,11 @@
 #    this machine's hybrid cgroups, so each crun launch runs inside `unshare -m` with the cgroup2
 #    mount detached; the same wrapper around plain exec is measured too, and its cost is subtracted
 #    in a derived row.
-# 3. A second hyperfine run as the unprivileged user elastos-test: plain exec, elastos, bwrap.
+# 3. A second hyperfine run as the unprivileged user elastos-test: plain exec, elastos, bwrap; then
+#    bwrap and elastos (and OLD_BIN's) as that user again, interleaved round by round
+#    (scripts/bench-interleaved.py), which a busy machine disturbs less. The user's namespace
+#    holder (loader/src/holder.rs), made by the first launch, serves every later one; it is
+#    stopped at the end.
 # 4. Idle memory: starts IDLE_APPS sleeping apps under elastos (with OLD_BIN, under the old
 #    elastos too; and under bwrap, for comparison) and sums the proportional set size (Pss, /proc/PID/smaps_rollup) of each launcher and of its
 #    jailed processes.
@@ -93,6 +97,7 @@ stop_idle_apps() {
 }
 cleanup() {
   stop_idle_apps 2>/dev/null
+  as_test_user "$ELASTOS" unshare --stop >/dev/null 2>&1 || true
   # Anything left that runs from $WORK (e.g. the child of a launcher killed for hanging) is ours.
   local leftovers
   mapfile -t leftovers < <(pgrep -f -- "$WORK" || true)
@@ -324,6 +329,10 @@ as_test_user hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$WORK
   "${OLD_ROWS[@]}" \
   -n "bwrap" "$BWRAP_USER" >&2
 cp "$WORK/user/launch-user.json" "$BENCH_OUT/launch-user.json"
+say "launch latency as $TEST_USER, interleaved: $RUNS rounds"
+as_test_user python3 "$REPO_ROOT/scripts/bench-interleaved.py" "$RUNS" "bwrap=$BWRAP_USER" \
+  "elastos run=$ELASTOS_RUN" ${OLD_BIN:+"elastos run (old)=${OLD_ROWS[2]}"} \
+  >"$BENCH_OUT/launch-user-interleaved.md"
 
 # Prints "pss_kib_of_launchers pss_kib_of_jailed_processes processes" summed over IDLE_PIDS, once
 # every launcher has a descendant running the test binary (comm "true").
@@ -432,6 +441,10 @@ REPORT=$BENCH_OUT/results.md
   echo "| command | median ms | mean ± sd ms | x plain exec | x bwrap |"
   echo "|---|---|---|---|---|"
   latency_table "$BENCH_OUT/launch-user.json"
+  echo
+  echo "The same, interleaved (\`scripts/bench-interleaved.py\`, x bwrap):"
+  echo
+  cat "$BENCH_OUT/launch-user-interleaved.md"
   echo
   echo "$STDOUT_MIB MiB written to stdout, piped to a consumer, as root" \
     "(\`hyperfine --warmup 1 --runs $THROUGHPUT_RUNS\`; the shell's own cost is in every row):"

@@ -161,12 +161,17 @@ pub enum Command {
     /// `podman unshare` does. Launched by you, each app runs as one of your subordinate ids
     /// (/etc/subuid, /etc/subgid), which own its home: this is how you read, copy or delete an
     /// app's files (`elastos unshare rm -r HOME`). There, you are uid 0 and host id FIRST+N is
-    /// N+1.
+    /// N+1. The namespace is the one your apps' jails are nested in, kept by a small holder
+    /// process (`elastos info` shows it; it ends after 10 minutes without a launch).
     #[command(
         after_help = "Exit code: the command's (128+N if it died of signal N); 125 when \
 elastos failed."
     )]
     Unshare {
+        /// Stop the holder of your user namespace instead (running apps keep their jails; the
+        /// next launch starts another).
+        #[arg(long, conflicts_with = "command")]
+        stop: bool,
         /// The command and its arguments (default: $SHELL, else /bin/sh).
         #[arg(
             trailing_var_arg = true,

@@ -17,7 +17,7 @@ use elastos_host::control::{ControlClient, ControlRequest};
 use elastos_host::paths::StateDirs;
 use elastos_identity::fsutil::{create_private_dir, write_atomically, Replace};
 use elastos_identity::UserKey;
-use elastos_loader::subordinate::UserNamespace;
+use elastos_loader::holder::UserNamespace;
 use elastos_loader::{HostIdentity, SubordinateIds};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -794,11 +794,11 @@ enum Syncer {
     /// is held while the app runs (the known chunks in memory, a network store's helper
     /// process and its connections).
     Engine(CloudStore),
-    /// `elastos sync now APP`, in a user namespace where this user is root and the app's ids are
-    /// mapped (no daemon runs, and the app runs as subordinate ids of the user: its home is
-    /// theirs, which this user cannot read; the engine cannot enter the namespace in this
-    /// process, which may have threads, and could not leave it). Both syncs of the run share
-    /// the namespace, made when first needed.
+    /// `elastos sync now APP`, in this user's namespace, where it is root over its apps' ids
+    /// (no daemon runs, and the app runs as subordinate ids of the user: its home is theirs,
+    /// which this user cannot read; the engine cannot enter the namespace in this process while
+    /// it has threads, and could not leave it). The sync after the app, once this process is
+    /// single-threaded again, enters it here instead ([`RunSync::after_run`]).
     Namespace(AppNamespace),
     /// The broker daemon, asked through its control socket.
     Daemon(ControlClient),
@@ -888,33 +888,56 @@ impl RunSync {
         }
     }
 
-    /// After the app exited: sends its changes to the cloud disk.
+    /// After the app exited: sends its changes to the cloud disk. The last thing this process
+    /// does (see [`Syncer::Namespace`]).
     pub fn after_run(mut self) {
         self.wait_before_entry();
         if let SyncerState::Done(Some(by)) = &mut self.by {
+            if let Syncer::Namespace(namespace) = by {
+                if let Some(here) = namespace.enter_for_last_sync(&self.state) {
+                    *by = here;
+                }
+            }
             let wait = StoreWait::first_answer_within(RUN_STORE_WAIT);
             sync_around_run(&self.state, &self.app, by, "after the app exited", wait);
         }
     }
 }
 
-/// A user namespace where this user is root and one app's ids are mapped, made at its first use
-/// (two helper execs): a run whose sync before the app has nothing to bring needs it only after.
+/// This user's namespace (its holder's, see `elastos_loader::holder`), where it is root over its
+/// apps' ids, found at its first use: a run whose sync before the app has nothing to bring
+/// needs it only after.
 struct AppNamespace {
+    /// [`StateDirs::runtime`].
+    runtime: PathBuf,
     ids: SubordinateIds,
-    uid: u32,
-    gid: u32,
-    /// The namespace, or why it could not be made.
-    made: std::cell::OnceCell<Result<UserNamespace, String>>,
+    /// The namespace, or why it could not be had.
+    found: std::cell::OnceCell<Result<UserNamespace, String>>,
 }
 
 impl AppNamespace {
     fn get(&self) -> &Result<UserNamespace, String> {
-        self.made.get_or_init(|| {
-            self.ids
-                .app_namespace(self.uid, self.gid)
-                .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+        self.found.get_or_init(|| {
+            crate::commands::user_namespace(&self.runtime, &self.ids).map_err(|e| format!("{e:#}"))
         })
+    }
+
+    /// This process, once the app has exited, enters the namespace itself: the sync after the
+    /// app then runs here, as without subordinate ids, instead of in an `elastos sync now`
+    /// process (an exec of elastos). The kernel lets only a single-threaded process enter a
+    /// user namespace; with another thread left (the embedded broker's, after an app that
+    /// used its fd 3), None, and the sync runs in its own process.
+    fn enter_for_last_sync(&self, state: &StateDirs) -> Option<Syncer> {
+        let namespace = self.get().as_ref().ok()?;
+        // Found before: once in the namespace, this process could not spawn the other way.
+        let store = store(state).ok()?;
+        match namespace.enter() {
+            Ok(()) => Some(Syncer::Engine(store)),
+            Err(error) => {
+                tracing::debug!("the sync after the app runs in its own process: {error}");
+                None
+            }
+        }
     }
 }
 
@@ -927,10 +950,9 @@ impl Syncer {
             let ids = SubordinateIds::of_current_user().ok()?;
             let identity = HostIdentity::for_app_home(&app.app_id, Some(&app.home), Some(&ids));
             identity.subordinate.then(|| AppNamespace {
+                runtime: state.runtime.clone(),
                 ids,
-                uid: identity.uid,
-                gid: identity.gid,
-                made: std::cell::OnceCell::new(),
+                found: std::cell::OnceCell::new(),
             })
         };
         Some(match daemon {
@@ -1135,7 +1157,7 @@ fn sync_in(app: &AppHome, namespace: &AppNamespace, wait: StoreWait) -> Result<S
 /// user is root over all of them (restored files get each home's owner, see
 /// [`AppHome::owner`]). The command's exit code; None when it runs here (root, no subordinate
 /// ids, or already in a namespace).
-pub fn rerun_over_subordinate_homes() -> Result<Option<u8>> {
+pub fn rerun_over_subordinate_homes(state: &StateDirs) -> Result<Option<u8>> {
     use std::os::unix::process::ExitStatusExt;
     if nix::unistd::getuid().is_root() || cloud::in_user_namespace() {
         return Ok(None);
@@ -1146,8 +1168,8 @@ pub fn rerun_over_subordinate_homes() -> Result<Option<u8>> {
     let mut command =
         std::process::Command::new(std::env::current_exe().context("cannot find elastos")?);
     command.args(std::env::args_os().skip(1));
-    let status = ids
-        .unshare(command)?
+    let status = crate::commands::user_namespace(&state.runtime, &ids)?
+        .spawn(command)?
         .wait()
         .context("waiting for elastos in the namespace of your subordinate ids")?;
     Ok(Some(match (status.code(), status.signal()) {

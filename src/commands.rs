@@ -15,7 +15,7 @@ use elastos_host::ownership::Admission;
 use elastos_host::paths::{PathsError, StateDirs};
 use elastos_identity::TrustList;
 use elastos_loader::cgroup::{AppCgroup, CgroupFs};
-use elastos_loader::{BlockedSignals, FirstEvent, LaunchError};
+use elastos_loader::{BlockedSignals, FirstEvent, LaunchError, SubordinateIds};
 use serde::Serialize;
 
 use crate::apps_cmd;
@@ -152,13 +152,16 @@ pub fn try_main(cli: Cli) -> Result<u8, Failure> {
         Command::Trust(command) => identity_cmd::trust(command).map_err(Failure::from),
         Command::Config(command) => identity_cmd::config(command).map_err(Failure::from),
         Command::Cloud(_) | Command::Sync(_)
-            if let Some(code) = cloud_cmd::rerun_over_subordinate_homes()? =>
+            if let Some(code) = cloud_cmd::rerun_over_subordinate_homes(&state()?)? =>
         {
             Ok(code)
         }
         Command::Cloud(command) => cloud_cmd::cloud(command).map_err(Failure::from),
         Command::Sync(command) => cloud_cmd::sync(command).map_err(Failure::from),
-        Command::Unshare { command } => unshare(command).map_err(Failure::from),
+        Command::Unshare { stop: true, .. } => {
+            stop_user_namespace(&state()?).map_err(Failure::from)
+        }
+        Command::Unshare { command, .. } => unshare(&state()?, command).map_err(Failure::from),
         Command::Bundle(command) => bundle(command),
         Command::Key(command) => key(command).map_err(Failure::from),
         Command::Policy(PolicyCommand::Show {
@@ -213,8 +216,11 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
     // receives these signals.
     let _signals = BlockedSignals::block()?;
     let state = StateDirs::from_env()?;
-    let options =
-        apps::launch_options(args.dangerously_run_without_kernel_sandbox, args.no_cgroup)?;
+    let options = apps::launch_options(
+        &state.runtime,
+        args.dangerously_run_without_kernel_sandbox,
+        args.no_cgroup,
+    )?;
     if options.allow_without_kernel_sandbox {
         tracing::warn!(
             "--dangerously-run-without-kernel-sandbox: the app may run without Landlock or seccomp"
@@ -373,17 +379,46 @@ impl HostIds {
     }
 }
 
-/// `elastos unshare [COMMAND...]`.
-fn unshare(command: Vec<std::ffi::OsString>) -> Result<u8> {
-    use std::os::unix::process::ExitStatusExt;
+/// This user's namespace, where it is root over its subordinate ids (see
+/// `elastos_loader::holder`): its holder's, made if none runs.
+/// `runtime_dir` is [`StateDirs::runtime`].
+pub fn user_namespace(
+    runtime_dir: &Path,
+    ids: &SubordinateIds,
+) -> Result<elastos_loader::holder::UserNamespace> {
+    let loader = apps::launch_options(runtime_dir, false, false)?.loader;
+    Ok(elastos_loader::holder::UserNamespace::of_current_user(
+        runtime_dir,
+        ids,
+        &loader,
+    )?)
+}
+
+/// This user's subordinate ids, for `elastos unshare`.
+fn unshare_ids() -> Result<SubordinateIds> {
     if nix::unistd::getuid().is_root() {
         anyhow::bail!(
             "elastos unshare is for users: launched by root, apps run as uids of their own whose \
              files root reaches directly"
         );
     }
-    let ids = elastos_loader::SubordinateIds::of_current_user()
-        .context("elastos unshare maps your subordinate ids, and you have none here")?;
+    SubordinateIds::of_current_user()
+        .context("elastos unshare maps your subordinate ids, and you have none here")
+}
+
+/// `elastos unshare --stop`.
+fn stop_user_namespace(state: &StateDirs) -> Result<u8> {
+    match elastos_loader::holder::stop(&state.runtime, &unshare_ids()?)? {
+        Some(pid) => eprintln!("elastos: stopped the holder of your user namespace (pid {pid})"),
+        None => eprintln!("elastos: no holder of your user namespace runs"),
+    }
+    Ok(0)
+}
+
+/// `elastos unshare [COMMAND...]`.
+fn unshare(state: &StateDirs, command: Vec<std::ffi::OsString>) -> Result<u8> {
+    use std::os::unix::process::ExitStatusExt;
+    let ids = unshare_ids()?;
     let mut words = command.into_iter();
     let program = words
         .next()
@@ -391,8 +426,8 @@ fn unshare(command: Vec<std::ffi::OsString>) -> Result<u8> {
         .unwrap_or_else(|| "/bin/sh".into());
     let mut command = std::process::Command::new(&program);
     command.args(words);
-    let status = ids
-        .unshare(command)?
+    let status = user_namespace(&state.runtime, &ids)?
+        .spawn(command)?
         .wait()
         .with_context(|| format!("waiting for {}", program.to_string_lossy()))?;
     Ok(match (status.code(), status.signal()) {

@@ -817,7 +817,8 @@ fn shim_run(root: &Path, id: &str, log: &Log) -> Result<u8> {
     if let Some(asked) = container.record.oom_score_adj {
         apply_oom_score_adj(asked, log)?;
     }
-    let mut options = elastos_host::apps::launch_options(false, false)?;
+    // The OCI state root is this user's runtime directory as the engine chose it.
+    let mut options = elastos_host::apps::launch_options(root, false, false)?;
     options.attached = true;
     let pending = elastos_loader::spawn(&options)?;
     let control = UnixListener::bind(in_dir(&dir, SHIM_SOCKET)?)?;
@@ -1055,7 +1056,7 @@ fn exec(root: &Path, args: &liboci_cli::Exec, log: &Log) -> Result<u8> {
             std::process::Stdio::inherit(),
         ],
     };
-    let loader = elastos_host::apps::launch_options(false, false)?.loader;
+    let loader = elastos_host::apps::launch_options(root, false, false)?.loader;
     let child = elastos_loader::exec_in_jail(
         &elastos_loader::JailToJoin {
             init: init.as_fd(),

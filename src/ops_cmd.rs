@@ -71,8 +71,23 @@ fn samples(exposition: &str) -> Result<Vec<Sample<'_>>> {
 /// `elastos info`: the kernel's features and what a run would enforce and skip.
 pub fn info(format: Format) -> Result<u8> {
     let report = HostReport::detect();
+    // Where this user's jails are nested (a user with subordinate ids only).
+    let holder = report.kernel.subordinate_ids.as_ref().and_then(|ids| {
+        let state = StateDirs::from_env().ok()?;
+        Some(elastos_loader::holder::status(&state.runtime, ids))
+    });
     if format == Format::Json {
-        print_json(&report)?;
+        #[derive(Serialize)]
+        struct Info<'a> {
+            #[serde(flatten)]
+            report: &'a HostReport,
+            /// The holder of this user's namespace (see `elastos_loader::holder`).
+            user_namespace_holder: Option<elastos_loader::holder::HolderStatus>,
+        }
+        print_json(&Info {
+            report: &report,
+            user_namespace_holder: holder,
+        })?;
         return Ok(0);
     }
     let kernel = &report.kernel;
@@ -107,6 +122,23 @@ pub fn info(format: Format) -> Result<u8> {
         },
         or_none(userns.max.map(|max| max.to_string()))
     );
+    if let Some(holder) = holder {
+        println!(
+            "user ns holder   {} (record {})",
+            match (holder.running, holder.stale) {
+                (Some(running), _) => format!(
+                    "pid {}: your jails are nested in its namespace; `elastos unshare --stop` \
+                     ends it, as do 10 minutes without a launch",
+                    running.pid
+                ),
+                (None, why) => format!(
+                    "none ({}): the next launch starts one",
+                    why.unwrap_or_default()
+                ),
+            },
+            holder.record.display()
+        );
+    }
     let cgroups = &kernel.cgroups;
     println!(
         "cgroups          {}; v2 at {} [{}]; v1 [{}]",

@@ -137,6 +137,166 @@ fn tree(dir: &Path) -> Vec<PathBuf> {
     paths
 }
 
+/// The holder of `harness`'s user namespace as its record names it: (pid, namespace inode).
+fn recorded_holder(harness: &Harness) -> (u32, u64) {
+    let record = harness.elastos_home().join("run/userns");
+    let text = std::fs::read_to_string(&record)
+        .unwrap_or_else(|e| panic!("no holder record at {}: {e}", record.display()));
+    let fields: Vec<u64> = text
+        .split_whitespace()
+        .map(|f| f.parse().unwrap())
+        .collect();
+    (fields[0] as u32, fields[3])
+}
+
+/// The inode of a namespace (`ns` under /proc/PID).
+fn namespace_inode(path: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .ino()
+}
+
+/// The inode of the user namespace two levels above process `pid`'s (the app's namespace is
+/// nested in the jail's, which is nested in its user's).
+fn grandparent_user_namespace(pid: u32) -> u64 {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    const NS_GET_PARENT: libc::c_ulong = 0xb702;
+    let mut namespace = OwnedFd::from(
+        std::fs::File::open(format!("/proc/{pid}/ns/user")).expect("the app's namespace"),
+    );
+    for _ in 0..2 {
+        // SAFETY: NS_GET_PARENT on a live fd returns a new fd or -1.
+        let parent = unsafe { libc::ioctl(namespace.as_raw_fd(), NS_GET_PARENT) };
+        assert!(
+            parent >= 0,
+            "NS_GET_PARENT: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: the kernel just made `parent`; nothing else owns it.
+        namespace = unsafe { OwnedFd::from_raw_fd(parent) };
+    }
+    namespace_inode(&format!("/proc/self/fd/{}", namespace.as_raw_fd()))
+}
+
+/// Whether process `pid` is alive (not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
+}
+
+// An unprivileged user's jails are nested in one user namespace of the user's, in which its
+// subordinate ids are mapped once (by newuidmap/newgidmap) and which a small holder process
+// keeps (loader/src/holder.rs): every launch joins it instead of exec'ing the two setuid
+// helpers. A holder that died is replaced; a record that names anything but a verified holder
+// of this user (here: a namespace the user made itself, mapping only its own uid) is never
+// joined.
+#[test]
+fn an_unprivileged_users_jails_are_nested_in_one_namespace_holder_which_is_remade_when_gone() {
+    let (harness, bundle) = probe_app(User::Unprivileged);
+    run_probe(&harness, &bundle, &["exit", "0"]).assert_code(0);
+    let (holder, inode) = recorded_holder(&harness);
+    assert_eq!(namespace_inode(&format!("/proc/{holder}/ns/user")), inode);
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{holder}/comm"))
+            .unwrap()
+            .trim(),
+        "elastos-loader"
+    );
+
+    // The next launch joins it: the same holder, and the app's namespaces are nested in its.
+    let sleeping = harness.run(&bundle, &["sleep", "30"]).spawn();
+    let (first_uid, uids) = common::test_user_subordinate_range("uid");
+    let app = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .find(|pid| {
+                use std::os::unix::fs::MetadataExt;
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|comm| comm.trim() == "elastos-probe")
+                    && std::fs::metadata(format!("/proc/{pid}"))
+                        .is_ok_and(|meta| (first_uid..first_uid + uids).contains(&meta.uid()))
+            })
+    };
+    assert!(eventually(Duration::from_secs(20), || app().is_some()));
+    assert_eq!(grandparent_user_namespace(app().unwrap()), inode);
+    drop(sleeping);
+    assert_eq!(
+        recorded_holder(&harness),
+        (holder, inode),
+        "a second holder"
+    );
+    // `elastos unshare` runs its command there too.
+    let shown = harness
+        .elastos()
+        .args(["unshare", "readlink", "/proc/self/ns/user"])
+        .output();
+    assert_eq!(
+        shown.assert_code(0).stdout_text().trim(),
+        format!("user:[{inode}]")
+    );
+
+    // Killed, it is replaced by the next launch.
+    common::send_signal(holder, "KILL");
+    assert!(eventually(Duration::from_secs(5), || !alive(holder)));
+    run_probe(&harness, &bundle, &["exit", "0"]).assert_code(0);
+    let (second, _) = recorded_holder(&harness);
+    assert_ne!(second, holder);
+    assert!(alive(second));
+
+    // A record naming a namespace the user made itself (`unshare -U`: its own uid only) with
+    // the right start time and inode is not joined: the launch (which could not map the app's
+    // ids there) makes a holder of its own, and the process named is left alone.
+    let mut own = harness.program("/usr/bin/unshare");
+    own.args(["-U", "--map-current-user", "sleep", "60"]);
+    let decoy = own.spawn();
+    let decoy_pid = decoy.pid();
+    assert!(eventually(Duration::from_secs(5), || {
+        std::fs::read_to_string(format!("/proc/{decoy_pid}/comm"))
+            .is_ok_and(|c| c.trim() == "sleep")
+    }));
+    let stat = std::fs::read_to_string(format!("/proc/{decoy_pid}/stat")).unwrap();
+    let started: u64 = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let meta = std::fs::metadata(format!("/proc/{decoy_pid}/ns/user")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let record = harness.elastos_home().join("run/userns");
+    std::fs::write(
+        &record,
+        format!("{decoy_pid} {started} {} {}\n", meta.dev(), meta.ino()),
+    )
+    .unwrap();
+    run_probe(&harness, &bundle, &["exit", "0"]).assert_code(0);
+    let (third, _) = recorded_holder(&harness);
+    assert!(third != decoy_pid && alive(third) && alive(decoy_pid));
+    drop(decoy);
+    // The holder the decoy's record replaced ends once its own record is gone (within 10 s).
+    assert!(
+        eventually(Duration::from_secs(15), || !alive(second)),
+        "a holder whose record was replaced still runs"
+    );
+
+    // `elastos unshare --stop` ends it and removes the record.
+    harness
+        .elastos()
+        .args(["unshare", "--stop"])
+        .output()
+        .assert_code(0);
+    assert!(eventually(Duration::from_secs(5), || !alive(third)));
+    assert!(!record.exists());
+}
+
 // Launched by a user with subordinate ids (scripts/dev.sh gives the test user a range), each app
 // runs as one of them, so that the kernel's per-uid counters are the app's (tests/escape.rs,
 // `kernel_counters_are_charged_to_the_app_*`). Its home must then be that id's, from run to

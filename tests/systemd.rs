@@ -668,6 +668,15 @@ fn info_names_the_kernel_features_and_what_a_run_then_enforces() {
             let (first, count) = common::test_user_subordinate_range("uid");
             assert_eq!(kernel["subordinate_ids"]["uids"]["first"], first, "{info}");
             assert_eq!(kernel["subordinate_ids"]["uids"]["count"], count, "{info}");
+            // Where the holder of its namespace, which its jails are nested in, is recorded.
+            let record = harness.elastos_home().join("run/userns");
+            assert_eq!(
+                info["user_namespace_holder"]["record"],
+                record.to_string_lossy().as_ref(),
+                "{info}"
+            );
+        } else {
+            assert!(info["user_namespace_holder"].is_null(), "{info}");
         }
         // And for people: one line per layer.
         let text = harness.elastos().arg("info").output();

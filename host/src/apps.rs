@@ -370,8 +370,10 @@ impl PreparedApp {
 }
 
 /// The launch options of this installation (`elastos-loader` next to the running executable,
-/// or `ELASTOS_LOADER`).
+/// or `ELASTOS_LOADER`), for a user whose runtime directory is `runtime_dir`
+/// ([`crate::paths::StateDirs::runtime`]).
 pub fn launch_options(
+    runtime_dir: &Path,
     allow_without_kernel_sandbox: bool,
     no_cgroup: bool,
 ) -> Result<LaunchOptions, AppError> {
@@ -382,6 +384,7 @@ pub fn launch_options(
         no_cgroup,
         attached: true,
         capture_output: false,
+        runtime_dir: runtime_dir.to_path_buf(),
     })
 }
 

@@ -211,8 +211,9 @@ impl KernelFeatures {
                 LayerState::Enforced,
                 format!(
                     "each app runs as a subordinate uid and gid of yours (of {}+{} in /etc/subuid, \
-                     {}+{} in /etc/subgid, mapped by newuidmap/newgidmap): its pipe pages, \
-                     processes, pending signals and mqueue bytes count against it, not you",
+                     {}+{} in /etc/subgid, mapped once by newuidmap/newgidmap in your user \
+                     namespace, which a holder process keeps): its pipe pages, processes, \
+                     pending signals and mqueue bytes count against it, not you",
                     ids.uids.first, ids.uids.count, ids.gids.first, ids.gids.count
                 ),
             ),

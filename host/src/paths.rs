@@ -14,8 +14,12 @@ pub struct StateDirs {
     pub apps: AppDirs,
     /// The broker's RocksDB database.
     pub broker_db: PathBuf,
-    /// The broker daemon's control socket.
+    /// The broker daemon's control socket, in the runtime directory.
     pub control_socket: PathBuf,
+    /// This user's runtime directory: the control socket, and the record of the holder of its
+    /// user namespace (`elastos_loader::holder`). `$ELASTOS_HOME/run`, else
+    /// `$XDG_RUNTIME_DIR/elastos` (`/run/elastos` for root).
+    pub runtime: PathBuf,
     /// The logs of detached apps, one directory per instance: `$ELASTOS_HOME/logs`, else
     /// `$XDG_STATE_HOME/elastos/logs`.
     pub app_logs: PathBuf,
@@ -50,6 +54,7 @@ impl StateDirs {
                 },
                 broker_db: root.join("broker.db"),
                 control_socket: root.join("run/broker.sock"),
+                runtime: root.join("run"),
                 app_logs: root.join("logs"),
                 cloud_config: root.join("cloud.toml"),
                 cloud: root.join("cloud"),
@@ -83,6 +88,7 @@ impl StateDirs {
             },
             broker_db: data.join("broker.db"),
             control_socket: runtime_dir()?.join("broker.sock"),
+            runtime: runtime_dir()?,
             app_logs: xdg("XDG_STATE_HOME", ".local/state")?.join("elastos/logs"),
             cloud_config: config.join("cloud.toml"),
             cloud: data.join("cloud"),

@@ -392,6 +392,7 @@ mod tests {
             no_cgroup: true,
             attached: false,
             capture_output: true,
+            runtime_dir: "/nonexistent".into(),
         }
     }
 

@@ -5,6 +5,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::cgroup::CgroupError;
+use crate::holder::HolderError;
 use crate::sys::ChildStep;
 
 /// Starting or supervising a jail failed.
@@ -88,6 +89,9 @@ pub enum LaunchError {
         /// What went wrong (its exit status and stderr).
         message: String,
     },
+    /// The user's namespace (its holder) cannot be joined or made.
+    #[error(transparent)]
+    Holder(#[from] HolderError),
     /// The cgroup for the limits could not be set up.
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
@@ -240,6 +244,10 @@ mod tests {
                 source: io(),
             },
             LaunchError::Wait(nix::Error::ECHILD),
+            LaunchError::Holder(HolderError::Start {
+                loader: "/x/elastos-loader".into(),
+                source: io(),
+            }),
         ];
         for error in &errors {
             let text = error.to_string();

@@ -9,7 +9,8 @@
 //! pidfds, the app's stdio relayed in the same poll loop), `stdio` (the app's pipes or
 //! pseudo-terminal: never the launcher's own fds), [`cgroup`] (limits), [`home_quota`] (the
 //! home as an image of the quota's size), `identity` (the host uid an app runs as),
-//! [`subordinate`] (a user's subordinate ids, which its apps run as), `error`. The policy (what
+//! [`subordinate`] (a user's subordinate ids, which its apps run as), [`holder`] (the user
+//! namespace those ids are mapped in once, which the user's jails are nested in), `error`. The policy (what
 //! to mount, which syscalls, which Landlock rules) is
 //! decided by `elastos-policy`; this crate and the loader only carry it out:
 //!
@@ -27,12 +28,14 @@
 //!
 //! Non-features: no network inside the jail (an empty net namespace is the point), no setuid
 //! helper of our own (unprivileged users rely on user namespaces, and on the system's
-//! `newuidmap`/`newgidmap` for their subordinate ids), no seccomp user-notification.
+//! `newuidmap`/`newgidmap` for their subordinate ids, run once per holder), no seccomp
+//! user-notification.
 
 #![deny(unsafe_code)]
 
 pub mod cgroup;
 mod error;
+pub mod holder;
 pub mod home_quota;
 mod identity;
 mod input;

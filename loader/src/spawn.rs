@@ -23,6 +23,10 @@
 //! wait: relay stdio, forward signals <--> the app
 //! ```
 //!
+//! A user with subordinate ids: the child is cloned inside the user's namespace
+//! ([`crate::holder`]) by an intermediate process that joins it (`sys::spawn_jailed_child`), and
+//! its id maps are written through the map files that process opened there: no setuid helper.
+//!
 //! The limits are written while the loader builds the filesystem (each takes ~0.2-0.4 ms here);
 //! the loader waits for them only before it goes on to the app (v1: joins its cgroups, see
 //! `AppCgroup::self_join_files`). On cgroup v2, and in the cgroup2 tree of a hybrid host, the
@@ -44,12 +48,13 @@ use nix::unistd::Pid;
 
 use crate::cgroup::{AppCgroup, CgroupFs, LimitMechanism};
 use crate::error::LaunchError;
+use crate::holder::UserNamespace;
 use crate::identity::HostIdentity;
 use crate::input::{loader_input, resolve_mounts, MAX_MOUNT_SOURCES};
 use crate::stdio::{self, Relay};
-use crate::subordinate::SubordinateIds;
+use crate::subordinate::{migrate_home, SubordinateIds};
 use crate::supervise::{BlockedSignals, JailFacts, JailHandle, RunningJail};
-use crate::sys::{self, ChildSetup, ChildStep, CHILD_FAILURE_MAGIC};
+use crate::sys::{self, ChildSetup, ChildStep, ClonedChild, CHILD_FAILURE_MAGIC};
 
 /// How to launch.
 #[derive(Debug, Clone)]
@@ -69,6 +74,9 @@ pub struct LaunchOptions {
     /// relayed to the launcher's but handed to the supervisor
     /// ([`RunningJail::take_output`](crate::RunningJail::take_output)), which logs them.
     pub capture_output: bool,
+    /// The user's runtime directory (the broker's control socket's), where the holder of its
+    /// user namespace is recorded (see [`crate::holder`]; a user with subordinate ids only).
+    pub runtime_dir: PathBuf,
 }
 
 /// The app's home on the host, if the plan mounts one.
@@ -87,7 +95,7 @@ fn home_of(plan: &JailPlan) -> Option<&Path> {
 fn prepare_home(
     home: Option<&Path>,
     identity: &HostIdentity,
-    subordinate: Option<&SubordinateIds>,
+    user_namespace: Option<&UserNamespace>,
 ) -> Result<(), LaunchError> {
     let Some(home) = home else {
         return Ok(());
@@ -100,7 +108,7 @@ fn prepare_home(
             },
         );
     }
-    let Some(subordinate) = subordinate.filter(|_| identity.subordinate) else {
+    let Some(user_namespace) = user_namespace.filter(|_| identity.subordinate) else {
         return Ok(());
     };
     use std::os::unix::fs::MetadataExt;
@@ -115,7 +123,7 @@ fn prepare_home(
             gid = identity.gid,
             "giving the app's home to its subordinate ids"
         );
-        subordinate.migrate_home(home, identity.uid, identity.gid)?;
+        migrate_home(home, identity.uid, identity.gid, user_namespace)?;
     }
     Ok(())
 }
@@ -134,6 +142,10 @@ struct Pending {
     /// The launching user's subordinate ids, which the app runs as (None: root, or a user
     /// without them, whose app runs as its own uid).
     subordinate: Option<SubordinateIds>,
+    /// That user's namespace, which the jail's is nested in (with `subordinate` only).
+    user_namespace: Option<UserNamespace>,
+    /// The jail's `uid_map` and `gid_map`, opened in `user_namespace` (see [`ClonedChild`]).
+    id_maps: Option<[File; 2]>,
     handle: JailHandle,
     options: LaunchOptions,
     /// Our end of the channel: the child sends the broker's end of fd 3 on it, we send it the
@@ -214,14 +226,24 @@ pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
     drop((input_read, app_stdio));
 
     let root = nix::unistd::getuid().is_root();
-    // Known before clone: the child may drop the launcher's groups only if newgidmap writes
-    // its gid map (setgroups stays allowed then).
+    // Known before clone: the child may drop the launcher's groups only if its gid map is
+    // written with privilege (root's, or this user's over its namespace: setgroups stays allowed).
     let subordinate = if root {
         None
     } else {
         SubordinateIds::of_current_user()
             .inspect_err(|why| tracing::debug!("the app runs as this user's own uid: {why}"))
             .ok()
+    };
+    // Its whole range is mapped once, in its namespace, which the jail's is nested in: this
+    // jail's maps then need no setuid helper (see `holder`).
+    let user_namespace = match &subordinate {
+        Some(ids) => Some(UserNamespace::of_current_user(
+            &options.runtime_dir,
+            ids,
+            &options.loader,
+        )?),
+        None => None,
     };
     let mut setup = ChildSetup::new(
         child_channel.as_raw_fd(),
@@ -253,7 +275,9 @@ pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
     )?;
     let namespace_owner = HostIdentity::namespace_owner();
     let mut clone = |into: Option<&OwnedFd>| {
-        let mut clone = || sys::spawn_jailed_child(flags, &mut setup, into.map(|fd| fd.as_fd()));
+        let nested_in = user_namespace.as_ref().map(UserNamespace::as_fd);
+        let mut clone =
+            || sys::spawn_jailed_child(flags, &mut setup, into.map(|fd| fd.as_fd()), nested_in);
         match namespace_owner {
             Some(owner) => sys::as_namespace_owner(owner, clone).and_then(|cloned| cloned),
             None => clone(),
@@ -276,7 +300,11 @@ pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
             cloned
         }
     };
-    let (pid, pidfd) = cloned.map_err(|source| LaunchError::Namespaces { source })?;
+    let ClonedChild {
+        pid,
+        pidfd,
+        id_maps,
+    } = cloned.map_err(|source| LaunchError::Namespaces { source })?;
     drop((
         handed,
         child_channel,
@@ -289,6 +317,8 @@ pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
         pid,
         namespace_owner,
         subordinate,
+        user_namespace,
+        id_maps,
         handle: JailHandle::new(pidfd),
         options: options.clone(),
         channel,
@@ -338,6 +368,8 @@ impl PendingJail {
             pid,
             namespace_owner,
             subordinate,
+            user_namespace,
+            id_maps,
             handle,
             options,
             channel,
@@ -370,15 +402,7 @@ impl PendingJail {
             relay,
             signals,
         );
-        // newuidmap and newgidmap (~1 ms each) run while the rest of the plan is made; they
-        // are waited for only before the go-ahead.
-        let map_writers = match (&subordinate, identity.subordinate) {
-            (Some(subordinate), true) => {
-                Some(subordinate.write_maps(pid, identity.uid, identity.gid)?)
-            }
-            _ => None,
-        };
-        prepare_home(home, &identity, subordinate.as_ref())?;
+        prepare_home(home, &identity, user_namespace.as_ref())?;
         observe(StartStep::HomeReady);
         let (mounts, sources) = resolve_mounts(plan)?;
         if sources.len() > MAX_MOUNT_SOURCES {
@@ -411,9 +435,11 @@ impl PendingJail {
             let (input_write, pending_input) =
                 write_if_it_fits(input_write, framed).map_err(LaunchError::HandOff)?;
             let maps_began = std::time::Instant::now();
-            match map_writers {
-                Some(writers) => writers.wait()?,
-                None => write_id_maps(pid, namespace_owner, &identity)?,
+            match (id_maps, &user_namespace) {
+                (Some(files), Some(namespace)) => {
+                    write_nested_id_maps(files, namespace, &identity)?
+                }
+                _ => write_id_maps(pid, namespace_owner, &identity)?,
             }
             let maps = maps_began.elapsed();
             (&channel).write_all(&[1]).map_err(LaunchError::HandOff)?;
@@ -514,6 +540,38 @@ fn write_if_it_fits(pipe: OwnedFd, bytes: Vec<u8>) -> io::Result<(OwnedFd, Optio
     let mut file = File::from(pipe);
     file.write_all(&bytes)?;
     Ok((file.into(), None))
+}
+
+/// Maps uid and gid 0 of a nested jail's namespace to the app's ids, through its map files
+/// (`files`: uid_map, gid_map, opened in the user's `namespace`, where the ids are the user's
+/// own or its subordinate ones). The launcher owns that namespace, which gives it the
+/// `CAP_SETUID`/`CAP_SETGID` over it the kernel asks of a writer of other ids than its own.
+fn write_nested_id_maps(
+    files: [File; 2],
+    namespace: &UserNamespace,
+    identity: &HostIdentity,
+) -> Result<(), LaunchError> {
+    let (uid, gid) = namespace
+        .inner_ids(identity.uid, identity.gid)
+        .ok_or_else(|| LaunchError::IdMap {
+            file: "uid_map".into(),
+            source: io::Error::other(format!(
+                "{}:{} is not mapped in the user's namespace",
+                identity.uid, identity.gid
+            )),
+        })?;
+    for ((mut file, name), id) in files
+        .into_iter()
+        .zip(["uid_map", "gid_map"])
+        .zip([uid, gid])
+    {
+        file.write_all(format!("0 {id} 1\n").as_bytes())
+            .map_err(|source| LaunchError::IdMap {
+                file: name.into(),
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 fn write_id_maps(pid: i32, owner: Option<u32>, identity: &HostIdentity) -> Result<(), LaunchError> {

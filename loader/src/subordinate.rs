@@ -8,13 +8,13 @@
 //!
 //! One id per app, stable: its home must stay its own from run to run, and two apps of one
 //! user must not share counters. The home's owner records the choice ([`SubordinateIds::ids_for`]),
-//! so nothing else is stored. The maps are written by the setuid `newuidmap`/`newgidmap` (Debian
-//! package `uidmap`), which check the range against the same files; without a range or the
-//! tools, the launch falls back to the launcher's own uid and says so (`elastos info`).
+//! so nothing else is stored. The user's whole range is mapped once, in the namespace of its
+//! holder ([`crate::holder`]), by the setuid `newuidmap`/`newgidmap` (Debian package `uidmap`),
+//! which check the range against the same files; without a range or the tools, the launch
+//! falls back to the launcher's own uid and says so (`elastos info`).
 
 use std::collections::BTreeSet;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,6 +23,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::error::LaunchError;
+use crate::holder::UserNamespace;
 
 /// Where a user's subordinate uids are listed.
 pub const SUBUID_FILE: &str = "/etc/subuid";
@@ -46,7 +47,7 @@ pub struct IdRange {
 }
 
 impl IdRange {
-    fn contains(&self, id: u32) -> bool {
+    pub(crate) fn contains(&self, id: u32) -> bool {
         id >= self.first && id - self.first < self.count
     }
 }
@@ -182,17 +183,17 @@ impl SubordinateIds {
             .collect()
     }
 
-    /// Starts writing the maps of process `pid`'s user namespace: uid and gid 0 there are `uid`
-    /// and `gid` here. Both helpers run at once; [`MapWriters::wait`] waits for them.
-    pub(crate) fn write_maps(
-        &self,
-        pid: i32,
-        uid: u32,
-        gid: u32,
-    ) -> Result<MapWriters, LaunchError> {
-        let start = |tool: &Path, id: u32| {
+    /// Writes the id maps of the user namespace of process `pid` (a new holder's, see
+    /// [`crate::holder`]): this user is uid/gid 0 there and all of its subordinate ids are
+    /// mapped from 1 up, as `podman unshare` does. Both helpers run at once (each is an exec of
+    /// a setuid program).
+    pub(crate) fn write_holder_maps(&self, pid: i32) -> Result<(), LaunchError> {
+        let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+        let start = |tool: &Path, own: u32, range: IdRange| {
+            let map = [0, own, 1, 1, range.first, range.count].map(|n| n.to_string());
             Command::new(tool)
-                .args([pid.to_string(), "0".into(), id.to_string(), "1".into()])
+                .arg(pid.to_string())
+                .args(map)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -204,93 +205,51 @@ impl SubordinateIds {
                 })
         };
         let mut writers = MapWriters(Vec::with_capacity(2));
-        writers.0.push(start(&self.newuidmap, uid)?);
-        writers.0.push(start(&self.newgidmap, gid)?);
-        Ok(writers)
-    }
-
-    /// A user namespace in which this user is uid/gid 0 and `uids` and `gids` are mapped from
-    /// 1 up (see [`crate::sys::new_user_namespace`]).
-    fn namespace(&self, uids: IdRange, gids: IdRange) -> Result<OwnedFd, LaunchError> {
-        let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
-        crate::sys::new_user_namespace(|pid| {
-            // Both at once: each is an exec of a setuid program (~1 ms here, more under load).
-            let helpers = [
-                (&self.newuidmap, uid.as_raw(), uids),
-                (&self.newgidmap, gid.as_raw(), gids),
-            ]
-            .map(|(tool, own, range)| {
-                let map = [0, own, 1, 1, range.first, range.count].map(|n| n.to_string());
-                Command::new(tool)
-                    .arg(pid.to_string())
-                    .args(map)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .map(|child| (tool.clone(), child))
-            });
-            let [uid_helper, gid_helper] = helpers;
-            let writers = MapWriters(vec![uid_helper?, gid_helper?]);
-            writers.wait().map_err(|e| io::Error::other(e.to_string()))
-        })
-        .map_err(|source| LaunchError::IdMapHelper {
-            tool: self.newuidmap.clone(),
-            message: source.to_string(),
-        })
-    }
-
-    /// Spawns `command` as root of a user namespace in which this user is uid/gid 0 and all of
-    /// its subordinate ids are mapped from 1 up, as `podman unshare` does: there it can read,
-    /// change and delete its apps' files (the host id `first + N` shows as `N + 1`).
-    pub fn unshare(&self, command: Command) -> Result<Child, LaunchError> {
-        UserNamespace(self.namespace(self.uids, self.gids)?).spawn(command)
-    }
-
-    /// A user namespace in which this user is uid/gid 0 and the app's `uid` and `gid` (of this
-    /// user's ranges) are 1: what syncing an app's home needs. Kept, it serves several commands
-    /// for the price of one pair of helpers.
-    pub fn app_namespace(&self, uid: u32, gid: u32) -> Result<UserNamespace, LaunchError> {
-        let one = |first| IdRange { first, count: 1 };
-        Ok(UserNamespace(self.namespace(one(uid), one(gid))?))
-    }
-
-    /// Gives the files of `home` owned by this user (a home an older elastos made, run as the
-    /// user's own uid, or one just created) to the app's `uid` and `gid`, through a user
-    /// namespace where this user is 0 and the app's ids are 1 (the user cannot chown to them
-    /// otherwise). `chown -R -P` never follows a symbolic link, so nothing outside the home
-    /// changes hands; files of any other owner are left alone. `chown -R` changes a directory
-    /// after its contents, so the home itself is the last to change in each pass: an
-    /// interrupted move leaves it with the user's uid or gid, and the next launch moves again.
-    pub(crate) fn migrate_home(&self, home: &Path, uid: u32, gid: u32) -> Result<(), LaunchError> {
-        let one = |first| IdRange { first, count: 1 };
-        let namespace = self.namespace(one(uid), one(gid))?;
-        for (from, to) in [("--from=0", "1"), ("--from=:0", ":1")] {
-            let mut chown = Command::new(CHOWN);
-            chown.args(["-R", "-P", "-h", from, to]).arg(home);
-            crate::sys::join_user_namespace(&mut chown, namespace.as_fd());
-            run(&mut chown).map_err(|source| LaunchError::Home {
-                path: home.to_path_buf(),
-                source,
-            })?;
-        }
-        Ok(())
+        writers
+            .0
+            .push(start(&self.newuidmap, uid.as_raw(), self.uids)?);
+        writers
+            .0
+            .push(start(&self.newgidmap, gid.as_raw(), self.gids)?);
+        writers.wait()
     }
 }
 
-/// A user namespace of this user's with some of its subordinate ids mapped, held by an fd.
-#[derive(Debug)]
-pub struct UserNamespace(OwnedFd);
-
-impl UserNamespace {
-    /// Spawns `command` as uid and gid 0 of this namespace, with every capability in it.
-    pub fn spawn(&self, mut command: Command) -> Result<Child, LaunchError> {
-        crate::sys::join_user_namespace(&mut command, self.0.as_fd());
-        command.spawn().map_err(|source| LaunchError::IdMapHelper {
-            tool: PathBuf::from(command.get_program()),
-            message: source.to_string(),
-        })
+/// Gives the files of `home` owned by this user (a home an older elastos made, run as the
+/// user's own uid, or one just created) to the app's `uid` and `gid`, through the user's
+/// `namespace`, where this user is 0 and the app's ids are mapped (the user cannot chown to
+/// them otherwise). `chown -R -P` never follows a symbolic link, so nothing outside the home
+/// changes hands; files of any other owner are left alone. `chown -R` changes a directory
+/// after its contents, so the home itself is the last to change in each pass: an
+/// interrupted move leaves it with the user's uid or gid, and the next launch moves again.
+pub(crate) fn migrate_home(
+    home: &Path,
+    uid: u32,
+    gid: u32,
+    namespace: &UserNamespace,
+) -> Result<(), LaunchError> {
+    let (inner_uid, inner_gid) =
+        namespace
+            .inner_ids(uid, gid)
+            .ok_or_else(|| LaunchError::Home {
+                path: home.to_path_buf(),
+                source: io::Error::other(format!(
+                    "{uid}:{gid} is not mapped in the user's namespace"
+                )),
+            })?;
+    for (from, to) in [
+        ("--from=0".to_owned(), inner_uid.to_string()),
+        ("--from=:0".to_owned(), format!(":{inner_gid}")),
+    ] {
+        let mut chown = Command::new(CHOWN);
+        chown.args(["-R", "-P", "-h", &from, &to]).arg(home);
+        crate::sys::join_user_namespace(&mut chown, namespace.as_fd());
+        run(&mut chown).map_err(|source| LaunchError::Home {
+            path: home.to_path_buf(),
+            source,
+        })?;
     }
+    Ok(())
 }
 
 /// Runs `command` to its end; its stderr is the error when it fails.
@@ -312,7 +271,7 @@ fn run(command: &mut Command) -> io::Result<()> {
 
 /// `newuidmap` and `newgidmap`, running; reaped when dropped.
 #[derive(Debug)]
-pub(crate) struct MapWriters(Vec<(PathBuf, Child)>);
+struct MapWriters(Vec<(PathBuf, Child)>);
 
 impl Drop for MapWriters {
     fn drop(&mut self) {
@@ -324,7 +283,7 @@ impl Drop for MapWriters {
 
 impl MapWriters {
     /// Waits for both; the first failure, with what the helper said.
-    pub(crate) fn wait(mut self) -> Result<(), LaunchError> {
+    fn wait(mut self) -> Result<(), LaunchError> {
         let mut first_failure = None;
         for (tool, child) in std::mem::take(&mut self.0) {
             let failure = match child.wait_with_output() {

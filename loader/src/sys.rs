@@ -9,7 +9,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 /// The first mount source's fd in the loader (`handoff::fds::FIRST_SOURCE`).
@@ -174,11 +174,16 @@ impl ChildSetup {
 /// (`clone3` with `CLONE_INTO_CGROUP`, Linux 5.7): it never runs anywhere else. `ENOSYS` then
 /// means the kernel (or a seccomp filter around us) has no `clone3`, `E2BIG` that it has no
 /// `CLONE_INTO_CGROUP`; the caller may retry without a cgroup.
+///
+/// With `nested_in` (a user namespace of this user's: its holder's, see `crate::holder`), the
+/// child's user namespace is made inside that one, by an intermediate process that joins it
+/// first ([`nest_and_clone`]), and the child's id map files come back opened there.
 pub fn spawn_jailed_child(
     flags: libc::c_int,
     setup: &mut ChildSetup,
     cgroup: Option<BorrowedFd<'_>>,
-) -> io::Result<(libc::pid_t, OwnedFd)> {
+    nested_in: Option<BorrowedFd<'_>>,
+) -> io::Result<ClonedChild> {
     let elsewhere = other_cpus();
     setup.affinity = elsewhere.map(|(original, _)| original);
     let source_list = setup.source_list.as_mut_ptr();
@@ -204,6 +209,13 @@ pub fn spawn_jailed_child(
         used: [0; USED_ADDRESSES],
     };
     child.used = child.used_addresses();
+    if let Some(namespace) = nested_in {
+        let (pid, [pidfd, uid_map, gid_map]) =
+            nest_and_clone(namespace, flags, cgroup, &mut child)?;
+        let mut cloned = adopt_child(pid, pidfd.into_raw_fd(), elsewhere);
+        cloned.id_maps = Some([uid_map.into(), gid_map.into()]);
+        return Ok(cloned);
+    }
     let mut pidfd: libc::c_int = -1;
     if let Some(cgroup) = cgroup {
         let pid = clone_into_cgroup(flags, cgroup, &mut pidfd, &mut child)?;
@@ -233,20 +245,38 @@ pub fn spawn_jailed_child(
     Ok(adopt_child(pid, pidfd, elsewhere))
 }
 
+/// A jail's first process, just cloned ([`spawn_jailed_child`]).
+#[derive(Debug)]
+pub struct ClonedChild {
+    /// Its pid, in the launcher's pid namespace.
+    pub pid: libc::pid_t,
+    /// A pidfd of it.
+    pub pidfd: OwnedFd,
+    /// Its `uid_map` and `gid_map`, opened for writing from the user namespace its own is
+    /// nested in (a nested child only): the kernel lets only a process of the parent
+    /// namespace open them, and lets anyone with `CAP_SETUID`/`CAP_SETGID` over that parent
+    /// (this user, its owner) write them.
+    pub id_maps: Option<[std::fs::File; 2]>,
+}
+
 /// The parent's side once the child exists: its pidfd owned, and the child moved to another
 /// CPU than ours when there is one.
 fn adopt_child(
     pid: libc::pid_t,
     pidfd: libc::c_int,
     elsewhere: Option<(libc::cpu_set_t, libc::cpu_set_t)>,
-) -> (libc::pid_t, OwnedFd) {
+) -> ClonedChild {
     // SAFETY: the clone succeeded, so `pidfd` is a new descriptor that nothing else owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     if let Some((_, others)) = elsewhere {
         // SAFETY: a live cpu_set_t of the size we pass. Failure only costs the parallelism.
         unsafe { libc::sched_setaffinity(pid, std::mem::size_of_val(&others), &others) };
     }
-    (pid, pidfd)
+    ClonedChild {
+        pid,
+        pidfd,
+        id_maps: None,
+    }
 }
 
 /// `struct clone_args` of clone3(2), up to `cgroup` (CLONE_ARGS_SIZE_VER2, 88 bytes).
@@ -312,6 +342,227 @@ fn clone_into_cgroup(
         return Err(io::Error::last_os_error());
     }
     Ok(pid as libc::pid_t)
+}
+
+/// `/proc/PID/NAME` as a NUL-terminated string in `buf`, formatted without allocating.
+fn proc_path<'a>(pid: libc::pid_t, name: &[u8], buf: &'a mut [u8; 64]) -> &'a [u8] {
+    let mut digits = [0u8; 10];
+    let (mut n, mut count) = (pid.unsigned_abs(), 0);
+    loop {
+        digits[count] = b'0' + (n % 10) as u8;
+        (n, count) = (n / 10, count + 1);
+        if n == 0 {
+            break;
+        }
+    }
+    let mut len = 0;
+    let mut push = |bytes: &[u8]| {
+        buf[len..len + bytes.len()].copy_from_slice(bytes);
+        len += bytes.len();
+    };
+    push(b"/proc/");
+    for i in (0..count).rev() {
+        push(&digits[i..=i]);
+    }
+    push(b"/");
+    push(name);
+    push(b"\0");
+    &buf[..len]
+}
+
+/// The user-namespaced clone of [`spawn_jailed_child`]: an intermediate process (a fork-style
+/// raw clone, single-threaded as `setns(CLONE_NEWUSER)` requires, which the launcher is not)
+/// joins `namespace`, clones the jail's first process there with `CLONE_PARENT` (so that it is
+/// the launcher's child, as an unnested one is, and its parent-death signal is the launcher's),
+/// opens that process's id map files, sends them with its pid and pidfd back over a socket
+/// pair, and exits. Returns (pid, [pidfd, uid_map, gid_map]).
+fn nest_and_clone(
+    namespace: BorrowedFd<'_>,
+    flags: libc::c_int,
+    cgroup: Option<BorrowedFd<'_>>,
+    child: &mut ChildContext<'_>,
+) -> io::Result<(libc::pid_t, [OwnedFd; 3])> {
+    let (ours, theirs) = nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::Stream,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
+    // SAFETY: a fork-style clone (no CLONE_VM, no new stack): the intermediate runs on its copy
+    // of this stack and address space, makes only raw async-signal-safe syscalls
+    // (`intermediate_main`, then `child_main` in the jail's process), and ends in _exit: it never
+    // returns into this function's caller.
+    let intermediate = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0) };
+    if intermediate == 0 {
+        let (payload, fds) = intermediate_main(namespace, flags, cgroup, child);
+        // SAFETY: raw sendmsg of live locals, then _exit.
+        unsafe {
+            send_with_fds(theirs.as_raw_fd(), &payload.to_le_bytes(), &fds);
+            libc::_exit(0)
+        }
+    }
+    if intermediate < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    drop(theirs);
+    let received = receive_with_fds::<3>(ours.as_fd());
+    let _ = nix::sys::wait::waitpid(
+        nix::unistd::Pid::from_raw(intermediate as libc::pid_t),
+        None,
+    );
+    let (payload, fds) = received?;
+    let said = i32::from_le_bytes(payload);
+    match fds {
+        Some(fds) if said > 0 => Ok((said, fds)),
+        _ if said < 0 => Err(io::Error::from_raw_os_error(-said)),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the intermediate process of a nested clone sent no process",
+        )),
+    }
+}
+
+/// What the intermediate process of [`nest_and_clone`] sends: the jail process's pid and
+/// [pidfd, uid_map, gid_map], or -errno and none. Never returns in the jail's process.
+fn intermediate_main(
+    namespace: BorrowedFd<'_>,
+    flags: libc::c_int,
+    cgroup: Option<BorrowedFd<'_>>,
+    child: &mut ChildContext<'_>,
+) -> (i32, [libc::c_int; 3]) {
+    let errno = || {
+        // SAFETY: errno is thread-local and readable from any context.
+        -unsafe { *libc::__errno_location() }
+    };
+    // SAFETY: setns on a live fd; this process is a fork-style copy with one thread and its own
+    // fs information (no CLONE_FS), as setns(CLONE_NEWUSER) requires.
+    if unsafe { libc::syscall(libc::SYS_setns, namespace.as_raw_fd(), libc::CLONE_NEWUSER) } < 0 {
+        return (errno(), [-1; 3]);
+    }
+    let mut pidfd: libc::c_int = -1;
+    let pid = match cgroup {
+        Some(cgroup) => {
+            match clone_into_cgroup(flags | libc::CLONE_PARENT, cgroup, &mut pidfd, child) {
+                Ok(pid) => pid,
+                Err(e) => return (-e.raw_os_error().unwrap_or(libc::EIO), [-1; 3]),
+            }
+        }
+        None => {
+            // SAFETY: a fork-style clone as in `nest_and_clone`; with CLONE_PIDFD the kernel
+            // stores the pidfd at the parent_tid argument, a live c_int of ours. The child runs
+            // `child_main` on its copy of this stack and never returns here.
+            let pid = unsafe {
+                libc::syscall(
+                    libc::SYS_clone,
+                    flags | libc::CLONE_PARENT | libc::CLONE_PIDFD | libc::SIGCHLD,
+                    0,
+                    &mut pidfd as *mut libc::c_int,
+                    0,
+                    0,
+                )
+            };
+            if pid == 0 {
+                child_main((child as *mut ChildContext).cast());
+                // SAFETY: _exit(2) ends this child; child_main only returns after writing its
+                // record.
+                unsafe { libc::_exit(125) }
+            }
+            if pid < 0 {
+                return (errno(), [-1; 3]);
+            }
+            pid as libc::pid_t
+        }
+    };
+    let mut maps = [-1; 2];
+    for (map, name) in maps.iter_mut().zip([&b"uid_map"[..], b"gid_map"]) {
+        let mut buf = [0u8; 64];
+        let path = proc_path(pid, name, &mut buf);
+        // SAFETY: `path` is a NUL-terminated string in a live local buffer.
+        *map = unsafe { libc::open(path.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC) };
+        if *map < 0 {
+            // The process is the launcher's child: its pidfd, sent, lets the launcher kill it.
+            let failed = errno();
+            // SAFETY: kill of the process just cloned (a pid of ours: it cannot be reused
+            // before the launcher reaps it).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return (failed, [-1; 3]);
+        }
+    }
+    (pid, [pidfd, maps[0], maps[1]])
+}
+
+/// sendmsg(2) of `payload` with the fds of `fds` that are not -1 (SCM_RIGHTS): raw, without
+/// allocating, so a pre-exec child may call it. Whether all of the payload went.
+///
+/// # Safety
+/// `socket` and every fd in `fds` other than -1 must be open.
+unsafe fn send_with_fds(socket: RawFd, payload: &[u8], fds: &[libc::c_int; 3]) -> bool {
+    #[repr(C)]
+    struct Control {
+        header: libc::cmsghdr,
+        fds: [libc::c_int; 3],
+    }
+    let count = fds.iter().take_while(|fd| **fd >= 0).count();
+    // SAFETY: all-zero msghdr and cmsghdr are valid values; the message points at live locals
+    // of the sizes given; CMSG_FIRSTHDR of a message with a control buffer of at least one
+    // header is that buffer.
+    unsafe {
+        let mut iov = libc::iovec {
+            iov_base: payload.as_ptr() as *mut libc::c_void,
+            iov_len: payload.len(),
+        };
+        let mut control: Control = std::mem::zeroed();
+        let mut message: libc::msghdr = std::mem::zeroed();
+        message.msg_iov = &mut iov;
+        message.msg_iovlen = 1;
+        if count > 0 {
+            let bytes = (count * std::mem::size_of::<libc::c_int>()) as u32;
+            message.msg_control = (&mut control as *mut Control).cast();
+            message.msg_controllen = libc::CMSG_SPACE(bytes) as _;
+            let header = libc::CMSG_FIRSTHDR(&message);
+            (*header).cmsg_level = libc::SOL_SOCKET;
+            (*header).cmsg_type = libc::SCM_RIGHTS;
+            (*header).cmsg_len = libc::CMSG_LEN(bytes) as _;
+            let data = libc::CMSG_DATA(header).cast::<libc::c_int>();
+            for (i, fd) in fds[..count].iter().enumerate() {
+                std::ptr::write_unaligned(data.add(i), *fd);
+            }
+        }
+        libc::sendmsg(socket, &message, libc::MSG_NOSIGNAL) == payload.len() as isize
+    }
+}
+
+/// Receives a 4-byte payload and, with it, exactly `N` fds or none (close-on-exec here).
+fn receive_with_fds<const N: usize>(
+    channel: BorrowedFd<'_>,
+) -> io::Result<([u8; 4], Option<[OwnedFd; N]>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut payload = [0u8; 4];
+    let mut iov = [io::IoSliceMut::new(&mut payload)];
+    let mut space = nix::cmsg_space!([libc::c_int; 3]);
+    let message = recvmsg::<()>(
+        channel.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_WAITALL,
+    )
+    .map_err(io::Error::from)?;
+    let mut received = Vec::new();
+    for control in message.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = control {
+            received.extend(fds);
+        }
+    }
+    // SAFETY: each fd came with this message (SCM_RIGHTS): new descriptors nobody else owns.
+    let received: Vec<OwnedFd> = received
+        .into_iter()
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect();
+    if message.bytes != payload.len() {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok((payload, received.try_into().ok()))
 }
 
 /// Runs `f` (which clones the jail's first process) with this thread's effective uid set to
@@ -866,30 +1117,9 @@ fn make_ipc_socket(setup: &ChildSetup) -> Result<RawFd, ChildFailure> {
             return Err(failed);
         }
         // One byte of payload (a stream socket carries no message of zero bytes) and one fd.
-        let mut payload = [1u8];
-        let mut iov = libc::iovec {
-            iov_base: payload.as_mut_ptr().cast(),
-            iov_len: payload.len(),
-        };
-        #[repr(C)]
-        struct OneFd {
-            header: libc::cmsghdr,
-            fd: libc::c_int,
-        }
-        let mut control: OneFd = std::mem::zeroed();
-        let mut message: libc::msghdr = std::mem::zeroed();
-        message.msg_iov = &mut iov;
-        message.msg_iovlen = 1;
-        message.msg_control = (&mut control as *mut OneFd).cast();
-        message.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) as _;
-        let header = libc::CMSG_FIRSTHDR(&message);
-        (*header).cmsg_level = libc::SOL_SOCKET;
-        (*header).cmsg_type = libc::SCM_RIGHTS;
-        (*header).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(header).cast::<libc::c_int>(), broker);
-        let sent = libc::sendmsg(setup.channel, &message, libc::MSG_NOSIGNAL);
+        let sent = send_with_fds(setup.channel, &[1], &[broker, -1, -1]);
         libc::close(broker);
-        if sent != 1 {
+        if !sent {
             return Err(failed);
         }
         Ok(moved)
@@ -970,6 +1200,17 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> io::Resu
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Whether the process `pidfd` refers to has exited (a pidfd polls readable from then on, zombie
+/// or reaped). A failed poll counts as exited: the caller then trusts nothing of the process.
+pub fn has_exited(pidfd: BorrowedFd<'_>) -> bool {
+    let mut fds = [libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    !matches!(poll(&mut fds, 0), Ok(0))
 }
 
 /// fcntl(F_DUPFD_CLOEXEC): a close-on-exec duplicate of `fd` numbered at least `floor`.
@@ -1127,60 +1368,9 @@ pub fn reopen_nonblocking(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(file.into())
 }
 
-/// Creates a user namespace owned by this process's user, lets `write_maps` write its id maps
-/// (given the pid of the process that holds it), and returns an fd of it (`/proc/PID/ns/user`),
-/// which keeps it alive once that process is gone. For commands run in it ([`join_user_namespace`]):
-/// `elastos unshare`, and moving an app's home to its subordinate ids.
-///
-/// The holder is a fork-style raw clone(CLONE_NEWUSER) whose only code is read(2) and _exit(2)
-/// (this process may have other threads, so its copy may make nothing but raw syscalls): it
-/// waits for EOF on a pipe, which comes when the write end is dropped here.
-pub fn new_user_namespace(
-    write_maps: impl FnOnce(libc::pid_t) -> io::Result<()>,
-) -> io::Result<OwnedFd> {
-    let (wait_read, wait_write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-    // SAFETY: a fork-style clone (no CLONE_VM, no new stack): the child gets a copy of this
-    // address space and runs on its copy of this stack. It makes only raw read/_exit calls on an
-    // fd it owns a copy of, and never returns from this function.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            libc::CLONE_NEWUSER | libc::SIGCHLD,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
-    if pid == 0 {
-        let mut byte = 0u8;
-        // SAFETY: raw close, read into a local byte, then _exit; all async-signal-safe. Its copy
-        // of the write end is closed first, or EOF would never come.
-        unsafe {
-            libc::close(wait_write.as_raw_fd());
-            while libc::read(wait_read.as_raw_fd(), (&mut byte as *mut u8).cast(), 1) != 0 {
-                if *libc::__errno_location() != libc::EINTR {
-                    break;
-                }
-            }
-            libc::_exit(0)
-        }
-    }
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let pid = pid as libc::pid_t;
-    let namespace = write_maps(pid)
-        .and_then(|()| std::fs::File::open(format!("/proc/{pid}/ns/user")).map(OwnedFd::from));
-    drop((wait_read, wait_write));
-    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-    namespace
-}
-
-/// Makes `command` run in the user namespace `namespace` (from [`new_user_namespace`]), as its
-/// uid and gid 0 (this user, mapped there), with every capability in it and no supplementary
-/// groups. `namespace` must stay open until the command is spawned.
+/// Makes `command` run in the user namespace `namespace` (this user's, see `crate::holder`), as
+/// its uid and gid 0 (this user, mapped there), with every capability in it and no
+/// supplementary groups. `namespace` must stay open until the command is spawned.
 pub fn join_user_namespace(command: &mut std::process::Command, namespace: BorrowedFd<'_>) {
     use std::os::unix::process::CommandExt;
     let fd = namespace.as_raw_fd();
@@ -1196,6 +1386,62 @@ pub fn join_user_namespace(command: &mut std::process::Command, namespace: Borro
             Ok(())
         })
     };
+}
+
+/// Makes this process what [`join_user_namespace`] makes a command: uid and gid 0 of the user
+/// namespace `namespace`, with every capability in it and no supplementary groups. The kernel
+/// refuses (EINVAL) while the process has other threads.
+pub fn enter_user_namespace(namespace: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: raw syscalls on a live fd and integers. setgroups is the raw one, of this thread
+    // only, which is the whole process once setns succeeded (it requires one thread).
+    unsafe {
+        if libc::syscall(libc::SYS_setns, namespace.as_raw_fd(), libc::CLONE_NEWUSER) < 0
+            || libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Makes `command` start in a new user namespace of its own (unshare(CLONE_NEWUSER) before the
+/// exec), whose id maps the caller writes afterwards: a holder (`crate::holder`).
+pub fn unshare_user_namespace(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and makes one raw syscall.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUSER) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+}
+
+/// NS_GET_OWNER_UID and NS_GET_PARENT (uapi/linux/nsfs.h: _IO(0xb7, 4) and _IO(0xb7, 2)).
+const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
+const NS_GET_PARENT: libc::c_ulong = 0xb702;
+
+/// The uid (in this process's user namespace) that owns the user namespace `namespace`.
+pub fn namespace_owner(namespace: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut uid: libc::uid_t = 0;
+    // SAFETY: NS_GET_OWNER_UID writes one uid_t to the live local.
+    if unsafe { libc::ioctl(namespace.as_raw_fd(), NS_GET_OWNER_UID, &mut uid) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(uid)
+}
+
+/// The parent of the user namespace `namespace` (EPERM when it is not within this process's).
+pub fn namespace_parent(namespace: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: NS_GET_PARENT takes no argument and returns a new fd.
+    let fd = unsafe { libc::ioctl(namespace.as_raw_fd(), NS_GET_PARENT) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just created `fd`; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// pidfd_open(2): a pidfd (close-on-exec) of the process `pid`. The caller checks afterwards

@@ -122,10 +122,13 @@ pub fn run(state: &StateDirs, options: &DaemonOptions) -> Result<(), DaemonError
     let launcher = AppLauncher::new(
         state.apps.clone(),
         store.clone(),
-        apps::launch_options(false, false)?,
+        apps::launch_options(&state.runtime, false, false)?,
         apps::host_env(),
     );
-    let pool = JailPool::new(options.warm_jails, apps::launch_options(false, false)?);
+    let pool = JailPool::new(
+        options.warm_jails,
+        apps::launch_options(&state.runtime, false, false)?,
+    );
     launcher.use_pool(pool.clone());
     let config = BrokerConfig {
         idle_stop_after: options.idle_stop,

@@ -13,6 +13,7 @@
 
 extern crate alloc;
 
+mod hold;
 mod init;
 mod jail;
 // The runtime (`_start`, the allocator, memcpy and friends) and the syscalls: the only modules
@@ -32,23 +33,36 @@ pub enum Mode {
     /// has put this process in the jail's namespaces (the app's user namespace at
     /// [`fds::APP_USER_NAMESPACE`], joined here) and cgroups; only the app's own steps remain.
     Join,
+    /// `hold`: the holder of a user's namespace, which later launches of that user join
+    /// (see [`hold`]).
+    Hold,
 }
 
-/// The loader's whole life: read the plan, build the jail, run the app as pid 2 and wait for it.
-/// The exit code is init's: the app's code, 128+N if it died of signal N, 125 if the jail failed.
+/// The loader's whole life; its exit code.
 fn main(mode: Mode) -> i32 {
+    match mode {
+        Mode::Hold => hold::run(),
+        Mode::Launch => jail_main(false),
+        Mode::Join => jail_main(true),
+    }
+}
+
+/// Read the plan, build the jail (unless `joined` to a running one), run the app as pid 2 and
+/// wait for it. The exit code is init's: the app's code, 128+N if it died of signal N, 125 if
+/// the jail failed.
+fn jail_main(joined: bool) -> i32 {
     // The report pipe must not leak into the app.
     let _ = sys::set_cloexec(fds::REPORT);
-    let input = match (jail::read_input(), &mode) {
-        (Ok(input), Mode::Launch) => jail::build_jail(&input).map(|()| input),
-        (read, _) => read,
+    let input = match jail::read_input() {
+        Ok(input) if !joined => jail::build_jail(&input).map(|()| input),
+        read => read,
     };
-    match (input, mode) {
-        (Err(e), _) => {
+    match input {
+        Err(e) => {
             init::send(fds::REPORT, &init::failed(&e));
             125
         }
-        (Ok(input), Mode::Launch) => init::run(&input, fds::REPORT),
-        (Ok(input), Mode::Join) => init::run_joined(&input, fds::REPORT),
+        Ok(input) if joined => init::run_joined(&input, fds::REPORT),
+        Ok(input) => init::run(&input, fds::REPORT),
     }
 }

@@ -13,7 +13,7 @@ compile_error!(
 );
 
 // The kernel starts us with argc, argv and envp on the stack. The loader's input comes on
-// fds::INPUT; of argv it reads only whether `argv[1]` is `join` (see [`crate::Mode`]), so
+// fds::INPUT; of argv it reads only whether `argv[1]` is `join` or `hold` (see [`crate::Mode`]), so
 // `_start` hands the initial stack pointer to `entry` and aligns the stack as the C ABI wants.
 global_asm!(
     ".globl _start",
@@ -29,10 +29,14 @@ global_asm!(
 
 extern "C" fn entry(stack: *const usize) -> ! {
     // SAFETY: `stack` is the kernel's initial stack pointer: argc, then argc argv pointers to
-    // NUL-terminated strings, then a null pointer (execve(2)'s process start layout).
-    let join = unsafe { *stack >= 2 && c_string_is(*stack.add(2) as *const u8, b"join") };
-    exit(crate::main(if join {
+    // NUL-terminated strings, then a null pointer (execve(2)'s process start layout); argv[1]
+    // is read only when argc says it exists.
+    let argument_is =
+        |word: &[u8]| unsafe { *stack >= 2 && c_string_is(*stack.add(2) as *const u8, word) };
+    exit(crate::main(if argument_is(b"join") {
         crate::Mode::Join
+    } else if argument_is(b"hold") {
+        crate::Mode::Hold
     } else {
         crate::Mode::Launch
     }))

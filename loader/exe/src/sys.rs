@@ -202,6 +202,59 @@ pub fn is_dir(fd: i32) -> Result<bool> {
     Ok(stat.st_mode & k::S_IFMT == k::S_IFDIR)
 }
 
+/// Of the file `fd`: (its link count, its modification time in seconds since the epoch).
+pub fn links_and_mtime(fd: i32) -> Result<(u64, i64)> {
+    // SAFETY: an all-zero `struct stat` is a valid value of it.
+    let mut stat: k::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: `stat` is a live local `struct stat` the kernel fills.
+    unsafe {
+        call(
+            k::__NR_fstat,
+            &[fd as usize, &mut stat as *mut k::stat as usize],
+        )
+    }?;
+    Ok((stat.st_nlink as u64, stat.st_mtime as i64))
+}
+
+/// The wall clock (CLOCK_REALTIME), in seconds since the epoch.
+pub fn now() -> Result<i64> {
+    let mut now = k::__kernel_timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a live local timespec the kernel fills.
+    unsafe {
+        call(
+            k::__NR_clock_gettime,
+            &[
+                k::CLOCK_REALTIME as usize,
+                &mut now as *mut k::__kernel_timespec as usize,
+            ],
+        )
+    }?;
+    Ok(now.tv_sec)
+}
+
+/// Sleeps `seconds` (nanosleep(2); a signal that does not kill us cuts it short).
+pub fn sleep(seconds: i64) {
+    let duration = k::__kernel_timespec {
+        tv_sec: seconds,
+        tv_nsec: 0,
+    };
+    // SAFETY: `duration` is a live local timespec the kernel only reads; no remainder is asked.
+    let _ = unsafe {
+        call(
+            k::__NR_nanosleep,
+            &[&duration as *const k::__kernel_timespec as usize, 0],
+        )
+    };
+}
+
+/// getpid(2).
+pub fn getpid() -> i32 {
+    call_ints(k::__NR_getpid, &[]).map_or(0, |pid| pid as i32)
+}
+
 /// mkdir(2).
 pub fn mkdir(path: &CPath, mode: u32) -> Result<()> {
     // SAFETY: `path` is a NUL-terminated string that outlives the call.
