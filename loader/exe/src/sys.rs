@@ -188,8 +188,8 @@ pub fn open(path: &CPath, flags: u32, mode: u32) -> Result<i32> {
     .map(|fd| fd as i32)
 }
 
-/// Whether `fd` is a directory (fstat; works on O_PATH fds).
-pub fn is_dir(fd: i32) -> Result<bool> {
+/// `fstat(fd)` (works on O_PATH fds).
+fn fstat(fd: i32) -> Result<k::stat> {
     // SAFETY: an all-zero `struct stat` is a valid value of it.
     let mut stat: k::stat = unsafe { core::mem::zeroed() };
     // SAFETY: `stat` is a live local `struct stat` the kernel fills.
@@ -199,20 +199,17 @@ pub fn is_dir(fd: i32) -> Result<bool> {
             &[fd as usize, &mut stat as *mut k::stat as usize],
         )
     }?;
-    Ok(stat.st_mode & k::S_IFMT == k::S_IFDIR)
+    Ok(stat)
+}
+
+/// Whether `fd` is a directory.
+pub fn is_dir(fd: i32) -> Result<bool> {
+    Ok(fstat(fd)?.st_mode & k::S_IFMT == k::S_IFDIR)
 }
 
 /// Of the file `fd`: (its link count, its modification time in seconds since the epoch).
 pub fn links_and_mtime(fd: i32) -> Result<(u64, i64)> {
-    // SAFETY: an all-zero `struct stat` is a valid value of it.
-    let mut stat: k::stat = unsafe { core::mem::zeroed() };
-    // SAFETY: `stat` is a live local `struct stat` the kernel fills.
-    unsafe {
-        call(
-            k::__NR_fstat,
-            &[fd as usize, &mut stat as *mut k::stat as usize],
-        )
-    }?;
+    let stat = fstat(fd)?;
     Ok((stat.st_nlink as u64, stat.st_mtime as i64))
 }
 
