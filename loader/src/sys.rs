@@ -167,7 +167,7 @@ impl ChildSetup {
 /// before it execs the loader.
 ///
 /// Once it has made its network namespace, the child drops its copy of the caller's private
-/// anonymous memory, which it does not use ([`release_parent_memory`]): a warm jail may wait
+/// anonymous memory, which it does not use (`release_parent_memory`): a warm jail may wait
 /// for minutes with it.
 ///
 /// With `cgroup` (an `O_PATH` fd of a cgroup v2 directory), the child is created in that cgroup
@@ -177,7 +177,7 @@ impl ChildSetup {
 ///
 /// With `nested_in` (a user namespace of this user's: its holder's, see `crate::holder`), the
 /// child's user namespace is made inside that one, by an intermediate process that joins it
-/// first ([`nest_and_clone`]), and the child's id map files come back opened there.
+/// first (`nest_and_clone`), and the child's id map files come back opened there.
 pub fn spawn_jailed_child(
     flags: libc::c_int,
     setup: &mut ChildSetup,
