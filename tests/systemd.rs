@@ -309,6 +309,61 @@ fn start_broker(harness: &Harness, args: &[&str]) -> Running {
     daemon
 }
 
+/// SIGTERM must reach the daemon's wait, never a thread where it takes the default action:
+/// every thread of a running daemon blocks SIGINT and SIGTERM. RocksDB's background threads,
+/// started when the store opened, once did not, and a stop killed the daemon without its
+/// clean-up (seen in CI as a daemon that "ended with" signal 15).
+#[test]
+fn every_thread_of_the_daemon_blocks_the_stop_signals() {
+    let harness = Harness::new(User::Root);
+    let daemon = start_broker(&harness, &[]);
+    let tasks = || -> Vec<PathBuf> {
+        std::fs::read_dir(format!("/proc/{}/task", daemon.pid()))
+            .unwrap()
+            .map(|task| task.unwrap().path())
+            .collect()
+    };
+    // The thread waiting for them (sigwait) has them unblocked while it waits, as the kernel
+    // does for sigtimedwait(2); it is the only one, and it gets there soon after the socket
+    // answers.
+    let waits = |task: &PathBuf| {
+        std::fs::read_to_string(task.join("wchan"))
+            .is_ok_and(|wchan| wchan.starts_with("do_sigtimedwait"))
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || tasks().iter().any(waits)),
+        "no thread of the daemon waits for its signals"
+    );
+    let tasks = tasks();
+    assert!(tasks.len() > 2, "a daemon with its runtime: {tasks:?}");
+    let waiting: Vec<&PathBuf> = tasks.iter().filter(|task| waits(task)).collect();
+    assert_eq!(waiting.len(), 1, "one thread waits for the signals");
+    for task in tasks.iter().filter(|task| !waiting.contains(task)) {
+        let status = std::fs::read_to_string(task.join("status")).unwrap();
+        let blocked = status
+            .lines()
+            .find_map(|line| line.strip_prefix("SigBlk:"))
+            .map(|mask| u64::from_str_radix(mask.trim(), 16).unwrap())
+            .unwrap();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        for signal in [libc_signal::SIGINT, libc_signal::SIGTERM] {
+            assert!(
+                blocked & (1 << (signal - 1)) != 0,
+                "thread {} ({}) does not block signal {signal}",
+                task.display(),
+                name.trim()
+            );
+        }
+    }
+    daemon.terminate(Duration::from_secs(10)).assert_code(0);
+}
+
+/// The signal numbers of x86-64 Linux the test above checks.
+mod libc_signal {
+    pub const SIGINT: u32 = 2;
+    pub const SIGTERM: u32 = 15;
+}
+
 #[test]
 fn metrics_are_served_on_a_loopback_port_only_unless_forced() {
     let harness = Harness::new(User::Unprivileged);

@@ -93,6 +93,14 @@ pub fn run(state: &StateDirs, options: &DaemonOptions) -> Result<(), DaemonError
     let watchdog = systemd::watchdog_from_env();
     let socket = &state.control_socket;
     let activated = systemd::listener_from_env(socket)?;
+    // Blocked before any other thread exists, so that every thread inherits it: SIGINT and
+    // SIGTERM reach only the wait at the end. That is before RocksDB's open, which starts its
+    // own background threads (a SIGTERM the kernel gave one of those had the default action:
+    // the daemon died of it, seen once in CI), and before the runtime's. (No tokio signal
+    // driver: it needs a socketpair, and apps linking the same tokio build run where socketpair
+    // is refused.) And before the control socket is bound: a client that connects and at once
+    // sends SIGTERM (a stop right after a start) got the default action when it came between.
+    let signals = BlockedSignals::block()?;
     let store = Arc::new(Store::open(&state.broker_db)?);
     let metrics_listener = options
         .metrics_addr
@@ -102,12 +110,6 @@ pub fn run(state: &StateDirs, options: &DaemonOptions) -> Result<(), DaemonError
                 .map_err(io(format!("serve the metrics on {address}")))
         })
         .transpose()?;
-    // Blocked before the runtime's threads exist, so they inherit it: SIGINT and SIGTERM reach
-    // only the wait at the end. (No tokio signal driver: it needs a socketpair, and apps linking
-    // the same tokio build run where socketpair is refused.) And before the control socket is
-    // bound: a client that connects and at once sends SIGTERM (a stop right after a start) got
-    // the default action, death without a word, when it came between the two.
-    let signals = BlockedSignals::block()?;
     let socket_activated = activated.is_some();
     let listener = match activated {
         Some(listener) => listener,
