@@ -635,6 +635,24 @@ impl RcloneServer {
     }
 }
 
+/// Makes `harness`'s cloud disk an S3 endpoint on 127.0.0.1 that takes connections, holds
+/// them and never answers (for as long as the test process lives).
+fn set_silent_s3_store(harness: &Harness) {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for connection in silent.incoming() {
+            held.push(connection);
+        }
+    });
+    std::fs::write(
+        harness.elastos_home().join("cloud.toml"),
+        format!("store = \"s3://bucket/prefix\"\nendpoint = \"http://127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+}
+
 /// `invocation` with S3 `credentials` in its environment.
 fn with_credentials(invocation: &mut common::Invocation<'_>, credentials: &[(&str, String)]) {
     for (name, value) in credentials {
@@ -1116,19 +1134,7 @@ fn with_a_store_that_never_answers_the_app_starts_and_ends_on_its_local_copy_in_
     a.run(&app, &["client"]).output().assert_code(0);
     std::fs::write(home_of_app(&a, APP).join("local.txt"), "here").unwrap();
     // Then the cloud disk is an S3 endpoint that takes connections and never answers.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = silent.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for connection in silent.incoming() {
-            held.push(connection);
-        }
-    });
-    std::fs::write(
-        a.elastos_home().join("cloud.toml"),
-        format!("store = \"s3://bucket/prefix\"\nendpoint = \"http://127.0.0.1:{port}\"\n"),
-    )
-    .unwrap();
+    set_silent_s3_store(&a);
     let _daemon = start_daemon_with(
         &a,
         &[
@@ -1657,19 +1663,7 @@ fn an_unreachable_store_fails_a_read_with_eio_in_bounded_time_and_the_daemon_nam
     let daemon = start_daemon_with(&a, &[("ELASTOS_FETCH_TIMEOUT_SECS", "3")]);
     evict(&a, &["small.txt"]);
     // The cloud disk becomes an S3 endpoint that takes connections and never answers.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = silent.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for connection in silent.incoming() {
-            held.push(connection);
-        }
-    });
-    std::fs::write(
-        a.elastos_home().join("cloud.toml"),
-        format!("store = \"s3://bucket/prefix\"\nendpoint = \"http://127.0.0.1:{port}\"\n"),
-    )
-    .unwrap();
+    set_silent_s3_store(&a);
     // The probe reads it unjailed (`elastos run` would first wait for the daemon's sync, which
     // waits for the store too).
     let started = std::time::Instant::now();

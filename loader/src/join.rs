@@ -34,6 +34,7 @@ use elastos_policy::JailPlan;
 
 use crate::error::LaunchError;
 use crate::input::loader_input;
+use crate::spawn::cloexec_pipe;
 use crate::spawn::{exec_outcome, parse_report};
 use crate::sys;
 
@@ -68,10 +69,8 @@ pub fn exec_in_jail(
         path: loader.to_owned(),
         source,
     })?;
-    let pipe =
-        || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LaunchError::Fds(e.into()));
-    let (input_read, input_write) = pipe()?;
-    let (report_read, report_write) = pipe()?;
+    let (input_read, input_write) = cloexec_pipe()?;
+    let (report_read, report_write) = cloexec_pipe()?;
     // Moved above every fixed number (the original closed: a copy of the report pipe's write
     // end left open here would keep its EOF from ever coming), so that moving one into place
     // overwrites none of the others; the child closes fd 3 and replaces 4-6, so the init's

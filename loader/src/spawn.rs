@@ -188,10 +188,8 @@ pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
             path: options.loader.clone(),
             source,
         })?;
-    let pipe =
-        || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LaunchError::Fds(e.into()));
-    let (input_read, input_write) = pipe()?;
-    let (report_read, report_write) = pipe()?;
+    let (input_read, input_write) = cloexec_pipe()?;
+    let (report_read, report_write) = cloexec_pipe()?;
     let (channel, child_channel) = nix::sys::socket::socketpair(
         nix::sys::socket::AddressFamily::Unix,
         nix::sys::socket::SockType::Stream,
@@ -199,7 +197,7 @@ pub fn spawn(options: &LaunchOptions) -> Result<PendingJail, LaunchError> {
         nix::sys::socket::SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| LaunchError::Fds(e.into()))?;
-    let (sources_read, sources_write) = pipe()?;
+    let (sources_read, sources_write) = cloexec_pipe()?;
 
     // Everything the child keeps is first moved above the fixed numbers (3, 4, 5, then one per
     // mount source), so that moving it into place never overwrites one of them. Just above, not
@@ -669,4 +667,9 @@ fn child_failure(bytes: &[u8], sources: &[PathBuf]) -> LaunchError {
             _ => LaunchError::Child { step, source },
         }
     }
+}
+
+/// A pipe whose ends close on exec (each is handed on explicitly where a child needs it).
+pub(crate) fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), LaunchError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LaunchError::Fds(e.into()))
 }
